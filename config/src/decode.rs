@@ -1,0 +1,116 @@
+//! Turns the merged tree into typed sections; each section lists the keys it allows.
+
+use toml::Table;
+
+use crate::error::ConfigError;
+use crate::model::{
+    AuthMethod, BackendConfig, Config, HealthConfig, MetricsConfig, PoolConfig, ProxyConfig,
+    RoutingConfig, TlsConfig, UserConfig,
+};
+use crate::origin::Origins;
+use crate::reader::{Field, Section};
+
+const TOP: &[&str] = &[
+    "proxy", "primary", "replicas", "users", "pool", "routing", "metrics", "health", "tls",
+];
+
+/// Decodes `tree`, which must already hold the built-in defaults.
+pub(crate) fn decode(tree: &Table, origins: &Origins) -> Result<Config, ConfigError> {
+    let top = Section::root(tree, origins, TOP)?;
+    Ok(Config {
+        proxy: proxy(&top.require("proxy")?)?,
+        primary: backend(&top.require("primary")?)?,
+        replicas: each(&top.require("replicas")?, backend)?,
+        users: each(&top.require("users")?, user)?,
+        pool: pool(&top.require("pool")?)?,
+        routing: routing(&top.require("routing")?)?,
+        metrics: metrics(&top.require("metrics")?)?,
+        health: health(&top.require("health")?)?,
+        tls: top.get("tls").map(|field| tls(&field)).transpose()?,
+    })
+}
+
+fn each<T>(
+    field: &Field<'_>,
+    decode: fn(&Field<'_>) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    field.elements()?.iter().map(decode).collect()
+}
+
+fn proxy(field: &Field<'_>) -> Result<ProxyConfig, ConfigError> {
+    let s = field.section(&[
+        "listen",
+        "max_client_connections",
+        "connect_timeout",
+        "startup_timeout",
+        "shutdown_timeout",
+        "max_message_size",
+    ])?;
+    Ok(ProxyConfig {
+        listen: s.require("listen")?.string()?,
+        max_client_connections: s.require("max_client_connections")?.count()?,
+        connect_timeout: s.require("connect_timeout")?.duration()?,
+        startup_timeout: s.require("startup_timeout")?.duration()?,
+        shutdown_timeout: s.require("shutdown_timeout")?.duration()?,
+        max_message_size: s.require("max_message_size")?.size()?,
+    })
+}
+
+fn backend(field: &Field<'_>) -> Result<BackendConfig, ConfigError> {
+    let s = field.section(&["name", "host", "port"])?;
+    Ok(BackendConfig {
+        name: s.require("name")?.string()?,
+        host: s.require("host")?.string()?,
+        port: s.require("port")?.port()?,
+    })
+}
+
+fn user(field: &Field<'_>) -> Result<UserConfig, ConfigError> {
+    let s = field.section(&["name", "password", "auth"])?;
+    Ok(UserConfig {
+        name: s.require("name")?.string()?,
+        password: s.get("password").map(|f| f.string()).transpose()?,
+        auth: match s.get("auth") {
+            Some(f) => f.auth()?,
+            None => AuthMethod::default(),
+        },
+    })
+}
+
+fn pool(field: &Field<'_>) -> Result<PoolConfig, ConfigError> {
+    let s = field.section(&["max_idle", "idle_timeout"])?;
+    Ok(PoolConfig {
+        max_idle: s.require("max_idle")?.count()?,
+        idle_timeout: s.require("idle_timeout")?.duration()?,
+    })
+}
+
+fn routing(field: &Field<'_>) -> Result<RoutingConfig, ConfigError> {
+    let s = field.section(&["max_replica_lag", "classify_cache_size"])?;
+    Ok(RoutingConfig {
+        max_replica_lag: s.require("max_replica_lag")?.duration()?,
+        classify_cache_size: s.require("classify_cache_size")?.count()?,
+    })
+}
+
+fn metrics(field: &Field<'_>) -> Result<MetricsConfig, ConfigError> {
+    let s = field.section(&["listen"])?;
+    Ok(MetricsConfig {
+        listen: s.require("listen")?.string()?,
+    })
+}
+
+fn health(field: &Field<'_>) -> Result<HealthConfig, ConfigError> {
+    let s = field.section(&["interval"])?;
+    Ok(HealthConfig {
+        interval: s.require("interval")?.duration()?,
+    })
+}
+
+fn tls(field: &Field<'_>) -> Result<TlsConfig, ConfigError> {
+    let s = field.section(&["cert", "key"])?;
+    Ok(TlsConfig {
+        cert: s.require("cert")?.file_path()?,
+        key: s.require("key")?.file_path()?,
+    })
+}

@@ -1,0 +1,64 @@
+//! Configuration for pgrepl-proxy: built-in defaults, then a TOML file, then `PGREPL_*`
+//! environment variables, then validation. Every error names its source (file or variable),
+//! the key in TOML terms, what was expected and what was found.
+
+mod address;
+mod decode;
+mod env;
+mod error;
+mod file;
+mod layers;
+mod model;
+mod origin;
+mod path;
+mod reader;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use error::ConfigError;
+pub use model::{
+    AuthMethod, BackendConfig, Config, HealthConfig, MetricsConfig, PoolConfig, ProxyConfig,
+    RoutingConfig, TlsConfig, UserConfig,
+};
+
+impl Config {
+    /// Defaults + optional TOML file + the process environment, then validation.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = path.map(file::read).transpose()?;
+        let env = env::from_process()?;
+        Self::from_sources(path.zip(text.as_deref()), &env)
+    }
+
+    /// Same as `load` with explicit inputs: `file` is (path shown in errors, TOML text).
+    pub fn from_sources(
+        file: Option<(&Path, &str)>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut origins = origin::Origins::new(file.map(|(path, _)| path));
+        let mut tree = layers::defaults();
+        if let Some((path, text)) = file {
+            layers::overlay(&mut tree, file::parse(path, text)?);
+        }
+        env::overlay(&mut tree, env, &mut origins)?;
+        let config = decode::decode(&tree, &origins)?;
+        validate::validate(&config, &origins)?;
+        Ok(config)
+    }
+
+    /// All defaults, with no users and no validation; for commands that need no file.
+    pub fn defaults() -> Config {
+        decode::decode(&layers::defaults(), &origin::Origins::default())
+            .expect("defaults.toml decodes (covered by tests)")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::defaults()
+    }
+}

@@ -1,0 +1,120 @@
+//! The typed configuration the proxy runs with, one struct per TOML section.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the proxy needs to run; see `Config::load`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub primary: BackendConfig,
+    pub replicas: Vec<BackendConfig>,
+    pub users: Vec<UserConfig>,
+    pub pool: PoolConfig,
+    pub routing: RoutingConfig,
+    pub metrics: MetricsConfig,
+    pub health: HealthConfig,
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[proxy]`: the client-facing listener and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// `host:port` to accept clients on.
+    pub listen: String,
+    pub max_client_connections: usize,
+    /// Backend TCP connect plus authentication.
+    pub connect_timeout: Duration,
+    /// A client must finish startup and authentication within this.
+    pub startup_timeout: Duration,
+    /// How long a graceful shutdown waits for sessions to end.
+    pub shutdown_timeout: Duration,
+    /// Largest protocol message accepted, in bytes.
+    pub max_message_size: usize,
+}
+
+/// `[primary]` and each `[[replicas]]` entry: a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Unique across the primary and replicas; used in logs, metrics and errors.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// `[[users]]`: who may connect to the proxy; the proxy uses the same credentials to the backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserConfig {
+    pub name: String,
+    /// Absent only when `auth` is `trust`.
+    pub password: Option<String>,
+    /// How clients authenticate to the proxy.
+    pub auth: AuthMethod,
+}
+
+/// How a client proves its identity to the proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    #[default]
+    ScramSha256,
+    Md5,
+    Trust,
+}
+
+impl AuthMethod {
+    /// Every method, in the order error messages list them.
+    pub const ALL: [AuthMethod; 3] = [AuthMethod::ScramSha256, AuthMethod::Md5, AuthMethod::Trust];
+
+    /// The name used in TOML and in PostgreSQL's `pg_hba.conf`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ScramSha256 => "scram-sha-256",
+            AuthMethod::Md5 => "md5",
+            AuthMethod::Trust => "trust",
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[pool]`: idle backend connections kept for reuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+/// `[routing]`: when a read may go to a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingConfig {
+    /// Replicas staler than this get no reads.
+    pub max_replica_lag: Duration,
+    /// Statement classifications remembered by SQL text.
+    pub classify_cache_size: usize,
+}
+
+/// `[metrics]`: the Prometheus `/metrics` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: String,
+}
+
+/// `[health]`: the backend monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub interval: Duration,
+}
+
+/// `[tls]`: present means clients may negotiate TLS with the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}

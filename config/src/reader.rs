@@ -1,0 +1,202 @@
+//! Typed, path-aware access to the merged tree, so every decoding error names key and source.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+use crate::error::ConfigError;
+use crate::model::AuthMethod;
+use crate::origin::Origins;
+use crate::path::KeyPath;
+use crate::units::parse_size;
+
+const DURATION: &str = r#"a duration like "1s" or "250ms""#;
+const SIZE: &str = r#"a size in bytes like 1048576, "64MiB" or "512kB""#;
+
+/// A table whose keys have been checked against the keys its section allows.
+pub(crate) struct Section<'a> {
+    table: &'a Table,
+    path: KeyPath,
+    origins: &'a Origins,
+    known: &'static [&'static str],
+}
+
+impl<'a> Section<'a> {
+    /// Opens the root table; unknown keys are reported first, since they are usually typos.
+    pub(crate) fn root(
+        table: &'a Table,
+        origins: &'a Origins,
+        known: &'static [&'static str],
+    ) -> Result<Self, ConfigError> {
+        Self::open(table, KeyPath::root(), origins, known)
+    }
+
+    fn open(
+        table: &'a Table,
+        path: KeyPath,
+        origins: &'a Origins,
+        known: &'static [&'static str],
+    ) -> Result<Self, ConfigError> {
+        if let Some(key) = table.keys().find(|key| !known.contains(&key.as_str())) {
+            let at = path.key(key);
+            let message = if path.is_root() {
+                format!(
+                    "unknown top-level key \"{key}\" (known: {})",
+                    known.join(", ")
+                )
+            } else {
+                format!("{at}: unknown key (known in {path}: {})", known.join(", "))
+            };
+            return Err(ConfigError::new(origins.blame(&at), message));
+        }
+        Ok(Self {
+            table,
+            path,
+            origins,
+            known,
+        })
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Field<'a>> {
+        debug_assert!(self.known.contains(&key), "{key} is not in the known list");
+        self.table.get(key).map(|value| Field {
+            value,
+            path: self.path.key(key),
+            origins: self.origins,
+        })
+    }
+
+    pub(crate) fn require(&self, key: &str) -> Result<Field<'a>, ConfigError> {
+        self.get(key).ok_or_else(|| {
+            ConfigError::new(
+                self.origins.blame(&self.path),
+                format!("{}: missing required key \"{key}\"", self.path),
+            )
+        })
+    }
+}
+
+/// One value in the tree with its path, converted to the type its key expects.
+pub(crate) struct Field<'a> {
+    value: &'a Value,
+    path: KeyPath,
+    origins: &'a Origins,
+}
+
+impl<'a> Field<'a> {
+    pub(crate) fn section(
+        &self,
+        known: &'static [&'static str],
+    ) -> Result<Section<'a>, ConfigError> {
+        match self.value {
+            Value::Table(table) => Section::open(table, self.path.clone(), self.origins, known),
+            _ => Err(self.mismatch("a table")),
+        }
+    }
+
+    pub(crate) fn elements(&self) -> Result<Vec<Field<'a>>, ConfigError> {
+        match self.value {
+            Value::Array(items) => Ok(items
+                .iter()
+                .enumerate()
+                .map(|(index, value)| Field {
+                    value,
+                    path: self.path.index(index),
+                    origins: self.origins,
+                })
+                .collect()),
+            _ => Err(self.mismatch("an array of tables")),
+        }
+    }
+
+    pub(crate) fn string(&self) -> Result<String, ConfigError> {
+        match self.value {
+            Value::String(text) => Ok(text.clone()),
+            _ => Err(self.mismatch("a string")),
+        }
+    }
+
+    pub(crate) fn file_path(&self) -> Result<PathBuf, ConfigError> {
+        self.string().map(PathBuf::from)
+    }
+
+    pub(crate) fn duration(&self) -> Result<Duration, ConfigError> {
+        match self.value {
+            Value::String(text) => humantime::parse_duration(text.trim()).ok(),
+            _ => None,
+        }
+        .ok_or_else(|| self.mismatch(DURATION))
+    }
+
+    pub(crate) fn size(&self) -> Result<usize, ConfigError> {
+        match self.value {
+            Value::Integer(n) => usize::try_from(*n).ok(),
+            Value::String(text) => parse_size(text).and_then(|n| usize::try_from(n).ok()),
+            _ => None,
+        }
+        .ok_or_else(|| self.mismatch(SIZE))
+    }
+
+    pub(crate) fn count(&self) -> Result<usize, ConfigError> {
+        self.integer()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| self.mismatch("a non-negative integer"))
+    }
+
+    pub(crate) fn port(&self) -> Result<u16, ConfigError> {
+        self.integer()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|port| *port != 0)
+            .ok_or_else(|| self.mismatch("a port number from 1 to 65535"))
+    }
+
+    pub(crate) fn auth(&self) -> Result<AuthMethod, ConfigError> {
+        let found = match self.value {
+            Value::String(text) => AuthMethod::ALL
+                .into_iter()
+                .find(|method| method.as_str().eq_ignore_ascii_case(text.trim())),
+            _ => None,
+        };
+        found.ok_or_else(|| {
+            let names: Vec<String> = AuthMethod::ALL
+                .iter()
+                .map(|method| format!("\"{method}\""))
+                .collect();
+            self.mismatch(&format!("one of {}", names.join(", ")))
+        })
+    }
+
+    /// An integer; from the environment, where every value is text, a string of digits too.
+    fn integer(&self) -> Option<i64> {
+        match self.value {
+            Value::Integer(n) => Some(*n),
+            Value::String(text) if self.origins.is_env(&self.path) => text.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn mismatch(&self, expected: &str) -> ConfigError {
+        ConfigError::new(
+            self.origins.blame(&self.path),
+            format!(
+                "{}: expected {expected}, found {}",
+                self.path,
+                describe(self.value)
+            ),
+        )
+    }
+}
+
+/// A value as it would be written in TOML, or its kind when it is a container.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(text) => format!("{text:?}"),
+        Value::Integer(n) => n.to_string(),
+        Value::Float(x) => x.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Datetime(when) => when.to_string(),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Table(_) => "a table".to_owned(),
+    }
+}

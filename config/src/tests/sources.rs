@@ -1,0 +1,193 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::{from_file, ONE_USER};
+use crate::{AuthMethod, BackendConfig, Config, TlsConfig, UserConfig};
+
+fn backend(name: &str, host: &str, port: u16) -> BackendConfig {
+    BackendConfig {
+        name: name.into(),
+        host: host.into(),
+        port,
+    }
+}
+
+#[test]
+fn defaults_match_the_documented_values() {
+    let config = Config::defaults();
+    assert_eq!(config.proxy.listen, "127.0.0.1:6432");
+    assert_eq!(config.proxy.max_client_connections, 1000);
+    assert_eq!(config.proxy.connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.proxy.startup_timeout, Duration::from_secs(15));
+    assert_eq!(config.proxy.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(config.proxy.max_message_size, 256 << 20);
+    assert_eq!(config.primary, backend("db01", "127.0.0.1", 5432));
+    assert_eq!(config.replicas, vec![backend("db02", "127.0.0.1", 5433)]);
+    assert!(config.users.is_empty());
+    assert_eq!(config.pool.max_idle, 50);
+    assert_eq!(config.pool.idle_timeout, Duration::from_secs(300));
+    assert_eq!(config.routing.max_replica_lag, Duration::from_secs(1));
+    assert_eq!(config.routing.classify_cache_size, 10_000);
+    assert_eq!(config.metrics.listen, "127.0.0.1:9187");
+    assert_eq!(config.health.interval, Duration::from_secs(1));
+    assert_eq!(config.tls, None);
+    assert_eq!(Config::default(), config);
+}
+
+#[test]
+fn the_design_example_loads() {
+    let text = r#"
+[proxy]
+listen = "127.0.0.1:6432"
+
+[primary]
+name = "db01"
+host = "127.0.0.1"
+port = 5432
+
+[[replicas]]
+name = "db02"
+host = "127.0.0.1"
+port = 5433
+
+[[users]]            # clients authenticate to the proxy with these
+name = "app"
+password = "app-pass"
+
+[routing]
+max_replica_lag = "1s"
+
+[metrics]
+listen = "127.0.0.1:9187"
+"#;
+    let config = from_file(text).unwrap();
+    let expected = Config {
+        users: vec![UserConfig {
+            name: "app".into(),
+            password: Some("app-pass".into()),
+            auth: AuthMethod::ScramSha256,
+        }],
+        ..Config::defaults()
+    };
+    assert_eq!(config, expected);
+}
+
+#[test]
+fn file_values_override_defaults_key_by_key() {
+    let text = format!(
+        r#"{ONE_USER}
+[proxy]
+listen = "0.0.0.0:7000"
+max_message_size = 65536
+connect_timeout = "250ms"
+[primary]
+host = "10.0.0.1"
+[pool]
+idle_timeout = "1m 30s"
+[health]
+interval = "500ms"
+"#
+    );
+    let config = from_file(&text).unwrap();
+    assert_eq!(config.proxy.listen, "0.0.0.0:7000");
+    assert_eq!(config.proxy.max_message_size, 65536);
+    assert_eq!(config.proxy.connect_timeout, Duration::from_millis(250));
+    assert_eq!(config.proxy.startup_timeout, Duration::from_secs(15));
+    assert_eq!(config.primary, backend("db01", "10.0.0.1", 5432));
+    assert_eq!(config.pool.idle_timeout, Duration::from_secs(90));
+    assert_eq!(config.health.interval, Duration::from_millis(500));
+}
+
+#[test]
+fn sizes_accept_integers_and_units() {
+    for (written, bytes) in [
+        ("1024", 1024),
+        ("\"64MiB\"", 64 << 20),
+        ("\"512kB\"", 512_000),
+        ("\"1GiB\"", 1 << 30),
+        ("\"2048 B\"", 2048),
+    ] {
+        let text = format!("{ONE_USER}[proxy]\nmax_message_size = {written}\n");
+        let config = from_file(&text).unwrap();
+        assert_eq!(config.proxy.max_message_size, bytes, "{written}");
+    }
+}
+
+#[test]
+fn replicas_key_absent_keeps_default_but_empty_array_means_none() {
+    assert_eq!(from_file(ONE_USER).unwrap().replicas.len(), 1);
+    let text = format!("replicas = []\n{ONE_USER}");
+    assert!(from_file(&text).unwrap().replicas.is_empty());
+}
+
+#[test]
+fn several_replicas_and_auth_methods() {
+    let text = r#"
+[[replicas]]
+name = "r1"
+host = "10.0.0.2"
+port = 5432
+[[replicas]]
+name = "r2"
+host = "replica.internal"
+port = 6543
+[[users]]
+name = "md5user"
+password = "x"
+auth = "md5"
+[[users]]
+name = "local"
+auth = "trust"
+"#;
+    let config = from_file(text).unwrap();
+    assert_eq!(
+        config.replicas,
+        vec![
+            backend("r1", "10.0.0.2", 5432),
+            backend("r2", "replica.internal", 6543)
+        ]
+    );
+    assert_eq!(config.users[0].auth, AuthMethod::Md5);
+    assert_eq!(config.users[1].auth, AuthMethod::Trust);
+    assert_eq!(config.users[1].password, None);
+}
+
+#[test]
+fn auth_methods_display_their_toml_names() {
+    let names: Vec<String> = AuthMethod::ALL.iter().map(ToString::to_string).collect();
+    assert_eq!(names, ["scram-sha-256", "md5", "trust"]);
+}
+
+#[test]
+fn tls_with_existing_files_loads() {
+    let dir = std::env::temp_dir().join(format!("pgrepl-config-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, "cert").unwrap();
+    std::fs::write(&key, "key").unwrap();
+    let text = format!(
+        "{ONE_USER}[tls]\ncert = {:?}\nkey = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let config = from_file(&text);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(config.unwrap().tls, Some(TlsConfig { cert, key }));
+}
+
+#[test]
+fn load_reads_the_file_and_names_it_when_missing() {
+    let path = std::env::temp_dir().join(format!("pgrepl-config-load-{}.toml", std::process::id()));
+    std::fs::write(&path, ONE_USER).unwrap();
+    let loaded = Config::load(Some(&path));
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(loaded.unwrap().users[0].name, "app");
+
+    let err = Config::load(Some(Path::new("/nonexistent/pgrepl.toml"))).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("config file /nonexistent/pgrepl.toml: cannot read:"),
+        "{err}"
+    );
+}

@@ -1,0 +1,185 @@
+//! Rules that need more than one key's type: ranges, uniqueness, files that must exist.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use crate::address::is_host_port;
+use crate::error::ConfigError;
+use crate::model::{AuthMethod, BackendConfig, Config, TlsConfig, UserConfig};
+use crate::origin::Origins;
+use crate::path::KeyPath;
+
+const MIN_MESSAGE_SIZE: usize = 1024;
+
+/// Checks a decoded config; errors are blamed on whichever input set the offending key.
+pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
+    let rules = Rules { origins };
+    let root = KeyPath::root();
+    let proxy = root.key("proxy");
+    rules.listen(&proxy.key("listen"), &config.proxy.listen)?;
+    rules.at_least(
+        &proxy.key("max_client_connections"),
+        config.proxy.max_client_connections,
+        1,
+        "",
+    )?;
+    rules.nonzero(&proxy.key("connect_timeout"), config.proxy.connect_timeout)?;
+    rules.nonzero(&proxy.key("startup_timeout"), config.proxy.startup_timeout)?;
+    rules.at_least(
+        &proxy.key("max_message_size"),
+        config.proxy.max_message_size,
+        MIN_MESSAGE_SIZE,
+        " bytes",
+    )?;
+    rules.backends(config)?;
+    rules.users(&config.users)?;
+    rules.nonzero(
+        &root.key("pool").key("idle_timeout"),
+        config.pool.idle_timeout,
+    )?;
+    rules.listen(&root.key("metrics").key("listen"), &config.metrics.listen)?;
+    rules.nonzero(&root.key("health").key("interval"), config.health.interval)?;
+    if let Some(tls) = &config.tls {
+        rules.tls(tls)?;
+    }
+    Ok(())
+}
+
+struct Rules<'a> {
+    origins: &'a Origins,
+}
+
+impl Rules<'_> {
+    /// `<path>: expected <expected>, found <found>`, blamed on whoever set `path`.
+    fn expect(
+        &self,
+        ok: bool,
+        path: &KeyPath,
+        expected: &str,
+        found: impl Display,
+    ) -> Result<(), ConfigError> {
+        if ok {
+            return Ok(());
+        }
+        Err(self.mismatch(path, expected, found))
+    }
+
+    fn mismatch(&self, path: &KeyPath, expected: &str, found: impl Display) -> ConfigError {
+        self.fail(path, format!("{path}: expected {expected}, found {found}"))
+    }
+
+    fn fail(&self, path: &KeyPath, message: String) -> ConfigError {
+        ConfigError::new(self.origins.blame(path), message)
+    }
+
+    fn listen(&self, path: &KeyPath, listen: &str) -> Result<(), ConfigError> {
+        self.expect(
+            is_host_port(listen),
+            path,
+            r#"host:port like "127.0.0.1:6432" or "localhost:6432""#,
+            format_args!("{listen:?}"),
+        )
+    }
+
+    fn at_least(
+        &self,
+        path: &KeyPath,
+        value: usize,
+        min: usize,
+        unit: &str,
+    ) -> Result<(), ConfigError> {
+        self.expect(value >= min, path, &format!("at least {min}{unit}"), value)
+    }
+
+    fn nonzero(&self, path: &KeyPath, value: Duration) -> Result<(), ConfigError> {
+        self.expect(
+            !value.is_zero(),
+            path,
+            "a duration above zero",
+            format_args!("\"{}\"", humantime::format_duration(value)),
+        )
+    }
+
+    fn non_empty(&self, path: &KeyPath, value: &str) -> Result<(), ConfigError> {
+        self.expect(
+            !value.trim().is_empty(),
+            path,
+            "a non-empty string",
+            format_args!("{value:?}"),
+        )
+    }
+
+    /// Names identify backends in logs and metrics, so they must be unique.
+    fn backends(&self, config: &Config) -> Result<(), ConfigError> {
+        let root = KeyPath::root();
+        let replicas = root.key("replicas");
+        let all: Vec<(KeyPath, &BackendConfig)> =
+            std::iter::once((root.key("primary"), &config.primary))
+                .chain(
+                    config
+                        .replicas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| (replicas.index(i), b)),
+                )
+                .collect();
+        for (i, (path, backend)) in all.iter().enumerate() {
+            self.non_empty(&path.key("name"), &backend.name)?;
+            self.non_empty(&path.key("host"), &backend.host)?;
+            if let Some((first, _)) = all[..i].iter().find(|(_, b)| b.name == backend.name) {
+                return Err(self.duplicate(&path.key("name"), &first.key("name"), &backend.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn users(&self, users: &[UserConfig]) -> Result<(), ConfigError> {
+        let list = KeyPath::root().key("users");
+        if users.is_empty() {
+            return Err(self.fail(&list, "at least one [[users]] entry is required".to_owned()));
+        }
+        for (i, user) in users.iter().enumerate() {
+            let path = list.index(i);
+            self.non_empty(&path.key("name"), &user.name)?;
+            if let Some(first) = users[..i].iter().position(|u| u.name == user.name) {
+                let first = list.index(first).key("name");
+                return Err(self.duplicate(&path.key("name"), &first, &user.name));
+            }
+            if user.password.is_none() && user.auth != AuthMethod::Trust {
+                return Err(self.fail(
+                    &path.key("password"),
+                    format!(
+                        "{path} ({}): password is required unless auth = \"{}\"",
+                        user.name,
+                        AuthMethod::Trust
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn duplicate(&self, path: &KeyPath, first: &KeyPath, name: &str) -> ConfigError {
+        self.fail(
+            path,
+            format!("{path} {name:?} is used twice (also {first})"),
+        )
+    }
+
+    fn tls(&self, tls: &TlsConfig) -> Result<(), ConfigError> {
+        let section = KeyPath::root().key("tls");
+        for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
+            let problem = match std::fs::metadata(file) {
+                Ok(meta) if meta.is_file() => continue,
+                Ok(_) => "not a regular file".to_owned(),
+                Err(err) => err.to_string(),
+            };
+            return Err(self.mismatch(
+                &section.key(key),
+                "an existing file",
+                format_args!("{:?} ({problem})", file.display().to_string()),
+            ));
+        }
+        Ok(())
+    }
+}
