@@ -1,0 +1,62 @@
+//! An authenticated backend connection and the per-connection protocol state the session keeps.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::{BackendInfo, PoolKey, ServerParams};
+
+/// Who sent a Parse in a batch: its ParseComplete goes to the client or is swallowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseOrigin {
+    /// Injected by the proxy to prepare a statement lazily.
+    Proxy,
+    /// The client's, defining statement `name` at `generation`.
+    Client { name: Bytes, generation: u64 },
+    /// The client's, expected to fail (a named statement defined twice).
+    ClientUntracked,
+}
+
+/// What one batch (up to its ReadyForQuery) sent that needs matching to its responses.
+/// Responses come in order, so the n-th ParseComplete answers the n-th Parse, and likewise for
+/// Close; an error ends the batch, so Parses past the count of ParseCompletes failed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub parses: Vec<ParseOrigin>,
+    pub parses_done: usize,
+    /// Closes in order: true for one the proxy injected.
+    pub closes: Vec<bool>,
+    pub closes_done: usize,
+}
+
+/// A connection to one backend, leased by at most one client session at a time.
+pub struct BackendConn {
+    pub rd: OwnedReadHalf,
+    pub wr: OwnedWriteHalf,
+    /// Bytes read from the server not yet forwarded.
+    pub inbuf: BytesMut,
+    /// Bytes waiting to be written to the server.
+    pub out: BytesMut,
+    pub info: Arc<BackendInfo>,
+    pub key: PoolKey,
+    /// The server's BackendKeyData, to forward a client's cancel.
+    pub cancel_key: (i32, i32),
+    pub params: Arc<ServerParams>,
+    /// Prepared statements present on this server: client name -> generation.
+    pub prepared: HashMap<Bytes, u64>,
+    /// One entry per ReadyForQuery still to come, oldest first.
+    pub syncs: VecDeque<Pending>,
+    /// Bytes of a forwarded message still to pass through before the next header.
+    pub body_remaining: usize,
+    pub created: Instant,
+}
+
+impl BackendConn {
+    /// True when the server owes no response and the stream is at a message boundary.
+    pub fn is_quiet(&self) -> bool {
+        self.syncs.is_empty() && self.body_remaining == 0 && self.inbuf.is_empty()
+    }
+}

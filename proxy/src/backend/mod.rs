@@ -1,0 +1,37 @@
+//! Connections from the proxy to PostgreSQL servers: opening and authenticating them, and
+//! pooling them per (backend, user, database, startup options).
+
+mod conn;
+mod connect;
+mod pool;
+
+pub use conn::{BackendConn, ParseOrigin, Pending};
+pub use connect::{BackendError, ServerParams};
+pub use pool::{Pool, PoolKey};
+
+use std::fmt;
+
+/// One configured PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Position in the backend list: 0 is the primary, 1.. the replicas in config order.
+    pub index: usize,
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for BackendInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}:{})", self.name, self.host, self.port)
+    }
+}
+
+/// What a client asked for at startup, which every backend connection it uses must match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StartupInfo {
+    pub user: String,
+    pub database: String,
+    /// Other startup parameters (application_name, client_encoding, options...), sorted by name.
+    pub options: Vec<(String, String)>,
+}

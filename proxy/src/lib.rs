@@ -1,0 +1,13 @@
+//! pgrepl-proxy: a PostgreSQL wire-protocol proxy that sends writes to the primary and reads
+//! to streaming replicas, deciding per statement with sqlparser.
+
+pub mod backend;
+pub mod cancel;
+pub mod client;
+pub mod protocol;
+pub mod route;
+pub mod server;
+pub mod session;
+pub mod shared;
+
+pub use server::Proxy;

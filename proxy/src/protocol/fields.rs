@@ -1,0 +1,73 @@
+//! Readers for the few fields of frontend messages that routing needs. Each takes the whole
+//! message (type byte and length included) and never panics on malformed input.
+
+use super::HEADER_LEN;
+
+/// A NUL-terminated string at the start of `buf`, and the rest after the NUL.
+#[inline]
+pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = buf.iter().position(|&b| b == 0)?;
+    Some((&buf[..end], &buf[end + 1..]))
+}
+
+/// The body of a message: what follows the header.
+#[inline]
+pub fn body(msg: &[u8]) -> &[u8] {
+    msg.get(HEADER_LEN..).unwrap_or_default()
+}
+
+/// Query ('Q'): the SQL text.
+pub fn query_sql(msg: &[u8]) -> Option<&[u8]> {
+    cstr(body(msg)).map(|(sql, _)| sql)
+}
+
+/// Parse ('P'): statement name and SQL text.
+pub fn parse_name_sql(msg: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (name, rest) = cstr(body(msg))?;
+    let (sql, _) = cstr(rest)?;
+    Some((name, sql))
+}
+
+/// Bind ('B'): the source statement name (after the portal name).
+pub fn bind_statement(msg: &[u8]) -> Option<&[u8]> {
+    let (_portal, rest) = cstr(body(msg))?;
+    cstr(rest).map(|(stmt, _)| stmt)
+}
+
+/// Describe ('D') and Close ('C'): the kind byte (`S` statement, `P` portal) and the name.
+pub fn target(msg: &[u8]) -> Option<(u8, &[u8])> {
+    let b = body(msg);
+    let kind = *b.first()?;
+    cstr(&b[1..]).map(|(name, _)| (kind, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![ty];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn reads_fields() {
+        assert_eq!(query_sql(&msg(b'Q', b"SELECT 1\0")), Some(&b"SELECT 1"[..]));
+        assert_eq!(
+            parse_name_sql(&msg(b'P', b"s1\0SELECT $1\0\0\x01\0\0\0\x17")),
+            Some((&b"s1"[..], &b"SELECT $1"[..]))
+        );
+        assert_eq!(bind_statement(&msg(b'B', b"\0s1\0\0\0")), Some(&b"s1"[..]));
+        assert_eq!(target(&msg(b'D', b"Ss1\0")), Some((b'S', &b"s1"[..])));
+    }
+
+    #[test]
+    fn malformed_messages_give_none() {
+        assert_eq!(query_sql(&msg(b'Q', b"no terminator")), None);
+        assert_eq!(bind_statement(&msg(b'B', b"\0")), None);
+        assert_eq!(target(&msg(b'C', b"")), None);
+        assert_eq!(query_sql(b"Q\0"), None);
+    }
+}

@@ -1,0 +1,289 @@
+//! A bounded, sharded cache of classifications keyed by exact SQL text.
+//!
+//! Clients repeat the same statements constantly, and parsing is far more
+//! expensive than a hash lookup, so the proxy classifies through this cache on
+//! every statement. Sharding keeps lock contention low across tokio tasks.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::classify::classify;
+use super::reason::Classification;
+
+/// Enough shards that tasks on different cores rarely share a lock.
+const MAX_SHARDS: usize = 16;
+
+/// SQL longer than this is classified but not cached, so a stream of huge
+/// one-off statements (bulk INSERTs) cannot pin megabytes per entry.
+const MAX_CACHED_SQL_LEN: usize = 16 * 1024;
+
+/// Thread-safe cache in front of [`classify`]; never holds more than its
+/// capacity. A full shard evicts its oldest insertion (FIFO: O(1), and a true
+/// LRU is not worth the bookkeeping on this path).
+pub struct ClassifyCache {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl ClassifyCache {
+    /// A cache holding at most `capacity` statements; 0 disables caching.
+    pub fn new(capacity: usize) -> Self {
+        let count = capacity.min(MAX_SHARDS);
+        let shards = (0..count)
+            .map(|i| Shard::new(capacity / count + usize::from(i < capacity % count)))
+            .collect();
+        Self {
+            shards,
+            hasher: RandomState::new(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Classifies `sql`, reusing an earlier result for the identical text.
+    pub fn classify(&self, sql: &str) -> Classification {
+        if self.shards.is_empty() || sql.len() > MAX_CACHED_SQL_LEN {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return classify(sql);
+        }
+        // One hash picks the shard and is the shard's map key.
+        let hash = self.hasher.hash_one(sql);
+        let shard = &self.shards[(hash >> 32) as usize % self.shards.len()];
+        if let Some(hit) = shard.get(hash, sql) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return hit;
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        // Classify outside the lock: parsing is the slow part.
+        let classification = classify(sql);
+        shard.insert(hash, sql, classification.clone());
+        classification
+    }
+
+    /// Number of cached statements.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(Shard::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
+/// Entries keyed by the 64-bit SQL hash; the text is kept to rule out
+/// collisions, and a colliding statement simply replaces the entry.
+type Entries = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
+
+struct Entry {
+    sql: Box<str>,
+    classification: Classification,
+}
+
+struct Shard {
+    capacity: usize,
+    state: Mutex<ShardState>,
+}
+
+/// `order` holds each key of `entries` exactly once, oldest first.
+#[derive(Default)]
+struct ShardState {
+    entries: Entries,
+    order: VecDeque<u64>,
+}
+
+impl Shard {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            state: Mutex::new(ShardState::default()),
+        }
+    }
+
+    /// The lock guards no invariant a panic could break, so poison is ignored.
+    fn lock(&self) -> MutexGuard<'_, ShardState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, hash: u64, sql: &str) -> Option<Classification> {
+        self.lock()
+            .entries
+            .get(&hash)
+            .filter(|entry| &*entry.sql == sql)
+            .map(|entry| entry.classification.clone())
+    }
+
+    fn insert(&self, hash: u64, sql: &str, classification: Classification) {
+        let entry = Entry {
+            sql: sql.into(),
+            classification,
+        };
+        let mut state = self.lock();
+        if state.entries.insert(hash, entry).is_some() {
+            // Same key replaced (a racing insert or a hash collision).
+            return;
+        }
+        state.order.push_back(hash);
+        if state.order.len() > self.capacity {
+            if let Some(oldest) = state.order.pop_front() {
+                state.entries.remove(&oldest);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+}
+
+/// Passes an already computed hash through, so the SQL text is hashed once.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::thread;
+
+    use super::*;
+    use crate::route::reason::{Reason, Route};
+
+    #[test]
+    fn is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<ClassifyCache>();
+    }
+
+    #[test]
+    fn counts_hits_and_misses() {
+        let cache = ClassifyCache::new(100);
+        assert!(cache.is_empty());
+        let first = cache.classify("SELECT 1");
+        assert_eq!((cache.hits(), cache.misses()), (0, 1));
+        assert_eq!(cache.classify("SELECT 1"), first);
+        assert_eq!(cache.classify("SELECT 1"), first);
+        assert_eq!((cache.hits(), cache.misses()), (2, 1));
+        // Keyed by exact text: a different spelling is a separate entry.
+        let write = cache.classify("insert into t values (1)");
+        assert_eq!(write.to_string(), "primary: write (INSERT)");
+        assert_eq!((cache.hits(), cache.misses(), cache.len()), (2, 2, 2));
+        assert_eq!(cache.classify("insert into t values (1)"), write);
+        assert_eq!(cache.hits(), 3);
+    }
+
+    #[test]
+    fn never_exceeds_capacity() {
+        for capacity in [1, 10, 16, 17, 100] {
+            let cache = ClassifyCache::new(capacity);
+            for i in 0..3_000 {
+                let got = cache.classify(&format!("SELECT {i}"));
+                assert_eq!(got.route, Route::Replica);
+                assert!(
+                    cache.len() <= capacity,
+                    "capacity {capacity}: {}",
+                    cache.len()
+                );
+            }
+            assert_eq!(cache.len(), capacity, "every shard fills up");
+            assert_eq!(cache.misses(), 3_000);
+        }
+    }
+
+    #[test]
+    fn zero_capacity_disables_caching() {
+        let cache = ClassifyCache::new(0);
+        assert_eq!(cache.classify("BEGIN").reason, Reason::Transaction);
+        assert_eq!(cache.classify("BEGIN").reason, Reason::Transaction);
+        assert!(cache.is_empty());
+        assert_eq!((cache.hits(), cache.misses()), (0, 2));
+    }
+
+    #[test]
+    fn huge_statements_are_not_cached() {
+        let cache = ClassifyCache::new(10);
+        let sql = format!("SELECT '{}'", "x".repeat(MAX_CACHED_SQL_LEN));
+        assert_eq!(cache.classify(&sql).reason, Reason::Read);
+        assert_eq!(cache.classify(&sql).reason, Reason::Read);
+        assert!(cache.is_empty());
+        assert_eq!(cache.misses(), 2);
+    }
+
+    #[test]
+    fn shard_checks_text_on_hash_collision_and_evicts_oldest() {
+        let shard = Shard::new(2);
+        let read = classify("SELECT 1");
+        shard.insert(7, "SELECT 1", read.clone());
+        assert_eq!(shard.get(7, "SELECT 1"), Some(read));
+        assert_eq!(shard.get(7, "DELETE FROM t"), None);
+        // A colliding statement replaces the entry without growing the shard.
+        shard.insert(7, "DELETE FROM t", classify("DELETE FROM t"));
+        assert_eq!(shard.get(7, "SELECT 1"), None);
+        assert_eq!(shard.len(), 1);
+        shard.insert(8, "SELECT 8", classify("SELECT 8"));
+        shard.insert(9, "SELECT 9", classify("SELECT 9"));
+        assert_eq!(shard.len(), 2);
+        assert_eq!(shard.get(7, "DELETE FROM t"), None, "oldest evicted");
+        assert!(shard.get(8, "SELECT 8").is_some());
+        assert!(shard.get(9, "SELECT 9").is_some());
+    }
+
+    #[test]
+    fn concurrent_use_is_consistent() {
+        let cache = Arc::new(ClassifyCache::new(64));
+        let statements: Vec<String> = (0..100)
+            .map(|i| match i % 3 {
+                0 => format!("SELECT {i}"),
+                1 => format!("INSERT INTO t VALUES ({i})"),
+                _ => format!("SELECT nextval('s{i}')"),
+            })
+            .collect();
+        let statements = Arc::new(statements);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let cache = Arc::clone(&cache);
+                let statements = Arc::clone(&statements);
+                thread::spawn(move || {
+                    for round in 0..500 {
+                        let sql = &statements[(t * 31 + round * 7) % statements.len()];
+                        assert_eq!(cache.classify(sql), classify(sql), "{sql}");
+                        assert!(cache.len() <= 64);
+                    }
+                })
+            })
+            .collect();
+        for handle in threads {
+            assert!(handle.join().is_ok());
+        }
+        assert_eq!(cache.hits() + cache.misses(), 8 * 500);
+        assert!(cache.hits() > 0);
+        assert!(cache.len() <= 64);
+    }
+}

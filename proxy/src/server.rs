@@ -1,0 +1,391 @@
+//! The listener: accepts clients, enforces the client limit, runs startup and hands each
+//! authenticated client to its session; on shutdown stops accepting and lets sessions finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::BytesMut;
+use pgrepl_config::Config;
+use pgwire::messages::startup::{
+    BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+};
+use pgwire::messages::Message;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+
+use crate::backend::{BackendInfo, Pool, PoolKey, ServerParams, StartupInfo};
+use crate::client::auth::{authenticate, AuthError, Users};
+use crate::client::{negotiate, tls, ClientStream, Hello, NegotiateError};
+use crate::protocol::write::{self, ProxyError, Severity};
+use crate::route::ClassifyCache;
+use crate::session::{ClientInfo, Session};
+use crate::shared::Shared;
+
+/// A bound, ready-to-run proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    max_clients: usize,
+    startup_timeout: Duration,
+    shutdown_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Counts a client against `max_client_connections` while it lives.
+struct ClientSlot(Arc<AtomicUsize>);
+
+impl ClientSlot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<ClientSlot> {
+        let prev = count.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ClientSlot(count.clone()))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Proxy {
+    pub async fn bind(config: &Config) -> anyhow::Result<Proxy> {
+        let listener = TcpListener::bind(&config.proxy.listen)
+            .await
+            .with_context(|| format!("[proxy] listen: cannot listen on {}", config.proxy.listen))?;
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let backends = std::iter::once(&config.primary)
+            .chain(&config.replicas)
+            .enumerate()
+            .map(|(index, b)| {
+                Arc::new(BackendInfo {
+                    index,
+                    name: b.name.clone(),
+                    host: b.host.clone(),
+                    port: b.port,
+                })
+            })
+            .collect();
+        let pool = Pool::new(
+            backends,
+            config.pool.max_idle,
+            config.pool.idle_timeout,
+            config.proxy.connect_timeout,
+        );
+        let shared = Shared::new(
+            config.proxy.max_message_size,
+            pool,
+            ClassifyCache::new(config.routing.classify_cache_size),
+            Users::new(&config.users),
+        );
+        Ok(Proxy {
+            listener,
+            shared: Arc::new(shared),
+            tls,
+            max_clients: config.proxy.max_client_connections,
+            startup_timeout: config.proxy.startup_timeout,
+            shutdown_timeout: config.proxy.shutdown_timeout,
+            idle_timeout: config.pool.idle_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and gives sessions up to
+    /// `[proxy] shutdown_timeout` to finish their transactions.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let clients = Arc::new(AtomicUsize::new(0));
+        let mut sessions = JoinSet::new();
+        let reaper = {
+            let pool = self.shared.pool.clone();
+            let every = (self.idle_timeout / 4).max(Duration::from_secs(1));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    pool.reap_idle();
+                }
+            })
+        };
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let slot = ClientSlot::take(&clients, self.max_clients);
+                        let conn = Connection {
+                            shared: self.shared.clone(),
+                            tls: self.tls.clone(),
+                            stop: stop_rx.clone(),
+                            startup_timeout: self.startup_timeout,
+                        };
+                        sessions.spawn(conn.serve(tcp, peer, slot));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        tracing::info!(
+            sessions = sessions.len(),
+            timeout = ?self.shutdown_timeout,
+            "shutting down: no longer accepting; waiting for sessions to finish"
+        );
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                sessions = sessions.len(),
+                "shutdown timeout: closing remaining sessions"
+            );
+            sessions.shutdown().await;
+        }
+        reaper.abort();
+        self.shared.pool.close_idle();
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// One accepted client connection, before and during its session.
+struct Connection {
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+    startup_timeout: Duration,
+}
+
+/// A client that passed startup and authentication.
+struct Admitted {
+    stream: ClientStream,
+    info: ClientInfo,
+    cancel_key: (i32, i32),
+}
+
+async fn send_fatal(stream: &mut ClientStream, err: &ProxyError) {
+    let mut buf = BytesMut::new();
+    err.encode(&mut buf);
+    let _ = stream.write_all(&buf).await;
+    let _ = stream.shutdown().await;
+}
+
+impl Connection {
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr, slot: Option<ClientSlot>) {
+        let _ = tcp.set_nodelay(true);
+        let started = Instant::now();
+        let admitted =
+            match tokio::time::timeout(self.startup_timeout, self.admit(tcp, slot.is_some())).await
+            {
+                Ok(Some(admitted)) => admitted,
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::info!(%peer, "client did not finish startup in time");
+                    return;
+                }
+            };
+        let Admitted {
+            stream,
+            info,
+            cancel_key,
+        } = admitted;
+        let user = info.startup.user.clone();
+        let database = info.startup.database.clone();
+        tracing::info!(%peer, %user, %database, "client connected");
+        let shared = self.shared.clone();
+        match stream {
+            Either::Left(tcp) => {
+                let (r, w) = tcp.into_split();
+                Session::new(shared, info, r, w, self.stop).run().await
+            }
+            Either::Right(tls) => {
+                let (r, w) = tokio::io::split(tls);
+                Session::new(shared, info, r, w, self.stop).run().await
+            }
+        }
+        self.shared.cancels.unregister(cancel_key);
+        drop(slot);
+        tracing::info!(%peer, %user, %database, duration = ?started.elapsed(), "client disconnected");
+    }
+
+    /// Negotiation, startup checks and authentication; None when the connection ends here.
+    async fn admit(&self, tcp: TcpStream, within_limit: bool) -> Option<Admitted> {
+        let (mut stream, hello) = match negotiate(tcp, self.tls.as_ref()).await {
+            Ok(ok) => ok,
+            Err(NegotiateError::Gone) => return None,
+            Err(NegotiateError::Protocol(mut stream, err)) => {
+                send_fatal(&mut stream, &err).await;
+                return None;
+            }
+        };
+        let (minor, params) = match hello {
+            Hello::Cancel { pid, secret } => {
+                self.shared.cancels.cancel(pid, secret).await;
+                return None;
+            }
+            Hello::Startup { minor, params } => (minor, params),
+        };
+        if !within_limit {
+            send_fatal(
+                &mut stream,
+                &ProxyError::fatal("53300", "sorry, too many clients already"),
+            )
+            .await;
+            return None;
+        }
+        let startup = match startup_info(params, minor, &mut stream).await {
+            Ok(startup) => Arc::new(startup),
+            Err(err) => {
+                send_fatal(&mut stream, &err).await;
+                return None;
+            }
+        };
+        let password = match authenticate(&mut stream, &self.shared.users, &startup.user).await {
+            Ok(password) => password,
+            Err(AuthError::Gone) => return None,
+            Err(AuthError::Rejected(err)) => {
+                tracing::info!(user = %startup.user, code = err.code, "authentication failed");
+                send_fatal(&mut stream, &err).await;
+                return None;
+            }
+        };
+        let server_params = match self.server_params(&startup, password.as_deref()).await {
+            Ok(params) => params,
+            Err(err) => {
+                let mut buf = BytesMut::new();
+                err.encode(Severity::Fatal, &mut buf);
+                let _ = stream.write_all(&buf).await;
+                return None;
+            }
+        };
+        let (cancel_key, cancel) = self.shared.cancels.register();
+        let mut buf = BytesMut::new();
+        for (name, value) in server_params.iter() {
+            // The proxy as a whole accepts writes, whatever server the values came from.
+            let value = if name == "in_hot_standby" {
+                "off"
+            } else {
+                value.as_str()
+            };
+            let _ = ParameterStatus::new(name.clone(), value.to_owned()).encode(&mut buf);
+        }
+        let _ = BackendKeyData::new(cancel_key.0, SecretKey::I32(cancel_key.1)).encode(&mut buf);
+        write::ready_for_query(b'I', &mut buf);
+        if stream.write_all(&buf).await.is_err() {
+            self.shared.cancels.unregister(cancel_key);
+            return None;
+        }
+        let info = ClientInfo {
+            startup,
+            password,
+            replica: self.shared.pick_replica(),
+            cancel,
+        };
+        Some(Admitted {
+            stream,
+            info,
+            cancel_key,
+        })
+    }
+
+    /// The server parameters the client is told: the primary's, or a replica's while the
+    /// primary is unreachable. A server's own refusal (no such database...) is final.
+    async fn server_params(
+        &self,
+        startup: &Arc<StartupInfo>,
+        password: Option<&str>,
+    ) -> Result<Arc<ServerParams>, crate::backend::BackendError> {
+        let mut last_err = None;
+        for backend in 0..self.shared.pool.backends().len() {
+            let key = PoolKey {
+                backend,
+                startup: startup.clone(),
+            };
+            match self.shared.pool.server_params(&key, password).await {
+                Ok(params) => return Ok(params),
+                Err(err @ crate::backend::BackendError::Server { .. }) => return Err(err),
+                Err(err) => {
+                    tracing::warn!(error = %err, "backend unavailable at client startup");
+                    last_err = Some(err);
+                }
+            }
+        }
+        Err(last_err.unwrap_or(crate::backend::BackendError::Protocol {
+            backend: String::new(),
+            reason: "no backend is configured".to_owned(),
+        }))
+    }
+}
+
+/// Validates the startup parameters; tells the client about protocol features it asked for
+/// that the proxy does not speak (protocol 3.x minor versions, `_pq_` options).
+async fn startup_info(
+    params: Vec<(String, String)>,
+    minor: u16,
+    stream: &mut ClientStream,
+) -> Result<StartupInfo, ProxyError> {
+    let mut user = None;
+    let mut database = None;
+    let mut options = Vec::new();
+    let mut unsupported = Vec::new();
+    for (name, value) in params {
+        match name.as_str() {
+            "user" => user = Some(value),
+            "database" => database = Some(value),
+            "replication" if !matches!(value.as_str(), "false" | "off" | "no" | "0") => {
+                return Err(ProxyError::fatal(
+                    "0A000",
+                    "pgrepl-proxy does not support replication connections; connect to the primary directly",
+                ))
+            }
+            "replication" => {}
+            _ if name.starts_with("_pq_.") => unsupported.push(name),
+            _ => options.push((name, value)),
+        }
+    }
+    let user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
+        ProxyError::fatal(
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+        )
+    })?;
+    if minor > 0 || !unsupported.is_empty() {
+        let mut buf = BytesMut::new();
+        let _ = NegotiateProtocolVersion::new(0, unsupported).encode(&mut buf);
+        stream
+            .write_all(&buf)
+            .await
+            .map_err(|_| ProxyError::fatal("08006", "client went away"))?;
+    }
+    options.sort();
+    Ok(StartupInfo {
+        database: database
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| user.clone()),
+        user,
+        options,
+    })
+}

@@ -1,0 +1,206 @@
+//! Extended-protocol batches and the client's prepared statements.
+//!
+//! A batch is every message up to Sync (or Flush): it is routed as one unit. Prepared
+//! statements are remembered by the client's name with a generation number; each backend
+//! connection records which generation it holds, so a statement is prepared lazily on
+//! whichever backend runs it, and a stale one is closed first.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::backend::{BackendConn, ParseOrigin, Pending};
+use crate::protocol::{fields, write};
+use crate::route::Route;
+
+/// A statement the client prepared, as it sent it.
+pub struct Statement {
+    pub generation: u64,
+    /// The client's Parse message, replayed on a backend that lacks the statement.
+    pub parse: Bytes,
+    pub route: Route,
+}
+
+/// The client's prepared statements by name (the unnamed statement under "").
+#[derive(Default)]
+pub struct Statements {
+    map: HashMap<Bytes, Statement>,
+    next_generation: u64,
+}
+
+impl Statements {
+    pub fn route(&self, name: &[u8]) -> Option<Route> {
+        self.map.get(name).map(|s| s.route)
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Makes sure `conn` holds the current version of statement `name`, injecting a Close of
+    /// a stale version and a Parse whose responses the client will not see.
+    pub fn ensure_on(&self, conn: &mut BackendConn, name: &[u8]) {
+        let Some(stmt) = self.map.get(name) else {
+            return; // unknown to the proxy: the server reports it, as it would directly
+        };
+        if conn.prepared.get(name) == Some(&stmt.generation) {
+            return;
+        }
+        if !name.is_empty() && conn.prepared.contains_key(name) {
+            write::close_statement(name, &mut conn.out);
+            current(conn).closes.push(true);
+        }
+        conn.out.extend_from_slice(&stmt.parse);
+        current(conn).parses.push(ParseOrigin::Proxy);
+        conn.prepared
+            .insert(Bytes::copy_from_slice(name), stmt.generation);
+    }
+
+    /// Forwards the client's Parse to `conn` and records the statement.
+    pub fn parse_on(&mut self, conn: &mut BackendConn, msg: Bytes, route: Route) {
+        let Some((name, _)) = fields::parse_name_sql(&msg) else {
+            conn.out.extend_from_slice(&msg); // malformed: let the server reject it
+            current(conn).parses.push(ParseOrigin::ClientUntracked);
+            return;
+        };
+        let name = msg.slice_ref(name);
+        if !name.is_empty() && self.map.contains_key(&name) {
+            // PostgreSQL refuses to redefine a named statement: make the server say so.
+            self.ensure_on(conn, &name);
+            conn.out.extend_from_slice(&msg);
+            current(conn).parses.push(ParseOrigin::ClientUntracked);
+            return;
+        }
+        if !name.is_empty() && conn.prepared.contains_key(&name) {
+            write::close_statement(&name, &mut conn.out);
+            current(conn).closes.push(true);
+        }
+        conn.out.extend_from_slice(&msg);
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        conn.prepared.insert(name.clone(), generation);
+        current(conn).parses.push(ParseOrigin::Client {
+            name: name.clone(),
+            generation,
+        });
+        self.map.insert(
+            name,
+            Statement {
+                generation,
+                parse: msg,
+                route,
+            },
+        );
+    }
+
+    /// Forwards the client's Close (of a statement or portal); a closed statement is
+    /// forgotten. Other backends keep their copy, marked by its old generation, and close it
+    /// before the name is reused there.
+    pub fn close_on(&mut self, conn: &mut BackendConn, msg: &[u8]) {
+        if let Some((b'S', name)) = fields::target(msg) {
+            self.map.remove(name);
+            conn.prepared.remove(name);
+        }
+        conn.out.extend_from_slice(msg);
+        current(conn).closes.push(false);
+    }
+
+    /// Forgets a statement whose Parse the server rejected, unless it was redefined since.
+    pub fn parse_failed(&mut self, conn: Option<&mut BackendConn>, name: &[u8], generation: u64) {
+        if self
+            .map
+            .get(name)
+            .is_some_and(|s| s.generation == generation)
+        {
+            self.map.remove(name);
+        }
+        if let Some(conn) = conn {
+            if conn.prepared.get(name) == Some(&generation) {
+                conn.prepared.remove(name);
+            }
+        }
+    }
+}
+
+/// The bookkeeping of the batch being sent on `conn`.
+fn current(conn: &mut BackendConn) -> &mut Pending {
+    if conn.syncs.is_empty() {
+        conn.syncs.push_back(Default::default());
+    }
+    let last = conn.syncs.len() - 1;
+    &mut conn.syncs[last]
+}
+
+/// Extended-protocol messages waiting for Sync or Flush, with what they say about the route.
+#[derive(Default)]
+pub struct Batch {
+    /// Messages in order, each with the route of its SQL (for Parse).
+    pub messages: Vec<(u8, Bytes, Route)>,
+    /// Statements parsed in this batch, by name, with their routes.
+    parsed: Vec<(Bytes, Route)>,
+    /// Strictest route of the statements bound (and so executed) in this batch.
+    bound: Option<Route>,
+    /// Strictest route of the statements parsed in this batch.
+    parse_route: Option<Route>,
+    /// An Execute of a portal bound outside this batch.
+    unbound_execute: bool,
+}
+
+fn strictest(a: Option<Route>, b: Route) -> Option<Route> {
+    match (a, b) {
+        (Some(Route::Primary), _) | (_, Route::Primary) => Some(Route::Primary),
+        _ => Some(Route::Replica),
+    }
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Batch::default();
+    }
+
+    /// Adds a message; `sql_route` classifies the SQL of a Parse.
+    pub fn push(
+        &mut self,
+        ty: u8,
+        msg: Bytes,
+        stmts: &Statements,
+        sql_route: impl FnOnce(&[u8]) -> Route,
+    ) {
+        match ty {
+            b'P' => {
+                let (name, route) = match fields::parse_name_sql(&msg) {
+                    Some((name, sql)) => (msg.slice_ref(name), sql_route(sql)),
+                    None => (Bytes::new(), Route::Primary),
+                };
+                self.parse_route = strictest(self.parse_route, route);
+                self.parsed.push((name, route));
+                self.messages.push((ty, msg, route));
+                return;
+            }
+            b'B' => {
+                let route = fields::bind_statement(&msg)
+                    .and_then(|name| {
+                        let local = self.parsed.iter().rev().find(|(n, _)| n == name);
+                        local.map(|(_, r)| *r).or_else(|| stmts.route(name))
+                    })
+                    .unwrap_or(Route::Primary);
+                self.bound = strictest(self.bound, route);
+            }
+            b'E' if self.bound.is_none() => self.unbound_execute = true,
+            _ => {}
+        }
+        self.messages.push((ty, msg, Route::Primary));
+    }
+
+    /// Where the batch must run, or None when any backend will do (only Describe, Close...).
+    pub fn route(&self) -> Option<Route> {
+        if self.unbound_execute {
+            return Some(Route::Primary);
+        }
+        self.bound.or(self.parse_route)
+    }
+}

@@ -1,0 +1,630 @@
+//! One client session: after authentication, a single task forwards the client's messages to
+//! the backend each routing unit needs (a simple Query, or an extended-protocol batch up to
+//! Sync) and relays every backend's messages back, including notifications that arrive while
+//! the client is idle.
+//!
+//! Ordering: units go to one backend at a time. A unit for another backend waits until the
+//! current backend has answered everything (its last ReadyForQuery), so replies never
+//! interleave and the transaction status is known before the next routing decision.
+
+mod batch;
+mod relay;
+
+use std::future::pending;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::backend::{BackendConn, BackendError, PoolKey, StartupInfo};
+use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
+use crate::protocol::write::{self, ProxyError, Severity};
+use crate::protocol::{fields, frame, peek_header};
+use crate::route::{Reason, Route};
+use crate::shared::Shared;
+use batch::{Batch, Statements};
+use relay::relay;
+
+/// Stop reading from backends while this much is waiting to be written to the client.
+const CLIENT_OUT_HIGH_WATER: usize = 1 << 20;
+/// Stop reading from the client while this much is waiting to be written to a backend.
+const BACKEND_OUT_HIGH_WATER: usize = 1 << 20;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Which of the session's two leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Primary,
+    Replica,
+}
+
+/// Why a session ended.
+pub enum End {
+    /// The client closed the connection or sent Terminate.
+    ClientGone,
+    /// The proxy is shutting down and the session reached an idle point.
+    Shutdown,
+    /// An error the client is told about before the connection closes.
+    Fatal(ProxyError),
+}
+
+enum BackendIo {
+    Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
+}
+
+enum Event {
+    ClientRead(io::Result<usize>),
+    ClientWrote(io::Result<usize>),
+    Backend(Slot, BackendIo),
+    Shutdown,
+}
+
+/// Everything a session needs to know about its client.
+pub struct ClientInfo {
+    pub startup: Arc<StartupInfo>,
+    pub password: Option<Arc<str>>,
+    /// The replica this session reads from (backend index), if any.
+    pub replica: Option<usize>,
+    pub cancel: Arc<CancelTarget>,
+}
+
+pub struct Session<R, W> {
+    shared: Arc<Shared>,
+    client: ClientInfo,
+    client_r: R,
+    client_w: W,
+    cin: BytesMut,
+    cout: BytesMut,
+    primary: Option<BackendConn>,
+    replica: Option<BackendConn>,
+    /// Backend that holds the client's open transaction (from ReadyForQuery).
+    tx: Option<Slot>,
+    /// Status byte of the last ReadyForQuery the client got.
+    client_status: u8,
+    /// Backend with responses still owed, or with a batch flushed but not synced.
+    inflight: Option<Slot>,
+    /// A batch sent up to a Flush whose Sync has not come yet.
+    open_batch: Option<Slot>,
+    batch: Batch,
+    /// An error ended the current batch: skip the client's messages up to Sync, as PostgreSQL does.
+    discard_until_sync: bool,
+    stmts: Statements,
+    /// The next unit waits for `inflight` to finish.
+    stalled: bool,
+    cancel_slot: Option<Slot>,
+    shutdown: watch::Receiver<bool>,
+    shutting_down: bool,
+}
+
+async fn backend_io(conn: &mut Option<BackendConn>, can_read: bool) -> BackendIo {
+    let Some(conn) = conn else {
+        return pending().await;
+    };
+    let BackendConn {
+        rd, wr, inbuf, out, ..
+    } = conn;
+    let can_write = !out.is_empty();
+    if !can_write && !can_read {
+        return pending().await;
+    }
+    if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
+        inbuf.reserve(READ_CHUNK);
+    }
+    tokio::select! {
+        biased;
+        r = wr.write(out), if can_write => BackendIo::Wrote(r),
+        r = rd.read_buf(inbuf), if can_read => BackendIo::Read(r),
+    }
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    pub fn new(
+        shared: Arc<Shared>,
+        client: ClientInfo,
+        client_r: R,
+        client_w: W,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Session {
+            shared,
+            client,
+            client_r,
+            client_w,
+            cin: BytesMut::with_capacity(READ_CHUNK),
+            cout: BytesMut::with_capacity(READ_CHUNK),
+            primary: None,
+            replica: None,
+            tx: None,
+            client_status: b'I',
+            inflight: None,
+            open_batch: None,
+            batch: Batch::default(),
+            discard_until_sync: false,
+            stmts: Statements::default(),
+            stalled: false,
+            cancel_slot: None,
+            shutdown,
+            shutting_down: false,
+        }
+    }
+
+    /// Runs the session to its end and returns its leases to the pool.
+    pub async fn run(mut self) {
+        let end = match self.drive().await {
+            Ok(()) => End::ClientGone,
+            Err(end) => end,
+        };
+        let farewell = match end {
+            End::ClientGone => None,
+            End::Shutdown => Some(ProxyError::fatal(
+                "57P01",
+                "terminating connection due to administrator command",
+            )),
+            End::Fatal(e) => Some(e),
+        };
+        if let Some(err) = farewell {
+            err.encode(&mut self.cout);
+            let flush = self.client_w.write_all(&self.cout);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+        }
+        for (slot, conn) in [
+            (Slot::Primary, self.primary.take()),
+            (Slot::Replica, self.replica.take()),
+        ] {
+            if let Some(conn) = conn {
+                self.return_lease(slot, conn);
+            }
+        }
+    }
+
+    /// Pools a clean lease; closes any other, first cancelling what it still runs so no
+    /// statement or lock outlives the client.
+    fn return_lease(&self, slot: Slot, conn: BackendConn) {
+        let clean = conn.is_quiet() && self.tx != Some(slot) && self.open_batch != Some(slot);
+        if clean {
+            self.shared.pool.release(conn);
+            return;
+        }
+        if !conn.syncs.is_empty() {
+            let target = cancel_of(&conn);
+            tokio::spawn(async move {
+                let _ = send_cancel(&target).await;
+                drop(conn);
+            });
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.inflight.is_none() && self.tx.is_none() && self.batch.is_empty() && self.cin.is_empty()
+    }
+
+    async fn drive(&mut self) -> Result<(), End> {
+        loop {
+            if self.shutting_down && self.is_idle() && self.cout.is_empty() {
+                return Err(End::Shutdown);
+            }
+            let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
+            let backlog = self.primary.as_ref().map_or(0, |c| c.out.len())
+                + self.replica.as_ref().map_or(0, |c| c.out.len());
+            let client_readable = !self.stalled && backlog < BACKEND_OUT_HIGH_WATER;
+            if client_readable && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
+                self.cin.reserve(READ_CHUNK);
+            }
+            let event = {
+                let Session {
+                    client_r,
+                    client_w,
+                    cin,
+                    cout,
+                    primary,
+                    replica,
+                    shutdown,
+                    shutting_down,
+                    ..
+                } = self;
+                tokio::select! {
+                    biased;
+                    r = client_w.write(cout), if !cout.is_empty() => Event::ClientWrote(r),
+                    io = backend_io(primary, backend_readable) => Event::Backend(Slot::Primary, io),
+                    io = backend_io(replica, backend_readable) => Event::Backend(Slot::Replica, io),
+                    r = client_r.read_buf(cin), if client_readable => Event::ClientRead(r),
+                    _ = shutdown.changed(), if !*shutting_down => Event::Shutdown,
+                }
+            };
+            match event {
+                Event::ClientWrote(Ok(n)) => self.cout.advance(n),
+                Event::ClientWrote(Err(_))
+                | Event::ClientRead(Ok(0))
+                | Event::ClientRead(Err(_)) => return Err(End::ClientGone),
+                Event::ClientRead(Ok(_)) => self.process_client_input().await?,
+                Event::Backend(slot, BackendIo::Wrote(Ok(n))) => {
+                    if let Some(conn) = self.slot_mut(slot) {
+                        conn.out.advance(n);
+                    }
+                }
+                Event::Backend(slot, BackendIo::Wrote(Err(e)) | BackendIo::Read(Err(e))) => {
+                    self.backend_lost(slot, &e.to_string()).await?
+                }
+                Event::Backend(slot, BackendIo::Read(Ok(0))) => {
+                    self.backend_lost(slot, "the server closed the connection")
+                        .await?
+                }
+                Event::Backend(slot, BackendIo::Read(Ok(_))) => {
+                    self.process_backend_input(slot).await?
+                }
+                Event::Shutdown => self.shutting_down = true,
+            }
+        }
+    }
+
+    fn slot_mut(&mut self, slot: Slot) -> Option<&mut BackendConn> {
+        match slot {
+            Slot::Primary => self.primary.as_mut(),
+            Slot::Replica => self.replica.as_mut(),
+        }
+    }
+
+    fn slot_of(&self, route: Route) -> Slot {
+        match (route, self.client.replica) {
+            (Route::Replica, Some(_)) => Slot::Replica,
+            _ => Slot::Primary,
+        }
+    }
+
+    /// Handles every complete message the client sent, until one has to wait.
+    async fn process_client_input(&mut self) -> Result<(), End> {
+        while !self.stalled {
+            let Some((ty, total)) = peek_header(&self.cin) else {
+                break;
+            };
+            frame::check_size(total, self.shared.max_message_size).map_err(|e| {
+                End::Fatal(ProxyError::fatal(
+                    "08P01",
+                    format!("invalid frontend message: {e}"),
+                ))
+            })?;
+            if self.cin.len() < total {
+                self.cin.reserve(total - self.cin.len());
+                break;
+            }
+            if !self.handle_client_message(ty, total).await? {
+                self.stalled = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when a unit for `target` must wait for another backend to finish answering.
+    fn must_wait(&self, target: Slot) -> bool {
+        matches!(self.inflight, Some(busy) if busy != target)
+    }
+
+    /// Handles one complete client message; false when it must wait (it stays in `cin`).
+    async fn handle_client_message(&mut self, ty: u8, total: usize) -> Result<bool, End> {
+        if self.discard_until_sync && ty != b'S' {
+            self.cin.advance(total);
+            return Ok(true);
+        }
+        match ty {
+            b'Q' => {
+                let target = match self.open_batch.or(self.tx) {
+                    Some(slot) => slot,
+                    None => {
+                        let route = self
+                            .route_sql(fields::query_sql(&self.cin[..total]).unwrap_or_default());
+                        self.slot_of(route.0)
+                    }
+                };
+                if self.must_wait(target) {
+                    return Ok(false);
+                }
+                let msg = self.cin.split_to(total).freeze();
+                self.send_query(target, msg).await;
+            }
+            b'P' | b'B' | b'D' | b'E' | b'C' => {
+                let msg = self.cin.split_to(total).freeze();
+                let cache = &self.shared.classifier;
+                self.batch
+                    .push(ty, msg, &self.stmts, |sql| route_of(cache, sql).0);
+            }
+            b'S' | b'H' => {
+                let target = match self.open_batch.or(self.tx) {
+                    Some(slot) => slot,
+                    None => self.batch_target(),
+                };
+                if self.must_wait(target) {
+                    return Ok(false);
+                }
+                let terminator = self.cin.split_to(total).freeze();
+                if self.discard_until_sync {
+                    self.discard_until_sync = false;
+                    self.batch.clear();
+                    write::ready_for_query(self.client_status, &mut self.cout);
+                    return Ok(true);
+                }
+                self.send_batch(target, terminator, ty == b'S').await;
+            }
+            b'd' | b'c' | b'f' => {
+                let msg = self.cin.split_to(total);
+                let busy = self.inflight;
+                if let Some(conn) = busy.and_then(|slot| self.slot_mut(slot)) {
+                    conn.out.extend_from_slice(&msg);
+                }
+            }
+            b'F' => {
+                let target = self.open_batch.or(self.tx).unwrap_or(Slot::Primary);
+                if self.must_wait(target) {
+                    return Ok(false);
+                }
+                let msg = self.cin.split_to(total).freeze();
+                self.send_query(target, msg).await;
+            }
+            b'X' => return Err(End::ClientGone),
+            other => {
+                return Err(End::Fatal(ProxyError::fatal(
+                    "08P01",
+                    format!("invalid frontend message type {other}"),
+                )))
+            }
+        }
+        Ok(true)
+    }
+
+    fn route_sql(&self, sql: &[u8]) -> (Route, Reason) {
+        route_of(&self.shared.classifier, sql)
+    }
+
+    /// Where a batch with no statement of its own to run goes: a backend already leased
+    /// (replica first), else a replica.
+    fn batch_target(&self) -> Slot {
+        match self.batch.route() {
+            Some(route) => self.slot_of(route),
+            None if self.replica.is_some() => Slot::Replica,
+            None if self.primary.is_some() => Slot::Primary,
+            None => self.slot_of(Route::Replica),
+        }
+    }
+
+    /// Opens the lease for `slot` on first use.
+    async fn ensure_lease(&mut self, slot: Slot) -> Result<(), BackendError> {
+        let backend = match slot {
+            Slot::Primary => 0,
+            Slot::Replica => self.client.replica.unwrap_or(0),
+        };
+        let holder = match slot {
+            Slot::Primary => &mut self.primary,
+            Slot::Replica => &mut self.replica,
+        };
+        if holder.is_none() {
+            let key = PoolKey {
+                backend,
+                startup: self.client.startup.clone(),
+            };
+            *holder = Some(
+                self.shared
+                    .pool
+                    .acquire(&key, self.client.password.as_deref())
+                    .await?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Tells the client a unit could not start because its backend is unavailable.
+    fn report_unavailable(&mut self, err: &BackendError) {
+        tracing::warn!(error = %err, "backend unavailable");
+        err.encode(Severity::Error, &mut self.cout);
+    }
+
+    /// Points the client's cancel key at the backend now running its statement.
+    fn track_cancel(&mut self, slot: Slot) {
+        if self.cancel_slot == Some(slot) {
+            return;
+        }
+        self.cancel_slot = Some(slot);
+        let target = self.slot_mut(slot).map(|conn| cancel_of(conn));
+        self.client.cancel.set(target);
+    }
+
+    /// Sends a simple Query (or FunctionCall): one ReadyForQuery will come back.
+    async fn send_query(&mut self, target: Slot, msg: Bytes) {
+        let closes_batch = self.open_batch.take().is_some();
+        let deallocates =
+            msg[0] == b'Q' && resets_statements(fields::query_sql(&msg).unwrap_or_default());
+        if let Err(e) = self.ensure_lease(target).await {
+            self.report_unavailable(&e);
+            write::ready_for_query(self.client_status, &mut self.cout);
+            return;
+        }
+        let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
+            return;
+        };
+        if !closes_batch {
+            conn.syncs.push_back(Default::default());
+        }
+        conn.out.extend_from_slice(&msg);
+        // A simple Query destroys the unnamed statement; DISCARD/DEALLOCATE drop named ones.
+        conn.prepared.remove(&b""[..]);
+        if deallocates {
+            conn.prepared.clear();
+            self.stmts.clear();
+        }
+        self.inflight = Some(target);
+        self.track_cancel(target);
+    }
+
+    /// Sends the buffered batch and its Sync or Flush to `target`.
+    async fn send_batch(&mut self, target: Slot, terminator: Bytes, is_sync: bool) {
+        let continuing = self.open_batch.is_some();
+        let batch = std::mem::take(&mut self.batch);
+        if let Err(e) = self.ensure_lease(target).await {
+            self.report_unavailable(&e);
+            if is_sync {
+                write::ready_for_query(self.client_status, &mut self.cout);
+            } else {
+                self.discard_until_sync = true;
+            }
+            return;
+        }
+        let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
+            return;
+        };
+        if !continuing {
+            conn.syncs.push_back(Default::default());
+        }
+        for (ty, msg, route) in batch.messages {
+            match ty {
+                b'P' => {
+                    self.stmts.parse_on(conn, msg, route);
+                    continue;
+                }
+                b'B' => {
+                    if let Some(name) = fields::bind_statement(&msg) {
+                        self.stmts.ensure_on(conn, name);
+                    }
+                }
+                b'D' => {
+                    if let Some((b'S', name)) = fields::target(&msg) {
+                        self.stmts.ensure_on(conn, name);
+                    }
+                }
+                b'C' => {
+                    self.stmts.close_on(conn, &msg);
+                    continue;
+                }
+                _ => {}
+            }
+            conn.out.extend_from_slice(&msg);
+        }
+        conn.out.extend_from_slice(&terminator);
+        self.open_batch = if is_sync { None } else { Some(target) };
+        self.inflight = Some(target);
+        self.track_cancel(target);
+    }
+
+    /// Forwards what a backend sent and resumes the client once that backend is done.
+    async fn process_backend_input(&mut self, slot: Slot) -> Result<(), End> {
+        let holder = match slot {
+            Slot::Primary => &mut self.primary,
+            Slot::Replica => &mut self.replica,
+        };
+        let Some(conn) = holder.as_mut() else {
+            return Ok(());
+        };
+        let seen = relay(conn, &mut self.cout);
+        let done = conn.syncs.is_empty();
+        for (name, generation) in &seen.failed_parses {
+            self.stmts.parse_failed(Some(&mut *conn), name, *generation);
+        }
+        if let Some(status) = seen.last_status {
+            self.client_status = status;
+            self.tx = (status != b'I').then_some(slot);
+        }
+        if let Some(ty) = seen.unsolicited {
+            tracing::warn!(backend = %conn.info, message_type = %(ty as char), "backend sent an unsolicited message; closing it");
+            return self
+                .backend_lost(slot, "the server ended the session")
+                .await;
+        }
+        if done && self.open_batch != Some(slot) && self.inflight == Some(slot) {
+            self.inflight = None;
+            if self.stalled {
+                self.stalled = false;
+                self.process_client_input().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A backend connection broke. An idle one is just dropped (the next use opens another);
+    /// one that owed the client an answer ends that unit with 08006, or the session when the
+    /// client's transaction or a partly sent message died with it.
+    async fn backend_lost(&mut self, slot: Slot, reason: &str) -> Result<(), End> {
+        let holder = match slot {
+            Slot::Primary => &mut self.primary,
+            Slot::Replica => &mut self.replica,
+        };
+        let Some(conn) = holder.take() else {
+            return Ok(());
+        };
+        if self.cancel_slot == Some(slot) {
+            self.cancel_slot = None;
+            self.client.cancel.set(None);
+        }
+        let owed = conn.syncs.len();
+        let in_tx = self.tx == Some(slot);
+        if owed == 0 && !in_tx && self.open_batch != Some(slot) {
+            tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
+            return Ok(());
+        }
+        tracing::warn!(backend = %conn.info, reason, "backend connection lost during a statement");
+        let err = ProxyError::error(
+            "08006",
+            format!(
+                "pgrepl-proxy: lost the connection to backend {}: {reason}",
+                conn.info
+            ),
+        );
+        if in_tx || owed > 1 || conn.body_remaining > 0 || self.open_batch == Some(slot) {
+            let mut fatal = err;
+            fatal.severity = Severity::Fatal;
+            return Err(End::Fatal(fatal));
+        }
+        err.encode(&mut self.cout);
+        write::ready_for_query(b'I', &mut self.cout);
+        self.client_status = b'I';
+        self.tx = None;
+        self.inflight = None;
+        if self.stalled {
+            self.stalled = false;
+            self.process_client_input().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The lease in `slot`, borrowed apart from the rest of the session.
+fn pick<'a>(
+    primary: &'a mut Option<BackendConn>,
+    replica: &'a mut Option<BackendConn>,
+    slot: Slot,
+) -> Option<&'a mut BackendConn> {
+    match slot {
+        Slot::Primary => primary.as_mut(),
+        Slot::Replica => replica.as_mut(),
+    }
+}
+
+fn cancel_of(conn: &BackendConn) -> BackendCancel {
+    BackendCancel {
+        host: conn.info.host.clone(),
+        port: conn.info.port,
+        pid: conn.cancel_key.0,
+        secret: conn.cancel_key.1,
+    }
+}
+
+/// Routes SQL text; text that is not UTF-8 cannot be parsed and goes to the primary.
+fn route_of(cache: &crate::route::ClassifyCache, sql: &[u8]) -> (Route, Reason) {
+    match std::str::from_utf8(sql) {
+        Ok(text) => {
+            let c = cache.classify(text);
+            (c.route, c.reason)
+        }
+        Err(_) => (Route::Primary, Reason::Unparseable),
+    }
+}
+
+/// SQL-level DISCARD ALL / DEALLOCATE ALL drop the session's protocol-level statements too.
+fn resets_statements(sql: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
+    let trimmed = text.trim_start();
+    (trimmed.starts_with("DISCARD") || trimmed.starts_with("DEALLOCATE")) && text.contains("ALL")
+}
