@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::classify::classify;
+use super::fingerprint::fingerprint;
 use super::reason::Classification;
 
 /// Enough shards that tasks on different cores rarely share a lock.
@@ -45,23 +46,29 @@ impl ClassifyCache {
         }
     }
 
-    /// Classifies `sql`, reusing an earlier result for the identical text.
+    /// Classifies `sql`, reusing an earlier result for the same text up to
+    /// the values of its literals (see [`fingerprint`]).
     pub fn classify(&self, sql: &str) -> Classification {
         if self.shards.is_empty() || sql.len() > MAX_CACHED_SQL_LEN {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return classify(sql);
         }
+        let normalized = fingerprint(sql);
+        let key = Key {
+            normalized: normalized.is_some(),
+            text: normalized.as_deref().unwrap_or(sql),
+        };
         // One hash picks the shard and is the shard's map key.
-        let hash = self.hasher.hash_one(sql);
+        let hash = self.hasher.hash_one(key);
         let shard = &self.shards[(hash >> 32) as usize % self.shards.len()];
-        if let Some(hit) = shard.get(hash, sql) {
+        if let Some(hit) = shard.get(hash, key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return hit;
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         // Classify outside the lock: parsing is the slow part.
         let classification = classify(sql);
-        shard.insert(hash, sql, classification.clone());
+        shard.insert(hash, key, classification.clone());
         classification
     }
 
@@ -87,7 +94,16 @@ impl ClassifyCache {
 /// collisions, and a colliding statement simply replaces the entry.
 type Entries = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
 
+/// Raw texts and fingerprints are kept apart, so no raw text can ever be
+/// taken for another statement's fingerprint.
+#[derive(Clone, Copy, Hash)]
+struct Key<'a> {
+    normalized: bool,
+    text: &'a str,
+}
+
 struct Entry {
+    normalized: bool,
     sql: Box<str>,
     classification: Classification,
 }
@@ -117,17 +133,18 @@ impl Shard {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, hash: u64, sql: &str) -> Option<Classification> {
+    fn get(&self, hash: u64, key: Key<'_>) -> Option<Classification> {
         self.lock()
             .entries
             .get(&hash)
-            .filter(|entry| &*entry.sql == sql)
+            .filter(|entry| entry.normalized == key.normalized && &*entry.sql == key.text)
             .map(|entry| entry.classification.clone())
     }
 
-    fn insert(&self, hash: u64, sql: &str, classification: Classification) {
+    fn insert(&self, hash: u64, key: Key<'_>, classification: Classification) {
         let entry = Entry {
-            sql: sql.into(),
+            normalized: key.normalized,
+            sql: key.text.into(),
             classification,
         };
         let mut state = self.lock();
@@ -204,7 +221,7 @@ mod tests {
         for capacity in [1, 10, 16, 17, 100] {
             let cache = ClassifyCache::new(capacity);
             for i in 0..3_000 {
-                let got = cache.classify(&format!("SELECT {i}"));
+                let got = cache.classify(&format!("SELECT c{i} FROM t"));
                 assert_eq!(got.route, Route::Replica);
                 assert!(
                     cache.len() <= capacity,
@@ -236,23 +253,54 @@ mod tests {
         assert_eq!(cache.misses(), 2);
     }
 
+    fn raw(text: &str) -> Key<'_> {
+        Key {
+            normalized: false,
+            text,
+        }
+    }
+
+    #[test]
+    fn literals_do_not_defeat_the_cache() {
+        let cache = ClassifyCache::new(10);
+        let first = cache.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 1");
+        let second = cache.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 2");
+        assert_eq!(first, second);
+        assert_eq!((cache.hits(), cache.misses()), (1, 1));
+        assert_eq!(cache.classify("SELECT nextval('a')").route, Route::Primary);
+        assert_eq!(cache.classify("SELECT nextval('b')").route, Route::Primary);
+        assert_eq!(cache.hits(), 2);
+    }
+
+    #[test]
+    fn raw_keys_never_match_fingerprints() {
+        let shard = Shard::new(4);
+        let fingerprinted = Key {
+            normalized: true,
+            text: "SELECT \u{1}",
+        };
+        shard.insert(1, fingerprinted, classify("SELECT 1"));
+        assert_eq!(shard.get(1, raw("SELECT \u{1}")), None);
+        assert!(shard.get(1, fingerprinted).is_some());
+    }
+
     #[test]
     fn shard_checks_text_on_hash_collision_and_evicts_oldest() {
         let shard = Shard::new(2);
         let read = classify("SELECT 1");
-        shard.insert(7, "SELECT 1", read.clone());
-        assert_eq!(shard.get(7, "SELECT 1"), Some(read));
-        assert_eq!(shard.get(7, "DELETE FROM t"), None);
+        shard.insert(7, raw("SELECT 1"), read.clone());
+        assert_eq!(shard.get(7, raw("SELECT 1")), Some(read));
+        assert_eq!(shard.get(7, raw("DELETE FROM t")), None);
         // A colliding statement replaces the entry without growing the shard.
-        shard.insert(7, "DELETE FROM t", classify("DELETE FROM t"));
-        assert_eq!(shard.get(7, "SELECT 1"), None);
+        shard.insert(7, raw("DELETE FROM t"), classify("DELETE FROM t"));
+        assert_eq!(shard.get(7, raw("SELECT 1")), None);
         assert_eq!(shard.len(), 1);
-        shard.insert(8, "SELECT 8", classify("SELECT 8"));
-        shard.insert(9, "SELECT 9", classify("SELECT 9"));
+        shard.insert(8, raw("SELECT 8"), classify("SELECT 8"));
+        shard.insert(9, raw("SELECT 9"), classify("SELECT 9"));
         assert_eq!(shard.len(), 2);
-        assert_eq!(shard.get(7, "DELETE FROM t"), None, "oldest evicted");
-        assert!(shard.get(8, "SELECT 8").is_some());
-        assert!(shard.get(9, "SELECT 9").is_some());
+        assert_eq!(shard.get(7, raw("DELETE FROM t")), None, "oldest evicted");
+        assert!(shard.get(8, raw("SELECT 8")).is_some());
+        assert!(shard.get(9, raw("SELECT 9")).is_some());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod classify;
+pub mod fingerprint;
 pub mod reason;
 
 pub use cache::ClassifyCache;

@@ -451,7 +451,9 @@ where
         }
         conn.out.extend_from_slice(&msg);
         // A simple Query destroys the unnamed statement; DISCARD/DEALLOCATE drop named ones.
-        conn.prepared.remove(&b""[..]);
+        if !conn.prepared.is_empty() {
+            conn.prepared.remove(&b""[..]);
+        }
         if deallocates {
             conn.prepared.clear();
             self.stmts.clear();
@@ -623,8 +625,29 @@ fn route_of(cache: &crate::route::ClassifyCache, sql: &[u8]) -> (Route, Reason) 
 }
 
 /// SQL-level DISCARD ALL / DEALLOCATE ALL drop the session's protocol-level statements too.
+/// Checked on every simple query, so only the leading keyword is looked at first.
 fn resets_statements(sql: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(sql).to_ascii_uppercase();
-    let trimmed = text.trim_start();
-    (trimmed.starts_with("DISCARD") || trimmed.starts_with("DEALLOCATE")) && text.contains("ALL")
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let sql = &sql[start..];
+    let starts =
+        |word: &[u8]| sql.len() >= word.len() && sql[..word.len()].eq_ignore_ascii_case(word);
+    (starts(b"DISCARD") || starts(b"DEALLOCATE"))
+        && sql.windows(3).any(|w| w.eq_ignore_ascii_case(b"ALL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resets_statements;
+
+    #[test]
+    fn recognises_statement_resets() {
+        assert!(resets_statements(b"  discard ALL"));
+        assert!(resets_statements(b"DEALLOCATE all"));
+        assert!(!resets_statements(b"DEALLOCATE s1"));
+        assert!(!resets_statements(b"SELECT 'DISCARD ALL'"));
+        assert!(!resets_statements(b""));
+    }
 }

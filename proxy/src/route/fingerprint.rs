@@ -1,0 +1,199 @@
+//! Literal-blind cache keys. Simple-protocol clients inline their values
+//! (`WHERE aid = 4711`), so keying the classification cache on the exact text
+//! would miss on nearly every statement. Routing never depends on a literal's
+//! value, so numbers and plain `'...'` strings are replaced by a marker before
+//! the lookup; a miss still classifies the real text.
+//!
+//! The scanner is deliberately conservative: anything whose lexing depends on
+//! settings or is unusual (backslashes, `E''`/`U&''`/`B''` strings, dollar
+//! quoting, unterminated quotes or comments) yields no fingerprint, and the
+//! exact text is the key.
+
+/// Marks where a literal stood; never part of a key made from raw text,
+/// because the cache keeps the two kinds of keys apart.
+const LITERAL: &str = "\u{1}";
+
+/// The literal-blind form of `sql`, or None when the exact text must be the
+/// key (nothing to replace, or not safe to).
+pub fn fingerprint(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut replaced = false;
+    let mut i = 0;
+    let mut copied = 0; // b[copied..i] is still to be copied verbatim
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' => {
+                if i > 0 && is_word_byte(b[i - 1]) || i > 0 && b[i - 1] == b'&' {
+                    return None; // E'', U&'', B'', X'', N'' and the like
+                }
+                let end = string_end(b, i)?;
+                out.push_str(&sql[copied..i]);
+                out.push_str(LITERAL);
+                replaced = true;
+                i = end;
+                copied = i;
+            }
+            b'"' => i = quoted_end(b, i, b'"')?,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = b[i..]
+                    .iter()
+                    .position(|&x| x == b'\n')
+                    .map_or(b.len(), |p| i + p + 1);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = block_comment_end(b, i)?,
+            b'$' => {
+                // `$1` parameters stay; `$$` and `$tag$` quoting is not scanned.
+                let digits = b[i + 1..].iter().take_while(|x| x.is_ascii_digit()).count();
+                if digits == 0 {
+                    return None;
+                }
+                i += 1 + digits;
+            }
+            b'\\' => return None,
+            b'0'..=b'9' | b'.' if starts_number(b, i) => {
+                let len = b[i..]
+                    .iter()
+                    .take_while(|&&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.')
+                    .count();
+                out.push_str(&sql[copied..i]);
+                out.push_str(LITERAL);
+                replaced = true;
+                i += len;
+                copied = i;
+            }
+            _ if is_word_byte(c) => {
+                i += b[i..].iter().take_while(|&&x| is_word_byte(x)).count();
+            }
+            _ => i += 1,
+        }
+    }
+    if !replaced {
+        return None;
+    }
+    out.push_str(&sql[copied..]);
+    Some(out)
+}
+
+/// Letters, digits, `_`, `$` and any non-ASCII byte continue an identifier.
+fn is_word_byte(x: u8) -> bool {
+    x.is_ascii_alphanumeric() || x == b'_' || x == b'$' || x >= 0x80
+}
+
+/// A digit (or `.digit`) not glued to a preceding identifier starts a number.
+fn starts_number(b: &[u8], i: usize) -> bool {
+    let glued = i > 0 && (is_word_byte(b[i - 1]) || b[i - 1] == b'.');
+    let digit_here = b[i].is_ascii_digit() || b.get(i + 1).is_some_and(|x| x.is_ascii_digit());
+    !glued && digit_here
+}
+
+/// End (exclusive) of a standard `'...'` string at `start`; `''` escapes a quote.
+/// None for backslashes (their meaning depends on a server setting) or no end.
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match *b.get(i)? {
+            b'\\' => return None,
+            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// End (exclusive) of a `"..."` identifier; a doubled quote escapes it.
+fn quoted_end(b: &[u8], start: usize, quote: u8) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match *b.get(i)? {
+            x if x == quote && b.get(i + 1) == Some(&quote) => i += 2,
+            x if x == quote => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// End (exclusive) of a `/* ... */` comment; PostgreSQL nests them.
+fn block_comment_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i + 1 < b.len() {
+        match (b[i], b[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(sql: &str) -> Option<String> {
+        fingerprint(sql).map(|s| s.replace(LITERAL, "?"))
+    }
+
+    #[test]
+    fn replaces_numbers_and_plain_strings() {
+        assert_eq!(
+            fp("SELECT abalance FROM pgbench_accounts WHERE aid = 4711;").as_deref(),
+            Some("SELECT abalance FROM pgbench_accounts WHERE aid = ?;")
+        );
+        assert_eq!(
+            fp("SELECT 'it''s', 1.5e3, .5").as_deref(),
+            Some("SELECT ?, ?, ?")
+        );
+        assert_eq!(
+            fingerprint("SELECT * FROM t WHERE a = 1"),
+            fingerprint("SELECT * FROM t WHERE a = 2")
+        );
+    }
+
+    #[test]
+    fn keeps_identifiers_parameters_comments_and_quoted_names() {
+        assert_eq!(fp("SELECT t1.c2 FROM t1 WHERE x = $1"), None);
+        assert_eq!(
+            fp("/* 1 'a' */ SELECT \"col 1\", 7 -- 9\n").as_deref(),
+            Some("/* 1 'a' */ SELECT \"col 1\", ? -- 9\n")
+        );
+        assert_eq!(
+            fp("/* a /* nested */ 'x' */ SELECT 1").as_deref(),
+            Some("/* a /* nested */ 'x' */ SELECT ?")
+        );
+    }
+
+    #[test]
+    fn bails_out_on_anything_setting_dependent_or_unusual() {
+        for sql in [
+            "SELECT 'a\\'; DELETE FROM t; --'",
+            "SELECT E'a\\n'",
+            "SELECT U&'d\\0061t'",
+            "SELECT $$ 1 $$",
+            "SELECT $tag$ x $tag$",
+            "SELECT 'unterminated",
+            "SELECT 1 /* unterminated",
+            "SELECT \"unterminated",
+            "SELECT x'1F'",
+        ] {
+            assert_eq!(fingerprint(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn nothing_to_replace_gives_none() {
+        assert_eq!(fingerprint("SELECT a FROM t"), None);
+        assert_eq!(fingerprint(""), None);
+    }
+}
