@@ -25,7 +25,7 @@ pub fn fingerprint(sql: &str) -> Option<String> {
         let c = b[i];
         match c {
             b'\'' => {
-                if i > 0 && is_word_byte(b[i - 1]) || i > 0 && b[i - 1] == b'&' {
+                if i > 0 && (is_word_byte(b[i - 1]) || b[i - 1] == b'&') {
                     return None; // E'', U&'', B'', X'', N'' and the like
                 }
                 let end = string_end(b, i)?;
