@@ -45,6 +45,7 @@ fn proxy(field: &Field<'_>) -> Result<ProxyConfig, ConfigError> {
         "startup_timeout",
         "shutdown_timeout",
         "max_message_size",
+        "workers",
     ])?;
     Ok(ProxyConfig {
         listen: s.require("listen")?.string()?,
@@ -53,6 +54,7 @@ fn proxy(field: &Field<'_>) -> Result<ProxyConfig, ConfigError> {
         startup_timeout: s.require("startup_timeout")?.duration()?,
         shutdown_timeout: s.require("shutdown_timeout")?.duration()?,
         max_message_size: s.require("max_message_size")?.size()?,
+        workers: s.require("workers")?.count()?,
     })
 }
 

@@ -32,6 +32,8 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// Largest protocol message accepted, in bytes.
     pub max_message_size: usize,
+    /// Event-loop threads serving sessions; 0 means one per CPU.
+    pub workers: usize,
 }
 
 /// `[primary]` and each `[[replicas]]` entry: a PostgreSQL server.

@@ -9,5 +9,6 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod workers;
 
 pub use server::Proxy;

@@ -81,9 +81,8 @@ fn serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
         }
     };
     init_logging(log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        // sqlparser recurses on nested SQL; give it room beyond tokio's 2 MiB default.
-        .thread_stack_size(8 << 20)
+    // This runtime only accepts clients and watches signals; sessions run on the workers.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -16,7 +16,6 @@ use pgwire::messages::startup::{
 use pgwire::messages::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -28,6 +27,7 @@ use crate::protocol::write::{self, ProxyError, Severity};
 use crate::route::ClassifyCache;
 use crate::session::{ClientInfo, Session};
 use crate::shared::Shared;
+use crate::workers::{self, Workers};
 
 /// A bound, ready-to-run proxy.
 pub struct Proxy {
@@ -38,6 +38,7 @@ pub struct Proxy {
     startup_timeout: Duration,
     shutdown_timeout: Duration,
     idle_timeout: Duration,
+    workers: usize,
 }
 
 /// Counts a client against `max_client_connections` while it lives.
@@ -98,6 +99,7 @@ impl Proxy {
             startup_timeout: config.proxy.startup_timeout,
             shutdown_timeout: config.proxy.shutdown_timeout,
             idle_timeout: config.pool.idle_timeout,
+            workers: workers::default_count(config.proxy.workers),
         })
     }
 
@@ -108,7 +110,7 @@ impl Proxy {
     /// Serves until `shutdown` completes, then stops accepting and gives sessions up to
     /// `[proxy] shutdown_timeout` to finish their transactions.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let workers = Workers::start(self.workers)?;
         let clients = Arc::new(AtomicUsize::new(0));
         let mut sessions = JoinSet::new();
         let reaper = {
@@ -133,10 +135,15 @@ impl Proxy {
                         let conn = Connection {
                             shared: self.shared.clone(),
                             tls: self.tls.clone(),
-                            stop: stop_rx.clone(),
                             startup_timeout: self.startup_timeout,
                         };
-                        sessions.spawn(conn.serve(tcp, peer, slot));
+                        // Re-registered with the worker's own reactor.
+                        match tcp.into_std() {
+                            Ok(tcp) => {
+                                sessions.spawn_on(conn.start(tcp, peer, slot), workers.next());
+                            }
+                            Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a client to a worker"),
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -152,7 +159,7 @@ impl Proxy {
             timeout = ?self.shutdown_timeout,
             "shutting down: no longer accepting; waiting for sessions to finish"
         );
-        let _ = stop_tx.send(true);
+        self.shared.shutdown.begin();
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
             while sessions.join_next().await.is_some() {}
         })
@@ -165,6 +172,7 @@ impl Proxy {
             sessions.shutdown().await;
         }
         reaper.abort();
+        workers.stop();
         self.shared.pool.close_idle();
         tracing::info!("shutdown complete");
         Ok(())
@@ -175,7 +183,6 @@ impl Proxy {
 struct Connection {
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
-    stop: watch::Receiver<bool>,
     startup_timeout: Duration,
 }
 
@@ -194,6 +201,14 @@ async fn send_fatal(stream: &mut ClientStream, err: &ProxyError) {
 }
 
 impl Connection {
+    /// Runs on the worker that got the client.
+    async fn start(self, tcp: std::net::TcpStream, peer: SocketAddr, slot: Option<ClientSlot>) {
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => self.serve(tcp, peer, slot).await,
+            Err(e) => tracing::warn!(%peer, error = %e, "cannot register a client socket"),
+        }
+    }
+
     async fn serve(self, tcp: TcpStream, peer: SocketAddr, slot: Option<ClientSlot>) {
         let _ = tcp.set_nodelay(true);
         let started = Instant::now();
@@ -219,11 +234,11 @@ impl Connection {
         match stream {
             Either::Left(tcp) => {
                 let (r, w) = tcp.into_split();
-                Session::new(shared, info, r, w, self.stop).run().await
+                Session::new(shared, info, r, w).run().await
             }
             Either::Right(tls) => {
                 let (r, w) = tokio::io::split(tls);
-                Session::new(shared, info, r, w, self.stop).run().await
+                Session::new(shared, info, r, w).run().await
             }
         }
         self.shared.cancels.unregister(cancel_key);

@@ -1,7 +1,10 @@
 //! State shared by every session of one running proxy.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 
 use crate::backend::Pool;
 use crate::cancel::CancelRegistry;
@@ -14,6 +17,7 @@ pub struct Shared {
     pub classifier: ClassifyCache,
     pub cancels: CancelRegistry,
     pub users: Users,
+    pub shutdown: Shutdown,
     /// Backend indexes of the replicas.
     replicas: Vec<usize>,
     next_replica: AtomicUsize,
@@ -33,6 +37,7 @@ impl Shared {
             classifier,
             cancels: CancelRegistry::default(),
             users,
+            shutdown: Shutdown::default(),
             replicas,
             next_replica: AtomicUsize::new(0),
         }
@@ -45,5 +50,29 @@ impl Shared {
         }
         let n = self.next_replica.fetch_add(1, Ordering::Relaxed);
         Some(self.replicas[n % self.replicas.len()])
+    }
+}
+
+/// Tells sessions the proxy is shutting down: a flag they check as they loop (cheap on the hot
+/// path), and a wake-up for those waiting idle on their client.
+#[derive(Default)]
+pub struct Shutdown {
+    flag: AtomicBool,
+    notify: Arc<Notify>,
+}
+
+impl Shutdown {
+    pub fn begin(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// A wake-up for `begin`; it fires even if `begin` comes before its first poll.
+    pub fn wait(&self) -> OwnedNotified {
+        self.notify.clone().notified_owned()
     }
 }

@@ -21,6 +21,7 @@ fn defaults_match_the_documented_values() {
     assert_eq!(config.proxy.startup_timeout, Duration::from_secs(15));
     assert_eq!(config.proxy.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(config.proxy.max_message_size, 256 << 20);
+    assert_eq!(config.proxy.workers, 0, "one worker per CPU by default");
     assert_eq!(config.primary, backend("db01", "127.0.0.1", 5432));
     assert_eq!(config.replicas, vec![backend("db02", "127.0.0.1", 5433)]);
     assert!(config.users.is_empty());

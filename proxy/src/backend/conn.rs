@@ -1,6 +1,8 @@
 //! An authenticated backend connection and the per-connection protocol state the session keeps.
 
 use std::collections::{HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,7 +48,7 @@ pub struct BackendConn {
     pub cancel_key: (i32, i32),
     pub params: Arc<ServerParams>,
     /// Prepared statements present on this server: client name -> generation.
-    pub prepared: HashMap<Bytes, u64>,
+    pub prepared: HashMap<Bytes, u64, RandomState>,
     /// One entry per ReadyForQuery still to come, oldest first.
     pub syncs: VecDeque<Pending>,
     /// Bytes of a forwarded message still to pass through before the next header.

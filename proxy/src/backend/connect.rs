@@ -305,7 +305,7 @@ async fn handshake(
         key,
         cancel_key,
         params: Arc::new(server_params),
-        prepared: HashMap::new(),
+        prepared: HashMap::default(),
         syncs: VecDeque::new(),
         body_remaining: 0,
         created: Instant::now(),

@@ -4,9 +4,10 @@
 //! expensive than a hash lookup, so the proxy classifies through this cache on
 //! every statement. Sharding keeps lock contention low across tokio tasks.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -40,7 +41,7 @@ impl ClassifyCache {
             .collect();
         Self {
             shards,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }

@@ -64,7 +64,10 @@ pub fn fingerprint(sql: &str) -> Option<String> {
                 copied = i;
             }
             _ if is_word_byte(c) => {
-                i += b[i..].iter().take_while(|&&x| is_word_byte(x)).count();
+                i += 1;
+                while i < b.len() && is_word_byte(b[i]) {
+                    i += 1;
+                }
             }
             _ => i += 1,
         }
@@ -77,9 +80,22 @@ pub fn fingerprint(sql: &str) -> Option<String> {
 }
 
 /// Letters, digits, `_`, `$` and any non-ASCII byte continue an identifier.
+#[inline]
 fn is_word_byte(x: u8) -> bool {
-    x.is_ascii_alphanumeric() || x == b'_' || x == b'$' || x >= 0x80
+    WORD_BYTES[x as usize]
 }
+
+/// Lookup table for [`is_word_byte`]: this scan runs on every simple query.
+static WORD_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let x = i as u8;
+        table[i] = x.is_ascii_alphanumeric() || x == b'_' || x == b'$' || x >= 0x80;
+        i += 1;
+    }
+    table
+};
 
 /// A digit (or `.digit`) not glued to a preceding identifier starts a number.
 fn starts_number(b: &[u8], i: usize) -> bool {

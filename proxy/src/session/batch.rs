@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 
 use crate::backend::{BackendConn, ParseOrigin, Pending};
 use crate::protocol::{fields, write};
@@ -24,7 +25,7 @@ pub struct Statement {
 /// The client's prepared statements by name (the unnamed statement under "").
 #[derive(Default)]
 pub struct Statements {
-    map: HashMap<Bytes, Statement>,
+    map: HashMap<Bytes, Statement, RandomState>,
     next_generation: u64,
 }
 
@@ -158,8 +159,15 @@ impl Batch {
         self.messages.is_empty()
     }
 
-    pub fn clear(&mut self) {
-        *self = Batch::default();
+    /// Empties the batch, keeping `messages`' allocation for the next one.
+    pub fn reset(&mut self, mut messages: Vec<(u8, Bytes, Route)>) {
+        messages.clear();
+        self.parsed.clear();
+        *self = Batch {
+            messages,
+            parsed: std::mem::take(&mut self.parsed),
+            ..Batch::default()
+        };
     }
 
     /// Adds a message; `sql_route` classifies the SQL of a Parse.

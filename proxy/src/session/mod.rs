@@ -12,11 +12,12 @@ mod relay;
 
 use std::future::pending;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::futures::OwnedNotified;
 
 use crate::backend::{BackendConn, BackendError, PoolKey, StartupInfo};
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
@@ -95,7 +96,8 @@ pub struct Session<R, W> {
     /// The next unit waits for `inflight` to finish.
     stalled: bool,
     cancel_slot: Option<Slot>,
-    shutdown: watch::Receiver<bool>,
+    /// Wakes the session if the proxy shuts down while it waits idle on its client.
+    shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
 }
 
@@ -125,13 +127,8 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    pub fn new(
-        shared: Arc<Shared>,
-        client: ClientInfo,
-        client_r: R,
-        client_w: W,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(shared: Arc<Shared>, client: ClientInfo, client_r: R, client_w: W) -> Self {
+        let shutdown_wait = Box::pin(shared.shutdown.wait());
         Session {
             shared,
             client,
@@ -150,7 +147,7 @@ where
             stmts: Statements::default(),
             stalled: false,
             cancel_slot: None,
-            shutdown,
+            shutdown_wait,
             shutting_down: false,
         }
     }
@@ -207,7 +204,9 @@ where
 
     async fn drive(&mut self) -> Result<(), End> {
         loop {
-            if self.shutting_down && self.is_idle() && self.cout.is_empty() {
+            self.shutting_down |= self.shared.shutdown.is_set();
+            let idle = self.is_idle();
+            if self.shutting_down && idle && self.cout.is_empty() {
                 return Err(End::Shutdown);
             }
             let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
@@ -225,7 +224,7 @@ where
                     cout,
                     primary,
                     replica,
-                    shutdown,
+                    shutdown_wait,
                     shutting_down,
                     ..
                 } = self;
@@ -235,7 +234,7 @@ where
                     io = backend_io(primary, backend_readable) => Event::Backend(Slot::Primary, io),
                     io = backend_io(replica, backend_readable) => Event::Backend(Slot::Replica, io),
                     r = client_r.read_buf(cin), if client_readable => Event::ClientRead(r),
-                    _ = shutdown.changed(), if !*shutting_down => Event::Shutdown,
+                    _ = shutdown_wait.as_mut(), if idle && !*shutting_down => Event::Shutdown,
                 }
             };
             match event {
@@ -345,7 +344,8 @@ where
                 let terminator = self.cin.split_to(total).freeze();
                 if self.discard_until_sync {
                     self.discard_until_sync = false;
-                    self.batch.clear();
+                    let messages = std::mem::take(&mut self.batch.messages);
+                    self.batch.reset(messages);
                     write::ready_for_query(self.client_status, &mut self.cout);
                     return Ok(true);
                 }
@@ -465,8 +465,9 @@ where
     /// Sends the buffered batch and its Sync or Flush to `target`.
     async fn send_batch(&mut self, target: Slot, terminator: Bytes, is_sync: bool) {
         let continuing = self.open_batch.is_some();
-        let batch = std::mem::take(&mut self.batch);
+        let mut messages = std::mem::take(&mut self.batch.messages);
         if let Err(e) = self.ensure_lease(target).await {
+            self.batch.reset(messages);
             self.report_unavailable(&e);
             if is_sync {
                 write::ready_for_query(self.client_status, &mut self.cout);
@@ -476,12 +477,13 @@ where
             return;
         }
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
+            self.batch.reset(messages);
             return;
         };
         if !continuing {
             conn.syncs.push_back(Default::default());
         }
-        for (ty, msg, route) in batch.messages {
+        for (ty, msg, route) in messages.drain(..) {
             match ty {
                 b'P' => {
                     self.stmts.parse_on(conn, msg, route);
@@ -506,6 +508,7 @@ where
             conn.out.extend_from_slice(&msg);
         }
         conn.out.extend_from_slice(&terminator);
+        self.batch.reset(messages);
         self.open_batch = if is_sync { None } else { Some(target) };
         self.inflight = Some(target);
         self.track_cancel(target);
