@@ -627,18 +627,25 @@ fn route_of(cache: &crate::route::ClassifyCache, sql: &[u8]) -> (Route, Reason) 
     }
 }
 
-/// SQL-level DISCARD ALL / DEALLOCATE ALL drop the session's protocol-level statements too.
-/// Checked on every simple query, so only the leading keyword is looked at first.
+/// SQL-level DISCARD ALL / DEALLOCATE [PREPARE] ALL drop the session's protocol-level
+/// statements too. Checked on every simple query, so it only looks at the first words.
 fn resets_statements(sql: &[u8]) -> bool {
-    let start = sql
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(sql.len());
-    let sql = &sql[start..];
-    let starts =
-        |word: &[u8]| sql.len() >= word.len() && sql[..word.len()].eq_ignore_ascii_case(word);
-    (starts(b"DISCARD") || starts(b"DEALLOCATE"))
-        && sql.windows(3).any(|w| w.eq_ignore_ascii_case(b"ALL"))
+    let mut words = sql
+        .split(|b| b.is_ascii_whitespace() || *b == b';')
+        .filter(|w| !w.is_empty());
+    let is = |w: Option<&[u8]>, word: &[u8]| w.is_some_and(|w| w.eq_ignore_ascii_case(word));
+    match words.next() {
+        Some(w) if w.eq_ignore_ascii_case(b"DISCARD") => is(words.next(), b"ALL"),
+        Some(w) if w.eq_ignore_ascii_case(b"DEALLOCATE") => {
+            let next = words.next();
+            if is(next, b"PREPARE") {
+                is(words.next(), b"ALL")
+            } else {
+                is(next, b"ALL")
+            }
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -649,6 +656,7 @@ mod tests {
     fn recognises_statement_resets() {
         assert!(resets_statements(b"  discard ALL"));
         assert!(resets_statements(b"DEALLOCATE all"));
+        assert!(resets_statements(b"deallocate prepare ALL;"));
         assert!(!resets_statements(b"DEALLOCATE s1"));
         assert!(!resets_statements(b"SELECT 'DISCARD ALL'"));
         assert!(!resets_statements(b""));
