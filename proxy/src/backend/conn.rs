@@ -32,6 +32,9 @@ pub struct Pending {
     /// Closes in order: true for one the proxy injected.
     pub closes: Vec<bool>,
     pub closes_done: usize,
+    /// An extended-protocol batch ended by Sync. If its Execute starts COPY FROM STDIN, the
+    /// server ignores that Sync (it arrives during copy mode) and answers the client's next one.
+    pub synced_batch: bool,
 }
 
 /// A connection to one backend, leased by at most one client session at a time.

@@ -92,6 +92,9 @@ pub struct Session<R, W> {
     batch: Batch,
     /// An error ended the current batch: skip the client's messages up to Sync, as PostgreSQL does.
     discard_until_sync: bool,
+    /// A COPY FROM STDIN swallowed its batch's Sync on this backend: the client's next Sync
+    /// goes there and completes that batch.
+    copy_owes_sync: Option<Slot>,
     stmts: Statements,
     /// The next unit waits for `inflight` to finish.
     stalled: bool,
@@ -144,6 +147,7 @@ where
             open_batch: None,
             batch: Batch::default(),
             discard_until_sync: false,
+            copy_owes_sync: None,
             stmts: Statements::default(),
             stalled: false,
             cancel_slot: None,
@@ -300,9 +304,20 @@ where
         Ok(())
     }
 
-    /// True when a unit for `target` must wait for another backend to finish answering.
-    fn must_wait(&self, target: Slot) -> bool {
-        matches!(self.inflight, Some(busy) if busy != target)
+    /// Where a unit goes, given where it would go on its own; None when it must first wait
+    /// for in-flight work to finish: work on another backend (replies must not interleave),
+    /// or work that may end the open transaction (then the unit's place is not known yet).
+    fn decide(&self, standalone: Slot) -> Option<Slot> {
+        if let Some(slot) = self.open_batch {
+            return Some(slot);
+        }
+        match (self.tx, self.inflight) {
+            (Some(tx), _) if tx == standalone => Some(tx),
+            (Some(_), Some(_)) => None,
+            (Some(tx), None) => Some(tx),
+            (None, Some(busy)) if busy != standalone => None,
+            (None, _) => Some(standalone),
+        }
     }
 
     /// Handles one complete client message; false when it must wait (it stays in `cin`).
@@ -313,17 +328,11 @@ where
         }
         match ty {
             b'Q' => {
-                let target = match self.open_batch.or(self.tx) {
-                    Some(slot) => slot,
-                    None => {
-                        let route = self
-                            .route_sql(fields::query_sql(&self.cin[..total]).unwrap_or_default());
-                        self.slot_of(route.0)
-                    }
-                };
-                if self.must_wait(target) {
+                let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
+                let standalone = self.slot_of(self.route_sql(sql).0);
+                let Some(target) = self.decide(standalone) else {
                     return Ok(false);
-                }
+                };
                 let msg = self.cin.split_to(total).freeze();
                 self.send_query(target, msg).await;
             }
@@ -333,14 +342,22 @@ where
                 self.batch
                     .push(ty, msg, &self.stmts, |sql| route_of(cache, sql).0);
             }
-            b'S' | b'H' => {
-                let target = match self.open_batch.or(self.tx) {
-                    Some(slot) => slot,
-                    None => self.batch_target(),
-                };
-                if self.must_wait(target) {
-                    return Ok(false);
+            b'S' if self.copy_owes_sync.is_some() => {
+                let sync = self.cin.split_to(total);
+                let slot = self.copy_owes_sync.take();
+                let messages = std::mem::take(&mut self.batch.messages);
+                if let Some(conn) = slot.and_then(|slot| self.slot_mut(slot)) {
+                    for (_, msg, _) in &messages {
+                        conn.out.extend_from_slice(msg);
+                    }
+                    conn.out.extend_from_slice(&sync);
                 }
+                self.batch.reset(messages);
+            }
+            b'S' | b'H' => {
+                let Some(target) = self.decide(self.batch_target()) else {
+                    return Ok(false);
+                };
                 let terminator = self.cin.split_to(total).freeze();
                 if self.discard_until_sync {
                     self.discard_until_sync = false;
@@ -359,10 +376,9 @@ where
                 }
             }
             b'F' => {
-                let target = self.open_batch.or(self.tx).unwrap_or(Slot::Primary);
-                if self.must_wait(target) {
+                let Some(target) = self.decide(Slot::Primary) else {
                     return Ok(false);
-                }
+                };
                 let msg = self.cin.split_to(total).freeze();
                 self.send_query(target, msg).await;
             }
@@ -483,6 +499,11 @@ where
         if !continuing {
             conn.syncs.push_back(Default::default());
         }
+        if is_sync {
+            if let Some(pending) = conn.syncs.back_mut() {
+                pending.synced_batch = true;
+            }
+        }
         for (ty, msg, route) in messages.drain(..) {
             match ty {
                 b'P' => {
@@ -527,6 +548,9 @@ where
         let done = conn.syncs.is_empty();
         for (name, generation) in &seen.failed_parses {
             self.stmts.parse_failed(Some(&mut *conn), name, *generation);
+        }
+        if seen.copy_ate_sync {
+            self.copy_owes_sync = Some(slot);
         }
         if let Some(status) = seen.last_status {
             self.client_status = status;

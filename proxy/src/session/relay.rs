@@ -21,6 +21,9 @@ pub struct Relayed {
     pub unsolicited: Option<u8>,
     /// The client's statements whose Parse the server rejected (name, generation).
     pub failed_parses: Vec<(Bytes, u64)>,
+    /// COPY FROM STDIN started in a Sync-ended batch: the server ignored that Sync, so the
+    /// client's next Sync (after CopyDone/CopyFail) completes the batch instead.
+    pub copy_ate_sync: bool,
 }
 
 /// Forwards every complete message (and the start of a partial one) from `conn.inbuf` to `out`.
@@ -86,6 +89,13 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
                     front.parses_done += 1;
                 }
             }
+            b'G' => {
+                if let Some(front) = conn.syncs.front_mut() {
+                    front.synced_batch = false;
+                    seen.copy_ate_sync = true;
+                }
+                out.extend_from_slice(&conn.inbuf[..total]);
+            }
             b'3' => {
                 if let Some(front) = conn.syncs.front_mut() {
                     if front.closes.get(front.closes_done) != Some(&true) {
@@ -114,6 +124,7 @@ fn needs_attention(conn: &BackendConn, ty: u8) -> bool {
             b'Z' => true,
             b'1' => !front.parses.is_empty(),
             b'3' => !front.closes.is_empty(),
+            b'G' => front.synced_batch,
             _ => false,
         },
     }
