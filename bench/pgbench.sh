@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Compares pgbench -S (select-only) throughput and latency through
+# pgrepl-proxy, directly against the replica, and through PgBouncer (session
+# pooling, also in front of the replica), on a throwaway db01/db02 cluster.
+#
+# Runs are interleaved (round > mode > clients > target) so every target
+# meets the same machine conditions; each cell of the table is the median
+# over the rounds.
+#
+# Usage: bench/pgbench.sh
+# Environment:
+#   ROUNDS=3                          rounds of the whole matrix
+#   DURATION=10                       seconds per pgbench run
+#   CLIENTS="1 16"                    pgbench client counts
+#   MODES="simple extended prepared"  pgbench query modes (-M)
+#   TARGETS="proxy direct pgbouncer"  what to measure; leave out proxy to
+#                                     skip building and starting it
+#   SCALE=10                          pgbench scale factor
+#   PGBOUNCER=/usr/sbin/pgbouncer     CARGO_TARGET_DIR is respected
+# The table goes to stdout, progress to stderr.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-1 16}
+MODES=${MODES:-simple extended prepared}
+TARGETS=${TARGETS:-proxy direct pgbouncer}
+SCALE=${SCALE:-10}
+PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+
+# The login every target accepts; the cluster's `app` role owns appdb.
+DB_USER=app
+DB_PASSWORD=app-pass
+DB_NAME=appdb
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+say() { echo "[bench] $*" >&2; }
+die() { say "error: $*"; exit 1; }
+wants() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+# PostgreSQL and PgBouncer refuse to run as root.
+as_server_user() {
+    if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+for n in ROUNDS DURATION SCALE; do
+    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, not '${!n}'"
+done
+for t in $TARGETS; do
+    [[ $t =~ ^(proxy|direct|pgbouncer)$ ]] || die "unknown target '$t'"
+done
+
+# --- build ---------------------------------------------------------------
+
+cd "$ROOT"
+# Ask cargo, so CARGO_TARGET_DIR and .cargo/config.toml are honoured.
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+[[ -n $TARGET_DIR ]] || die "cannot find cargo's target directory"
+say "building (release) in $TARGET_DIR"
+cargo build --release -q -p pgrepl-tests --bin testcluster
+TESTCLUSTER=$TARGET_DIR/release/testcluster
+if wants proxy; then
+    cargo build --release -q -p pgrepl-proxy
+    PROXY_BIN=$TARGET_DIR/release/pgrepl-proxy
+fi
+
+# --- scratch directory and cleanup ---------------------------------------
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgrepl-bench.XXXXXX")
+chmod 755 "$WORK"
+[[ $EUID -ne 0 ]] || chown postgres: "$WORK"
+RESULTS=$WORK/results
+PROXY_PID=
+
+cleanup() {
+    local rc=$?
+    if [[ $rc -ne 0 ]]; then
+        for f in "$WORK/proxy.log" "$WORK/pgbouncer.log"; do
+            if [[ -s $f ]]; then
+                say "last lines of $f:"
+                tail -n 20 "$f" >&2
+            fi
+        done
+    fi
+    if [[ -n $PROXY_PID ]]; then
+        kill "$PROXY_PID" 2>/dev/null || true
+        wait "$PROXY_PID" 2>/dev/null || true
+    fi
+    if [[ -s $WORK/pgbouncer.pid ]]; then
+        kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
+    fi
+    if [[ -f $WORK/cluster/ports.env ]]; then
+        "$TESTCLUSTER" stop "$WORK/cluster" || true
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+# Turn signals into a normal exit, so the EXIT trap cleans up.
+trap 'exit 130' INT TERM
+
+# Waits until 127.0.0.1:$1 accepts TCP connections; $2, if given, is the
+# pid of the server, whose death ends the wait early.
+wait_port() {
+    local port=$1 pid=${2:-}
+    for _ in $(seq 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            die "the server for port $port exited"
+        fi
+        sleep 0.1
+    done
+    die "nothing accepts connections on port $port after 20 s"
+}
+
+# --- cluster and data ----------------------------------------------------
+
+say "starting the cluster in $WORK/cluster"
+eval "$("$TESTCLUSTER" start "$WORK/cluster")"
+export PGPASSWORD=$DB_PASSWORD
+say "pgbench -i -s $SCALE on the primary"
+"$PG_BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PRIMARY_PORT" -U "$DB_USER" "$DB_NAME" \
+    >"$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; die "pgbench -i failed"; }
+"$TESTCLUSTER" wait "$WORK/cluster"
+
+declare -A PORT=([direct]=$REPLICA_PORT)
+
+# --- pgrepl-proxy ----------------------------------------------------------
+
+if wants proxy; then
+    PORT[proxy]=$("$TESTCLUSTER" free-port)
+    cat >"$WORK/proxy.toml" <<EOF
+[proxy]
+listen = "127.0.0.1:${PORT[proxy]}"
+
+[primary]
+name = "db01"
+host = "127.0.0.1"
+port = $PRIMARY_PORT
+
+[[replicas]]
+name = "db02"
+host = "127.0.0.1"
+port = $REPLICA_PORT
+
+[[users]]
+name = "$DB_USER"
+password = "$DB_PASSWORD"
+auth = "scram-sha-256"
+EOF
+    say "starting pgrepl-proxy on port ${PORT[proxy]}"
+    "$PROXY_BIN" serve --config "$WORK/proxy.toml" >"$WORK/proxy.log" 2>&1 &
+    PROXY_PID=$!
+    wait_port "${PORT[proxy]}" "$PROXY_PID"
+fi
+
+# --- PgBouncer -------------------------------------------------------------
+
+if wants pgbouncer; then
+    PORT[pgbouncer]=$("$TESTCLUSTER" free-port)
+    # A cleartext userlist lets PgBouncer do SCRAM with clients and the server.
+    echo "\"$DB_USER\" \"$DB_PASSWORD\"" >"$WORK/userlist.txt"
+    cat >"$WORK/pgbouncer.ini" <<EOF
+[databases]
+$DB_NAME = host=127.0.0.1 port=$REPLICA_PORT dbname=$DB_NAME
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${PORT[pgbouncer]}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $WORK/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 32
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+EOF
+    say "starting PgBouncer on port ${PORT[pgbouncer]}"
+    as_server_user "$PGBOUNCER" -d -q "$WORK/pgbouncer.ini"
+    wait_port "${PORT[pgbouncer]}"
+fi
+
+# --- measurements ------------------------------------------------------------
+
+# Runs one pgbench and appends "mode clients target tps latency_ms" to RESULTS.
+measure() {
+    local target=$1 mode=$2 clients=$3 out tps lat
+    local threads=$((clients < 2 ? clients : 2))
+    out=$("$PG_BIN/pgbench" -S -M "$mode" -c "$clients" -j "$threads" -T "$DURATION" -n \
+        -h 127.0.0.1 -p "${PORT[$target]}" -U "$DB_USER" "$DB_NAME" 2>&1) ||
+        { echo "$out" >&2; die "pgbench against $target failed"; }
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
+    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' <<<"$out")
+    [[ -n $tps && -n $lat ]] || { echo "$out" >&2; die "cannot parse pgbench output"; }
+    say "$(printf 'round %s %-8s c=%-3s %-9s %10.0f tps %8.3f ms' "$round" "$mode" "$clients" "$target" "$tps" "$lat")"
+    echo "$mode $clients $target $tps $lat" >>"$RESULTS"
+}
+
+for round in $(seq "$ROUNDS"); do
+    for mode in $MODES; do
+        for clients in $CLIENTS; do
+            for target in proxy direct pgbouncer; do
+                if wants "$target"; then measure "$target" "$mode" "$clients"; fi
+            done
+        done
+    done
+done
+
+# --- report ------------------------------------------------------------------
+
+# Median of column $4 (4 = tps, 5 = latency) over the rounds, or n/a.
+median() {
+    awk -v m="$1" -v c="$2" -v t="$3" -v f="$4" '$1 == m && $2 == c && $3 == t { print $f }' "$RESULTS" |
+        sort -g |
+        awk '{ v[NR] = $1 }
+             END { if (NR == 0) print "n/a"
+                   else if (NR % 2) print v[(NR + 1) / 2]
+                   else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# printf-formats $2 with $1, or passes n/a through.
+fmt() { if [[ $2 == n/a ]]; then echo n/a; else printf "$1" "$2"; fi; }
+
+ratio() {
+    if [[ $1 == n/a || $2 == n/a ]]; then echo n/a; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi
+}
+
+echo
+echo "| mode | clients | tps proxy | tps direct | tps pgbouncer | latency proxy (ms) | latency pgbouncer (ms) | tps proxy/pgbouncer | tps proxy/direct |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for mode in $MODES; do
+    for clients in $CLIENTS; do
+        tp=$(median "$mode" "$clients" proxy 4)
+        td=$(median "$mode" "$clients" direct 4)
+        tb=$(median "$mode" "$clients" pgbouncer 4)
+        lp=$(median "$mode" "$clients" proxy 5)
+        lb=$(median "$mode" "$clients" pgbouncer 5)
+        echo "| $mode | $clients | $(fmt %.0f "$tp") | $(fmt %.0f "$td") | $(fmt %.0f "$tb") | $(fmt %.3f "$lp") | $(fmt %.3f "$lb") | $(ratio "$tp" "$tb") | $(ratio "$tp" "$td") |"
+    done
+done
+echo
+model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+echo "Machine: $(nproc) CPUs, ${model:-unknown CPU}, Linux $(uname -r); $("$PG_BIN/postgres" --version); $("$PGBOUNCER" --version | head -n 1)."
+echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S, scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."

@@ -1,0 +1,39 @@
+//! Starts or stops a db01/db02 test cluster outside `cargo test`, for the
+//! benchmark script and for poking at the proxy by hand.
+//!
+//! `testcluster start DIR` prints `PRIMARY_PORT=…`, `REPLICA_PORT=…` and
+//! `PG_BIN=…` lines for a shell to eval, and leaves the servers running;
+//! `testcluster wait DIR` waits until the replica has replayed the primary's
+//! writes; `testcluster stop DIR` stops the servers; `testcluster free-port`
+//! prints a free loopback port.
+
+use anyhow::{bail, Result};
+use pgrepl_tests::{free_port, pg_bin_dir, Cluster};
+use std::path::Path;
+
+const USAGE: &str = "usage: testcluster start DIR | wait DIR | stop DIR | free-port";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["start", dir] => {
+            let cluster = Cluster::start(Path::new(dir))?;
+            print!("{}", cluster.env_lines());
+            println!(
+                "PG_BIN={}",
+                shell_quote(&pg_bin_dir()?.display().to_string())
+            );
+        }
+        ["wait", dir] => Cluster::attach(Path::new(dir))?.wait_replica_caught_up()?,
+        ["stop", dir] => Cluster::attach(Path::new(dir))?.stop(),
+        ["free-port"] => println!("{}", free_port()),
+        _ => bail!("{USAGE}"),
+    }
+    Ok(())
+}
+
+/// Single-quotes `s` for POSIX shells.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

@@ -1,0 +1,27 @@
+//! Test harness for pgrepl-proxy: a real PostgreSQL primary (`db01`) with a
+//! streaming replica (`db02`) on loopback ports, plus helpers to run the proxy
+//! binary against it.
+//!
+//! Integration tests normally use [`Cluster::shared`], which starts one cluster
+//! per test process and removes it at exit, so suites pay the start-up cost once.
+
+mod client;
+mod cluster;
+mod conf;
+mod net;
+mod node;
+mod pg;
+mod poll;
+mod process;
+mod proxy;
+pub mod roles;
+mod shared;
+pub mod suite;
+
+pub use client::{connect, conninfo};
+pub use cluster::Cluster;
+pub use net::free_port;
+pub use node::Node;
+pub use pg::pg_bin_dir;
+pub use proxy::{proxy_bin, proxy_config, ProxyProcess};
+pub use shared::run_dir;
