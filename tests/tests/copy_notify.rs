@@ -172,7 +172,7 @@ async fn notification_reaches_an_idle_listener() {
             }
             other => panic!("expected a notification, got {other:?}"),
         }
-        // One sent by a committed transaction, and one with pg_notify().
+        // One sent by a transaction arrives when it commits.
         notifier
             .batch_execute(&format!("BEGIN; NOTIFY {channel}, 'in tx'; COMMIT"))
             .await
@@ -214,7 +214,7 @@ async fn notice_reaches_the_client() {
             }
             other => panic!("expected a notice, got {other:?}"),
         }
-        // Also one with detail and hint, in the middle of a result.
+        // A warning with detail and hint keeps its fields.
         client
             .batch_execute(
                 "DO $$BEGIN RAISE WARNING 'careful' USING DETAIL = 'the detail', HINT = 'the hint'; END$$",

@@ -45,6 +45,32 @@ async fn running_on(node: SocketAddr, marker: &str) -> bool {
     }
 }
 
+/// The sessions of user app on both nodes, for failure messages.
+async fn activity() -> String {
+    let cluster = Cluster::shared();
+    let mut out = String::new();
+    for node in [&cluster.primary, &cluster.replica] {
+        let Ok(direct) = connect(node.addr(), "app", DATABASE).await else {
+            out += &format!("\n{}: cannot connect", node.name);
+            continue;
+        };
+        let rows = direct
+            .query(
+                "SELECT coalesce(state, ''), left(query, 80) FROM pg_stat_activity \
+                 WHERE usename = 'app' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| format!("{}: {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+                    .collect::<Vec<_>>()
+            });
+        out += &format!("\n{}: {rows:?}", node.name);
+    }
+    out
+}
+
 /// Runs a 30 s sleep tagged with a marker through `client`, waits until it
 /// shows up running on `node`, cancels it through the proxy and returns the
 /// statement's error and how long the cancel took to end it.
@@ -54,13 +80,15 @@ async fn sleep_and_cancel(client: &Client, node: SocketAddr) -> (tokio_postgres:
     let token = client.cancel_token();
     let sleeping = client.simple_query(&sql);
     let cancel = async {
-        eventually(
+        let seen = eventually(
             "the sleep to run on the expected node",
             Duration::from_secs(10),
             || running_on(node, &marker),
         )
-        .await
-        .unwrap();
+        .await;
+        if let Err(e) = seen {
+            panic!("{e:#}; sessions of app: {}", activity().await);
+        }
         let sent = Instant::now();
         token.cancel_query(NoTls).await.expect("cancel request");
         sent

@@ -1,7 +1,7 @@
 //! Routing through the extended query protocol: parameterized queries,
 //! prepared (named) statements used before, inside and after a transaction,
-//! pgbench's named and unnamed statements, portals, and pipelines of reads and writes on one
-//! connection.
+//! pgbench's named and unnamed statements, portals, and pipelines of reads
+//! and writes on one connection.
 
 use pgrepl_tests::connect;
 use pgrepl_tests::roles::DATABASE;
