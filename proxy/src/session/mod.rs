@@ -10,14 +10,16 @@
 mod batch;
 mod relay;
 
-use std::future::pending;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
+use tokio_util::io::poll_read_buf;
 
 use crate::backend::{BackendConn, BackendError, PoolKey, StartupInfo};
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
@@ -104,25 +106,29 @@ pub struct Session<R, W> {
     shutting_down: bool,
 }
 
-async fn backend_io(conn: &mut Option<BackendConn>, can_read: bool) -> BackendIo {
+/// Polls one lease: its pending write first, then a read if the client can take more.
+fn poll_backend(
+    cx: &mut Context<'_>,
+    conn: &mut Option<BackendConn>,
+    can_read: bool,
+) -> Poll<BackendIo> {
     let Some(conn) = conn else {
-        return pending().await;
+        return Poll::Pending;
     };
-    let BackendConn {
-        rd, wr, inbuf, out, ..
-    } = conn;
-    let can_write = !out.is_empty();
-    if !can_write && !can_read {
-        return pending().await;
+    if !conn.out.is_empty() {
+        if let Poll::Ready(r) = Pin::new(&mut conn.wr).poll_write(cx, &conn.out) {
+            return Poll::Ready(BackendIo::Wrote(r));
+        }
     }
-    if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
-        inbuf.reserve(READ_CHUNK);
+    if can_read {
+        if conn.inbuf.capacity() - conn.inbuf.len() < READ_CHUNK / 2 {
+            conn.inbuf.reserve(READ_CHUNK);
+        }
+        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut conn.rd), cx, &mut conn.inbuf) {
+            return Poll::Ready(BackendIo::Read(r));
+        }
     }
-    tokio::select! {
-        biased;
-        r = wr.write(out), if can_write => BackendIo::Wrote(r),
-        r = rd.read_buf(inbuf), if can_read => BackendIo::Read(r),
-    }
+    Poll::Pending
 }
 
 impl<R, W> Session<R, W>
@@ -232,14 +238,31 @@ where
                     shutting_down,
                     ..
                 } = self;
-                tokio::select! {
-                    biased;
-                    r = client_w.write(cout), if !cout.is_empty() => Event::ClientWrote(r),
-                    io = backend_io(primary, backend_readable) => Event::Backend(Slot::Primary, io),
-                    io = backend_io(replica, backend_readable) => Event::Backend(Slot::Replica, io),
-                    r = client_r.read_buf(cin), if client_readable => Event::ClientRead(r),
-                    _ = shutdown_wait.as_mut(), if idle && !*shutting_down => Event::Shutdown,
-                }
+                let watch_shutdown = idle && !*shutting_down;
+                // Polled by hand, in priority order: this runs for every message.
+                poll_fn(|cx| {
+                    if !cout.is_empty() {
+                        if let Poll::Ready(r) = Pin::new(&mut *client_w).poll_write(cx, cout) {
+                            return Poll::Ready(Event::ClientWrote(r));
+                        }
+                    }
+                    if let Poll::Ready(io) = poll_backend(cx, primary, backend_readable) {
+                        return Poll::Ready(Event::Backend(Slot::Primary, io));
+                    }
+                    if let Poll::Ready(io) = poll_backend(cx, replica, backend_readable) {
+                        return Poll::Ready(Event::Backend(Slot::Replica, io));
+                    }
+                    if client_readable {
+                        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client_r), cx, cin) {
+                            return Poll::Ready(Event::ClientRead(r));
+                        }
+                    }
+                    if watch_shutdown && shutdown_wait.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Shutdown);
+                    }
+                    Poll::Pending
+                })
+                .await
             };
             match event {
                 Event::ClientWrote(Ok(n)) => self.cout.advance(n),
