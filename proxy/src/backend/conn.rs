@@ -60,6 +60,16 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
+    /// Moves the socket to the reactor of the runtime this runs on. A pooled connection may
+    /// have been opened on another worker; left there, every read would be a cross-thread
+    /// wake-up.
+    pub fn adopt(self) -> std::io::Result<BackendConn> {
+        let BackendConn { rd, wr, .. } = self;
+        let stream = rd.reunite(wr).map_err(std::io::Error::other)?;
+        let (rd, wr) = tokio::net::TcpStream::from_std(stream.into_std()?)?.into_split();
+        Ok(BackendConn { rd, wr, ..self })
+    }
+
     /// True when the server owes no response and the stream is at a message boundary.
     pub fn is_quiet(&self) -> bool {
         self.syncs.is_empty() && self.body_remaining == 0 && self.inbuf.is_empty()

@@ -70,7 +70,12 @@ impl Pool {
         loop {
             let candidate = locked(&self.idle).get_mut(key).and_then(|v| v.pop());
             match candidate {
-                Some((conn, _)) if is_alive(&conn) => return Ok(conn),
+                Some((conn, _)) if is_alive(&conn) => match conn.adopt() {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot move a pooled connection to this worker")
+                    }
+                },
                 Some(_) => continue,
                 None => break,
             }
