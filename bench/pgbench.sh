@@ -16,6 +16,10 @@
 #   TARGETS="proxy direct pgbouncer"  what to measure; leave out proxy to
 #                                     skip building and starting it
 #   SCALE=10                          pgbench scale factor
+#   INSTRUCTIONS=1                    also count instructions per query of
+#                                     the proxy and PgBouncer with valgrind
+#                                     (callgrind: repeatable where times are
+#                                     not); 0 skips it
 #   PGBOUNCER=/usr/sbin/pgbouncer     CARGO_TARGET_DIR is respected
 # The table goes to stdout, progress to stderr.
 set -euo pipefail
@@ -26,6 +30,7 @@ CLIENTS=${CLIENTS:-1 16}
 MODES=${MODES:-simple extended prepared}
 TARGETS=${TARGETS:-proxy direct pgbouncer}
 SCALE=${SCALE:-10}
+INSTRUCTIONS=${INSTRUCTIONS:-1}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 
 # The login every target accepts; the cluster's `app` role owns appdb.
@@ -50,6 +55,10 @@ done
 for t in $TARGETS; do
     [[ $t =~ ^(proxy|direct|pgbouncer)$ ]] || die "unknown target '$t'"
 done
+if [[ $INSTRUCTIONS == 1 ]]; then
+    command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null ||
+        die "INSTRUCTIONS=1 needs valgrind (apt-get install valgrind), or set INSTRUCTIONS=0"
+fi
 
 # --- build ---------------------------------------------------------------
 
@@ -131,7 +140,7 @@ declare -A PORT=([direct]=$REPLICA_PORT)
 
 if wants proxy; then
     PORT[proxy]=$("$TESTCLUSTER" free-port)
-    cat >"$WORK/proxy.toml" <<EOF
+    "$TESTCLUSTER" proxy-config "$WORK/cluster" "127.0.0.1:${PORT[proxy]}" >"$WORK/proxy.toml"
 [proxy]
 listen = "127.0.0.1:${PORT[proxy]}"
 
@@ -209,6 +218,60 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+# --- instructions per query ----------------------------------------------------
+
+# Total instructions a server (proxy or pgbouncer) executes under callgrind while one
+# pgbench client runs $3 select-only transactions in mode $2.
+callgrind_total() {
+    local target=$1 mode=$2 count=$3 port pid config
+    port=$("$TESTCLUSTER" free-port)
+    rm -f "$WORK/callgrind.out"
+    if [[ $target == proxy ]]; then
+        config=$WORK/callgrind-proxy.toml
+        sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$WORK/proxy.toml" >"$config"
+        valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+            "$PROXY_BIN" serve --config "$config" >"$WORK/callgrind.log" 2>&1 &
+    else
+        config=$WORK/callgrind-pgbouncer.ini
+        sed -e "s/^listen_port = .*/listen_port = $port/" \
+            -e "s|^pidfile = .*|pidfile = $WORK/callgrind-pgbouncer.pid|" \
+            -e "s|^logfile = .*|logfile = $WORK/callgrind-pgbouncer.log|" \
+            "$WORK/pgbouncer.ini" >"$config"
+        as_server_user valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+            "$PGBOUNCER" -q "$config" >"$WORK/callgrind.log" 2>&1 &
+    fi
+    pid=$!
+    wait_port "$port" "$pid"
+    "$PG_BIN/pgbench" -S -M "$mode" -c 1 -t "$count" -n -h 127.0.0.1 -p "$port" \
+        -U "$DB_USER" "$DB_NAME" >/dev/null 2>&1 || die "pgbench under callgrind failed"
+    pkill -INT -f -- "$config" || true
+    wait "$pid" 2>/dev/null || true
+    callgrind_annotate "$WORK/callgrind.out" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,
+}
+
+# Instructions per query: two runs of different length, so start-up and connection costs
+# cancel out.
+per_query() {
+    local short long
+    short=$(callgrind_total "$1" "$2" 2000)
+    long=$(callgrind_total "$1" "$2" 12000)
+    [[ -n $short && -n $long ]] || die "no callgrind totals for $1"
+    say "callgrind $1 $2: $short instructions for 2000 transactions, $long for 12000"
+    echo $(((long - short) / 10000))
+}
+
+declare -A INSN=()
+if [[ $INSTRUCTIONS == 1 ]]; then
+    for mode in $MODES; do
+        for target in proxy pgbouncer; do
+            if wants "$target"; then
+                INSN[$mode.$target]=$(per_query "$target" "$mode")
+                say "instructions $mode $target ${INSN[$mode.$target]} per query"
+            fi
+        done
+    done
+fi
+
 # --- report ------------------------------------------------------------------
 
 # Median of column $4 (4 = tps, 5 = latency) over the rounds, or n/a.
@@ -245,3 +308,15 @@ echo
 model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "Machine: $(nproc) CPUs, ${model:-unknown CPU}, Linux $(uname -r); $("$PG_BIN/postgres" --version); $("$PGBOUNCER" --version | head -n 1)."
 echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S, scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
+if [[ $INSTRUCTIONS == 1 ]]; then
+    echo
+    echo "| mode | instructions per query, proxy | instructions per query, pgbouncer | proxy/pgbouncer |"
+    echo "|---|---:|---:|---:|"
+    for mode in $MODES; do
+        ip=${INSN[$mode.proxy]:-n/a}
+        ib=${INSN[$mode.pgbouncer]:-n/a}
+        echo "| $mode | $ip | $ib | $(ratio "$ip" "$ib") |"
+    done
+    echo
+    echo "Instructions: valgrind callgrind, user space only, one pgbench client, (12,000 - 2,000 transactions) / 10,000."
+fi

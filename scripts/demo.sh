@@ -15,24 +15,7 @@ rm -rf "$dir"
 eval "$(target/release/testcluster start "$dir")"
 trap 'target/release/testcluster stop "$dir"' EXIT
 
-cat > "$dir/proxy.toml" <<TOML
-[proxy]
-listen = "$listen"
-
-[primary]
-name = "db01"
-host = "127.0.0.1"
-port = $PRIMARY_PORT
-
-[[replicas]]
-name = "db02"
-host = "127.0.0.1"
-port = $REPLICA_PORT
-
-[[users]]
-name = "app"
-password = "app-pass"
-TOML
+target/release/testcluster proxy-config "$dir" "$listen" > "$dir/proxy.toml"
 
 echo "db01 on 127.0.0.1:$PRIMARY_PORT, db02 on 127.0.0.1:$REPLICA_PORT"
 echo "connect: PGPASSWORD=app-pass psql -h ${listen%:*} -p ${listen##*:} -U app appdb"

@@ -13,8 +13,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const PRIMARY: &str = "db01";
-const REPLICA: &str = "db02";
+/// The primary's name and `cluster_name`.
+pub const PRIMARY: &str = "db01";
+/// The replica's name and `cluster_name`.
+pub const REPLICA: &str = "db02";
 /// Keeps on the primary the WAL the replica has not received yet.
 const SLOT: &str = "db02_slot";
 /// Written into the base directory so `Cluster::attach` can find the ports.

@@ -3,7 +3,7 @@
 //! tokio-postgres clients through an address, and raw protocol messages for
 //! the tests that send what no well-behaved client would.
 
-use crate::client::conninfo;
+use crate::client::{connect, conninfo};
 use crate::cluster::Cluster;
 use crate::net::free_port;
 use crate::pg::pg_bin_dir;
@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
+
+pub use crate::cluster::{PRIMARY, REPLICA};
 
 /// How long a psql run may take before it is killed and reported.
 const PSQL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,6 +75,23 @@ pub async fn caught_up() {
         .expect("the replica did not catch up");
 }
 
+/// A tokio-postgres client of `app` on `appdb` through the shared proxy.
+pub async fn client() -> Client {
+    connect(shared_proxy(), roles::APP.name, DATABASE)
+        .await
+        .unwrap()
+}
+
+/// Takes a fresh [`unique`] name from `prefix`, runs the SQL `setup` makes
+/// of it on the primary (see [`on_primary`]), waits until the replica has
+/// replayed it and returns the name.
+pub async fn replicated(prefix: &str, setup: impl FnOnce(&str) -> String) -> String {
+    let name = unique(prefix);
+    on_primary(&setup(&name));
+    caught_up().await;
+    name
+}
+
 /// Runs `sql` directly on the primary as `app`, the owner of `appdb`
 /// (psql script, tuples only, unaligned, `|` between columns) and returns
 /// the trimmed output; panics on failure.
@@ -82,6 +101,22 @@ pub fn on_primary(sql: &str) -> String {
         .psql(roles::APP.name, DATABASE, sql)
         .unwrap_or_else(|e| panic!("psql on the primary failed: {e:#}"));
     out.trim().to_owned()
+}
+
+/// Runs `script` through psql as `app` on the shared proxy (unaligned,
+/// tuples only, quiet, stopping at the first error), off the async
+/// runtime's thread.
+pub async fn psql_script(script: String) -> PsqlRun {
+    tokio::task::spawn_blocking(move || {
+        psql(
+            shared_proxy(),
+            roles::APP.name,
+            &["-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+            &script,
+        )
+    })
+    .await
+    .expect("the psql task panicked")
 }
 
 /// What a psql run produced.
@@ -258,6 +293,14 @@ pub fn text_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
+/// The first column of the last row among simple-protocol results, if
+/// there is one and it is not NULL.
+pub fn last_first(messages: &[SimpleQueryMessage]) -> Option<String> {
+    text_rows(messages)
+        .last()
+        .and_then(|r| r.first().cloned().flatten())
+}
+
 /// The first column of the last row a simple query returned: with
 /// `current_setting('cluster_name')` as first column, where it ran.
 pub async fn simple_first(client: &Client, sql: &str) -> String {
@@ -278,6 +321,34 @@ pub async fn simple_first(client: &Client, sql: &str) -> String {
 /// Which node serves a plain read on `client` now.
 pub async fn node_of_read(client: &Client) -> String {
     simple_first(client, "SELECT current_setting('cluster_name')").await
+}
+
+/// Runs each of `cases` (statement, node it must run on, and what else
+/// `run` needs) with `run`, which yields the first column of the statement's
+/// last row: `current_setting('cluster_name')`, where it ran. Fails listing
+/// every statement that ran elsewhere or failed.
+pub async fn expect_nodes<'c, A, F, Fut, E>(
+    cases: impl IntoIterator<Item = (&'c str, &'c str, A)>,
+    mut run: F,
+) where
+    F: FnMut(&'c str, A) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, E>>,
+    E: std::fmt::Debug,
+{
+    let mut wrong = Vec::new();
+    for (sql, expected, args) in cases {
+        match run(sql, args).await {
+            Ok(got) => {
+                if got.as_deref() != Some(expected) {
+                    wrong.push(format!("{sql}: ran on {got:?}, expected {expected}"));
+                }
+            }
+            Err(e) => wrong.push(format!(
+                "{sql}: failed ({e:?}), expected to run on {expected}"
+            )),
+        }
+    }
+    assert!(wrong.is_empty(), "misrouted:\n{}", wrong.join("\n"));
 }
 
 /// Hand-written protocol messages over a plain TCP stream.

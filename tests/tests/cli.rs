@@ -2,11 +2,10 @@
 //! where the running proxy sends the same statement, as
 //! `current_setting('cluster_name')` shows.
 
-use pgrepl_tests::roles::DATABASE;
+use pgrepl_tests::proxy_bin;
 use pgrepl_tests::suite::{
-    bounded, caught_up, on_primary, run_with_timeout, shared_proxy, text_rows, unique,
+    bounded, client, last_first, replicated, run_with_timeout, PRIMARY, REPLICA,
 };
-use pgrepl_tests::{connect, proxy_bin};
 use std::process::Command;
 use std::time::Duration;
 
@@ -61,15 +60,16 @@ fn classify_names_the_route_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classify_agrees_with_where_the_proxy_runs_statements() {
     bounded(async {
-        let t = unique("cli");
+        let t = replicated("cli", |t| {
+            format!(
+                "CREATE TABLE {t} (id int PRIMARY KEY);\n\
+                 INSERT INTO {t} VALUES (1);\n\
+                 CREATE VIEW {t}_where AS SELECT current_setting('cluster_name') AS node;\n\
+                 CREATE SEQUENCE {t}_seq;\n"
+            )
+        })
+        .await;
         let key = 6_000_000 + std::process::id() as i64 % 1_000_000;
-        on_primary(&format!(
-            "CREATE TABLE {t} (id int PRIMARY KEY);\n\
-             INSERT INTO {t} VALUES (1);\n\
-             CREATE VIEW {t}_where AS SELECT current_setting('cluster_name') AS node;\n\
-             CREATE SEQUENCE {t}_seq;\n"
-        ));
-        caught_up().await;
         let cases: Vec<(String, &str)> = vec![
             ("SELECT current_setting('cluster_name')".into(), "replica"),
             ("VALUES (current_setting('cluster_name'))".into(), "replica"),
@@ -135,7 +135,7 @@ async fn classify_agrees_with_where_the_proxy_runs_statements() {
                 "primary",
             ),
         ];
-        let client = connect(shared_proxy(), "app", DATABASE).await.unwrap();
+        let client = client().await;
         let mut wrong = Vec::new();
         for (sql, expected) in &cases {
             let printed = {
@@ -146,15 +146,12 @@ async fn classify_agrees_with_where_the_proxy_runs_statements() {
             };
             let route = printed.split(':').next().unwrap_or_default().to_owned();
             let node = match client.simple_query(sql).await {
-                Ok(messages) => text_rows(&messages)
-                    .last()
-                    .and_then(|r| r.first().cloned().flatten())
-                    .unwrap_or_else(|| "no rows".into()),
+                Ok(messages) => last_first(&messages).unwrap_or_else(|| "no rows".into()),
                 Err(e) => format!("error {:?}", e.code()),
             };
             let ran_on = match node.as_str() {
-                "db01" => "primary",
-                "db02" => "replica",
+                PRIMARY => "primary",
+                REPLICA => "replica",
                 other => other,
             };
             if route != *expected || ran_on != *expected {

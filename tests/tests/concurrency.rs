@@ -4,14 +4,13 @@
 
 use pgrepl_tests::roles::DATABASE;
 use pgrepl_tests::suite::{
-    bounded, bounded_for, caught_up, eventually, node_of_read, on_primary, shared_proxy, unique,
+    bounded, bounded_for, eventually, node_of_read, on_primary, replicated, shared_proxy, unique,
+    PRIMARY, REPLICA,
 };
 use pgrepl_tests::{conninfo, Cluster};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
-const PRIMARY: &str = "db01";
-const REPLICA: &str = "db02";
 const CLIENTS: i32 = 100;
 const ITERATIONS: i32 = 10;
 
@@ -20,13 +19,14 @@ const ITERATIONS: i32 = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_clients_mix_reads_and_writes() {
     bounded_for(Duration::from_secs(120), async {
-        let t = unique("conc");
-        on_primary(&format!(
-            "CREATE TABLE {t} (client int, i int, node text, PRIMARY KEY (client, i));\n\
-             CREATE TABLE {t}_counter (id int PRIMARY KEY, n int);\n\
-             INSERT INTO {t}_counter VALUES (1, 0);\n"
-        ));
-        caught_up().await;
+        let t = replicated("conc", |t| {
+            format!(
+                "CREATE TABLE {t} (client int, i int, node text, PRIMARY KEY (client, i));\n\
+                 CREATE TABLE {t}_counter (id int PRIMARY KEY, n int);\n\
+                 INSERT INTO {t}_counter VALUES (1, 0);\n"
+            )
+        })
+        .await;
         let addr = shared_proxy();
         let mut tasks = tokio::task::JoinSet::new();
         for client_id in 0..CLIENTS {
@@ -166,11 +166,9 @@ fn locks_free(table: &str, key: i64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_vanishing_mid_transaction_leaves_no_transaction_or_lock() {
     bounded(async {
-        let t = unique("conc_gone");
+        let t = replicated("conc_gone", |t| format!("CREATE TABLE {t} (id int)")).await;
         let app_name = unique("vanishing");
         let key = 9_000_000 + std::process::id() as i64 % 1_000_000;
-        on_primary(&format!("CREATE TABLE {t} (id int)"));
-        caught_up().await;
         let (client, connection) = tagged_client(&app_name).await;
         client.batch_execute("BEGIN").await.unwrap();
         client

@@ -4,21 +4,16 @@
 
 use pgrepl_tests::roles::DATABASE;
 use pgrepl_tests::suite::{
-    bounded, bounded_for, caught_up, connect_with_messages, node_of_read, on_primary, psql,
-    psql_bytes, shared_proxy, text_rows, unique, ConnectionEvent,
+    bounded, bounded_for, caught_up, client, connect_with_messages, node_of_read, on_primary,
+    psql_bytes, psql_script, replicated, shared_proxy, text_rows, unique, ConnectionEvent, REPLICA,
 };
 use pgrepl_tests::{connect, Cluster};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::DbError;
 use tokio_postgres::types::Type;
-use tokio_postgres::{AsyncMessage, Client};
-
-const REPLICA: &str = "db02";
-
-async fn client() -> Client {
-    connect(shared_proxy(), "app", DATABASE).await.unwrap()
-}
+use tokio_postgres::{AsyncMessage, Notification};
 
 /// The next notification or notice; fails after 10 s or if the connection
 /// reports an error first.
@@ -31,12 +26,29 @@ async fn next_message(rx: &mut UnboundedReceiver<ConnectionEvent>) -> AsyncMessa
     }
 }
 
+/// The next message, which must be a notification.
+async fn next_notification(rx: &mut UnboundedReceiver<ConnectionEvent>) -> Notification {
+    match next_message(rx).await {
+        AsyncMessage::Notification(n) => n,
+        other => panic!("expected a notification, got {other:?}"),
+    }
+}
+
+/// The next message, which must be a notice.
+async fn next_notice(rx: &mut UnboundedReceiver<ConnectionEvent>) -> DbError {
+    match next_message(rx).await {
+        AsyncMessage::Notice(notice) => notice,
+        other => panic!("expected a notice, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_binary_lands_on_the_primary() {
     bounded(async {
-        let t = unique("cp_in");
-        on_primary(&format!("CREATE TABLE {t} (id int PRIMARY KEY, note text)"));
-        caught_up().await;
+        let t = replicated("cp_in", |t| {
+            format!("CREATE TABLE {t} (id int PRIMARY KEY, note text)")
+        })
+        .await;
         let client = client().await;
         let step = Duration::from_secs(15);
         let sink = bounded_for(
@@ -79,16 +91,7 @@ async fn copy_in_text_from_psql_lands_on_the_primary() {
             script += &format!("{id}\tnote {id}\n");
         }
         script += "\\N\t\\N\n\\.\n";
-        let run = tokio::task::spawn_blocking(move || {
-            psql(
-                shared_proxy(),
-                "app",
-                &["-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
-                &script,
-            )
-        })
-        .await
-        .unwrap();
+        let run = psql_script(script).await;
         assert!(run.success, "psql COPY FROM STDIN failed: {}", run.stderr);
         assert_eq!(
             on_primary(&format!(
@@ -105,13 +108,14 @@ async fn copy_in_text_from_psql_lands_on_the_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_out_matches_a_direct_connection() {
     bounded(async {
-        let t = unique("cp_out");
-        on_primary(&format!(
-            "CREATE TABLE {t} (id int, note text, data bytea);\n\
-             INSERT INTO {t} SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'line ' || g || E'\\t\\n\\\\' END, \
-             decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;\n"
-        ));
-        caught_up().await;
+        let t = replicated("cp_out", |t| {
+            format!(
+                "CREATE TABLE {t} (id int, note text, data bytea);\n\
+                 INSERT INTO {t} SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'line ' || g || E'\\t\\n\\\\' END, \
+                 decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;\n"
+            )
+        })
+        .await;
         let primary = Cluster::shared().primary.addr();
         for sql in [
             format!("COPY {t} TO STDOUT"),
@@ -166,31 +170,21 @@ async fn notification_reaches_an_idle_listener() {
             .await
             .unwrap();
         // The listener sends nothing: the proxy must relay it while idle.
-        match next_message(&mut rx).await {
-            AsyncMessage::Notification(n) => {
-                assert_eq!((n.channel(), n.payload()), (channel.as_str(), "hello"));
-            }
-            other => panic!("expected a notification, got {other:?}"),
-        }
+        let n = next_notification(&mut rx).await;
+        assert_eq!((n.channel(), n.payload()), (channel.as_str(), "hello"));
         // One sent by a transaction arrives when it commits.
         notifier
             .batch_execute(&format!("BEGIN; NOTIFY {channel}, 'in tx'; COMMIT"))
             .await
             .unwrap();
-        match next_message(&mut rx).await {
-            AsyncMessage::Notification(n) => assert_eq!(n.payload(), "in tx"),
-            other => panic!("expected a notification, got {other:?}"),
-        }
+        assert_eq!(next_notification(&mut rx).await.payload(), "in tx");
         // The listener still works, and keeps listening after a read elsewhere.
         assert_eq!(node_of_read(&listener).await, REPLICA);
         notifier
             .batch_execute(&format!("NOTIFY {channel}, 'again'"))
             .await
             .unwrap();
-        match next_message(&mut rx).await {
-            AsyncMessage::Notification(n) => assert_eq!(n.payload(), "again"),
-            other => panic!("expected a notification, got {other:?}"),
-        }
+        assert_eq!(next_notification(&mut rx).await.payload(), "again");
     })
     .await
 }
@@ -205,15 +199,11 @@ async fn notice_reaches_the_client() {
             .batch_execute("DO $$BEGIN RAISE NOTICE 'hi'; END$$")
             .await
             .unwrap();
-        match next_message(&mut rx).await {
-            AsyncMessage::Notice(notice) => {
-                assert_eq!(
-                    (notice.severity(), notice.code().code(), notice.message()),
-                    ("NOTICE", "00000", "hi")
-                );
-            }
-            other => panic!("expected a notice, got {other:?}"),
-        }
+        let notice = next_notice(&mut rx).await;
+        assert_eq!(
+            (notice.severity(), notice.code().code(), notice.message()),
+            ("NOTICE", "00000", "hi")
+        );
         // A warning with detail and hint keeps its fields.
         client
             .batch_execute(
@@ -221,20 +211,16 @@ async fn notice_reaches_the_client() {
             )
             .await
             .unwrap();
-        match next_message(&mut rx).await {
-            AsyncMessage::Notice(notice) => {
-                assert_eq!(
-                    (
-                        notice.severity(),
-                        notice.message(),
-                        notice.detail(),
-                        notice.hint()
-                    ),
-                    ("WARNING", "careful", Some("the detail"), Some("the hint"))
-                );
-            }
-            other => panic!("expected a notice, got {other:?}"),
-        }
+        let notice = next_notice(&mut rx).await;
+        assert_eq!(
+            (
+                notice.severity(),
+                notice.message(),
+                notice.detail(),
+                notice.hint()
+            ),
+            ("WARNING", "careful", Some("the detail"), Some("the hint"))
+        );
     })
     .await
 }
@@ -296,11 +282,10 @@ fn pseudo_random_bytes(len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_megabyte_bytea_parameter_round_trips() {
     bounded(async {
-        let t = unique("big_bytea");
-        on_primary(&format!(
-            "CREATE TABLE {t} (id int PRIMARY KEY, data bytea)"
-        ));
-        caught_up().await;
+        let t = replicated("big_bytea", |t| {
+            format!("CREATE TABLE {t} (id int PRIMARY KEY, data bytea)")
+        })
+        .await;
         let data = pseudo_random_bytes(16 * 1024 * 1024);
         let client = client().await;
         let n = client

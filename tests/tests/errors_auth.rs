@@ -5,8 +5,8 @@
 use pgrepl_tests::roles::{DATABASE, LOGIN_ROLES};
 use pgrepl_tests::suite::raw::RawClient;
 use pgrepl_tests::suite::{
-    bounded, bounded_for, caught_up, code_of, eventually, node_of_read, on_primary, psql,
-    shared_proxy, simple_first, unique,
+    bounded, bounded_for, client, code_of, eventually, node_of_read, on_primary, psql, replicated,
+    shared_proxy, simple_first, unique, PRIMARY, REPLICA,
 };
 use pgrepl_tests::{connect, conninfo, Cluster};
 use std::net::SocketAddr;
@@ -14,21 +14,12 @@ use std::time::{Duration, Instant};
 use tokio_postgres::error::DbError;
 use tokio_postgres::{Client, NoTls};
 
-const PRIMARY: &str = "db01";
-const REPLICA: &str = "db02";
-
-async fn client() -> Client {
-    connect(shared_proxy(), "app", DATABASE).await.unwrap()
-}
-
 /// A table `T (id int primary key)` holding 1, on both nodes.
 async fn fixture(prefix: &str) -> String {
-    let t = unique(prefix);
-    on_primary(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY);\nINSERT INTO {t} VALUES (1);\n"
-    ));
-    caught_up().await;
-    t
+    replicated(prefix, |t| {
+        format!("CREATE TABLE {t} (id int PRIMARY KEY);\nINSERT INTO {t} VALUES (1);\n")
+    })
+    .await
 }
 
 /// Whether `node` (a direct address) shows an active statement containing

@@ -3,53 +3,39 @@
 //! pgbench's named and unnamed statements, portals, and pipelines of reads
 //! and writes on one connection.
 
-use pgrepl_tests::connect;
 use pgrepl_tests::roles::DATABASE;
 use pgrepl_tests::suite::{
-    bounded, caught_up, code_of, node_of_read, on_primary, run_with_timeout, shared_proxy, unique,
+    self, bounded, client, code_of, node_of_read, on_primary, replicated, run_with_timeout,
+    shared_proxy, PRIMARY, REPLICA,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-const PRIMARY: &str = "db01";
-const REPLICA: &str = "db02";
-
-async fn client() -> Client {
-    connect(shared_proxy(), "app", DATABASE).await.unwrap()
-}
-
 /// A table `T (id int primary key, note text)` holding (1, 'one') and a
 /// sequence `T_seq`, on the primary and already on the replica.
 async fn fixture(prefix: &str) -> String {
-    let t = unique(prefix);
-    on_primary(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY, note text);\n\
-         INSERT INTO {t} VALUES (1, 'one');\n\
-         CREATE SEQUENCE {t}_seq;\n"
-    ));
-    caught_up().await;
-    t
+    replicated(prefix, |t| {
+        format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, note text);\n\
+             INSERT INTO {t} VALUES (1, 'one');\n\
+             CREATE SEQUENCE {t}_seq;\n"
+        )
+    })
+    .await
 }
 
 /// Runs each statement with its parameters through `client.query` and
 /// fails listing every one whose first column (the cluster name) is not the
 /// expected node.
 async fn expect_nodes(client: &Client, cases: &[(String, &[&(dyn ToSql + Sync)], &str)]) {
-    let mut wrong = Vec::new();
-    for (sql, params, expected) in cases {
-        match client.query(sql.as_str(), params).await {
-            Ok(rows) => {
-                let got: Option<String> = rows.last().map(|r| r.get(0));
-                if got.as_deref() != Some(*expected) {
-                    wrong.push(format!("{sql}: ran on {got:?}, expected {expected}"));
-                }
-            }
-            Err(e) => wrong.push(format!(
-                "{sql}: failed ({e:?}), expected to run on {expected}"
-            )),
-        }
-    }
-    assert!(wrong.is_empty(), "misrouted:\n{}", wrong.join("\n"));
+    let cases = cases
+        .iter()
+        .map(|(sql, params, node)| (sql.as_str(), *node, *params));
+    suite::expect_nodes(cases, |sql, params| async move {
+        let rows = client.query(sql, params).await?;
+        Ok::<_, tokio_postgres::Error>(rows.last().map(|r| r.get(0)))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,11 +281,12 @@ async fn prepared_insert_runs_many_times_on_the_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_named_and_unnamed_statements_follow_route_changes() {
     bounded(async {
-        let t = unique("ex_pgbench");
-        on_primary(&format!(
-            "CREATE TABLE {t} (mode text, client int, replica_read int, tx_primary int, written_on text)"
-        ));
-        caught_up().await;
+        let t = replicated("ex_pgbench", |t| {
+            format!(
+                "CREATE TABLE {t} (mode text, client int, replica_read int, tx_primary int, written_on text)"
+            )
+        })
+        .await;
         for mode in ["prepared", "extended"] {
             let script = format!(
                 "SELECT (current_setting('cluster_name') = 'db02')::int AS before_on_replica \\gset\n\

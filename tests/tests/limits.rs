@@ -6,16 +6,14 @@
 use pgrepl_tests::roles::DATABASE;
 use pgrepl_tests::suite::raw::{self, summary, RawClient, RawMessage};
 use pgrepl_tests::suite::{
-    bounded, caught_up, code_of, connect_with_messages, eventually, free_addr, node_of_read,
-    on_primary, proxy_config_with, psql_env, shared_proxy, simple_first, start_proxy, unique,
+    bounded, code_of, connect_with_messages, eventually, free_addr, node_of_read, on_primary,
+    proxy_config_with, psql_env, replicated, shared_proxy, simple_first, start_proxy, unique,
+    PRIMARY, REPLICA,
 };
 use pgrepl_tests::{connect, free_port, Cluster, ProxyProcess};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio_postgres::AsyncMessage;
-
-const PRIMARY: &str = "db01";
-const REPLICA: &str = "db02";
 
 /// The proxy still takes clients and routes a read.
 async fn still_serving(addr: SocketAddr) {
@@ -36,6 +34,16 @@ fn closed_or_error(what: &str, messages: &[RawMessage], codes: &[&str]) {
     assert!(
         ok,
         "{what}: expected an ErrorResponse {codes:?} or a closed connection, got {:?}",
+        summary(messages)
+    );
+}
+
+/// Fails unless the last of `messages`, all the proxy sent before closing,
+/// is an ErrorResponse 08P01.
+fn ends_with_08p01(messages: &[RawMessage]) {
+    assert!(
+        matches!(messages, [.., last] if last.code().as_deref() == Some("08P01")),
+        "expected an ErrorResponse 08P01 and the end of the connection, got {:?}",
         summary(messages)
     );
 }
@@ -96,11 +104,7 @@ async fn unknown_message_type_ends_the_session_with_08p01() {
         );
         client.send(&raw::message(b'y', b"")).await.unwrap();
         let messages = client.recv_to_end().await.unwrap();
-        assert!(
-            matches!(messages.as_slice(), [.., last] if last.code().as_deref() == Some("08P01")),
-            "expected an ErrorResponse 08P01 and the end of the connection, got {:?}",
-            summary(&messages)
-        );
+        ends_with_08p01(&messages);
         still_serving(addr).await;
     })
     .await
@@ -130,11 +134,7 @@ async fn message_over_max_message_size_is_refused() {
         header.extend_from_slice(b"SELECT '");
         raw_client.send(&header).await.unwrap();
         let messages = raw_client.recv_to_end().await.unwrap();
-        assert!(
-            matches!(messages.as_slice(), [.., last] if last.code().as_deref() == Some("08P01")),
-            "expected an ErrorResponse 08P01 and the end of the connection, got {:?}",
-            summary(&messages)
-        );
+        ends_with_08p01(&messages);
         // tokio-postgres with a 100 kB parameter: the statement fails and
         // the connection ends.
         let over = "y".repeat(100_000);
@@ -308,9 +308,7 @@ async fn ssl_request_is_answered_n_and_the_session_proceeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_open_transactions_finish_then_exits_0() {
     bounded(async {
-        let t = unique("lim_shutdown");
-        on_primary(&format!("CREATE TABLE {t} (id int)"));
-        caught_up().await;
+        let t = replicated("lim_shutdown", |t| format!("CREATE TABLE {t} (id int)")).await;
         let mut proxy = start_proxy("shutdown_timeout = \"10s\"");
         let addr = proxy.addr;
         let in_tx = connect(addr, "app", DATABASE).await.unwrap();

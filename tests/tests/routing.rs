@@ -4,55 +4,36 @@
 //! primary until they end. Each statement shows where it ran by returning
 //! `current_setting('cluster_name')` as its first column where possible.
 
-use pgrepl_tests::roles::DATABASE;
 use pgrepl_tests::suite::{
-    bounded, caught_up, code_of, node_of_read, on_primary, psql, shared_proxy, simple_first,
-    text_rows, unique,
+    self, bounded, caught_up, client, code_of, last_first, node_of_read, on_primary, psql_script,
+    replicated, simple_first, text_rows, PRIMARY, REPLICA,
 };
-use pgrepl_tests::{connect, Cluster};
+use pgrepl_tests::Cluster;
 use tokio_postgres::Client;
-
-const PRIMARY: &str = "db01";
-const REPLICA: &str = "db02";
-
-async fn client() -> Client {
-    connect(shared_proxy(), "app", DATABASE).await.unwrap()
-}
 
 /// A table `T (id int primary key, note text)` holding (1, 'one'), a view
 /// `T_where` showing where it is read, and a sequence `T_seq`, created on
 /// the primary and already replayed on the replica.
 async fn fixture(prefix: &str) -> String {
-    let t = unique(prefix);
-    on_primary(&format!(
-        "CREATE TABLE {t} (id int PRIMARY KEY, note text);\n\
-         INSERT INTO {t} VALUES (1, 'one');\n\
-         CREATE VIEW {t}_where AS SELECT current_setting('cluster_name') AS node;\n\
-         CREATE SEQUENCE {t}_seq;\n"
-    ));
-    caught_up().await;
-    t
+    replicated(prefix, |t| {
+        format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, note text);\n\
+             INSERT INTO {t} VALUES (1, 'one');\n\
+             CREATE VIEW {t}_where AS SELECT current_setting('cluster_name') AS node;\n\
+             CREATE SEQUENCE {t}_seq;\n"
+        )
+    })
+    .await
 }
 
-/// Runs each statement and fails listing every one that did not run where
-/// expected (or failed).
+/// Runs each statement as a simple query and fails listing every one that
+/// did not run where expected (or failed).
 async fn expect_nodes(client: &Client, cases: &[(String, &str)]) {
-    let mut wrong = Vec::new();
-    for (sql, expected) in cases {
-        match client.simple_query(sql).await {
-            Ok(messages) => {
-                let rows = text_rows(&messages);
-                let got = rows.last().and_then(|r| r.first().cloned().flatten());
-                if got.as_deref() != Some(*expected) {
-                    wrong.push(format!("{sql}: ran on {got:?}, expected {expected}"));
-                }
-            }
-            Err(e) => wrong.push(format!(
-                "{sql}: failed ({e:?}), expected to run on {expected}"
-            )),
-        }
-    }
-    assert!(wrong.is_empty(), "misrouted:\n{}", wrong.join("\n"));
+    let cases = cases.iter().map(|(sql, node)| (sql.as_str(), *node, ()));
+    suite::expect_nodes(cases, |sql, ()| async move {
+        client.simple_query(sql).await.map(|m| last_first(&m))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,16 +477,7 @@ async fn psql_routes_statement_by_statement() {
              COMMIT;\n\
              SELECT current_setting('cluster_name');\n"
         );
-        let run = tokio::task::spawn_blocking(move || {
-            psql(
-                shared_proxy(),
-                "app",
-                &["-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
-                &script,
-            )
-        })
-        .await
-        .unwrap();
+        let run = psql_script(script).await;
         assert!(run.success, "psql failed: {}", run.stderr);
         let lines: Vec<&str> = run.stdout.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(lines, [REPLICA, PRIMARY, PRIMARY, PRIMARY, REPLICA]);

@@ -8,10 +8,11 @@
 //! prints a free loopback port.
 
 use anyhow::{bail, Result};
-use pgrepl_tests::{free_port, pg_bin_dir, Cluster};
+use pgrepl_tests::{free_port, pg_bin_dir, proxy_config, Cluster};
 use std::path::Path;
 
-const USAGE: &str = "usage: testcluster start DIR | wait DIR | stop DIR | free-port";
+const USAGE: &str =
+    "usage: testcluster start DIR | wait DIR | stop DIR | free-port | proxy-config DIR LISTEN";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +29,15 @@ fn main() -> Result<()> {
         ["wait", dir] => Cluster::attach(Path::new(dir))?.wait_replica_caught_up()?,
         ["stop", dir] => Cluster::attach(Path::new(dir))?.stop(),
         ["free-port"] => println!("{}", free_port()),
+        ["proxy-config", dir, listen] => {
+            let listen = listen
+                .parse()
+                .map_err(|e| anyhow::anyhow!("LISTEN {listen}: {e}"))?;
+            print!(
+                "{}",
+                proxy_config(&Cluster::attach(Path::new(dir))?, listen)
+            );
+        }
         _ => bail!("{USAGE}"),
     }
     Ok(())
