@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need from Debian's packages, when missing:
-# the PostgreSQL server and clients (initdb, pg_ctl, pg_basebackup, psql, pgbench) and PgBouncer.
+# the PostgreSQL server and clients (initdb, pg_ctl, pg_basebackup, psql, pgbench), PgBouncer (for
+# the benchmark) and openssl (the TLS test makes a self-signed certificate).
 set -euo pipefail
 
 missing=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v openssl >/dev/null || missing+=(openssl)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
