@@ -141,24 +141,6 @@ declare -A PORT=([direct]=$REPLICA_PORT)
 if wants proxy; then
     PORT[proxy]=$("$TESTCLUSTER" free-port)
     "$TESTCLUSTER" proxy-config "$WORK/cluster" "127.0.0.1:${PORT[proxy]}" >"$WORK/proxy.toml"
-[proxy]
-listen = "127.0.0.1:${PORT[proxy]}"
-
-[primary]
-name = "db01"
-host = "127.0.0.1"
-port = $PRIMARY_PORT
-
-[[replicas]]
-name = "db02"
-host = "127.0.0.1"
-port = $REPLICA_PORT
-
-[[users]]
-name = "$DB_USER"
-password = "$DB_PASSWORD"
-auth = "scram-sha-256"
-EOF
     say "starting pgrepl-proxy on port ${PORT[proxy]}"
     "$PROXY_BIN" serve --config "$WORK/proxy.toml" >"$WORK/proxy.log" 2>&1 &
     PROXY_PID=$!

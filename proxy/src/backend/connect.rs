@@ -56,18 +56,6 @@ impl BackendError {
         };
         encode_error_fields(fields, buf);
     }
-
-    /// The SQLSTATE the client will see.
-    pub fn code(&self) -> &str {
-        match self {
-            BackendError::Server { fields } => fields
-                .iter()
-                .find(|(c, _)| *c == b'C')
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("XX000"),
-            _ => "08006",
-        }
-    }
 }
 
 impl std::fmt::Display for BackendError {

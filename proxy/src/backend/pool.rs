@@ -138,15 +138,6 @@ impl Pool {
     pub fn close_idle(&self) {
         locked(&self.idle).clear();
     }
-
-    /// Idle connections per backend index, for status and tests.
-    pub fn idle_count(&self, backend: usize) -> usize {
-        locked(&self.idle)
-            .iter()
-            .filter(|(k, _)| k.backend == backend)
-            .map(|(_, v)| v.len())
-            .sum()
-    }
 }
 
 /// An idle connection the server has closed (or written to unasked) is not reused.
