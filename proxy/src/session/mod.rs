@@ -98,6 +98,9 @@ pub struct Session<R, W> {
     /// goes there and completes that batch.
     copy_owes_sync: Option<Slot>,
     stmts: Statements,
+    /// The SQL of the client's last Parse and its route: drivers re-parse the same unnamed
+    /// statement for every execution, and a byte compare is far cheaper than a cache lookup.
+    last_parse: Option<(Box<[u8]>, Route)>,
     /// The next unit waits for `inflight` to finish.
     stalled: bool,
     cancel_slot: Option<Slot>,
@@ -155,6 +158,7 @@ where
             discard_until_sync: false,
             copy_owes_sync: None,
             stmts: Statements::default(),
+            last_parse: None,
             stalled: false,
             cancel_slot: None,
             shutdown_wait,
@@ -362,8 +366,10 @@ where
             b'P' | b'B' | b'D' | b'E' | b'C' => {
                 let msg = self.cin.split_to(total).freeze();
                 let cache = &self.shared.classifier;
-                self.batch
-                    .push(ty, msg, &self.stmts, |sql| route_of(cache, sql).0);
+                let last = &mut self.last_parse;
+                self.batch.push(ty, msg, &self.stmts, |sql| {
+                    remembered_route(last, cache, sql)
+                });
             }
             b'S' if self.copy_owes_sync.is_some() => {
                 let sync = self.cin.split_to(total);
@@ -661,6 +667,22 @@ fn cancel_of(conn: &BackendConn) -> BackendCancel {
         pid: conn.cancel_key.0,
         secret: conn.cancel_key.1,
     }
+}
+
+/// The route of a Parse's SQL, reusing the last one when the text is the same.
+fn remembered_route(
+    last: &mut Option<(Box<[u8]>, Route)>,
+    cache: &crate::route::ClassifyCache,
+    sql: &[u8],
+) -> Route {
+    if let Some((text, route)) = last {
+        if **text == *sql {
+            return *route;
+        }
+    }
+    let route = route_of(cache, sql).0;
+    *last = Some((sql.into(), route));
+    route
 }
 
 /// Routes SQL text; text that is not UTF-8 cannot be parsed and goes to the primary.
