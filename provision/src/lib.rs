@@ -1,0 +1,7 @@
+//! Provisioning of the primary `db01` and its streaming replica `db02`, following the user's
+//! tutorial (`shared/seed/steps-en.md`): its names, files and commands.
+//!
+//! `tutorial` holds the pieces of the steps that are pure text: what goes into
+//! `postgresql.conf`, `pg_hba.conf`, `.pgpass` and the replication user's SQL script.
+
+pub mod tutorial;
