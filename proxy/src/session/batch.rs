@@ -159,15 +159,19 @@ impl Batch {
         self.messages.is_empty()
     }
 
-    /// Empties the batch, keeping `messages`' allocation for the next one.
-    pub fn reset(&mut self, mut messages: Vec<(u8, Bytes, Route)>) {
-        messages.clear();
+    /// Empties the batch, keeping its allocations for the next one.
+    pub fn clear(&mut self) {
+        self.messages.clear();
         self.parsed.clear();
-        *self = Batch {
-            messages,
-            parsed: std::mem::take(&mut self.parsed),
-            ..Batch::default()
-        };
+        self.bound = None;
+        self.parse_route = None;
+        self.unbound_execute = false;
+    }
+
+    /// Puts back the message list taken out to send it, emptied.
+    pub fn restore(&mut self, messages: Vec<(u8, Bytes, Route)>) {
+        self.messages = messages;
+        self.clear();
     }
 
     /// Adds a message; `sql_route` classifies the SQL of a Parse.

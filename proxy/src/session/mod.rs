@@ -25,7 +25,7 @@ use crate::backend::{BackendConn, BackendError, PoolKey, StartupInfo};
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header};
-use crate::route::{Reason, Route};
+use crate::route::Route;
 use crate::shared::Shared;
 use batch::{Batch, Statements};
 use relay::relay;
@@ -294,11 +294,16 @@ where
         }
     }
 
-    fn slot_mut(&mut self, slot: Slot) -> Option<&mut BackendConn> {
+    /// Where the lease for `slot` is kept.
+    fn holder(&mut self, slot: Slot) -> &mut Option<BackendConn> {
         match slot {
-            Slot::Primary => self.primary.as_mut(),
-            Slot::Replica => self.replica.as_mut(),
+            Slot::Primary => &mut self.primary,
+            Slot::Replica => &mut self.replica,
         }
+    }
+
+    fn slot_mut(&mut self, slot: Slot) -> Option<&mut BackendConn> {
+        self.holder(slot).as_mut()
     }
 
     fn slot_of(&self, route: Route) -> Slot {
@@ -356,7 +361,7 @@ where
         match ty {
             b'Q' => {
                 let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
-                let standalone = self.slot_of(self.route_sql(sql).0);
+                let standalone = self.slot_of(route_of(&self.shared.classifier, sql));
                 let Some(target) = self.decide(standalone) else {
                     return Ok(false);
                 };
@@ -374,14 +379,14 @@ where
             b'S' if self.copy_owes_sync.is_some() => {
                 let sync = self.cin.split_to(total);
                 let slot = self.copy_owes_sync.take();
-                let messages = std::mem::take(&mut self.batch.messages);
-                if let Some(conn) = slot.and_then(|slot| self.slot_mut(slot)) {
-                    for (_, msg, _) in &messages {
+                let conn = slot.and_then(|slot| pick(&mut self.primary, &mut self.replica, slot));
+                if let Some(conn) = conn {
+                    for (_, msg, _) in &self.batch.messages {
                         conn.out.extend_from_slice(msg);
                     }
                     conn.out.extend_from_slice(&sync);
                 }
-                self.batch.reset(messages);
+                self.batch.clear();
             }
             b'S' | b'H' => {
                 let Some(target) = self.decide(self.batch_target()) else {
@@ -390,8 +395,7 @@ where
                 let terminator = self.cin.split_to(total).freeze();
                 if self.discard_until_sync {
                     self.discard_until_sync = false;
-                    let messages = std::mem::take(&mut self.batch.messages);
-                    self.batch.reset(messages);
+                    self.batch.clear();
                     write::ready_for_query(self.client_status, &mut self.cout);
                     return Ok(true);
                 }
@@ -420,10 +424,6 @@ where
             }
         }
         Ok(true)
-    }
-
-    fn route_sql(&self, sql: &[u8]) -> (Route, Reason) {
-        route_of(&self.shared.classifier, sql)
     }
 
     /// Where a batch with no statement of its own to run goes: a backend already leased
@@ -512,7 +512,7 @@ where
         let continuing = self.open_batch.is_some();
         let mut messages = std::mem::take(&mut self.batch.messages);
         if let Err(e) = self.ensure_lease(target).await {
-            self.batch.reset(messages);
+            self.batch.restore(messages);
             self.report_unavailable(&e);
             if is_sync {
                 write::ready_for_query(self.client_status, &mut self.cout);
@@ -522,7 +522,7 @@ where
             return;
         }
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
-            self.batch.reset(messages);
+            self.batch.restore(messages);
             return;
         };
         if !continuing {
@@ -558,7 +558,7 @@ where
             conn.out.extend_from_slice(&msg);
         }
         conn.out.extend_from_slice(&terminator);
-        self.batch.reset(messages);
+        self.batch.restore(messages);
         self.open_batch = if is_sync { None } else { Some(target) };
         self.inflight = Some(target);
         self.track_cancel(target);
@@ -566,11 +566,7 @@ where
 
     /// Forwards what a backend sent and resumes the client once that backend is done.
     async fn process_backend_input(&mut self, slot: Slot) -> Result<(), End> {
-        let holder = match slot {
-            Slot::Primary => &mut self.primary,
-            Slot::Replica => &mut self.replica,
-        };
-        let Some(conn) = holder.as_mut() else {
+        let Some(conn) = pick(&mut self.primary, &mut self.replica, slot) else {
             return Ok(());
         };
         let seen = relay(conn, &mut self.cout);
@@ -605,11 +601,7 @@ where
     /// one that owed the client an answer ends that unit with 08006, or the session when the
     /// client's transaction or a partly sent message died with it.
     async fn backend_lost(&mut self, slot: Slot, reason: &str) -> Result<(), End> {
-        let holder = match slot {
-            Slot::Primary => &mut self.primary,
-            Slot::Replica => &mut self.replica,
-        };
-        let Some(conn) = holder.take() else {
+        let Some(conn) = self.holder(slot).take() else {
             return Ok(());
         };
         if self.cancel_slot == Some(slot) {
@@ -680,20 +672,14 @@ fn remembered_route(
             return *route;
         }
     }
-    let route = route_of(cache, sql).0;
+    let route = route_of(cache, sql);
     *last = Some((sql.into(), route));
     route
 }
 
 /// Routes SQL text; text that is not UTF-8 cannot be parsed and goes to the primary.
-fn route_of(cache: &crate::route::ClassifyCache, sql: &[u8]) -> (Route, Reason) {
-    match std::str::from_utf8(sql) {
-        Ok(text) => {
-            let c = cache.classify(text);
-            (c.route, c.reason)
-        }
-        Err(_) => (Route::Primary, Reason::Unparseable),
-    }
+fn route_of(cache: &crate::route::ClassifyCache, sql: &[u8]) -> Route {
+    std::str::from_utf8(sql).map_or(Route::Primary, |text| cache.classify(text).route)
 }
 
 /// SQL-level DISCARD ALL / DEALLOCATE [PREPARE] ALL drop the session's protocol-level
