@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
-use crate::backend::{BackendInfo, Pool, PoolKey, ServerParams, StartupInfo};
+use crate::backend::{BackendError, BackendInfo, Pool, PoolKey, ServerParams, StartupInfo};
 use crate::client::auth::{authenticate, AuthError, Users};
 use crate::client::{negotiate, tls, ClientStream, Hello, NegotiateError};
 use crate::protocol::write::{self, ProxyError, Severity};
@@ -332,7 +332,7 @@ impl Connection {
         &self,
         startup: &Arc<StartupInfo>,
         password: Option<&str>,
-    ) -> Result<Arc<ServerParams>, crate::backend::BackendError> {
+    ) -> Result<Arc<ServerParams>, BackendError> {
         let mut last_err = None;
         for backend in 0..self.shared.pool.backends().len() {
             let key = PoolKey {
@@ -341,14 +341,14 @@ impl Connection {
             };
             match self.shared.pool.server_params(&key, password).await {
                 Ok(params) => return Ok(params),
-                Err(err @ crate::backend::BackendError::Server { .. }) => return Err(err),
+                Err(err @ BackendError::Server { .. }) => return Err(err),
                 Err(err) => {
                     tracing::warn!(error = %err, "backend unavailable at client startup");
                     last_err = Some(err);
                 }
             }
         }
-        Err(last_err.unwrap_or(crate::backend::BackendError::Protocol {
+        Err(last_err.unwrap_or(BackendError::Protocol {
             backend: String::new(),
             reason: "no backend is configured".to_owned(),
         }))

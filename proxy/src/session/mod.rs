@@ -25,7 +25,7 @@ use crate::backend::{BackendConn, BackendError, PoolKey, StartupInfo};
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header};
-use crate::route::Route;
+use crate::route::{ClassifyCache, Route};
 use crate::shared::Shared;
 use batch::{Batch, Statements};
 use relay::relay;
@@ -664,7 +664,7 @@ fn cancel_of(conn: &BackendConn) -> BackendCancel {
 /// The route of a Parse's SQL, reusing the last one when the text is the same.
 fn remembered_route(
     last: &mut Option<(Box<[u8]>, Route)>,
-    cache: &crate::route::ClassifyCache,
+    cache: &ClassifyCache,
     sql: &[u8],
 ) -> Route {
     if let Some((text, route)) = last {
@@ -678,7 +678,7 @@ fn remembered_route(
 }
 
 /// Routes SQL text; text that is not UTF-8 cannot be parsed and goes to the primary.
-fn route_of(cache: &crate::route::ClassifyCache, sql: &[u8]) -> Route {
+fn route_of(cache: &ClassifyCache, sql: &[u8]) -> Route {
     std::str::from_utf8(sql).map_or(Route::Primary, |text| cache.classify(text).route)
 }
 

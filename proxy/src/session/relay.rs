@@ -5,9 +5,7 @@
 //! backend says while it owes no response (only notifications, notices and parameter
 //! changes are passed on then).
 
-use bytes::{Buf, BytesMut};
-
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::{BackendConn, ParseOrigin};
 use crate::protocol::peek_header;
