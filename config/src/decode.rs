@@ -5,13 +5,14 @@ use toml::Table;
 use crate::error::ConfigError;
 use crate::model::{
     AuthMethod, BackendConfig, Config, HealthConfig, MetricsConfig, PoolConfig, ProxyConfig,
-    RoutingConfig, TlsConfig, UserConfig,
+    ProvisionConfig, RoutingConfig, TlsConfig, UserConfig,
 };
 use crate::origin::Origins;
 use crate::reader::{Field, Section};
 
 const TOP: &[&str] = &[
     "proxy", "primary", "replicas", "users", "pool", "routing", "metrics", "health", "tls",
+    "provision",
 ];
 
 /// Decodes `tree`, which must already hold the built-in defaults.
@@ -27,6 +28,7 @@ pub(crate) fn decode(tree: &Table, origins: &Origins) -> Result<Config, ConfigEr
         metrics: metrics(&top.require("metrics")?)?,
         health: health(&top.require("health")?)?,
         tls: top.get("tls").map(|field| tls(&field)).transpose()?,
+        provision: provision(&top.require("provision")?)?,
     })
 }
 
@@ -73,7 +75,7 @@ fn user(field: &Field<'_>) -> Result<UserConfig, ConfigError> {
         name: s.require("name")?.string()?,
         password: s.get("password").map(|f| f.string()).transpose()?,
         auth: match s.get("auth") {
-            Some(f) => f.auth()?,
+            Some(f) => f.one_of()?,
             None => AuthMethod::default(),
         },
     })
@@ -114,5 +116,29 @@ fn tls(field: &Field<'_>) -> Result<TlsConfig, ConfigError> {
     Ok(TlsConfig {
         cert: s.require("cert")?.file_path()?,
         key: s.require("key")?.file_path()?,
+    })
+}
+
+fn provision(field: &Field<'_>) -> Result<ProvisionConfig, ConfigError> {
+    let s = field.section(&[
+        "runtime",
+        "image",
+        "network",
+        "primary_port",
+        "replica_port",
+        "replication_password",
+        "data_dir",
+    ])?;
+    Ok(ProvisionConfig {
+        runtime: s.require("runtime")?.one_of()?,
+        image: s.require("image")?.string()?,
+        network: s.require("network")?.string()?,
+        primary_port: s.require("primary_port")?.port()?,
+        replica_port: s.require("replica_port")?.port()?,
+        replication_password: s
+            .get("replication_password")
+            .map(|f| f.string())
+            .transpose()?,
+        data_dir: s.require("data_dir")?.file_path()?,
     })
 }

@@ -22,8 +22,8 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use model::{
-    AuthMethod, BackendConfig, Config, HealthConfig, MetricsConfig, PoolConfig, ProxyConfig,
-    RoutingConfig, TlsConfig, UserConfig,
+    AuthMethod, BackendConfig, Config, HealthConfig, MetricsConfig, Named, PoolConfig,
+    ProvisionConfig, ProxyConfig, RoutingConfig, RuntimeKind, TlsConfig, UserConfig,
 };
 
 impl Config {

@@ -16,6 +16,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
     pub tls: Option<TlsConfig>,
+    pub provision: ProvisionConfig,
 }
 
 /// `[proxy]`: the client-facing listener and its limits.
@@ -64,12 +65,18 @@ pub enum AuthMethod {
     Trust,
 }
 
-impl AuthMethod {
-    /// Every method, in the order error messages list them.
-    pub const ALL: [AuthMethod; 3] = [AuthMethod::ScramSha256, AuthMethod::Md5, AuthMethod::Trust];
+/// A closed set of names a config value must be one of.
+pub trait Named: Copy + 'static {
+    /// Every value, in the order error messages list them.
+    const ALL: &'static [Self];
+    /// The name used in TOML (and, for auth methods, in PostgreSQL's `pg_hba.conf`).
+    fn as_str(self) -> &'static str;
+}
 
-    /// The name used in TOML and in PostgreSQL's `pg_hba.conf`.
-    pub fn as_str(self) -> &'static str {
+impl Named for AuthMethod {
+    const ALL: &'static [Self] = &[AuthMethod::ScramSha256, AuthMethod::Md5, AuthMethod::Trust];
+
+    fn as_str(self) -> &'static str {
         match self {
             AuthMethod::ScramSha256 => "scram-sha-256",
             AuthMethod::Md5 => "md5",
@@ -119,4 +126,48 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+}
+
+/// `[provision]`: how `pgrepl-proxy provision` builds the db01/db02 pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionConfig {
+    pub runtime: RuntimeKind,
+    /// Docker image both containers run (the tutorial's PostgreSQL 16.1 by default).
+    pub image: String,
+    /// The user-defined Docker network the pair shares.
+    pub network: String,
+    /// Host ports (on 127.0.0.1) for db01 and db02, so the proxy on the host reaches both.
+    pub primary_port: u16,
+    pub replica_port: u16,
+    /// The replication user's password; absent means a random one.
+    pub replication_password: Option<String>,
+    /// Local runtime: where the data directories `db01/` and `db02/` live.
+    pub data_dir: PathBuf,
+}
+
+/// Where the pair runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum RuntimeKind {
+    /// Containers through the Docker Engine API.
+    #[default]
+    Docker,
+    /// Processes from the installed PostgreSQL (initdb, pg_ctl, pg_basebackup).
+    Local,
+}
+
+impl Named for RuntimeKind {
+    const ALL: &'static [Self] = &[RuntimeKind::Docker, RuntimeKind::Local];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Local => "local",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

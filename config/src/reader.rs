@@ -6,7 +6,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use crate::error::ConfigError;
-use crate::model::AuthMethod;
+use crate::model::Named;
 use crate::origin::Origins;
 use crate::path::KeyPath;
 use crate::units::parse_size;
@@ -151,17 +151,19 @@ impl<'a> Field<'a> {
             .ok_or_else(|| self.mismatch("a port number from 1 to 65535"))
     }
 
-    pub(crate) fn auth(&self) -> Result<AuthMethod, ConfigError> {
+    /// One of a fixed set of names (case-insensitive), e.g. an auth method or a runtime.
+    pub(crate) fn one_of<T: Named>(&self) -> Result<T, ConfigError> {
         let found = match self.value {
-            Value::String(text) => AuthMethod::ALL
-                .into_iter()
-                .find(|method| method.as_str().eq_ignore_ascii_case(text.trim())),
+            Value::String(text) => T::ALL
+                .iter()
+                .copied()
+                .find(|item| item.as_str().eq_ignore_ascii_case(text.trim())),
             _ => None,
         };
         found.ok_or_else(|| {
-            let names: Vec<String> = AuthMethod::ALL
+            let names: Vec<String> = T::ALL
                 .iter()
-                .map(|method| format!("\"{method}\""))
+                .map(|item| format!("\"{}\"", item.as_str()))
                 .collect();
             self.mismatch(&format!("one of {}", names.join(", ")))
         })

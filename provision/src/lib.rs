@@ -3,5 +3,8 @@
 //!
 //! `tutorial` holds the pieces of the steps that are pure text: what goes into
 //! `postgresql.conf`, `pg_hba.conf`, `.pgpass` and the replication user's SQL script.
+//! `runtime` is what the steps need from wherever the servers run; `docker` and `local`
+//! implement it.
 
+pub mod runtime;
 pub mod tutorial;

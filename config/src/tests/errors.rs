@@ -30,7 +30,7 @@ fn unknown_keys_are_named() {
     assert_error(
         "[metric]\nlisten = \"x\"\n",
         "unknown top-level key \"metric\" (known: proxy, primary, replicas, users, pool, \
-         routing, metrics, health, tls)",
+         routing, metrics, health, tls, provision)",
     );
 }
 

@@ -2,7 +2,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{from_file, ONE_USER};
-use crate::{AuthMethod, BackendConfig, Config, TlsConfig, UserConfig};
+use crate::{AuthMethod, BackendConfig, Config, Named, RuntimeKind, TlsConfig, UserConfig};
 
 fn backend(name: &str, host: &str, port: u16) -> BackendConfig {
     BackendConfig {
@@ -191,4 +191,29 @@ fn load_reads_the_file_and_names_it_when_missing() {
             .starts_with("config file /nonexistent/pgrepl.toml: cannot read:"),
         "{err}"
     );
+}
+
+#[test]
+fn provision_defaults_follow_the_tutorial_and_can_be_overridden() {
+    let config = Config::defaults();
+    let p = &config.provision;
+    assert_eq!(p.runtime, RuntimeKind::Docker);
+    assert_eq!(p.image, "postgres:16.1");
+    assert_eq!(p.network, "rideshare-net");
+    assert_eq!((p.primary_port, p.replica_port), (54321, 54322));
+    assert_eq!(p.replication_password, None);
+    let config = from_file(&format!(
+        "[provision]\nruntime = \"local\"\nimage = \"pg:x\"\nreplication_password = \"s3cret\"\n{ONE_USER}"
+    ))
+    .unwrap();
+    assert_eq!(config.provision.runtime, RuntimeKind::Local);
+    assert_eq!(config.provision.image, "pg:x");
+    assert_eq!(config.provision.replication_password.as_deref(), Some("s3cret"));
+    assert_eq!(config.provision.primary_port, 54321, "unset keys keep their defaults");
+}
+
+#[test]
+fn unknown_runtime_lists_the_choices() {
+    let err = super::file_error(&format!("[provision]\nruntime = \"podman\"\n{ONE_USER}"));
+    assert!(err.contains("[provision] runtime") && err.contains("\"docker\", \"local\""), "{err}");
 }
