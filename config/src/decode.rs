@@ -4,14 +4,22 @@ use toml::Table;
 
 use crate::error::ConfigError;
 use crate::model::{
-    AuthMethod, BackendConfig, Config, HealthConfig, MetricsConfig, PoolConfig, ProxyConfig,
-    ProvisionConfig, RoutingConfig, TlsConfig, UserConfig,
+    AuthMethod, BackendConfig, Config, HealthConfig, MetricsConfig, PoolConfig, ProvisionConfig,
+    ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
 };
 use crate::origin::Origins;
 use crate::reader::{Field, Section};
 
 const TOP: &[&str] = &[
-    "proxy", "primary", "replicas", "users", "pool", "routing", "metrics", "health", "tls",
+    "proxy",
+    "primary",
+    "replicas",
+    "users",
+    "pool",
+    "routing",
+    "metrics",
+    "health",
+    "tls",
     "provision",
 ];
 

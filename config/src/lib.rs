@@ -50,6 +50,19 @@ impl Config {
         Ok(config)
     }
 
+    /// Serving needs someone to log in as; provisioning does not, so this is checked by the
+    /// commands that serve rather than when loading.
+    pub fn require_users(&self) -> Result<(), ConfigError> {
+        if self.users.is_empty() {
+            return Err(ConfigError::new(
+                None,
+                "at least one [[users]] entry is required to serve \
+                 (e.g. PGREPL_USERS__0__NAME and PGREPL_USERS__0__PASSWORD)",
+            ));
+        }
+        Ok(())
+    }
+
     /// All defaults, with no users and no validation; for commands that need no file.
     pub fn defaults() -> Config {
         decode::decode(&layers::defaults(), &origin::Origins::default())

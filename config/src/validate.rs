@@ -135,9 +135,6 @@ impl Rules<'_> {
 
     fn users(&self, users: &[UserConfig]) -> Result<(), ConfigError> {
         let list = KeyPath::root().key("users");
-        if users.is_empty() {
-            return Err(self.fail(&list, "at least one [[users]] entry is required".to_owned()));
-        }
         for (i, user) in users.iter().enumerate() {
             let path = list.index(i);
             self.non_empty(&path.key("name"), &user.name)?;

@@ -6,5 +6,13 @@
 //! `runtime` is what the steps need from wherever the servers run; `docker` and `local`
 //! implement it.
 
+pub mod app_roles;
+pub mod docker;
+pub mod local;
+pub mod psql;
 pub mod runtime;
+pub mod status;
+pub mod steps;
+pub mod text;
 pub mod tutorial;
+pub mod verify;

@@ -122,8 +122,13 @@ pub trait Runtime {
     async fn read_file(&self, node: Node, file: NodeFile) -> Result<Option<Vec<u8>>>;
 
     /// Writes `file` in `node`, owned by the server's user (group root) with permission `mode`.
-    async fn write_file(&self, node: Node, file: NodeFile, contents: &[u8], mode: u32)
-        -> Result<()>;
+    async fn write_file(
+        &self,
+        node: Node,
+        file: NodeFile,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<()>;
 
     /// The path of `file` as commands run by [`Runtime::exec`] in `node` see it.
     fn path(&self, node: Node, file: NodeFile) -> String;

@@ -7,12 +7,12 @@
 
 mod client;
 mod cluster;
-mod conf;
+mod local;
 mod net;
 mod node;
-mod pg;
 mod poll;
 mod process;
+pub mod provisioning;
 mod proxy;
 pub mod roles;
 mod shared;
@@ -22,6 +22,7 @@ pub use client::{connect, conninfo};
 pub use cluster::Cluster;
 pub use net::free_port;
 pub use node::Node;
-pub use pg::pg_bin_dir;
+pub use pgrepl_provision::local::pg_bin_dir;
+pub use poll::wait_until;
 pub use proxy::{proxy_bin, proxy_config, ProxyProcess};
 pub use shared::run_dir;

@@ -1,17 +1,15 @@
 //! One PostgreSQL server of the test cluster.
 
-use crate::pg::PgTools;
+use crate::local::block_on;
 use crate::process::run;
 use crate::roles::{self, SUPERUSER};
 use anyhow::Result;
+use pgrepl_provision::local::LocalRuntime;
+use pgrepl_provision::runtime::{self, Runtime};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-/// How long pg_ctl may wait for a start or stop, in seconds.
-const PG_CTL_TIMEOUT_SECS: &str = "60";
-
-/// A PostgreSQL server listening on 127.0.0.1.
+/// A PostgreSQL server listening on 127.0.0.1, run by the provision crate's local runtime.
 #[derive(Debug, Clone)]
 pub struct Node {
     /// Also its `cluster_name`: "db01" (primary) or "db02" (replica).
@@ -20,20 +18,24 @@ pub struct Node {
     pub data_dir: PathBuf,
     /// The server log (pg_ctl -l).
     pub log_file: PathBuf,
-    /// The cluster's base directory, which holds data dirs, logs and sockets.
-    base_dir: PathBuf,
-    tools: PgTools,
+    /// Which of the tutorial's nodes it is, for the runtime.
+    id: runtime::Node,
+    /// Holds the node's Unix socket.
+    socket_dir: PathBuf,
+    rt: LocalRuntime,
 }
 
 impl Node {
-    pub(crate) fn new(base_dir: &Path, name: &str, port: u16, tools: PgTools) -> Node {
+    pub(crate) fn new(rt: &LocalRuntime, id: runtime::Node) -> Node {
+        let layout = rt.layout();
         Node {
-            name: name.to_owned(),
-            port,
-            data_dir: base_dir.join(name),
-            log_file: base_dir.join(format!("{name}.log")),
-            base_dir: base_dir.to_owned(),
-            tools,
+            name: id.name().to_owned(),
+            port: rt.port(id),
+            data_dir: layout.data_dir(id),
+            log_file: layout.log_file(id),
+            id,
+            socket_dir: layout.node_dir(id),
+            rt: rt.clone(),
         }
     }
 
@@ -41,36 +43,28 @@ impl Node {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
 
-    /// Starts the server and waits until it accepts connections.
+    /// Starts the server, with the same identity and settings provisioning gave it, and
+    /// waits until it accepts connections.
     pub fn start(&self) -> Result<()> {
-        let mut cmd = self.pg_ctl("start");
-        cmd.arg("-l").arg(&self.log_file);
-        run(&mut cmd, None).map(drop)
+        block_on(self.rt.start(self.id))
     }
 
     /// Stops the server cleanly (fast mode: sessions are ended, nothing is lost).
     pub fn stop(&self) -> Result<()> {
-        self.stop_mode("fast")
+        block_on(self.rt.stop(self.id))
     }
 
-    /// Stops the server without a shutdown checkpoint, for throwaway clusters.
-    pub(crate) fn stop_immediately(&self) -> Result<()> {
-        self.stop_mode("immediate")
+    /// Replaces the server's pg_hba.conf with `text` and reloads it.
+    pub(crate) fn replace_pg_hba(&self, text: &str) -> Result<()> {
+        let file = runtime::NodeFile::Data("pg_hba.conf");
+        block_on(self.rt.write_file(self.id, file, text.as_bytes(), 0o600))?;
+        self.psql(SUPERUSER, "postgres", "SELECT pg_reload_conf()")
+            .map(drop)
     }
 
-    fn stop_mode(&self, mode: &str) -> Result<()> {
-        let mut cmd = self.pg_ctl("stop");
-        cmd.args(["-m", mode]);
-        run(&mut cmd, None).map(drop)
-    }
-
-    fn pg_ctl(&self, action: &str) -> Command {
-        let mut cmd = self.tools.server("pg_ctl", &self.base_dir);
-        cmd.arg(action)
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-w", "-t", PG_CTL_TIMEOUT_SECS]);
-        cmd
+    /// Whether its server runs (`pg_ctl status`).
+    pub(crate) fn is_running(&self) -> Result<bool> {
+        Ok(block_on(self.rt.state(self.id))? == runtime::NodeState::Running)
     }
 
     /// Runs `sql` as a psql script (statements one by one, stopping at the
@@ -79,7 +73,7 @@ impl Node {
     /// The superuser logs in over the Unix socket; other users over TCP with
     /// their harness password, so their pg_hba.conf method applies.
     pub fn psql(&self, user: &str, db: &str, sql: &str) -> Result<String> {
-        let mut cmd = self.tools.client("psql");
+        let mut cmd = self.rt.programs().client("psql");
         cmd.args(["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
             .args([
                 "-p",
@@ -97,7 +91,7 @@ impl Node {
             .env_remove("PGSERVICE")
             .env_remove("PGOPTIONS");
         if user == SUPERUSER {
-            cmd.arg("-h").arg(&self.base_dir);
+            cmd.arg("-h").arg(&self.socket_dir);
         } else {
             cmd.args(["-h", "127.0.0.1"]);
         }

@@ -9,7 +9,7 @@ const INTERVAL: Duration = Duration::from_millis(50);
 
 /// Calls `check` until it returns true; fails after `timeout` saying what
 /// was awaited, or at once when `check` fails (the wait is hopeless then).
-pub(crate) fn wait_until(
+pub fn wait_until(
     what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> Result<bool>,

@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Context, Result};
 use std::io::{ErrorKind, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Runs `cmd` to completion, feeding it `input` on stdin, and returns its stdout.
@@ -50,17 +49,4 @@ pub(crate) fn run(cmd: &mut Command, input: Option<&str>) -> Result<String> {
         );
     }
     Ok(stdout)
-}
-
-/// The last `lines` lines of a log file, for error messages about a process
-/// that wrote its reasons there.
-pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }

@@ -2,10 +2,10 @@
 
 use crate::cluster::Cluster;
 use crate::poll::wait_until;
-use crate::process::log_tail;
 use crate::roles::{Role, LOGIN_ROLES};
 use crate::shared::run_dir;
 use anyhow::{anyhow, Context, Result};
+use pgrepl_provision::local::log::tail;
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
@@ -156,7 +156,7 @@ impl ProxyProcess {
         anyhow!(
             "{e:#}\n--- last lines of {}:\n{}",
             self.log_path.display(),
-            log_tail(&self.log_path, LOG_TAIL_LINES)
+            tail(&self.log_path, LOG_TAIL_LINES)
         )
     }
 }

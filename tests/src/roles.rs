@@ -1,6 +1,8 @@
 //! The roles and database every test cluster has, one per client
 //! authentication method, so proxy tests can exercise each of them.
 
+use pgrepl_provision::tutorial::REPLICATION_USER;
+
 /// The database all login roles may use; owned by [`APP`].
 pub const DATABASE: &str = "appdb";
 
@@ -57,15 +59,6 @@ pub const TRUSTUSER: Role = Role {
     options: "",
 };
 
-/// The replica's walreceiver and pg_basebackup log in as this role.
-pub(crate) const REPLICATOR: Role = Role {
-    name: "replicator",
-    password: Some("repl-pass"),
-    hba_method: "scram-sha-256",
-    stored_as: "scram-sha-256",
-    options: "REPLICATION",
-};
-
 /// The roles tests log in as, one per authentication method.
 pub const LOGIN_ROLES: [Role; 4] = [APP, MD5USER, PLAINUSER, TRUSTUSER];
 
@@ -77,7 +70,8 @@ pub fn password(user: &str) -> Option<&'static str> {
         .and_then(|r| r.password)
 }
 
-/// pg_hba.conf for both nodes. The first matching line wins, so the
+/// pg_hba.conf for both nodes, replacing the tutorial's (which trusts every
+/// TCP login from 127.0.0.1). The first matching line wins, so the
 /// per-role lines come before the catch-all that lets roles created by tests
 /// log in with SCRAM.
 pub(crate) fn pg_hba() -> String {
@@ -85,10 +79,8 @@ pub(crate) fn pg_hba() -> String {
     for role in LOGIN_ROLES {
         hba += &format!("host all {} 127.0.0.1/32 {}\n", role.name, role.hba_method);
     }
-    hba += &format!(
-        "host replication {} 127.0.0.1/32 {}\n",
-        REPLICATOR.name, REPLICATOR.hba_method
-    );
+    // The tutorial's line, so the standby can reconnect; 127.0.0.1 is where it comes from.
+    hba += &format!("host replication {REPLICATION_USER} 127.0.0.1/32 md5\n");
     hba += "host all all 127.0.0.1/32 scram-sha-256\n";
     hba
 }
@@ -97,7 +89,7 @@ pub(crate) fn pg_hba() -> String {
 /// the database and the grants; the replica gets them by replication.
 pub(crate) fn setup_sql() -> String {
     let mut sql = String::new();
-    for role in LOGIN_ROLES.iter().chain([&REPLICATOR]) {
+    for role in LOGIN_ROLES {
         sql += &format!("SET password_encryption = '{}';\n", role.stored_as);
         sql += &format!("CREATE ROLE {} LOGIN {}", role.name, role.options);
         if let Some(password) = role.password {

@@ -6,10 +6,10 @@
 use crate::client::{connect, conninfo};
 use crate::cluster::Cluster;
 use crate::net::free_port;
-use crate::pg::pg_bin_dir;
 use crate::proxy::{proxy_config, ProxyProcess};
 use crate::roles::{self, DATABASE};
 use anyhow::{bail, ensure, Context, Result};
+use pgrepl_provision::local::pg_bin_dir;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
 
-pub use crate::cluster::{PRIMARY, REPLICA};
+pub use pgrepl_provision::tutorial::{PRIMARY, REPLICA};
 
 /// How long a psql run may take before it is killed and reported.
 const PSQL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -93,15 +93,11 @@ fn unknown_auth_method_lists_the_choices() {
 
 #[test]
 fn users_are_required_and_need_passwords_unless_trusted() {
+    let no_users = crate::Config::from_sources(None, &[]).expect("provisioning needs no users");
     assert_eq!(
-        file_error("[proxy]\nlisten = \"127.0.0.1:6432\"\n"),
-        "config file x.toml: at least one [[users]] entry is required"
-    );
-    assert_eq!(
-        crate::Config::from_sources(None, &[])
-            .unwrap_err()
-            .to_string(),
-        "at least one [[users]] entry is required"
+        no_users.require_users().unwrap_err().to_string(),
+        "at least one [[users]] entry is required to serve \
+         (e.g. PGREPL_USERS__0__NAME and PGREPL_USERS__0__PASSWORD)"
     );
     assert_eq!(
         file_error("[[users]]\nname = \"app\"\nauth = \"md5\"\n"),

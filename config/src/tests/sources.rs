@@ -208,12 +208,21 @@ fn provision_defaults_follow_the_tutorial_and_can_be_overridden() {
     .unwrap();
     assert_eq!(config.provision.runtime, RuntimeKind::Local);
     assert_eq!(config.provision.image, "pg:x");
-    assert_eq!(config.provision.replication_password.as_deref(), Some("s3cret"));
-    assert_eq!(config.provision.primary_port, 54321, "unset keys keep their defaults");
+    assert_eq!(
+        config.provision.replication_password.as_deref(),
+        Some("s3cret")
+    );
+    assert_eq!(
+        config.provision.primary_port, 54321,
+        "unset keys keep their defaults"
+    );
 }
 
 #[test]
 fn unknown_runtime_lists_the_choices() {
     let err = super::file_error(&format!("[provision]\nruntime = \"podman\"\n{ONE_USER}"));
-    assert!(err.contains("[provision] runtime") && err.contains("\"docker\", \"local\""), "{err}");
+    assert!(
+        err.contains("[provision] runtime") && err.contains("\"docker\", \"local\""),
+        "{err}"
+    );
 }

@@ -4,7 +4,7 @@
 use super::REPLICATION_USER;
 
 /// A SQL string literal for `text`.
-fn literal(text: &str) -> String {
+pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
@@ -14,6 +14,15 @@ pub fn replication_user_sql(password: &str) -> String {
         "CREATE USER {REPLICATION_USER} WITH ENCRYPTED PASSWORD {} REPLICATION LOGIN;\n\
          GRANT SELECT ON ALL TABLES IN SCHEMA public TO {REPLICATION_USER};\n\
          ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {REPLICATION_USER};\n",
+        literal(password)
+    )
+}
+
+/// Sets a new password on the existing user, when a run that created it failed before
+/// `.pgpass` was written, or the configured password changed.
+pub fn replication_password_sql(password: &str) -> String {
+    format!(
+        "ALTER USER {REPLICATION_USER} WITH ENCRYPTED PASSWORD {};\n",
         literal(password)
     )
 }
@@ -42,5 +51,13 @@ mod tests {
         assert!(sql.starts_with(
             "CREATE USER replication_user WITH ENCRYPTED PASSWORD 'it''s''; DROP TABLE x; --' REPLICATION LOGIN;"
         ));
+    }
+
+    #[test]
+    fn a_new_password_for_the_existing_user_is_quoted_too() {
+        assert_eq!(
+            replication_password_sql("a'b"),
+            "ALTER USER replication_user WITH ENCRYPTED PASSWORD 'a''b';\n"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! prints a free loopback port.
 
 use anyhow::{bail, Result};
+use pgrepl_provision::text;
 use pgrepl_tests::{free_port, pg_bin_dir, proxy_config, Cluster};
 use std::path::Path;
 
@@ -23,7 +24,7 @@ fn main() -> Result<()> {
             print!("{}", cluster.env_lines());
             println!(
                 "PG_BIN={}",
-                shell_quote(&pg_bin_dir()?.display().to_string())
+                text::quote(&pg_bin_dir()?.display().to_string())
             );
         }
         ["wait", dir] => Cluster::attach(Path::new(dir))?.wait_replica_caught_up()?,
@@ -41,9 +42,4 @@ fn main() -> Result<()> {
         _ => bail!("{USAGE}"),
     }
     Ok(())
-}
-
-/// Single-quotes `s` for POSIX shells.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }

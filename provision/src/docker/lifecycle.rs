@@ -1,0 +1,111 @@
+//! Starting and stopping a node's container, and waiting until that has really happened:
+//! Docker answers "started" before the server accepts connections, and a start sent while a
+//! stop is still under way is silently ignored (HTTP 304).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bollard::query_parameters::{LogsOptionsBuilder, StopContainerOptionsBuilder};
+
+use super::container::{host_port, is_running};
+use super::error::{is_port_in_use, port_in_use};
+use super::exec::{collect, joined};
+use super::names::{PG_ISREADY, STOP_TIMEOUT_SECS};
+use super::DockerRuntime;
+use crate::psql::wait_until;
+use crate::runtime::Node;
+
+/// How long a started server may take to accept connections (the first start runs initdb).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long Docker may take to report a stopped container as not running.
+const STOPPED_TIMEOUT: Duration = Duration::from_secs(30);
+/// Log lines shown when a server does not come up.
+const LOG_TAIL_LINES: &str = "20";
+
+impl DockerRuntime {
+    /// Starts the container; a taken host port is explained rather than passed on raw.
+    pub(super) async fn launch(&self, node: Node) -> Result<()> {
+        self.docker
+            .start_container(node.name(), None)
+            .await
+            .map_err(|e| {
+                if is_port_in_use(&e) {
+                    port_in_use(node, host_port(&self.config, node))
+                } else {
+                    anyhow::Error::from(e).context(format!("cannot start container {node}"))
+                }
+            })
+    }
+
+    pub(super) async fn start_node(&self, node: Node) -> Result<()> {
+        self.existing(node).await?;
+        self.launch(node).await?;
+        self.wait_ready(node).await
+    }
+
+    /// Stops the container (SIGINT: a fast shutdown) and waits until Docker agrees it has.
+    pub(super) async fn stop_node(&self, node: Node) -> Result<()> {
+        self.existing(node).await?;
+        let options = StopContainerOptionsBuilder::new()
+            .t(STOP_TIMEOUT_SECS)
+            .build();
+        self.docker
+            .stop_container(node.name(), Some(options))
+            .await
+            .with_context(|| format!("cannot stop container {node}"))?;
+        wait_until(
+            &format!("container {node} to stop"),
+            STOPPED_TIMEOUT,
+            || async { Ok(!is_running(&self.existing(node).await?)) },
+        )
+        .await
+    }
+
+    /// Waits until the server answers on TCP; fails as soon as the container exits, with the
+    /// end of its log, where the server or the entrypoint says why.
+    pub(super) async fn wait_ready(&self, node: Node) -> Result<()> {
+        let what = format!("{node} to accept connections");
+        match wait_until(&what, READY_TIMEOUT, || self.is_ready(node)).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.with_log(node, e).await),
+        }
+    }
+
+    async fn is_ready(&self, node: Node) -> Result<bool> {
+        let info = self.existing(node).await?;
+        if !is_running(&info) {
+            let code = info.state.and_then(|s| s.exit_code).unwrap_or_default();
+            bail!("container {node} exited (code {code}) before accepting connections");
+        }
+        match self.exec_in(node.name(), PG_ISREADY).await {
+            Ok(out) if out.code == 0 => Ok(true),
+            // 1: starting up or shutting down; 2: no answer yet.
+            Ok(out) if matches!(out.code, 1 | 2) => Ok(false),
+            // Anything else may be the container dying under the exec (which then ends with
+            // 137, or fails): the next round reports the exit.
+            _ if !is_running(&self.existing(node).await?) => Ok(false),
+            Ok(out) => bail!(
+                "pg_isready in {node} failed (exit {}): {}",
+                out.code,
+                out.message()
+            ),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `e` with the last lines of the container's log.
+    async fn with_log(&self, node: Node, e: anyhow::Error) -> anyhow::Error {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(LOG_TAIL_LINES)
+            .build();
+        match collect(self.docker.logs(node.name(), Some(options))).await {
+            Ok(chunks) => anyhow!(
+                "{e:#}\n--- last lines of container {node}'s log:\n{}",
+                joined(&chunks).trim_end()
+            ),
+            Err(log_error) => anyhow!("{e:#}\n(its log cannot be read: {log_error})"),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The Docker runtime: db01 and db02 as containers on a user-defined network, as the tutorial
+//! runs them, driven through the Docker Engine API (bollard) instead of the docker CLI.
+//!
+//! Everything it creates carries a label (`names`), so re-runs and teardown touch only what
+//! provision made; a same-named object of someone else's is refused unless `--adopt` is given.
+//!
+//! `connect` reaches the daemon, `image` makes sure of the image, `objects` looks up, creates
+//! and removes the labelled objects (the network, the volumes), `container` creates the
+//! nodes, `lifecycle` starts and stops them, `exec` runs commands in them, `archive` moves
+//! files in and out, `offline` runs step 7's one-shot container, `teardown` removes it all,
+//! `error` words Docker's failures, and `plan` prints the docker CLI equivalent.
+
+mod archive;
+mod connect;
+mod container;
+mod error;
+mod exec;
+mod image;
+mod lifecycle;
+mod names;
+mod objects;
+mod offline;
+pub mod plan;
+mod teardown;
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use bollard::Docker;
+use pgrepl_config::ProvisionConfig;
+
+use crate::runtime::{Endpoint, ExecOutput, Node, NodeFile, NodeState, Runtime};
+use names::{container_path, LOOPBACK, PG_PORT};
+
+/// db01 and db02 as Docker containers.
+pub struct DockerRuntime {
+    docker: Docker,
+    config: ProvisionConfig,
+    /// Whether same-named objects provision did not create may be used and removed.
+    adopt: bool,
+    /// Where the daemon was reached (DOCKER_HOST or the default socket), for messages.
+    location: String,
+}
+
+impl Runtime for DockerRuntime {
+    fn describe(&self) -> String {
+        format!("docker ({})", self.location)
+    }
+
+    async fn state(&self, node: Node) -> Result<NodeState> {
+        self.node_state(node).await
+    }
+
+    async fn create(&self, node: Node) -> Result<()> {
+        self.create_node(node).await
+    }
+
+    async fn start(&self, node: Node) -> Result<()> {
+        self.start_node(node).await
+    }
+
+    async fn stop(&self, node: Node) -> Result<()> {
+        self.stop_node(node).await
+    }
+
+    async fn exec(&self, node: Node, argv: &[&str]) -> Result<ExecOutput> {
+        self.existing(node).await?;
+        self.exec_in(node.name(), argv).await
+    }
+
+    async fn read_file(&self, node: Node, file: NodeFile) -> Result<Option<Vec<u8>>> {
+        self.existing(node).await?;
+        self.download(node.name(), &container_path(file)).await
+    }
+
+    async fn write_file(
+        &self,
+        node: Node,
+        file: NodeFile,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<()> {
+        self.existing(node).await?;
+        self.upload(node.name(), &container_path(file), contents, mode)
+            .await
+    }
+
+    fn path(&self, _node: Node, file: NodeFile) -> String {
+        container_path(file)
+    }
+
+    async fn address(&self, node: Node) -> Result<Ipv4Addr> {
+        self.node_address(node).await
+    }
+
+    /// The node's name: the network's DNS resolves it for the other container.
+    fn peer_endpoint(&self, node: Node) -> Endpoint {
+        Endpoint {
+            host: node.name().to_owned(),
+            port: PG_PORT,
+        }
+    }
+
+    fn host_endpoint(&self, node: Node) -> Endpoint {
+        Endpoint {
+            host: LOOPBACK.to_owned(),
+            port: container::host_port(&self.config, node),
+        }
+    }
+
+    async fn run_offline(&self, node: Node, script: &str) -> Result<ExecOutput> {
+        self.offline(node, script).await
+    }
+
+    async fn teardown(&self) -> Result<Vec<String>> {
+        self.remove_all().await
+    }
+}

@@ -1,0 +1,103 @@
+//! Step 7 done safely: the tutorial empties db02's data directory and runs pg_basebackup
+//! inside the running db02, racing the server noticing its files vanish. Here a one-shot
+//! container does it on db02's volume while db02 is stopped.
+
+use anyhow::{bail, Context, Result};
+use bollard::errors::Error;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
+use futures_util::StreamExt;
+
+use super::container::is_running;
+use super::exec::{collect, split};
+use super::names::{container_path, home_dir, Resource, SERVER_USER};
+use super::DockerRuntime;
+use crate::runtime::{ExecOutput, Node, NodeFile};
+use crate::tutorial::PGDATA;
+
+impl DockerRuntime {
+    /// Runs `script` with `sh -c` in a fresh container of the node's image on its data volume
+    /// and network, as the server's user, with the node's `.pgpass`; removes the container
+    /// afterwards, whatever happened.
+    pub(super) async fn offline(&self, node: Node, script: &str) -> Result<ExecOutput> {
+        let info = self.existing(node).await?;
+        if is_running(&info) {
+            bail!("container {node} is running: stop it before its data directory is replaced");
+        }
+        let image = info
+            .image
+            .context("Docker reports no image for the container")?;
+        let one_shot = Resource::offline(node);
+        if let Some(owner) = self.lookup(&one_shot).await? {
+            self.claim(&one_shot, &owner)?;
+            self.remove(&one_shot).await?;
+        }
+        let pgpass = self
+            .download(node.name(), &container_path(NodeFile::Pgpass))
+            .await?;
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&one_shot.name)
+            .build();
+        self.docker
+            .create_container(Some(options), self.offline_spec(node, &image, script))
+            .await
+            .with_context(|| format!("cannot create {one_shot}"))?;
+        let result = self.run_to_end(&one_shot.name, pgpass.as_deref()).await;
+        let removed = self.remove(&one_shot).await;
+        let output = result?;
+        removed?;
+        Ok(output)
+    }
+
+    async fn run_to_end(&self, container: &str, pgpass: Option<&[u8]>) -> Result<ExecOutput> {
+        if let Some(pgpass) = pgpass {
+            self.upload(container, &container_path(NodeFile::Pgpass), pgpass, 0o600)
+                .await?;
+        }
+        self.docker
+            .start_container(container, None)
+            .await
+            .with_context(|| format!("cannot start container {container}"))?;
+        let code = self.exit_code_of(container).await?;
+        let options = LogsOptionsBuilder::new().stdout(true).stderr(true).build();
+        let chunks = collect(self.docker.logs(container, Some(options)))
+            .await
+            .with_context(|| format!("cannot read the output of container {container}"))?;
+        Ok(split(code, &chunks))
+    }
+
+    /// Waits for the container to exit and returns its exit code (bollard reports a non-zero
+    /// one as an error).
+    async fn exit_code_of(&self, container: &str) -> Result<i64> {
+        let mut wait = self.docker.wait_container(container, None);
+        match wait.next().await {
+            Some(Ok(exit)) => Ok(exit.status_code),
+            Some(Err(Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => {
+                Err(e).with_context(|| format!("cannot wait for container {container}"))
+            }
+            None => bail!("Docker ended the wait for container {container} without an exit code"),
+        }
+    }
+
+    /// `sh -c SCRIPT` (the image's entrypoint is bypassed: it would start a server), as the
+    /// server's user, with PGDATA and HOME set, the node's volume at PGDATA, on the network.
+    fn offline_spec(&self, node: Node, image: &str, script: &str) -> ContainerCreateBody {
+        ContainerCreateBody {
+            image: Some(image.to_owned()),
+            user: Some(SERVER_USER.to_owned()),
+            env: Some(vec![
+                format!("PGDATA={PGDATA}"),
+                format!("HOME={}", home_dir()),
+            ]),
+            entrypoint: Some(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]),
+            labels: Some(Resource::offline(node).labels()),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{}:{PGDATA}", Resource::volume(node).name)]),
+                network_mode: Some(self.config.network.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}

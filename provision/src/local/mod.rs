@@ -1,0 +1,302 @@
+//! The local runtime: the two servers as processes of the installed PostgreSQL (initdb,
+//! pg_ctl, pg_basebackup, psql), each node in its own directory under a base directory.
+//!
+//! `programs` finds PostgreSQL and runs server programs as `postgres` when we are root,
+//! `layout` says where each node's files are, `pg_ctl` builds the server command lines,
+//! `command` runs programs, `files` reads and writes node files, `log` and `shell` are small
+//! helpers the test harness shares.
+
+mod command;
+mod files;
+pub mod layout;
+pub mod log;
+mod pg_ctl;
+pub mod programs;
+
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use pgrepl_config::ProvisionConfig;
+
+use crate::psql::wait_until;
+use crate::runtime::{Endpoint, ExecOutput, Node, NodeFile, NodeState, Runtime};
+use crate::tutorial::password::random_password;
+use command::{checked, output};
+use layout::Layout;
+use pg_ctl::Server;
+pub use programs::{pg_bin_dir, Programs};
+
+/// How long a started server may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Server log lines shown when a start fails.
+const LOG_TAIL_LINES: usize = 20;
+/// initdb reads the superuser's password from this file in the node directory; it is
+/// removed right after.
+const PWFILE: &str = "initdb.pwfile";
+/// Every server listens here only.
+const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// db01 and db02 as local processes.
+#[derive(Debug, Clone)]
+pub struct LocalRuntime {
+    layout: Layout,
+    programs: Programs,
+    primary_port: u16,
+    replica_port: u16,
+    /// Extra `-c name=value` server settings given at every start.
+    settings: Vec<(String, String)>,
+}
+
+impl LocalRuntime {
+    /// The pair under `config.data_dir` (made absolute) on `config.primary_port` and
+    /// `config.replica_port`; fails when no installed PostgreSQL is found.
+    pub fn new(config: &ProvisionConfig) -> Result<LocalRuntime> {
+        let base = std::path::absolute(&config.data_dir)
+            .with_context(|| format!("cannot resolve {}", config.data_dir.display()))?;
+        Ok(LocalRuntime {
+            layout: Layout::new(base),
+            programs: Programs::locate()?,
+            primary_port: config.primary_port,
+            replica_port: config.replica_port,
+            settings: Vec::new(),
+        })
+    }
+
+    /// Adds server settings every start passes as `-c name=value` (the test harness trades
+    /// durability for speed this way).
+    pub fn with_settings(mut self, settings: &[(&str, &str)]) -> LocalRuntime {
+        let owned = settings.iter().map(|&(n, v)| (n.to_owned(), v.to_owned()));
+        self.settings.extend(owned);
+        self
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn programs(&self) -> &Programs {
+        &self.programs
+    }
+
+    /// The port `node` listens on (127.0.0.1 and its Unix socket).
+    pub fn port(&self, node: Node) -> u16 {
+        match node {
+            Node::Primary => self.primary_port,
+            Node::Replica => self.replica_port,
+        }
+    }
+
+    fn server(&self, node: Node) -> Server<'_> {
+        Server {
+            node,
+            port: self.port(node),
+            layout: &self.layout,
+            settings: &self.settings,
+        }
+    }
+
+    /// A server program run as the server user in the node's directory, which that user
+    /// may enter even when it may not enter ours.
+    fn server_program(&self, node: Node, program: &str) -> Command {
+        let mut cmd = self.programs.server(program);
+        cmd.current_dir(self.layout.node_dir(node));
+        cmd
+    }
+
+    fn pg_ctl(&self, node: Node, args: Vec<OsString>) -> Command {
+        let mut cmd = self.server_program(node, "pg_ctl");
+        cmd.args(args);
+        cmd
+    }
+
+    /// The node directory, owned by the server user, and an initialized data directory in
+    /// it, with a random superuser password like the image's POSTGRES_PASSWORD (never shown).
+    async fn init(&self, node: Node) -> Result<()> {
+        let dir = self.layout.node_dir(node);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        self.programs.hand_over(&dir)?;
+        let pwfile = dir.join(PWFILE);
+        let password = random_password().context("cannot get random bytes for a password")?;
+        files::write(
+            &self.programs,
+            &pwfile,
+            format!("{password}\n").as_bytes(),
+            0o600,
+        )
+        .await?;
+        let mut initdb = self.server_program(node, "initdb");
+        initdb.args(self.server(node).initdb_args(&pwfile));
+        let result = checked(initdb).await;
+        std::fs::remove_file(&pwfile)
+            .with_context(|| format!("cannot remove {}", pwfile.display()))?;
+        result
+    }
+
+    /// Waits until `node` accepts connections (pg_isready exits 0; a standby does once it
+    /// accepts read-only ones).
+    async fn wait_ready(&self, node: Node) -> Result<()> {
+        let what = format!("{node} to accept connections");
+        wait_until(&what, READY_TIMEOUT, || async {
+            let mut cmd = self.programs.client("pg_isready");
+            cmd.arg("-q")
+                .arg("-h")
+                .arg(self.layout.node_dir(node))
+                .args(["-p", &self.port(node).to_string()]);
+            Ok(output(cmd).await?.success())
+        })
+        .await
+    }
+
+    /// `e` with the end of `node`'s server log, where the server says why it did not start.
+    fn with_log(&self, node: Node, e: anyhow::Error) -> anyhow::Error {
+        let log = self.layout.log_file(node);
+        anyhow!(
+            "{e:#}\n--- last lines of {}:\n{}",
+            log.display(),
+            log::tail(&log, LOG_TAIL_LINES)
+        )
+    }
+}
+
+impl Runtime for LocalRuntime {
+    fn describe(&self) -> String {
+        format!("local ({})", self.layout.base().display())
+    }
+
+    /// Missing until initdb has made the data directory; a data directory emptied by step 7
+    /// is Stopped, as the tutorial's stopped container is.
+    async fn state(&self, node: Node) -> Result<NodeState> {
+        if !self.layout.data_dir(node).is_dir() {
+            return Ok(NodeState::Missing);
+        }
+        let out = output(self.pg_ctl(node, self.server(node).status_args())).await?;
+        match out.code {
+            0 => Ok(NodeState::Running),
+            // 3: no server running; 4: the directory holds no cluster (yet).
+            3 | 4 => Ok(NodeState::Stopped),
+            code => bail!(
+                "pg_ctl status for {node} failed (exit {code}): {}",
+                out.message()
+            ),
+        }
+    }
+
+    async fn create(&self, node: Node) -> Result<()> {
+        let state = self.state(node).await?;
+        if state == NodeState::Missing {
+            self.init(node).await?;
+        }
+        if state != NodeState::Running {
+            self.start(node).await?;
+        }
+        Ok(())
+    }
+
+    /// PGPASSFILE is set for the server because the standby's walreceiver logs in with the
+    /// password in the node's `.pgpass`.
+    async fn start(&self, node: Node) -> Result<()> {
+        let mut cmd = self.pg_ctl(node, self.server(node).start_args());
+        cmd.env("PGPASSFILE", self.layout.file(node, NodeFile::Pgpass));
+        let started = async {
+            checked(cmd).await?;
+            self.wait_ready(node).await
+        };
+        started.await.map_err(|e| self.with_log(node, e))
+    }
+
+    async fn stop(&self, node: Node) -> Result<()> {
+        checked(self.pg_ctl(node, self.server(node).stop_args())).await
+    }
+
+    /// Runs as the current user; PGHOST and PGPORT point client programs at `node`.
+    async fn exec(&self, node: Node, argv: &[&str]) -> Result<ExecOutput> {
+        let (program, args) = argv.split_first().context("exec needs a program")?;
+        let mut cmd = self.programs.client(program);
+        cmd.args(args)
+            .env("PGHOST", self.layout.node_dir(node))
+            .env("PGPORT", self.port(node).to_string());
+        output(cmd).await
+    }
+
+    async fn read_file(&self, node: Node, file: NodeFile) -> Result<Option<Vec<u8>>> {
+        files::read(&self.layout.file(node, file)).await
+    }
+
+    async fn write_file(
+        &self,
+        node: Node,
+        file: NodeFile,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<()> {
+        files::write(
+            &self.programs,
+            &self.layout.file(node, file),
+            contents,
+            mode,
+        )
+        .await
+    }
+
+    fn path(&self, node: Node, file: NodeFile) -> String {
+        self.layout.file(node, file).display().to_string()
+    }
+
+    async fn address(&self, _node: Node) -> Result<Ipv4Addr> {
+        Ok(LOOPBACK)
+    }
+
+    fn peer_endpoint(&self, node: Node) -> Endpoint {
+        self.host_endpoint(node)
+    }
+
+    fn host_endpoint(&self, node: Node) -> Endpoint {
+        Endpoint {
+            host: LOOPBACK.to_string(),
+            port: self.port(node),
+        }
+    }
+
+    /// `sh -c script` as the server user in the node's directory, with PostgreSQL's programs
+    /// first on PATH.
+    async fn run_offline(&self, node: Node, script: &str) -> Result<ExecOutput> {
+        let mut cmd = self.programs.as_server_user("sh");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let bin = std::iter::once(self.programs.bin().to_path_buf());
+        let path = std::env::join_paths(bin.chain(std::env::split_paths(&path)))
+            .context("the PostgreSQL bin directory cannot go on PATH")?;
+        cmd.args(["-c", script])
+            .current_dir(self.layout.node_dir(node))
+            .env("PGDATA", self.layout.data_dir(node))
+            .env("PGPASSFILE", self.layout.file(node, NodeFile::Pgpass))
+            .env("PATH", path);
+        output(cmd).await
+    }
+
+    /// Stops what runs, then removes both node directories, and the base directory when
+    /// nothing else is left in it.
+    async fn teardown(&self) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for node in [Node::Replica, Node::Primary] {
+            if self.state(node).await? == NodeState::Running {
+                self.stop(node).await?;
+            }
+            let dir = self.layout.node_dir(node);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
+                removed.push(dir.display().to_string());
+            }
+        }
+        let base = self.layout.base();
+        // Fails, and so keeps it, when it is missing or holds other files.
+        if std::fs::remove_dir(base).is_ok() {
+            removed.push(base.display().to_string());
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,154 @@
+//! The provisioning commands (`provision`, `verify`, `status`, `teardown`, and the first half
+//! of `up`): pick the runtime the user chose, then run the same code over either.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use pgrepl_config::{Config, Named, RuntimeKind};
+use pgrepl_provision::docker::{plan, DockerRuntime};
+use pgrepl_provision::local::LocalRuntime;
+use pgrepl_provision::runtime::{Endpoint, Node, Runtime};
+use pgrepl_provision::{status, steps, verify};
+
+/// Where the pair runs: shared by every provisioning command.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// TOML config file; every key can also be set as PGREPL_<SECTION>__<KEY>.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Where the pair runs [default: [provision] runtime, "docker"].
+    #[arg(long, value_parser = parse_runtime)]
+    pub runtime: Option<RuntimeKind>,
+    /// Use containers named db01/db02 that pgrepl-proxy did not create.
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+fn parse_runtime(text: &str) -> Result<RuntimeKind, String> {
+    RuntimeKind::ALL
+        .iter()
+        .copied()
+        .find(|kind| kind.as_str() == text)
+        .ok_or_else(|| format!("expected \"docker\" or \"local\", found {text:?}"))
+}
+
+impl Target {
+    /// The configuration with the command-line choices applied over it.
+    pub fn config(&self, image: Option<&str>) -> Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(kind) = self.runtime {
+            config.provision.runtime = kind;
+        }
+        if let Some(image) = image {
+            config.provision.image = image.to_owned();
+        }
+        Ok(config)
+    }
+}
+
+/// What to do with the pair.
+pub enum Action {
+    Provision { show_password: bool },
+    Verify,
+    Status,
+    Teardown,
+}
+
+/// Runs `action` on the runtime `config` names.
+pub async fn run(config: &Config, adopt: bool, action: Action) -> Result<()> {
+    let p = &config.provision;
+    match p.runtime {
+        RuntimeKind::Docker => {
+            let rt = DockerRuntime::connect(p, adopt).await?;
+            if matches!(action, Action::Provision { .. }) {
+                rt.ensure_image().await?;
+            }
+            run_on(&rt, config, action).await
+        }
+        RuntimeKind::Local => run_on(&LocalRuntime::new(p)?, config, action).await,
+    }
+}
+
+async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<()> {
+    match action {
+        Action::Provision { show_password } => {
+            let options = steps::Options {
+                replication_password: config.provision.replication_password.clone(),
+                show_password,
+            };
+            println!("provisioning db01 and db02 with {}", rt.describe());
+            steps::provision(rt, &options, &mut std::io::stdout()).await?;
+            print_endpoints(rt);
+        }
+        Action::Verify => verify::verify(rt).await?,
+        Action::Status => status::status(rt).await?,
+        Action::Teardown => {
+            let removed = rt.teardown().await?;
+            if removed.is_empty() {
+                println!("nothing to remove");
+            }
+            for item in removed {
+                println!("removed {item}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_endpoints<R: Runtime>(rt: &R) {
+    for node in [Node::Primary, Node::Replica] {
+        println!("{node} listens on {}", rt.host_endpoint(node));
+    }
+}
+
+/// `provision --dry-run`: the docker CLI commands equivalent to the steps, changing nothing.
+pub fn dry_run(config: &Config) -> Result<()> {
+    if config.provision.runtime != RuntimeKind::Docker {
+        anyhow::bail!("--dry-run prints docker CLI commands; it needs --runtime docker");
+    }
+    for line in plan::docker_commands(&config.provision) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Provisions (when needed), makes sure the proxy's users can log in on the pair (setting the
+/// password of existing roles too when `reset_passwords`), and returns where the proxy must
+/// send its traffic: the primary's and the replica's endpoints.
+pub async fn prepare_pair(
+    config: &Config,
+    adopt: bool,
+    reset_passwords: bool,
+) -> Result<(Endpoint, Endpoint)> {
+    let action = Action::Provision {
+        show_password: false,
+    };
+    run(config, adopt, action).await?;
+    let p = &config.provision;
+    match p.runtime {
+        RuntimeKind::Docker => {
+            let rt = DockerRuntime::connect(p, adopt).await?;
+            endpoints(&rt, config, reset_passwords).await
+        }
+        RuntimeKind::Local => endpoints(&LocalRuntime::new(p)?, config, reset_passwords).await,
+    }
+}
+
+async fn endpoints<R: Runtime>(
+    rt: &R,
+    config: &Config,
+    reset_passwords: bool,
+) -> Result<(Endpoint, Endpoint)> {
+    for user in &config.users {
+        let password = user.password.as_deref().with_context(|| {
+            format!("user {} has no password to create its role with", user.name)
+        })?;
+        pgrepl_provision::app_roles::ensure_login_role(rt, &user.name, password, reset_passwords)
+            .await?;
+    }
+    Ok((
+        rt.host_endpoint(Node::Primary),
+        rt.host_endpoint(Node::Replica),
+    ))
+}

@@ -1,0 +1,74 @@
+//! `pgrepl-proxy up`: the pair, provisioned if needed, and the proxy serving in front of it,
+//! from a checkout with no config file.
+
+use std::process::ExitCode;
+
+use pgrepl_config::{AuthMethod, BackendConfig, Config, UserConfig};
+use pgrepl_provision::app_roles::{new_app_password, DEFAULT_APP_USER};
+use pgrepl_provision::runtime::{Endpoint, Node};
+
+use crate::provisioning::{prepare_pair, Target};
+use crate::{current_thread_runtime, exit_code, serve, LogFormat};
+
+pub fn up(target: &Target, image: Option<&str>, log_format: LogFormat) -> ExitCode {
+    match prepare(target, image) {
+        Ok(config) => serve(config, log_format),
+        Err(e) => exit_code(Err(e)),
+    }
+}
+
+/// The config to serve with: backends pointed at the provisioned pair, and, when the config
+/// names no users, a role `app` with a fresh password (set anew on every `up`, so it can be
+/// printed without being stored anywhere).
+fn prepare(target: &Target, image: Option<&str>) -> anyhow::Result<Config> {
+    let mut config = target.config(image)?;
+    let generated = config.users.is_empty();
+    if generated {
+        config.users.push(UserConfig {
+            name: DEFAULT_APP_USER.to_owned(),
+            password: Some(new_app_password()?),
+            auth: AuthMethod::ScramSha256,
+        });
+    }
+    let (primary, replica) =
+        current_thread_runtime()?.block_on(prepare_pair(&config, target.adopt, generated))?;
+    config.primary = backend(Node::Primary, &primary);
+    config.replicas = vec![backend(Node::Replica, &replica)];
+    print_how_to_connect(&config, generated);
+    Ok(config)
+}
+
+fn backend(node: Node, endpoint: &Endpoint) -> BackendConfig {
+    BackendConfig {
+        name: node.name().to_owned(),
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+    }
+}
+
+fn print_how_to_connect(config: &Config, generated: bool) {
+    println!(
+        "proxy on {}: writes to db01 ({}:{}), reads to db02 ({}:{})",
+        config.proxy.listen,
+        config.primary.host,
+        config.primary.port,
+        config.replicas[0].host,
+        config.replicas[0].port
+    );
+    let (host, port) = config
+        .proxy
+        .listen
+        .rsplit_once(':')
+        .unwrap_or((&config.proxy.listen, "6432"));
+    for user in &config.users {
+        let password = match (&user.password, generated) {
+            (Some(password), true) => password.as_str(),
+            _ => "<its password in the config>",
+        };
+        println!(
+            "connect: psql \"host={host} port={port} user={} dbname={} password={password}\"",
+            user.name, user.name
+        );
+    }
+    println!("stop with Ctrl-C; the pair keeps running (`pgrepl-proxy teardown` removes it)");
+}

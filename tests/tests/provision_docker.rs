@@ -1,0 +1,473 @@
+//! `pgrepl-proxy provision` through the real Docker engine, with the locally built PostgreSQL
+//! image: the tutorial's pair checked from outside with `docker exec psql`, the proxy serving
+//! over it (`up`), a second provision that changes nothing, teardown that leaves nothing, and
+//! the errors a user meets. Fails when Docker is unreachable (see `SKIP_DOCKER_TESTS`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+use pgrepl_tests::free_port;
+use pgrepl_tests::provisioning::{
+    docker, docker_psql, docker_suite_enabled, pgrepl, step_outcomes, LOCAL_IMAGE,
+};
+use pgrepl_tests::{proxy_bin, wait_until};
+use tokio_postgres::NoTls;
+
+/// The tutorial's names are fixed (db01, db02, rideshare-net), so tests that create them take
+/// turns.
+static ENGINE: Mutex<()> = Mutex::new(());
+
+/// Ports for db01 and db02 that nothing else uses, as `[provision]` overrides.
+fn port_env() -> Vec<(String, String)> {
+    vec![
+        (
+            "PGREPL_PROVISION__PRIMARY_PORT".into(),
+            free_port().to_string(),
+        ),
+        (
+            "PGREPL_PROVISION__REPLICA_PORT".into(),
+            free_port().to_string(),
+        ),
+    ]
+}
+
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn teardown() -> String {
+    let run = pgrepl(&["teardown"], &[]);
+    assert!(run.success, "teardown failed: {}", run.stderr);
+    run.stdout
+}
+
+#[test]
+fn provision_verify_serve_reprovision_teardown() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    teardown();
+    let env = port_env();
+    let env = as_refs(&env);
+
+    let first = pgrepl(&["provision", "--image", LOCAL_IMAGE], &env);
+    assert!(
+        first.success,
+        "provision failed:\n{}{}",
+        first.stdout, first.stderr
+    );
+    let outcomes = step_outcomes(&first.stdout);
+    assert!(
+        outcomes.iter().all(|already| !already),
+        "a fresh pair has every step to do:\n{}",
+        first.stdout
+    );
+    assert!(
+        !first.stdout.contains("password ") || first.stdout.contains("password in db02's .pgpass"),
+        "the replication password is not printed unless asked:\n{}",
+        first.stdout
+    );
+
+    tutorial_checks_from_outside();
+    containers_follow_the_issue(&env);
+
+    let second = pgrepl(&["provision", "--image", LOCAL_IMAGE], &env);
+    assert!(
+        second.success,
+        "second provision failed:\n{}{}",
+        second.stdout, second.stderr
+    );
+    assert!(
+        step_outcomes(&second.stdout).iter().all(|already| *already),
+        "a provisioned pair is left as it is:\n{}",
+        second.stdout
+    );
+    let rows = docker_psql(
+        "db02",
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM riders",
+    );
+    assert_eq!(rows.stdout.trim(), "1,2", "no data lost by re-provisioning");
+
+    let verify = pgrepl(&["verify"], &env);
+    assert!(
+        verify.success,
+        "verify failed:\n{}{}",
+        verify.stdout, verify.stderr
+    );
+    for check in [
+        "refuses writes",
+        "seen on db02",
+        "is active",
+        "is streaming",
+    ] {
+        assert!(
+            verify.stdout.contains(check),
+            "verify did not report {check:?}:\n{}",
+            verify.stdout
+        );
+    }
+    let status = pgrepl(&["status"], &env);
+    assert!(status.success, "status failed: {}", status.stderr);
+    for part in [
+        "primary  current",
+        "standby  received",
+        "rideshare_slot  active",
+        "streaming",
+    ] {
+        assert!(
+            status.stdout.contains(part),
+            "status lacks {part:?}:\n{}",
+            status.stdout
+        );
+    }
+
+    proxy_serves_the_pair(&env);
+
+    let removed = teardown();
+    for item in ["db01", "db02", "db01-data", "db02-data", "rideshare-net"] {
+        assert!(
+            removed.contains(item),
+            "teardown did not report {item}:\n{removed}"
+        );
+    }
+    nothing_left();
+}
+
+/// Step 11 as the tutorial does it, from outside: db02 refuses CREATE TABLE as read-only, a
+/// row written on db01 appears on db02; plus the files and slot the steps made.
+fn tutorial_checks_from_outside() {
+    let refused = docker_psql("db02", "CREATE TABLE nope (id INT)");
+    assert!(!refused.success, "db02 accepted a write");
+    assert!(
+        refused
+            .stderr
+            .contains("cannot execute CREATE TABLE in a read-only transaction"),
+        "{}",
+        refused.stderr
+    );
+    let insert = docker_psql("db01", "INSERT INTO riders (id) VALUES (2)");
+    assert!(insert.success, "{}", insert.stderr);
+    wait_until("the row on db02", Duration::from_secs(30), || {
+        Ok(
+            docker_psql("db02", "SELECT count(*) FROM riders WHERE id = 2")
+                .stdout
+                .trim()
+                == "1",
+        )
+    })
+    .unwrap();
+    let pgpass = docker(&[
+        "exec",
+        "db02",
+        "stat",
+        "-c",
+        "%U:%G %a",
+        "/var/lib/postgresql/.pgpass",
+    ]);
+    assert_eq!(pgpass.stdout.trim(), "postgres:root 600");
+    let slot = docker_psql(
+        "db01",
+        "SELECT active FROM pg_replication_slots WHERE slot_name = 'rideshare_slot'",
+    );
+    assert_eq!(slot.stdout.trim(), "t");
+    let hba = docker(&[
+        "exec",
+        "db01",
+        "cat",
+        "/var/lib/postgresql/data/pg_hba.conf",
+    ]);
+    let db02_ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        "db02",
+    ]);
+    let line = format!("replication_user  {}/32  md5", db02_ip.stdout.trim());
+    assert!(
+        hba.stdout.contains(&line),
+        "pg_hba.conf lacks {line:?}:\n{}",
+        hba.stdout
+    );
+}
+
+/// No restart policy, ports on 127.0.0.1 only, named volumes, the user-defined network.
+fn containers_follow_the_issue(env: &[(&str, &str)]) {
+    for (name, port_key) in [
+        ("db01", "PGREPL_PROVISION__PRIMARY_PORT"),
+        ("db02", "PGREPL_PROVISION__REPLICA_PORT"),
+    ] {
+        let port = env.iter().find(|(k, _)| *k == port_key).unwrap().1;
+        let inspect = docker(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}}|{{json .NetworkSettings.Ports}}|\
+             {{range .Mounts}}{{.Name}}{{end}}|{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}",
+            name,
+        ]);
+        let fields: Vec<&str> = inspect.stdout.trim().split('|').collect();
+        assert!(
+            fields[0].is_empty() || fields[0] == "no",
+            "{name} has restart policy {}",
+            fields[0]
+        );
+        assert!(
+            fields[1].contains(&format!("\"HostIp\":\"127.0.0.1\",\"HostPort\":\"{port}\"")),
+            "{name} is not published on 127.0.0.1:{port} only: {}",
+            fields[1]
+        );
+        assert!(
+            !fields[1].contains("0.0.0.0"),
+            "{name} published beyond loopback"
+        );
+        assert_eq!(fields[2], format!("{name}-data"));
+        assert_eq!(fields[3], "rideshare-net");
+    }
+}
+
+/// `up` on the provisioned pair: it prints how to connect, and through it a read lands on the
+/// standby and a write on the primary.
+fn proxy_serves_the_pair(env: &[(&str, &str)]) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(proxy_bin().unwrap());
+    cmd.args(["up", "--image", LOCAL_IMAGE])
+        .env("PGREPL_PROXY__LISTEN", &listen)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("cannot start pgrepl-proxy up");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let conninfo = connect_line(&mut child);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(reads_and_writes(&conninfo));
+    }));
+    // SIGTERM: the proxy's graceful shutdown.
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("cannot wait for up");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(
+        status.success(),
+        "up did not exit cleanly on SIGTERM: {status}"
+    );
+}
+
+/// Reads `up`'s stdout until its `connect: psql "..."` line and returns the conninfo in it.
+fn connect_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("connect: psql \"") {
+                    return rest.trim_end_matches('"').to_owned();
+                }
+                seen += &line;
+                seen.push('\n');
+            }
+            Err(_) => panic!("up printed no connect line; it printed:\n{seen}"),
+        }
+    }
+}
+
+async fn reads_and_writes(conninfo: &str) {
+    let (client, connection) = bounded_connect(conninfo).await;
+    tokio::spawn(connection);
+    let read = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap();
+    assert!(
+        read.get::<_, bool>(0),
+        "a read through the proxy ran on the primary"
+    );
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS up_check (id INT); INSERT INTO up_check VALUES (7)",
+        )
+        .await
+        .expect("a write through the proxy failed");
+    let tx_read = client
+        .simple_query("BEGIN; SELECT pg_is_in_recovery(); COMMIT")
+        .await
+        .unwrap();
+    let in_tx = pgrepl_tests::suite::last_first(&tx_read[..tx_read.len() - 1]);
+    assert_eq!(
+        in_tx.as_deref(),
+        Some("f"),
+        "a read in a transaction stays on the primary"
+    );
+    let on_primary = docker(&[
+        "exec",
+        "db01",
+        "psql",
+        "-XAtq",
+        "-U",
+        "postgres",
+        "-d",
+        "app",
+        "-c",
+        "SELECT count(*) FROM up_check WHERE id = 7",
+    ]);
+    assert_eq!(
+        on_primary.stdout.trim(),
+        "1",
+        "the write went to db01: {}",
+        on_primary.stderr
+    );
+}
+
+async fn bounded_connect(
+    conninfo: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+) {
+    for _ in 0..50 {
+        if let Ok(pair) = tokio_postgres::connect(conninfo, NoTls).await {
+            return pair;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("cannot connect through the proxy with {conninfo}");
+}
+
+/// Nothing of the pair is left: containers, volumes, network.
+fn nothing_left() {
+    let containers = docker(&["ps", "-a", "--format", "{{.Names}}"]);
+    for name in containers.stdout.lines() {
+        assert!(!name.starts_with("db0"), "container {name} left behind");
+    }
+    let volumes = docker(&["volume", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !volumes
+            .stdout
+            .lines()
+            .any(|v| v == "db01-data" || v == "db02-data"),
+        "volumes left behind: {}",
+        volumes.stdout
+    );
+    let networks = docker(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(
+        !networks.stdout.lines().any(|n| n == "rideshare-net"),
+        "network left behind"
+    );
+}
+
+#[test]
+fn dry_run_prints_docker_commands_and_changes_nothing() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    teardown();
+    let run = pgrepl(&["provision", "--dry-run", "--image", LOCAL_IMAGE], &[]);
+    assert!(run.success, "{}", run.stderr);
+    for part in [
+        "docker network create rideshare-net",
+        "-p 127.0.0.1:54321:5432",
+        "--slot=rideshare_slot",
+        "# [11/11]",
+    ] {
+        assert!(
+            run.stdout.contains(part),
+            "dry run lacks {part:?}:\n{}",
+            run.stdout
+        );
+    }
+    nothing_left();
+}
+
+#[test]
+fn a_foreign_db01_is_left_alone() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    teardown();
+    let created = docker(&["create", "--name", "db01", LOCAL_IMAGE]);
+    assert!(created.success, "{}", created.stderr);
+    let env = port_env();
+    let run = pgrepl(&["provision", "--image", LOCAL_IMAGE], &as_refs(&env));
+    let still_there = docker(&["inspect", "-f", "{{.State.Status}}", "db01"]);
+    docker(&["rm", "-f", "db01"]);
+    teardown();
+    assert!(!run.success, "provision used a db01 it did not create");
+    assert!(
+        run.stderr.contains("db01") && run.stderr.contains("--adopt"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        still_there.stdout.trim(),
+        "created",
+        "the foreign db01 was touched"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_named() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    teardown();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let env = [
+        ("PGREPL_PROVISION__PRIMARY_PORT", port.as_str()),
+        ("PGREPL_PROVISION__REPLICA_PORT", &free_port().to_string()),
+    ];
+    let run = pgrepl(&["provision", "--image", LOCAL_IMAGE], &env);
+    teardown();
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains(&format!("127.0.0.1:{port}")) && run.stderr.contains("primary_port"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_missing_image_is_named() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let run = pgrepl(&["provision", "--image", "pgrepl/no-such-image:0"], &[]);
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("pgrepl/no-such-image:0") && run.stderr.contains("--image"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_engine_says_where_it_looked() {
+    let run = pgrepl(
+        &["provision"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("unix:///nonexistent/docker.sock"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("DOCKER_HOST"), "{}", run.stderr);
+}
