@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: installs PostgreSQL, builds pgrepl-proxy, starts a local
-# primary (db01) and streaming replica (db02) from PostgreSQL's own binaries, and serves the
-# proxy in front of them on 127.0.0.1:6432 (user app, password app-pass, database appdb)
-# until Ctrl-C, which stops everything.
+# The main job on a fresh machine: builds pgrepl-proxy, provisions the tutorial's primary db01
+# and streaming replica db02 as Docker containers (`pgrepl-proxy up`: the 11 steps, skipped when
+# already done), and serves the proxy in front of them on 127.0.0.1:6432 until Ctrl-C. The pair
+# keeps running afterwards; `target/release/pgrepl-proxy teardown` removes it.
+#
+# The image is $PG_IMAGE if set, else the tutorial's postgres:16.1 when it is present or can be
+# pulled, else a local PostgreSQL image built by scripts/build-pg-image.sh (for machines that
+# reach no container registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cargo build --release -p pgrepl-proxy -p pgrepl-tests --bins
-dir="${PGREPL_DEMO_DIR:-$PWD/.pgrepl/demo}"
-listen="${PGREPL_DEMO_LISTEN:-127.0.0.1:6432}"
-if [ -f "$dir/ports.env" ]; then target/release/testcluster stop "$dir" || true; fi
-rm -rf "$dir"
-eval "$(target/release/testcluster start "$dir")"
-trap 'target/release/testcluster stop "$dir"' EXIT
+cargo build --release --locked -p pgrepl-proxy
 
-target/release/testcluster proxy-config "$dir" "$listen" > "$dir/proxy.toml"
-
-echo "db01 on 127.0.0.1:$PRIMARY_PORT, db02 on 127.0.0.1:$REPLICA_PORT"
-echo "connect: PGPASSWORD=app-pass psql -h ${listen%:*} -p ${listen##*:} -U app appdb"
-echo "  and try: SELECT current_setting('cluster_name');"
-target/release/pgrepl-proxy serve --config "$dir/proxy.toml"
+image=${PG_IMAGE:-}
+if [ -z "$image" ]; then
+    if docker image inspect postgres:16.1 >/dev/null 2>&1 || docker pull postgres:16.1 >/dev/null 2>&1; then
+        image=postgres:16.1
+    else
+        echo "demo: postgres:16.1 cannot be pulled here; building a local PostgreSQL image"
+        image=$(scripts/build-pg-image.sh | tail -n 1)
+    fi
+fi
+exec target/release/pgrepl-proxy up --image "$image"

@@ -379,7 +379,8 @@ fn dry_run_prints_docker_commands_and_changes_nothing() {
     let run = pgrepl(&["provision", "--dry-run", "--image", LOCAL_IMAGE], &[]);
     assert!(run.success, "{}", run.stderr);
     for part in [
-        "docker network create rideshare-net",
+        "docker network create --driver bridge",
+        "rideshare-net",
         "-p 127.0.0.1:54321:5432",
         "--slot=rideshare_slot",
         "# [11/11]",
