@@ -69,11 +69,16 @@ fn proxy(field: &Field<'_>) -> Result<ProxyConfig, ConfigError> {
 }
 
 fn backend(field: &Field<'_>) -> Result<BackendConfig, ConfigError> {
-    let s = field.section(&["name", "host", "port"])?;
+    let s = field.section(&["name", "host", "port", "weight"])?;
     Ok(BackendConfig {
         name: s.require("name")?.string()?,
         host: s.require("host")?.string()?,
         port: s.require("port")?.port()?,
+        weight: s
+            .get("weight")
+            .map(|f| f.weight())
+            .transpose()?
+            .unwrap_or(1),
     })
 }
 
@@ -98,10 +103,21 @@ fn pool(field: &Field<'_>) -> Result<PoolConfig, ConfigError> {
 }
 
 fn routing(field: &Field<'_>) -> Result<RoutingConfig, ConfigError> {
-    let s = field.section(&["max_replica_lag", "classify_cache_size"])?;
+    let s = field.section(&[
+        "max_replica_lag",
+        "classify_cache_size",
+        "read_your_writes",
+        "balance",
+        "write_functions",
+        "read_only_functions",
+    ])?;
     Ok(RoutingConfig {
         max_replica_lag: s.require("max_replica_lag")?.duration()?,
         classify_cache_size: s.require("classify_cache_size")?.count()?,
+        read_your_writes: s.require("read_your_writes")?.one_of()?,
+        balance: s.require("balance")?.one_of()?,
+        write_functions: s.require("write_functions")?.string_list()?,
+        read_only_functions: s.require("read_only_functions")?.string_list()?,
     })
 }
 

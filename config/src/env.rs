@@ -107,7 +107,14 @@ impl Setter<'_> {
         text: &str,
     ) -> Result<(), ConfigError> {
         let Some((seg, tail)) = rest.split_first() else {
-            if matches!(node, Value::Table(_) | Value::Array(_)) {
+            // A list of plain values (e.g. function names) is given as one comma-separated
+            // variable; tables and arrays of tables are set key by key.
+            let holds_tables = match node {
+                Value::Table(_) => true,
+                Value::Array(items) => items.iter().any(Value::is_table),
+                _ => false,
+            };
+            if holds_tables {
                 return Err(self.fail(format!(
                     "{at} is not a single value; set one of its keys, e.g. {}__<KEY>",
                     at.env_name()

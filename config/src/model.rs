@@ -44,6 +44,8 @@ pub struct BackendConfig {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// Share of reads relative to the other replicas (ignored for the primary).
+    pub weight: u32,
 }
 
 /// `[[users]]`: who may connect to the proxy; the proxy uses the same credentials to the backends.
@@ -105,6 +107,71 @@ pub struct RoutingConfig {
     pub max_replica_lag: Duration,
     /// Statement classifications remembered by SQL text.
     pub classify_cache_size: usize,
+    /// Whose writes a read must see before it may use a replica.
+    pub read_your_writes: ReadYourWrites,
+    /// How a read picks among the usable replicas.
+    pub balance: Balance,
+    /// Functions that send a statement to the primary, beyond the built-in list and the
+    /// catalog's volatile user functions (lower-case, optionally schema-qualified).
+    pub write_functions: Vec<String>,
+    /// Functions known to have no side effects even if volatile: they keep a read a read.
+    pub read_only_functions: Vec<String>,
+}
+
+/// `[routing] read_your_writes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ReadYourWrites {
+    /// A session's reads see its own committed writes.
+    #[default]
+    Session,
+    /// Every session's reads see every write committed through this proxy.
+    Global,
+    /// Reads may miss recent writes (still bounded by `max_replica_lag`).
+    Off,
+}
+
+impl Named for ReadYourWrites {
+    const ALL: &'static [Self] = &[
+        ReadYourWrites::Session,
+        ReadYourWrites::Global,
+        ReadYourWrites::Off,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ReadYourWrites::Session => "session",
+            ReadYourWrites::Global => "global",
+            ReadYourWrites::Off => "off",
+        }
+    }
+}
+
+/// `[routing] balance`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Balance {
+    /// The usable replica with the fewest sessions reading from it, relative to its weight.
+    #[default]
+    LeastConnections,
+    /// In turn, each replica as often as its weight says.
+    RoundRobin,
+    /// At random, in proportion to the weights.
+    Random,
+}
+
+impl Named for Balance {
+    const ALL: &'static [Self] = &[
+        Balance::LeastConnections,
+        Balance::RoundRobin,
+        Balance::Random,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Balance::LeastConnections => "least_connections",
+            Balance::RoundRobin => "round_robin",
+            Balance::Random => "random",
+        }
+    }
 }
 
 /// `[metrics]`: the Prometheus `/metrics` endpoint.

@@ -117,6 +117,24 @@ impl<'a> Field<'a> {
         }
     }
 
+    /// An array of strings; from the environment, a comma-separated list.
+    pub(crate) fn string_list(&self) -> Result<Vec<String>, ConfigError> {
+        match self.value {
+            Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| self.mismatch("an array of strings")),
+            Value::String(text) if self.origins.is_env(&self.path) => Ok(text
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()),
+            _ => Err(self.mismatch("an array of strings")),
+        }
+    }
+
     pub(crate) fn file_path(&self) -> Result<PathBuf, ConfigError> {
         self.string().map(PathBuf::from)
     }
@@ -142,6 +160,14 @@ impl<'a> Field<'a> {
         self.integer()
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| self.mismatch("a non-negative integer"))
+    }
+
+    /// A positive integer that fits in 32 bits, such as a replica's weight.
+    pub(crate) fn weight(&self) -> Result<u32, ConfigError> {
+        self.integer()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| self.mismatch("a weight from 1 to 4294967295"))
     }
 
     pub(crate) fn port(&self) -> Result<u16, ConfigError> {

@@ -43,6 +43,7 @@ fn backend(node: Node, endpoint: &Endpoint) -> BackendConfig {
         name: node.name().to_owned(),
         host: endpoint.host.clone(),
         port: endpoint.port,
+        weight: 1,
     }
 }
 

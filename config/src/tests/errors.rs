@@ -21,11 +21,11 @@ fn unknown_keys_are_named() {
     assert_error(
         "[routing]\nmax_replica_lagg = \"1s\"\n",
         "[routing] max_replica_lagg: unknown key (known in [routing]: max_replica_lag, \
-         classify_cache_size)",
+         classify_cache_size, read_your_writes, balance, write_functions, read_only_functions)",
     );
     assert_error(
         "[[replicas]]\nname = \"r\"\nhost = \"h\"\nport = 1\nhots = \"h\"\n",
-        "[[replicas]][0] hots: unknown key (known in [[replicas]][0]: name, host, port)",
+        "[[replicas]][0] hots: unknown key (known in [[replicas]][0]: name, host, port, weight)",
     );
     assert_error(
         "[metric]\nlisten = \"x\"\n",

@@ -2,13 +2,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{from_file, ONE_USER};
-use crate::{AuthMethod, BackendConfig, Config, Named, RuntimeKind, TlsConfig, UserConfig};
+use crate::{
+    AuthMethod, BackendConfig, Balance, Config, Named, ReadYourWrites, RuntimeKind, TlsConfig,
+    UserConfig,
+};
 
 fn backend(name: &str, host: &str, port: u16) -> BackendConfig {
     BackendConfig {
         name: name.into(),
         host: host.into(),
         port,
+        weight: 1,
     }
 }
 
@@ -225,4 +229,37 @@ fn unknown_runtime_lists_the_choices() {
         err.contains("[provision] runtime") && err.contains("\"docker\", \"local\""),
         "{err}"
     );
+}
+
+#[test]
+fn routing_guarantees_default_on_and_can_be_set() {
+    let routing = Config::defaults().routing;
+    assert_eq!(routing.read_your_writes, ReadYourWrites::Session);
+    assert_eq!(routing.balance, Balance::LeastConnections);
+    assert!(routing.write_functions.is_empty() && routing.read_only_functions.is_empty());
+    let config = from_file(&format!(
+        "[routing]\nread_your_writes = \"global\"\nbalance = \"random\"\n\
+         write_functions = [\"audit.log_it\"]\nread_only_functions = [\"my_random\"]\n\
+         [[replicas]]\nname = \"db02\"\nhost = \"h\"\nport = 1\nweight = 3\n{ONE_USER}"
+    ))
+    .unwrap();
+    assert_eq!(config.routing.read_your_writes, ReadYourWrites::Global);
+    assert_eq!(config.routing.balance, Balance::Random);
+    assert_eq!(config.routing.write_functions, ["audit.log_it"]);
+    assert_eq!(config.routing.read_only_functions, ["my_random"]);
+    assert_eq!(config.replicas[0].weight, 3);
+}
+
+#[test]
+fn function_lists_come_from_the_environment_comma_separated() {
+    let env = [(
+        "PGREPL_ROUTING__WRITE_FUNCTIONS".to_owned(),
+        "a.f, g".to_owned(),
+    )];
+    let config = Config::from_sources(None, &env).unwrap();
+    assert_eq!(config.routing.write_functions, ["a.f", "g"]);
+    let err = super::file_error(&format!(
+        "[[replicas]]\nname = \"x\"\nhost = \"h\"\nport = 1\nweight = 0\n{ONE_USER}"
+    ));
+    assert!(err.contains("weight: expected a weight from 1"), "{err}");
 }
