@@ -2,8 +2,10 @@
 //! to streaming replicas, deciding per statement with sqlparser.
 
 pub mod backend;
+pub mod balance;
 pub mod cancel;
 pub mod client;
+pub mod health;
 pub mod protocol;
 pub mod route;
 pub mod server;

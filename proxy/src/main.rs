@@ -43,7 +43,9 @@ enum Command {
     },
     /// Print where a statement would be routed and why.
     Classify {
-        /// The SQL text (several statements separated by `;` form one simple query).
+        /// The SQL text (several statements separated by `;` form one simple query); it may
+        /// start with a `--` comment.
+        #[arg(allow_hyphen_values = true)]
         sql: String,
     },
     /// Build the db01/db02 primary/replica pair as the tutorial does (11 steps; re-running
@@ -91,7 +93,9 @@ enum Command {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The health monitor reports its backends' state changes itself; deadpool's own
+        // warnings about the same broken connections would only repeat them, less clearly.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deadpool=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -21,10 +21,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
 use crate::backend::{BackendError, BackendInfo, Pool, PoolKey, ServerParams, StartupInfo};
+use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
 use crate::client::{negotiate, tls, ClientStream, Hello, NegotiateError};
+use crate::health::{Health, Monitor};
 use crate::protocol::write::{self, ProxyError, Severity};
-use crate::route::ClassifyCache;
+use crate::route::Classifier;
 use crate::session::{ClientInfo, Session};
 use crate::shared::Shared;
 use crate::workers::{self, Workers};
@@ -33,8 +35,10 @@ use crate::workers::{self, Workers};
 pub struct Proxy {
     listener: TcpListener,
     shared: Arc<Shared>,
+    monitor: Monitor,
     tls: Option<TlsAcceptor>,
     max_clients: usize,
+    connect_timeout: Duration,
     startup_timeout: Duration,
     shutdown_timeout: Duration,
     idle_timeout: Duration,
@@ -78,7 +82,9 @@ impl Proxy {
                     port: b.port,
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let health = Arc::new(Health::new(backends.len(), config.routing.max_replica_lag));
+        let monitor = Monitor::start(&health, &backends, config)?;
         let pool = Pool::new(
             backends,
             config.pool.max_idle,
@@ -88,14 +94,22 @@ impl Proxy {
         let shared = Shared::new(
             config.proxy.max_message_size,
             pool,
-            ClassifyCache::new(config.routing.classify_cache_size),
+            Classifier::new(config),
             Users::new(&config.users),
+            health,
+            Balancer::new(
+                config.routing.balance,
+                config.replicas.iter().map(|r| r.weight),
+            ),
+            config.routing.read_your_writes,
         );
         Ok(Proxy {
             listener,
             shared: Arc::new(shared),
+            monitor,
             tls,
             max_clients: config.proxy.max_client_connections,
+            connect_timeout: config.proxy.connect_timeout,
             startup_timeout: config.proxy.startup_timeout,
             shutdown_timeout: config.proxy.shutdown_timeout,
             idle_timeout: config.pool.idle_timeout,
@@ -109,7 +123,10 @@ impl Proxy {
 
     /// Serves until `shutdown` completes, then stops accepting and gives sessions up to
     /// `[proxy] shutdown_timeout` to finish their transactions.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        // Clients wait in the listen backlog meanwhile; the first ones then read from a replica
+        // the monitor has checked.
+        self.monitor.first_round(self.connect_timeout).await;
         let workers = Workers::start(self.workers)?;
         let clients = Arc::new(AtomicUsize::new(0));
         let mut sessions = JoinSet::new();
@@ -172,6 +189,7 @@ impl Proxy {
             sessions.shutdown().await;
         }
         reaper.abort();
+        self.monitor.stop().await;
         workers.stop();
         self.shared.pool.close_idle();
         tracing::info!("shutdown complete");
@@ -316,7 +334,7 @@ impl Connection {
         let info = ClientInfo {
             startup,
             password,
-            replica: self.shared.pick_replica(),
+            replica: self.shared.pick_replica(None),
             cancel,
         };
         Some(Admitted {

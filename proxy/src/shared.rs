@@ -1,36 +1,46 @@
 //! State shared by every session of one running proxy.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
+use pgrepl_config::ReadYourWrites;
+
 use crate::backend::Pool;
+use crate::balance::{Balancer, ReplicaLease};
 use crate::cancel::CancelRegistry;
 use crate::client::auth::Users;
-use crate::route::ClassifyCache;
+use crate::health::Health;
+use crate::route::Classifier;
 
 pub struct Shared {
     pub max_message_size: usize,
     pub pool: Arc<Pool>,
-    pub classifier: ClassifyCache,
+    pub classifier: Classifier,
     pub cancels: CancelRegistry,
     pub users: Users,
     pub shutdown: Shutdown,
-    /// Backend indexes of the replicas.
-    replicas: Vec<usize>,
-    next_replica: AtomicUsize,
+    pub health: Arc<Health>,
+    /// `[routing] read_your_writes`.
+    pub read_your_writes: ReadYourWrites,
+    /// When the last write through this proxy committed (monitor clock, 0 = none yet), for
+    /// `read_your_writes = "global"`.
+    pub last_write: AtomicU64,
+    balancer: Balancer,
 }
 
 impl Shared {
     pub fn new(
         max_message_size: usize,
         pool: Arc<Pool>,
-        classifier: ClassifyCache,
+        classifier: Classifier,
         users: Users,
+        health: Arc<Health>,
+        balancer: Balancer,
+        read_your_writes: ReadYourWrites,
     ) -> Shared {
-        let replicas = (1..pool.backends().len()).collect();
         Shared {
             max_message_size,
             pool,
@@ -38,18 +48,19 @@ impl Shared {
             cancels: CancelRegistry::default(),
             users,
             shutdown: Shutdown::default(),
-            replicas,
-            next_replica: AtomicUsize::new(0),
+            health,
+            read_your_writes,
+            last_write: AtomicU64::new(0),
+            balancer,
         }
     }
 
-    /// The replica a new session reads from: round robin over the configured replicas.
-    pub fn pick_replica(&self) -> Option<usize> {
-        if self.replicas.is_empty() {
-            return None;
-        }
-        let n = self.next_replica.fetch_add(1, Ordering::Relaxed);
-        Some(self.replicas[n % self.replicas.len()])
+    /// A replica to read from, other than `exclude`: one the monitor finds readable (up, in
+    /// recovery, within `[routing] max_replica_lag`), chosen by `[routing] balance`. None when
+    /// there is none; reads then go to the primary.
+    pub fn pick_replica(&self, exclude: Option<usize>) -> Option<ReplicaLease> {
+        self.balancer
+            .pick(|backend| Some(backend) != exclude && self.health.readable(backend).is_ok())
     }
 }
 

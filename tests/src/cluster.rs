@@ -6,11 +6,13 @@ use crate::net::free_port;
 use crate::node::Node;
 use crate::poll::wait_until;
 use crate::roles::{self, SUPERUSER};
+use crate::shared::run_dir;
 use anyhow::{ensure, Context, Result};
 use pgrepl_provision::local::LocalRuntime;
 use pgrepl_provision::runtime;
 use pgrepl_provision::steps::{self, Options};
 use std::fs;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,5 +146,32 @@ impl Cluster {
             "PRIMARY_PORT={}\nREPLICA_PORT={}\n",
             self.primary.port, self.replica.port
         )
+    }
+}
+
+/// A cluster of one test's own, for tests that stop, pause or break a node, which the other
+/// users of the shared cluster must not see. Stopped when dropped, whether the test passed or
+/// not; its files go with [`run_dir`] at exit.
+#[derive(Debug)]
+pub struct OwnCluster(Cluster);
+
+impl OwnCluster {
+    /// Starts a fresh cluster in `run_dir()/name`.
+    pub fn start(name: &str) -> Result<OwnCluster> {
+        Cluster::start(&run_dir().join(name)).map(OwnCluster)
+    }
+}
+
+impl Deref for OwnCluster {
+    type Target = Cluster;
+
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }

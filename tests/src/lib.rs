@@ -19,7 +19,7 @@ mod shared;
 pub mod suite;
 
 pub use client::{connect, conninfo};
-pub use cluster::Cluster;
+pub use cluster::{Cluster, OwnCluster};
 pub use net::free_port;
 pub use node::Node;
 pub use pgrepl_provision::local::pg_bin_dir;

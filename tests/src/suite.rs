@@ -4,7 +4,7 @@
 //! the tests that send what no well-behaved client would.
 
 use crate::client::{connect, conninfo};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, OwnCluster};
 use crate::net::free_port;
 use crate::proxy::{proxy_config, ProxyProcess};
 use crate::roles::{self, DATABASE};
@@ -60,10 +60,22 @@ pub fn start_proxy(keys: &str) -> ProxyProcess {
 }
 
 /// The address of the proxy shared by the tests of this binary, started on
-/// first use with the standard configuration (and stopped at exit).
+/// first use with the standard configuration (and stopped at exit), except
+/// that read-your-writes is off: these suites check where each statement runs,
+/// right after writes the replica may not have replayed yet. Read-your-writes
+/// has a suite of its own.
 pub fn shared_proxy() -> SocketAddr {
     static PROXY: OnceLock<ProxyProcess> = OnceLock::new();
-    PROXY.get_or_init(|| start_proxy("")).addr
+    PROXY
+        .get_or_init(|| {
+            let cluster = Cluster::shared();
+            let addr = free_addr();
+            let toml =
+                proxy_config_with(cluster, addr, "") + "\n[routing]\nread_your_writes = \"off\"\n";
+            ProxyProcess::start(&toml, addr)
+                .unwrap_or_else(|e| panic!("cannot start the shared proxy: {e:#}"))
+        })
+        .addr
 }
 
 /// Waits, off the async runtime's thread, until the replica has replayed
@@ -601,4 +613,28 @@ pub async fn bounded_for<F: std::future::Future>(limit: Duration, body: F) -> F:
         Ok(out) => out,
         Err(_) => panic!("test timed out after {limit:?} (the proxy stopped answering?)"),
     }
+}
+
+/// A cluster of the calling test's own (for tests that pause or stop its replica), with
+/// `setup` run on the primary as `app` and replayed, and a proxy whose config is the standard
+/// one with `extra` TOML appended.
+pub fn own_cluster_and_proxy(name: &str, setup: &str, extra: &str) -> (OwnCluster, ProxyProcess) {
+    let cluster = OwnCluster::start(name).unwrap();
+    cluster
+        .primary
+        .psql(roles::APP.name, DATABASE, setup)
+        .unwrap();
+    cluster.wait_replica_caught_up().unwrap();
+    let addr = free_addr();
+    let proxy = ProxyProcess::start(&(proxy_config(&cluster, addr) + extra), addr).unwrap();
+    (cluster, proxy)
+}
+
+/// Runs `sql` on `cluster`'s replica as the superuser, off the async runtime's thread.
+pub async fn on_replica(cluster: &OwnCluster, sql: &'static str) {
+    let replica = cluster.replica.clone();
+    tokio::task::spawn_blocking(move || replica.psql(roles::SUPERUSER, "postgres", sql))
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -25,6 +25,22 @@ fn classify_prints_route_and_reason() {
         ("SELECT * FROM t WHERE id = 1", "replica: read\n"),
         ("INSERT INTO t VALUES (1)", "primary: write (INSERT)\n"),
         ("SELEC 1", "primary: unparseable\n"),
+        ("BEGIN READ ONLY", "replica: read_only_transaction\n"),
+        (
+            "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+            "replica: read_only_transaction\n",
+        ),
+        (
+            "BEGIN READ WRITE",
+            "primary: transaction (BEGIN READ WRITE)\n",
+        ),
+        ("/* pgrepl:primary */ SELECT 1", "primary: hint\n"),
+        ("-- pgrepl:replica\nSELECT 1", "replica: hint\n"),
+        (
+            "/* pgrepl:replica */ DELETE FROM t",
+            "primary: write (DELETE)\n",
+        ),
+        ("SELECT my_function(1)", "replica: read\n"),
     ] {
         assert_eq!(classify(sql), expected, "classify {sql:?}");
     }
@@ -133,6 +149,18 @@ async fn classify_agrees_with_where_the_proxy_runs_statements() {
             (
                 format!("INSERT INTO {t} VALUES (5); SELECT current_setting('cluster_name')"),
                 "primary",
+            ),
+            (
+                "/* pgrepl:primary */ SELECT current_setting('cluster_name')".into(),
+                "primary",
+            ),
+            (
+                "/* pgrepl:replica */ SELECT current_setting('cluster_name')".into(),
+                "replica",
+            ),
+            (
+                "BEGIN READ ONLY; SELECT current_setting('cluster_name'); COMMIT".into(),
+                "replica",
             ),
         ];
         let client = client().await;

@@ -488,3 +488,100 @@ async fn psql_routes_statement_by_statement() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_run_on_the_replica() {
+    bounded(async {
+        let t = fixture("rt_ro").await;
+        let client = client().await;
+        for begin in [
+            "BEGIN READ ONLY",
+            "START TRANSACTION READ ONLY",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        ] {
+            client.simple_query(begin).await.unwrap();
+            for _ in 0..2 {
+                assert_eq!(node_of_read(&client).await, REPLICA, "{begin}");
+            }
+            let err = client
+                .simple_query(&format!("INSERT INTO {t} VALUES (40, 'x')"))
+                .await
+                .expect_err("a write in a read-only transaction");
+            assert_eq!(code_of(&err), "25006", "{begin}: {err}");
+            client.simple_query("ROLLBACK").await.unwrap();
+        }
+        // Within one string, up to its end.
+        assert_eq!(
+            simple_first(
+                &client,
+                &format!(
+                    "BEGIN READ ONLY; SELECT current_setting('cluster_name') FROM {t}; COMMIT"
+                )
+            )
+            .await,
+            REPLICA
+        );
+        // Writes work once it ends; READ WRITE stays on the primary.
+        assert_eq!(
+            simple_first(
+                &client,
+                &format!(
+                    "INSERT INTO {t} VALUES (41, 'y') RETURNING current_setting('cluster_name')"
+                )
+            )
+            .await,
+            PRIMARY
+        );
+        client.simple_query("BEGIN READ WRITE").await.unwrap();
+        assert_eq!(node_of_read(&client).await, PRIMARY);
+        client.simple_query("COMMIT").await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hint_comments_choose_where_reads_run() {
+    bounded(async {
+        let t = fixture("rt_hint").await;
+        let client = client().await;
+        let read = "SELECT current_setting('cluster_name')";
+        // Replica first: a session may keep reading from the primary after using it.
+        expect_nodes(
+            &client,
+            &[
+                (format!("/* pgrepl:replica */ {read}"), REPLICA),
+                (format!("{read} /* pgrepl:primary */"), REPLICA),
+                (format!("/* pgrepl:primary */ {read}"), PRIMARY),
+                (format!("-- pgrepl:primary\n{read}"), PRIMARY),
+                (
+                    format!("/* app:report */ /* PGREPL:PRIMARY */ {read}"),
+                    PRIMARY,
+                ),
+                (
+                    format!(
+                        "/* pgrepl:replica */ INSERT INTO {t} VALUES (50, 'h') \
+                         RETURNING current_setting('cluster_name')"
+                    ),
+                    PRIMARY,
+                ),
+                (
+                    format!("/* pgrepl:replica */ {read}, nextval('{t}_seq')"),
+                    PRIMARY,
+                ),
+            ],
+        )
+        .await;
+        // The extended protocol too, with literals masked in the cache key: the hint stays.
+        // A new session, which has not used the primary yet.
+        let client = suite::client().await;
+        for (sql, node) in [
+            (format!("{read}, 1"), REPLICA),
+            (format!("/* pgrepl:primary */ {read}, 2"), PRIMARY),
+            (format!("/* pgrepl:primary */ {read}, 3"), PRIMARY),
+        ] {
+            let row = client.query_one(&sql, &[]).await.unwrap();
+            assert_eq!(row.get::<_, String>(0), node, "{sql}");
+        }
+    })
+    .await
+}

@@ -1,5 +1,5 @@
-//! Readers for the few fields of frontend messages that routing needs. Each takes the whole
-//! message (type byte and length included) and never panics on malformed input.
+//! Readers for the few fields of messages that routing needs. Each takes the whole message
+//! (type byte and length included) and never panics on malformed input.
 
 use super::HEADER_LEN;
 
@@ -42,6 +42,27 @@ pub fn target(msg: &[u8]) -> Option<(u8, &[u8])> {
     cstr(&b[1..]).map(|(name, _)| (kind, name))
 }
 
+/// ErrorResponse ('E') from a server: whether it ends the server's session (FATAL or PANIC),
+/// as a server shutting down or crashing says before it closes the connection.
+pub fn error_is_fatal(msg: &[u8]) -> bool {
+    let mut rest = body(msg);
+    let mut severity = None;
+    while let Some((&code, after)) = rest.split_first() {
+        let Some((value, next)) = cstr(after) else {
+            break;
+        };
+        match code {
+            // Never translated (PostgreSQL 9.6 and later): decisive.
+            b'V' => return value == b"FATAL" || value == b"PANIC",
+            // May be translated; used only when there is no 'V'.
+            b'S' => severity = Some(value),
+            _ => {}
+        }
+        rest = next;
+    }
+    severity.is_some_and(|v| v == b"FATAL" || v == b"PANIC")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +91,17 @@ mod tests {
         assert_eq!(bind_statement(&msg(b'B', b"\0")), None);
         assert_eq!(target(&msg(b'C', b"")), None);
         assert_eq!(query_sql(b"Q\0"), None);
+        assert!(!error_is_fatal(&msg(b'E', b"SFATAL")));
+    }
+
+    #[test]
+    fn tells_fatal_errors() {
+        let fatal = msg(b'E', b"SFATAL\0VFATAL\0C57P01\0Mterminating\0\0");
+        assert!(error_is_fatal(&fatal));
+        let error = msg(b'E', b"SERROR\0VERROR\0C42P01\0Mno table\0\0");
+        assert!(!error_is_fatal(&error));
+        let translated = msg(b'E', b"SFATAL\0VERROR\0\0");
+        assert!(!error_is_fatal(&translated), "V wins over S");
+        assert!(error_is_fatal(&msg(b'E', b"SPANIC\0\0")));
     }
 }

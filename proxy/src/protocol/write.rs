@@ -108,9 +108,19 @@ pub fn close_statement(name: &[u8], buf: &mut BytesMut) {
 
 /// Appends a simple Query.
 pub fn query(sql: &str, buf: &mut BytesMut) {
-    buf.put_u8(b'Q');
-    buf.put_u32((4 + sql.len() + 1) as u32);
-    buf.put_slice(sql.as_bytes());
+    cstring_message(b'Q', sql.as_bytes(), buf);
+}
+
+/// Appends CommandComplete with `tag`, for a statement the proxy answers itself.
+pub fn command_complete(tag: &str, buf: &mut BytesMut) {
+    cstring_message(b'C', tag.as_bytes(), buf);
+}
+
+/// A message whose whole body is one NUL-terminated string.
+fn cstring_message(ty: u8, text: &[u8], buf: &mut BytesMut) {
+    buf.put_u8(ty);
+    buf.put_u32((4 + text.len() + 1) as u32);
+    buf.put_slice(text);
     buf.put_u8(0);
 }
 

@@ -1,8 +1,12 @@
-//! A bounded, sharded cache of classifications keyed by exact SQL text.
+//! A bounded, sharded cache of statement analyses keyed by SQL text.
 //!
 //! Clients repeat the same statements constantly, and parsing is far more
 //! expensive than a hash lookup, so the proxy classifies through this cache on
 //! every statement. Sharding keeps lock contention low across tokio tasks.
+//!
+//! It keeps only what the text decides ([`Analysis`]); the part that depends
+//! on a database's user functions is resolved on every use, so a change of
+//! those functions never meets a stale entry.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
@@ -11,9 +15,8 @@ use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::classify::classify;
+use super::analysis::Analysis;
 use super::fingerprint::fingerprint;
-use super::reason::Classification;
 
 /// Enough shards that tasks on different cores rarely share a lock.
 const MAX_SHARDS: usize = 16;
@@ -22,8 +25,7 @@ const MAX_SHARDS: usize = 16;
 /// one-off statements (bulk INSERTs) cannot pin megabytes per entry.
 const MAX_CACHED_SQL_LEN: usize = 16 * 1024;
 
-/// Thread-safe cache in front of [`classify`]; never holds more than its
-/// capacity. A full shard evicts its oldest insertion (FIFO: O(1), and a true
+/// Thread-safe cache of analyses; never holds more than its capacity. A full shard evicts its oldest insertion (FIFO: O(1), and a true
 /// LRU is not worth the bookkeeping on this path).
 pub struct ClassifyCache {
     shards: Box<[Shard]>,
@@ -47,12 +49,18 @@ impl ClassifyCache {
         }
     }
 
-    /// Classifies `sql`, reusing an earlier result for the same text up to
-    /// the values of its literals (see [`fingerprint`]).
-    pub fn classify(&self, sql: &str) -> Classification {
+    /// Applies `resolve` to the analysis of `sql`: an earlier one for the same
+    /// text up to the values of its literals (see [`fingerprint`]), else the
+    /// one `analyze` makes, which is then kept.
+    pub(crate) fn resolve<R>(
+        &self,
+        sql: &str,
+        analyze: impl FnOnce(&str) -> Analysis,
+        resolve: impl FnOnce(&Analysis) -> R,
+    ) -> R {
         if self.shards.is_empty() || sql.len() > MAX_CACHED_SQL_LEN {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return classify(sql);
+            return resolve(&analyze(sql));
         }
         let normalized = fingerprint(sql);
         let key = Key {
@@ -62,15 +70,19 @@ impl ClassifyCache {
         // One hash picks the shard and is the shard's map key.
         let hash = self.hasher.hash_one(key);
         let shard = &self.shards[(hash >> 32) as usize % self.shards.len()];
-        if let Some(hit) = shard.get(hash, key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return hit;
-        }
+        let resolve = match shard.get(hash, key, resolve) {
+            Ok(hit) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return hit;
+            }
+            Err(resolve) => resolve,
+        };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        // Classify outside the lock: parsing is the slow part.
-        let classification = classify(sql);
-        shard.insert(hash, key, classification.clone());
-        classification
+        // Analyze outside the lock: parsing is the slow part.
+        let analysis = analyze(sql);
+        let resolved = resolve(&analysis);
+        shard.insert(hash, key, analysis);
+        resolved
     }
 
     /// Number of cached statements.
@@ -106,7 +118,7 @@ struct Key<'a> {
 struct Entry {
     normalized: bool,
     sql: Box<str>,
-    classification: Classification,
+    analysis: Analysis,
 }
 
 struct Shard {
@@ -134,19 +146,30 @@ impl Shard {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, hash: u64, key: Key<'_>) -> Option<Classification> {
-        self.lock()
+    /// `resolve` applied to the entry for `key` under the lock (no copy of the
+    /// entry is made); `resolve` itself back when there is none.
+    fn get<R, F: FnOnce(&Analysis) -> R>(
+        &self,
+        hash: u64,
+        key: Key<'_>,
+        resolve: F,
+    ) -> Result<R, F> {
+        let state = self.lock();
+        let entry = state
             .entries
             .get(&hash)
-            .filter(|entry| entry.normalized == key.normalized && &*entry.sql == key.text)
-            .map(|entry| entry.classification.clone())
+            .filter(|entry| entry.normalized == key.normalized && &*entry.sql == key.text);
+        match entry {
+            Some(entry) => Ok(resolve(&entry.analysis)),
+            None => Err(resolve),
+        }
     }
 
-    fn insert(&self, hash: u64, key: Key<'_>, classification: Classification) {
+    fn insert(&self, hash: u64, key: Key<'_>, analysis: Analysis) {
         let entry = Entry {
             normalized: key.normalized,
             sql: key.text.into(),
-            classification,
+            analysis,
         };
         let mut state = self.lock();
         if state.entries.insert(hash, entry).is_some() {
@@ -192,7 +215,28 @@ mod tests {
     use std::thread;
 
     use super::*;
-    use crate::route::reason::{Reason, Route};
+    use crate::route::catalog::UserFunctions;
+    use crate::route::classify::{analyze, classify};
+    use crate::route::functions::Overrides;
+    use crate::route::reason::{Classification, Reason, Route};
+
+    impl ClassifyCache {
+        /// Classification through the cache, offline.
+        fn classify(&self, sql: &str) -> Classification {
+            self.resolve(sql, plain, |a| a.resolve(&UserFunctions::offline()))
+        }
+    }
+
+    fn plain(sql: &str) -> Analysis {
+        analyze(sql, &Overrides::default())
+    }
+
+    /// The classification a shard holds for `key`, offline.
+    fn held(shard: &Shard, hash: u64, key: Key<'_>) -> Option<Classification> {
+        shard
+            .get(hash, key, |a| a.resolve(&UserFunctions::offline()))
+            .ok()
+    }
 
     #[test]
     fn is_send_and_sync() {
@@ -280,28 +324,31 @@ mod tests {
             normalized: true,
             text: "SELECT \u{1}",
         };
-        shard.insert(1, fingerprinted, classify("SELECT 1"));
-        assert_eq!(shard.get(1, raw("SELECT \u{1}")), None);
-        assert!(shard.get(1, fingerprinted).is_some());
+        shard.insert(1, fingerprinted, plain("SELECT 1"));
+        assert_eq!(held(&shard, 1, raw("SELECT \u{1}")), None);
+        assert!(held(&shard, 1, fingerprinted).is_some());
     }
 
     #[test]
     fn shard_checks_text_on_hash_collision_and_evicts_oldest() {
         let shard = Shard::new(2);
-        let read = classify("SELECT 1");
-        shard.insert(7, raw("SELECT 1"), read.clone());
-        assert_eq!(shard.get(7, raw("SELECT 1")), Some(read));
-        assert_eq!(shard.get(7, raw("DELETE FROM t")), None);
+        shard.insert(7, raw("SELECT 1"), plain("SELECT 1"));
+        assert_eq!(held(&shard, 7, raw("SELECT 1")), Some(classify("SELECT 1")));
+        assert_eq!(held(&shard, 7, raw("DELETE FROM t")), None);
         // A colliding statement replaces the entry without growing the shard.
-        shard.insert(7, raw("DELETE FROM t"), classify("DELETE FROM t"));
-        assert_eq!(shard.get(7, raw("SELECT 1")), None);
+        shard.insert(7, raw("DELETE FROM t"), plain("DELETE FROM t"));
+        assert_eq!(held(&shard, 7, raw("SELECT 1")), None);
         assert_eq!(shard.len(), 1);
-        shard.insert(8, raw("SELECT 8"), classify("SELECT 8"));
-        shard.insert(9, raw("SELECT 9"), classify("SELECT 9"));
+        shard.insert(8, raw("SELECT 8"), plain("SELECT 8"));
+        shard.insert(9, raw("SELECT 9"), plain("SELECT 9"));
         assert_eq!(shard.len(), 2);
-        assert_eq!(shard.get(7, raw("DELETE FROM t")), None, "oldest evicted");
-        assert!(shard.get(8, raw("SELECT 8")).is_some());
-        assert!(shard.get(9, raw("SELECT 9")).is_some());
+        assert_eq!(
+            held(&shard, 7, raw("DELETE FROM t")),
+            None,
+            "oldest evicted"
+        );
+        assert!(held(&shard, 8, raw("SELECT 8")).is_some());
+        assert!(held(&shard, 9, raw("SELECT 9")).is_some());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! *why* a statement went to the primary, not just that it did.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The backend a statement must run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,7 +31,8 @@ impl fmt::Display for Route {
     }
 }
 
-/// Why a statement got its route.
+/// Why a statement got its route: one type for the classifier and the session, so logs and
+/// metrics name every decision the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// Plain read query (SELECT/VALUES/TABLE...).
@@ -47,7 +49,10 @@ pub enum Reason {
     Ddl,
     /// BEGIN/START TRANSACTION/COMMIT/ROLLBACK/SAVEPOINT/RELEASE...
     Transaction,
-    /// A read that calls a function with side effects.
+    /// BEGIN/START TRANSACTION ... READ ONLY: a replica can run the whole transaction.
+    ReadOnlyTransaction,
+    /// A read that calls a function with side effects, a configured write function, or a
+    /// volatile user function.
     Function,
     /// SELECT ... FOR UPDATE/SHARE, or LOCK TABLE.
     Lock,
@@ -61,6 +66,19 @@ pub enum Reason {
     ExplainAnalyze,
     /// sqlparser could not parse it (or it was too complex to parse safely).
     Unparseable,
+    /// A read whose leading `/* pgrepl:primary */` or `/* pgrepl:replica */` comment chose.
+    Hint,
+    // The session's reasons for sending a read to the primary after all.
+    /// The session must stay on the primary (session state a replica does not have).
+    SessionPinned,
+    /// The replica may not have replayed the writes this read must see yet.
+    ReadYourWrites,
+    /// The replica lags more than `[routing] max_replica_lag`.
+    Lag,
+    /// The replica is unreachable or failing its health checks.
+    ReplicaDown,
+    /// No replica is configured.
+    NoReplica,
 }
 
 impl Reason {
@@ -74,6 +92,7 @@ impl Reason {
             Reason::Write => "write",
             Reason::Ddl => "ddl",
             Reason::Transaction => "transaction",
+            Reason::ReadOnlyTransaction => "read_only_transaction",
             Reason::Function => "function",
             Reason::Lock => "lock",
             Reason::Cte => "cte",
@@ -81,17 +100,24 @@ impl Reason {
             Reason::Utility => "utility",
             Reason::ExplainAnalyze => "explain_analyze",
             Reason::Unparseable => "unparseable",
+            Reason::Hint => "hint",
+            Reason::SessionPinned => "session_pinned",
+            Reason::ReadYourWrites => "read_your_writes",
+            Reason::Lag => "lag",
+            Reason::ReplicaDown => "replica_down",
+            Reason::NoReplica => "no_replica",
         }
     }
 }
 
 /// A routing decision with its reason and an optional detail for logs
-/// (statement keyword, function name, lock clause...).
+/// (statement keyword, function name, lock clause...). The detail is shared, so
+/// handing out a cached decision never allocates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classification {
     pub route: Route,
     pub reason: Reason,
-    pub detail: Option<Box<str>>,
+    pub detail: Option<Arc<str>>,
 }
 
 impl fmt::Display for Classification {
@@ -119,6 +145,7 @@ mod tests {
             Reason::Write,
             Reason::Ddl,
             Reason::Transaction,
+            Reason::ReadOnlyTransaction,
             Reason::Function,
             Reason::Lock,
             Reason::Cte,
@@ -126,15 +153,27 @@ mod tests {
             Reason::Utility,
             Reason::ExplainAnalyze,
             Reason::Unparseable,
+            Reason::Hint,
+            Reason::SessionPinned,
+            Reason::ReadYourWrites,
+            Reason::Lag,
+            Reason::ReplicaDown,
+            Reason::NoReplica,
         ];
+        let mut labels = std::collections::HashSet::new();
         for reason in all {
             let label = reason.as_str();
             assert!(
                 label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
                 "{label}"
             );
+            assert!(labels.insert(label), "{label} is used twice");
         }
         assert_eq!(Reason::ExplainAnalyze.as_str(), "explain_analyze");
+        assert_eq!(
+            Reason::ReadOnlyTransaction.as_str(),
+            "read_only_transaction"
+        );
     }
 
     #[test]

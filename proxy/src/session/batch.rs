@@ -38,6 +38,16 @@ impl Statements {
         self.map.clear();
     }
 
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Forgets a statement whose Parse never reached a server that answered (its backend died
+    /// first), so that the same Parse can be sent elsewhere.
+    pub fn forget(&mut self, name: &[u8]) {
+        self.map.remove(name);
+    }
+
     /// Makes sure `conn` holds the current version of statement `name`, injecting a Close of
     /// a stale version and a Parse whose responses the client will not see.
     pub fn ensure_on(&self, conn: &mut BackendConn, name: &[u8]) {

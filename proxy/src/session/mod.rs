@@ -8,8 +8,11 @@
 //! interleave and the transaction status is known before the next routing decision.
 
 mod batch;
+mod hint;
+mod reads;
 mod relay;
 
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -22,12 +25,15 @@ use tokio::sync::futures::OwnedNotified;
 use tokio_util::io::poll_read_buf;
 
 use crate::backend::{BackendConn, BackendError, PoolKey, StartupInfo};
+use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
+use crate::health::Unusable;
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header};
-use crate::route::{ClassifyCache, Route};
+use crate::route::{Classifier, Reason, Route, UserFunctions};
 use crate::shared::Shared;
 use batch::{Batch, Statements};
+use hint::{route_setting, ReadPreference};
 use relay::relay;
 
 /// Stop reading from backends while this much is waiting to be written to the client.
@@ -41,6 +47,14 @@ const READ_CHUNK: usize = 16 * 1024;
 enum Slot {
     Primary,
     Replica,
+}
+
+/// A read sent to a replica, kept until the replica's first reply byte so that it can be sent
+/// elsewhere if the replica dies first: the client has seen nothing of it yet.
+enum Retry {
+    Query(Bytes),
+    /// A Sync-ended batch: its messages and its Sync.
+    Batch(Vec<(u8, Bytes, Route)>, Bytes),
 }
 
 /// Why a session ended.
@@ -69,8 +83,8 @@ enum Event {
 pub struct ClientInfo {
     pub startup: Arc<StartupInfo>,
     pub password: Option<Arc<str>>,
-    /// The replica this session reads from (backend index), if any.
-    pub replica: Option<usize>,
+    /// The replica this session reads from, if any; it counts the session as a reader.
+    pub replica: Option<ReplicaLease>,
     pub cancel: Arc<CancelTarget>,
 }
 
@@ -98,12 +112,27 @@ pub struct Session<R, W> {
     /// goes there and completes that batch.
     copy_owes_sync: Option<Slot>,
     stmts: Statements,
-    /// The SQL of the client's last Parse and its route: drivers re-parse the same unnamed
-    /// statement for every execution, and a byte compare is far cheaper than a cache lookup.
-    last_parse: Option<(Box<[u8]>, Route)>,
+    /// Its database's user functions, which the classifier needs.
+    functions: UserFunctions,
+    /// The SQL of the client's last Parse, the functions' generation and its route: drivers
+    /// re-parse the same unnamed statement for every execution, and a byte compare is far
+    /// cheaper than a cache lookup.
+    last_parse: Option<(Box<[u8]>, u64, Route)>,
     /// The next unit waits for `inflight` to finish.
     stalled: bool,
     cancel_slot: Option<Slot>,
+    /// The session's `SET pgrepl.route`.
+    read_pref: ReadPreference,
+    /// The unit being sent may write (it was not classified a read).
+    unit_writes: bool,
+    /// A unit that may write ran on the primary; its commit is noted at the next idle
+    /// ReadyForQuery.
+    pending_write: bool,
+    /// When this session's last write committed (monitor clock): read-your-writes.
+    wrote_at: Option<u64>,
+    /// One entry per unit the replica owes an answer, oldest first: how to re-run it, or None
+    /// when it cannot be (inside a transaction, or already partly answered).
+    retries: VecDeque<Option<Retry>>,
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
@@ -141,6 +170,7 @@ where
 {
     pub fn new(shared: Arc<Shared>, client: ClientInfo, client_r: R, client_w: W) -> Self {
         let shutdown_wait = Box::pin(shared.shutdown.wait());
+        let functions = shared.classifier.user_functions(&client.startup.database);
         Session {
             shared,
             client,
@@ -158,9 +188,15 @@ where
             discard_until_sync: false,
             copy_owes_sync: None,
             stmts: Statements::default(),
+            functions,
             last_parse: None,
             stalled: false,
             cancel_slot: None,
+            read_pref: ReadPreference::Auto,
+            unit_writes: false,
+            pending_write: false,
+            wrote_at: None,
+            retries: VecDeque::new(),
             shutdown_wait,
             shutting_down: false,
         }
@@ -168,6 +204,7 @@ where
 
     /// Runs the session to its end and returns its leases to the pool.
     pub async fn run(mut self) {
+        self.functions.ready().await;
         let end = match self.drive().await {
             Ok(()) => End::ClientGone,
             Err(end) => end,
@@ -306,10 +343,12 @@ where
         self.holder(slot).as_mut()
     }
 
-    fn slot_of(&self, route: Route) -> Slot {
-        match (route, self.client.replica) {
-            (Route::Replica, Some(_)) => Slot::Replica,
-            _ => Slot::Primary,
+    /// Where a unit of `route` goes; records whether it may write.
+    fn slot_of(&mut self, route: Route) -> Slot {
+        self.unit_writes = route == Route::Primary;
+        match route {
+            Route::Primary => Slot::Primary,
+            Route::Replica => self.read_slot(false),
         }
     }
 
@@ -361,7 +400,28 @@ where
         match ty {
             b'Q' => {
                 let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
-                let standalone = self.slot_of(route_of(&self.shared.classifier, sql));
+                if let Some(setting) = route_setting(sql) {
+                    if self.inflight.is_some() {
+                        return Ok(false);
+                    }
+                    let reset = sql.trim_ascii_start()[0].eq_ignore_ascii_case(&b'R');
+                    self.cin.advance(total);
+                    self.answer_route_setting(setting, reset);
+                    return Ok(true);
+                }
+                let (route, reason) = classify_sql(&self.shared.classifier, &self.functions, sql);
+                let standalone = match (reason, route) {
+                    // A hint chooses where a read runs; it is not a write either way.
+                    (Reason::Hint, Route::Primary) => {
+                        self.unit_writes = false;
+                        Slot::Primary
+                    }
+                    (Reason::Hint, Route::Replica) => {
+                        self.unit_writes = false;
+                        self.read_slot(true)
+                    }
+                    _ => self.slot_of(route),
+                };
                 let Some(target) = self.decide(standalone) else {
                     return Ok(false);
                 };
@@ -370,10 +430,10 @@ where
             }
             b'P' | b'B' | b'D' | b'E' | b'C' => {
                 let msg = self.cin.split_to(total).freeze();
-                let cache = &self.shared.classifier;
+                let (classifier, functions) = (&self.shared.classifier, &self.functions);
                 let last = &mut self.last_parse;
                 self.batch.push(ty, msg, &self.stmts, |sql| {
-                    remembered_route(last, cache, sql)
+                    remembered_route(last, classifier, functions, sql)
                 });
             }
             b'S' if self.copy_owes_sync.is_some() => {
@@ -389,7 +449,8 @@ where
                 self.batch.clear();
             }
             b'S' | b'H' => {
-                let Some(target) = self.decide(self.batch_target()) else {
+                let standalone = self.batch_target();
+                let Some(target) = self.decide(standalone) else {
                     return Ok(false);
                 };
                 let terminator = self.cin.split_to(total).freeze();
@@ -409,6 +470,7 @@ where
                 }
             }
             b'F' => {
+                self.unit_writes = true;
                 let Some(target) = self.decide(Slot::Primary) else {
                     return Ok(false);
                 };
@@ -428,7 +490,7 @@ where
 
     /// Where a batch with no statement of its own to run goes: a backend already leased
     /// (replica first), else a replica.
-    fn batch_target(&self) -> Slot {
+    fn batch_target(&mut self) -> Slot {
         match self.batch.route() {
             Some(route) => self.slot_of(route),
             None if self.replica.is_some() => Slot::Replica,
@@ -437,11 +499,62 @@ where
         }
     }
 
+    /// Answers `SET/RESET pgrepl.route` itself, as PostgreSQL would answer a SET.
+    fn answer_route_setting(&mut self, setting: Result<ReadPreference, String>, reset: bool) {
+        match setting {
+            _ if self.client_status == b'E' => ProxyError::error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+            .encode(&mut self.cout),
+            Err(message) => ProxyError::error("22023", message).encode(&mut self.cout),
+            Ok(pref) => {
+                self.read_pref = pref;
+                write::command_complete(if reset { "RESET" } else { "SET" }, &mut self.cout);
+            }
+        }
+        write::ready_for_query(self.client_status, &mut self.cout);
+    }
+
+    /// A unit that may write is never sent to a primary the monitor found in recovery.
+    fn refuse_write(&self, target: Slot) -> Option<ProxyError> {
+        if target != Slot::Primary || !self.unit_writes {
+            return None;
+        }
+        match self.shared.health.primary_state() {
+            Err(Unusable::InRecovery) => Some(ProxyError::error(
+                "25006",
+                format!(
+                    "pgrepl-proxy: {} is in recovery, not a primary; statements that may write are not sent to it",
+                    self.shared.pool.backends()[0]
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Opens the lease for `target`, or, when that is a replica that cannot be reached, the
+    /// primary instead: a read is not failed because a replica is down. Returns where the
+    /// lease is.
+    async fn lease_for(&mut self, target: Slot) -> Result<Slot, BackendError> {
+        match self.ensure_lease(target).await {
+            Ok(()) => Ok(target),
+            Err(e) if target == Slot::Replica => {
+                tracing::warn!(error = %e, "replica unavailable; reading from the primary");
+                self.replica_failed();
+                self.ensure_lease(Slot::Primary)
+                    .await
+                    .map(|()| Slot::Primary)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens the lease for `slot` on first use.
     async fn ensure_lease(&mut self, slot: Slot) -> Result<(), BackendError> {
         let backend = match slot {
             Slot::Primary => 0,
-            Slot::Replica => self.client.replica.unwrap_or(0),
+            Slot::Replica => self.client.replica.as_ref().map_or(0, ReplicaLease::index),
         };
         let holder = match slot {
             Slot::Primary => &mut self.primary,
@@ -483,10 +596,23 @@ where
         let closes_batch = self.open_batch.take().is_some();
         let deallocates =
             msg[0] == b'Q' && resets_statements(fields::query_sql(&msg).unwrap_or_default());
-        if let Err(e) = self.ensure_lease(target).await {
-            self.report_unavailable(&e);
+        if let Some(refusal) = self.refuse_write(target) {
+            refusal.encode(&mut self.cout);
             write::ready_for_query(self.client_status, &mut self.cout);
             return;
+        }
+        let target = match self.lease_for(target).await {
+            Ok(target) => target,
+            Err(e) => {
+                self.report_unavailable(&e);
+                write::ready_for_query(self.client_status, &mut self.cout);
+                return;
+            }
+        };
+        self.pending_write |= target == Slot::Primary && self.unit_writes;
+        if target == Slot::Replica {
+            let retry = self.tx.is_none().then(|| Retry::Query(msg.clone()));
+            self.note_replica_unit(!closes_batch, retry);
         }
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
@@ -510,16 +636,44 @@ where
     /// Sends the buffered batch and its Sync or Flush to `target`.
     async fn send_batch(&mut self, target: Slot, terminator: Bytes, is_sync: bool) {
         let continuing = self.open_batch.is_some();
-        let mut messages = std::mem::take(&mut self.batch.messages);
-        if let Err(e) = self.ensure_lease(target).await {
-            self.batch.restore(messages);
-            self.report_unavailable(&e);
+        if let Some(refusal) = self.refuse_write(target) {
+            refusal.encode(&mut self.cout);
+            self.batch.clear();
             if is_sync {
                 write::ready_for_query(self.client_status, &mut self.cout);
             } else {
                 self.discard_until_sync = true;
             }
             return;
+        }
+        let mut messages = std::mem::take(&mut self.batch.messages);
+        let target = match self.lease_for(target).await {
+            Ok(target) => target,
+            Err(e) => {
+                self.batch.restore(messages);
+                self.report_unavailable(&e);
+                if is_sync {
+                    write::ready_for_query(self.client_status, &mut self.cout);
+                } else {
+                    self.discard_until_sync = true;
+                }
+                return;
+            }
+        };
+        self.pending_write |= target == Slot::Primary && self.unit_writes;
+        if target == Slot::Replica {
+            // A Parse that redefines a known statement must reach the server that refuses
+            // it, once: such a batch is not retried.
+            let redefines = || {
+                messages.iter().any(|(ty, msg, _)| {
+                    *ty == b'P'
+                        && fields::parse_name_sql(msg)
+                            .is_some_and(|(name, _)| !name.is_empty() && self.stmts.contains(name))
+                })
+            };
+            let retry = (is_sync && self.tx.is_none() && !redefines())
+                .then(|| Retry::Batch(messages.clone(), terminator.clone()));
+            self.note_replica_unit(!continuing, retry);
         }
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             self.batch.restore(messages);
@@ -569,8 +723,25 @@ where
         let Some(conn) = pick(&mut self.primary, &mut self.replica, slot) else {
             return Ok(());
         };
+        let head_retryable = self.retries.front().is_some_and(Option::is_some);
+        if slot == Slot::Replica && head_retryable && ends_session(&conn.inbuf) {
+            // A replica shutting down answers an in-flight read with FATAL before closing:
+            // the client has seen nothing yet, so the read goes elsewhere instead.
+            return self
+                .backend_lost(slot, "the server ended the session")
+                .await;
+        }
         let seen = relay(conn, &mut self.cout);
         let done = conn.syncs.is_empty();
+        if slot == Slot::Replica {
+            let answered = seen.units_done.min(self.retries.len());
+            self.retries.drain(..answered);
+            if seen.open_unit_answered {
+                if let Some(head) = self.retries.front_mut() {
+                    *head = None;
+                }
+            }
+        }
         for (name, generation) in &seen.failed_parses {
             self.stmts.parse_failed(Some(&mut *conn), name, *generation);
         }
@@ -581,11 +752,17 @@ where
             self.client_status = status;
             self.tx = (status != b'I').then_some(slot);
         }
+        let committed =
+            seen.last_status == Some(b'I') && slot == Slot::Primary && self.pending_write;
         if let Some(ty) = seen.unsolicited {
             tracing::warn!(backend = %conn.info, message_type = %(ty as char), "backend sent an unsolicited message; closing it");
             return self
                 .backend_lost(slot, "the server ended the session")
                 .await;
+        }
+        if committed {
+            self.pending_write = false;
+            self.note_commit();
         }
         if done && self.open_batch != Some(slot) && self.inflight == Some(slot) {
             self.inflight = None;
@@ -614,6 +791,22 @@ where
             tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
             return Ok(());
         }
+        let retries = std::mem::take(&mut self.retries);
+        let retryable = slot == Slot::Replica
+            && !in_tx
+            && conn.body_remaining == 0
+            && self.open_batch != Some(slot)
+            && retries.len() == owed
+            && retries.iter().all(Option::is_some)
+            // Re-sending a batch goes through the batch buffer, so only when the client has
+            // not begun its next batch there.
+            && self.batch.is_empty();
+        if retryable {
+            tracing::warn!(backend = %conn.info, reason, units = owed, "replica lost before answering reads; sending them to the primary");
+            self.replica_failed();
+            self.inflight = None;
+            return self.resend(retries.into_iter().flatten()).await;
+        }
         tracing::warn!(backend = %conn.info, reason, "backend connection lost during a statement");
         let err = ProxyError::error(
             "08006",
@@ -633,6 +826,50 @@ where
         self.tx = None;
         self.inflight = None;
         if self.stalled {
+            self.stalled = false;
+            self.process_client_input().await?;
+        }
+        Ok(())
+    }
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Records a unit sent to the replica: a new entry when it owes a new answer, else the
+    /// unit continues the newest one, which can then no longer be re-run on its own.
+    fn note_replica_unit(&mut self, new_unit: bool, retry: Option<Retry>) {
+        if new_unit {
+            self.retries.push_back(retry);
+        } else if let Some(last) = self.retries.back_mut() {
+            *last = None;
+        }
+    }
+
+    /// Sends reads whose replica died before answering them to the primary, in order (the
+    /// monitor may not know yet that the replica is gone, so it is not picked again for them).
+    async fn resend(&mut self, retries: impl Iterator<Item = Retry>) -> Result<(), End> {
+        let target = Slot::Primary;
+        for retry in retries {
+            self.unit_writes = false;
+            match retry {
+                Retry::Query(msg) => self.send_query(target, msg).await,
+                Retry::Batch(messages, sync) => {
+                    // The statements the batch defined died with the replica: define them anew.
+                    for (ty, msg, _) in &messages {
+                        if let Some((name, _)) = fields::parse_name_sql(msg).filter(|_| *ty == b'P')
+                        {
+                            self.stmts.forget(name);
+                        }
+                    }
+                    self.batch.messages = messages;
+                    self.send_batch(target, sync, true).await;
+                }
+            }
+        }
+        if self.stalled && self.inflight.is_none() {
             self.stalled = false;
             self.process_client_input().await?;
         }
@@ -661,25 +898,44 @@ fn cancel_of(conn: &BackendConn) -> BackendCancel {
     }
 }
 
-/// The route of a Parse's SQL, reusing the last one when the text is the same.
+/// Whether `inbuf` starts with a complete FATAL (or PANIC) ErrorResponse.
+fn ends_session(inbuf: &[u8]) -> bool {
+    match peek_header(inbuf) {
+        Some((b'E', total)) if total <= inbuf.len() => fields::error_is_fatal(&inbuf[..total]),
+        _ => false,
+    }
+}
+
+/// The route of a Parse's SQL, reusing the last one when the text is the same and the
+/// user functions have not changed since.
 fn remembered_route(
-    last: &mut Option<(Box<[u8]>, Route)>,
-    cache: &ClassifyCache,
+    last: &mut Option<(Box<[u8]>, u64, Route)>,
+    classifier: &Classifier,
+    functions: &UserFunctions,
     sql: &[u8],
 ) -> Route {
-    if let Some((text, route)) = last {
-        if **text == *sql {
+    let generation = functions.generation();
+    if let Some((text, seen, route)) = last {
+        if *seen == generation && **text == *sql {
             return *route;
         }
     }
-    let route = route_of(cache, sql);
-    *last = Some((sql.into(), route));
+    let route = route_of(classifier, functions, sql);
+    *last = Some((sql.into(), generation, route));
     route
 }
 
 /// Routes SQL text; text that is not UTF-8 cannot be parsed and goes to the primary.
-fn route_of(cache: &ClassifyCache, sql: &[u8]) -> Route {
-    std::str::from_utf8(sql).map_or(Route::Primary, |text| cache.classify(text).route)
+fn route_of(classifier: &Classifier, functions: &UserFunctions, sql: &[u8]) -> Route {
+    classify_sql(classifier, functions, sql).0
+}
+
+/// The route of SQL text and why.
+fn classify_sql(classifier: &Classifier, functions: &UserFunctions, sql: &[u8]) -> (Route, Reason) {
+    std::str::from_utf8(sql).map_or((Route::Primary, Reason::Unparseable), |text| {
+        let classification = classifier.classify(text, functions);
+        (classification.route, classification.reason)
+    })
 }
 
 /// SQL-level DISCARD ALL / DEALLOCATE [PREPARE] ALL drop the session's protocol-level

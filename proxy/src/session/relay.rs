@@ -22,11 +22,17 @@ pub struct Relayed {
     /// COPY FROM STDIN started in a Sync-ended batch: the server ignored that Sync, so the
     /// client's next Sync (after CopyDone/CopyFail) completes the batch instead.
     pub copy_ate_sync: bool,
+    /// Units (Syncs, simple queries) answered to the end.
+    pub units_done: usize,
+    /// Something of the unit still open was forwarded: it can no longer be re-run elsewhere.
+    pub open_unit_answered: bool,
 }
 
 /// Forwards every complete message (and the start of a partial one) from `conn.inbuf` to `out`.
 pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
     let mut seen = Relayed::default();
+    // Where the open unit's answer starts in `out`: after the last ReadyForQuery.
+    let mut open_unit_from = out.len();
     loop {
         if conn.body_remaining > 0 {
             let n = conn.body_remaining.min(conn.inbuf.len());
@@ -76,7 +82,9 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
                         }));
                 }
                 seen.last_status = conn.inbuf.get(5).copied();
+                seen.units_done += 1;
                 out.extend_from_slice(&conn.inbuf[..total]);
+                open_unit_from = out.len();
             }
             b'1' => {
                 if let Some(front) = conn.syncs.front_mut() {
@@ -105,11 +113,12 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
             other => {
                 seen.unsolicited = Some(other);
                 conn.inbuf.advance(total);
-                return seen;
+                break;
             }
         }
         conn.inbuf.advance(total);
     }
+    seen.open_unit_answered = out.len() > open_unit_from;
     seen
 }
 

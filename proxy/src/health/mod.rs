@@ -1,0 +1,263 @@
+//! Backend health: a monitor task per backend samples it (reachable? in recovery? WAL
+//! position?) and publishes what it found here; sessions read it with plain atomic loads.
+//!
+//! A replica is readable when it is up, in recovery and at most `[routing] max_replica_lag`
+//! stale, staleness being measured by WAL position (see `lag`): replay timestamps would call
+//! an idle, fully caught-up replica stale.
+
+mod lag;
+mod lsn;
+mod monitor;
+mod nudge;
+mod probe;
+mod state;
+
+use std::fmt;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lag::History;
+use probe::Sample;
+use state::{BackendState, CAUGHT_UP, NEVER};
+
+pub use monitor::Monitor;
+
+/// Backend index of the primary, as in `Pool::backends()`.
+const PRIMARY: usize = 0;
+
+/// Why a backend may not serve what a session wants from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// The monitor's last sample failed (for a replica also: not sampled yet).
+    Down,
+    /// A replica staler than `[routing] max_replica_lag`.
+    Lagging,
+    /// A replica that is not a standby (promoted?).
+    NotInRecovery,
+    /// A primary that is a standby.
+    InRecovery,
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unusable::Down => "down",
+            Unusable::Lagging => "lagging",
+            Unusable::NotInRecovery => "not in recovery",
+            Unusable::InRecovery => "in recovery",
+        })
+    }
+}
+
+pub struct Health {
+    /// Times are nanoseconds since this instant (the proxy's start).
+    clock: Instant,
+    max_lag: u64,
+    /// By backend index: the primary, then the replicas.
+    backends: Box<[BackendState]>,
+    /// Only the monitor's tasks take this lock; it orders their updates of `behind_since`.
+    history: Mutex<History>,
+}
+
+impl Health {
+    /// Health for `backends` backends (the primary and the replicas) before any sample.
+    pub fn new(backends: usize, max_replica_lag: Duration) -> Health {
+        let max_lag = nanos(max_replica_lag);
+        Health {
+            clock: Instant::now(),
+            max_lag,
+            backends: (0..backends)
+                .map(|i| BackendState::unsampled(i == PRIMARY))
+                .collect(),
+            history: Mutex::new(History::new(max_lag)),
+        }
+    }
+
+    /// Now, in nanoseconds on the monitor's clock.
+    pub fn now_nanos(&self) -> u64 {
+        self.nanos_at(Instant::now())
+    }
+
+    fn nanos_at(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.clock))
+    }
+
+    /// Whether replica `backend` may serve reads now.
+    pub fn readable(&self, backend: usize) -> Result<(), Unusable> {
+        let state = &self.backends[backend];
+        if !state.up.load(Relaxed) {
+            return Err(Unusable::Down);
+        }
+        if !state.in_recovery.load(Relaxed) {
+            return Err(Unusable::NotInRecovery);
+        }
+        let since = state.behind_since.load(Relaxed);
+        if since != CAUGHT_UP && self.now_nanos().saturating_sub(since) > self.max_lag {
+            return Err(Unusable::Lagging);
+        }
+        Ok(())
+    }
+
+    /// Whether the primary looks able to take writes. Down only once a sample has failed:
+    /// before the first one it gets the benefit of the doubt.
+    pub fn primary_state(&self) -> Result<(), Unusable> {
+        let state = &self.backends[PRIMARY];
+        if !state.up.load(Relaxed) {
+            Err(Unusable::Down)
+        } else if state.in_recovery.load(Relaxed) {
+            Err(Unusable::InRecovery)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The WAL position `backend` had replayed at its last successful sample (for the
+    /// primary: its write position).
+    pub fn replay_lsn(&self, backend: usize) -> u64 {
+        self.backends[backend].lsn.load(Acquire)
+    }
+
+    /// The primary's WAL position from a sample sent at or after `since_nanos`, hence at or
+    /// after every commit that had finished by then; None until there is such a sample (see
+    /// `nudge_primary`).
+    pub fn primary_lsn_since(&self, since_nanos: u64) -> Option<u64> {
+        let state = &self.backends[PRIMARY];
+        let sent = state.sent.load(Acquire);
+        (sent != NEVER && sent >= since_nanos).then(|| state.lsn.load(Acquire))
+    }
+
+    /// Asks for a primary sample soon (a few milliseconds at most), e.g. after a commit whose
+    /// position a session waits to see replayed.
+    pub fn nudge_primary(&self) {
+        self.backends[PRIMARY].nudge.request()
+    }
+
+    /// Publishes a successful sample of `backend`, sent at `sent` and answered at `seen`.
+    fn record(&self, backend: usize, sample: Sample, sent: u64, seen: u64) {
+        let mut history = locked(&self.history);
+        let state = &self.backends[backend];
+        state.in_recovery.store(sample.in_recovery, Relaxed);
+        state.lsn.store(sample.lsn, Release);
+        state.sent.store(sent, Release);
+        if backend == PRIMARY {
+            history.record(sample.lsn, seen);
+            for replica in &self.backends[PRIMARY + 1..] {
+                // One that just fell behind is rechecked at once: usually it has already
+                // replayed the write, and it need not look stale until its next tick.
+                if update_behind(&history, replica) {
+                    replica.nudge.request();
+                }
+            }
+        } else {
+            update_behind(&history, state);
+        }
+        state.up.store(true, Relaxed);
+    }
+
+    fn record_failure(&self, backend: usize) {
+        self.backends[backend].up.store(false, Relaxed);
+    }
+
+    /// An up replica that lacks a primary position seen: worth sampling more often.
+    fn is_behind(&self, backend: usize) -> bool {
+        let state = &self.backends[backend];
+        state.up.load(Relaxed) && state.behind_since.load(Relaxed) != CAUGHT_UP
+    }
+
+    fn nudge(&self, backend: usize) -> &nudge::Nudge {
+        &self.backends[backend].nudge
+    }
+}
+
+/// Sets `replica`'s `behind_since` from its replay position; true if it was caught up before
+/// and is not now.
+fn update_behind(history: &History, replica: &BackendState) -> bool {
+    let since = history
+        .behind_since(replica.lsn.load(Relaxed))
+        .unwrap_or(CAUGHT_UP);
+    let before = replica.behind_since.swap(since, Relaxed);
+    before == CAUGHT_UP && since != CAUGHT_UP
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The history is plain data; a panic while holding it leaves nothing half-done that matters.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REPLICA: usize = 1;
+
+    fn sample(in_recovery: bool, lsn: u64) -> Sample {
+        Sample { in_recovery, lsn }
+    }
+
+    /// A primary and a replica, both sampled once at position 100.
+    fn pair(max_lag: Duration) -> Health {
+        let h = Health::new(2, max_lag);
+        h.record(PRIMARY, sample(false, 100), 1, 1);
+        h.record(REPLICA, sample(true, 100), 1, 1);
+        h
+    }
+
+    #[test]
+    fn before_any_sample_the_primary_is_usable_and_a_replica_is_not() {
+        let h = Health::new(2, Duration::from_secs(1));
+        assert_eq!(h.primary_state(), Ok(()));
+        assert_eq!(h.readable(REPLICA), Err(Unusable::Down));
+        assert_eq!(h.primary_lsn_since(0), None);
+    }
+
+    #[test]
+    fn a_caught_up_replica_is_readable_and_stays_so_while_the_primary_is_idle() {
+        let h = pair(Duration::ZERO);
+        assert_eq!(h.readable(REPLICA), Ok(()));
+        h.record(PRIMARY, sample(false, 100), 2, 2);
+        assert_eq!(h.readable(REPLICA), Ok(()));
+        assert!(!h.is_behind(REPLICA));
+    }
+
+    #[test]
+    fn a_replica_lacking_a_primary_position_is_lagging_once_that_is_older_than_the_limit() {
+        let h = pair(Duration::from_secs(3600));
+        h.record(PRIMARY, sample(false, 200), 2, h.now_nanos());
+        assert!(h.is_behind(REPLICA));
+        assert_eq!(h.readable(REPLICA), Ok(()), "within the limit");
+
+        let h = pair(Duration::from_millis(1));
+        h.record(PRIMARY, sample(false, 200), 2, 2);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(h.readable(REPLICA), Err(Unusable::Lagging));
+        h.record(REPLICA, sample(true, 200), 3, 3);
+        assert_eq!(h.readable(REPLICA), Ok(()), "replayed it");
+    }
+
+    #[test]
+    fn failures_and_wrong_roles_make_backends_unusable() {
+        let h = pair(Duration::from_secs(1));
+        h.record_failure(REPLICA);
+        assert_eq!(h.readable(REPLICA), Err(Unusable::Down));
+        h.record(REPLICA, sample(false, 100), 2, 2);
+        assert_eq!(h.readable(REPLICA), Err(Unusable::NotInRecovery));
+        h.record(PRIMARY, sample(true, 100), 2, 2);
+        assert_eq!(h.primary_state(), Err(Unusable::InRecovery));
+        h.record_failure(PRIMARY);
+        assert_eq!(h.primary_state(), Err(Unusable::Down));
+    }
+
+    #[test]
+    fn the_primary_position_counts_only_from_samples_sent_since() {
+        let h = pair(Duration::from_secs(1));
+        h.record(PRIMARY, sample(false, 300), 50, 60);
+        assert_eq!(h.primary_lsn_since(50), Some(300));
+        assert_eq!(h.primary_lsn_since(51), None);
+        assert_eq!(h.replay_lsn(REPLICA), 100);
+    }
+}

@@ -1,0 +1,39 @@
+//! What the monitor last found about one backend, kept in atomics so sessions read it without
+//! taking a lock.
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use super::nudge::Nudge;
+
+/// `behind_since` of a replica that has replayed every primary position seen.
+pub const CAUGHT_UP: u64 = u64::MAX;
+/// `sent` before the first successful sample.
+pub const NEVER: u64 = 0;
+
+pub struct BackendState {
+    /// The last sample succeeded (before the first: the primary counts as up, a replica not).
+    pub up: AtomicBool,
+    pub in_recovery: AtomicBool,
+    /// The WAL position of the last successful sample: the primary's write position, a
+    /// standby's replay position.
+    pub lsn: AtomicU64,
+    /// When the last successful sample's query was sent (monitor clock), stored after `lsn`.
+    pub sent: AtomicU64,
+    /// Replicas: when the proxy first saw a primary position this one has not replayed.
+    pub behind_since: AtomicU64,
+    pub nudge: Nudge,
+}
+
+impl BackendState {
+    /// The state assumed before the first sample: usable if a primary, unusable if a replica.
+    pub fn unsampled(primary: bool) -> BackendState {
+        BackendState {
+            up: AtomicBool::new(primary),
+            in_recovery: AtomicBool::new(!primary),
+            lsn: AtomicU64::new(0),
+            sent: AtomicU64::new(NEVER),
+            behind_since: AtomicU64::new(CAUGHT_UP),
+            nudge: Nudge::default(),
+        }
+    }
+}

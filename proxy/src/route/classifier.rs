@@ -1,0 +1,248 @@
+//! The classifier a running proxy shares among its sessions: the cache, the configured
+//! function lists, and the catalog look-up of user functions.
+
+use std::sync::Arc;
+
+use pgrepl_config::Config;
+
+use super::cache::ClassifyCache;
+use super::catalog::{Catalog, UserFunctions};
+use super::classify::analyze;
+use super::functions::Overrides;
+use super::reason::Classification;
+
+pub struct Classifier {
+    cache: ClassifyCache,
+    overrides: Overrides,
+    /// None when there is nobody to log in to the catalog as.
+    catalog: Option<Arc<Catalog>>,
+}
+
+impl Classifier {
+    /// From `[routing]`; the catalog is read on the primary as the first `[[users]]` entry.
+    pub fn new(config: &Config) -> Classifier {
+        let routing = &config.routing;
+        Classifier {
+            cache: ClassifyCache::new(routing.classify_cache_size),
+            overrides: Overrides::new(&routing.write_functions, &routing.read_only_functions),
+            catalog: config.users.first().map(|user| {
+                Arc::new(Catalog::new(
+                    &config.primary,
+                    user,
+                    config.proxy.connect_timeout,
+                ))
+            }),
+        }
+    }
+
+    /// What a session of `database` classifies with; call once per session, on a tokio
+    /// runtime (the first session of a database starts the look-up of its functions), and
+    /// await [`UserFunctions::ready`] before the first statement.
+    pub fn user_functions(&self, database: &str) -> UserFunctions {
+        match &self.catalog {
+            Some(catalog) => catalog.user_functions(database),
+            None => UserFunctions::offline(),
+        }
+    }
+
+    /// Where `sql` goes and why, for a session whose database's functions are `functions`.
+    /// A statement that creates, changes or drops functions makes the look-up refresh.
+    pub fn classify(&self, sql: &str, functions: &UserFunctions) -> Classification {
+        self.cache.resolve(
+            sql,
+            |sql| analyze(sql, &self.overrides),
+            |analysis| analysis.resolve(functions),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Configured: `audit.log_it` writes, `my_random` and `util.pick` are read-only.
+    fn classifier() -> Classifier {
+        let mut config = Config::default();
+        config.routing.write_functions = vec!["audit.log_it".into()];
+        config.routing.read_only_functions = vec!["my_random".into(), "util.pick".into()];
+        Classifier::new(&config)
+    }
+
+    /// A database where `writer`, `public.my_random`, `util.pick` and `app.bump` are volatile.
+    fn database() -> UserFunctions {
+        UserFunctions::loaded(&[
+            ("app", "bump"),
+            ("public", "my_random"),
+            ("public", "writer"),
+            ("util", "pick"),
+        ])
+    }
+
+    #[test]
+    fn user_functions_by_catalog_and_configuration() {
+        let classifier = classifier();
+        let loaded = database();
+        let unloaded = UserFunctions::unloaded();
+        let offline = UserFunctions::offline();
+        // (sql, functions, expected)
+        let cases: &[(&str, &UserFunctions, &str)] = &[
+            ("SELECT writer()", &loaded, "primary: function (writer)"),
+            (
+                "SELECT public.writer()",
+                &loaded,
+                "primary: function (public.writer)",
+            ),
+            (
+                "SELECT x FROM t WHERE y = writer(x)",
+                &loaded,
+                "primary: function (writer)",
+            ),
+            (
+                "SELECT * FROM writer()",
+                &loaded,
+                "primary: function (writer)",
+            ),
+            (
+                "SELECT lower(a), bump(1) FROM t",
+                &loaded,
+                "primary: function (bump)",
+            ),
+            (
+                "SELECT app.bump(1)",
+                &loaded,
+                "primary: function (app.bump)",
+            ),
+            ("SELECT other.bump(1)", &loaded, "replica: read"),
+            ("SELECT \"Writer\"()", &loaded, "replica: read"),
+            ("SELECT reader(), stable_one(2)", &loaded, "replica: read"),
+            (
+                "SELECT 1; SELECT writer()",
+                &loaded,
+                "primary: function (writer)",
+            ),
+            (
+                "EXPLAIN SELECT writer()",
+                &loaded,
+                "primary: function (writer)",
+            ),
+            (
+                "SELECT writer(); INSERT INTO t VALUES (1)",
+                &loaded,
+                "primary: write (INSERT)",
+            ),
+            // Until the set is loaded, any user function may be volatile...
+            ("SELECT reader()", &unloaded, "primary: function (reader)"),
+            // ...but built-ins are known without it.
+            (
+                "SELECT count(*), lower(a), now(), random() FROM t",
+                &unloaded,
+                "replica: read",
+            ),
+            (
+                "SELECT pg_catalog.anything(a) FROM t",
+                &unloaded,
+                "replica: read",
+            ),
+            ("SELECT 1", &unloaded, "replica: read"),
+            // Without a catalog only the configuration judges.
+            ("SELECT writer()", &offline, "replica: read"),
+            // read_only_functions keep a volatile function a read; a qualified entry only in
+            // its schema.
+            ("SELECT my_random()", &loaded, "replica: read"),
+            ("SELECT util.pick()", &loaded, "replica: read"),
+            ("SELECT pick()", &loaded, "primary: function (pick)"),
+            // write_functions send it to the primary whatever the catalog says.
+            (
+                "SELECT audit.log_it('x')",
+                &offline,
+                "primary: function (audit.log_it)",
+            ),
+            ("SELECT log_it('x')", &loaded, "primary: function (log_it)"),
+            ("SELECT other.log_it('x')", &loaded, "replica: read"),
+            // A hint cannot send a volatile call to the replica.
+            (
+                "/* pgrepl:replica */ SELECT writer()",
+                &loaded,
+                "primary: function (writer)",
+            ),
+            (
+                "/* pgrepl:replica */ SELECT reader()",
+                &loaded,
+                "replica: hint",
+            ),
+            (
+                "/* pgrepl:primary */ SELECT writer()",
+                &loaded,
+                "primary: hint",
+            ),
+            (
+                "/* pgrepl:primary */ SELECT reader()",
+                &unloaded,
+                "primary: hint",
+            ),
+        ];
+        let mut failures = Vec::new();
+        // Twice: the second round comes from the cache.
+        for round in 0..2 {
+            for (sql, functions, want) in cases {
+                let got = classifier.classify(sql, functions).to_string();
+                if got != *want {
+                    failures.push(format!("round {round}: {sql:?}: got {got}, want {want}"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn the_cache_is_shared_across_databases() {
+        let classifier = classifier();
+        let (loaded, offline) = (database(), UserFunctions::offline());
+        assert_eq!(
+            classifier
+                .classify("SELECT writer(1)", &offline)
+                .to_string(),
+            "replica: read"
+        );
+        let got = classifier.classify("SELECT writer(2)", &loaded);
+        assert_eq!(got.to_string(), "primary: function (writer)");
+        assert_eq!((classifier.cache.hits(), classifier.cache.misses()), (1, 1));
+    }
+
+    #[test]
+    fn changing_functions_marks_them_unknown_even_from_the_cache() {
+        let classifier = classifier();
+        let create = "CREATE OR REPLACE FUNCTION reader() RETURNS int VOLATILE \
+                      LANGUAGE sql AS 'SELECT 1'";
+        for round in 0..2 {
+            let functions = database();
+            let generation = functions.generation();
+            assert_eq!(
+                classifier
+                    .classify("SELECT reader()", &functions)
+                    .to_string(),
+                "replica: read"
+            );
+            assert_eq!(
+                classifier.classify(create, &functions).to_string(),
+                "primary: ddl (CREATE FUNCTION)"
+            );
+            assert_ne!(functions.generation(), generation, "round {round}");
+            assert_eq!(
+                classifier
+                    .classify("SELECT reader()", &functions)
+                    .to_string(),
+                "primary: function (reader)",
+                "round {round}"
+            );
+        }
+        assert!(classifier.cache.hits() >= 3);
+    }
+
+    #[test]
+    fn no_users_means_no_catalog() {
+        let classifier = classifier();
+        assert!(classifier.catalog.is_none());
+        assert_eq!(classifier.user_functions("appdb").generation(), 0);
+    }
+}

@@ -1,0 +1,114 @@
+//! Where a session's reads may go right now: its replica while the monitor finds it readable
+//! (up, a standby, within `max_replica_lag`) and, under read-your-writes, once it has replayed
+//! past the session's last commit; otherwise another readable replica, or the primary.
+//!
+//! Every check is a few atomic loads of the monitor's published state: no round trip, and
+//! none at all for sessions that never write.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use pgrepl_config::ReadYourWrites;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::hint::ReadPreference;
+use super::{Session, Slot};
+use crate::health::Unusable;
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// The slot a read goes to now. `hinted` is a `/* pgrepl:replica */` read: like
+    /// `SET pgrepl.route = 'replica'`, it takes a replica even if it lags or has not replayed
+    /// the session's writes (never one that is down).
+    pub(super) fn read_slot(&mut self, hinted: bool) -> Slot {
+        let forced = hinted || self.read_pref == ReadPreference::Replica;
+        if self.read_pref == ReadPreference::Primary && !hinted {
+            return Slot::Primary;
+        }
+        self.leave_unreadable_replica(forced);
+        if self.client.replica.is_none() && self.replica.is_none() {
+            self.client.replica = self.shared.pick_replica(None);
+        }
+        let Some(replica) = self.client.replica.as_ref().map(|lease| lease.index()) else {
+            return Slot::Primary;
+        };
+        if forced || self.has_replayed_writes(replica) {
+            Slot::Replica
+        } else {
+            Slot::Primary
+        }
+    }
+
+    /// Gives up the session's replica when the monitor says it may not serve reads (a hint
+    /// to read from replicas tolerates lag, not a replica that is down). Its connection is
+    /// returned only when idle; a busy one finishes what it runs first.
+    fn leave_unreadable_replica(&mut self, forced: bool) {
+        let Some(lease) = &self.client.replica else {
+            return;
+        };
+        let unusable = match self.shared.health.readable(lease.index()) {
+            Ok(()) => return,
+            Err(Unusable::Lagging) if forced => return,
+            Err(why) => why,
+        };
+        let busy = self.inflight == Some(Slot::Replica)
+            || self.tx == Some(Slot::Replica)
+            || self.open_batch == Some(Slot::Replica);
+        if busy {
+            return;
+        }
+        tracing::debug!(replica = lease.index(), %unusable, "leaving a replica that cannot serve reads");
+        self.replica_failed();
+    }
+
+    /// The session's replica failed or may not serve reads: drop it (its connection too, when
+    /// idle) and read from the primary until another replica is picked.
+    pub(super) fn replica_failed(&mut self) {
+        self.client.replica = None;
+        if let Some(conn) = self.replica.take() {
+            self.return_lease(Slot::Replica, conn);
+        }
+    }
+
+    /// Read-your-writes: whether `replica` has replayed every commit this session (or, in
+    /// "global" mode, this proxy) must see. A commit is seen once the replica's replay
+    /// position passes a primary position sampled after it; until then the primary's monitor
+    /// is nudged, so reads come back to the replica within milliseconds of it catching up.
+    fn has_replayed_writes(&mut self, replica: usize) -> bool {
+        let since = match self.shared.read_your_writes {
+            ReadYourWrites::Off => return true,
+            ReadYourWrites::Session => match self.wrote_at {
+                Some(at) => at,
+                None => return true,
+            },
+            ReadYourWrites::Global => match self.shared.last_write.load(Relaxed) {
+                0 => return true,
+                at => at,
+            },
+        };
+        let health = &self.shared.health;
+        match health.primary_lsn_since(since) {
+            Some(lsn) if health.replay_lsn(replica) >= lsn => {
+                self.wrote_at = None;
+                true
+            }
+            _ => {
+                health.nudge_primary();
+                false
+            }
+        }
+    }
+
+    /// A unit that may have written finished on the primary with no transaction open: its
+    /// commit is what later reads must see.
+    pub(super) fn note_commit(&mut self) {
+        let now = self.shared.health.now_nanos().max(1);
+        self.wrote_at = Some(now);
+        if self.shared.read_your_writes == ReadYourWrites::Global {
+            self.shared.last_write.fetch_max(now, Relaxed);
+        }
+        self.shared.health.nudge_primary();
+    }
+}

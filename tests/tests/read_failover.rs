@@ -1,0 +1,149 @@
+//! Failover of reads: a replica stopped and started under load from many clients costs no
+//! autocommit read an error, and writes meanwhile all land on the primary. Uses a cluster of
+//! its own, since it stops the replica.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgrepl_tests::roles::{APP, DATABASE};
+use pgrepl_tests::suite::{free_addr, proxy_config_with, PRIMARY, REPLICA};
+use pgrepl_tests::{connect, OwnCluster, ProxyProcess};
+
+/// Clients reading in a loop while the replica goes away and comes back.
+const READERS: usize = 16;
+
+#[derive(Default)]
+struct Tally {
+    errors: AtomicUsize,
+    on_primary: AtomicUsize,
+    on_replica: AtomicUsize,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocommit_reads_survive_a_replica_restart() {
+    let cluster = OwnCluster::start("read-failover").unwrap();
+    let cluster = &*cluster;
+    let addr = free_addr();
+    let proxy = ProxyProcess::start(&proxy_config_with(cluster, addr, ""), addr).unwrap();
+    cluster
+        .primary
+        .psql(
+            APP.name,
+            DATABASE,
+            "CREATE TABLE acked (id int PRIMARY KEY);",
+        )
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let mut tasks = Vec::new();
+    for _ in 0..READERS {
+        let (stop, tally) = (stop.clone(), tally.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = connect(addr, APP.name, DATABASE).await.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match client
+                    .query_one("SELECT current_setting('cluster_name')", &[])
+                    .await
+                {
+                    Ok(row) if row.get::<_, &str>(0) == REPLICA => {
+                        tally.on_replica.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        tally.on_primary.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tally.errors.fetch_add(1, Ordering::Relaxed);
+                        tally
+                            .first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert(format!("{e:?}"));
+                        if client.is_closed() {
+                            break; // no spinning on a dead connection
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = connect(addr, APP.name, DATABASE).await.unwrap();
+            let mut acked = Vec::new();
+            for id in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if client
+                    .execute("INSERT INTO acked VALUES ($1)", &[&id])
+                    .await
+                    .is_ok()
+                {
+                    acked.push(id);
+                } else if client.is_closed() {
+                    break;
+                }
+            }
+            acked
+        })
+    };
+
+    // Every reader is connected and reading before the replica goes.
+    let started = std::time::Instant::now();
+    while tally.on_replica.load(Ordering::Relaxed) < READERS * 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the readers did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let replica = cluster.replica.clone();
+    tokio::task::spawn_blocking(move || {
+        replica.stop().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        replica.start().unwrap();
+    })
+    .await
+    .unwrap();
+    let before_return = tally.on_replica.load(Ordering::Relaxed);
+    let back = std::time::Instant::now();
+    while tally.on_replica.load(Ordering::Relaxed) < before_return + READERS {
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "reads did not return to {REPLICA} after it came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let acked = writer.await.unwrap();
+
+    let errors = tally.errors.load(Ordering::Relaxed);
+    assert_eq!(
+        errors,
+        0,
+        "autocommit reads failed while the replica restarted; first: {:?}\nproxy log:\n{}",
+        tally.first_error.lock().unwrap(),
+        proxy.log()
+    );
+    assert!(
+        tally.on_primary.load(Ordering::Relaxed) > 0,
+        "no read was served by {PRIMARY} while the replica was down"
+    );
+    assert!(!acked.is_empty(), "the writer got no write acknowledged");
+    let count = cluster
+        .primary
+        .psql(APP.name, DATABASE, "SELECT count(*) FROM acked;")
+        .unwrap();
+    assert_eq!(
+        count.trim().parse::<usize>().unwrap(),
+        acked.len(),
+        "every acknowledged write is on the primary"
+    );
+}
