@@ -61,17 +61,19 @@ pub fn start_proxy(keys: &str) -> ProxyProcess {
 
 /// The address of the proxy shared by the tests of this binary, started on
 /// first use with the standard configuration (and stopped at exit), except
-/// that read-your-writes is off: these suites check where each statement runs,
-/// right after writes the replica may not have replayed yet. Read-your-writes
-/// has a suite of its own.
+/// that read-your-writes is off (these suites check where each statement runs,
+/// right after writes the replica may not have replayed yet; read-your-writes
+/// has a suite of its own) and that backend logins may take 20 s: a hundred
+/// clients opening SCRAM logins at once in a debug build on a busy 2-core
+/// machine can exceed the default 5 s, which is not what these suites test.
 pub fn shared_proxy() -> SocketAddr {
     static PROXY: OnceLock<ProxyProcess> = OnceLock::new();
     PROXY
         .get_or_init(|| {
             let cluster = Cluster::shared();
             let addr = free_addr();
-            let toml =
-                proxy_config_with(cluster, addr, "") + "\n[routing]\nread_your_writes = \"off\"\n";
+            let toml = proxy_config_with(cluster, addr, "connect_timeout = \"20s\"")
+                + "\n[routing]\nread_your_writes = \"off\"\n";
             ProxyProcess::start(&toml, addr)
                 .unwrap_or_else(|e| panic!("cannot start the shared proxy: {e:#}"))
         })
