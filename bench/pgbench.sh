@@ -2,6 +2,9 @@
 # Compares pgbench -S (select-only) throughput and latency through
 # pgrepl-proxy, directly against the replica, and through PgBouncer (session
 # pooling, also in front of the replica), on a throwaway db01/db02 cluster.
+# Optionally also through a second, older pgrepl-proxy build (target
+# baseline), to show what a change costs, and a mixed read/write run (mode
+# tpcb) that reports the share of transactions the replica served.
 #
 # Runs are interleaved (round > mode > clients > target) so every target
 # meets the same machine conditions; each cell of the table is the median
@@ -12,9 +15,18 @@
 #   ROUNDS=3                          rounds of the whole matrix
 #   DURATION=10                       seconds per pgbench run
 #   CLIENTS="1 16"                    pgbench client counts
-#   MODES="simple extended prepared"  pgbench query modes (-M)
+#   MODES="simple extended prepared"  pgbench query modes (-M); tpcb runs
+#                                     pgbench's built-in TPC-B-like script
+#                                     (-b tpcb-like, -M simple) instead of
+#                                     -S: direct then means the primary,
+#                                     pgbouncer is skipped, and the replica's
+#                                     share of the transactions is reported
 #   TARGETS="proxy direct pgbouncer"  what to measure; leave out proxy to
-#                                     skip building and starting it
+#                                     skip building and starting it; add
+#                                     baseline to run BASELINE_BIN too
+#   BASELINE_BIN=/path/pgrepl-proxy   an older pgrepl-proxy build (e.g. from
+#                                     a worktree of an older commit), run
+#                                     with the same config as the proxy
 #   SCALE=10                          pgbench scale factor
 #   INSTRUCTIONS=1                    also count instructions per query of
 #                                     the proxy and PgBouncer with valgrind
@@ -53,8 +65,14 @@ for n in ROUNDS DURATION SCALE; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, not '${!n}'"
 done
 for t in $TARGETS; do
-    [[ $t =~ ^(proxy|direct|pgbouncer)$ ]] || die "unknown target '$t'"
+    [[ $t =~ ^(proxy|baseline|direct|pgbouncer)$ ]] || die "unknown target '$t'"
 done
+for m in $MODES; do
+    [[ $m =~ ^(simple|extended|prepared|tpcb)$ ]] || die "unknown mode '$m'"
+done
+if wants baseline; then
+    [[ -x ${BASELINE_BIN:-} ]] || die "target baseline needs BASELINE_BIN=/path/to/pgrepl-proxy"
+fi
 if [[ $INSTRUCTIONS == 1 ]]; then
     command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null ||
         die "INSTRUCTIONS=1 needs valgrind (apt-get install valgrind), or set INSTRUCTIONS=0"
@@ -81,22 +99,23 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgrepl-bench.XXXXXX")
 chmod 755 "$WORK"
 [[ $EUID -ne 0 ]] || chown postgres: "$WORK"
 RESULTS=$WORK/results
-PROXY_PID=
+SHARES=$WORK/shares
+declare -A PID=()
 
 cleanup() {
     local rc=$?
     if [[ $rc -ne 0 ]]; then
-        for f in "$WORK/proxy.log" "$WORK/pgbouncer.log"; do
+        for f in "$WORK/proxy.log" "$WORK/baseline.log" "$WORK/pgbouncer.log"; do
             if [[ -s $f ]]; then
                 say "last lines of $f:"
                 tail -n 20 "$f" >&2
             fi
         done
     fi
-    if [[ -n $PROXY_PID ]]; then
-        kill "$PROXY_PID" 2>/dev/null || true
-        wait "$PROXY_PID" 2>/dev/null || true
-    fi
+    for pid in "${PID[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     if [[ -s $WORK/pgbouncer.pid ]]; then
         kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
     fi
@@ -136,16 +155,19 @@ say "pgbench -i -s $SCALE on the primary"
 
 declare -A PORT=([direct]=$REPLICA_PORT)
 
-# --- pgrepl-proxy ----------------------------------------------------------
+# --- pgrepl-proxy (and the baseline build) ---------------------------------
 
-if wants proxy; then
-    PORT[proxy]=$("$TESTCLUSTER" free-port)
-    "$TESTCLUSTER" proxy-config "$WORK/cluster" "127.0.0.1:${PORT[proxy]}" >"$WORK/proxy.toml"
-    say "starting pgrepl-proxy on port ${PORT[proxy]}"
-    "$PROXY_BIN" serve --config "$WORK/proxy.toml" >"$WORK/proxy.log" 2>&1 &
-    PROXY_PID=$!
-    wait_port "${PORT[proxy]}" "$PROXY_PID"
-fi
+declare -A BIN=([proxy]=${PROXY_BIN:-} [baseline]=${BASELINE_BIN:-})
+for target in proxy baseline; do
+    if wants "$target"; then
+        PORT[$target]=$("$TESTCLUSTER" free-port)
+        "$TESTCLUSTER" proxy-config "$WORK/cluster" "127.0.0.1:${PORT[$target]}" >"$WORK/$target.toml"
+        say "starting $target (${BIN[$target]}) on port ${PORT[$target]}"
+        "${BIN[$target]}" serve --config "$WORK/$target.toml" >"$WORK/$target.log" 2>&1 &
+        PID[$target]=$!
+        wait_port "${PORT[$target]}" "${PID[$target]}"
+    fi
+done
 
 # --- PgBouncer -------------------------------------------------------------
 
@@ -176,24 +198,51 @@ fi
 
 # --- measurements ------------------------------------------------------------
 
-# Runs one pgbench and appends "mode clients target tps latency_ms" to RESULTS.
+# Committed plus rolled-back transactions in $DB_NAME on the server at port $1,
+# from pg_stat_database (read over the postgres database, so the reading is
+# not counted). A backend flushes its counters at most once a second, and an
+# idle one (a pooled proxy connection) only after up to 10 s, hence the wait.
+xacts() {
+    "$PG_BIN/psql" -X -A -t -h 127.0.0.1 -p "$1" -U "$DB_USER" -d postgres -c \
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = '$DB_NAME'"
+}
+STATS_SETTLE=11
+
+# Runs one pgbench and appends "mode clients target tps latency_ms" to RESULTS;
+# for tpcb also "clients target transactions primary_xacts replica_xacts" to SHARES.
 measure() {
-    local target=$1 mode=$2 clients=$3 out tps lat
+    local target=$1 mode=$2 clients=$3 out tps lat port=${PORT[$1]} p0 r0 p1 r1 n
     local threads=$((clients < 2 ? clients : 2))
-    out=$("$PG_BIN/pgbench" -S -M "$mode" -c "$clients" -j "$threads" -T "$DURATION" -n \
-        -h 127.0.0.1 -p "${PORT[$target]}" -U "$DB_USER" "$DB_NAME" 2>&1) ||
+    local script=(-S -M "$mode")
+    if [[ $mode == tpcb ]]; then
+        # The TPC-B-like script writes: directly, it can only run on the primary.
+        [[ $target != direct ]] || port=$PRIMARY_PORT
+        script=(-b tpcb-like -M simple)
+        sleep "$STATS_SETTLE"
+        p0=$(xacts "$PRIMARY_PORT") r0=$(xacts "$REPLICA_PORT")
+    fi
+    out=$("$PG_BIN/pgbench" "${script[@]}" -c "$clients" -j "$threads" -T "$DURATION" -n \
+        -h 127.0.0.1 -p "$port" -U "$DB_USER" "$DB_NAME" 2>&1) ||
         { echo "$out" >&2; die "pgbench against $target failed"; }
     tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
     lat=$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' <<<"$out")
     [[ -n $tps && -n $lat ]] || { echo "$out" >&2; die "cannot parse pgbench output"; }
     say "$(printf 'round %s %-8s c=%-3s %-9s %10.0f tps %8.3f ms' "$round" "$mode" "$clients" "$target" "$tps" "$lat")"
     echo "$mode $clients $target $tps $lat" >>"$RESULTS"
+    if [[ $mode == tpcb ]]; then
+        n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+        sleep "$STATS_SETTLE"
+        p1=$(xacts "$PRIMARY_PORT") r1=$(xacts "$REPLICA_PORT")
+        say "round $round tpcb c=$clients $target: $n pgbench transactions, $((p1 - p0)) on the primary, $((r1 - r0)) on the replica"
+        echo "$clients $target $n $((p1 - p0)) $((r1 - r0))" >>"$SHARES"
+    fi
 }
 
 for round in $(seq "$ROUNDS"); do
     for mode in $MODES; do
         for clients in $CLIENTS; do
-            for target in proxy direct pgbouncer; do
+            for target in proxy baseline direct pgbouncer; do
+                if [[ $mode == tpcb && $target == pgbouncer ]]; then continue; fi
                 if wants "$target"; then measure "$target" "$mode" "$clients"; fi
             done
         done
@@ -202,17 +251,17 @@ done
 
 # --- instructions per query ----------------------------------------------------
 
-# Total instructions a server (proxy or pgbouncer) executes under callgrind while one
-# pgbench client runs $3 select-only transactions in mode $2.
+# Total instructions a server (proxy, baseline or pgbouncer) executes under callgrind
+# while one pgbench client runs $3 select-only transactions in mode $2.
 callgrind_total() {
     local target=$1 mode=$2 count=$3 port pid config
     port=$("$TESTCLUSTER" free-port)
     rm -f "$WORK/callgrind.out"
-    if [[ $target == proxy ]]; then
-        config=$WORK/callgrind-proxy.toml
-        sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$WORK/proxy.toml" >"$config"
+    if [[ $target == proxy || $target == baseline ]]; then
+        config=$WORK/callgrind-$target.toml
+        sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$WORK/$target.toml" >"$config"
         valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
-            "$PROXY_BIN" serve --config "$config" >"$WORK/callgrind.log" 2>&1 &
+            "${BIN[$target]}" serve --config "$config" >"$WORK/callgrind.log" 2>&1 &
     else
         config=$WORK/callgrind-pgbouncer.ini
         sed -e "s/^listen_port = .*/listen_port = $port/" \
@@ -245,7 +294,8 @@ per_query() {
 declare -A INSN=()
 if [[ $INSTRUCTIONS == 1 ]]; then
     for mode in $MODES; do
-        for target in proxy pgbouncer; do
+        [[ $mode != tpcb ]] || continue
+        for target in proxy baseline pgbouncer; do
             if wants "$target"; then
                 INSN[$mode.$target]=$(per_query "$target" "$mode")
                 say "instructions $mode $target ${INSN[$mode.$target]} per query"
@@ -289,15 +339,44 @@ done
 echo
 model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "Machine: $(nproc) CPUs, ${model:-unknown CPU}, Linux $(uname -r); $("$PG_BIN/postgres" --version); $("$PGBOUNCER" --version | head -n 1)."
-echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S, scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
+echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S (tpcb: -b tpcb-like, direct = the primary), scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
+if wants baseline; then
+    echo
+    echo "Baseline: $BASELINE_BIN, same config and rounds as the proxy."
+    echo
+    echo "| mode | clients | tps proxy | tps baseline | tps proxy/baseline |"
+    echo "|---|---:|---:|---:|---:|"
+    for mode in $MODES; do
+        for clients in $CLIENTS; do
+            tp=$(median "$mode" "$clients" proxy 4)
+            tb=$(median "$mode" "$clients" baseline 4)
+            echo "| $mode | $clients | $(fmt %.0f "$tp") | $(fmt %.0f "$tb") | $(ratio "$tp" "$tb") |"
+        done
+    done
+fi
+if [[ -s $SHARES ]]; then
+    echo
+    echo "| tpcb target | clients | pgbench transactions | transactions on the primary | transactions on the replica | replica share |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for target in proxy baseline direct; do
+        for clients in $CLIENTS; do
+            awk -v c="$clients" -v t="$target" '$1 == c && $2 == t { n += $3; p += $4; r += $5 }
+                END { if (n) printf "| %s | %s | %d | %d | %d | %.1f%% |\n", t, c, n, p, r, 100 * r / (p + r) }' "$SHARES"
+        done
+    done
+    echo
+    echo "Transactions: xact_commit + xact_rollback of $DB_NAME in pg_stat_database on db01 and db02, before and after each run, summed over the rounds; an autocommit statement counts as one, a BEGIN ... END block as one. The proxy's own catalog look-ups in $DB_NAME (one every 30 s) are included."
+fi
 if [[ $INSTRUCTIONS == 1 ]]; then
     echo
-    echo "| mode | instructions per query, proxy | instructions per query, pgbouncer | proxy/pgbouncer |"
-    echo "|---|---:|---:|---:|"
+    echo "| mode | instructions per query, proxy | instructions per query, baseline | instructions per query, pgbouncer | proxy/baseline | proxy/pgbouncer |"
+    echo "|---|---:|---:|---:|---:|---:|"
     for mode in $MODES; do
+        [[ $mode != tpcb ]] || continue
         ip=${INSN[$mode.proxy]:-n/a}
+        il=${INSN[$mode.baseline]:-n/a}
         ib=${INSN[$mode.pgbouncer]:-n/a}
-        echo "| $mode | $ip | $ib | $(ratio "$ip" "$ib") |"
+        echo "| $mode | $ip | $il | $ib | $(ratio "$ip" "$il") | $(ratio "$ip" "$ib") |"
     done
     echo
     echo "Instructions: valgrind callgrind, user space only, one pgbench client, (12,000 - 2,000 transactions) / 10,000."
