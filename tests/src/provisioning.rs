@@ -106,3 +106,21 @@ pub fn step_outcomes(stdout: &str) -> Vec<bool> {
         })
         .collect()
 }
+
+/// Checks `pgrepl-proxy status` output for a healthy pair: a primary, a streaming standby and
+/// the tutorial's slot in use.
+pub fn assert_healthy_status(status: &PsqlRun) {
+    assert!(status.success, "status failed: {}", status.stderr);
+    for part in [
+        "primary  current",
+        "standby  received",
+        "rideshare_slot  active",
+        "streaming",
+    ] {
+        assert!(
+            status.stdout.contains(part),
+            "status lacks {part:?}:\n{}",
+            status.stdout
+        );
+    }
+}

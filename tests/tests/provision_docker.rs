@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use pgrepl_tests::free_port;
 use pgrepl_tests::provisioning::{
-    docker, docker_psql, docker_suite_enabled, pgrepl, step_outcomes, LOCAL_IMAGE,
+    assert_healthy_status, docker, docker_psql, docker_suite_enabled, pgrepl, step_outcomes,
+    LOCAL_IMAGE,
 };
 use pgrepl_tests::{proxy_bin, wait_until};
 use tokio_postgres::NoTls;
@@ -109,20 +110,7 @@ fn provision_verify_serve_reprovision_teardown() {
             verify.stdout
         );
     }
-    let status = pgrepl(&["status"], &env);
-    assert!(status.success, "status failed: {}", status.stderr);
-    for part in [
-        "primary  current",
-        "standby  received",
-        "rideshare_slot  active",
-        "streaming",
-    ] {
-        assert!(
-            status.stdout.contains(part),
-            "status lacks {part:?}:\n{}",
-            status.stdout
-        );
-    }
+    assert_healthy_status(&pgrepl(&["status"], &env));
 
     proxy_serves_the_pair(&env);
 

@@ -5,7 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use pgrepl_tests::provisioning::{pgrepl, step_outcomes};
+use pgrepl_tests::provisioning::{assert_healthy_status, pgrepl, step_outcomes};
 use pgrepl_tests::{free_port, run_dir};
 
 /// A local pair in its own directory, torn down when the test ends, passed or not.
@@ -93,20 +93,7 @@ fn local_pair_provisions_reprovisions_and_tears_down() {
         4
     );
 
-    let status = pair.run(&["status"]);
-    assert!(status.success, "{}", status.stderr);
-    for part in [
-        "primary  current",
-        "standby  received",
-        "rideshare_slot  active",
-        "streaming",
-    ] {
-        assert!(
-            status.stdout.contains(part),
-            "status lacks {part:?}:\n{}",
-            status.stdout
-        );
-    }
+    assert_healthy_status(&pair.run(&["status"]));
 
     let removed = pair.run(&["teardown"]);
     assert!(removed.success, "{}", removed.stderr);
