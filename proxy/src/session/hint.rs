@@ -14,6 +14,8 @@ pub enum ReadPreference {
     Replica,
 }
 
+use super::words::Words;
+
 /// The setting's name, lower-case.
 const NAME: &[u8] = b"pgrepl.route";
 
@@ -58,32 +60,6 @@ pub fn route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
             String::from_utf8_lossy(other)
         )),
     })
-}
-
-/// Whitespace-separated words, with `=` a word of its own and a trailing `;` ignored.
-struct Words<'a>(&'a [u8]);
-
-impl<'a> Words<'a> {
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let start = self.0.iter().position(|b| !b.is_ascii_whitespace())?;
-        let rest = &self.0[start..];
-        let len = if rest[0] == b'=' {
-            1
-        } else {
-            rest.iter()
-                .position(|b| b.is_ascii_whitespace() || *b == b'=' || *b == b';')
-                .unwrap_or(rest.len())
-        };
-        if len == 0 {
-            return None;
-        }
-        self.0 = &rest[len..];
-        Some(&rest[..len])
-    }
-
-    fn rest_is_empty(&self) -> bool {
-        self.0.iter().all(|b| b.is_ascii_whitespace() || *b == b';')
-    }
 }
 
 #[cfg(test)]

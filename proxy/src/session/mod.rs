@@ -11,6 +11,7 @@ mod batch;
 mod hint;
 mod reads;
 mod relay;
+mod words;
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -941,9 +942,7 @@ fn classify_sql(classifier: &Classifier, functions: &UserFunctions, sql: &[u8]) 
 /// SQL-level DISCARD ALL / DEALLOCATE [PREPARE] ALL drop the session's protocol-level
 /// statements too. Checked on every simple query, so it only looks at the first words.
 fn resets_statements(sql: &[u8]) -> bool {
-    let mut words = sql
-        .split(|b| b.is_ascii_whitespace() || *b == b';')
-        .filter(|w| !w.is_empty());
+    let mut words = words::Words(sql);
     let is = |w: Option<&[u8]>, word: &[u8]| w.is_some_and(|w| w.eq_ignore_ascii_case(word));
     match words.next() {
         Some(w) if w.eq_ignore_ascii_case(b"DISCARD") => is(words.next(), b"ALL"),
