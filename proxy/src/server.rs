@@ -331,11 +331,15 @@ impl Connection {
             self.shared.cancels.unregister(cancel_key);
             return None;
         }
+        let default_read_only = server_params
+            .iter()
+            .any(|(name, value)| name == "default_transaction_read_only" && value == "on");
         let info = ClientInfo {
             startup,
             password,
             replica: self.shared.pick_replica(None),
             cancel,
+            default_read_only,
         };
         Some(Admitted {
             stream,

@@ -5,7 +5,8 @@
 use pgrepl_tests::roles::DATABASE;
 use pgrepl_tests::suite::{
     bounded, bounded_for, caught_up, client, connect_with_messages, node_of_read, on_primary,
-    psql_bytes, psql_script, replicated, shared_proxy, text_rows, unique, ConnectionEvent, REPLICA,
+    psql_bytes, psql_script, replicated, shared_proxy, text_rows, unique, ConnectionEvent, PRIMARY,
+    REPLICA,
 };
 use pgrepl_tests::{connect, Cluster};
 use std::time::Duration;
@@ -178,8 +179,9 @@ async fn notification_reaches_an_idle_listener() {
             .await
             .unwrap();
         assert_eq!(next_notification(&mut rx).await.payload(), "in tx");
-        // The listener still works, and keeps listening after a read elsewhere.
-        assert_eq!(node_of_read(&listener).await, REPLICA);
+        // The listener still works after a read, which stays on the primary: the session
+        // is pinned there while it listens.
+        assert_eq!(node_of_read(&listener).await, PRIMARY);
         notifier
             .batch_execute(&format!("NOTIFY {channel}, 'again'"))
             .await

@@ -22,6 +22,48 @@ pub enum ParseOrigin {
     ClientUntracked,
 }
 
+/// Who sent a unit, and so where its responses go.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The client's: forwarded.
+    #[default]
+    Client,
+    /// The proxy's replay of the session's settings, which brings this connection to
+    /// `Settings::seq`: swallowed.
+    Settings,
+    /// The proxy's question whether the session holds primary-only state, asked when the
+    /// session's pin count was at this epoch: swallowed, its answer kept.
+    Probe(u64),
+}
+
+/// What the session wants to learn from a unit's responses beyond forwarding them: whether
+/// it failed, whether a transaction rolled back, the probe's answer. Only for the few units
+/// that change session state, so that the common path looks at no more messages than before.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// The unit's session-level settings, as replayable SQL texts in order.
+    pub sets: Vec<bytes::Bytes>,
+    /// It also changed settings in a way the proxy cannot replay.
+    pub unknown_sets: bool,
+    /// It ran DISCARD ALL.
+    pub discard_all: bool,
+    /// An ErrorResponse came: its message.
+    pub error: Option<String>,
+    /// A CommandComplete `ROLLBACK` came (of the transaction or to a savepoint).
+    pub rolled_back: bool,
+    /// The probe's answer.
+    pub holds_state: Option<bool>,
+}
+
+impl Watch {
+    /// Adds what a later part of the same unit (after a Flush) watches.
+    pub fn merge(&mut self, later: Watch) {
+        self.sets.extend(later.sets);
+        self.unknown_sets |= later.unknown_sets;
+        self.discard_all |= later.discard_all;
+    }
+}
+
 /// What one batch (up to its ReadyForQuery) sent that needs matching to its responses.
 /// Responses come in order, so the n-th ParseComplete answers the n-th Parse, and likewise for
 /// Close; an error ends the batch, so Parses past the count of ParseCompletes failed.
@@ -35,6 +77,19 @@ pub struct Pending {
     /// An extended-protocol batch ended by Sync. If its Execute starts COPY FROM STDIN, the
     /// server ignores that Sync (it arrives during copy mode) and answers the client's next one.
     pub synced_batch: bool,
+    pub origin: Origin,
+    pub watch: Option<Box<Watch>>,
+}
+
+impl Pending {
+    /// A unit the proxy sends on its own behalf.
+    pub fn injected(origin: Origin) -> Pending {
+        Pending {
+            origin,
+            watch: Some(Box::default()),
+            ..Pending::default()
+        }
+    }
 }
 
 /// A connection to one backend, leased by at most one client session at a time.
@@ -57,6 +112,9 @@ pub struct BackendConn {
     /// Bytes of a forwarded message still to pass through before the next header.
     pub body_remaining: usize,
     pub created: Instant,
+    /// How much of its session's settings this connection has (`Settings::seq`); 0 for the
+    /// startup state a pooled connection is reset to.
+    pub settings_seq: u64,
 }
 
 impl BackendConn {
@@ -73,5 +131,13 @@ impl BackendConn {
     /// True when the server owes no response and the stream is at a message boundary.
     pub fn is_quiet(&self) -> bool {
         self.syncs.is_empty() && self.body_remaining == 0 && self.inbuf.is_empty()
+    }
+
+    /// Units whose answers the client is owed (the proxy's own are not).
+    pub fn owed_to_client(&self) -> usize {
+        self.syncs
+            .iter()
+            .filter(|p| p.origin == Origin::Client)
+            .count()
     }
 }

@@ -297,5 +297,6 @@ async fn handshake(
         syncs: VecDeque::new(),
         body_remaining: 0,
         created: Instant::now(),
+        settings_seq: 0,
     })
 }

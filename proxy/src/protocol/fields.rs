@@ -42,25 +42,31 @@ pub fn target(msg: &[u8]) -> Option<(u8, &[u8])> {
     cstr(&b[1..]).map(|(name, _)| (kind, name))
 }
 
-/// ErrorResponse ('E') from a server: whether it ends the server's session (FATAL or PANIC),
-/// as a server shutting down or crashing says before it closes the connection.
-pub fn error_is_fatal(msg: &[u8]) -> bool {
+/// ErrorResponse ('E') or NoticeResponse: the value of the field with this code.
+pub fn error_field(msg: &[u8], code: u8) -> Option<&[u8]> {
     let mut rest = body(msg);
-    let mut severity = None;
-    while let Some((&code, after)) = rest.split_first() {
-        let Some((value, next)) = cstr(after) else {
-            break;
-        };
-        match code {
-            // Never translated (PostgreSQL 9.6 and later): decisive.
-            b'V' => return value == b"FATAL" || value == b"PANIC",
-            // May be translated; used only when there is no 'V'.
-            b'S' => severity = Some(value),
-            _ => {}
+    while let Some((&field, after)) = rest.split_first() {
+        let (value, next) = cstr(after)?;
+        if field == code {
+            return Some(value);
         }
         rest = next;
     }
+    None
+}
+
+/// ErrorResponse ('E') from a server: whether it ends the server's session (FATAL or PANIC),
+/// as a server shutting down or crashing says before it closes the connection.
+pub fn error_is_fatal(msg: &[u8]) -> bool {
+    // 'V' is never translated (PostgreSQL 9.6 and later): decisive; 'S' may be.
+    let severity = error_field(msg, b'V').or_else(|| error_field(msg, b'S'));
     severity.is_some_and(|v| v == b"FATAL" || v == b"PANIC")
+}
+
+/// ErrorResponse ('E'): its SQLSTATE and message, for logs.
+pub fn error_message(msg: &[u8]) -> String {
+    let text = |code| String::from_utf8_lossy(error_field(msg, code).unwrap_or_default());
+    format!("{}: {}", text(b'C'), text(b'M'))
 }
 
 #[cfg(test)]
@@ -103,5 +109,6 @@ mod tests {
         let translated = msg(b'E', b"SFATAL\0VERROR\0\0");
         assert!(!error_is_fatal(&translated), "V wins over S");
         assert!(error_is_fatal(&msg(b'E', b"SPANIC\0\0")));
+        assert_eq!(error_message(&error), "42P01: no table");
     }
 }

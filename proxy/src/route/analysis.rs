@@ -2,6 +2,7 @@
 //! the last step that needs the session's database: its user functions.
 
 use super::catalog::UserFunctions;
+use super::effects::Effects;
 use super::functions::FunctionName;
 use super::reason::{Classification, Reason, Route};
 
@@ -16,9 +17,15 @@ pub struct Analysis {
     pub(super) hint: Option<Route>,
     /// The string creates, changes or drops functions.
     pub(super) changes_functions: bool,
+    /// What it does to the session's state.
+    pub(super) effects: Effects,
 }
 
 impl Analysis {
+    pub fn effects(&self) -> Effects {
+        self.effects
+    }
+
     /// The classification for a session whose database's functions are `functions`.
     ///
     /// Everything that needs the primary keeps its reason; a read calling a volatile user

@@ -8,6 +8,7 @@ use pgrepl_config::Config;
 use super::cache::ClassifyCache;
 use super::catalog::{Catalog, UserFunctions};
 use super::classify::analyze;
+use super::effects::Effects;
 use super::functions::Overrides;
 use super::reason::Classification;
 
@@ -48,10 +49,15 @@ impl Classifier {
     /// Where `sql` goes and why, for a session whose database's functions are `functions`.
     /// A statement that creates, changes or drops functions makes the look-up refresh.
     pub fn classify(&self, sql: &str, functions: &UserFunctions) -> Classification {
+        self.decide(sql, functions).0
+    }
+
+    /// [`Classifier::classify`], and what the statement does to the session's state.
+    pub fn decide(&self, sql: &str, functions: &UserFunctions) -> (Classification, Effects) {
         self.cache.resolve(
             sql,
             |sql| analyze(sql, &self.overrides),
-            |analysis| analysis.resolve(functions),
+            |analysis| (analysis.resolve(functions), analysis.effects()),
         )
     }
 }

@@ -21,6 +21,7 @@ use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use super::analysis::Analysis;
 use super::catalog::UserFunctions;
 use super::ddl::changes_functions;
+use super::effects::{effects, Effects};
 use super::functions::{Call, FunctionName, Overrides};
 use super::hint::route_hint;
 use super::reason::{Classification, Reason, Route};
@@ -45,14 +46,21 @@ pub fn classify(sql: &str) -> Classification {
 /// its route (see [`Analysis`]).
 pub(super) fn analyze(sql: &str, overrides: &Overrides) -> Analysis {
     let dialect = PostgreSqlDialect {};
-    let (classification, calls, changes_functions) =
+    let (classification, calls, changes_functions, effects) =
         match Tokenizer::new(&dialect, sql).tokenize_with_location() {
             Ok(tokens) => {
                 let changes = changes_functions(&tokens);
+                let effects = effects(&tokens);
                 let (classification, calls) = classify_tokens(tokens, overrides);
-                (classification, calls, changes)
+                (classification, calls, changes, effects)
             }
-            Err(_) => (primary(Reason::Unparseable, None), Vec::new(), false),
+            // Nothing is known of what it does: ask the server afterwards.
+            Err(_) => (
+                primary(Reason::Unparseable, None),
+                Vec::new(),
+                false,
+                Effects::OPAQUE,
+            ),
         };
     // A hint only matters for a read.
     let hint = match classification.route {
@@ -64,6 +72,7 @@ pub(super) fn analyze(sql: &str, overrides: &Overrides) -> Analysis {
         hint,
         calls: calls.into(),
         changes_functions,
+        effects,
     }
 }
 

@@ -12,14 +12,29 @@ use foldhash::fast::RandomState;
 
 use crate::backend::{BackendConn, ParseOrigin, Pending};
 use crate::protocol::{fields, write};
-use crate::route::Route;
+use crate::route::{Effects, Route};
+
+/// What classifying a statement's SQL gave: where it runs, and what it does to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub route: Route,
+    pub effects: Effects,
+}
+
+impl Kind {
+    /// For messages that are no statement: where they go is up to the batch.
+    pub const NONE: Kind = Kind {
+        route: Route::Primary,
+        effects: Effects::NONE,
+    };
+}
 
 /// A statement the client prepared, as it sent it.
 pub struct Statement {
     pub generation: u64,
     /// The client's Parse message, replayed on a backend that lacks the statement.
     pub parse: Bytes,
-    pub route: Route,
+    pub kind: Kind,
 }
 
 /// The client's prepared statements by name (the unnamed statement under "").
@@ -30,8 +45,8 @@ pub struct Statements {
 }
 
 impl Statements {
-    pub fn route(&self, name: &[u8]) -> Option<Route> {
-        self.map.get(name).map(|s| s.route)
+    fn get(&self, name: &[u8]) -> Option<&Statement> {
+        self.map.get(name)
     }
 
     pub fn clear(&mut self) {
@@ -68,7 +83,7 @@ impl Statements {
     }
 
     /// Forwards the client's Parse to `conn` and records the statement.
-    pub fn parse_on(&mut self, conn: &mut BackendConn, msg: Bytes, route: Route) {
+    pub fn parse_on(&mut self, conn: &mut BackendConn, msg: Bytes, kind: Kind) {
         let Some((name, _)) = fields::parse_name_sql(&msg) else {
             conn.out.extend_from_slice(&msg); // malformed: let the server reject it
             current(conn).parses.push(ParseOrigin::ClientUntracked);
@@ -99,7 +114,7 @@ impl Statements {
             Statement {
                 generation,
                 parse: msg,
-                route,
+                kind,
             },
         );
     }
@@ -145,16 +160,20 @@ fn current(conn: &mut BackendConn) -> &mut Pending {
 /// Extended-protocol messages waiting for Sync or Flush, with what they say about the route.
 #[derive(Default)]
 pub struct Batch {
-    /// Messages in order, each with the route of its SQL (for Parse).
-    pub messages: Vec<(u8, Bytes, Route)>,
-    /// Statements parsed in this batch, by name, with their routes.
-    parsed: Vec<(Bytes, Route)>,
+    /// Messages in order, each with the kind of its SQL (for Parse).
+    pub messages: Vec<(u8, Bytes, Kind)>,
+    /// Statements parsed in this batch, by name, with their kinds.
+    parsed: Vec<(Bytes, Kind)>,
     /// Strictest route of the statements bound (and so executed) in this batch.
     bound: Option<Route>,
     /// Strictest route of the statements parsed in this batch.
     parse_route: Option<Route>,
     /// An Execute of a portal bound outside this batch.
     unbound_execute: bool,
+    /// What the statements bound in this batch do to the session.
+    pub effects: Effects,
+    /// The SQL of the session-level SETs bound in this batch, in order.
+    pub sets: Vec<Bytes>,
 }
 
 fn strictest(a: Option<Route>, b: Route) -> Option<Route> {
@@ -176,46 +195,74 @@ impl Batch {
         self.bound = None;
         self.parse_route = None;
         self.unbound_execute = false;
+        self.effects = Effects::NONE;
+        self.sets.clear();
     }
 
     /// Puts back the message list taken out to send it, emptied.
-    pub fn restore(&mut self, messages: Vec<(u8, Bytes, Route)>) {
+    pub fn restore(&mut self, messages: Vec<(u8, Bytes, Kind)>) {
         self.messages = messages;
         self.clear();
     }
 
-    /// Adds a message; `sql_route` classifies the SQL of a Parse.
+    /// Adds a message; `classify` gives the kind of the SQL of a Parse.
     pub fn push(
         &mut self,
         ty: u8,
         msg: Bytes,
         stmts: &Statements,
-        sql_route: impl FnOnce(&[u8]) -> Route,
+        classify: impl FnOnce(&[u8]) -> Kind,
     ) {
         match ty {
             b'P' => {
-                let (name, route) = match fields::parse_name_sql(&msg) {
-                    Some((name, sql)) => (msg.slice_ref(name), sql_route(sql)),
-                    None => (Bytes::new(), Route::Primary),
+                let (name, kind) = match fields::parse_name_sql(&msg) {
+                    Some((name, sql)) => (msg.slice_ref(name), classify(sql)),
+                    None => (Bytes::new(), Kind::NONE),
                 };
-                self.parse_route = strictest(self.parse_route, route);
-                self.parsed.push((name, route));
-                self.messages.push((ty, msg, route));
+                self.parse_route = strictest(self.parse_route, kind.route);
+                self.parsed.push((name, kind));
+                self.messages.push((ty, msg, kind));
                 return;
             }
             b'B' => {
-                let route = fields::bind_statement(&msg)
-                    .and_then(|name| {
-                        let local = self.parsed.iter().rev().find(|(n, _)| n == name);
-                        local.map(|(_, r)| *r).or_else(|| stmts.route(name))
-                    })
-                    .unwrap_or(Route::Primary);
-                self.bound = strictest(self.bound, route);
+                let kind = fields::bind_statement(&msg).and_then(|name| {
+                    let local = self.parsed.iter().rev().find(|(n, _)| n == name);
+                    local
+                        .map(|(_, kind)| *kind)
+                        .or_else(|| stmts.get(name).map(|s| s.kind))
+                });
+                let kind = kind.unwrap_or(Kind::NONE);
+                self.bound = strictest(self.bound, kind.route);
+                if !kind.effects.is_none() {
+                    self.bind_effects(kind.effects, &msg, stmts);
+                }
             }
             b'E' if self.bound.is_none() => self.unbound_execute = true,
             _ => {}
         }
-        self.messages.push((ty, msg, Route::Primary));
+        self.messages.push((ty, msg, Kind::NONE));
+    }
+
+    /// Notes what a bound statement does to the session, and the SQL of a SET.
+    fn bind_effects(&mut self, effects: Effects, bind: &[u8], stmts: &Statements) {
+        self.effects |= effects;
+        if !effects.contains(Effects::SESSION_SET) {
+            return;
+        }
+        let Some(name) = fields::bind_statement(bind) else {
+            return;
+        };
+        let parse_here = self.messages.iter().rev().find(|(ty, msg, _)| {
+            *ty == b'P' && fields::parse_name_sql(msg).is_some_and(|(n, _)| n == name)
+        });
+        let parse = parse_here
+            .map(|(_, msg, _)| msg)
+            .or_else(|| stmts.get(name).map(|s| &s.parse));
+        if let Some(msg) = parse {
+            if let Some((_, sql)) = fields::parse_name_sql(msg) {
+                self.sets.push(msg.slice_ref(sql));
+            }
+        }
     }
 
     /// Where the batch must run, or None when any backend will do (only Describe, Close...).

@@ -11,6 +11,8 @@ mod batch;
 mod hint;
 mod reads;
 mod relay;
+mod settings;
+mod state;
 mod words;
 
 use std::collections::VecDeque;
@@ -25,17 +27,19 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
 use tokio_util::io::poll_read_buf;
 
-use crate::backend::{BackendConn, BackendError, PoolKey, StartupInfo};
+use crate::backend::{BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, Watch};
 use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::health::Unusable;
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header};
-use crate::route::{Classifier, Reason, Route, UserFunctions};
+use crate::route::{Classifier, Effects, Reason, Route, UserFunctions};
 use crate::shared::Shared;
-use batch::{Batch, Statements};
+use batch::{Batch, Kind, Statements};
 use hint::{route_setting, ReadPreference};
-use relay::relay;
+use relay::{relay, Outcome};
+use settings::Settings;
+use state::SessionState;
 
 /// Stop reading from backends while this much is waiting to be written to the client.
 const CLIENT_OUT_HIGH_WATER: usize = 1 << 20;
@@ -55,7 +59,7 @@ enum Slot {
 enum Retry {
     Query(Bytes),
     /// A Sync-ended batch: its messages and its Sync.
-    Batch(Vec<(u8, Bytes, Route)>, Bytes),
+    Batch(Vec<(u8, Bytes, Kind)>, Bytes),
 }
 
 /// Why a session ended.
@@ -87,6 +91,8 @@ pub struct ClientInfo {
     /// The replica this session reads from, if any; it counts the session as a reader.
     pub replica: Option<ReplicaLease>,
     pub cancel: Arc<CancelTarget>,
+    /// The servers reported `default_transaction_read_only = on` at startup.
+    pub default_read_only: bool,
 }
 
 pub struct Session<R, W> {
@@ -118,7 +124,7 @@ pub struct Session<R, W> {
     /// The SQL of the client's last Parse, the functions' generation and its route: drivers
     /// re-parse the same unnamed statement for every execution, and a byte compare is far
     /// cheaper than a cache lookup.
-    last_parse: Option<(Box<[u8]>, u64, Route)>,
+    last_parse: Option<(Box<[u8]>, u64, Kind)>,
     /// The next unit waits for `inflight` to finish.
     stalled: bool,
     cancel_slot: Option<Slot>,
@@ -134,6 +140,8 @@ pub struct Session<R, W> {
     /// One entry per unit the replica owes an answer, oldest first: how to re-run it, or None
     /// when it cannot be (inside a transaction, or already partly answered).
     retries: VecDeque<Option<Retry>>,
+    /// Settings to follow and primary-only state to stay with.
+    state: SessionState,
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
@@ -172,6 +180,7 @@ where
     pub fn new(shared: Arc<Shared>, client: ClientInfo, client_r: R, client_w: W) -> Self {
         let shutdown_wait = Box::pin(shared.shutdown.wait());
         let functions = shared.classifier.user_functions(&client.startup.database);
+        let state = SessionState::new(client.default_read_only);
         Session {
             shared,
             client,
@@ -198,6 +207,7 @@ where
             pending_write: false,
             wrote_at: None,
             retries: VecDeque::new(),
+            state,
             shutdown_wait,
             shutting_down: false,
         }
@@ -410,8 +420,18 @@ where
                     self.answer_route_setting(setting, reset);
                     return Ok(true);
                 }
-                let (route, reason) = classify_sql(&self.shared.classifier, &self.functions, sql);
+                let (route, reason, effects) =
+                    classify_sql(&self.shared.classifier, &self.functions, sql);
                 let standalone = match (reason, route) {
+                    // In a default_transaction_read_only session a plain BEGIN starts a
+                    // read-only transaction, which a replica can run.
+                    (Reason::Transaction, _)
+                        if self.state.default_read_only
+                            && effects.contains(Effects::DEFAULT_MODE_BEGIN) =>
+                    {
+                        self.unit_writes = false;
+                        self.read_slot(false)
+                    }
                     // A hint chooses where a read runs; it is not a write either way.
                     (Reason::Hint, Route::Primary) => {
                         self.unit_writes = false;
@@ -421,20 +441,25 @@ where
                         self.unit_writes = false;
                         self.read_slot(true)
                     }
+                    // Settings write no data: no reason to wait for a replica after them.
+                    _ if effects.contains(Effects::ONLY_SETS) => {
+                        self.unit_writes = false;
+                        Slot::Primary
+                    }
                     _ => self.slot_of(route),
                 };
                 let Some(target) = self.decide(standalone) else {
                     return Ok(false);
                 };
                 let msg = self.cin.split_to(total).freeze();
-                self.send_query(target, msg).await;
+                self.send_query(target, msg, effects).await;
             }
             b'P' | b'B' | b'D' | b'E' | b'C' => {
                 let msg = self.cin.split_to(total).freeze();
                 let (classifier, functions) = (&self.shared.classifier, &self.functions);
                 let last = &mut self.last_parse;
                 self.batch.push(ty, msg, &self.stmts, |sql| {
-                    remembered_route(last, classifier, functions, sql)
+                    remembered_kind(last, classifier, functions, sql)
                 });
             }
             b'S' if self.copy_owes_sync.is_some() => {
@@ -476,7 +501,7 @@ where
                     return Ok(false);
                 };
                 let msg = self.cin.split_to(total).freeze();
-                self.send_query(target, msg).await;
+                self.send_query(target, msg, Effects::NONE).await;
             }
             b'X' => return Err(End::ClientGone),
             other => {
@@ -492,6 +517,10 @@ where
     /// Where a batch with no statement of its own to run goes: a backend already leased
     /// (replica first), else a replica.
     fn batch_target(&mut self) -> Slot {
+        if self.state.default_read_only && self.batch.effects.contains(Effects::DEFAULT_MODE_BEGIN)
+        {
+            return self.slot_of(Route::Replica);
+        }
         match self.batch.route() {
             Some(route) => self.slot_of(route),
             None if self.replica.is_some() => Slot::Replica,
@@ -593,7 +622,7 @@ where
     }
 
     /// Sends a simple Query (or FunctionCall): one ReadyForQuery will come back.
-    async fn send_query(&mut self, target: Slot, msg: Bytes) {
+    async fn send_query(&mut self, target: Slot, msg: Bytes, effects: Effects) {
         let closes_batch = self.open_batch.take().is_some();
         let deallocates =
             msg[0] == b'Q' && resets_statements(fields::query_sql(&msg).unwrap_or_default());
@@ -615,13 +644,25 @@ where
             let retry = self.tx.is_none().then(|| Retry::Query(msg.clone()));
             self.note_replica_unit(!closes_batch, retry);
         }
+        let sets = if effects.contains(Effects::ONLY_SETS) {
+            vec![msg.slice_ref(fields::query_sql(&msg).unwrap_or_default())]
+        } else {
+            Vec::new()
+        };
+        let watch = self.state.sending(effects, sets);
+        let probe = target == Slot::Primary && self.state.wants_probe(effects);
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
         };
         if !closes_batch {
+            bring_settings(conn, &self.state.settings);
             conn.syncs.push_back(Default::default());
         }
+        watch_unit(conn, watch);
         conn.out.extend_from_slice(&msg);
+        if probe {
+            ask_holds_state(conn, self.state.pin_epoch());
+        }
         // A simple Query destroys the unnamed statement; DISCARD/DEALLOCATE drop named ones.
         if !conn.prepared.is_empty() {
             conn.prepared.remove(&b""[..]);
@@ -676,22 +717,29 @@ where
                 .then(|| Retry::Batch(messages.clone(), terminator.clone()));
             self.note_replica_unit(!continuing, retry);
         }
+        let effects = self.batch.effects;
+        let watch = self
+            .state
+            .sending(effects, std::mem::take(&mut self.batch.sets));
+        let probe = is_sync && target == Slot::Primary && self.state.wants_probe(effects);
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             self.batch.restore(messages);
             return;
         };
         if !continuing {
+            bring_settings(conn, &self.state.settings);
             conn.syncs.push_back(Default::default());
         }
+        watch_unit(conn, watch);
         if is_sync {
             if let Some(pending) = conn.syncs.back_mut() {
                 pending.synced_batch = true;
             }
         }
-        for (ty, msg, route) in messages.drain(..) {
+        for (ty, msg, kind) in messages.drain(..) {
             match ty {
                 b'P' => {
-                    self.stmts.parse_on(conn, msg, route);
+                    self.stmts.parse_on(conn, msg, kind);
                     continue;
                 }
                 b'B' => {
@@ -713,6 +761,9 @@ where
             conn.out.extend_from_slice(&msg);
         }
         conn.out.extend_from_slice(&terminator);
+        if probe {
+            ask_holds_state(conn, self.state.pin_epoch());
+        }
         self.batch.restore(messages);
         self.open_batch = if is_sync { None } else { Some(target) };
         self.inflight = Some(target);
@@ -749,6 +800,9 @@ where
         if seen.copy_ate_sync {
             self.copy_owes_sync = Some(slot);
         }
+        if let Some(on) = seen.default_read_only {
+            self.state.default_read_only = on;
+        }
         if let Some(status) = seen.last_status {
             self.client_status = status;
             self.tx = (status != b'I').then_some(slot);
@@ -760,6 +814,10 @@ where
             return self
                 .backend_lost(slot, "the server ended the session")
                 .await;
+        }
+        if let Some(error) = self.settle(slot, &seen.outcomes) {
+            let reason = format!("could not apply the session's settings there: {error}");
+            return self.backend_lost(slot, &reason).await;
         }
         if committed {
             self.pending_write = false;
@@ -775,6 +833,37 @@ where
         Ok(())
     }
 
+    /// Takes in how watched units ended; returns the error of a replay of settings that
+    /// failed (the connection then cannot serve this session).
+    fn settle(&mut self, slot: Slot, outcomes: &[Outcome]) -> Option<String> {
+        for outcome in outcomes {
+            match outcome.origin {
+                Origin::Client => {
+                    let before = self.state.settings.seq();
+                    self.state.settle(&outcome.watch, outcome.status);
+                    let after = self.state.settings.seq();
+                    // The connection that ran the settings has them.
+                    if let Some(conn) = self.slot_mut(slot) {
+                        if conn.settings_seq == before {
+                            conn.settings_seq = after;
+                        }
+                    }
+                }
+                Origin::Probe(epoch) => {
+                    if let Some(holds) = outcome.watch.holds_state {
+                        self.state.probed(holds, epoch);
+                    }
+                }
+                Origin::Settings => {
+                    if let Some(error) = &outcome.watch.error {
+                        return Some(error.clone());
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// A backend connection broke. An idle one is just dropped (the next use opens another);
     /// one that owed the client an answer ends that unit with 08006, or the session when the
     /// client's transaction or a partly sent message died with it.
@@ -786,7 +875,7 @@ where
             self.cancel_slot = None;
             self.client.cancel.set(None);
         }
-        let owed = conn.syncs.len();
+        let owed = conn.owed_to_client();
         let in_tx = self.tx == Some(slot);
         if owed == 0 && !in_tx && self.open_batch != Some(slot) {
             tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
@@ -856,7 +945,7 @@ where
         for retry in retries {
             self.unit_writes = false;
             match retry {
-                Retry::Query(msg) => self.send_query(target, msg).await,
+                Retry::Query(msg) => self.send_query(target, msg, Effects::NONE).await,
                 Retry::Batch(messages, sync) => {
                     // The statements the batch defined died with the replica: define them anew.
                     for (ty, msg, _) in &messages {
@@ -876,6 +965,44 @@ where
         }
         Ok(())
     }
+}
+
+/// Before a unit on `conn`: replays the session's settings it lacks, swallowing the answer.
+fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
+    if let Some(sql) = settings.replay_since(conn.settings_seq) {
+        write::query(&sql, &mut conn.out);
+        conn.syncs.push_back(Pending::injected(Origin::Settings));
+        conn.settings_seq = settings.seq();
+    }
+}
+
+/// Attaches what to watch to the unit being sent on `conn`.
+fn watch_unit(conn: &mut BackendConn, watch: Option<Box<Watch>>) {
+    let (Some(watch), Some(unit)) = (watch, conn.syncs.back_mut()) else {
+        return;
+    };
+    match &mut unit.watch {
+        Some(existing) => existing.merge(*watch),
+        None => unit.watch = Some(watch),
+    }
+}
+
+/// Whether the session holds state only this server has: temporary tables, LISTENs,
+/// advisory locks, SQL-level prepared statements, cursors WITH HOLD.
+const HOLDS_STATE: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_class \
+     WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
+     OR EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+     OR EXISTS (SELECT FROM pg_catalog.pg_locks \
+       WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) \
+     OR EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql) \
+     OR EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable)";
+
+/// After a unit on the primary that may have released such state: asks, swallowing the
+/// answer, which is taken only if no newer pin than `epoch` was made meanwhile.
+fn ask_holds_state(conn: &mut BackendConn, epoch: u64) {
+    write::query(HOLDS_STATE, &mut conn.out);
+    conn.syncs
+        .push_back(Pending::injected(Origin::Probe(epoch)));
 }
 
 /// The lease in `slot`, borrowed apart from the rest of the session.
@@ -907,36 +1034,40 @@ fn ends_session(inbuf: &[u8]) -> bool {
     }
 }
 
-/// The route of a Parse's SQL, reusing the last one when the text is the same and the
+/// The kind of a Parse's SQL, reusing the last one when the text is the same and the
 /// user functions have not changed since.
-fn remembered_route(
-    last: &mut Option<(Box<[u8]>, u64, Route)>,
+fn remembered_kind(
+    last: &mut Option<(Box<[u8]>, u64, Kind)>,
     classifier: &Classifier,
     functions: &UserFunctions,
     sql: &[u8],
-) -> Route {
+) -> Kind {
     let generation = functions.generation();
-    if let Some((text, seen, route)) = last {
+    if let Some((text, seen, kind)) = last {
         if *seen == generation && **text == *sql {
-            return *route;
+            return *kind;
         }
     }
-    let route = route_of(classifier, functions, sql);
-    *last = Some((sql.into(), generation, route));
-    route
+    let (route, _, effects) = classify_sql(classifier, functions, sql);
+    let kind = Kind { route, effects };
+    *last = Some((sql.into(), generation, kind));
+    kind
 }
 
-/// Routes SQL text; text that is not UTF-8 cannot be parsed and goes to the primary.
-fn route_of(classifier: &Classifier, functions: &UserFunctions, sql: &[u8]) -> Route {
-    classify_sql(classifier, functions, sql).0
-}
-
-/// The route of SQL text and why.
-fn classify_sql(classifier: &Classifier, functions: &UserFunctions, sql: &[u8]) -> (Route, Reason) {
-    std::str::from_utf8(sql).map_or((Route::Primary, Reason::Unparseable), |text| {
-        let classification = classifier.classify(text, functions);
-        (classification.route, classification.reason)
-    })
+/// The route of SQL text, why, and what it does to the session. Text that is not UTF-8
+/// cannot be parsed: it goes to the primary, and may do anything.
+fn classify_sql(
+    classifier: &Classifier,
+    functions: &UserFunctions,
+    sql: &[u8],
+) -> (Route, Reason, Effects) {
+    std::str::from_utf8(sql).map_or(
+        (Route::Primary, Reason::Unparseable, Effects::OPAQUE),
+        |text| {
+            let (classification, effects) = classifier.decide(text, functions);
+            (classification.route, classification.reason, effects)
+        },
+    )
 }
 
 /// SQL-level DISCARD ALL / DEALLOCATE [PREPARE] ALL drop the session's protocol-level

@@ -24,7 +24,7 @@ where
     /// the session's writes (never one that is down).
     pub(super) fn read_slot(&mut self, hinted: bool) -> Slot {
         let forced = hinted || self.read_pref == ReadPreference::Replica;
-        if self.read_pref == ReadPreference::Primary && !hinted {
+        if (self.read_pref == ReadPreference::Primary && !hinted) || self.state.pinned() {
             return Slot::Primary;
         }
         self.leave_unreadable_replica(forced);

@@ -1,14 +1,24 @@
 //! Server-to-client forwarding. Messages pass through as raw bytes in runs; only the few the
 //! proxy must act on are looked at: ReadyForQuery (transaction status), ParseComplete and
 //! CloseComplete (matched to the Parse and Close messages of the batch: those answering the
-//! proxy's own injected messages are swallowed), and anything a
-//! backend says while it owes no response (only notifications, notices and parameter
-//! changes are passed on then).
+//! proxy's own injected messages are swallowed), ParameterStatus, errors and command tags of
+//! units the session watches, every answer to a unit the proxy sent itself (swallowed), and
+//! anything a backend says while it owes no response (only notifications, notices and
+//! parameter changes are passed on then).
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::backend::{BackendConn, ParseOrigin};
-use crate::protocol::peek_header;
+use crate::backend::{BackendConn, Origin, ParseOrigin, Watch};
+use crate::protocol::{fields, peek_header};
+
+/// How a watched unit (see [`Watch`]) ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub origin: Origin,
+    pub watch: Box<Watch>,
+    /// Its ReadyForQuery status.
+    pub status: u8,
+}
 
 /// What the relay saw that the session must act on.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -26,6 +36,11 @@ pub struct Relayed {
     pub units_done: usize,
     /// Something of the unit still open was forwarded: it can no longer be re-run elsewhere.
     pub open_unit_answered: bool,
+    /// Watched units that ended, in order. Relaying stops after a failed replay of settings:
+    /// what follows on that connection ran without them.
+    pub outcomes: Vec<Outcome>,
+    /// The last `default_transaction_read_only` a ParameterStatus reported.
+    pub default_read_only: Option<bool>,
 }
 
 /// Forwards every complete message (and the start of a partial one) from `conn.inbuf` to `out`.
@@ -71,9 +86,28 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
         if conn.inbuf.len() < total {
             break; // wait for the whole message
         }
+        let injected = conn
+            .syncs
+            .front()
+            .is_some_and(|front| front.origin != Origin::Client);
+        if injected {
+            let stop = swallow(conn, ty, total, &mut seen);
+            conn.inbuf.advance(total);
+            if stop {
+                break;
+            }
+            continue;
+        }
         match ty {
             b'Z' => {
-                if let Some(done) = conn.syncs.pop_front() {
+                if let Some(mut done) = conn.syncs.pop_front() {
+                    if let Some(watch) = done.watch.take() {
+                        seen.outcomes.push(Outcome {
+                            origin: done.origin,
+                            watch,
+                            status: conn.inbuf.get(5).copied().unwrap_or(b'I'),
+                        });
+                    }
                     let unanswered = done.parses.into_iter().skip(done.parses_done);
                     seen.failed_parses
                         .extend(unanswered.filter_map(|origin| match origin {
@@ -110,6 +144,18 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
                     front.closes_done += 1;
                 }
             }
+            b'S' => {
+                if let Some(on) = default_read_only(&conn.inbuf[..total]) {
+                    seen.default_read_only = Some(on);
+                }
+                out.extend_from_slice(&conn.inbuf[..total]);
+            }
+            b'E' | b'C' if !conn.syncs.is_empty() => {
+                if let Some(watch) = conn.syncs.front_mut().and_then(|f| f.watch.as_mut()) {
+                    note(watch, ty, &conn.inbuf[..total]);
+                }
+                out.extend_from_slice(&conn.inbuf[..total]);
+            }
             other => {
                 seen.unsolicited = Some(other);
                 conn.inbuf.advance(total);
@@ -127,12 +173,72 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
 fn needs_attention(conn: &BackendConn, ty: u8) -> bool {
     match conn.syncs.front() {
         None => !matches!(ty, b'A' | b'N' | b'S'),
+        Some(front) if front.origin != Origin::Client => true,
         Some(front) => match ty {
-            b'Z' => true,
+            b'Z' | b'S' => true,
             b'1' => !front.parses.is_empty(),
             b'3' => !front.closes.is_empty(),
             b'G' => front.synced_batch,
+            b'E' | b'C' => front.watch.is_some(),
             _ => false,
         },
     }
+}
+
+/// Consumes one message answering a unit the proxy sent itself; true when relaying must
+/// stop (its settings failed to apply).
+fn swallow(conn: &mut BackendConn, ty: u8, total: usize, seen: &mut Relayed) -> bool {
+    let msg = &conn.inbuf[..total];
+    let Some(front) = conn.syncs.front_mut() else {
+        return false;
+    };
+    let watch = front.watch.get_or_insert_with(Box::default);
+    match ty {
+        b'E' => note(watch, ty, msg),
+        b'D' => watch.holds_state = first_column(msg).map(|v| v == b"t"),
+        b'S' => {
+            if let Some(on) = default_read_only(msg) {
+                seen.default_read_only = Some(on);
+            }
+        }
+        b'Z' => {
+            let done = conn.syncs.pop_front().unwrap_or_default();
+            let failed = done.origin == Origin::Settings
+                && done.watch.as_ref().is_some_and(|w| w.error.is_some());
+            seen.outcomes.push(Outcome {
+                origin: done.origin,
+                watch: done.watch.unwrap_or_default(),
+                status: msg.get(5).copied().unwrap_or(b'I'),
+            });
+            return failed;
+        }
+        _ => {}
+    }
+    false
+}
+
+/// Records what an ErrorResponse or CommandComplete says about a watched unit.
+fn note(watch: &mut Watch, ty: u8, msg: &[u8]) {
+    match ty {
+        b'E' => {
+            if watch.error.is_none() {
+                watch.error = Some(fields::error_message(msg));
+            }
+        }
+        _ => watch.rolled_back |= fields::body(msg).starts_with(b"ROLLBACK"),
+    }
+}
+
+/// The value of a ParameterStatus for `default_transaction_read_only`.
+fn default_read_only(msg: &[u8]) -> Option<bool> {
+    let (name, rest) = fields::cstr(fields::body(msg))?;
+    let (value, _) = fields::cstr(rest)?;
+    (name == b"default_transaction_read_only").then_some(value == b"on")
+}
+
+/// The first column of a DataRow, unless NULL.
+fn first_column(msg: &[u8]) -> Option<&[u8]> {
+    let body = fields::body(msg);
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    body.get(6..6 + usize::try_from(len).ok()?)
 }

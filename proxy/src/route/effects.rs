@@ -1,0 +1,323 @@
+//! What a SQL string does to its session beyond where it runs: session settings the other
+//! backends must follow, and state only the primary will hold (temporary tables, LISTEN,
+//! advisory locks, SQL prepared statements, cursors WITH HOLD).
+//!
+//! Read from the leading words of each statement and from function-call tokens, not from the
+//! syntax tree: every statement of the string counts, including those after the first one
+//! that needs the primary, and those sqlparser cannot parse.
+
+use sqlparser::tokenizer::{Token, TokenWithSpan};
+
+/// A set of effects; combining is a bitwise or.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Effects(u8);
+
+impl Effects {
+    /// No effect beyond the statement's own result.
+    pub const NONE: Effects = Effects(0);
+    /// A session-level `SET`/`RESET` (not `SET LOCAL`, `SET TRANSACTION`, `SET CONSTRAINTS`).
+    pub const SESSION_SET: Effects = Effects(1);
+    /// Every statement of the string is a `SET` or `RESET`: its text can be replayed as is.
+    pub const ONLY_SETS: Effects = Effects(1 << 1);
+    /// `DISCARD ALL`: the session's settings return to their startup values.
+    pub const DISCARD_ALL: Effects = Effects(1 << 2);
+    /// Creates state only the backend that ran it holds.
+    pub const PINS: Effects = Effects(1 << 3);
+    /// May remove such state: when the session holds some, ask the server afterwards.
+    pub const MAY_UNPIN: Effects = Effects(1 << 4);
+    /// May create it where the text cannot tell (`DO`, `CALL`, text sqlparser cannot
+    /// tokenize): ask the server afterwards in any case.
+    pub const OPAQUE: Effects = Effects(1 << 6);
+    /// Starts with `BEGIN`/`START TRANSACTION` without an access mode: the transaction is
+    /// read-only when the session's `default_transaction_read_only` is on.
+    pub const DEFAULT_MODE_BEGIN: Effects = Effects(1 << 5);
+
+    pub fn contains(self, other: Effects) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn intersects(self, other: Effects) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for Effects {
+    type Output = Effects;
+    fn bitor(self, rhs: Effects) -> Effects {
+        Effects(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Effects {
+    fn bitor_assign(&mut self, rhs: Effects) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// Functions taking session-level advisory locks (the `_xact_` ones end with the transaction).
+const LOCKING: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
+/// Functions releasing them.
+const UNLOCKING: &[&str] = &[
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all",
+];
+
+/// Leading words of statements that may end primary-only state.
+const RELEASING: &[&str] = &[
+    "discard",
+    "unlisten",
+    "deallocate",
+    "close",
+    "drop",
+    "commit",
+    "end",
+    "rollback",
+    "abort",
+];
+
+/// The effects of the statements in `tokens`.
+pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
+    let mut all = Effects::NONE;
+    let mut only_sets = true;
+    let mut first = true;
+    for statement in tokens.split(|t| t.token == Token::SemiColon) {
+        let words: Vec<&str> = statement
+            .iter()
+            .filter_map(|t| match &t.token {
+                Token::Whitespace(_) | Token::EOF => None,
+                Token::Word(w) if w.quote_style.is_none() => Some(w.value.as_str()),
+                _ => Some(""),
+            })
+            .collect();
+        if words.is_empty() {
+            continue;
+        }
+        let effect = statement_effects(&words, first);
+        first = false;
+        only_sets &= is_set(&words);
+        all |= effect | calls(statement);
+    }
+    if only_sets && all.contains(Effects::SESSION_SET) {
+        all |= Effects::ONLY_SETS;
+    }
+    all
+}
+
+fn is(word: Option<&&str>, expected: &str) -> bool {
+    word.is_some_and(|w| w.eq_ignore_ascii_case(expected))
+}
+
+fn is_set(words: &[&str]) -> bool {
+    is(words.first(), "set") || is(words.first(), "reset")
+}
+
+/// The effects a statement's leading words say it has; `first` for the string's first one.
+fn statement_effects(words: &[&str], first: bool) -> Effects {
+    let verb = words[0].to_ascii_lowercase();
+    let next = words.get(1);
+    match verb.as_str() {
+        "set"
+            if ["local", "transaction", "constraints"]
+                .iter()
+                .any(|w| is(next, w)) =>
+        {
+            Effects::NONE
+        }
+        "set" | "reset" => Effects::SESSION_SET,
+        "discard" if is(next, "all") => Effects::DISCARD_ALL | Effects::MAY_UNPIN,
+        "create" if creates_temporary(&words[1..]) => Effects::PINS,
+        "select" if selects_into_temporary(words) => Effects::PINS,
+        "listen" => Effects::PINS,
+        "prepare" if !is(next, "transaction") => Effects::PINS,
+        "prepare" => Effects::MAY_UNPIN,
+        "declare"
+            if words
+                .windows(2)
+                .any(|w| is(w.first(), "with") && is(w.get(1), "hold")) =>
+        {
+            Effects::PINS
+        }
+        "begin" | "start" if first && !sets_access_mode(words) => Effects::DEFAULT_MODE_BEGIN,
+        "do" | "call" => Effects::OPAQUE,
+        verb if RELEASING.contains(&verb) => Effects::MAY_UNPIN,
+        _ => Effects::NONE,
+    }
+}
+
+/// `CREATE [GLOBAL|LOCAL] TEMP|TEMPORARY ...`, or anything created in `pg_temp`.
+fn creates_temporary(rest: &[&str]) -> bool {
+    let mut words = rest.iter();
+    let mut word = words.next();
+    if is(word, "or") {
+        word = words.nth(1); // OR REPLACE
+    }
+    if is(word, "global") || is(word, "local") {
+        word = words.next();
+    }
+    is(word, "temp")
+        || is(word, "temporary")
+        || rest.iter().any(|w| w.eq_ignore_ascii_case("pg_temp"))
+}
+
+/// `SELECT ... INTO [TEMP|TEMPORARY] ...` of a temporary table.
+fn selects_into_temporary(words: &[&str]) -> bool {
+    words
+        .windows(2)
+        .any(|w| is(w.first(), "into") && (is(w.get(1), "temp") || is(w.get(1), "temporary")))
+}
+
+/// Whether a `BEGIN`/`START TRANSACTION` names READ ONLY or READ WRITE.
+fn sets_access_mode(words: &[&str]) -> bool {
+    words
+        .windows(2)
+        .any(|w| is(w.first(), "read") && (is(w.get(1), "only") || is(w.get(1), "write")))
+}
+
+/// Advisory-lock function calls anywhere in the statement.
+fn calls(statement: &[TokenWithSpan]) -> Effects {
+    let mut effects = Effects::NONE;
+    let significant = statement
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)));
+    let mut previous: Option<&str> = None;
+    for token in significant {
+        match (&token.token, previous) {
+            (Token::LParen, Some(name)) => {
+                let name = name.to_ascii_lowercase();
+                if LOCKING.contains(&name.as_str()) {
+                    effects |= Effects::PINS;
+                } else if UNLOCKING.contains(&name.as_str()) {
+                    effects |= Effects::MAY_UNPIN;
+                }
+                previous = None;
+            }
+            (Token::Word(w), _) if w.value.starts_with("pg_") || w.value.starts_with("PG_") => {
+                previous = Some(w.value.as_str());
+            }
+            _ => previous = None,
+        }
+    }
+    effects
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::tokenizer::Tokenizer;
+
+    use super::*;
+
+    fn of(sql: &str) -> Effects {
+        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize_with_location()
+            .unwrap();
+        effects(&tokens)
+    }
+
+    #[test]
+    fn session_settings() {
+        let replayable = Effects::SESSION_SET | Effects::ONLY_SETS;
+        for sql in [
+            "SET search_path = a, b",
+            "set session search_path to a",
+            "SET ROLE r",
+            "RESET ROLE",
+            "SET SESSION AUTHORIZATION r",
+            "SET TIME ZONE 'UTC'",
+            "RESET ALL",
+            "SET application_name = 'x'; SET LOCAL work_mem = '1MB'",
+        ] {
+            assert_eq!(of(sql), replayable, "{sql}");
+        }
+        for sql in [
+            "SET LOCAL search_path = a",
+            "SET TRANSACTION READ ONLY",
+            "SET CONSTRAINTS ALL DEFERRED",
+            "SELECT 'SET x = 1'",
+        ] {
+            assert!(!of(sql).contains(Effects::SESSION_SET), "{sql}");
+        }
+        let mixed = of("SET search_path = a; SELECT 1");
+        assert!(mixed.contains(Effects::SESSION_SET) && !mixed.contains(Effects::ONLY_SETS));
+    }
+
+    #[test]
+    fn state_only_the_primary_holds() {
+        for sql in [
+            "CREATE TEMP TABLE t (a int)",
+            "create temporary view v as select 1",
+            "CREATE GLOBAL TEMPORARY TABLE t (a int)",
+            "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+            "CREATE TABLE pg_temp.t (a int)",
+            "SELECT 1 AS a INTO TEMP t",
+            "LISTEN ch",
+            "PREPARE p AS SELECT 1",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT x, PG_TRY_ADVISORY_LOCK_SHARED(2) FROM t",
+            "INSERT INTO t VALUES (1); LISTEN ch",
+        ] {
+            assert!(of(sql).contains(Effects::PINS), "{sql}");
+        }
+        for sql in [
+            "CREATE TABLE t (a int)",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "SELECT pg_advisory_xact_lock(1)",
+            "SELECT 'LISTEN x', 'pg_advisory_lock(1)'",
+            "PREPARE TRANSACTION 'x'",
+        ] {
+            assert!(!of(sql).contains(Effects::PINS), "{sql}");
+        }
+    }
+
+    #[test]
+    fn statements_that_may_release_it() {
+        for sql in [
+            "DISCARD TEMP",
+            "UNLISTEN *",
+            "DEALLOCATE p",
+            "CLOSE c",
+            "DROP TABLE t",
+            "COMMIT",
+            "ROLLBACK",
+            "SELECT pg_advisory_unlock(1)",
+            "select pg_advisory_unlock_all()",
+        ] {
+            assert!(of(sql).contains(Effects::MAY_UNPIN), "{sql}");
+        }
+        for sql in ["DO $$ BEGIN END $$", "CALL p()"] {
+            assert!(of(sql).contains(Effects::OPAQUE), "{sql}");
+        }
+        assert!(of("DISCARD ALL").contains(Effects::DISCARD_ALL));
+        assert!(of("SELECT 1").is_none());
+    }
+
+    #[test]
+    fn begin_without_an_access_mode() {
+        for sql in [
+            "BEGIN",
+            "begin work",
+            "START TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "BEGIN; INSERT INTO t VALUES (1)",
+        ] {
+            assert!(of(sql).contains(Effects::DEFAULT_MODE_BEGIN), "{sql}");
+        }
+        for sql in [
+            "BEGIN READ WRITE",
+            "START TRANSACTION READ ONLY",
+            "SELECT 1; BEGIN",
+        ] {
+            assert!(!of(sql).contains(Effects::DEFAULT_MODE_BEGIN), "{sql}");
+        }
+    }
+}
