@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use pgrepl_tests::connect;
 use pgrepl_tests::roles::{APP, DATABASE};
 use pgrepl_tests::suite::{
-    bounded_for, eventually, node_of_read, own_cluster_and_proxy, sqlstate, REPLICA,
+    bounded_for, eventually, node_of_read, on_replica, own_cluster_and_proxy, sqlstate, REPLICA,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,6 +24,14 @@ async fn reads_go_on_and_writes_fail_fast_while_the_primary_is_down() {
             .await
             .unwrap();
 
+        // The replica stops replaying, so it never sees the writer's last write and soon
+        // lags past max_replica_lag.
+        on_replica(&cluster, "SELECT pg_wal_replay_pause()").await;
+        writer
+            .execute("INSERT INTO w VALUES (10)", &[])
+            .await
+            .unwrap();
+
         let primary = cluster.primary.clone();
         tokio::task::spawn_blocking(move || primary.stop())
             .await
@@ -35,6 +43,22 @@ async fn reads_go_on_and_writes_fail_fast_while_the_primary_is_down() {
             REPLICA,
             "an open session reads on"
         );
+        // Neither the writer's own write nor the replica's lag can be checked against a
+        // primary that is down: once the monitor sees it down, the writer reads on the
+        // replica too (waiting longer than max_replica_lag for it).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        eventually(
+            "the writer to read on the replica",
+            Duration::from_secs(5),
+            || async {
+                let row = writer
+                    .query_one("SELECT current_setting('cluster_name')", &[])
+                    .await;
+                row.is_ok_and(|row| row.get::<_, String>(0) == REPLICA)
+            },
+        )
+        .await
+        .unwrap();
         let fresh = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
         assert_eq!(
             node_of_read(&fresh).await,
@@ -63,6 +87,7 @@ async fn reads_go_on_and_writes_fail_fast_while_the_primary_is_down() {
             "the write failed fast: {elapsed:?}"
         );
 
+        on_replica(&cluster, "SELECT pg_wal_replay_resume()").await;
         let primary = cluster.primary.clone();
         tokio::task::spawn_blocking(move || primary.start())
             .await

@@ -93,7 +93,12 @@ impl Health {
             return Err(Unusable::NotInRecovery);
         }
         let since = state.behind_since.load(Relaxed);
-        if since != CAUGHT_UP && self.now_nanos().saturating_sub(since) > self.max_lag {
+        // Behind a primary that is down, a replica cannot catch up, and its data is the
+        // newest there is: it serves reads rather than none being served.
+        if since != CAUGHT_UP
+            && self.now_nanos().saturating_sub(since) > self.max_lag
+            && self.backends[PRIMARY].up.load(Relaxed)
+        {
             return Err(Unusable::Lagging);
         }
         Ok(())

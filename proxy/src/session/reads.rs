@@ -94,6 +94,9 @@ where
                 self.wrote_at = None;
                 true
             }
+            // With the primary down no read can run there: what the replica has is the
+            // newest data there is.
+            _ if matches!(health.primary_state(), Err(Unusable::Down)) => true,
             _ => {
                 health.nudge_primary();
                 false
