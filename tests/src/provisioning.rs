@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::proxy::proxy_bin;
+use crate::proxy::proxy_command;
 use crate::suite::{run_with_timeout, PsqlRun};
 
 /// The only way to skip the Docker suites, for machines without Docker. CI never sets it: there
@@ -56,7 +56,7 @@ fn build_local_image() {
 
 /// Runs `pgrepl-proxy ARGS` with extra environment variables, to completion.
 pub fn pgrepl(args: &[&str], env: &[(&str, &str)]) -> PsqlRun {
-    let mut cmd = Command::new(proxy_bin().expect("no pgrepl-proxy binary"));
+    let mut cmd = proxy_command();
     cmd.args(args);
     for (key, value) in env {
         cmd.env(key, value);

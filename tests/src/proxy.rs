@@ -66,6 +66,14 @@ pub fn proxy_bin() -> Result<PathBuf> {
         })
 }
 
+/// A command running the pgrepl-proxy binary. The binary's own `PGREPL_PROXY_BIN` is not
+/// passed on: the proxy would read it as configuration (an unknown key) and refuse to start.
+pub fn proxy_command() -> Command {
+    let mut cmd = Command::new(proxy_bin().expect("no pgrepl-proxy binary"));
+    cmd.env_remove("PGREPL_PROXY_BIN");
+    cmd
+}
+
 /// A running `pgrepl-proxy serve`; killed when dropped.
 #[derive(Debug)]
 pub struct ProxyProcess {
@@ -81,6 +89,7 @@ impl ProxyProcess {
     /// `addr` accepts TCP connections. Errors include the end of the log.
     pub fn start(config_toml: &str, addr: SocketAddr) -> Result<ProxyProcess> {
         let bin = proxy_bin()?;
+        let mut command = proxy_command();
         let stem = run_dir().join(format!("proxy-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
         let config_path = stem.with_extension("toml");
         let log_path = stem.with_extension("log");
@@ -88,7 +97,7 @@ impl ProxyProcess {
             .with_context(|| format!("cannot write {}", config_path.display()))?;
         let log = File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
-        let child = Command::new(&bin)
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)

@@ -2,16 +2,15 @@
 //! where the running proxy sends the same statement, as
 //! `current_setting('cluster_name')` shows.
 
-use pgrepl_tests::proxy_bin;
+use pgrepl_tests::proxy_command;
 use pgrepl_tests::suite::{
     bounded, client, last_first, replicated, run_with_timeout, PRIMARY, REPLICA,
 };
-use std::process::Command;
 use std::time::Duration;
 
 /// Runs `pgrepl-proxy classify SQL`; returns its stdout, asserting success.
 fn classify(sql: &str) -> String {
-    let mut cmd = Command::new(proxy_bin().unwrap());
+    let mut cmd = proxy_command();
     cmd.arg("classify").arg(sql);
     let run = run_with_timeout(cmd, b"", Duration::from_secs(20)).unwrap();
     assert!(run.success, "classify {sql:?} failed: {}", run.stderr);

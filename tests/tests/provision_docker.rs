@@ -4,7 +4,7 @@
 //! the errors a user meets. Fails when Docker is unreachable (see `SKIP_DOCKER_TESTS`).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use pgrepl_tests::provisioning::{
     assert_healthy_status, docker, docker_psql, docker_suite_enabled, pgrepl, step_outcomes,
     LOCAL_IMAGE,
 };
-use pgrepl_tests::{proxy_bin, wait_until};
+use pgrepl_tests::{proxy_command, wait_until};
 use tokio_postgres::NoTls;
 
 /// The tutorial's names are fixed (db01, db02, rideshare-net), so tests that create them take
@@ -219,7 +219,7 @@ fn containers_follow_the_issue(env: &[(&str, &str)]) {
 /// standby and a write on the primary.
 fn proxy_serves_the_pair(env: &[(&str, &str)]) {
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(proxy_bin().unwrap());
+    let mut cmd = proxy_command();
     cmd.args(["up", "--image", LOCAL_IMAGE])
         .env("PGREPL_PROXY__LISTEN", &listen)
         .stdout(Stdio::piped())
