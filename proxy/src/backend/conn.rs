@@ -43,6 +43,13 @@ pub enum Origin {
 pub struct Watch {
     /// The unit's session-level settings, as replayable SQL texts in order.
     pub sets: Vec<bytes::Bytes>,
+    /// A whole string of settings and transaction control sent outside a transaction:
+    /// replayed as it is if it succeeds, whatever it committed or rolled back.
+    pub whole: Option<bytes::Bytes>,
+    /// The unit is one savepoint statement, with its savepoint's name.
+    pub savepoint: Option<(SavepointOp, Box<[u8]>)>,
+    /// It contains a `ROLLBACK TO SAVEPOINT`: a `ROLLBACK` tag may not end the transaction.
+    pub partial_rollback: bool,
     /// It also changed settings in a way the proxy cannot replay.
     pub unknown_sets: bool,
     /// It ran DISCARD ALL.
@@ -61,7 +68,20 @@ impl Watch {
         self.sets.extend(later.sets);
         self.unknown_sets |= later.unknown_sets;
         self.discard_all |= later.discard_all;
+        self.partial_rollback |= later.partial_rollback;
+        self.savepoint = None;
+        if self.whole.take().is_some() {
+            self.unknown_sets = true;
+        }
     }
+}
+
+/// A savepoint statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavepointOp {
+    Define,
+    RollbackTo,
+    Release,
 }
 
 /// What one batch (up to its ReadyForQuery) sent that needs matching to its responses.

@@ -10,14 +10,16 @@ use sqlparser::tokenizer::{Token, TokenWithSpan};
 
 /// A set of effects; combining is a bitwise or.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Effects(u8);
+pub struct Effects(u16);
 
 impl Effects {
     /// No effect beyond the statement's own result.
     pub const NONE: Effects = Effects(0);
-    /// A session-level `SET`/`RESET` (not `SET LOCAL`, `SET TRANSACTION`, `SET CONSTRAINTS`).
+    /// A session-level `SET`/`RESET` (not `SET LOCAL`, `SET TRANSACTION`, `SET CONSTRAINTS`),
+    /// or a `set_config(..., false)` call.
     pub const SESSION_SET: Effects = Effects(1);
-    /// Every statement of the string is a `SET` or `RESET`: its text can be replayed as is.
+    /// Every statement of the string is a `SET`, a `RESET`, a `SELECT` of `set_config` calls
+    /// with constant arguments, or transaction control: its text can be replayed as is.
     pub const ONLY_SETS: Effects = Effects(1 << 1);
     /// `DISCARD ALL`: the session's settings return to their startup values.
     pub const DISCARD_ALL: Effects = Effects(1 << 2);
@@ -31,6 +33,11 @@ impl Effects {
     /// Starts with `BEGIN`/`START TRANSACTION` without an access mode: the transaction is
     /// read-only when the session's `default_transaction_read_only` is on.
     pub const DEFAULT_MODE_BEGIN: Effects = Effects(1 << 5);
+    /// `BEGIN`, `COMMIT`, `SAVEPOINT` ... among the statements.
+    pub const TX_CONTROL: Effects = Effects(1 << 7);
+    /// `ROLLBACK TO SAVEPOINT` among them: a `ROLLBACK` tag in its answer may not end the
+    /// transaction.
+    pub const PARTIAL_ROLLBACK: Effects = Effects(1 << 8);
 
     pub fn contains(self, other: Effects) -> bool {
         self.0 & other.0 == other.0
@@ -72,6 +79,18 @@ const UNLOCKING: &[&str] = &[
     "pg_advisory_unlock_all",
 ];
 
+/// Leading words of transaction control statements.
+const TX_CONTROL: &[&str] = &[
+    "begin",
+    "start",
+    "commit",
+    "end",
+    "rollback",
+    "abort",
+    "savepoint",
+    "release",
+];
+
 /// Leading words of statements that may end primary-only state.
 const RELEASING: &[&str] = &[
     "discard",
@@ -102,10 +121,11 @@ pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
         if words.is_empty() {
             continue;
         }
-        let effect = statement_effects(&words, first);
+        let effect = statement_effects(&words, first) | tx_control(&words);
         first = false;
-        only_sets &= is_set(&words);
-        all |= effect | calls(statement);
+        let (calls, set_configs_only) = calls(statement);
+        only_sets &= is_set(&words) || set_configs_only || effect.contains(Effects::TX_CONTROL);
+        all |= effect | calls;
     }
     if only_sets && all.contains(Effects::SESSION_SET) {
         all |= Effects::ONLY_SETS;
@@ -119,6 +139,21 @@ fn is(word: Option<&&str>, expected: &str) -> bool {
 
 fn is_set(words: &[&str]) -> bool {
     is(words.first(), "set") || is(words.first(), "reset")
+}
+
+/// Whether the statement is transaction control, and a rollback to a savepoint.
+fn tx_control(words: &[&str]) -> Effects {
+    let verb = words[0].to_ascii_lowercase();
+    if !TX_CONTROL.contains(&verb.as_str()) || (verb == "start" && !is(words.get(1), "transaction"))
+    {
+        return Effects::NONE;
+    }
+    let partial = verb == "rollback" && words.iter().any(|w| w.eq_ignore_ascii_case("to"));
+    if partial {
+        Effects::TX_CONTROL | Effects::PARTIAL_ROLLBACK
+    } else {
+        Effects::TX_CONTROL
+    }
 }
 
 /// The effects a statement's leading words say it has; `first` for the string's first one.
@@ -147,7 +182,9 @@ fn statement_effects(words: &[&str], first: bool) -> Effects {
         {
             Effects::PINS
         }
-        "begin" | "start" if first && !sets_access_mode(words) => Effects::DEFAULT_MODE_BEGIN,
+        "begin" | "start" if first && !sets_access_mode(words) && !serializable(words) => {
+            Effects::DEFAULT_MODE_BEGIN
+        }
         "do" | "call" => Effects::OPAQUE,
         verb if RELEASING.contains(&verb) => Effects::MAY_UNPIN,
         _ => Effects::NONE,
@@ -183,31 +220,96 @@ fn sets_access_mode(words: &[&str]) -> bool {
         .any(|w| is(w.first(), "read") && (is(w.get(1), "only") || is(w.get(1), "write")))
 }
 
-/// Advisory-lock function calls anywhere in the statement.
-fn calls(statement: &[TokenWithSpan]) -> Effects {
-    let mut effects = Effects::NONE;
-    let significant = statement
+/// `ISOLATION LEVEL SERIALIZABLE`, which a standby refuses.
+fn serializable(words: &[&str]) -> bool {
+    words.iter().any(|w| w.eq_ignore_ascii_case("serializable"))
+}
+
+/// Advisory-lock and `set_config` calls anywhere in the statement; and whether it is a
+/// `SELECT` of nothing but `set_config` calls with constant arguments (replayable as is).
+fn calls(statement: &[TokenWithSpan]) -> (Effects, bool) {
+    let tokens: Vec<&Token> = statement
         .iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_)));
-    let mut previous: Option<&str> = None;
-    for token in significant {
-        match (&token.token, previous) {
-            (Token::LParen, Some(name)) => {
-                let name = name.to_ascii_lowercase();
-                if LOCKING.contains(&name.as_str()) {
-                    effects |= Effects::PINS;
-                } else if UNLOCKING.contains(&name.as_str()) {
-                    effects |= Effects::MAY_UNPIN;
-                }
-                previous = None;
-            }
-            (Token::Word(w), _) if w.value.starts_with("pg_") || w.value.starts_with("PG_") => {
-                previous = Some(w.value.as_str());
-            }
-            _ => previous = None,
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::EOF))
+        .collect();
+    let mut effects = Effects::NONE;
+    for (i, pair) in tokens.windows(2).enumerate() {
+        let (Token::Word(w), Token::LParen) = (pair[0], pair[1]) else {
+            continue;
+        };
+        let name = w.value.to_ascii_lowercase();
+        if LOCKING.contains(&name.as_str()) {
+            effects |= Effects::PINS;
+        } else if UNLOCKING.contains(&name.as_str()) {
+            effects |= Effects::MAY_UNPIN;
+        } else if name == "set_config" && !is_local_set_config(&tokens[i + 2..]) {
+            effects |= Effects::SESSION_SET;
         }
     }
-    effects
+    (effects, selects_only_set_configs(&tokens))
+}
+
+/// Whether a `set_config(` call's third argument is the constant `true` (the setting then
+/// ends with the transaction). `args` starts after the parenthesis.
+fn is_local_set_config(args: &[&Token]) -> bool {
+    let mut depth = 0;
+    let mut commas = 0;
+    for (i, token) in args.iter().enumerate() {
+        match token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 0 => return false,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                commas += 1;
+                if commas == 2 {
+                    return matches!(args.get(i + 1), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("true"))
+                        && matches!(args.get(i + 2), Some(Token::RParen));
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `SELECT [pg_catalog.]set_config('name', 'value', false) [, ...]`, constants only.
+fn selects_only_set_configs(tokens: &[&Token]) -> bool {
+    let word = |t: Option<&&Token>, w: &str| matches!(t, Some(Token::Word(x)) if x.value.eq_ignore_ascii_case(w));
+    if !word(tokens.first(), "select") {
+        return false;
+    }
+    let mut rest = &tokens[1..];
+    loop {
+        if word(rest.first(), "pg_catalog") && matches!(rest.get(1), Some(Token::Period)) {
+            rest = &rest[2..];
+        }
+        if !word(rest.first(), "set_config") || !matches!(rest.get(1), Some(Token::LParen)) {
+            return false;
+        }
+        rest = &rest[2..];
+        for arg in 0..3 {
+            let constant = matches!(
+                rest.first(),
+                Some(Token::SingleQuotedString(_) | Token::Number(..))
+            ) || word(rest.first(), "true")
+                || word(rest.first(), "false");
+            let separator = if arg == 2 {
+                Token::RParen
+            } else {
+                Token::Comma
+            };
+            if !constant || rest.get(1) != Some(&&separator) {
+                return false;
+            }
+            rest = &rest[2..];
+        }
+        match rest.first() {
+            None => return true,
+            Some(Token::Comma) => rest = &rest[1..],
+            Some(_) => return false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,8 +418,51 @@ mod tests {
             "BEGIN READ WRITE",
             "START TRANSACTION READ ONLY",
             "SELECT 1; BEGIN",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
         ] {
             assert!(!of(sql).contains(Effects::DEFAULT_MODE_BEGIN), "{sql}");
         }
+    }
+
+    #[test]
+    fn set_config_calls() {
+        let replayable = Effects::SESSION_SET | Effects::ONLY_SETS;
+        for sql in [
+            "SELECT set_config('app.tenant', '42', false)",
+            "select pg_catalog.set_config('a.b', 'x', FALSE), set_config('a.c', 'y', false);",
+        ] {
+            assert_eq!(of(sql), replayable, "{sql}");
+        }
+        for sql in [
+            "SELECT set_config('a.b', name, false) FROM t",
+            "SELECT set_config($1, $2, false)",
+            "SELECT 1, set_config('a.b', 'x', false)",
+        ] {
+            let effects = of(sql);
+            assert!(effects.contains(Effects::SESSION_SET), "{sql}");
+            assert!(!effects.contains(Effects::ONLY_SETS), "{sql}");
+        }
+        for sql in [
+            "SELECT set_config('a.b', 'x', true)",
+            "SELECT 'set_config(1, 2, false)'",
+        ] {
+            assert!(of(sql).is_none(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn transaction_control_among_settings() {
+        let effects = of("BEGIN; SET a.b = 1; SAVEPOINT p; ROLLBACK TO p; COMMIT");
+        for bit in [
+            Effects::SESSION_SET,
+            Effects::ONLY_SETS,
+            Effects::TX_CONTROL,
+            Effects::PARTIAL_ROLLBACK,
+        ] {
+            assert!(effects.contains(bit), "{bit:?}");
+        }
+        assert!(!of("ROLLBACK").contains(Effects::PARTIAL_ROLLBACK));
+        assert!(of("RELEASE SAVEPOINT p").contains(Effects::TX_CONTROL));
+        assert!(!of("START pg_thing").contains(Effects::TX_CONTROL));
     }
 }

@@ -644,12 +644,18 @@ where
             let retry = self.tx.is_none().then(|| Retry::Query(msg.clone()));
             self.note_replica_unit(!closes_batch, retry);
         }
-        let sets = if effects.contains(Effects::ONLY_SETS) {
-            vec![msg.slice_ref(fields::query_sql(&msg).unwrap_or_default())]
+        let watch = if effects.is_none() && !self.state.watching() {
+            None
         } else {
-            Vec::new()
+            let sql = msg.slice_ref(fields::query_sql(&msg).unwrap_or_default());
+            let sets = if effects.contains(Effects::ONLY_SETS) {
+                vec![sql.clone()]
+            } else {
+                Vec::new()
+            };
+            let in_tx = self.tx.is_some();
+            self.state.sending(effects, sets, Some(&sql), in_tx)
         };
-        let watch = self.state.sending(effects, sets);
         let probe = target == Slot::Primary && self.state.wants_probe(effects);
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
@@ -718,9 +724,12 @@ where
             self.note_replica_unit(!continuing, retry);
         }
         let effects = self.batch.effects;
-        let watch = self
-            .state
-            .sending(effects, std::mem::take(&mut self.batch.sets));
+        let watch = self.state.sending(
+            effects,
+            std::mem::take(&mut self.batch.sets),
+            None,
+            self.tx.is_some(),
+        );
         let probe = is_sync && target == Slot::Primary && self.state.wants_probe(effects);
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             self.batch.restore(messages);

@@ -100,6 +100,9 @@ fn key_of(sql: &[u8]) -> Key {
     let verb = words.next().unwrap_or_default();
     let mut name = words.next().unwrap_or_default();
     let reset = verb.eq_ignore_ascii_case(b"RESET");
+    if !reset && !verb.eq_ignore_ascii_case(b"SET") {
+        return Key::Text; // SELECT set_config(...), or a transaction around settings
+    }
     if !reset && name.eq_ignore_ascii_case(b"SESSION") {
         name = words.next().unwrap_or_default();
         if name.eq_ignore_ascii_case(b"AUTHORIZATION") {
@@ -224,6 +227,8 @@ mod tests {
             ),
             ("SET application_name = 'a;b'", Key::Text),
             ("reset all", Key::All),
+            ("SELECT set_config('a.b', 'x', false)", Key::Text),
+            ("BEGIN; SET a.b = 1; COMMIT", Key::Text),
         ] {
             assert_eq!(key_of(sql.as_bytes()), key, "{sql}");
         }

@@ -9,7 +9,8 @@
 use bytes::Bytes;
 
 use super::settings::Settings;
-use crate::backend::Watch;
+use super::words::Words;
+use crate::backend::{SavepointOp, Watch};
 use crate::route::Effects;
 
 /// A setting made inside the open transaction.
@@ -23,6 +24,8 @@ pub struct SessionState {
     pub settings: Settings,
     /// Settings made inside the open transaction, in order.
     provisional: Vec<Provisional>,
+    /// The open transaction's savepoints, with how many provisional settings each follows.
+    savepoints: Vec<(Box<[u8]>, usize)>,
     /// A rollback to a savepoint may have undone some of `provisional`.
     provisional_uncertain: bool,
     /// Settings changed in a way the proxy cannot replay: reads stay on the primary until
@@ -51,14 +54,26 @@ impl SessionState {
         self.holds_state || self.settings_unknown
     }
 
+    /// Every unit is watched while a transaction holds settings not yet committed.
+    pub fn watching(&self) -> bool {
+        !self.provisional.is_empty()
+    }
+
     pub fn pin_epoch(&self) -> u64 {
         self.pin_epoch
     }
 
-    /// A unit with `effects` and (for settings) these SQL texts is being sent. Returns what
-    /// to watch in its answers, if anything; pins at once if it may create primary-only
-    /// state.
-    pub fn sending(&mut self, effects: Effects, sets: Vec<Bytes>) -> Option<Box<Watch>> {
+    /// A unit with `effects` is being sent: `sets` are the SQL texts of its settings (for a
+    /// simple query that is only settings and transaction control: its text), `text` its SQL
+    /// when it is a simple query, `in_tx` whether a transaction is open. Returns what to watch
+    /// in its answers, if anything; pins at once if it may create primary-only state.
+    pub fn sending(
+        &mut self,
+        effects: Effects,
+        sets: Vec<Bytes>,
+        text: Option<&[u8]>,
+        in_tx: bool,
+    ) -> Option<Box<Watch>> {
         if effects.contains(Effects::PINS) {
             self.holds_state = true;
             self.pin_epoch += 1;
@@ -67,13 +82,22 @@ impl SessionState {
         if !changes_settings && self.provisional.is_empty() {
             return None;
         }
-        let replayable = effects.contains(Effects::ONLY_SETS) && !sets.is_empty();
-        Some(Box::new(Watch {
-            unknown_sets: effects.contains(Effects::SESSION_SET) && !replayable,
-            sets: if replayable { sets } else { Vec::new() },
+        let mut watch = Watch {
             discard_all: effects.contains(Effects::DISCARD_ALL),
+            partial_rollback: effects.contains(Effects::PARTIAL_ROLLBACK),
+            savepoint: text.and_then(savepoint_op),
             ..Watch::default()
-        }))
+        };
+        if effects.contains(Effects::SESSION_SET) {
+            let replayable = effects.contains(Effects::ONLY_SETS) && !sets.is_empty();
+            match (replayable, effects.contains(Effects::TX_CONTROL)) {
+                // Self-contained: replaying the same text reproduces what it left.
+                (true, true) if !in_tx => watch.whole = sets.into_iter().next(),
+                (true, false) => watch.sets = sets,
+                _ => watch.unknown_sets = true,
+            }
+        }
+        Some(Box::new(watch))
     }
 
     /// Whether to ask the primary, after a unit with `effects`, if state is left.
@@ -84,7 +108,18 @@ impl SessionState {
 
     /// Takes in how a watched client unit ended.
     pub fn settle(&mut self, watch: &Watch, status: u8) {
+        if let Some(sql) = &watch.whole {
+            match (&watch.error, status) {
+                (None, b'I') => self.settings.record(sql.clone()),
+                (None, _) => self.provisional.push(Provisional::Unknown),
+                _ => {}
+            }
+            return;
+        }
         if watch.error.is_none() {
+            if let Some((op, name)) = &watch.savepoint {
+                self.savepoint(*op, name);
+            }
             self.provisional
                 .extend(watch.sets.iter().cloned().map(Provisional::Replayable));
             if watch.unknown_sets {
@@ -93,24 +128,47 @@ impl SessionState {
         }
         match status {
             b'I' => {
-                let committed = watch.error.is_none() && !watch.rolled_back;
                 let provisional = std::mem::take(&mut self.provisional);
-                if committed {
+                let rolled_back =
+                    watch.error.is_some() || (watch.rolled_back && !watch.partial_rollback);
+                // A ROLLBACK tag from a string with ROLLBACK TO SAVEPOINT in it that ended
+                // the transaction: the transaction may have committed or not.
+                let ambiguous = watch.rolled_back && watch.partial_rollback;
+                if !rolled_back {
                     if watch.discard_all {
                         self.settings.discard_all();
                         self.settings_unknown = false;
                     }
-                    if self.provisional_uncertain {
+                    if self.provisional_uncertain || (ambiguous && !provisional.is_empty()) {
                         self.settings_unknown = true;
                     } else {
                         self.commit(provisional);
                     }
                 }
                 self.provisional_uncertain = false;
+                self.savepoints.clear();
             }
-            // Still in a transaction after a rollback: to a savepoint.
-            _ if watch.rolled_back => self.provisional_uncertain = true,
+            // Still in a transaction after a rollback to a savepoint the proxy did not follow.
+            _ if watch.rolled_back && watch.savepoint.is_none() => {
+                self.provisional_uncertain = true
+            }
             _ => {}
+        }
+    }
+
+    /// Follows a savepoint statement that succeeded inside the transaction.
+    fn savepoint(&mut self, op: SavepointOp, name: &[u8]) {
+        let latest = self.savepoints.iter().rposition(|(n, _)| **n == *name);
+        match (op, latest) {
+            (SavepointOp::Define, _) => self.savepoints.push((name.into(), self.provisional.len())),
+            (SavepointOp::RollbackTo, Some(i)) => {
+                self.provisional.truncate(self.savepoints[i].1);
+                self.savepoints.truncate(i + 1);
+            }
+            (SavepointOp::Release, Some(i)) => self.savepoints.truncate(i),
+            // Defined before the proxy watched the transaction.
+            (SavepointOp::RollbackTo, None) => self.provisional_uncertain = true,
+            (SavepointOp::Release, None) => {}
         }
     }
 
@@ -133,6 +191,46 @@ impl SessionState {
     }
 }
 
+/// `SAVEPOINT name`, `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name` or
+/// `RELEASE [SAVEPOINT] name` as the whole statement, with the name as PostgreSQL folds it.
+fn savepoint_op(sql: &[u8]) -> Option<(SavepointOp, Box<[u8]>)> {
+    let mut words = Words(sql);
+    let is = |w: Option<&[u8]>, word: &[u8]| w.is_some_and(|w| w.eq_ignore_ascii_case(word));
+    let verb = words.next()?;
+    let mut next = words.next();
+    let op = if verb.eq_ignore_ascii_case(b"SAVEPOINT") {
+        SavepointOp::Define
+    } else if verb.eq_ignore_ascii_case(b"RELEASE") {
+        if is(next, b"SAVEPOINT") {
+            next = words.next();
+        }
+        SavepointOp::Release
+    } else if verb.eq_ignore_ascii_case(b"ROLLBACK") {
+        if is(next, b"WORK") || is(next, b"TRANSACTION") {
+            next = words.next();
+        }
+        if !is(next, b"TO") {
+            return None;
+        }
+        next = words.next();
+        if is(next, b"SAVEPOINT") {
+            next = words.next();
+        }
+        SavepointOp::RollbackTo
+    } else {
+        return None;
+    };
+    let name = next?;
+    if !words.rest_is_empty() {
+        return None;
+    }
+    let name = match name.strip_prefix(b"\"").and_then(|n| n.strip_suffix(b"\"")) {
+        Some(quoted) => quoted.into(),
+        None => name.to_ascii_lowercase().into(),
+    };
+    Some((op, name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,14 +246,30 @@ mod tests {
     }
 
     fn ok(state: &mut SessionState, effects: Effects, sets: Vec<Bytes>, status: u8) {
-        let watch = state.sending(effects, sets);
+        let watch = state.sending(effects, sets, None, status != b'I');
         if let Some(watch) = watch {
             state.settle(&watch, status);
         }
     }
 
+    /// A simple query's text, run with `status` before and after.
+    fn query(state: &mut SessionState, effects: Effects, sql: &'static str, before: u8, after: u8) {
+        let sets = if effects.contains(Effects::ONLY_SETS) {
+            set(sql)
+        } else {
+            Vec::new()
+        };
+        let watch = state.sending(effects, sets, Some(sql.as_bytes()), before != b'I');
+        if let Some(mut watch) = watch {
+            watch.rolled_back = sql.contains("ROLLBACK");
+            state.settle(&watch, after);
+        }
+    }
+
     fn rolled_back(state: &mut SessionState, status: u8) {
-        let mut watch = state.sending(Effects::MAY_UNPIN, Vec::new()).unwrap();
+        let mut watch = state
+            .sending(Effects::MAY_UNPIN, Vec::new(), None, true)
+            .unwrap();
         watch.rolled_back = true;
         state.settle(&watch, status);
     }
@@ -165,7 +279,9 @@ mod tests {
         let mut state = SessionState::default();
         ok(&mut state, only_sets(), set("SET a.b = 1"), b'I');
         assert_eq!(state.settings.seq(), 1);
-        let mut watch = state.sending(only_sets(), set("SET a.b = 2")).unwrap();
+        let mut watch = state
+            .sending(only_sets(), set("SET a.b = 2"), None, false)
+            .unwrap();
         watch.error = Some("22023: bad".into());
         state.settle(&watch, b'I');
         assert_eq!(state.settings.seq(), 1, "a failed SET changes nothing");
@@ -185,7 +301,9 @@ mod tests {
         ok(&mut state, only_sets(), set("SET a.b = 2"), b'T');
         rolled_back(&mut state, b'I');
         assert_eq!(state.settings.seq(), 1, "rolled back");
-        assert!(state.sending(Effects::NONE, Vec::new()).is_none());
+        assert!(state
+            .sending(Effects::NONE, Vec::new(), None, false)
+            .is_none());
     }
 
     #[test]
@@ -206,11 +324,13 @@ mod tests {
     #[test]
     fn pins_hold_until_a_probe_newer_than_them_says_the_state_is_gone() {
         let mut state = SessionState::default();
-        assert!(state.sending(Effects::PINS, Vec::new()).is_none());
+        assert!(state
+            .sending(Effects::PINS, Vec::new(), None, false)
+            .is_none());
         assert!(state.pinned());
         assert!(state.wants_probe(Effects::MAY_UNPIN));
         let epoch = state.pin_epoch();
-        state.sending(Effects::PINS, Vec::new());
+        state.sending(Effects::PINS, Vec::new(), None, false);
         state.probed(false, epoch);
         assert!(
             state.pinned(),
@@ -222,5 +342,72 @@ mod tests {
         assert!(state.wants_probe(Effects::OPAQUE));
         state.probed(true, 0);
         assert!(state.pinned());
+    }
+
+    #[test]
+    fn a_self_contained_string_is_replayed_whole() {
+        let mut state = SessionState::default();
+        let tx_sets = only_sets() | Effects::TX_CONTROL;
+        query(
+            &mut state,
+            tx_sets,
+            "BEGIN; SET a.b = 1; COMMIT",
+            b'I',
+            b'I',
+        );
+        assert_eq!(state.settings.seq(), 1);
+        // Rolled back to a savepoint inside: replaying the same text does the same.
+        let partial = tx_sets | Effects::PARTIAL_ROLLBACK;
+        let sql = "BEGIN; SET a.b = 2; SAVEPOINT p; SET a.c = 3; ROLLBACK TO SAVEPOINT p; COMMIT";
+        query(&mut state, partial, sql, b'I', b'I');
+        assert_eq!(state.settings.seq(), 2);
+        assert!(state.settings.replay_since(1).unwrap().starts_with(sql));
+        assert!(!state.pinned());
+    }
+
+    #[test]
+    fn savepoints_are_followed_statement_by_statement() {
+        let mut state = SessionState::default();
+        let tx = Effects::TX_CONTROL;
+        query(&mut state, only_sets(), "SET a.b = 1", b'T', b'T');
+        query(&mut state, tx, "SAVEPOINT p", b'T', b'T');
+        query(&mut state, only_sets(), "SET a.c = 2", b'T', b'T');
+        query(
+            &mut state,
+            tx | Effects::PARTIAL_ROLLBACK,
+            "ROLLBACK TO SAVEPOINT P",
+            b'T',
+            b'T',
+        );
+        query(&mut state, tx, "RELEASE p", b'T', b'T');
+        query(&mut state, tx, "COMMIT", b'T', b'I');
+        assert!(!state.pinned());
+        assert_eq!(
+            state.settings.replay_since(0).as_deref(),
+            Some("SET a.b = 1\n;\n")
+        );
+    }
+
+    #[test]
+    fn recognises_savepoint_statements() {
+        let op = |sql: &str| savepoint_op(sql.as_bytes());
+        assert_eq!(
+            op("SAVEPOINT s1"),
+            Some((SavepointOp::Define, b"s1"[..].into()))
+        );
+        assert_eq!(
+            op("rollback work to savepoint S1;"),
+            Some((SavepointOp::RollbackTo, b"s1"[..].into()))
+        );
+        assert_eq!(
+            op("ROLLBACK TO \"Mixed\""),
+            Some((SavepointOp::RollbackTo, b"Mixed"[..].into()))
+        );
+        assert_eq!(
+            op("RELEASE s1"),
+            Some((SavepointOp::Release, b"s1"[..].into()))
+        );
+        assert_eq!(op("ROLLBACK"), None);
+        assert_eq!(op("SAVEPOINT a; SELECT 1"), None);
     }
 }
