@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tag=${1:-pgrepl/postgres:local}
+# One build at a time: callers running in parallel (test suites) wait for it, then find the
+# image built.
+exec 9>"${TMPDIR:-/tmp}/pgrepl-build-pg-image.lock"
+flock 9
 if docker image inspect "$tag" >/dev/null 2>&1; then
     echo "$tag"
     exit 0

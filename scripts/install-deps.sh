@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need from Debian's packages, when missing:
 # the PostgreSQL server and clients (initdb, pg_ctl, pg_basebackup, psql, pgbench), PgBouncer (for
-# the benchmark) and openssl (the TLS test makes a self-signed certificate).
+# the benchmark), openssl (the TLS test makes a self-signed certificate) and debootstrap (the
+# local PostgreSQL image the Docker tests use: scripts/build-pg-image.sh).
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,7 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
