@@ -129,7 +129,7 @@ async fn classify_agrees_with_where_the_proxy_runs_statements() {
                 "primary",
             ),
             (
-                "SELECT current_setting('cluster_name'), set_config('application_name', 'cli', false)"
+                "SELECT current_setting('cluster_name'), set_config('application_name', 'cli', true)"
                     .into(),
                 "primary",
             ),

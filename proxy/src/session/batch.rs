@@ -12,19 +12,22 @@ use foldhash::fast::RandomState;
 
 use crate::backend::{BackendConn, ParseOrigin, Pending};
 use crate::protocol::{fields, write};
-use crate::route::{Effects, Route};
+use crate::route::{Effects, Reason, Route};
 
 /// What classifying a statement's SQL gave: where it runs, and what it does to the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kind {
     pub route: Route,
+    pub reason: Reason,
     pub effects: Effects,
 }
 
 impl Kind {
-    /// For messages that are no statement: where they go is up to the batch.
+    /// For messages that are no statement, or a statement the proxy does not know: where
+    /// they go is up to the batch, or the server reports the error.
     pub const NONE: Kind = Kind {
         route: Route::Primary,
+        reason: Reason::Unparseable,
         effects: Effects::NONE,
     };
 }
@@ -166,8 +169,10 @@ pub struct Batch {
     parsed: Vec<(Bytes, Kind)>,
     /// Strictest route of the statements bound (and so executed) in this batch.
     bound: Option<Route>,
-    /// Strictest route of the statements parsed in this batch.
-    parse_route: Option<Route>,
+    /// Why: the reason of the first bound statement with that route.
+    bound_reason: Option<Reason>,
+    /// Strictest route of the statements parsed in this batch, and why.
+    parse_route: Option<(Route, Reason)>,
     /// An Execute of a portal bound outside this batch.
     unbound_execute: bool,
     /// What the statements bound in this batch do to the session.
@@ -193,6 +198,7 @@ impl Batch {
         self.messages.clear();
         self.parsed.clear();
         self.bound = None;
+        self.bound_reason = None;
         self.parse_route = None;
         self.unbound_execute = false;
         self.effects = Effects::NONE;
@@ -219,7 +225,10 @@ impl Batch {
                     Some((name, sql)) => (msg.slice_ref(name), classify(sql)),
                     None => (Bytes::new(), Kind::NONE),
                 };
-                self.parse_route = strictest(self.parse_route, kind.route);
+                let parse_route = strictest(self.parse_route.map(|(r, _)| r), kind.route);
+                if parse_route != self.parse_route.map(|(r, _)| r) {
+                    self.parse_route = parse_route.map(|r| (r, kind.reason));
+                }
                 self.parsed.push((name, kind));
                 self.messages.push((ty, msg, kind));
                 return;
@@ -232,7 +241,11 @@ impl Batch {
                         .or_else(|| stmts.get(name).map(|s| s.kind))
                 });
                 let kind = kind.unwrap_or(Kind::NONE);
-                self.bound = strictest(self.bound, kind.route);
+                let bound = strictest(self.bound, kind.route);
+                if bound != self.bound {
+                    self.bound_reason = Some(kind.reason);
+                }
+                self.bound = bound;
                 if !kind.effects.is_none() {
                     self.bind_effects(kind.effects, &msg, stmts);
                 }
@@ -265,11 +278,16 @@ impl Batch {
         }
     }
 
-    /// Where the batch must run, or None when any backend will do (only Describe, Close...).
-    pub fn route(&self) -> Option<Route> {
+    /// Where the batch must run and why, or None when any backend will do (only Describe,
+    /// Close...).
+    pub fn route(&self) -> Option<(Route, Reason)> {
         if self.unbound_execute {
-            return Some(Route::Primary);
+            // A portal bound earlier: what it runs is not known here.
+            return Some((Route::Primary, Reason::Unparseable));
         }
-        self.bound.or(self.parse_route)
+        match (self.bound, self.bound_reason) {
+            (Some(route), Some(reason)) => Some((route, reason)),
+            _ => self.parse_route,
+        }
     }
 }

@@ -132,6 +132,8 @@ pub struct Session<R, W> {
     read_pref: ReadPreference,
     /// The unit being sent may write (it was not classified a read).
     unit_writes: bool,
+    /// Why the unit being sent goes where it goes.
+    why: Reason,
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
@@ -204,6 +206,7 @@ where
             cancel_slot: None,
             read_pref: ReadPreference::Auto,
             unit_writes: false,
+            why: Reason::Read,
             pending_write: false,
             wrote_at: None,
             retries: VecDeque::new(),
@@ -422,6 +425,7 @@ where
                 }
                 let (route, reason, effects) =
                     classify_sql(&self.shared.classifier, &self.functions, sql);
+                self.why = reason;
                 let standalone = match (reason, route) {
                     // In a default_transaction_read_only session a plain BEGIN starts a
                     // read-only transaction, which a replica can run.
@@ -430,6 +434,7 @@ where
                             && effects.contains(Effects::DEFAULT_MODE_BEGIN) =>
                     {
                         self.unit_writes = false;
+                        self.why = Reason::ReadOnlyTransaction;
                         self.read_slot(false)
                     }
                     // A hint chooses where a read runs; it is not a write either way.
@@ -451,6 +456,10 @@ where
                 let Some(target) = self.decide(standalone) else {
                     return Ok(false);
                 };
+                if self.awaits_probe(target) {
+                    return Ok(false);
+                }
+                self.joins_transaction(standalone, target);
                 let msg = self.cin.split_to(total).freeze();
                 self.send_query(target, msg, effects).await;
             }
@@ -479,6 +488,10 @@ where
                 let Some(target) = self.decide(standalone) else {
                     return Ok(false);
                 };
+                if self.awaits_probe(target) {
+                    return Ok(false);
+                }
+                self.joins_transaction(standalone, target);
                 let terminator = self.cin.split_to(total).freeze();
                 if self.discard_until_sync {
                     self.discard_until_sync = false;
@@ -497,6 +510,7 @@ where
             }
             b'F' => {
                 self.unit_writes = true;
+                self.why = Reason::Function;
                 let Some(target) = self.decide(Slot::Primary) else {
                     return Ok(false);
                 };
@@ -519,14 +533,48 @@ where
     fn batch_target(&mut self) -> Slot {
         if self.state.default_read_only && self.batch.effects.contains(Effects::DEFAULT_MODE_BEGIN)
         {
+            self.why = Reason::ReadOnlyTransaction;
             return self.slot_of(Route::Replica);
         }
-        match self.batch.route() {
-            Some(route) => self.slot_of(route),
-            None if self.replica.is_some() => Slot::Replica,
-            None if self.primary.is_some() => Slot::Primary,
-            None => self.slot_of(Route::Replica),
+        let (route, why) = match self.batch.route() {
+            Some(decided) => decided,
+            None if self.replica.is_some() => return Slot::Replica,
+            None if self.primary.is_some() => return Slot::Primary,
+            None => (Route::Replica, Reason::Read),
+        };
+        self.why = why;
+        self.slot_of(route)
+    }
+
+    /// A read pinned to the primary waits while the primary answers whether the session
+    /// still holds state there: the statement before it may have released the last of it.
+    fn awaits_probe(&self, target: Slot) -> bool {
+        target == Slot::Primary
+            && self.why == Reason::SessionPinned
+            && self.tx.is_none()
+            && self.open_batch.is_none()
+            && self.state.awaits_probe()
+    }
+
+    /// A unit that goes where the open transaction (or batch) is, not where it would go on
+    /// its own, goes there because of it.
+    fn joins_transaction(&mut self, standalone: Slot, target: Slot) {
+        if standalone != target {
+            self.why = Reason::Transaction;
         }
+    }
+
+    /// Logs where a unit went and why (debug level: the reasons are also what the metrics
+    /// count).
+    fn log_route(&self, target: Slot) {
+        tracing::debug!(
+            to = match target {
+                Slot::Primary => "primary",
+                Slot::Replica => "replica",
+            },
+            reason = self.why.as_str(),
+            "routed"
+        );
     }
 
     /// Answers `SET/RESET pgrepl.route` itself, as PostgreSQL would answer a SET.
@@ -571,6 +619,7 @@ where
             Ok(()) => Ok(target),
             Err(e) if target == Slot::Replica => {
                 tracing::warn!(error = %e, "replica unavailable; reading from the primary");
+                self.why = Reason::ReplicaDown;
                 self.replica_failed();
                 self.ensure_lease(Slot::Primary)
                     .await
@@ -639,6 +688,7 @@ where
                 return;
             }
         };
+        self.log_route(target);
         self.pending_write |= target == Slot::Primary && self.unit_writes;
         if target == Slot::Replica {
             let retry = self.tx.is_none().then(|| Retry::Query(msg.clone()));
@@ -668,6 +718,7 @@ where
         conn.out.extend_from_slice(&msg);
         if probe {
             ask_holds_state(conn, self.state.pin_epoch());
+            self.state.probing();
         }
         // A simple Query destroys the unnamed statement; DISCARD/DEALLOCATE drop named ones.
         if !conn.prepared.is_empty() {
@@ -708,6 +759,7 @@ where
                 return;
             }
         };
+        self.log_route(target);
         self.pending_write |= target == Slot::Primary && self.unit_writes;
         if target == Slot::Replica {
             // A Parse that redefines a known statement must reach the server that refuses
@@ -772,6 +824,7 @@ where
         conn.out.extend_from_slice(&terminator);
         if probe {
             ask_holds_state(conn, self.state.pin_epoch());
+            self.state.probing();
         }
         self.batch.restore(messages);
         self.open_batch = if is_sync { None } else { Some(target) };
@@ -858,11 +911,7 @@ where
                         }
                     }
                 }
-                Origin::Probe(epoch) => {
-                    if let Some(holds) = outcome.watch.holds_state {
-                        self.state.probed(holds, epoch);
-                    }
-                }
+                Origin::Probe(epoch) => self.state.probed(outcome.watch.holds_state, epoch),
                 Origin::Settings => {
                     if let Some(error) = &outcome.watch.error {
                         return Some(error.clone());
@@ -884,10 +933,23 @@ where
             self.cancel_slot = None;
             self.client.cancel.set(None);
         }
+        for pending in &conn.syncs {
+            if let Origin::Probe(epoch) = pending.origin {
+                self.state.probed(None, epoch);
+            }
+        }
         let owed = conn.owed_to_client();
         let in_tx = self.tx == Some(slot);
         if owed == 0 && !in_tx && self.open_batch != Some(slot) {
             tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
+            // Only the proxy's own questions were outstanding there.
+            if self.inflight == Some(slot) {
+                self.inflight = None;
+                if self.stalled {
+                    self.stalled = false;
+                    self.process_client_input().await?;
+                }
+            }
             return Ok(());
         }
         let retries = std::mem::take(&mut self.retries);
@@ -953,6 +1015,7 @@ where
         let target = Slot::Primary;
         for retry in retries {
             self.unit_writes = false;
+            self.why = Reason::ReplicaDown;
             match retry {
                 Retry::Query(msg) => self.send_query(target, msg, Effects::NONE).await,
                 Retry::Batch(messages, sync) => {
@@ -1057,8 +1120,12 @@ fn remembered_kind(
             return *kind;
         }
     }
-    let (route, _, effects) = classify_sql(classifier, functions, sql);
-    let kind = Kind { route, effects };
+    let (route, reason, effects) = classify_sql(classifier, functions, sql);
+    let kind = Kind {
+        route,
+        reason,
+        effects,
+    };
     *last = Some((sql.into(), generation, kind));
     kind
 }

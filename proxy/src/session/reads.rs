@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::hint::ReadPreference;
 use super::{Session, Slot};
 use crate::health::Unusable;
+use crate::route::Reason;
 
 impl<R, W> Session<R, W>
 where
@@ -22,45 +23,73 @@ where
     /// The slot a read goes to now. `hinted` is a `/* pgrepl:replica */` read: like
     /// `SET pgrepl.route = 'replica'`, it takes a replica even if it lags or has not replayed
     /// the session's writes (never one that is down).
+    /// A hinted read also ignores the session's pin to the primary: the statement says
+    /// where it runs. When it is the primary, `why` says why.
     pub(super) fn read_slot(&mut self, hinted: bool) -> Slot {
         let forced = hinted || self.read_pref == ReadPreference::Replica;
-        if (self.read_pref == ReadPreference::Primary && !hinted) || self.state.pinned() {
+        if self.read_pref == ReadPreference::Primary && !hinted {
+            self.why = Reason::Hint;
             return Slot::Primary;
         }
-        self.leave_unreadable_replica(forced);
+        if self.state.pinned() && !hinted {
+            self.why = Reason::SessionPinned;
+            return Slot::Primary;
+        }
+        let left = self.leave_unreadable_replica(forced);
         if self.client.replica.is_none() && self.replica.is_none() {
             self.client.replica = self.shared.pick_replica(None);
         }
         let Some(replica) = self.client.replica.as_ref().map(|lease| lease.index()) else {
+            self.why = self.no_replica_reason(left);
             return Slot::Primary;
         };
         if forced || self.has_replayed_writes(replica) {
             Slot::Replica
         } else {
+            self.why = Reason::ReadYourWrites;
             Slot::Primary
+        }
+    }
+
+    /// Why no replica could be picked: none configured, or none readable (lagging, if that
+    /// is what the one just left or the first lagging one is).
+    fn no_replica_reason(&self, left: Option<Unusable>) -> Reason {
+        let replicas = 1..self.shared.pool.backends().len();
+        if replicas.is_empty() {
+            return Reason::NoReplica;
+        }
+        let lagging = |why: Option<Unusable>| matches!(why, Some(Unusable::Lagging));
+        let health = &self.shared.health;
+        if lagging(left)
+            || replicas
+                .into_iter()
+                .any(|i| lagging(health.readable(i).err()))
+        {
+            Reason::Lag
+        } else {
+            Reason::ReplicaDown
         }
     }
 
     /// Gives up the session's replica when the monitor says it may not serve reads (a hint
     /// to read from replicas tolerates lag, not a replica that is down). Its connection is
-    /// returned only when idle; a busy one finishes what it runs first.
-    fn leave_unreadable_replica(&mut self, forced: bool) {
-        let Some(lease) = &self.client.replica else {
-            return;
-        };
+    /// returned only when idle; a busy one finishes what it runs first. Returns why it left.
+    fn leave_unreadable_replica(&mut self, forced: bool) -> Option<Unusable> {
+        let lease = self.client.replica.as_ref()?;
         let unusable = match self.shared.health.readable(lease.index()) {
-            Ok(()) => return,
-            Err(Unusable::Lagging) if forced => return,
+            Ok(()) => return None,
+            Err(Unusable::Lagging) if forced => return None,
             Err(why) => why,
         };
         let busy = self.inflight == Some(Slot::Replica)
             || self.tx == Some(Slot::Replica)
             || self.open_batch == Some(Slot::Replica);
         if busy {
-            return;
+            return None;
         }
         tracing::debug!(replica = lease.index(), %unusable, "leaving a replica that cannot serve reads");
         self.replica_failed();
+        Some(unusable)
     }
 
     /// The session's replica failed or may not serve reads: drop it (its connection too, when

@@ -37,6 +37,8 @@ pub struct SessionState {
     /// Counts the statements sent that may create such state: a probe answer older than the
     /// latest one must not unpin.
     pin_epoch: u64,
+    /// Probes sent and not answered yet.
+    probes: u32,
     /// The session's `default_transaction_read_only`, as the servers report it.
     pub default_read_only: bool,
 }
@@ -181,8 +183,22 @@ impl SessionState {
         }
     }
 
-    /// The primary's answer to a probe sent at `epoch`.
-    pub fn probed(&mut self, holds_state: bool, epoch: u64) {
+    /// A probe was sent: until it is answered, a pinned read waits for it.
+    pub fn probing(&mut self) {
+        self.probes += 1;
+    }
+
+    /// A pinned session waits for the answer to a probe already sent: it may unpin.
+    pub fn awaits_probe(&self) -> bool {
+        self.probes > 0 && self.pinned()
+    }
+
+    /// The primary's answer to a probe sent at `epoch` (None: it failed).
+    pub fn probed(&mut self, holds_state: Option<bool>, epoch: u64) {
+        self.probes = self.probes.saturating_sub(1);
+        let Some(holds_state) = holds_state else {
+            return;
+        };
         if holds_state {
             self.holds_state = true;
         } else if epoch == self.pin_epoch {
@@ -331,16 +347,21 @@ mod tests {
         assert!(state.wants_probe(Effects::MAY_UNPIN));
         let epoch = state.pin_epoch();
         state.sending(Effects::PINS, Vec::new(), None, false);
-        state.probed(false, epoch);
+        state.probing();
+        assert!(state.awaits_probe());
+        state.probed(Some(false), epoch);
+        assert!(!state.awaits_probe());
         assert!(
             state.pinned(),
             "a newer pin is not undone by an older answer"
         );
-        state.probed(false, state.pin_epoch());
+        state.probed(None, state.pin_epoch());
+        assert!(state.pinned(), "a failed probe changes nothing");
+        state.probed(Some(false), state.pin_epoch());
         assert!(!state.pinned());
         assert!(!state.wants_probe(Effects::MAY_UNPIN));
         assert!(state.wants_probe(Effects::OPAQUE));
-        state.probed(true, 0);
+        state.probed(Some(true), 0);
         assert!(state.pinned());
     }
 
