@@ -88,8 +88,18 @@ impl ProxyProcess {
     /// on it with stdout and stderr going to a log file there, and waits until
     /// `addr` accepts TCP connections. Errors include the end of the log.
     pub fn start(config_toml: &str, addr: SocketAddr) -> Result<ProxyProcess> {
+        Self::start_with_env(config_toml, addr, &[])
+    }
+
+    /// [`ProxyProcess::start`] with extra environment variables (such as `RUST_LOG`).
+    pub fn start_with_env(
+        config_toml: &str,
+        addr: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> Result<ProxyProcess> {
         let bin = proxy_bin()?;
         let mut command = proxy_command();
+        command.envs(env.iter().copied());
         let stem = run_dir().join(format!("proxy-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
         let config_path = stem.with_extension("toml");
         let log_path = stem.with_extension("log");

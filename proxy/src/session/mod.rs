@@ -557,9 +557,9 @@ where
     }
 
     /// A unit that goes where the open transaction (or batch) is, not where it would go on
-    /// its own, goes there because of it.
+    /// its own, goes there because of it; so does a read inside a transaction.
     fn joins_transaction(&mut self, standalone: Slot, target: Slot) {
-        if standalone != target {
+        if standalone != target || (self.tx == Some(target) && !self.unit_writes) {
             self.why = Reason::Transaction;
         }
     }
