@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
+use tokio_util::either::Either;
 use tokio_util::io::poll_read_buf;
 
 use crate::backend::{BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, Watch};
@@ -614,7 +615,19 @@ where
     /// Opens the lease for `target`, or, when that is a replica that cannot be reached, the
     /// primary instead: a read is not failed because a replica is down. Returns where the
     /// lease is.
-    async fn lease_for(&mut self, target: Slot) -> Result<Slot, BackendError> {
+    ///
+    /// A lease already open, as for nearly every statement, is answered without an async
+    /// state machine; opening one (rare, and slow anyway) runs boxed. That keeps the futures
+    /// of every statement's path small: they are moved, by size, each time one is called.
+    fn lease_for(&mut self, target: Slot) -> impl Future<Output = Result<Slot, BackendError>> + '_ {
+        if self.holder(target).is_some() {
+            return Either::Left(std::future::ready(Ok(target)));
+        }
+        Either::Right(Box::pin(self.open_lease(target)))
+    }
+
+    /// `lease_for` when `target` has no lease yet.
+    async fn open_lease(&mut self, target: Slot) -> Result<Slot, BackendError> {
         match self.ensure_lease(target).await {
             Ok(()) => Ok(target),
             Err(e) if target == Slot::Replica => {
