@@ -703,10 +703,6 @@ where
         };
         self.log_route(target);
         self.pending_write |= target == Slot::Primary && self.unit_writes;
-        if target == Slot::Replica {
-            let retry = self.tx.is_none().then(|| Retry::Query(msg.clone()));
-            self.note_replica_unit(!closes_batch, retry);
-        }
         let watch = if effects.is_none() && !self.state.watching() {
             None
         } else {
@@ -743,6 +739,10 @@ where
         }
         self.inflight = Some(target);
         self.track_cancel(target);
+        if target == Slot::Replica {
+            let retry = self.tx.is_none().then_some(Retry::Query(msg));
+            self.note_replica_unit(!closes_batch, retry);
+        }
     }
 
     /// Sends the buffered batch and its Sync or Flush to `target`.
@@ -758,7 +758,7 @@ where
             }
             return;
         }
-        let mut messages = std::mem::take(&mut self.batch.messages);
+        let messages = std::mem::take(&mut self.batch.messages);
         let target = match self.lease_for(target).await {
             Ok(target) => target,
             Err(e) => {
@@ -774,20 +774,18 @@ where
         };
         self.log_route(target);
         self.pending_write |= target == Slot::Primary && self.unit_writes;
-        if target == Slot::Replica {
-            // A Parse that redefines a known statement must reach the server that refuses
-            // it, once: such a batch is not retried.
-            let redefines = || {
-                messages.iter().any(|(ty, msg, _)| {
-                    *ty == b'P'
-                        && fields::parse_name_sql(msg)
-                            .is_some_and(|(name, _)| !name.is_empty() && self.stmts.contains(name))
-                })
-            };
-            let retry = (is_sync && self.tx.is_none() && !redefines())
-                .then(|| Retry::Batch(messages.clone(), terminator.clone()));
-            self.note_replica_unit(!continuing, retry);
-        }
+        // A Parse that redefines a known statement must reach the server that refuses it,
+        // once: such a batch is not retried. (Checked before the batch's Parses are recorded.)
+        let redefines = || {
+            messages.iter().any(|(ty, msg, _)| {
+                // The unnamed statement, the usual one, cannot be: no scan for its name.
+                *ty == b'P'
+                    && fields::body(msg).first() != Some(&0)
+                    && fields::parse_name_sql(msg)
+                        .is_some_and(|(name, _)| !name.is_empty() && self.stmts.contains(name))
+            })
+        };
+        let retryable = target == Slot::Replica && is_sync && self.tx.is_none() && !redefines();
         let effects = self.batch.effects;
         let watch = self.state.sending(
             effects,
@@ -810,39 +808,52 @@ where
                 pending.synced_batch = true;
             }
         }
-        for (ty, msg, kind) in messages.drain(..) {
+        for (ty, msg, kind) in &messages {
             match ty {
                 b'P' => {
-                    self.stmts.parse_on(conn, msg, kind);
+                    self.stmts.parse_on(conn, msg.clone(), *kind);
                     continue;
                 }
                 b'B' => {
-                    if let Some(name) = fields::bind_statement(&msg) {
+                    if let Some(name) = fields::bind_statement(msg) {
                         self.stmts.ensure_on(conn, name);
                     }
                 }
                 b'D' => {
-                    if let Some((b'S', name)) = fields::target(&msg) {
+                    if let Some((b'S', name)) = fields::target(msg) {
                         self.stmts.ensure_on(conn, name);
                     }
                 }
                 b'C' => {
-                    self.stmts.close_on(conn, &msg);
+                    self.stmts.close_on(conn, msg);
                     continue;
                 }
                 _ => {}
             }
-            conn.out.extend_from_slice(&msg);
+            conn.out.extend_from_slice(msg);
         }
         conn.out.extend_from_slice(&terminator);
         if probe {
             ask_holds_state(conn, self.state.pin_epoch());
             self.state.probing();
         }
-        self.batch.restore(messages);
         self.open_batch = if is_sync { None } else { Some(target) };
         self.inflight = Some(target);
         self.track_cancel(target);
+        if target == Slot::Replica {
+            // The messages themselves are kept for a re-run: no copy. Their list goes back to
+            // the batch buffer once the replica has answered (`replica_answered`).
+            let retry = if retryable {
+                self.batch.clear();
+                Some(Retry::Batch(messages, terminator))
+            } else {
+                self.batch.restore(messages);
+                None
+            };
+            self.note_replica_unit(!continuing, retry);
+        } else {
+            self.batch.restore(messages);
+        }
     }
 
     /// Forwards what a backend sent and resumes the client once that backend is done.
@@ -861,13 +872,8 @@ where
         let seen = relay(conn, &mut self.cout);
         let done = conn.syncs.is_empty();
         if slot == Slot::Replica {
-            let answered = seen.units_done.min(self.retries.len());
-            self.retries.drain(..answered);
-            if seen.open_unit_answered {
-                if let Some(head) = self.retries.front_mut() {
-                    *head = None;
-                }
-            }
+            let (units, more) = (seen.units_done, seen.open_unit_answered);
+            replica_answered(&mut self.retries, &mut self.batch, units, more);
         }
         for (name, generation) in &seen.failed_parses {
             self.stmts.parse_failed(Some(&mut *conn), name, *generation);
@@ -1088,6 +1094,30 @@ fn ask_holds_state(conn: &mut BackendConn, epoch: u64) {
     write::query(HOLDS_STATE, &mut conn.out);
     conn.syncs
         .push_back(Pending::injected(Origin::Probe(epoch)));
+}
+
+/// The replica answered `units` units to the end, and the start of the next one if `more`:
+/// none of those can be re-run any more.
+fn replica_answered(
+    retries: &mut VecDeque<Option<Retry>>,
+    batch: &mut Batch,
+    units: usize,
+    more: bool,
+) {
+    for _ in 0..units {
+        if let Some(Some(Retry::Batch(messages, _))) = retries.pop_front() {
+            // Reuse the list's allocation when the batch buffer has none (it gave its own to
+            // this retry); an empty buffer has nothing else to lose.
+            if batch.messages.capacity() == 0 {
+                batch.restore(messages);
+            }
+        }
+    }
+    if more {
+        if let Some(head) = retries.front_mut() {
+            *head = None;
+        }
+    }
 }
 
 /// The lease in `slot`, borrowed apart from the rest of the session.
