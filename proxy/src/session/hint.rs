@@ -14,14 +14,22 @@ pub enum ReadPreference {
     Replica,
 }
 
-use super::words::Words;
+use super::words::{may_start_with, Words};
 
 /// The setting's name, lower-case.
 const NAME: &[u8] = b"pgrepl.route";
 
 /// The hint a statement sets, if it is `SET [SESSION] pgrepl.route {=|TO} value` or
 /// `RESET pgrepl.route`; `Err` with a message for a value that is not one of the three.
+#[inline]
 pub fn route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
+    if !may_start_with(sql, &[b"SET", b"RESET"]) {
+        return None;
+    }
+    parse_route_setting(sql)
+}
+
+fn parse_route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
     let mut words = Words(sql);
     let first = words.next()?;
     if first.eq_ignore_ascii_case(b"RESET") {

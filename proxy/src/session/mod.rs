@@ -1192,6 +1192,9 @@ fn classify_sql(
 /// SQL-level DISCARD ALL / DEALLOCATE [PREPARE] ALL drop the session's protocol-level
 /// statements too. Checked on every simple query, so it only looks at the first words.
 fn resets_statements(sql: &[u8]) -> bool {
+    if !words::may_start_with(sql, &[b"DISCARD", b"DEALLOCATE"]) {
+        return false;
+    }
     let mut words = words::Words(sql);
     let is = |w: Option<&[u8]>, word: &[u8]| w.is_some_and(|w| w.eq_ignore_ascii_case(word));
     match words.next() {

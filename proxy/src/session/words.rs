@@ -27,3 +27,41 @@ impl<'a> Words<'a> {
         self.0.iter().all(|b| b.is_ascii_whitespace() || *b == b';')
     }
 }
+
+/// Whether the first word of `sql` may be one of `words` (each at least three letters), by
+/// its first three letters: a test cheap enough for every statement, before `Words`.
+#[inline]
+pub fn may_start_with(sql: &[u8], words: &[&[u8]]) -> bool {
+    let Some(start) = sql.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return false;
+    };
+    let Some(lead) = sql.get(start..start + 3) else {
+        return false;
+    };
+    words
+        .iter()
+        .any(|word| lead.eq_ignore_ascii_case(&word[..3]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn may_start_with_looks_at_the_first_three_letters_of_the_first_word() {
+        let words: &[&[u8]] = &[b"SET", b"RESET"];
+        for sql in ["SET x = 1", " \n set", "RESET ALL", "reset", "SETTINGS"] {
+            assert!(may_start_with(sql.as_bytes(), words), "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "",
+            "  ",
+            "SE",
+            "/* c */ SET x = 1",
+            "DISCARD ALL",
+        ] {
+            assert!(!may_start_with(sql.as_bytes(), words), "{sql}");
+        }
+    }
+}
