@@ -84,6 +84,7 @@ impl Health {
     }
 
     /// Whether replica `backend` may serve reads now.
+    #[inline]
     pub fn readable(&self, backend: usize) -> Result<(), Unusable> {
         let state = &self.backends[backend];
         if !state.up.load(Relaxed) {

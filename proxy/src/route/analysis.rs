@@ -37,7 +37,7 @@ impl Analysis {
         if self.classification.route == Route::Primary {
             return self.classification.clone();
         }
-        if self.hint != Some(Route::Primary) {
+        if self.hint != Some(Route::Primary) && !self.calls.is_empty() {
             if let Some(call) = functions.first_volatile(&self.calls) {
                 return Classification {
                     route: Route::Primary,
