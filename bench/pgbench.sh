@@ -251,16 +251,25 @@ done
 
 # --- instructions per query ----------------------------------------------------
 
-# Total instructions a server (proxy, baseline or pgbouncer) executes under callgrind
-# while one pgbench client runs $3 select-only transactions in mode $2.
-callgrind_total() {
-    local target=$1 mode=$2 count=$3 port pid config
+# Instructions per query of a server (proxy, baseline or pgbouncer) under callgrind, in
+# mode $2: one server process, a warm-up run of one pgbench client, then the counters
+# zeroed, and two measured runs of 2,000 and 12,000 select-only transactions, each dumped
+# on its own; (long - short) / 10,000. Start-up, the backend logins (SCRAM: tens of millions
+# of instructions each, and their number varies with timing) and each run's own connection
+# fall outside the difference. The proxy's health monitor is made idle for this
+# ([health] interval = "60s": the first samples at start-up, then none during the runs):
+# under callgrind its probes outlive their timeout and each reconnect is a SCRAM login.
+callgrind_per_query() {
+    local target=$1 mode=$2 port pid config out short long p vg=
     port=$("$TESTCLUSTER" free-port)
-    rm -f "$WORK/callgrind.out"
+    out=$WORK/callgrind.out
+    rm -f "$out" "$out".*
+    local control=(callgrind_control)
     if [[ $target == proxy || $target == baseline ]]; then
         config=$WORK/callgrind-$target.toml
-        sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$WORK/$target.toml" >"$config"
-        valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+        { sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$WORK/$target.toml"
+          printf '\n[health]\ninterval = "60s"\n'; } >"$config"
+        valgrind --tool=callgrind --callgrind-out-file="$out" \
             "${BIN[$target]}" serve --config "$config" >"$WORK/callgrind.log" 2>&1 &
     else
         config=$WORK/callgrind-pgbouncer.ini
@@ -268,26 +277,35 @@ callgrind_total() {
             -e "s|^pidfile = .*|pidfile = $WORK/callgrind-pgbouncer.pid|" \
             -e "s|^logfile = .*|logfile = $WORK/callgrind-pgbouncer.log|" \
             "$WORK/pgbouncer.ini" >"$config"
-        as_server_user valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out" \
+        as_server_user valgrind --tool=callgrind --callgrind-out-file="$out" \
             "$PGBOUNCER" -q "$config" >"$WORK/callgrind.log" 2>&1 &
+        # callgrind_control reaches a process only as the user it runs as.
+        [[ $EUID -ne 0 ]] || control=(runuser -u postgres -- callgrind_control)
     fi
     pid=$!
     wait_port "$port" "$pid"
-    "$PG_BIN/pgbench" -S -M "$mode" -c 1 -t "$count" -n -h 127.0.0.1 -p "$port" \
-        -U "$DB_USER" "$DB_NAME" >/dev/null 2>&1 || die "pgbench under callgrind failed"
+    # The valgrind process itself (as_server_user may have started it under runuser).
+
+    for p in $(pgrep -f -- "--callgrind-out-file=$out"); do
+        if [[ $(ps -o comm= -p "$p") == callgrind* ]]; then vg=$p; fi
+    done
+    [[ -n $vg ]] || die "cannot find the callgrind process of $target"
+    pgbench_run() {
+        "$PG_BIN/pgbench" -S -M "$mode" -c 1 -t "$1" -n -h 127.0.0.1 -p "$port" \
+            -U "$DB_USER" "$DB_NAME" >/dev/null 2>&1 || die "pgbench under callgrind failed"
+    }
+    pgbench_run 500
+    "${control[@]}" --zero "$vg" >/dev/null
+    pgbench_run 2000
+    "${control[@]}" --dump=short "$vg" >/dev/null
+    pgbench_run 12000
+    "${control[@]}" --dump=long "$vg" >/dev/null
     pkill -INT -f -- "$config" || true
     wait "$pid" 2>/dev/null || true
-    callgrind_annotate "$WORK/callgrind.out" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,
-}
-
-# Instructions per query: two runs of different length, so start-up and connection costs
-# cancel out.
-per_query() {
-    local short long
-    short=$(callgrind_total "$1" "$2" 2000)
-    long=$(callgrind_total "$1" "$2" 12000)
-    [[ -n $short && -n $long ]] || die "no callgrind totals for $1"
-    say "callgrind $1 $2: $short instructions for 2000 transactions, $long for 12000"
+    cg_total() { callgrind_annotate "$1" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,; }
+    short=$(cg_total "$out.1") long=$(cg_total "$out.2")
+    [[ -n $short && -n $long ]] || die "no callgrind totals for $target"
+    say "callgrind $target $mode: $short instructions for 2000 transactions, $long for 12000"
     echo $(((long - short) / 10000))
 }
 
@@ -297,7 +315,7 @@ if [[ $INSTRUCTIONS == 1 ]]; then
         [[ $mode != tpcb ]] || continue
         for target in proxy baseline pgbouncer; do
             if wants "$target"; then
-                INSN[$mode.$target]=$(per_query "$target" "$mode")
+                INSN[$mode.$target]=$(callgrind_per_query "$target" "$mode")
                 say "instructions $mode $target ${INSN[$mode.$target]} per query"
             fi
         done
@@ -379,5 +397,5 @@ if [[ $INSTRUCTIONS == 1 ]]; then
         echo "| $mode | $ip | $il | $ib | $(ratio "$ip" "$il") | $(ratio "$ip" "$ib") |"
     done
     echo
-    echo "Instructions: valgrind callgrind, user space only, one pgbench client, (12,000 - 2,000 transactions) / 10,000."
+    echo "Instructions: valgrind callgrind, user space only, one pgbench client, one server process: (12,000 - 2,000 transactions) / 10,000 after a 500-transaction warm-up; the proxies with [health] interval = \"60s\" (monitor idle)."
 fi
