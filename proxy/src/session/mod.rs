@@ -787,12 +787,13 @@ where
         };
         let retryable = target == Slot::Replica && is_sync && self.tx.is_none() && !redefines();
         let effects = self.batch.effects;
-        let watch = self.state.sending(
-            effects,
-            std::mem::take(&mut self.batch.sets),
-            None,
-            self.tx.is_some(),
-        );
+        // As for a simple query: nothing to note for a batch that changes nothing unwatched.
+        let watch = if effects.is_none() && !self.state.watching() {
+            None
+        } else {
+            let sets = std::mem::take(&mut self.batch.sets);
+            self.state.sending(effects, sets, None, self.tx.is_some())
+        };
         let probe = is_sync && target == Slot::Primary && self.state.wants_probe(effects);
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             self.batch.restore(messages);
@@ -1059,7 +1060,12 @@ where
 }
 
 /// Before a unit on `conn`: replays the session's settings it lacks, swallowing the answer.
+/// Runs for every unit, which nearly always finds the connection up to date: that test inline.
+#[inline]
 fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
+    if conn.settings_seq >= settings.seq() {
+        return;
+    }
     if let Some(sql) = settings.replay_since(conn.settings_seq) {
         write::query(&sql, &mut conn.out);
         conn.syncs.push_back(Pending::injected(Origin::Settings));
@@ -1068,6 +1074,7 @@ fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
 }
 
 /// Attaches what to watch to the unit being sent on `conn`.
+#[inline]
 fn watch_unit(conn: &mut BackendConn, watch: Option<Box<Watch>>) {
     let (Some(watch), Some(unit)) = (watch, conn.syncs.back_mut()) else {
         return;
