@@ -3,8 +3,8 @@
 # pgrepl-proxy, directly against the replica, and through PgBouncer (session
 # pooling, also in front of the replica), on a throwaway db01/db02 cluster.
 # Optionally also through a second, older pgrepl-proxy build (target
-# baseline), to show what a change costs, and a mixed read/write run (mode
-# tpcb) that reports the share of transactions the replica served.
+# baseline), to show what a change costs, and mixed read/write runs (modes
+# tpcb and mixed) that report the share of statements the replica served.
 #
 # Runs are interleaved (round > mode > clients > target) so every target
 # meets the same machine conditions; each cell of the table is the median
@@ -20,7 +20,10 @@
 #                                     (-b tpcb-like, -M simple) instead of
 #                                     -S: direct then means the primary,
 #                                     pgbouncer is skipped, and the replica's
-#                                     share of the transactions is reported
+#                                     share of the statements is reported;
+#                                     mixed is the same with pgbench's
+#                                     select-only script mixed in
+#                                     (-b tpcb-like@1 -b select-only@9)
 #   TARGETS="proxy direct pgbouncer"  what to measure; leave out proxy to
 #                                     skip building and starting it; add
 #                                     baseline to run BASELINE_BIN too
@@ -68,7 +71,7 @@ for t in $TARGETS; do
     [[ $t =~ ^(proxy|baseline|direct|pgbouncer)$ ]] || die "unknown target '$t'"
 done
 for m in $MODES; do
-    [[ $m =~ ^(simple|extended|prepared|tpcb)$ ]] || die "unknown mode '$m'"
+    [[ $m =~ ^(simple|extended|prepared|tpcb|mixed)$ ]] || die "unknown mode '$m'"
 done
 if wants baseline; then
     [[ -x ${BASELINE_BIN:-} ]] || die "target baseline needs BASELINE_BIN=/path/to/pgrepl-proxy"
@@ -208,16 +211,28 @@ xacts() {
 }
 STATS_SETTLE=11
 
+# Statements pgbench ran, from its output: 7 per TPC-B-like transaction (BEGIN,
+# 3 UPDATEs, SELECT, INSERT, END), 1 per select-only one.
+statements() {
+    awk '/^transaction type: .*TPC-B/ { single = 7 } /^transaction type: .*select only/ { single = 1 }
+        /^number of transactions actually processed:/ { total = $6 }
+        /^SQL script/ { weight = /TPC-B/ ? 7 : 1; multi = 1 }
+        /^ - [0-9]+ transactions/ { s += weight * $2 }
+        END { print multi ? s : single * total }'
+}
+
 # Runs one pgbench and appends "mode clients target tps latency_ms" to RESULTS;
-# for tpcb also "clients target transactions primary_xacts replica_xacts" to SHARES.
+# for tpcb and mixed also "mode clients target transactions statements
+# primary_xacts replica_xacts" to SHARES.
 measure() {
-    local target=$1 mode=$2 clients=$3 out tps lat port=${PORT[$1]} p0 r0 p1 r1 n
+    local target=$1 mode=$2 clients=$3 out tps lat port=${PORT[$1]} p0 r0 p1 r1 n st
     local threads=$((clients < 2 ? clients : 2))
     local script=(-S -M "$mode")
-    if [[ $mode == tpcb ]]; then
+    if [[ $mode == tpcb || $mode == mixed ]]; then
         # The TPC-B-like script writes: directly, it can only run on the primary.
         [[ $target != direct ]] || port=$PRIMARY_PORT
         script=(-b tpcb-like -M simple)
+        [[ $mode == tpcb ]] || script=(-b tpcb-like@1 -b select-only@9 -M simple)
         sleep "$STATS_SETTLE"
         p0=$(xacts "$PRIMARY_PORT") r0=$(xacts "$REPLICA_PORT")
     fi
@@ -229,12 +244,13 @@ measure() {
     [[ -n $tps && -n $lat ]] || { echo "$out" >&2; die "cannot parse pgbench output"; }
     say "$(printf 'round %s %-8s c=%-3s %-9s %10.0f tps %8.3f ms' "$round" "$mode" "$clients" "$target" "$tps" "$lat")"
     echo "$mode $clients $target $tps $lat" >>"$RESULTS"
-    if [[ $mode == tpcb ]]; then
+    if [[ $mode == tpcb || $mode == mixed ]]; then
         n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+        st=$(statements <<<"$out")
         sleep "$STATS_SETTLE"
         p1=$(xacts "$PRIMARY_PORT") r1=$(xacts "$REPLICA_PORT")
-        say "round $round tpcb c=$clients $target: $n pgbench transactions, $((p1 - p0)) on the primary, $((r1 - r0)) on the replica"
-        echo "$clients $target $n $((p1 - p0)) $((r1 - r0))" >>"$SHARES"
+        say "round $round $mode c=$clients $target: $n pgbench transactions, $st statements, $((p1 - p0)) transactions on the primary, $((r1 - r0)) on the replica"
+        echo "$mode $clients $target $n $st $((p1 - p0)) $((r1 - r0))" >>"$SHARES"
     fi
 }
 
@@ -242,7 +258,7 @@ for round in $(seq "$ROUNDS"); do
     for mode in $MODES; do
         for clients in $CLIENTS; do
             for target in proxy baseline direct pgbouncer; do
-                if [[ $mode == tpcb && $target == pgbouncer ]]; then continue; fi
+                if [[ $mode =~ ^(tpcb|mixed)$ && $target == pgbouncer ]]; then continue; fi
                 if wants "$target"; then measure "$target" "$mode" "$clients"; fi
             done
         done
@@ -312,7 +328,7 @@ callgrind_per_query() {
 declare -A INSN=()
 if [[ $INSTRUCTIONS == 1 ]]; then
     for mode in $MODES; do
-        [[ $mode != tpcb ]] || continue
+        [[ ! $mode =~ ^(tpcb|mixed)$ ]] || continue
         for target in proxy baseline pgbouncer; do
             if wants "$target"; then
                 INSN[$mode.$target]=$(callgrind_per_query "$target" "$mode")
@@ -374,23 +390,25 @@ if wants baseline; then
 fi
 if [[ -s $SHARES ]]; then
     echo
-    echo "| tpcb target | clients | pgbench transactions | transactions on the primary | transactions on the replica | replica share |"
-    echo "|---|---:|---:|---:|---:|---:|"
-    for target in proxy baseline direct; do
-        for clients in $CLIENTS; do
-            awk -v c="$clients" -v t="$target" '$1 == c && $2 == t { n += $3; p += $4; r += $5 }
-                END { if (n) printf "| %s | %s | %d | %d | %d | %.1f%% |\n", t, c, n, p, r, 100 * r / (p + r) }' "$SHARES"
+    echo "| mode | target | clients | pgbench transactions | statements | transactions on the primary | transactions on the replica | replica share of statements |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for mode in tpcb mixed; do
+        for target in proxy baseline direct; do
+            for clients in $CLIENTS; do
+                awk -v m="$mode" -v c="$clients" -v t="$target" '$1 == m && $2 == c && $3 == t { n += $4; s += $5; p += $6; r += $7 }
+                    END { if (n) printf "| %s | %s | %s | %d | %d | %d | %d | %.1f%% |\n", m, t, c, n, s, p, r, 100 * r / s }' "$SHARES"
+            done
         done
     done
     echo
-    echo "Transactions: xact_commit + xact_rollback of $DB_NAME in pg_stat_database on db01 and db02, before and after each run, summed over the rounds; an autocommit statement counts as one, a BEGIN ... END block as one. The proxy's own catalog look-ups in $DB_NAME (one every 30 s) are included."
+    echo "Transactions: xact_commit + xact_rollback of $DB_NAME in pg_stat_database on db01 and db02, before and after each run, summed over the rounds; an autocommit statement counts as one, a BEGIN ... END block as one. The proxy's own catalog look-ups in $DB_NAME (one every 30 s) are included. Statements: from pgbench's counts per script (7 per TPC-B-like transaction, 1 per select-only one); every statement the replica ran is an autocommit read, one transaction there, so its share is replica transactions / statements."
 fi
 if [[ $INSTRUCTIONS == 1 ]]; then
     echo
     echo "| mode | instructions per query, proxy | instructions per query, baseline | instructions per query, pgbouncer | proxy/baseline | proxy/pgbouncer |"
     echo "|---|---:|---:|---:|---:|---:|"
     for mode in $MODES; do
-        [[ $mode != tpcb ]] || continue
+        [[ ! $mode =~ ^(tpcb|mixed)$ ]] || continue
         ip=${INSN[$mode.proxy]:-n/a}
         il=${INSN[$mode.baseline]:-n/a}
         ib=${INSN[$mode.pgbouncer]:-n/a}
