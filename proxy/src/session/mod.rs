@@ -862,15 +862,11 @@ where
         let Some(conn) = pick(&mut self.primary, &mut self.replica, slot) else {
             return Ok(());
         };
-        let head_retryable = self.retries.front().is_some_and(Option::is_some);
-        if slot == Slot::Replica && head_retryable && ends_session(&conn.inbuf) {
-            // A replica shutting down answers an in-flight read with FATAL before closing:
-            // the client has seen nothing yet, so the read goes elsewhere instead.
-            return self
-                .backend_lost(slot, "the server ended the session")
-                .await;
-        }
-        let seen = relay(conn, &mut self.cout);
+        let retries = &self.retries;
+        let may_rerun = |answered: usize| {
+            slot == Slot::Replica && retries.get(answered).is_some_and(Option::is_some)
+        };
+        let seen = relay(conn, &mut self.cout, may_rerun);
         let done = conn.syncs.is_empty();
         if slot == Slot::Replica {
             let (units, more) = (seen.units_done, seen.open_unit_answered);
@@ -904,6 +900,13 @@ where
         if committed {
             self.pending_write = false;
             self.note_commit();
+        }
+        // A replica shutting down answers an in-flight read with FATAL before closing: the
+        // client has seen nothing of that read yet, so it goes elsewhere instead.
+        if seen.fatal_before_rerunnable {
+            return self
+                .backend_lost(slot, "the server ended the session")
+                .await;
         }
         if done && self.open_batch != Some(slot) && self.inflight == Some(slot) {
             self.inflight = None;
@@ -1145,14 +1148,6 @@ fn cancel_of(conn: &BackendConn) -> BackendCancel {
         port: conn.info.port,
         pid: conn.cancel_key.0,
         secret: conn.cancel_key.1,
-    }
-}
-
-/// Whether `inbuf` starts with a complete FATAL (or PANIC) ErrorResponse.
-fn ends_session(inbuf: &[u8]) -> bool {
-    match peek_header(inbuf) {
-        Some((b'E', total)) if total <= inbuf.len() => fields::error_is_fatal(&inbuf[..total]),
-        _ => false,
     }
 }
 

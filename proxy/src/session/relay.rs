@@ -41,14 +41,45 @@ pub struct Relayed {
     pub outcomes: Vec<Outcome>,
     /// The last `default_transaction_read_only` a ParameterStatus reported.
     pub default_read_only: Option<bool>,
+    /// Relaying stopped before a FATAL that answers a read which may run elsewhere: the
+    /// server is going away, and nothing of that read's answer has been forwarded.
+    pub fatal_before_rerunnable: bool,
 }
 
 /// Forwards every complete message (and the start of a partial one) from `conn.inbuf` to `out`.
-pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
+///
+/// The answer to a unit that `may_rerun` (given how many units this call answered) is held
+/// back until its first message past the preamble (ParseComplete, BindComplete, descriptions,
+/// notices) is in: a server shutting down answers with FATAL, before the preamble or
+/// after it, and such a unit is then sent elsewhere instead (`fatal_before_rerunnable`).
+pub fn relay(
+    conn: &mut BackendConn,
+    out: &mut BytesMut,
+    may_rerun: impl Fn(usize) -> bool,
+) -> Relayed {
     let mut seen = Relayed::default();
     // Where the open unit's answer starts in `out`: after the last ReadyForQuery.
     let mut open_unit_from = out.len();
+    // At the start of a unit with nothing of it forwarded yet.
+    let mut unit_start = true;
     loop {
+        if unit_start && conn.body_remaining == 0 {
+            let client_unit = conn
+                .syncs
+                .front()
+                .is_some_and(|front| front.origin == Origin::Client);
+            if client_unit && may_rerun(seen.units_done) {
+                match decisive(&conn.inbuf) {
+                    Decisive::Wait => break,
+                    Decisive::Fatal => {
+                        seen.fatal_before_rerunnable = true;
+                        break;
+                    }
+                    Decisive::Go => {}
+                }
+            }
+            unit_start = false;
+        }
         if conn.body_remaining > 0 {
             let n = conn.body_remaining.min(conn.inbuf.len());
             if n == 0 {
@@ -96,6 +127,7 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
             if stop {
                 break;
             }
+            unit_start |= ty == b'Z';
             continue;
         }
         match ty {
@@ -119,6 +151,7 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
                 seen.units_done += 1;
                 out.extend_from_slice(&conn.inbuf[..total]);
                 open_unit_from = out.len();
+                unit_start = true;
             }
             b'1' => {
                 if let Some(front) = conn.syncs.front_mut() {
@@ -166,6 +199,33 @@ pub fn relay(conn: &mut BackendConn, out: &mut BytesMut) -> Relayed {
     }
     seen.open_unit_answered = out.len() > open_unit_from;
     seen
+}
+
+/// What the start of a unit's answer in `inbuf` says.
+enum Decisive {
+    /// Only (part of) its preamble has come.
+    Wait,
+    /// A FATAL error: the server ends the session.
+    Fatal,
+    /// Anything else: forward.
+    Go,
+}
+
+/// Skips the preamble of an answer (messages that come before any result) to the first
+/// message that decides whether the unit was answered or the server is going away.
+fn decisive(inbuf: &[u8]) -> Decisive {
+    let mut at = 0;
+    while let Some((ty, total)) = peek_header(&inbuf[at..]) {
+        if at + total > inbuf.len() {
+            break;
+        }
+        match ty {
+            b'1' | b'2' | b't' | b'T' | b'n' | b'N' | b'S' => at += total,
+            b'E' if fields::error_is_fatal(&inbuf[at..at + total]) => return Decisive::Fatal,
+            _ => return Decisive::Go,
+        }
+    }
+    Decisive::Wait
 }
 
 /// True for a message the relay must handle itself rather than pass through.
