@@ -38,6 +38,8 @@ impl Effects {
     /// `ROLLBACK TO SAVEPOINT` among them: a `ROLLBACK` tag in its answer may not end the
     /// transaction.
     pub const PARTIAL_ROLLBACK: Effects = Effects(1 << 8);
+    /// A `COPY`: the connection may be in copy mode after it, where nothing else may be sent.
+    pub const COPY: Effects = Effects(1 << 9);
 
     pub fn contains(self, other: Effects) -> bool {
         self.0 & other.0 == other.0
@@ -186,6 +188,7 @@ fn statement_effects(words: &[&str], first: bool) -> Effects {
             Effects::DEFAULT_MODE_BEGIN
         }
         "do" | "call" => Effects::OPAQUE,
+        "copy" => Effects::COPY,
         verb if RELEASING.contains(&verb) => Effects::MAY_UNPIN,
         _ => Effects::NONE,
     }
@@ -400,6 +403,7 @@ mod tests {
         for sql in ["DO $$ BEGIN END $$", "CALL p()"] {
             assert!(of(sql).contains(Effects::OPAQUE), "{sql}");
         }
+        assert!(of("DROP TABLE t; COPY u FROM STDIN").contains(Effects::COPY));
         assert!(of("DISCARD ALL").contains(Effects::DISCARD_ALL));
         assert!(of("SELECT 1").is_none());
     }

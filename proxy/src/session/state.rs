@@ -103,9 +103,12 @@ impl SessionState {
     }
 
     /// Whether to ask the primary, after a unit with `effects`, if state is left.
+    /// Never after a `COPY`: a question sent while the server waits for copy data would
+    /// break the copy.
     pub fn wants_probe(&self, effects: Effects) -> bool {
-        effects.contains(Effects::OPAQUE)
-            || (self.holds_state && effects.intersects(Effects::MAY_UNPIN))
+        !effects.contains(Effects::COPY)
+            && (effects.contains(Effects::OPAQUE)
+                || (self.holds_state && effects.intersects(Effects::MAY_UNPIN)))
     }
 
     /// Takes in how a watched client unit ended.
@@ -361,6 +364,7 @@ mod tests {
         assert!(!state.pinned());
         assert!(!state.wants_probe(Effects::MAY_UNPIN));
         assert!(state.wants_probe(Effects::OPAQUE));
+        assert!(!state.wants_probe(Effects::OPAQUE | Effects::COPY));
         state.probed(Some(true), 0);
         assert!(state.pinned());
     }
