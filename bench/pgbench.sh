@@ -31,6 +31,9 @@
 #                                     a worktree of an older commit), run
 #                                     with the same config as the proxy
 #   SCALE=10                          pgbench scale factor
+#   PROXY_TOML='...'                  TOML appended to the proxy's config
+#                                     (not the baseline's), e.g.
+#                                     $'[routing]\nread_your_writes = "off"'
 #   INSTRUCTIONS=1                    also count instructions per query of
 #                                     the proxy and PgBouncer with valgrind
 #                                     (callgrind: repeatable where times are
@@ -165,6 +168,9 @@ for target in proxy baseline; do
     if wants "$target"; then
         PORT[$target]=$("$TESTCLUSTER" free-port)
         "$TESTCLUSTER" proxy-config "$WORK/cluster" "127.0.0.1:${PORT[$target]}" >"$WORK/$target.toml"
+        if [[ $target == proxy && -n ${PROXY_TOML:-} ]]; then
+            printf '\n%s\n' "$PROXY_TOML" >>"$WORK/$target.toml"
+        fi
         say "starting $target (${BIN[$target]}) on port ${PORT[$target]}"
         "${BIN[$target]}" serve --config "$WORK/$target.toml" >"$WORK/$target.log" 2>&1 &
         PID[$target]=$!
