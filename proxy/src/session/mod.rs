@@ -25,7 +25,6 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
-use tokio_util::either::Either;
 use tokio_util::io::poll_read_buf;
 
 use crate::backend::{BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, Watch};
@@ -566,8 +565,16 @@ where
     }
 
     /// Logs where a unit went and why (debug level: the reasons are also what the metrics
-    /// count).
+    /// count). Runs for every unit: the level test inline, the event out of line.
+    #[inline(always)]
     fn log_route(&self, target: Slot) {
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            self.log_route_now(target);
+        }
+    }
+
+    #[inline(never)]
+    fn log_route_now(&self, target: Slot) {
         tracing::debug!(
             to = match target {
                 Slot::Primary => "primary",
@@ -616,17 +623,9 @@ where
     /// primary instead: a read is not failed because a replica is down. Returns where the
     /// lease is.
     ///
-    /// A lease already open, as for nearly every statement, is answered without an async
-    /// state machine; opening one (rare, and slow anyway) runs boxed. That keeps the futures
+    /// A lease already open, as for nearly every statement, is found by the callers without
+    /// an async call; opening one (rare, and slow anyway) runs boxed. That keeps the futures
     /// of every statement's path small: they are moved, by size, each time one is called.
-    fn lease_for(&mut self, target: Slot) -> impl Future<Output = Result<Slot, BackendError>> + '_ {
-        if self.holder(target).is_some() {
-            return Either::Left(std::future::ready(Ok(target)));
-        }
-        Either::Right(Box::pin(self.open_lease(target)))
-    }
-
-    /// `lease_for` when `target` has no lease yet.
     async fn open_lease(&mut self, target: Slot) -> Result<Slot, BackendError> {
         match self.ensure_lease(target).await {
             Ok(()) => Ok(target),
@@ -693,7 +692,12 @@ where
             write::ready_for_query(self.client_status, &mut self.cout);
             return;
         }
-        let target = match self.lease_for(target).await {
+        let leased = if self.holder(target).is_some() {
+            Ok(target)
+        } else {
+            Box::pin(self.open_lease(target)).await
+        };
+        let target = match leased {
             Ok(target) => target,
             Err(e) => {
                 self.report_unavailable(&e);
@@ -759,7 +763,12 @@ where
             return;
         }
         let messages = std::mem::take(&mut self.batch.messages);
-        let target = match self.lease_for(target).await {
+        let leased = if self.holder(target).is_some() {
+            Ok(target)
+        } else {
+            Box::pin(self.open_lease(target)).await
+        };
+        let target = match leased {
             Ok(target) => target,
             Err(e) => {
                 self.batch.restore(messages);
@@ -1063,12 +1072,18 @@ where
 }
 
 /// Before a unit on `conn`: replays the session's settings it lacks, swallowing the answer.
-/// Runs for every unit, which nearly always finds the connection up to date: that test inline.
-#[inline]
+/// Runs for every unit, which nearly always finds the connection up to date: that test inline,
+/// the replay out of line.
+#[inline(always)]
 fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
-    if conn.settings_seq >= settings.seq() {
-        return;
+    if conn.settings_seq < settings.seq() {
+        replay_settings(conn, settings);
     }
+}
+
+#[cold]
+#[inline(never)]
+fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
     if let Some(sql) = settings.replay_since(conn.settings_seq) {
         write::query(&sql, &mut conn.out);
         conn.syncs.push_back(Pending::injected(Origin::Settings));
@@ -1108,6 +1123,7 @@ fn ask_holds_state(conn: &mut BackendConn, epoch: u64) {
 
 /// The replica answered `units` units to the end, and the start of the next one if `more`:
 /// none of those can be re-run any more.
+#[inline]
 fn replica_answered(
     retries: &mut VecDeque<Option<Retry>>,
     batch: &mut Batch,

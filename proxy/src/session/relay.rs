@@ -9,7 +9,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::{BackendConn, Origin, ParseOrigin, Watch};
-use crate::protocol::{fields, peek_header};
+use crate::protocol::{fields, peek_header, HEADER_LEN};
 
 /// How a watched unit (see [`Watch`]) ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -140,12 +140,20 @@ pub fn relay(
                             status: conn.inbuf.get(5).copied().unwrap_or(b'I'),
                         });
                     }
-                    let unanswered = done.parses.into_iter().skip(done.parses_done);
-                    seen.failed_parses
-                        .extend(unanswered.filter_map(|origin| match origin {
-                            ParseOrigin::Client { name, generation } => Some((name, generation)),
-                            _ => None,
-                        }));
+                    // Parses past the count of ParseCompletes failed. A simple query has
+                    // no list: nothing to walk or free.
+                    if done.parses.capacity() == 0 {
+                        std::mem::forget(std::mem::take(&mut done.parses));
+                    } else {
+                        let unanswered = done.parses.into_iter().skip(done.parses_done);
+                        seen.failed_parses
+                            .extend(unanswered.filter_map(|origin| match origin {
+                                ParseOrigin::Client { name, generation } => {
+                                    Some((name, generation))
+                                }
+                                _ => None,
+                            }));
+                    }
                 }
                 seen.last_status = conn.inbuf.get(5).copied();
                 seen.units_done += 1;
@@ -213,19 +221,36 @@ enum Decisive {
 
 /// Skips the preamble of an answer (messages that come before any result) to the first
 /// message that decides whether the unit was answered or the server is going away.
+///
+/// Runs at the start of every read's answer: a tight walk over the headers, without the
+/// slicing of `peek_header`.
+#[inline(always)]
 fn decisive(inbuf: &[u8]) -> Decisive {
     let mut at = 0;
-    while let Some((ty, total)) = peek_header(&inbuf[at..]) {
-        if at + total > inbuf.len() {
-            break;
+    loop {
+        let Some(&[ty, a, b, c, d]) = inbuf.get(at..at + HEADER_LEN) else {
+            return Decisive::Wait;
+        };
+        let end = at + 1 + u32::from_be_bytes([a, b, c, d]) as usize;
+        if end > inbuf.len() {
+            return Decisive::Wait;
         }
         match ty {
-            b'1' | b'2' | b't' | b'T' | b'n' | b'N' | b'S' => at += total,
-            b'E' if fields::error_is_fatal(&inbuf[at..at + total]) => return Decisive::Fatal,
+            b'1' | b'2' | b't' | b'T' | b'n' | b'N' | b'S' => at = end,
+            b'E' => return error_decides(&inbuf[at..end]),
             _ => return Decisive::Go,
         }
     }
-    Decisive::Wait
+}
+
+#[cold]
+#[inline(never)]
+fn error_decides(msg: &[u8]) -> Decisive {
+    if fields::error_is_fatal(msg) {
+        Decisive::Fatal
+    } else {
+        Decisive::Go
+    }
 }
 
 /// True for a message the relay must handle itself rather than pass through.
