@@ -92,7 +92,7 @@ impl Statements {
             current(conn).parses.push(ParseOrigin::ClientUntracked);
             return;
         };
-        let name = msg.slice_ref(name);
+        let name = name_of(&msg, name);
         if !name.is_empty() && self.map.contains_key(&name) {
             // PostgreSQL refuses to redefine a named statement: make the server say so.
             self.ensure_on(conn, &name);
@@ -148,6 +148,16 @@ impl Statements {
                 conn.prepared.remove(name);
             }
         }
+    }
+}
+
+/// A statement's name, as a part of its message; the unnamed statement, which drivers parse
+/// for every query, as the static empty name, which costs nothing to clone or drop.
+fn name_of(msg: &Bytes, name: &[u8]) -> Bytes {
+    if name.is_empty() {
+        Bytes::new()
+    } else {
+        msg.slice_ref(name)
     }
 }
 
@@ -226,7 +236,7 @@ impl Batch {
         match ty {
             b'P' => {
                 let (name, kind) = match fields::parse_name_sql(&msg) {
-                    Some((name, sql)) => (msg.slice_ref(name), classify(sql)),
+                    Some((name, sql)) => (name_of(&msg, name), classify(sql)),
                     None => (Bytes::new(), Kind::NONE),
                 };
                 let parse_route = strictest(self.parse_route.map(|(r, _)| r), kind.route);

@@ -902,9 +902,12 @@ where
                 .backend_lost(slot, "the server ended the session")
                 .await;
         }
-        if let Some(error) = self.settle(slot, &seen.outcomes) {
-            let reason = format!("could not apply the session's settings there: {error}");
-            return self.backend_lost(slot, &reason).await;
+        // Watched units are rare: no call for the common answer.
+        if !seen.outcomes.is_empty() {
+            if let Some(error) = self.settle(slot, &seen.outcomes) {
+                let reason = format!("could not apply the session's settings there: {error}");
+                return self.backend_lost(slot, &reason).await;
+            }
         }
         if committed {
             self.pending_write = false;
@@ -1134,8 +1137,11 @@ fn replica_answered(
         if let Some(Some(Retry::Batch(messages, _))) = retries.pop_front() {
             // Reuse the list's allocation when the batch buffer has none (it gave its own to
             // this retry); an empty buffer has nothing else to lose.
+            // Nothing was pushed since (that would have allocated), so the batch is clear.
             if batch.messages.capacity() == 0 {
-                batch.restore(messages);
+                let mut messages = messages;
+                messages.clear();
+                batch.messages = messages;
             }
         }
     }
