@@ -36,16 +36,11 @@ pub fn changes_functions(tokens: &[TokenWithSpan]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::tokenizer::Tokenizer;
-
+    use super::super::test_tokens;
     use super::*;
 
     fn changes(sql: &str) -> bool {
-        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-            .tokenize_with_location()
-            .unwrap();
-        changes_functions(&tokens)
+        changes_functions(&test_tokens(sql))
     }
 
     #[test]

@@ -317,16 +317,11 @@ fn selects_only_set_configs(tokens: &[&Token]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::tokenizer::Tokenizer;
-
+    use super::super::test_tokens;
     use super::*;
 
     fn of(sql: &str) -> Effects {
-        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-            .tokenize_with_location()
-            .unwrap();
-        effects(&tokens)
+        effects(&test_tokens(sql))
     }
 
     #[test]

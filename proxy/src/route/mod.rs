@@ -18,3 +18,11 @@ pub use classifier::Classifier;
 pub use classify::classify;
 pub use effects::Effects;
 pub use reason::{Classification, Reason, Route};
+
+/// SQL as the classifier's token scans see it, for their unit tests.
+#[cfg(test)]
+fn test_tokens(sql: &str) -> Vec<sqlparser::tokenizer::TokenWithSpan> {
+    sqlparser::tokenizer::Tokenizer::new(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .unwrap()
+}
