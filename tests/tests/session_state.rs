@@ -1237,3 +1237,88 @@ async fn session_characteristics_read_only_counts_as_default_transaction_read_on
     })
     .await
 }
+
+/// A rolled-back transaction sent as one string is replayed as a query of its own: in one
+/// multi-statement query with the settings before it, its BEGIN would take them into its
+/// transaction and its ROLLBACK undo them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_transaction_string_does_not_undo_earlier_settings_on_the_replica() {
+    bounded(async {
+        let s = two_schemas("ss_rbstr").await;
+        let client = client().await;
+        run(&client, &format!("SET search_path = {s}_a, public")).await;
+        run(
+            &client,
+            &format!("BEGIN; SET search_path = {s}_b, public; ROLLBACK"),
+        )
+        .await;
+        // A new replica connection gets the whole log replayed.
+        assert_eq!(which_t(&client).await, on(REPLICA, "a"));
+    })
+    .await
+}
+
+/// Rolling back a DROP of the session's temporary table brings the table back: the session
+/// stays pinned (the probe's "no" from inside the transaction does not count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_drop_of_a_temporary_table_keeps_the_pin() {
+    bounded(async {
+        let client = client().await;
+        let tt = unique("ss_rbdrop");
+        run(&client, &format!("CREATE TEMP TABLE {tt} (a int)")).await;
+        reads_stay_on(&client, PRIMARY, "with a temporary table").await;
+        run(&client, "BEGIN").await;
+        run(&client, &format!("DROP TABLE {tt}")).await;
+        run(&client, "ROLLBACK").await;
+        let rows = row(
+            &client,
+            &format!("SELECT current_setting('cluster_name'), count(*) FROM {tt}"),
+        )
+        .await;
+        assert_eq!(rows, [PRIMARY.to_string(), "0".to_string()]);
+    })
+    .await
+}
+
+/// Notifications the server delivers while it answers the proxy's own question after a
+/// releasing statement reach the client: none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_during_the_proxys_own_queries_reach_the_client() {
+    bounded(async {
+        let (listener, mut rx) =
+            pgrepl_tests::suite::connect_with_messages(shared_proxy(), APP.name, DATABASE)
+                .await
+                .unwrap();
+        let notifier = client().await;
+        let channel = unique("ss_notify");
+        run(&listener, &format!("LISTEN {channel}")).await;
+        let sent = 200;
+        let sender = {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                for i in 0..sent {
+                    notifier
+                        .batch_execute(&format!("NOTIFY {channel}, '{i}'"))
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        // Each DEALLOCATE ALL is a releasing statement: a probe follows it.
+        while !sender.is_finished() {
+            run(&listener, "DEALLOCATE ALL").await;
+        }
+        sender.await.unwrap();
+        run(&listener, "SELECT 1").await;
+        let mut got = 0;
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            if let Ok(tokio_postgres::AsyncMessage::Notification(_)) = event {
+                got += 1;
+            }
+        }
+        assert_eq!(got, sent, "notifications delivered to the listener");
+    })
+    .await
+}

@@ -719,7 +719,9 @@ where
             let in_tx = self.tx.is_some();
             self.state.sending(effects, sets, Some(&sql), in_tx)
         };
-        let probe = target == Slot::Primary && self.state.wants_probe(effects);
+        let probe = target == Slot::Primary
+            && self.state.wants_probe(effects)
+            && may_probe(self.tx.is_some(), effects);
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
         };
@@ -803,7 +805,10 @@ where
             let sets = std::mem::take(&mut self.batch.sets);
             self.state.sending(effects, sets, None, self.tx.is_some())
         };
-        let probe = is_sync && target == Slot::Primary && self.state.wants_probe(effects);
+        let probe = is_sync
+            && target == Slot::Primary
+            && self.state.wants_probe(effects)
+            && may_probe(self.tx.is_some(), effects);
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             self.batch.restore(messages);
             return;
@@ -896,13 +901,9 @@ where
         }
         let committed =
             seen.last_status == Some(b'I') && slot == Slot::Primary && self.pending_write;
-        if let Some(ty) = seen.unsolicited {
-            tracing::warn!(backend = %conn.info, message_type = %(ty as char), "backend sent an unsolicited message; closing it");
-            return self
-                .backend_lost(slot, "the server ended the session")
-                .await;
-        }
-        // Watched units are rare: no call for the common answer.
+        let unsolicited = seen.unsolicited.map(|ty| (ty, conn.info.clone()));
+        // What the units answered before anything else happened counts, even if the
+        // connection is lost right after (a probe's answer, a SET that took effect).
         if !seen.outcomes.is_empty() {
             if let Some(error) = self.settle(slot, &seen.outcomes) {
                 let reason = format!("could not apply the session's settings there: {error}");
@@ -912,6 +913,12 @@ where
         if committed {
             self.pending_write = false;
             self.note_commit();
+        }
+        if let Some((ty, info)) = unsolicited {
+            tracing::warn!(backend = %info, message_type = %(ty as char), "backend sent an unsolicited message; closing it");
+            return self
+                .backend_lost(slot, "the server ended the session")
+                .await;
         }
         // A replica shutting down answers an in-flight read with FATAL before closing: the
         // client has seen nothing of that read yet, so it goes elsewhere instead.
@@ -946,7 +953,12 @@ where
                         }
                     }
                 }
-                Origin::Probe(epoch) => self.state.probed(outcome.watch.holds_state, epoch),
+                // A "no" from inside a transaction may be undone by its rollback.
+                Origin::Probe(epoch) => {
+                    let holds = outcome.watch.holds_state;
+                    let valid = holds.filter(|held| *held || outcome.status == b'I');
+                    self.state.probed(valid, epoch)
+                }
                 Origin::Settings => {
                     if let Some(error) = &outcome.watch.error {
                         return Some(error.clone());
@@ -1087,11 +1099,11 @@ fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
 #[cold]
 #[inline(never)]
 fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
-    if let Some(sql) = settings.replay_since(conn.settings_seq) {
+    for sql in settings.replay_since(conn.settings_seq) {
         write::query(&sql, &mut conn.out);
         conn.syncs.push_back(Pending::injected(Origin::Settings));
-        conn.settings_seq = settings.seq();
     }
+    conn.settings_seq = settings.seq();
 }
 
 /// Attaches what to watch to the unit being sent on `conn`.
@@ -1104,6 +1116,13 @@ fn watch_unit(conn: &mut BackendConn, watch: Option<Box<Watch>>) {
         Some(existing) => existing.merge(*watch),
         None => unit.watch = Some(watch),
     }
+}
+
+/// Whether a probe may follow a unit: not inside a transaction (a client's cancel meant for
+/// its own statement could hit the probe and abort the transaction), unless the unit ends it.
+fn may_probe(in_tx: bool, effects: Effects) -> bool {
+    !in_tx
+        || (effects.contains(Effects::TX_CONTROL) && !effects.contains(Effects::PARTIAL_ROLLBACK))
 }
 
 /// Whether the session holds state only this server has: temporary tables, LISTENs,

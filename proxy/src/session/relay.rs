@@ -122,7 +122,7 @@ pub fn relay(
             .front()
             .is_some_and(|front| front.origin != Origin::Client);
         if injected {
-            let stop = swallow(conn, ty, total, &mut seen);
+            let stop = swallow(conn, ty, total, &mut seen, out);
             conn.inbuf.advance(total);
             if stop {
                 break;
@@ -270,9 +270,15 @@ fn needs_attention(conn: &BackendConn, ty: u8) -> bool {
     }
 }
 
-/// Consumes one message answering a unit the proxy sent itself; true when relaying must
-/// stop (its settings failed to apply).
-fn swallow(conn: &mut BackendConn, ty: u8, total: usize, seen: &mut Relayed) -> bool {
+/// Consumes one message answering a unit the proxy sent itself (notifications excepted: they
+/// go to the client); true when relaying must stop (its settings failed to apply).
+fn swallow(
+    conn: &mut BackendConn,
+    ty: u8,
+    total: usize,
+    seen: &mut Relayed,
+    out: &mut BytesMut,
+) -> bool {
     let msg = &conn.inbuf[..total];
     let Some(front) = conn.syncs.front_mut() else {
         return false;
@@ -280,6 +286,8 @@ fn swallow(conn: &mut BackendConn, ty: u8, total: usize, seen: &mut Relayed) -> 
     let watch = front.watch.get_or_insert_with(Box::default);
     match ty {
         b'E' => note(watch, ty, msg),
+        // Notifications the server delivers before this ReadyForQuery are the client's.
+        b'A' => out.extend_from_slice(msg),
         b'D' => watch.holds_state = first_column(msg).map(|v| v == b"t"),
         b'S' => {
             if let Some(on) = default_read_only(msg) {

@@ -26,6 +26,10 @@ struct Entry {
     seq: u64,
     key: Key,
     sql: Bytes,
+    /// A string with transaction control in it: replayed as a query of its own, since a
+    /// `BEGIN` in a multi-statement query takes the statements before it into its
+    /// transaction (and a `ROLLBACK` would undo them).
+    alone: bool,
 }
 
 /// The settings log of one session.
@@ -46,7 +50,16 @@ impl Settings {
 
     /// Adds a `SET`/`RESET` text that took effect.
     pub fn record(&mut self, sql: Bytes) {
-        let key = key_of(&sql);
+        self.add(sql, false);
+    }
+
+    /// Adds a string of settings and transaction control that ran outside a transaction.
+    pub fn record_whole(&mut self, sql: Bytes) {
+        self.add(sql, true);
+    }
+
+    fn add(&mut self, sql: Bytes, alone: bool) {
+        let key = if alone { Key::Text } else { key_of(&sql) };
         match &key {
             Key::Parameter(name) => {
                 self.entries
@@ -64,6 +77,7 @@ impl Settings {
             seq: self.seq,
             key,
             sql,
+            alone,
         });
     }
 
@@ -73,19 +87,22 @@ impl Settings {
         self.record(Bytes::from_static(DISCARDED.as_bytes()));
     }
 
-    /// The SQL that brings a connection holding settings up to `have` to the newest, if it
-    /// lacks any.
-    pub fn replay_since(&self, have: u64) -> Option<String> {
-        if have >= self.seq {
-            return None;
-        }
-        let mut sql = String::new();
+    /// The queries that bring a connection holding settings up to `have` to the newest, in
+    /// order; none when it lacks nothing.
+    pub fn replay_since(&self, have: u64) -> Vec<String> {
+        let mut queries: Vec<String> = Vec::new();
+        let mut joinable = false;
         for entry in self.entries.iter().filter(|e| e.seq > have) {
+            if entry.alone || !joinable {
+                queries.push(String::new());
+            }
+            joinable = !entry.alone;
+            let sql = queries.last_mut().expect("pushed above");
             // A newline ends a trailing `--` comment; the semicolon the statement.
             sql.push_str(&String::from_utf8_lossy(&entry.sql));
             sql.push_str("\n;\n");
         }
-        (!sql.is_empty()).then_some(sql)
+        queries
     }
 }
 
@@ -143,7 +160,7 @@ mod tests {
     fn replay(settings: &Settings, have: u64) -> Vec<String> {
         settings
             .replay_since(have)
-            .unwrap_or_default()
+            .concat()
             .split("\n;\n")
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
@@ -169,7 +186,7 @@ mod tests {
         );
         assert_eq!(s.seq(), 5);
         assert_eq!(replay(&s, 3), ["SET timezone = 'CET'"]);
-        assert_eq!(s.replay_since(5), None);
+        assert!(s.replay_since(5).is_empty());
     }
 
     #[test]
@@ -232,5 +249,21 @@ mod tests {
         ] {
             assert_eq!(key_of(sql.as_bytes()), key, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_string_with_transaction_control_is_a_query_of_its_own() {
+        let mut s = settings(&["SET a.b = 1"]);
+        s.record_whole(Bytes::from_static(b"BEGIN; SET a.c = 2; ROLLBACK"));
+        s.record(Bytes::from_static(b"SET a.d = 3"));
+        s.record(Bytes::from_static(b"SET a.e = 4"));
+        assert_eq!(
+            s.replay_since(0),
+            [
+                "SET a.b = 1\n;\n",
+                "BEGIN; SET a.c = 2; ROLLBACK\n;\n",
+                "SET a.d = 3\n;\nSET a.e = 4\n;\n"
+            ]
+        );
     }
 }

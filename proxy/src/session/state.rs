@@ -115,7 +115,7 @@ impl SessionState {
     pub fn settle(&mut self, watch: &Watch, status: u8) {
         if let Some(sql) = &watch.whole {
             match (&watch.error, status) {
-                (None, b'I') => self.settings.record(sql.clone()),
+                (None, b'I') => self.settings.record_whole(sql.clone()),
                 (None, _) => self.provisional.push(Provisional::Unknown),
                 _ => {}
             }
@@ -386,7 +386,7 @@ mod tests {
         let sql = "BEGIN; SET a.b = 2; SAVEPOINT p; SET a.c = 3; ROLLBACK TO SAVEPOINT p; COMMIT";
         query(&mut state, partial, sql, b'I', b'I');
         assert_eq!(state.settings.seq(), 2);
-        assert!(state.settings.replay_since(1).unwrap().starts_with(sql));
+        assert!(state.settings.replay_since(1)[0].starts_with(sql));
         assert!(!state.pinned());
     }
 
@@ -407,10 +407,7 @@ mod tests {
         query(&mut state, tx, "RELEASE p", b'T', b'T');
         query(&mut state, tx, "COMMIT", b'T', b'I');
         assert!(!state.pinned());
-        assert_eq!(
-            state.settings.replay_since(0).as_deref(),
-            Some("SET a.b = 1\n;\n")
-        );
+        assert_eq!(state.settings.replay_since(0), ["SET a.b = 1\n;\n"]);
     }
 
     #[test]
