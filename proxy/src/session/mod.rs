@@ -414,14 +414,28 @@ where
         match ty {
             b'Q' => {
                 let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
-                if let Some(setting) = route_setting(sql) {
-                    if self.inflight.is_some() {
-                        return Ok(false);
+                match route_setting(sql) {
+                    // Inside an extended batch a Flush left open, the answer must come in
+                    // order from the batch's server: the statement goes there like any
+                    // other (a harmless placeholder setting to PostgreSQL), and the session
+                    // takes the preference too. Waiting for the batch would never end: the
+                    // client waits for this answer first.
+                    Some(Ok(pref)) if self.open_batch.is_some() => {
+                        if self.client_status != b'E' {
+                            self.read_pref = pref;
+                        }
                     }
-                    let reset = sql.trim_ascii_start()[0].eq_ignore_ascii_case(&b'R');
-                    self.cin.advance(total);
-                    self.answer_route_setting(setting, reset);
-                    return Ok(true);
+                    Some(_) if self.open_batch.is_some() => {}
+                    Some(setting) => {
+                        if self.inflight.is_some() {
+                            return Ok(false);
+                        }
+                        let reset = sql.trim_ascii_start()[0].eq_ignore_ascii_case(&b'R');
+                        self.cin.advance(total);
+                        self.answer_route_setting(setting, reset);
+                        return Ok(true);
+                    }
+                    None => {}
                 }
                 let (route, reason, effects) =
                     classify_sql(&self.shared.classifier, &self.functions, sql);
