@@ -420,10 +420,8 @@ where
                     // other (a harmless placeholder setting to PostgreSQL), and the session
                     // takes the preference too. Waiting for the batch would never end: the
                     // client waits for this answer first.
-                    Some(Ok(pref)) if self.open_batch.is_some() => {
-                        if self.client_status != b'E' {
-                            self.read_pref = pref;
-                        }
+                    Some(Ok(pref)) if self.open_batch.is_some() && self.client_status != b'E' => {
+                        self.read_pref = pref;
                     }
                     Some(_) if self.open_batch.is_some() => {}
                     Some(setting) => {
