@@ -379,7 +379,7 @@ done
 echo
 model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "Machine: $(nproc) CPUs, ${model:-unknown CPU}, Linux $(uname -r); $("$PG_BIN/postgres" --version); $("$PGBOUNCER" --version | head -n 1)."
-echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S (tpcb: -b tpcb-like, direct = the primary), scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
+echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S (tpcb: -b tpcb-like; mixed: -b tpcb-like@1 -b select-only@9; for both direct = the primary), scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
 if wants baseline; then
     echo
     echo "Baseline: $BASELINE_BIN, same config and rounds as the proxy."
