@@ -4,8 +4,8 @@ use toml::Table;
 
 use crate::error::ConfigError;
 use crate::model::{
-    AuthMethod, BackendConfig, Config, HealthConfig, MetricsConfig, PoolConfig, ProvisionConfig,
-    ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
+    AuthMethod, BackendConfig, Config, HealthConfig, LogConfig, MetricsConfig, PoolConfig,
+    ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
 };
 use crate::origin::Origins;
 use crate::reader::{Field, Section};
@@ -18,6 +18,7 @@ const TOP: &[&str] = &[
     "pool",
     "routing",
     "metrics",
+    "log",
     "health",
     "tls",
     "provision",
@@ -34,6 +35,7 @@ pub(crate) fn decode(tree: &Table, origins: &Origins) -> Result<Config, ConfigEr
         pool: pool(&top.require("pool")?)?,
         routing: routing(&top.require("routing")?)?,
         metrics: metrics(&top.require("metrics")?)?,
+        log: log(&top.require("log")?)?,
         health: health(&top.require("health")?)?,
         tls: top.get("tls").map(|field| tls(&field)).transpose()?,
         provision: provision(&top.require("provision")?)?,
@@ -122,9 +124,20 @@ fn routing(field: &Field<'_>) -> Result<RoutingConfig, ConfigError> {
 }
 
 fn metrics(field: &Field<'_>) -> Result<MetricsConfig, ConfigError> {
-    let s = field.section(&["listen"])?;
+    let s = field.section(&["listen", "enabled"])?;
     Ok(MetricsConfig {
         listen: s.require("listen")?.string()?,
+        enabled: s.require("enabled")?.boolean()?,
+    })
+}
+
+fn log(field: &Field<'_>) -> Result<LogConfig, ConfigError> {
+    let s = field.section(&["level", "format", "slow_statement", "statement_text"])?;
+    Ok(LogConfig {
+        level: s.require("level")?.string()?,
+        format: s.require("format")?.one_of()?,
+        slow_statement: s.require("slow_statement")?.duration()?,
+        statement_text: s.require("statement_text")?.boolean()?,
     })
 }
 

@@ -22,9 +22,9 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use model::{
-    AuthMethod, BackendConfig, Balance, Config, HealthConfig, MetricsConfig, Named, PoolConfig,
-    ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind, TlsConfig,
-    UserConfig,
+    AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat, MetricsConfig,
+    Named, PoolConfig, ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind,
+    TlsConfig, UserConfig,
 };
 
 impl Config {

@@ -14,6 +14,7 @@ pub struct Config {
     pub pool: PoolConfig,
     pub routing: RoutingConfig,
     pub metrics: MetricsConfig,
+    pub log: LogConfig,
     pub health: HealthConfig,
     pub tls: Option<TlsConfig>,
     pub provision: ProvisionConfig,
@@ -174,10 +175,46 @@ impl Named for Balance {
     }
 }
 
-/// `[metrics]`: the Prometheus `/metrics` endpoint.
+/// `[metrics]`: the HTTP endpoint serving `/metrics`, `/healthz`, `/readyz` and `/status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
     pub listen: String,
+    /// False: no Prometheus recorder and no per-statement timing; the endpoint still serves
+    /// the health and status pages.
+    pub enabled: bool,
+}
+
+/// `[log]`: what the proxy logs and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `info,pgrepl_proxy=debug`; `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+    /// Statements (or extended-protocol batches) slower than this are logged; zero: none.
+    pub slow_statement: Duration,
+    /// Slow-statement lines carry the SQL text (never bind parameters).
+    pub statement_text: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum LogFormat {
+    /// For a person reading a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Named for LogFormat {
+    const ALL: &'static [Self] = &[LogFormat::Text, LogFormat::Json];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// `[health]`: the backend monitor.

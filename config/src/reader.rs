@@ -195,6 +195,22 @@ impl<'a> Field<'a> {
         })
     }
 
+    /// true or false; from the environment also on/off, yes/no, 1/0.
+    pub(crate) fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.value {
+            Value::Boolean(b) => Some(*b),
+            Value::String(text) if self.origins.is_env(&self.path) => {
+                match text.trim().to_ascii_lowercase().as_str() {
+                    "true" | "on" | "yes" | "1" => Some(true),
+                    "false" | "off" | "no" | "0" => Some(false),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+        .ok_or_else(|| self.mismatch("true or false"))
+    }
+
     /// An integer; from the environment, where every value is text, a string of digits too.
     fn integer(&self) -> Option<i64> {
         match self.value {

@@ -61,6 +61,14 @@ impl Balancer {
         }
     }
 
+    /// Sessions reading from replica `backend` now (0 for an index that is not a replica).
+    pub fn readers(&self, backend: usize) -> usize {
+        self.replicas
+            .iter()
+            .find(|r| r.backend == backend)
+            .map_or(0, |r| r.readers.load(Relaxed))
+    }
+
     /// A lease on a replica whose backend index `usable` accepts; None when there is none.
     pub fn pick(&self, usable: impl Fn(usize) -> bool) -> Option<ReplicaLease> {
         let chosen = match self.policy {

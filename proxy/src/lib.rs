@@ -11,6 +11,7 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod shared;
+pub mod telemetry;
 pub mod workers;
 
 pub use server::Proxy;

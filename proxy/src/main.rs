@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pgrepl_config::Config;
+use pgrepl_config::{Config, LogConfig, LogFormat};
 use pgrepl_proxy::route::classify;
 use pgrepl_proxy::Proxy;
 
 mod provisioning;
+mod status_cmd;
 mod up;
 
 use provisioning::{Action, Target};
@@ -25,10 +26,21 @@ struct Cli {
     command: Command,
 }
 
+/// `--log-format`; without it, `[log] format` decides.
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
+enum LogFormatArg {
     Text,
     Json,
+}
+
+impl LogFormatArg {
+    fn apply(arg: Option<LogFormatArg>, config: &mut Config) {
+        match arg {
+            Some(LogFormatArg::Text) => config.log.format = LogFormat::Text,
+            Some(LogFormatArg::Json) => config.log.format = LogFormat::Json,
+            None => {}
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -38,8 +50,9 @@ enum Command {
         /// TOML config file; every key can also be set as PGREPL_<SECTION>__<KEY>.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: LogFormat,
+        /// Log lines as text or JSON [default: [log] format, "text"].
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
     },
     /// Print where a statement would be routed and why.
     Classify {
@@ -69,11 +82,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Show each node's role and WAL position, the replica's lag and the slot.
-    Status {
-        #[command(flatten)]
-        target: Target,
-    },
+    /// Show the running proxy's backends (roles, WAL positions, lag, staleness, connections)
+    /// from its /status endpoint; with --pair, or when no proxy answers, each node's role and
+    /// WAL position, the replica's lag and the slot as seen directly.
+    Status(status_cmd::StatusArgs),
     /// Remove the pair: containers, volumes and network (or local data directories).
     Teardown {
         #[command(flatten)]
@@ -86,24 +98,39 @@ enum Command {
         /// PostgreSQL image for both containers [default: [provision] image, "postgres:16.1"].
         #[arg(long)]
         image: Option<String>,
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: LogFormat,
+        /// Log lines as text or JSON [default: [log] format, "text"].
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The health monitor reports its backends' state changes itself; deadpool's own
-        // warnings about the same broken connections would only repeat them, less clearly.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deadpool=error"));
+/// Logs to stderr at the level `RUST_LOG` sets, else `[log] level`.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(directives) => EnvFilter::try_new(&directives)
+            .map_err(|e| anyhow::anyhow!("RUST_LOG={directives:?}: {e}"))?,
+        Err(_) => {
+            // The health monitor reports its backends' state changes itself; deadpool's own
+            // warnings about the same broken connections would only repeat them, less clearly.
+            let directives = if log.level.contains("deadpool") {
+                log.level.clone()
+            } else {
+                format!("{},deadpool=error", log.level)
+            };
+            EnvFilter::try_new(directives)
+                .map_err(|e| anyhow::anyhow!("[log] level: {:?}: {e}", log.level))?
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
+    match log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -122,9 +149,12 @@ async fn shutdown_signal() {
     }
 }
 
-fn load_and_serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
+fn load_and_serve(config: Option<PathBuf>, log_format: Option<LogFormatArg>) -> ExitCode {
     match Config::load(config.as_deref()).and_then(|c| c.require_users().map(|()| c)) {
-        Ok(config) => serve(config, log_format),
+        Ok(mut config) => {
+            LogFormatArg::apply(log_format, &mut config);
+            serve(config)
+        }
         Err(e) => {
             eprintln!("pgrepl-proxy: {e}");
             ExitCode::from(2)
@@ -132,13 +162,23 @@ fn load_and_serve(config: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
     }
 }
 
-fn serve(config: Config, log_format: LogFormat) -> ExitCode {
-    init_logging(log_format);
+fn serve(config: Config) -> ExitCode {
+    if let Err(e) = init_logging(&config.log) {
+        eprintln!("pgrepl-proxy: {e}");
+        return ExitCode::from(2);
+    }
     // This runtime only accepts clients and watches signals; sessions run on the workers.
     let result = current_thread_runtime().and_then(|runtime| {
         runtime.block_on(async {
             let proxy = Proxy::bind(&config).await?;
-            tracing::info!(listen = %proxy.local_addr()?, primary = %config.primary.name, replicas = config.replicas.len(), "pgrepl-proxy serving");
+            tracing::info!(
+                listen = %proxy.local_addr()?,
+                endpoint = %proxy.endpoint_addr()?,
+                metrics = config.metrics.enabled,
+                primary = %config.primary.name,
+                replicas = config.replicas.len(),
+                "pgrepl-proxy serving"
+            );
             proxy.run(shutdown_signal()).await
         })
     });
@@ -199,7 +239,7 @@ fn main() -> ExitCode {
             Action::Provision { show_password },
         ),
         Command::Verify { target } => provisioning(&target, None, Action::Verify),
-        Command::Status { target } => provisioning(&target, None, Action::Status),
+        Command::Status(args) => status_cmd::status(&args),
         Command::Teardown { target } => provisioning(&target, None, Action::Teardown),
         Command::Up {
             target,

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,10 @@ use crate::health::{Health, Monitor};
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::route::Classifier;
 use crate::session::{ClientInfo, Session};
-use crate::shared::Shared;
+use crate::shared::{ClientCount, ClientSlot, Shared};
+use crate::telemetry::{
+    install_recorder, BackendMeters, ClientMeters, Endpoint, Rejection, Timing,
+};
 use crate::workers::{self, Workers};
 
 /// A bound, ready-to-run proxy.
@@ -36,8 +39,8 @@ pub struct Proxy {
     listener: TcpListener,
     shared: Arc<Shared>,
     monitor: Monitor,
+    endpoint: Endpoint,
     tls: Option<TlsAcceptor>,
-    max_clients: usize,
     connect_timeout: Duration,
     startup_timeout: Duration,
     shutdown_timeout: Duration,
@@ -45,32 +48,26 @@ pub struct Proxy {
     workers: usize,
 }
 
-/// Counts a client against `max_client_connections` while it lives.
-struct ClientSlot(Arc<AtomicUsize>);
-
-impl ClientSlot {
-    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<ClientSlot> {
-        let prev = count.fetch_add(1, Ordering::AcqRel);
-        if prev >= max {
-            count.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(ClientSlot(count.clone()))
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl Proxy {
     pub async fn bind(config: &Config) -> anyhow::Result<Proxy> {
+        // Before any handle is registered: handles taken without a recorder do nothing.
+        let prometheus = if config.metrics.enabled {
+            Some(install_recorder()?)
+        } else {
+            None
+        };
+        // The endpoint first: once clients can connect, it is there too.
+        let endpoint = Endpoint::bind(&config.metrics.listen, prometheus).await?;
         let listener = TcpListener::bind(&config.proxy.listen)
             .await
             .with_context(|| format!("[proxy] listen: cannot listen on {}", config.proxy.listen))?;
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let slow = config.log.slow_statement;
+        let timing = (config.metrics.enabled || !slow.is_zero()).then(|| Timing {
+            record: config.metrics.enabled,
+            slow: (!slow.is_zero()).then_some(slow),
+            text: config.log.statement_text,
+        });
         let backends = std::iter::once(&config.primary)
             .chain(&config.replicas)
             .enumerate()
@@ -80,6 +77,13 @@ impl Proxy {
                     name: b.name.clone(),
                     host: b.host.clone(),
                     port: b.port,
+                    open: AtomicUsize::new(0),
+                    meters: BackendMeters::register(
+                        &b.name,
+                        index == 0,
+                        &config.primary.name,
+                        timing.clone(),
+                    ),
                 })
             })
             .collect::<Vec<_>>();
@@ -91,24 +95,31 @@ impl Proxy {
             config.pool.idle_timeout,
             config.proxy.connect_timeout,
         );
-        let shared = Shared::new(
-            config.proxy.max_message_size,
+        let shared = Shared {
+            max_message_size: config.proxy.max_message_size,
             pool,
-            Classifier::new(config),
-            Users::new(&config.users),
+            classifier: Classifier::new(config),
+            cancels: Default::default(),
+            users: Users::new(&config.users),
+            shutdown: Default::default(),
             health,
-            Balancer::new(
+            read_your_writes: config.routing.read_your_writes,
+            last_write: Default::default(),
+            balancer: Balancer::new(
                 config.routing.balance,
                 config.replicas.iter().map(|r| r.weight),
             ),
-            config.routing.read_your_writes,
-        );
+            clients: ClientCount::new(config.proxy.max_client_connections),
+            client_meters: ClientMeters::register(),
+            listen: listener.local_addr()?.to_string(),
+            started: Instant::now(),
+        };
         Ok(Proxy {
             listener,
             shared: Arc::new(shared),
             monitor,
+            endpoint,
             tls,
-            max_clients: config.proxy.max_client_connections,
             connect_timeout: config.proxy.connect_timeout,
             startup_timeout: config.proxy.startup_timeout,
             shutdown_timeout: config.proxy.shutdown_timeout,
@@ -121,6 +132,11 @@ impl Proxy {
         self.listener.local_addr()
     }
 
+    /// Where `/metrics`, `/healthz`, `/readyz` and `/status` are served.
+    pub fn endpoint_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives sessions up to
     /// `[proxy] shutdown_timeout` to finish their transactions.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -128,7 +144,7 @@ impl Proxy {
         // the monitor has checked.
         self.monitor.first_round(self.connect_timeout).await;
         let workers = Workers::start(self.workers)?;
-        let clients = Arc::new(AtomicUsize::new(0));
+        let endpoint = self.endpoint.spawn(self.shared.clone());
         let mut sessions = JoinSet::new();
         let reaper = {
             let pool = self.shared.pool.clone();
@@ -148,7 +164,8 @@ impl Proxy {
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        let slot = ClientSlot::take(&clients, self.max_clients);
+                        self.shared.client_meters.accepted.increment(1);
+                        let slot = self.shared.clients.take();
                         let conn = Connection {
                             shared: self.shared.clone(),
                             tls: self.tls.clone(),
@@ -189,6 +206,7 @@ impl Proxy {
             sessions.shutdown().await;
         }
         reaper.abort();
+        endpoint.abort();
         self.monitor.stop().await;
         workers.stop();
         self.shared.pool.close_idle();
@@ -219,6 +237,10 @@ async fn send_fatal(stream: &mut ClientStream, err: &ProxyError) {
 }
 
 impl Connection {
+    fn reject(&self, why: Rejection) {
+        self.shared.client_meters.rejected(why);
+    }
+
     /// Runs on the worker that got the client.
     async fn start(self, tcp: std::net::TcpStream, peer: SocketAddr, slot: Option<ClientSlot>) {
         match TcpStream::from_std(tcp) {
@@ -236,6 +258,7 @@ impl Connection {
                 Ok(Some(admitted)) => admitted,
                 Ok(None) => return,
                 Err(_) => {
+                    self.reject(Rejection::Protocol);
                     tracing::info!(%peer, "client did not finish startup in time");
                     return;
                 }
@@ -249,7 +272,7 @@ impl Connection {
         let database = info.startup.database.clone();
         tracing::info!(%peer, %user, %database, "client connected");
         let shared = self.shared.clone();
-        match stream {
+        let stats = match stream {
             Either::Left(tcp) => {
                 let (r, w) = tcp.into_split();
                 Session::new(shared, info, r, w).run().await
@@ -258,10 +281,18 @@ impl Connection {
                 let (r, w) = tokio::io::split(tls);
                 Session::new(shared, info, r, w).run().await
             }
-        }
+        };
         self.shared.cancels.unregister(cancel_key);
         drop(slot);
-        tracing::info!(%peer, %user, %database, duration = ?started.elapsed(), "client disconnected");
+        tracing::info!(
+            %peer, %user, %database,
+            duration_ms = started.elapsed().as_millis() as u64,
+            to_primary = stats.to_primary,
+            to_replica = stats.to_replica,
+            bytes_in = stats.bytes_in,
+            bytes_out = stats.bytes_out,
+            "client disconnected"
+        );
     }
 
     /// Negotiation, startup checks and authentication; None when the connection ends here.
@@ -270,6 +301,7 @@ impl Connection {
             Ok(ok) => ok,
             Err(NegotiateError::Gone) => return None,
             Err(NegotiateError::Protocol(mut stream, err)) => {
+                self.reject(Rejection::Protocol);
                 send_fatal(&mut stream, &err).await;
                 return None;
             }
@@ -282,6 +314,8 @@ impl Connection {
             Hello::Startup { minor, params } => (minor, params),
         };
         if !within_limit {
+            self.reject(Rejection::Limit);
+            tracing::info!(user = ?user_of(&params), "client refused: [proxy] max_client_connections reached");
             send_fatal(
                 &mut stream,
                 &ProxyError::fatal("53300", "sorry, too many clients already"),
@@ -292,6 +326,8 @@ impl Connection {
         let startup = match startup_info(params, minor, &mut stream).await {
             Ok(startup) => Arc::new(startup),
             Err(err) => {
+                self.reject(Rejection::Protocol);
+                tracing::info!(code = err.code, message = %err.message, "client startup refused");
                 send_fatal(&mut stream, &err).await;
                 return None;
             }
@@ -300,6 +336,7 @@ impl Connection {
             Ok(password) => password,
             Err(AuthError::Gone) => return None,
             Err(AuthError::Rejected(err)) => {
+                self.reject(Rejection::Auth);
                 tracing::info!(user = %startup.user, code = err.code, "authentication failed");
                 send_fatal(&mut stream, &err).await;
                 return None;
@@ -308,6 +345,8 @@ impl Connection {
         let server_params = match self.server_params(&startup, password.as_deref()).await {
             Ok(params) => params,
             Err(err) => {
+                self.reject(Rejection::Backend);
+                tracing::info!(user = %startup.user, database = %startup.database, error = %err, "client refused: no backend accepted it");
                 let mut buf = BytesMut::new();
                 err.encode(Severity::Fatal, &mut buf);
                 let _ = stream.write_all(&buf).await;
@@ -375,6 +414,14 @@ impl Connection {
             reason: "no backend is configured".to_owned(),
         }))
     }
+}
+
+/// The user a startup packet names, for logs.
+fn user_of(params: &[(String, String)]) -> Option<&str> {
+    params
+        .iter()
+        .find(|(name, _)| name == "user")
+        .map(|(_, value)| value.as_str())
 }
 
 /// Validates the startup parameters; tells the client about protocol features it asked for

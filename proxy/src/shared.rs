@@ -1,7 +1,8 @@
 //! State shared by every session of one running proxy.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
@@ -14,6 +15,7 @@ use crate::cancel::CancelRegistry;
 use crate::client::auth::Users;
 use crate::health::Health;
 use crate::route::Classifier;
+use crate::telemetry::ClientMeters;
 
 pub struct Shared {
     pub max_message_size: usize,
@@ -28,39 +30,63 @@ pub struct Shared {
     /// When the last write through this proxy committed (monitor clock, 0 = none yet), for
     /// `read_your_writes = "global"`.
     pub last_write: AtomicU64,
-    balancer: Balancer,
+    pub balancer: Balancer,
+    pub clients: ClientCount,
+    pub client_meters: ClientMeters,
+    /// The client listener's address, for the status page.
+    pub listen: String,
+    pub started: Instant,
 }
 
 impl Shared {
-    pub fn new(
-        max_message_size: usize,
-        pool: Arc<Pool>,
-        classifier: Classifier,
-        users: Users,
-        health: Arc<Health>,
-        balancer: Balancer,
-        read_your_writes: ReadYourWrites,
-    ) -> Shared {
-        Shared {
-            max_message_size,
-            pool,
-            classifier,
-            cancels: CancelRegistry::default(),
-            users,
-            shutdown: Shutdown::default(),
-            health,
-            read_your_writes,
-            last_write: AtomicU64::new(0),
-            balancer,
-        }
-    }
-
     /// A replica to read from, other than `exclude`: one the monitor finds readable (up, in
     /// recovery, within `[routing] max_replica_lag`), chosen by `[routing] balance`. None when
     /// there is none; reads then go to the primary.
     pub fn pick_replica(&self, exclude: Option<usize>) -> Option<ReplicaLease> {
         self.balancer
             .pick(|backend| Some(backend) != exclude && self.health.readable(backend).is_ok())
+    }
+}
+
+/// Open client connections, against `[proxy] max_client_connections`.
+pub struct ClientCount {
+    count: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl ClientCount {
+    pub fn new(max: usize) -> ClientCount {
+        ClientCount {
+            count: Arc::default(),
+            max,
+        }
+    }
+
+    /// A slot for one more client, or None at the limit.
+    pub fn take(&self) -> Option<ClientSlot> {
+        let prev = self.count.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ClientSlot(self.count.clone()))
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+/// Counts a client against `max_client_connections` while it lives.
+pub struct ClientSlot(Arc<AtomicUsize>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

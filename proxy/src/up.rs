@@ -8,11 +8,14 @@ use pgrepl_provision::app_roles::{new_app_password, DEFAULT_APP_USER};
 use pgrepl_provision::runtime::{Endpoint, Node};
 
 use crate::provisioning::{prepare_pair, Target};
-use crate::{current_thread_runtime, exit_code, serve, LogFormat};
+use crate::{current_thread_runtime, exit_code, serve, LogFormatArg};
 
-pub fn up(target: &Target, image: Option<&str>, log_format: LogFormat) -> ExitCode {
+pub fn up(target: &Target, image: Option<&str>, log_format: Option<LogFormatArg>) -> ExitCode {
     match prepare(target, image) {
-        Ok(config) => serve(config, log_format),
+        Ok(mut config) => {
+            LogFormatArg::apply(log_format, &mut config);
+            serve(config)
+        }
         Err(e) => exit_code(Err(e)),
     }
 }

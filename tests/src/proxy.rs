@@ -1,6 +1,7 @@
 //! Running the pgrepl-proxy binary under test as a child process.
 
 use crate::cluster::Cluster;
+use crate::net::free_port;
 use crate::poll::wait_until;
 use crate::roles::{Role, LOGIN_ROLES};
 use crate::shared::run_dir;
@@ -144,6 +145,17 @@ impl ProxyProcess {
         waited.map_err(|e| self.with_log(e))
     }
 
+    /// Where the proxy serves `/metrics`, `/healthz`, `/readyz` and `/status`: `[metrics]
+    /// listen` of its config file.
+    pub fn endpoint(&self) -> SocketAddr {
+        let text = fs::read_to_string(&self.config_path).expect("the proxy's config file");
+        let config: toml::Table = text.parse().expect("the proxy's config is TOML");
+        config["metrics"]["listen"]
+            .as_str()
+            .and_then(|listen| listen.parse().ok())
+            .expect("[metrics] listen is an IP address and port")
+    }
+
     /// Everything the proxy has logged so far.
     pub fn log(&self) -> String {
         fs::read(&self.log_path)
@@ -251,6 +263,8 @@ pub fn proxy_config(cluster: &Cluster, listen: SocketAddr) -> String {
         }
         toml += &format!("auth = \"{}\"\n", proxy_auth(&role));
     }
+    // Proxies run side by side: each gets an endpoint port of its own.
+    toml += &format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", free_port());
     toml
 }
 

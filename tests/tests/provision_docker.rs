@@ -110,7 +110,7 @@ fn provision_verify_serve_reprovision_teardown() {
             verify.stdout
         );
     }
-    assert_healthy_status(&pgrepl(&["status"], &env));
+    assert_healthy_status(&pgrepl(&["status", "--pair"], &env));
 
     proxy_serves_the_pair(&env);
 
@@ -222,6 +222,10 @@ fn proxy_serves_the_pair(env: &[(&str, &str)]) {
     let mut cmd = proxy_command();
     cmd.args(["up", "--image", LOCAL_IMAGE])
         .env("PGREPL_PROXY__LISTEN", &listen)
+        .env(
+            "PGREPL_METRICS__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {

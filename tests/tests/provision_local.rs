@@ -31,6 +31,11 @@ impl LocalPair {
                 "PGREPL_PROVISION__REPLICA_PORT".into(),
                 free_port().to_string(),
             ),
+            // Where `status` looks for a running proxy: nothing listens there.
+            (
+                "PGREPL_METRICS__LISTEN".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
         ];
         LocalPair { env, dir }
     }
@@ -93,7 +98,17 @@ fn local_pair_provisions_reprovisions_and_tears_down() {
         4
     );
 
-    assert_healthy_status(&pair.run(&["status"]));
+    // No proxy answers: `status` says so and shows the pair as seen directly.
+    let status = pair.run(&["status"]);
+    assert!(
+        status
+            .stdout
+            .starts_with("no proxy answering on 127.0.0.1:"),
+        "{}",
+        status.stdout
+    );
+    assert_healthy_status(&status);
+    assert_healthy_status(&pair.run(&["status", "--pair"]));
 
     let removed = pair.run(&["teardown"]);
     assert!(removed.success, "{}", removed.stderr);

@@ -240,3 +240,26 @@ fn bad_values_name_the_variable_and_key() {
          \"name\""
     );
 }
+
+#[test]
+fn switches_and_log_settings_come_from_the_environment_too() {
+    let config = from_env(
+        Some(ONE_USER),
+        &[
+            ("PGREPL_METRICS__ENABLED", "off"),
+            ("PGREPL_LOG__FORMAT", "JSON"),
+            ("PGREPL_LOG__SLOW_STATEMENT", "250ms"),
+            ("PGREPL_LOG__STATEMENT_TEXT", "yes"),
+        ],
+    )
+    .unwrap();
+    assert!(!config.metrics.enabled);
+    assert_eq!(config.log.format, crate::LogFormat::Json);
+    assert_eq!(config.log.slow_statement, Duration::from_millis(250));
+    assert!(config.log.statement_text);
+    let err = from_env(Some(ONE_USER), &[("PGREPL_LOG__STATEMENT_TEXT", "maybe")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment variable PGREPL_LOG__STATEMENT_TEXT: [log] statement_text: expected true or false, found \"maybe\""
+    );
+}

@@ -30,7 +30,7 @@ fn unknown_keys_are_named() {
     assert_error(
         "[metric]\nlisten = \"x\"\n",
         "unknown top-level key \"metric\" (known: proxy, primary, replicas, users, pool, \
-         routing, metrics, health, tls, provision)",
+         routing, metrics, log, health, tls, provision)",
     );
 }
 
@@ -69,6 +69,14 @@ fn wrong_types_say_what_was_expected_and_found() {
     assert_error(
         "[metrics]\nlisten = 9187\n",
         "[metrics] listen: expected a string, found 9187",
+    );
+    assert_error(
+        "[metrics]\nenabled = \"yes\"\n",
+        "[metrics] enabled: expected true or false, found \"yes\"",
+    );
+    assert_error(
+        "[log]\nformat = \"xml\"\n",
+        "[log] format: expected one of \"text\", \"json\", found \"xml\"",
     );
     assert_error("proxy = 1\n", "[proxy]: expected a table, found 1");
     assert_error(

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use foldhash::fast::RandomState;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -99,6 +100,12 @@ pub struct Pending {
     pub synced_batch: bool,
     pub origin: Origin,
     pub watch: Option<Box<Watch>>,
+    /// When it was sent, if anything wants its duration (metrics, slow-statement log).
+    pub started: Option<Instant>,
+    /// Why it went to this backend (client units).
+    pub reason: Option<crate::route::Reason>,
+    /// Its SQL, kept only for the slow-statement log's `statement_text`.
+    pub sql: Option<Bytes>,
 }
 
 impl Pending {
@@ -135,6 +142,23 @@ pub struct BackendConn {
     /// How much of its session's settings this connection has (`Settings::seq`); 0 for the
     /// startup state a pooled connection is reset to.
     pub settings_seq: u64,
+    pub counted: Counted,
+}
+
+/// Counts a connection in its backend's open connections while it exists.
+pub struct Counted(Arc<BackendInfo>);
+
+impl Counted {
+    pub fn new(info: &Arc<BackendInfo>) -> Counted {
+        info.open.fetch_add(1, Ordering::Relaxed);
+        Counted(info.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl BackendConn {

@@ -14,6 +14,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::conn::Counted;
 use super::{BackendConn, BackendInfo, PoolKey};
 use crate::protocol::write::{encode_error_fields, Severity};
 
@@ -298,5 +299,6 @@ async fn handshake(
         body_remaining: 0,
         created: Instant::now(),
         settings_seq: 0,
+        counted: Counted::new(info),
     })
 }

@@ -10,15 +10,28 @@ pub use connect::{BackendError, ServerParams};
 pub use pool::{Pool, PoolKey};
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::telemetry::BackendMeters;
 
 /// One configured PostgreSQL server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct BackendInfo {
     /// Position in the backend list: 0 is the primary, 1.. the replicas in config order.
     pub index: usize,
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// Connections to it open now, leased or pooled.
+    pub open: AtomicUsize,
+    pub meters: BackendMeters,
+}
+
+impl BackendInfo {
+    /// Connections to this backend open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
 }
 
 impl fmt::Display for BackendInfo {

@@ -134,6 +134,15 @@ impl Pool {
         idle.retain(|_, list| !list.is_empty());
     }
 
+    /// Pooled connections per backend (by index), for the status page and gauges.
+    pub fn idle_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.backends.len()];
+        for (key, list) in locked(&self.idle).iter() {
+            counts[key.backend] += list.len();
+        }
+        counts
+    }
+
     /// Closes every idle connection (at shutdown).
     pub fn close_idle(&self) {
         locked(&self.idle).clear();

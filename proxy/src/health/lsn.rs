@@ -11,6 +11,11 @@ pub fn parse(text: &str) -> Option<u64> {
     Some((u64::from(half(hi)?) << 32) | u64::from(half(lo)?))
 }
 
+/// `position` as PostgreSQL prints a `pg_lsn`.
+pub fn format(position: u64) -> String {
+    format!("{:X}/{:X}", position >> 32, position & 0xFFFF_FFFF)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse;
@@ -21,6 +26,10 @@ mod tests {
         assert_eq!(parse("0/3000148"), Some(0x0300_0148));
         assert_eq!(parse("16/B374D848"), Some(0x16_B374_D848));
         assert_eq!(parse("ffffffff/FFFFFFFF"), Some(u64::MAX));
+        for position in [0, 0x0300_0148, 0x16_B374_D848, u64::MAX] {
+            assert_eq!(parse(&super::format(position)), Some(position));
+        }
+        assert_eq!(super::format(0x16_B374_D848), "16/B374D848");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use lag::History;
 use probe::Sample;
 use state::{BackendState, CAUGHT_UP, NEVER};
 
+pub use lsn::format as format_lsn;
 pub use monitor::Monitor;
 
 /// Backend index of the primary, as in `Pool::backends()`.
@@ -48,6 +49,20 @@ impl fmt::Display for Unusable {
             Unusable::InRecovery => "in recovery",
         })
     }
+}
+
+/// A backend's health as last sampled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackendView {
+    /// The last check succeeded (before the first: assumed for the primary, not a replica).
+    pub up: bool,
+    /// At least one check has succeeded since the proxy started.
+    pub sampled: bool,
+    pub in_recovery: bool,
+    /// Write position (primary) or replay position (replica) at the last successful check.
+    pub lsn: Option<u64>,
+    /// Replicas: see [`Health::staleness`].
+    pub staleness: Option<Duration>,
 }
 
 pub struct Health {
@@ -103,6 +118,29 @@ impl Health {
             return Err(Unusable::Lagging);
         }
         Ok(())
+    }
+
+    /// How far behind the primary replica `backend` is: the time since the proxy first saw a
+    /// primary position it has not replayed; zero when caught up. One atomic load then.
+    #[inline]
+    pub fn staleness(&self, backend: usize) -> Duration {
+        match self.backends[backend].behind_since.load(Relaxed) {
+            CAUGHT_UP => Duration::ZERO,
+            since => Duration::from_nanos(self.now_nanos().saturating_sub(since)),
+        }
+    }
+
+    /// What the monitor last found about `backend`, for the status page and gauges.
+    pub fn view(&self, backend: usize) -> BackendView {
+        let state = &self.backends[backend];
+        let sampled = state.sent.load(Acquire) != NEVER;
+        BackendView {
+            up: state.up.load(Relaxed),
+            sampled,
+            in_recovery: state.in_recovery.load(Relaxed),
+            lsn: sampled.then(|| state.lsn.load(Acquire)),
+            staleness: (backend != PRIMARY).then(|| self.staleness(backend)),
+        }
     }
 
     /// Whether the primary looks able to take writes. Down only once a sample has failed:

@@ -26,6 +26,11 @@ impl Analysis {
         self.effects
     }
 
+    /// sqlparser could not parse the text (or it was too complex to try).
+    pub fn unparseable(&self) -> bool {
+        self.classification.reason == Reason::Unparseable
+    }
+
     /// The classification for a session whose database's functions are `functions`.
     ///
     /// Everything that needs the primary keeps its reason; a read calling a volatile user

@@ -1,6 +1,7 @@
 //! The classifier a running proxy shares among its sessions: the cache, the configured
 //! function lists, and the catalog look-up of user functions.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pgrepl_config::Config;
@@ -17,6 +18,8 @@ pub struct Classifier {
     overrides: Overrides,
     /// None when there is nobody to log in to the catalog as.
     catalog: Option<Arc<Catalog>>,
+    /// Texts sqlparser could not parse (counted when analyzed, not per cached use).
+    parse_failures: AtomicU64,
 }
 
 impl Classifier {
@@ -33,6 +36,7 @@ impl Classifier {
                     config.proxy.connect_timeout,
                 ))
             }),
+            parse_failures: AtomicU64::new(0),
         }
     }
 
@@ -56,9 +60,25 @@ impl Classifier {
     pub fn decide(&self, sql: &str, functions: &UserFunctions) -> (Classification, Effects) {
         self.cache.resolve(
             sql,
-            |sql| analyze(sql, &self.overrides),
+            |sql| {
+                let analysis = analyze(sql, &self.overrides);
+                if analysis.unparseable() {
+                    self.parse_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                analysis
+            },
             |analysis| (analysis.resolve(functions), analysis.effects()),
         )
+    }
+
+    /// Classification cache look-ups answered from the cache, and those that were not.
+    pub fn cache_hits_misses(&self) -> (u64, u64) {
+        (self.cache.hits(), self.cache.misses())
+    }
+
+    /// Statements sqlparser could not parse (they went to the primary).
+    pub fn parse_failures(&self) -> u64 {
+        self.parse_failures.load(Ordering::Relaxed)
     }
 }
 

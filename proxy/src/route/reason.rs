@@ -34,6 +34,7 @@ impl fmt::Display for Route {
 /// Why a statement got its route: one type for the classifier and the session, so logs and
 /// metrics name every decision the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Reason {
     /// Plain read query (SELECT/VALUES/TABLE...).
     Read,
@@ -82,6 +83,37 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order: `ALL[r.index()] == r`.
+    pub const ALL: [Reason; 21] = [
+        Reason::Read,
+        Reason::Show,
+        Reason::Explain,
+        Reason::Empty,
+        Reason::Write,
+        Reason::Ddl,
+        Reason::Transaction,
+        Reason::ReadOnlyTransaction,
+        Reason::Function,
+        Reason::Lock,
+        Reason::Cte,
+        Reason::Into,
+        Reason::Utility,
+        Reason::ExplainAnalyze,
+        Reason::Unparseable,
+        Reason::Hint,
+        Reason::SessionPinned,
+        Reason::ReadYourWrites,
+        Reason::Lag,
+        Reason::ReplicaDown,
+        Reason::NoReplica,
+    ];
+
+    /// Position in [`Reason::ALL`], for tables indexed by reason (the metrics' counters).
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// snake_case label; static so it can be a metrics label without allocating.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -137,31 +169,9 @@ mod tests {
 
     #[test]
     fn labels_are_snake_case() {
-        let all = [
-            Reason::Read,
-            Reason::Show,
-            Reason::Explain,
-            Reason::Empty,
-            Reason::Write,
-            Reason::Ddl,
-            Reason::Transaction,
-            Reason::ReadOnlyTransaction,
-            Reason::Function,
-            Reason::Lock,
-            Reason::Cte,
-            Reason::Into,
-            Reason::Utility,
-            Reason::ExplainAnalyze,
-            Reason::Unparseable,
-            Reason::Hint,
-            Reason::SessionPinned,
-            Reason::ReadYourWrites,
-            Reason::Lag,
-            Reason::ReplicaDown,
-            Reason::NoReplica,
-        ];
         let mut labels = std::collections::HashSet::new();
-        for reason in all {
+        for (index, reason) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(reason.index(), index, "{reason:?}");
             let label = reason.as_str();
             assert!(
                 label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),

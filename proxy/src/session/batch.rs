@@ -56,6 +56,13 @@ impl Statements {
         self.map.clear();
     }
 
+    /// The SQL text of statement `name`, for the slow-statement log.
+    pub fn sql_of(&self, name: &[u8]) -> Option<Bytes> {
+        let parse = &self.get(name)?.parse;
+        let (_, sql) = fields::parse_name_sql(parse)?;
+        Some(parse.slice_ref(sql))
+    }
+
     pub fn contains(&self, name: &[u8]) -> bool {
         self.map.contains_key(name)
     }

@@ -84,6 +84,17 @@ enum Event {
     Shutdown,
 }
 
+/// What a session did, for its closing log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    /// Statements (or extended-protocol batches) sent to the primary, and to a replica.
+    pub to_primary: u64,
+    pub to_replica: u64,
+    /// Bytes received from the client, and sent to it.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
 /// Everything a session needs to know about its client.
 pub struct ClientInfo {
     pub startup: Arc<StartupInfo>,
@@ -147,6 +158,7 @@ pub struct Session<R, W> {
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
+    stats: SessionStats,
 }
 
 /// Polls one lease: its pending write first, then a read if the client can take more.
@@ -213,11 +225,12 @@ where
             state,
             shutdown_wait,
             shutting_down: false,
+            stats: SessionStats::default(),
         }
     }
 
-    /// Runs the session to its end and returns its leases to the pool.
-    pub async fn run(mut self) {
+    /// Runs the session to its end, returns its leases to the pool, and says what it did.
+    pub async fn run(mut self) -> SessionStats {
         self.functions.ready().await;
         let end = match self.drive().await {
             Ok(()) => End::ClientGone,
@@ -244,6 +257,7 @@ where
                 self.return_lease(slot, conn);
             }
         }
+        self.stats
     }
 
     /// Pools a clean lease; closes any other, first cancelling what it still runs so no
@@ -320,11 +334,19 @@ where
                 .await
             };
             match event {
-                Event::ClientWrote(Ok(n)) => self.cout.advance(n),
+                Event::ClientWrote(Ok(n)) => {
+                    self.cout.advance(n);
+                    self.stats.bytes_out += n as u64;
+                    self.shared.client_meters.bytes_out.increment(n as u64);
+                }
                 Event::ClientWrote(Err(_))
                 | Event::ClientRead(Ok(0))
                 | Event::ClientRead(Err(_)) => return Err(End::ClientGone),
-                Event::ClientRead(Ok(_)) => self.process_client_input().await?,
+                Event::ClientRead(Ok(n)) => {
+                    self.stats.bytes_in += n as u64;
+                    self.shared.client_meters.bytes_in.increment(n as u64);
+                    self.process_client_input().await?
+                }
                 Event::Backend(slot, BackendIo::Wrote(Ok(n))) => {
                     if let Some(conn) = self.slot_mut(slot) {
                         conn.out.advance(n);
@@ -737,9 +759,14 @@ where
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
         };
+        count_unit(conn, self.why, &self.shared, &mut self.stats);
         if !closes_batch {
             bring_settings(conn, &self.state.settings);
-            conn.syncs.push_back(Default::default());
+            let sql = || {
+                let sql = fields::query_sql(&msg).filter(|_| msg[0] == b'Q')?;
+                Some(msg.slice_ref(sql))
+            };
+            conn.syncs.push_back(timed_unit(conn, self.why, sql));
         }
         watch_unit(conn, watch);
         conn.out.extend_from_slice(&msg);
@@ -826,8 +853,10 @@ where
             return;
         };
         if !continuing {
+            count_unit(conn, self.why, &self.shared, &mut self.stats);
             bring_settings(conn, &self.state.settings);
-            conn.syncs.push_back(Default::default());
+            let sql = || batch_sql(&messages, &self.stmts);
+            conn.syncs.push_back(timed_unit(conn, self.why, sql));
         }
         watch_unit(conn, watch);
         if is_sync {
@@ -1023,6 +1052,7 @@ where
             && self.batch.is_empty();
         if retryable {
             tracing::warn!(backend = %conn.info, reason, units = owed, "replica lost before answering reads; sending them to the primary");
+            conn.info.meters.read_retries.increment(owed as u64);
             self.replica_failed();
             self.inflight = None;
             return self.resend(retries.into_iter().flatten()).await;
@@ -1096,6 +1126,50 @@ where
         }
         Ok(())
     }
+}
+
+/// Counts a unit sent on `conn` for `why`: in the metrics, in the session's own counts, and,
+/// for a read on a replica, the staleness that replica had.
+#[inline]
+fn count_unit(conn: &BackendConn, why: Reason, shared: &Shared, stats: &mut SessionStats) {
+    let info = &conn.info;
+    info.meters.routed(why);
+    if info.index == 0 {
+        stats.to_primary += 1;
+    } else {
+        stats.to_replica += 1;
+        info.meters
+            .read_with_staleness(shared.health.staleness(info.index));
+    }
+}
+
+/// The entry for a unit sent on `conn` for `why`; timed when metrics or the slow-statement
+/// log want it (then with its SQL if the log shows statements).
+#[inline]
+fn timed_unit(conn: &BackendConn, why: Reason, sql: impl FnOnce() -> Option<Bytes>) -> Pending {
+    let Some(timing) = &conn.info.meters.timing else {
+        return Pending::default();
+    };
+    Pending {
+        started: Some(std::time::Instant::now()),
+        reason: Some(why),
+        sql: if timing.text && timing.slow.is_some() {
+            sql()
+        } else {
+            None
+        },
+        ..Pending::default()
+    }
+}
+
+/// The SQL a batch runs, for the slow-statement log: its first Parse's, else that of the
+/// statement its first Bind names.
+fn batch_sql(messages: &[(u8, Bytes, Kind)], stmts: &Statements) -> Option<Bytes> {
+    messages.iter().find_map(|(ty, msg, _)| match ty {
+        b'P' => fields::parse_name_sql(msg).map(|(_, sql)| msg.slice_ref(sql)),
+        b'B' => fields::bind_statement(msg).and_then(|name| stmts.sql_of(name)),
+        _ => None,
+    })
 }
 
 /// Before a unit on `conn`: replays the session's settings it lacks, swallowing the answer.

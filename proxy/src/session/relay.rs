@@ -10,6 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::{BackendConn, Origin, ParseOrigin, Watch};
 use crate::protocol::{fields, peek_header, HEADER_LEN};
+use crate::telemetry::Finished;
 
 /// How a watched unit (see [`Watch`]) ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,6 +134,15 @@ pub fn relay(
         match ty {
             b'Z' => {
                 if let Some(mut done) = conn.syncs.pop_front() {
+                    if let Some(started) = done.started {
+                        let unit = Finished {
+                            backend: &conn.info.name,
+                            key: &conn.key,
+                            reason: done.reason,
+                            sql: done.sql.as_ref(),
+                        };
+                        conn.info.meters.finished(started, &unit);
+                    }
                     if let Some(watch) = done.watch.take() {
                         seen.outcomes.push(Outcome {
                             origin: done.origin,

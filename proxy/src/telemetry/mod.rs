@@ -1,0 +1,14 @@
+//! What the proxy tells its operators: Prometheus metrics, the health and status pages
+//! (`/healthz`, `/readyz`, `/status`), and the status table of `pgrepl-proxy status`.
+
+pub mod endpoint;
+mod gauges;
+pub mod meters;
+pub mod names;
+pub mod status;
+pub mod table;
+
+pub use endpoint::Endpoint;
+pub use meters::{install_recorder, BackendMeters, ClientMeters, Finished, Timing};
+pub use names::Rejection;
+pub use status::Status;

@@ -1,0 +1,118 @@
+//! The exported metric names (a contract: dashboards and alert rules use them) and their
+//! help texts.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+pub const QUERIES: &str = "pgrepl_queries_total";
+pub const QUERY_DURATION: &str = "pgrepl_query_duration_seconds";
+pub const READ_STALENESS: &str = "pgrepl_read_staleness_seconds";
+pub const CLIENT_CONNECTIONS: &str = "pgrepl_client_connections";
+pub const CLIENT_CONNECTIONS_MAX: &str = "pgrepl_client_connections_max";
+pub const CLIENT_CONNECTIONS_TOTAL: &str = "pgrepl_client_connections_total";
+pub const CLIENT_REJECTED: &str = "pgrepl_client_rejected_total";
+pub const BACKEND_CONNECTIONS: &str = "pgrepl_backend_connections";
+pub const BACKEND_UP: &str = "pgrepl_backend_up";
+pub const BACKEND_ROLE_MISMATCH: &str = "pgrepl_backend_role_mismatch";
+pub const REPLICA_LAG_BYTES: &str = "pgrepl_replica_lag_bytes";
+pub const REPLICA_STALENESS: &str = "pgrepl_replica_staleness_seconds";
+pub const READ_RETRIES: &str = "pgrepl_read_retries_total";
+pub const PARSE_FAILURES: &str = "pgrepl_parse_failures_total";
+pub const CACHE_HITS: &str = "pgrepl_classify_cache_hits_total";
+pub const CACHE_MISSES: &str = "pgrepl_classify_cache_misses_total";
+pub const BYTES: &str = "pgrepl_bytes_total";
+
+/// Why a client connection was turned away (`reason` of `pgrepl_client_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Wrong password, unknown user, or a method the user may not use.
+    Auth,
+    /// `[proxy] max_client_connections` reached.
+    Limit,
+    /// A malformed or unsupported startup, or none within `[proxy] startup_timeout`.
+    Protocol,
+    /// No backend accepted the client's user and database (down, or the database is missing).
+    Backend,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 4] = [
+        Rejection::Auth,
+        Rejection::Limit,
+        Rejection::Protocol,
+        Rejection::Backend,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Auth => "auth",
+            Rejection::Limit => "limit",
+            Rejection::Protocol => "protocol",
+            Rejection::Backend => "backend",
+        }
+    }
+}
+
+/// Gives every metric its HELP text (the README's metrics table says the same).
+pub fn describe_all() {
+    describe_counter!(
+        QUERIES,
+        "Statements (simple queries or extended-protocol batches) routed, by route, backend and reason"
+    );
+    describe_histogram!(
+        QUERY_DURATION,
+        Unit::Seconds,
+        "Time from sending a statement to its backend to its ReadyForQuery, by route"
+    );
+    describe_histogram!(
+        READ_STALENESS,
+        Unit::Seconds,
+        "How far behind the primary a replica was when a read was sent to it"
+    );
+    describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
+    describe_gauge!(CLIENT_CONNECTIONS_MAX, "[proxy] max_client_connections");
+    describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted");
+    describe_counter!(
+        CLIENT_REJECTED,
+        "Client connections turned away, by reason (auth, limit, protocol, backend)"
+    );
+    describe_gauge!(
+        BACKEND_CONNECTIONS,
+        "Backend connections, leased by a session (active) or pooled (idle)"
+    );
+    describe_gauge!(
+        BACKEND_UP,
+        "1 when the monitor's last check of the backend succeeded"
+    );
+    describe_gauge!(
+        BACKEND_ROLE_MISMATCH,
+        "1 when the primary is in recovery or a replica is not"
+    );
+    describe_gauge!(
+        REPLICA_LAG_BYTES,
+        Unit::Bytes,
+        "Primary WAL position minus the replica's replay position, as last sampled"
+    );
+    describe_gauge!(
+        REPLICA_STALENESS,
+        Unit::Seconds,
+        "Time since the proxy first saw a primary WAL position the replica has not replayed (0 when caught up)"
+    );
+    describe_counter!(
+        READ_RETRIES,
+        "Reads a replica lost before answering, re-run on the primary"
+    );
+    describe_counter!(PARSE_FAILURES, "Statements sqlparser could not parse");
+    describe_counter!(
+        CACHE_HITS,
+        "Classification cache look-ups answered from the cache"
+    );
+    describe_counter!(
+        CACHE_MISSES,
+        "Classification cache look-ups that parsed the SQL"
+    );
+    describe_counter!(
+        BYTES,
+        Unit::Bytes,
+        "Bytes received from clients (client_to_backend) and sent to them (backend_to_client)"
+    );
+}

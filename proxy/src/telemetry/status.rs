@@ -1,0 +1,159 @@
+//! A snapshot of the running proxy: what `/status` serves as JSON, `/readyz` and the gauges are
+//! derived from, and `pgrepl-proxy status` prints as a table.
+
+use serde::{Deserialize, Serialize};
+
+use crate::health::format_lsn;
+use crate::shared::Shared;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub version: String,
+    /// The client listener.
+    pub listen: String,
+    pub uptime_seconds: f64,
+    /// The proxy is shutting down: it accepts no more clients.
+    pub shutting_down: bool,
+    pub clients: Clients,
+    /// The primary first, then the replicas in config order.
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Clients {
+    /// Open now, including those still authenticating.
+    pub connected: usize,
+    /// `[proxy] max_client_connections`.
+    pub max: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    pub name: String,
+    /// As configured: "primary" or "replica".
+    pub role: String,
+    /// host:port.
+    pub address: String,
+    /// The monitor's last check succeeded.
+    pub up: bool,
+    /// What the server said at the last successful check (None before one).
+    pub in_recovery: Option<bool>,
+    /// The server is not what it is configured as (a primary in recovery, a replica not).
+    pub role_mismatch: bool,
+    /// What the proxy makes of it: "ok", or why it gets no traffic of its kind
+    /// ("down", "lagging", "in recovery", "not in recovery").
+    pub state: String,
+    /// Write position (primary) or replay position (replica), as PostgreSQL prints a pg_lsn.
+    pub lsn: Option<String>,
+    /// Replicas: primary position minus replay position, both as last sampled.
+    pub lag_bytes: Option<u64>,
+    /// Replicas: time since the proxy first saw a primary position not yet replayed here.
+    pub staleness_seconds: Option<f64>,
+    /// Replicas: sessions that read from it.
+    pub readers: Option<usize>,
+    /// Backend connections leased by sessions now.
+    pub active_connections: usize,
+    /// Backend connections pooled now.
+    pub idle_connections: usize,
+}
+
+impl Status {
+    /// The proxy can serve something: the primary or at least one replica is reachable.
+    pub fn ready(&self) -> bool {
+        !self.shutting_down && self.backends.iter().any(|b| b.up)
+    }
+
+    pub fn primary(&self) -> Option<&BackendStatus> {
+        self.backends.iter().find(|b| b.role == "primary")
+    }
+}
+
+/// The snapshot now.
+pub fn snapshot(shared: &Shared) -> Status {
+    let health = &shared.health;
+    let backends = shared.pool.backends();
+    let idle = shared.pool.idle_counts();
+    let primary = health.view(0);
+    let statuses = backends
+        .iter()
+        .zip(idle)
+        .map(|(info, idle)| {
+            let is_primary = info.index == 0;
+            let view = health.view(info.index);
+            let known_recovery = view.sampled.then_some(view.in_recovery);
+            let role_mismatch = known_recovery.is_some_and(|r| r == is_primary);
+            let usable = if is_primary {
+                health.primary_state()
+            } else {
+                health.readable(info.index)
+            };
+            let lag_bytes = match (is_primary, primary.lsn, view.lsn) {
+                (false, Some(p), Some(r)) => Some(p.saturating_sub(r)),
+                _ => None,
+            };
+            let open = info.open_connections();
+            BackendStatus {
+                name: info.name.clone(),
+                role: if is_primary { "primary" } else { "replica" }.to_owned(),
+                address: format!("{}:{}", info.host, info.port),
+                up: view.up,
+                in_recovery: known_recovery,
+                role_mismatch,
+                state: usable.map_or_else(|why| why.to_string(), |()| "ok".to_owned()),
+                lsn: view.lsn.map(format_lsn),
+                lag_bytes,
+                staleness_seconds: view.staleness.map(|d| d.as_secs_f64()),
+                readers: (!is_primary).then(|| shared.balancer.readers(info.index)),
+                active_connections: open.saturating_sub(idle),
+                idle_connections: idle,
+            }
+        })
+        .collect();
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        listen: shared.listen.clone(),
+        uptime_seconds: shared.started.elapsed().as_secs_f64(),
+        shutting_down: shared.shutdown.is_set(),
+        clients: Clients {
+            connected: shared.clients.count(),
+            max: shared.clients.max(),
+        },
+        backends: statuses,
+    }
+}
+
+/// `/readyz`'s body: whether each backend is reachable.
+#[derive(Debug, Serialize)]
+pub struct Readiness<'a> {
+    pub ready: bool,
+    pub primary: Option<Reachable<'a>>,
+    pub replicas: Vec<Reachable<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reachable<'a> {
+    pub name: &'a str,
+    pub reachable: bool,
+}
+
+impl Status {
+    pub fn readiness(&self) -> Readiness<'_> {
+        Readiness {
+            ready: self.ready(),
+            primary: self.primary().map(reachable),
+            replicas: self
+                .backends
+                .iter()
+                .filter(|b| b.role == "replica")
+                .map(reachable)
+                .collect(),
+        }
+    }
+}
+
+fn reachable(backend: &BackendStatus) -> Reachable<'_> {
+    Reachable {
+        name: &backend.name,
+        reachable: backend.up,
+    }
+}
