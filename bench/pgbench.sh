@@ -30,6 +30,10 @@
 #   BASELINE_BIN=/path/pgrepl-proxy   an older pgrepl-proxy build (e.g. from
 #                                     a worktree of an older commit), run
 #                                     with the same config as the proxy
+#   BASELINE_ENV='NAME=value ...'     environment of the baseline only, e.g.
+#                                     BASELINE_BIN=<this build>
+#                                     BASELINE_ENV=PGREPL_METRICS__ENABLED=false
+#                                     measures what metrics cost
 #   SCALE=10                          pgbench scale factor
 #   PROXY_TOML='...'                  TOML appended to the proxy's config
 #                                     (not the baseline's), e.g.
@@ -164,6 +168,8 @@ declare -A PORT=([direct]=$REPLICA_PORT)
 # --- pgrepl-proxy (and the baseline build) ---------------------------------
 
 declare -A BIN=([proxy]=${PROXY_BIN:-} [baseline]=${BASELINE_BIN:-})
+# Extra environment per target (word-split on purpose: NAME=value pairs).
+declare -A ENVS=([proxy]="" [baseline]=${BASELINE_ENV:-})
 for target in proxy baseline; do
     if wants "$target"; then
         PORT[$target]=$("$TESTCLUSTER" free-port)
@@ -172,7 +178,8 @@ for target in proxy baseline; do
             printf '\n%s\n' "$PROXY_TOML" >>"$WORK/$target.toml"
         fi
         say "starting $target (${BIN[$target]}) on port ${PORT[$target]}"
-        "${BIN[$target]}" serve --config "$WORK/$target.toml" >"$WORK/$target.log" 2>&1 &
+        # shellcheck disable=SC2086
+        env ${ENVS[$target]} "${BIN[$target]}" serve --config "$WORK/$target.toml" >"$WORK/$target.log" 2>&1 &
         PID[$target]=$!
         wait_port "${PORT[$target]}" "${PID[$target]}"
     fi
@@ -289,9 +296,15 @@ callgrind_per_query() {
     local control=(callgrind_control)
     if [[ $target == proxy || $target == baseline ]]; then
         config=$WORK/callgrind-$target.toml
-        { sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$WORK/$target.toml"
+        # Both listeners move, so this run does not clash with the proxy serving the rounds.
+        { awk -v p="$port" -v m="$("$TESTCLUSTER" free-port)" '
+              /^\[/ { section = $0 }
+              /^listen = / && section == "[proxy]" { $0 = "listen = \"127.0.0.1:" p "\"" }
+              /^listen = / && section == "[metrics]" { $0 = "listen = \"127.0.0.1:" m "\"" }
+              { print }' "$WORK/$target.toml"
           printf '\n[health]\ninterval = "60s"\n'; } >"$config"
-        valgrind --tool=callgrind --callgrind-out-file="$out" \
+        # shellcheck disable=SC2086
+        env ${ENVS[$target]} valgrind --tool=callgrind --callgrind-out-file="$out" \
             "${BIN[$target]}" serve --config "$config" >"$WORK/callgrind.log" 2>&1 &
     else
         config=$WORK/callgrind-pgbouncer.ini
@@ -382,7 +395,7 @@ echo "Machine: $(nproc) CPUs, ${model:-unknown CPU}, Linux $(uname -r); $("$PG_B
 echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S (tpcb: -b tpcb-like; mixed: -b tpcb-like@1 -b select-only@9; for both direct = the primary), scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
 if wants baseline; then
     echo
-    echo "Baseline: $BASELINE_BIN, same config and rounds as the proxy."
+    echo "Baseline: $BASELINE_BIN${BASELINE_ENV:+ with $BASELINE_ENV}, same config and rounds as the proxy."
     echo
     echo "| mode | clients | tps proxy | tps baseline | tps proxy/baseline |"
     echo "|---|---:|---:|---:|---:|"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmark need from Debian's packages, when missing:
 # the PostgreSQL server and clients (initdb, pg_ctl, pg_basebackup, psql, pgbench), PgBouncer (for
-# the benchmark), openssl (the TLS test makes a self-signed certificate) and debootstrap (the
-# local PostgreSQL image the Docker tests use: scripts/build-pg-image.sh).
+# the benchmark), openssl (the TLS test makes a self-signed certificate), debootstrap (the
+# local PostgreSQL image the Docker tests use: scripts/build-pg-image.sh) and Prometheus (for
+# promtool, which checks deploy/'s alert rules and scrape configuration; its service is not
+# started).
 set -euo pipefail
 
 missing=()
@@ -11,6 +13,7 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v promtool >/dev/null || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
