@@ -30,7 +30,7 @@ use crate::route::Classifier;
 use crate::session::{ClientInfo, Session};
 use crate::shared::{ClientCount, ClientSlot, Shared};
 use crate::telemetry::{
-    install_recorder, BackendMeters, ClientMeters, Endpoint, Rejection, Timing,
+    install_recorder, BackendMeters, ClientMeters, Endpoint, Rejection, Tally, Timing,
 };
 use crate::workers::{self, Workers};
 
@@ -65,7 +65,7 @@ impl Proxy {
         let slow = config.log.slow_statement;
         let timing = (config.metrics.enabled || !slow.is_zero()).then(|| Timing {
             record: config.metrics.enabled,
-            slow: (!slow.is_zero()).then_some(slow),
+            slow: (!slow.is_zero()).then(|| u64::try_from(slow.as_nanos()).unwrap_or(u64::MAX)),
             text: config.log.statement_text,
         });
         let backends = std::iter::once(&config.primary)
@@ -111,6 +111,10 @@ impl Proxy {
             ),
             clients: ClientCount::new(config.proxy.max_client_connections),
             client_meters: ClientMeters::register(),
+            counting: config.metrics.enabled,
+            tallies: (0..workers::default_count(config.proxy.workers))
+                .map(|_| Arc::new(Tally::new(config.replicas.len() + 1)))
+                .collect(),
             listen: listener.local_addr()?.to_string(),
             started: Instant::now(),
         };
@@ -174,7 +178,8 @@ impl Proxy {
                         // Re-registered with the worker's own reactor.
                         match tcp.into_std() {
                             Ok(tcp) => {
-                                sessions.spawn_on(conn.start(tcp, peer, slot), workers.next());
+                                let (worker, runtime) = workers.next();
+                                sessions.spawn_on(conn.start(tcp, peer, slot, worker), runtime);
                             }
                             Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a client to a worker"),
                         }
@@ -242,27 +247,43 @@ impl Connection {
     }
 
     /// Runs on the worker that got the client.
-    async fn start(self, tcp: std::net::TcpStream, peer: SocketAddr, slot: Option<ClientSlot>) {
+    /// Runs on worker `worker`, which got the client.
+    async fn start(
+        self,
+        tcp: std::net::TcpStream,
+        peer: SocketAddr,
+        slot: Option<ClientSlot>,
+        worker: usize,
+    ) {
         match TcpStream::from_std(tcp) {
-            Ok(tcp) => self.serve(tcp, peer, slot).await,
+            Ok(tcp) => self.serve(tcp, peer, slot, worker).await,
             Err(e) => tracing::warn!(%peer, error = %e, "cannot register a client socket"),
         }
     }
 
-    async fn serve(self, tcp: TcpStream, peer: SocketAddr, slot: Option<ClientSlot>) {
+    async fn serve(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        slot: Option<ClientSlot>,
+        worker: usize,
+    ) {
         let _ = tcp.set_nodelay(true);
         let started = Instant::now();
-        let admitted =
-            match tokio::time::timeout(self.startup_timeout, self.admit(tcp, slot.is_some())).await
-            {
-                Ok(Some(admitted)) => admitted,
-                Ok(None) => return,
-                Err(_) => {
-                    self.reject(Rejection::Protocol);
-                    tracing::info!(%peer, "client did not finish startup in time");
-                    return;
-                }
-            };
+        let admitted = match tokio::time::timeout(
+            self.startup_timeout,
+            self.admit(tcp, slot.is_some(), worker),
+        )
+        .await
+        {
+            Ok(Some(admitted)) => admitted,
+            Ok(None) => return,
+            Err(_) => {
+                self.reject(Rejection::Protocol);
+                tracing::info!(%peer, "client did not finish startup in time");
+                return;
+            }
+        };
         let Admitted {
             stream,
             info,
@@ -296,7 +317,7 @@ impl Connection {
     }
 
     /// Negotiation, startup checks and authentication; None when the connection ends here.
-    async fn admit(&self, tcp: TcpStream, within_limit: bool) -> Option<Admitted> {
+    async fn admit(&self, tcp: TcpStream, within_limit: bool, worker: usize) -> Option<Admitted> {
         let (mut stream, hello) = match negotiate(tcp, self.tls.as_ref()).await {
             Ok(ok) => ok,
             Err(NegotiateError::Gone) => return None,
@@ -379,6 +400,7 @@ impl Connection {
             replica: self.shared.pick_replica(None),
             cancel,
             default_read_only,
+            worker,
         };
         Some(Admitted {
             stream,

@@ -15,7 +15,7 @@ use crate::cancel::CancelRegistry;
 use crate::client::auth::Users;
 use crate::health::Health;
 use crate::route::Classifier;
-use crate::telemetry::ClientMeters;
+use crate::telemetry::{ClientMeters, Tally};
 
 pub struct Shared {
     pub max_message_size: usize,
@@ -33,6 +33,10 @@ pub struct Shared {
     pub balancer: Balancer,
     pub clients: ClientCount,
     pub client_meters: ClientMeters,
+    /// `[metrics] enabled`: statements, bytes and staleness are counted.
+    pub counting: bool,
+    /// One per worker thread, by worker index: what its sessions counted.
+    pub tallies: Box<[Arc<Tally>]>,
     /// The client listener's address, for the status page.
     pub listen: String,
     pub started: Instant,

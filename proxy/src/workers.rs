@@ -44,10 +44,10 @@ impl Workers {
         Ok(workers)
     }
 
-    /// The runtime for the next session, round robin.
-    pub fn next(&self) -> &Handle {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.handles[n % self.handles.len()]
+    /// The runtime for the next session, round robin, with its index (0..count).
+    pub fn next(&self) -> (usize, &Handle) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        (n, &self.handles[n])
     }
 
     /// Stops the runtimes (dropping whatever still runs on them) and joins the threads.

@@ -101,7 +101,8 @@ pub struct Pending {
     pub origin: Origin,
     pub watch: Option<Box<Watch>>,
     /// When it was sent, if anything wants its duration (metrics, slow-statement log).
-    pub started: Option<Instant>,
+    /// (`telemetry::clock::now_nanos`)
+    pub started: Option<u64>,
     /// Why it went to this backend (client units).
     pub reason: Option<crate::route::Reason>,
     /// Its SQL, kept only for the slow-statement log's `statement_text`.

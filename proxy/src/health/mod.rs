@@ -120,13 +120,14 @@ impl Health {
         Ok(())
     }
 
-    /// How far behind the primary replica `backend` is: the time since the proxy first saw a
-    /// primary position it has not replayed; zero when caught up. One atomic load then.
+    /// How far behind the primary replica `backend` is, in nanoseconds: the time since the
+    /// proxy first saw a primary position it has not replayed; zero when caught up (one atomic
+    /// load then).
     #[inline]
-    pub fn staleness(&self, backend: usize) -> Duration {
+    pub fn staleness_nanos(&self, backend: usize) -> u64 {
         match self.backends[backend].behind_since.load(Relaxed) {
-            CAUGHT_UP => Duration::ZERO,
-            since => Duration::from_nanos(self.now_nanos().saturating_sub(since)),
+            CAUGHT_UP => 0,
+            since => self.now_nanos().saturating_sub(since),
         }
     }
 
@@ -139,7 +140,8 @@ impl Health {
             sampled,
             in_recovery: state.in_recovery.load(Relaxed),
             lsn: sampled.then(|| state.lsn.load(Acquire)),
-            staleness: (backend != PRIMARY).then(|| self.staleness(backend)),
+            staleness: (backend != PRIMARY)
+                .then(|| Duration::from_nanos(self.staleness_nanos(backend))),
         }
     }
 

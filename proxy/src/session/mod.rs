@@ -35,6 +35,7 @@ use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header};
 use crate::route::{Classifier, Effects, Reason, Route, UserFunctions};
 use crate::shared::Shared;
+use crate::telemetry::Tally;
 use batch::{Batch, Kind, Statements};
 use hint::{route_setting, ReadPreference};
 use relay::{relay, Outcome};
@@ -104,6 +105,8 @@ pub struct ClientInfo {
     pub cancel: Arc<CancelTarget>,
     /// The servers reported `default_transaction_read_only = on` at startup.
     pub default_read_only: bool,
+    /// The worker thread the session runs on: whose tally it counts in.
+    pub worker: usize,
 }
 
 pub struct Session<R, W> {
@@ -159,6 +162,9 @@ pub struct Session<R, W> {
     shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
     stats: SessionStats,
+    /// Where this session's statements, bytes and timings are counted: its worker's tally;
+    /// None with metrics off.
+    tally: Option<Arc<Tally>>,
 }
 
 /// Polls one lease: its pending write first, then a read if the client can take more.
@@ -195,6 +201,9 @@ where
         let shutdown_wait = Box::pin(shared.shutdown.wait());
         let functions = shared.classifier.user_functions(&client.startup.database);
         let state = SessionState::new(client.default_read_only);
+        let tally = shared
+            .counting
+            .then(|| shared.tallies[client.worker].clone());
         Session {
             shared,
             client,
@@ -226,6 +235,7 @@ where
             shutdown_wait,
             shutting_down: false,
             stats: SessionStats::default(),
+            tally,
         }
     }
 
@@ -337,14 +347,18 @@ where
                 Event::ClientWrote(Ok(n)) => {
                     self.cout.advance(n);
                     self.stats.bytes_out += n as u64;
-                    self.shared.client_meters.bytes_out.increment(n as u64);
+                    if let Some(tally) = &self.tally {
+                        tally.bytes_out(n);
+                    }
                 }
                 Event::ClientWrote(Err(_))
                 | Event::ClientRead(Ok(0))
                 | Event::ClientRead(Err(_)) => return Err(End::ClientGone),
                 Event::ClientRead(Ok(n)) => {
                     self.stats.bytes_in += n as u64;
-                    self.shared.client_meters.bytes_in.increment(n as u64);
+                    if let Some(tally) = &self.tally {
+                        tally.bytes_in(n);
+                    }
                     self.process_client_input().await?
                 }
                 Event::Backend(slot, BackendIo::Wrote(Ok(n))) => {
@@ -759,7 +773,13 @@ where
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
         };
-        count_unit(conn, self.why, &self.shared, &mut self.stats);
+        count_unit(
+            conn,
+            self.why,
+            &self.shared,
+            self.tally.as_deref(),
+            &mut self.stats,
+        );
         if !closes_batch {
             bring_settings(conn, &self.state.settings);
             let sql = || {
@@ -853,7 +873,13 @@ where
             return;
         };
         if !continuing {
-            count_unit(conn, self.why, &self.shared, &mut self.stats);
+            count_unit(
+                conn,
+                self.why,
+                &self.shared,
+                self.tally.as_deref(),
+                &mut self.stats,
+            );
             bring_settings(conn, &self.state.settings);
             let sql = || batch_sql(&messages, &self.stmts);
             conn.syncs.push_back(timed_unit(conn, self.why, sql));
@@ -921,7 +947,7 @@ where
         let may_rerun = |answered: usize| {
             slot == Slot::Replica && retries.get(answered).is_some_and(Option::is_some)
         };
-        let seen = relay(conn, &mut self.cout, may_rerun);
+        let seen = relay(conn, &mut self.cout, self.tally.as_deref(), may_rerun);
         let done = conn.syncs.is_empty();
         if slot == Slot::Replica {
             let (units, more) = (seen.units_done, seen.open_unit_answered);
@@ -1131,15 +1157,23 @@ where
 /// Counts a unit sent on `conn` for `why`: in the metrics, in the session's own counts, and,
 /// for a read on a replica, the staleness that replica had.
 #[inline]
-fn count_unit(conn: &BackendConn, why: Reason, shared: &Shared, stats: &mut SessionStats) {
-    let info = &conn.info;
-    info.meters.routed(why);
-    if info.index == 0 {
+fn count_unit(
+    conn: &BackendConn,
+    why: Reason,
+    shared: &Shared,
+    tally: Option<&Tally>,
+    stats: &mut SessionStats,
+) {
+    let backend = conn.info.index;
+    if backend == 0 {
         stats.to_primary += 1;
     } else {
         stats.to_replica += 1;
-        info.meters
-            .read_with_staleness(shared.health.staleness(info.index));
+    }
+    let Some(tally) = tally else { return };
+    tally.routed(backend, why);
+    if backend != 0 {
+        tally.read_staleness(backend, shared.health.staleness_nanos(backend));
     }
 }
 
@@ -1151,7 +1185,7 @@ fn timed_unit(conn: &BackendConn, why: Reason, sql: impl FnOnce() -> Option<Byte
         return Pending::default();
     };
     Pending {
-        started: Some(std::time::Instant::now()),
+        started: Some(crate::telemetry::clock::now_nanos()),
         reason: Some(why),
         sql: if timing.text && timing.slow.is_some() {
             sql()

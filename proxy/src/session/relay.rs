@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::{BackendConn, Origin, ParseOrigin, Watch};
 use crate::protocol::{fields, peek_header, HEADER_LEN};
-use crate::telemetry::Finished;
+use crate::telemetry::{Finished, Tally};
 
 /// How a watched unit (see [`Watch`]) ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +56,7 @@ pub struct Relayed {
 pub fn relay(
     conn: &mut BackendConn,
     out: &mut BytesMut,
+    tally: Option<&Tally>,
     may_rerun: impl Fn(usize) -> bool,
 ) -> Relayed {
     let mut seen = Relayed::default();
@@ -141,7 +142,7 @@ pub fn relay(
                             reason: done.reason,
                             sql: done.sql.as_ref(),
                         };
-                        conn.info.meters.finished(started, &unit);
+                        conn.info.meters.finished(tally, started, &unit);
                     }
                     if let Some(watch) = done.watch.take() {
                         seen.outcomes.push(Outcome {

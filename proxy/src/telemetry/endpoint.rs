@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::gauges;
+use super::scrape;
 use super::status::snapshot;
 use crate::shared::Shared;
 
@@ -135,14 +135,11 @@ async fn answer(mut stream: TcpStream, shared: &Shared, prometheus: Option<&Prom
 fn route(path: &str, shared: &Shared, prometheus: Option<&PrometheusHandle>) -> Reply {
     match path {
         "/metrics" => match prometheus {
-            Some(prometheus) => {
-                gauges::publish(&snapshot(shared), shared);
-                Reply {
-                    status: "200 OK",
-                    content_type: "text/plain; version=0.0.4; charset=utf-8",
-                    body: prometheus.render(),
-                }
-            }
+            Some(prometheus) => Reply {
+                status: "200 OK",
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: scrape::render(shared, prometheus),
+            },
             None => Reply::text(
                 "404 Not Found",
                 "metrics are disabled ([metrics] enabled = false)\n",

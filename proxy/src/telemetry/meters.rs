@@ -1,28 +1,20 @@
-//! The metric handles the data path records into. Each is registered once, at start-up, so
-//! recording a statement is an atomic add on a handle, never a look-up by name and labels.
-//! Without a recorder (`[metrics] enabled = false`) every handle is a no-op.
+//! The metric handles of the facade: counters the scrape sets from the workers' tallies, and
+//! the few counted where they happen (rare events: connections, rejections, retries). Also
+//! the per-statement timing of the duration histogram and the slow-statement log. Without a
+//! recorder (`[metrics] enabled = false`) every handle is a no-op.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use metrics::{counter, histogram, Counter, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{counter, Counter};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use super::clock::now_nanos;
 use super::names::{self, Rejection};
+use super::tally::Tally;
 use crate::backend::PoolKey;
 use crate::route::Reason;
-
-/// Upper bounds of `pgrepl_query_duration_seconds`: 50 µs to 10 s.
-const DURATION_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-];
-/// Upper bounds of `pgrepl_read_staleness_seconds`: a caught-up replica's reads land in the
-/// first; `[routing] max_replica_lag` (1 s by default) caps the rest unless the primary is down.
-const STALENESS_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
 
 /// Installs the process's Prometheus recorder (once; later calls return the same handle).
 /// Must run before any handle is registered: handles taken earlier stay no-ops.
@@ -31,16 +23,7 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(names::QUERY_DURATION.to_owned()),
-            DURATION_BUCKETS,
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(names::READ_STALENESS.to_owned()),
-            STALENESS_BUCKETS,
-        )?
-        .install_recorder()?;
+    let handle = PrometheusBuilder::new().install_recorder()?;
     names::describe_all();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
@@ -49,6 +32,7 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
 pub struct ClientMeters {
     pub accepted: Counter,
     rejected: [Counter; Rejection::ALL.len()],
+    /// Set from the tallies at each scrape.
     pub bytes_in: Counter,
     pub bytes_out: Counter,
 }
@@ -72,10 +56,10 @@ impl ClientMeters {
 /// Per-statement timing: for the duration histogram and the slow-statement log.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// Record durations in the histogram (metrics enabled).
+    /// Record durations in the worker's tally (metrics enabled).
     pub record: bool,
-    /// Log statements at least this slow.
-    pub slow: Option<Duration>,
+    /// Log statements at least this slow, in nanoseconds.
+    pub slow: Option<u64>,
     /// Slow-statement lines carry the SQL text.
     pub text: bool,
 }
@@ -83,10 +67,9 @@ pub struct Timing {
 /// Handles for the statements one backend runs.
 #[derive(Debug)]
 pub struct BackendMeters {
-    /// By [`Reason::index`].
-    queries: Box<[Counter]>,
-    duration: Histogram,
-    read_staleness: Histogram,
+    primary: bool,
+    /// By [`Reason::index`]; set from the tallies at each scrape.
+    pub queries: Box<[Counter]>,
     /// Reads re-run on the primary after this replica failed them.
     pub read_retries: Counter,
     /// None when neither the histogram nor the slow log wants durations: no clock is read.
@@ -110,42 +93,23 @@ impl BackendMeters {
             })
             .collect();
         BackendMeters {
+            primary,
             queries,
-            duration: histogram!(names::QUERY_DURATION, "route" => route),
-            read_staleness: histogram!(names::READ_STALENESS, "backend" => name.to_owned()),
             read_retries: counter!(names::READ_RETRIES,
                 "from" => name.to_owned(), "to" => primary_name.to_owned()),
             timing,
         }
     }
 
-    /// One statement (or extended-protocol batch) sent here for `reason`.
-    #[inline]
-    pub fn routed(&self, reason: Reason) {
-        self.queries[reason.index()].increment(1);
-    }
-
-    /// A read sent to this replica while it was `staleness` behind the primary.
-    #[inline]
-    pub fn read_with_staleness(&self, staleness: Duration) {
-        self.read_staleness.record(staleness.as_secs_f64());
-    }
-
-    /// The clock reading a unit starts with, when anything wants its duration.
-    #[inline]
-    pub fn start(&self) -> Option<Instant> {
-        self.timing.as_ref().map(|_| Instant::now())
-    }
-
-    /// A unit started at `started` was answered (its ReadyForQuery came).
-    pub fn finished(&self, started: Instant, finished: &Finished<'_>) {
+    /// A unit sent at `started` (`clock::now_nanos`) was answered (its ReadyForQuery came).
+    pub fn finished(&self, tally: Option<&Tally>, started: u64, finished: &Finished<'_>) {
         let Some(timing) = &self.timing else { return };
-        let took = started.elapsed();
-        if timing.record {
-            self.duration.record(took.as_secs_f64());
+        let took = now_nanos().saturating_sub(started);
+        if let Some(tally) = tally.filter(|_| timing.record) {
+            tally.answered(self.primary, took);
         }
         if timing.slow.is_some_and(|slow| took >= slow) {
-            log_slow(took, finished, timing.text);
+            log_slow(Duration::from_nanos(took), finished, timing.text);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The exported metric names (a contract: dashboards and alert rules use them) and their
 //! help texts.
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics::{describe_counter, describe_gauge, Unit};
 
 pub const QUERIES: &str = "pgrepl_queries_total";
 pub const QUERY_DURATION: &str = "pgrepl_query_duration_seconds";
@@ -20,6 +20,12 @@ pub const PARSE_FAILURES: &str = "pgrepl_parse_failures_total";
 pub const CACHE_HITS: &str = "pgrepl_classify_cache_hits_total";
 pub const CACHE_MISSES: &str = "pgrepl_classify_cache_misses_total";
 pub const BYTES: &str = "pgrepl_bytes_total";
+
+/// HELP of the histograms the proxy renders itself (see `tally`).
+pub const QUERY_DURATION_HELP: &str =
+    "Time from sending a statement to its backend to its ReadyForQuery, by route";
+pub const READ_STALENESS_HELP: &str =
+    "How far behind the primary a replica was when a read was sent to it";
 
 /// Why a client connection was turned away (`reason` of `pgrepl_client_rejected_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,21 +58,12 @@ impl Rejection {
     }
 }
 
-/// Gives every metric its HELP text (the README's metrics table says the same).
+/// Gives every metric the facade exports its HELP text (the README's metrics table says the
+/// same).
 pub fn describe_all() {
     describe_counter!(
         QUERIES,
         "Statements (simple queries or extended-protocol batches) routed, by route, backend and reason"
-    );
-    describe_histogram!(
-        QUERY_DURATION,
-        Unit::Seconds,
-        "Time from sending a statement to its backend to its ReadyForQuery, by route"
-    );
-    describe_histogram!(
-        READ_STALENESS,
-        Unit::Seconds,
-        "How far behind the primary a replica was when a read was sent to it"
     );
     describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
     describe_gauge!(CLIENT_CONNECTIONS_MAX, "[proxy] max_client_connections");

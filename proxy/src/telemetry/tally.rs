@@ -1,0 +1,237 @@
+//! Per-worker tallies of what the data path counts for every statement: statements by backend
+//! and reason, bytes, and the two per-statement histograms (duration, and the staleness a
+//! replica read had). Each worker thread adds to its own tally with relaxed atomic adds on
+//! cache lines no other thread writes; a scrape sums the tallies of all workers.
+//!
+//! Why not the exporter's own histograms: metrics-exporter-prometheus keeps every observation
+//! (with a timestamp) until its next upkeep, about 120 instructions per observation here, two
+//! observations per read: 5-6% of what a whole statement costs through the proxy. A fixed
+//! bucket array costs a few adds.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::route::Reason;
+
+/// Upper bounds of `pgrepl_query_duration_seconds`: 50 µs to 10 s, in nanoseconds.
+pub const DURATION_BOUNDS: [u64; 17] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Upper bounds of `pgrepl_read_staleness_seconds`: a caught-up replica's reads land in the
+/// first; `[routing] max_replica_lag` (1 s by default) caps the rest unless the primary is down.
+pub const STALENESS_BOUNDS: [u64; 13] = [
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+];
+
+/// A histogram with fixed bounds: a count per bucket (not cumulative) and the exact sum.
+pub struct Buckets<const N: usize> {
+    bounds: &'static [u64; N],
+    /// `counts[i]` for values up to `bounds[i]`; `counts[N]` for the rest.
+    counts: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl<const N: usize> Buckets<N> {
+    pub fn new(bounds: &'static [u64; N]) -> Self {
+        Buckets {
+            bounds,
+            counts: (0..=N).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, nanos: u64) {
+        let slot = self.bounds.iter().position(|&b| nanos <= b).unwrap_or(N);
+        self.counts[slot].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// Adds this histogram's counts (per bucket, not cumulative) and sum into `into`.
+    pub fn add_to(&self, into: &mut HistogramTotals) {
+        into.counts.resize(N + 1, 0);
+        for (total, count) in into.counts.iter_mut().zip(self.counts.iter()) {
+            *total += count.load(Relaxed);
+        }
+        into.sum_nanos += self.sum_nanos.load(Relaxed);
+    }
+}
+
+/// A histogram summed over the workers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramTotals {
+    /// Per bucket, the last for values above every bound.
+    pub counts: Vec<u64>,
+    pub sum_nanos: u64,
+}
+
+/// One worker's tally.
+pub struct Tally {
+    backends: usize,
+    /// By backend, then [`Reason::index`].
+    queries: Box<[AtomicU64]>,
+    /// By route: the primary, then replicas.
+    duration: [Buckets<17>; 2],
+    /// By backend (the primary's stays empty).
+    staleness: Box<[Buckets<13>]>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Tally {
+    pub fn new(backends: usize) -> Tally {
+        Tally {
+            backends,
+            queries: (0..backends * Reason::ALL.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            duration: [
+                Buckets::new(&DURATION_BOUNDS),
+                Buckets::new(&DURATION_BOUNDS),
+            ],
+            staleness: (0..backends)
+                .map(|_| Buckets::new(&STALENESS_BOUNDS))
+                .collect(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    /// A statement sent to `backend` for `reason`.
+    #[inline]
+    pub fn routed(&self, backend: usize, reason: Reason) {
+        self.queries[backend * Reason::ALL.len() + reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// A read sent to replica `backend` while it was `staleness` nanoseconds behind the
+    /// primary.
+    #[inline]
+    pub fn read_staleness(&self, backend: usize, staleness: u64) {
+        self.staleness[backend].record(staleness);
+    }
+
+    /// A statement answered `took` nanoseconds after it was sent, on the primary or a replica.
+    #[inline]
+    pub fn answered(&self, on_primary: bool, took: u64) {
+        self.duration[usize::from(!on_primary)].record(took);
+    }
+
+    #[inline]
+    pub fn bytes_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Relaxed);
+    }
+
+    #[inline]
+    pub fn bytes_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// Every worker's tally summed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    /// By backend, then [`Reason::index`].
+    pub queries: Vec<u64>,
+    /// By route: the primary, then replicas.
+    pub duration: [HistogramTotals; 2],
+    /// By backend.
+    pub staleness: Vec<HistogramTotals>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl Totals {
+    pub fn sum<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> Totals {
+        let mut totals = Totals::default();
+        for tally in tallies {
+            totals.queries.resize(tally.queries.len(), 0);
+            for (total, count) in totals.queries.iter_mut().zip(tally.queries.iter()) {
+                *total += count.load(Relaxed);
+            }
+            for (total, buckets) in totals.duration.iter_mut().zip(&tally.duration) {
+                buckets.add_to(total);
+            }
+            totals
+                .staleness
+                .resize(tally.backends, HistogramTotals::default());
+            for (total, buckets) in totals.staleness.iter_mut().zip(tally.staleness.iter()) {
+                buckets.add_to(total);
+            }
+            totals.bytes_in += tally.bytes_in.load(Relaxed);
+            totals.bytes_out += tally.bytes_out.load(Relaxed);
+        }
+        totals
+    }
+
+    /// Statements sent to `backend` for `reason`.
+    pub fn queries(&self, backend: usize, reason: Reason) -> u64 {
+        self.queries
+            .get(backend * Reason::ALL.len() + reason.index())
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_the_first_bucket_they_fit_and_sum_exactly() {
+        let tally = Tally::new(2);
+        tally.answered(true, 50_000);
+        tally.answered(true, 51_000);
+        tally.answered(true, 11_000_000_000);
+        tally.answered(false, 3_000_000);
+        tally.read_staleness(1, 0);
+        tally.read_staleness(1, 400_000_000);
+        tally.routed(1, Reason::Read);
+        tally.routed(0, Reason::Write);
+        tally.routed(0, Reason::Write);
+        tally.bytes_in(10);
+        tally.bytes_out(20);
+        let other = Tally::new(2);
+        other.routed(1, Reason::Read);
+        let totals = Totals::sum([&tally, &other]);
+        let primary = &totals.duration[0];
+        assert_eq!(primary.counts.len(), DURATION_BOUNDS.len() + 1);
+        assert_eq!((primary.counts[0], primary.counts[1]), (1, 1));
+        assert_eq!(primary.counts[17], 1, "above every bound");
+        assert_eq!(primary.sum_nanos, 50_000 + 51_000 + 11_000_000_000);
+        assert_eq!(totals.duration[1].counts[6], 1, "3 ms: up to 5 ms");
+        assert_eq!(totals.staleness[1].counts[0], 1);
+        assert_eq!(totals.staleness[1].counts[6], 1, "400 ms: up to 500 ms");
+        assert_eq!(totals.queries(1, Reason::Read), 2);
+        assert_eq!(totals.queries(0, Reason::Write), 2);
+        assert_eq!(totals.queries(0, Reason::Read), 0);
+        assert_eq!((totals.bytes_in, totals.bytes_out), (10, 20));
+    }
+}
