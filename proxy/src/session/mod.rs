@@ -30,7 +30,7 @@ use tokio_util::io::poll_read_buf;
 use crate::backend::{BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, Watch};
 use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
-use crate::health::Unusable;
+use crate::health::{Health, Unusable};
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header};
 use crate::route::{Classifier, Effects, Reason, Route, UserFunctions};
@@ -161,10 +161,49 @@ pub struct Session<R, W> {
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
+    counts: Counts,
+}
+
+/// What a session counts: its own totals, and its worker's tally for the metrics.
+struct Counts {
     stats: SessionStats,
-    /// Where this session's statements, bytes and timings are counted: its worker's tally;
     /// None with metrics off.
     tally: Option<Arc<Tally>>,
+}
+
+impl Counts {
+    /// A unit sent on `conn` for `why`; for a read on a replica, also the staleness that
+    /// replica had.
+    #[inline]
+    fn unit(&mut self, conn: &BackendConn, why: Reason, health: &Health) {
+        let backend = conn.info.index;
+        if backend == 0 {
+            self.stats.to_primary += 1;
+        } else {
+            self.stats.to_replica += 1;
+        }
+        let Some(tally) = &self.tally else { return };
+        tally.routed(backend, why);
+        if backend != 0 {
+            tally.read_staleness(backend, health.staleness_nanos(backend));
+        }
+    }
+
+    #[inline]
+    fn bytes_in(&mut self, n: usize) {
+        self.stats.bytes_in += n as u64;
+        if let Some(tally) = &self.tally {
+            tally.bytes_in(n);
+        }
+    }
+
+    #[inline]
+    fn bytes_out(&mut self, n: usize) {
+        self.stats.bytes_out += n as u64;
+        if let Some(tally) = &self.tally {
+            tally.bytes_out(n);
+        }
+    }
 }
 
 /// Polls one lease: its pending write first, then a read if the client can take more.
@@ -234,8 +273,10 @@ where
             state,
             shutdown_wait,
             shutting_down: false,
-            stats: SessionStats::default(),
-            tally,
+            counts: Counts {
+                stats: SessionStats::default(),
+                tally,
+            },
         }
     }
 
@@ -267,7 +308,7 @@ where
                 self.return_lease(slot, conn);
             }
         }
-        self.stats
+        self.counts.stats
     }
 
     /// Pools a clean lease; closes any other, first cancelling what it still runs so no
@@ -346,19 +387,13 @@ where
             match event {
                 Event::ClientWrote(Ok(n)) => {
                     self.cout.advance(n);
-                    self.stats.bytes_out += n as u64;
-                    if let Some(tally) = &self.tally {
-                        tally.bytes_out(n);
-                    }
+                    self.counts.bytes_out(n);
                 }
                 Event::ClientWrote(Err(_))
                 | Event::ClientRead(Ok(0))
                 | Event::ClientRead(Err(_)) => return Err(End::ClientGone),
                 Event::ClientRead(Ok(n)) => {
-                    self.stats.bytes_in += n as u64;
-                    if let Some(tally) = &self.tally {
-                        tally.bytes_in(n);
-                    }
+                    self.counts.bytes_in(n);
                     self.process_client_input().await?
                 }
                 Event::Backend(slot, BackendIo::Wrote(Ok(n))) => {
@@ -773,13 +808,7 @@ where
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
         };
-        count_unit(
-            conn,
-            self.why,
-            &self.shared,
-            self.tally.as_deref(),
-            &mut self.stats,
-        );
+        self.counts.unit(conn, self.why, &self.shared.health);
         if !closes_batch {
             bring_settings(conn, &self.state.settings);
             let sql = || {
@@ -873,13 +902,7 @@ where
             return;
         };
         if !continuing {
-            count_unit(
-                conn,
-                self.why,
-                &self.shared,
-                self.tally.as_deref(),
-                &mut self.stats,
-            );
+            self.counts.unit(conn, self.why, &self.shared.health);
             bring_settings(conn, &self.state.settings);
             let sql = || batch_sql(&messages, &self.stmts);
             conn.syncs.push_back(timed_unit(conn, self.why, sql));
@@ -947,7 +970,12 @@ where
         let may_rerun = |answered: usize| {
             slot == Slot::Replica && retries.get(answered).is_some_and(Option::is_some)
         };
-        let seen = relay(conn, &mut self.cout, self.tally.as_deref(), may_rerun);
+        let seen = relay(
+            conn,
+            &mut self.cout,
+            self.counts.tally.as_deref(),
+            may_rerun,
+        );
         let done = conn.syncs.is_empty();
         if slot == Slot::Replica {
             let (units, more) = (seen.units_done, seen.open_unit_answered);
@@ -1151,29 +1179,6 @@ where
             self.process_client_input().await?;
         }
         Ok(())
-    }
-}
-
-/// Counts a unit sent on `conn` for `why`: in the metrics, in the session's own counts, and,
-/// for a read on a replica, the staleness that replica had.
-#[inline]
-fn count_unit(
-    conn: &BackendConn,
-    why: Reason,
-    shared: &Shared,
-    tally: Option<&Tally>,
-    stats: &mut SessionStats,
-) {
-    let backend = conn.info.index;
-    if backend == 0 {
-        stats.to_primary += 1;
-    } else {
-        stats.to_replica += 1;
-    }
-    let Some(tally) = tally else { return };
-    tally.routed(backend, why);
-    if backend != 0 {
-        tally.read_staleness(backend, shared.health.staleness_nanos(backend));
     }
 }
 

@@ -12,43 +12,23 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::route::Reason;
 
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000 * MS;
+
 /// Upper bounds of `pgrepl_query_duration_seconds`: 50 µs to 10 s, in nanoseconds.
+#[rustfmt::skip]
 pub const DURATION_BOUNDS: [u64; 17] = [
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
+    MS / 20, MS / 10, MS / 4, MS / 2, MS, 5 * MS / 2, 5 * MS, 10 * MS, 25 * MS, 50 * MS,
+    100 * MS, 250 * MS, 500 * MS, S, 5 * S / 2, 5 * S, 10 * S,
 ];
 
-/// Upper bounds of `pgrepl_read_staleness_seconds`: a caught-up replica's reads land in the
-/// first; `[routing] max_replica_lag` (1 s by default) caps the rest unless the primary is down.
+/// Upper bounds of `pgrepl_read_staleness_seconds`, in nanoseconds: a caught-up replica's
+/// reads land in the first; `[routing] max_replica_lag` (1 s by default) caps the rest unless
+/// the primary is down.
+#[rustfmt::skip]
 pub const STALENESS_BOUNDS: [u64; 13] = [
-    1_000_000,
-    5_000_000,
-    10_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-    30_000_000_000,
-    60_000_000_000,
+    MS, 5 * MS, 10 * MS, 50 * MS, 100 * MS, 250 * MS, 500 * MS, S, 5 * S / 2, 5 * S, 10 * S,
+    30 * S, 60 * S,
 ];
 
 /// A histogram with fixed bounds: a count per bucket (not cumulative) and the exact sum.
@@ -203,6 +183,17 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_rise_from_50_microseconds_to_10_seconds_and_1_millisecond_to_60_seconds() {
+        for bounds in [&DURATION_BOUNDS[..], &STALENESS_BOUNDS[..]] {
+            assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+        }
+        assert_eq!(DURATION_BOUNDS[0], 50_000);
+        assert_eq!(DURATION_BOUNDS[16], 10_000_000_000);
+        assert_eq!(STALENESS_BOUNDS[0], 1_000_000);
+        assert_eq!(STALENESS_BOUNDS[12], 60_000_000_000);
+    }
 
     #[test]
     fn observations_land_in_the_first_bucket_they_fit_and_sum_exactly() {
