@@ -103,6 +103,11 @@ impl Metrics {
         })
     }
 
+    /// Whether a series of `name` with `labels` is exported.
+    pub fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.matching(name, labels).next().is_some()
+    }
+
     /// The sum of the counter or gauge `name` over the series matching `labels` (0 if none).
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.matching(name, labels)

@@ -284,19 +284,21 @@ async fn every_documented_metric_is_exported_with_its_type_and_help() {
                 "{name} has no HELP"
             );
         }
-        // The replica's retries are exported before any happens, from it to the primary.
-        assert_eq!(
-            scraped.value(
-                "pgrepl_read_retries_total",
-                &[("from", "db02"), ("to", "db01")]
-            ),
-            0.0
-        );
+        // The replica's retries are exported before any happens, from it to the primary
+        // (and none from the primary).
+        let retries = "pgrepl_read_retries_total";
+        assert!(scraped.has(retries, &[("from", "db02"), ("to", "db01")]));
+        assert!(!scraped.has(retries, &[("from", "db01")]));
+        assert_eq!(scraped.value(retries, &[]), 0.0);
         // One series per backend and reason, so rates exist before the first statement.
-        assert_eq!(
-            scraped.value(QUERIES, &[("backend", "db02"), ("reason", "lag")]),
-            0.0
-        );
+        for backend in ["db01", "db02"] {
+            for reason in ["read", "write", "lag", "session_pinned", "no_replica"] {
+                let series = [("backend", backend), ("reason", reason)];
+                assert!(scraped.has(QUERIES, &series), "{series:?}");
+            }
+        }
+        assert!(scraped.has(QUERIES, &[("route", "replica"), ("backend", "db02")]));
+        assert!(!scraped.has(QUERIES, &[("route", "primary"), ("backend", "db02")]));
         let mut exported: Vec<String> = scraped
             .names()
             .into_iter()

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pgrepl_tests::endpoint::Metrics;
 use pgrepl_tests::roles::{APP, DATABASE};
 use pgrepl_tests::suite::{free_addr, proxy_config_with, PRIMARY, REPLICA};
 use pgrepl_tests::{connect, OwnCluster, ProxyProcess};
@@ -146,4 +147,17 @@ async fn autocommit_reads_survive_a_replica_restart() {
         acked.len(),
         "every acknowledged write is on the primary"
     );
+    // Every re-run the proxy logged is counted in pgrepl_read_retries_total.
+    let log = proxy.log();
+    let rerun: f64 = log
+        .lines()
+        .filter(|l| l.contains("replica lost before answering reads"))
+        .filter_map(|l| l.split(" units=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .sum();
+    let counted = Metrics::scrape(proxy.endpoint()).value(
+        "pgrepl_read_retries_total",
+        &[("from", "db02"), ("to", "db01")],
+    );
+    assert_eq!(counted, rerun, "retries counted vs logged:\n{log}");
 }

@@ -70,7 +70,7 @@ pub struct BackendMeters {
     primary: bool,
     /// By [`Reason::index`]; set from the tallies at each scrape.
     pub queries: Box<[Counter]>,
-    /// Reads re-run on the primary after this replica failed them.
+    /// Reads re-run on the primary after this replica failed them (a no-op for the primary).
     pub read_retries: Counter,
     /// None when neither the histogram nor the slow log wants durations: no clock is read.
     pub timing: Option<Timing>,
@@ -95,8 +95,11 @@ impl BackendMeters {
         BackendMeters {
             primary,
             queries,
-            read_retries: counter!(names::READ_RETRIES,
-                "from" => name.to_owned(), "to" => primary_name.to_owned()),
+            read_retries: if primary {
+                Counter::noop()
+            } else {
+                counter!(names::READ_RETRIES, "from" => name.to_owned(), "to" => primary_name.to_owned())
+            },
             timing,
         }
     }
