@@ -146,9 +146,10 @@ impl Proxy {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         // Clients wait in the listen backlog meanwhile; the first ones then read from a replica
         // the monitor has checked.
+        // Health and status answer from the start, also while the first round runs.
+        let endpoint = self.endpoint.spawn(self.shared.clone());
         self.monitor.first_round(self.connect_timeout).await;
         let workers = Workers::start(self.workers)?;
-        let endpoint = self.endpoint.spawn(self.shared.clone());
         let mut sessions = JoinSet::new();
         let reaper = {
             let pool = self.shared.pool.clone();

@@ -23,7 +23,7 @@ pub struct StatusArgs {
     #[arg(long, conflicts_with = "pair")]
     json: bool,
     /// The proxy's metrics endpoint, host:port [default: [metrics] listen].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pair")]
     endpoint: Option<String>,
     /// Show the provisioned pair as seen directly (roles, WAL positions, lag, slot) instead.
     #[arg(long)]

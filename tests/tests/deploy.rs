@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use pgrepl_tests::endpoint::Metrics;
-use pgrepl_tests::suite::{bounded, start_proxy};
+use pgrepl_tests::suite::{bounded, eventually, start_proxy};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
@@ -198,10 +199,16 @@ fn metrics_in(expr: &str) -> Vec<String> {
 async fn the_rules_and_the_dashboard_use_only_metrics_the_proxy_exports() {
     bounded(async {
         let proxy = start_proxy("");
-        let exported: BTreeSet<String> = Metrics::scrape(proxy.endpoint())
-            .names()
-            .into_iter()
-            .collect();
+        // Lag needs a sample of both servers: the first round of the monitor.
+        let endpoint = proxy.endpoint();
+        eventually(
+            "the replica's lag to be known",
+            Duration::from_secs(10),
+            || async { Metrics::scrape(endpoint).has("pgrepl_replica_lag_bytes", &[]) },
+        )
+        .await
+        .unwrap();
+        let exported: BTreeSet<String> = Metrics::scrape(endpoint).names().into_iter().collect();
         let (_, panels) = dashboard();
         let exprs = panels
             .into_iter()

@@ -26,6 +26,8 @@ async fn one_client(proxy: &ProxyProcess) {
     let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
     let row = client.query_one(SLOW, &[&SECRET_PARAM]).await.unwrap();
     assert_eq!(row.get::<_, String>(1), SECRET_PARAM);
+    // Its statement is closed (Close + Sync): that batch runs no statement.
+    drop(row);
     client.simple_query("SELECT 1").await.unwrap();
     drop(client);
     eventually(

@@ -26,6 +26,23 @@ fn own_proxy(proxy_keys: &str) -> ProxyProcess {
     ProxyProcess::start(&config, addr).unwrap()
 }
 
+/// A scrape once the proxy has taken the harness's own start-up probe (a TCP connection
+/// accepted and closed), which would otherwise land between two scrapes of a test.
+async fn settled(endpoint: SocketAddr) -> Metrics {
+    let probe_taken = |m: &Metrics| {
+        m.value("pgrepl_client_connections_total", &[]) >= 1.0
+            && m.value("pgrepl_client_connections", &[]) == 0.0
+    };
+    eventually(
+        "the start-up probe to be taken",
+        Duration::from_secs(10),
+        || async { probe_taken(&Metrics::scrape(endpoint)) },
+    )
+    .await
+    .unwrap();
+    Metrics::scrape(endpoint)
+}
+
 /// How much each series of interest moved between two scrapes.
 struct Delta<'a> {
     before: &'a Metrics,
@@ -59,7 +76,7 @@ async fn counters_move_by_what_a_known_mix_of_statements_sends() {
     bounded(async {
         let proxy = own_proxy("");
         let endpoint = proxy.endpoint();
-        let before = Metrics::scrape(endpoint);
+        let before = settled(endpoint).await;
         let reader = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
         let writer = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
         let table = unique("metrics_mix");
@@ -95,6 +112,10 @@ async fn counters_move_by_what_a_known_mix_of_statements_sends() {
         for i in 0..5 {
             reader.query(&statement, &[&i]).await.unwrap();
         }
+        // Dropping it sends Close + Sync: a batch that runs no statement, not counted; then
+        // one more read.
+        drop(statement);
+        reader.simple_query(&run("SELECT 99".into())).await.unwrap();
         // sqlparser cannot parse it: the primary, which answers 42601.
         let err = writer
             .simple_query(&run("SELEC 1".into()))
@@ -112,7 +133,7 @@ async fn counters_move_by_what_a_known_mix_of_statements_sends() {
             after: &during,
         };
         let expected = [
-            (queries("replica", "db02", "read"), 13.0),
+            (queries("replica", "db02", "read"), 14.0),
             (queries("primary", "db01", "ddl"), 2.0),
             (queries("primary", "db01", "write"), 3.0),
             (queries("primary", "db01", "transaction"), 3.0),
@@ -123,12 +144,12 @@ async fn counters_move_by_what_a_known_mix_of_statements_sends() {
         }
         assert_eq!(
             delta.value(QUERIES, &[]),
-            22.0,
+            23.0,
             "no other statement counted"
         );
-        assert_eq!(delta.observations(DURATION, &[("route", "replica")]), 13.0);
+        assert_eq!(delta.observations(DURATION, &[("route", "replica")]), 14.0);
         assert_eq!(delta.observations(DURATION, &[("route", "primary")]), 9.0);
-        assert_eq!(delta.observations(STALENESS, &[("backend", "db02")]), 13.0);
+        assert_eq!(delta.observations(STALENESS, &[("backend", "db02")]), 14.0);
         assert_eq!(delta.value("pgrepl_parse_failures_total", &[]), 1.0);
         let sent = delta.value("pgrepl_bytes_total", &[("direction", "client_to_backend")]);
         assert!(
@@ -171,7 +192,7 @@ async fn counters_move_by_what_a_known_mix_of_statements_sends() {
 async fn the_classification_cache_counts_one_miss_then_hits() {
     bounded(async {
         let proxy = own_proxy("");
-        let before = Metrics::scrape(proxy.endpoint());
+        let before = settled(proxy.endpoint()).await;
         let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
         // The same text up to its literals: one parse.
         for i in 0..3 {
@@ -203,7 +224,7 @@ async fn rejected_clients_are_counted_by_reason() {
     bounded(async {
         let proxy = own_proxy("max_client_connections = 2");
         let endpoint = proxy.endpoint();
-        let before = Metrics::scrape(endpoint);
+        let before = settled(endpoint).await;
         let password = APP.password.unwrap();
 
         assert_eq!(
@@ -359,6 +380,70 @@ async fn the_endpoint_answers_health_and_refuses_what_it_does_not_serve() {
         assert_eq!(get(endpoint, "/metrics").status, 404);
         assert_eq!(get(endpoint, "/healthz").status, 200);
         assert_eq!(get(endpoint, "/status").status, 200);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_replica_loses_is_counted_once_and_as_a_retry() {
+    bounded(async {
+        let proxy = own_proxy("");
+        let endpoint = proxy.endpoint();
+        let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        assert_eq!(
+            pgrepl_tests::suite::node_of_read(&client).await,
+            pgrepl_tests::suite::REPLICA
+        );
+        let before = Metrics::scrape(endpoint);
+        let marker = unique("retry_marker");
+        let sql = format!("SELECT pg_sleep(1), current_setting('cluster_name') /* {marker} */");
+        let reading = client.simple_query(&sql);
+        // Its server process on the replica is terminated while it sleeps: FATAL before any
+        // answer, so the proxy runs it again on the primary.
+        let terminate = async {
+            let replica = Cluster::shared().replica.clone();
+            let kill = format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+            );
+            eventually(
+                "the read to run on the replica",
+                Duration::from_secs(10),
+                || {
+                    let (replica, kill) = (replica.clone(), kill.clone());
+                    async move {
+                        tokio::task::spawn_blocking(move || {
+                            replica.psql(pgrepl_tests::roles::SUPERUSER, "postgres", &kill)
+                        })
+                        .await
+                        .unwrap()
+                        .is_ok_and(|out| out.trim() == "1")
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        };
+        let (answer, ()) = tokio::join!(reading, terminate);
+        let rows = pgrepl_tests::suite::text_rows(&answer.expect("the read was re-run"));
+        assert_eq!(rows[0][1].as_deref(), Some(pgrepl_tests::suite::PRIMARY));
+        let after = Metrics::scrape(endpoint);
+        let delta = Delta {
+            before: &before,
+            after: &after,
+        };
+        let retries = [("from", "db02"), ("to", "db01")];
+        assert_eq!(delta.value("pgrepl_read_retries_total", &retries), 1.0);
+        assert_eq!(
+            delta.value(QUERIES, &[]),
+            1.0,
+            "one statement, counted once"
+        );
+        assert_eq!(
+            delta.value(QUERIES, &labels(&queries("replica", "db02", "read"))),
+            1.0
+        );
+        assert_eq!(delta.observations(DURATION, &[("route", "primary")]), 1.0);
     })
     .await
 }

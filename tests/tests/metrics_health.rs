@@ -45,7 +45,9 @@ async fn lag_and_staleness_show_while_replay_is_paused_and_reads_record_what_the
         let lag = "pgrepl_replica_lag_bytes";
         let staleness = "pgrepl_replica_staleness_seconds";
         wait_for_metric(endpoint, "a caught-up replica", |m| {
-            m.value(lag, &replica("db02")) == 0.0 && m.value(staleness, &replica("db02")) == 0.0
+            m.has(lag, &replica("db02"))
+                && m.value(lag, &replica("db02")) == 0.0
+                && m.value(staleness, &replica("db02")) == 0.0
         })
         .await;
 
@@ -159,6 +161,8 @@ async fn stopped_backends_show_in_metrics_readyz_status_and_the_status_command()
         let up = "pgrepl_backend_up";
         let primary_up = [("backend", "db01"), ("role", "primary")];
         let replica_up = [("backend", "db02"), ("role", "replica")];
+        // The endpoint answers while the monitor's first round runs: wait for it.
+        wait_for_metric(endpoint, "both checked", |m| m.value(up, &[]) == 2.0).await;
         let (code, body) = readiness(endpoint);
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["primary"]["reachable"], true);

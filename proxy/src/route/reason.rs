@@ -108,7 +108,8 @@ impl Reason {
         Reason::NoReplica,
     ];
 
-    /// Position in [`Reason::ALL`], for tables indexed by reason (the metrics' counters).
+    /// Position in [`Reason::ALL`], for tables indexed by reason (the metrics' counters). The
+    /// declaration order is the index: keep `NoReplica` last (checked below at compile time).
     #[inline]
     pub fn index(self) -> usize {
         self as usize
@@ -141,6 +142,8 @@ impl Reason {
         }
     }
 }
+
+const _: () = assert!(Reason::ALL.len() == Reason::NoReplica as usize + 1);
 
 /// A routing decision with its reason and an optional detail for logs
 /// (statement keyword, function name, lock clause...). The detail is shared, so

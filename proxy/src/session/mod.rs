@@ -169,6 +169,10 @@ struct Counts {
     stats: SessionStats,
     /// None with metrics off.
     tally: Option<Arc<Tally>>,
+    /// Re-running reads a replica lost: they were counted when first sent.
+    rerun: bool,
+    /// The batch left open by a Flush has been counted.
+    open_batch_counted: bool,
 }
 
 impl Counts {
@@ -176,6 +180,9 @@ impl Counts {
     /// replica had.
     #[inline]
     fn unit(&mut self, conn: &BackendConn, why: Reason, health: &Health) {
+        if self.rerun {
+            return;
+        }
         let backend = conn.info.index;
         if backend == 0 {
             self.stats.to_primary += 1;
@@ -276,6 +283,8 @@ where
             counts: Counts {
                 stats: SessionStats::default(),
                 tally,
+                rerun: false,
+                open_batch_counted: false,
             },
         }
     }
@@ -811,12 +820,14 @@ where
         self.counts.unit(conn, self.why, &self.shared.health);
         if !closes_batch {
             bring_settings(conn, &self.state.settings);
-            let sql = || {
-                let sql = fields::query_sql(&msg).filter(|_| msg[0] == b'Q')?;
-                Some(msg.slice_ref(sql))
-            };
-            conn.syncs.push_back(timed_unit(conn, self.why, sql));
+            conn.syncs.push_back(Pending::default());
         }
+        // A Query that closes an open batch shares its ReadyForQuery: the Query is timed.
+        let sql = || {
+            let sql = fields::query_sql(&msg).filter(|_| msg[0] == b'Q')?;
+            Some(msg.slice_ref(sql))
+        };
+        start_timing(conn, self.why, sql);
         watch_unit(conn, watch);
         conn.out.extend_from_slice(&msg);
         if probe {
@@ -842,6 +853,7 @@ where
     /// Sends the buffered batch and its Sync or Flush to `target`.
     async fn send_batch(&mut self, target: Slot, terminator: Bytes, is_sync: bool) {
         let continuing = self.open_batch.is_some();
+        let runs_statement = self.batch.route().is_some();
         if let Some(refusal) = self.refuse_write(target) {
             refusal.encode(&mut self.cout);
             self.batch.clear();
@@ -902,11 +914,18 @@ where
             return;
         };
         if !continuing {
-            self.counts.unit(conn, self.why, &self.shared.health);
             bring_settings(conn, &self.state.settings);
-            let sql = || batch_sql(&messages, &self.stmts);
-            conn.syncs.push_back(timed_unit(conn, self.why, sql));
+            conn.syncs.push_back(Pending::default());
         }
+        // A batch that runs no statement (a Close, a lone Sync, a Describe) is no statement to
+        // count; a batch continued after a Flush counts once, with its first statement.
+        let counted = runs_statement && !(continuing && self.counts.open_batch_counted);
+        if counted {
+            self.counts.unit(conn, self.why, &self.shared.health);
+            start_timing(conn, self.why, || batch_sql(&messages, &self.stmts));
+        }
+        self.counts.open_batch_counted =
+            !is_sync && (counted || (continuing && self.counts.open_batch_counted));
         watch_unit(conn, watch);
         if is_sync {
             if let Some(pending) = conn.syncs.back_mut() {
@@ -1156,6 +1175,7 @@ where
     /// monitor may not know yet that the replica is gone, so it is not picked again for them).
     async fn resend(&mut self, retries: impl Iterator<Item = Retry>) -> Result<(), End> {
         let target = Slot::Primary;
+        self.counts.rerun = true;
         for retry in retries {
             self.unit_writes = false;
             self.why = Reason::ReplicaDown;
@@ -1174,6 +1194,7 @@ where
                 }
             }
         }
+        self.counts.rerun = false;
         if self.stalled && self.inflight.is_none() {
             self.stalled = false;
             self.process_client_input().await?;
@@ -1182,22 +1203,18 @@ where
     }
 }
 
-/// The entry for a unit sent on `conn` for `why`; timed when metrics or the slow-statement
-/// log want it (then with its SQL if the log shows statements).
+/// Times the unit last queued on `conn`, sent for `why`, when metrics or the slow-statement
+/// log want durations (with its SQL if the log shows statements).
 #[inline]
-fn timed_unit(conn: &BackendConn, why: Reason, sql: impl FnOnce() -> Option<Bytes>) -> Pending {
+fn start_timing(conn: &mut BackendConn, why: Reason, sql: impl FnOnce() -> Option<Bytes>) {
     let Some(timing) = &conn.info.meters.timing else {
-        return Pending::default();
+        return;
     };
-    Pending {
-        started: Some(crate::telemetry::clock::now_nanos()),
-        reason: Some(why),
-        sql: if timing.text && timing.slow.is_some() {
-            sql()
-        } else {
-            None
-        },
-        ..Pending::default()
+    let with_text = timing.text && timing.slow.is_some();
+    if let Some(pending) = conn.syncs.back_mut() {
+        pending.started = Some(crate::telemetry::clock::now_nanos());
+        pending.reason = Some(why);
+        pending.sql = if with_text { sql() } else { None };
     }
 }
 

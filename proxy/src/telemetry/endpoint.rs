@@ -11,6 +11,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::scrape;
@@ -21,8 +22,10 @@ use crate::shared::Shared;
 const MAX_HEAD: usize = 8 * 1024;
 /// A request must arrive, and its answer leave, within this.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often histograms are folded into their buckets between scrapes (bounds their memory).
+/// How often the exporter's upkeep runs between scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// Requests answered at once; connections beyond are closed unanswered.
+const MAX_CONCURRENT: usize = 64;
 
 pub struct Endpoint {
     listener: TcpListener,
@@ -79,6 +82,7 @@ impl Endpoint {
     /// Serves until the task is aborted.
     pub fn spawn(self, shared: Arc<Shared>) -> JoinHandle<()> {
         tokio::spawn(async move {
+            let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
             let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
             loop {
                 tokio::select! {
@@ -89,6 +93,9 @@ impl Endpoint {
                     }
                     accepted = self.listener.accept() => match accepted {
                         Ok((stream, _)) => {
+                            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                                continue;
+                            };
                             let shared = shared.clone();
                             let prometheus = self.prometheus.clone();
                             tokio::spawn(async move {
@@ -97,6 +104,7 @@ impl Endpoint {
                                     answer(stream, &shared, prometheus.as_ref()),
                                 );
                                 let _ = answered.await;
+                                drop(permit);
                             });
                         }
                         Err(e) => {

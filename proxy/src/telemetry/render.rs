@@ -29,7 +29,8 @@ pub fn histogram_family(
             let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
         }
         let labels = labels.trim_end_matches(',');
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", seconds(totals.sum_nanos));
+        let sum = totals.sum_micros as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
     out.push('\n');
@@ -56,7 +57,7 @@ mod tests {
     fn renders_cumulative_buckets_sum_and_count() {
         let totals = HistogramTotals {
             counts: vec![1, 0, 2],
-            sum_nanos: 1_500_000_000,
+            sum_micros: 1_500_000,
         };
         let mut out = String::new();
         histogram_family(

@@ -31,12 +31,14 @@ pub const STALENESS_BOUNDS: [u64; 13] = [
     30 * S, 60 * S,
 ];
 
-/// A histogram with fixed bounds: a count per bucket (not cumulative) and the exact sum.
+/// A histogram with fixed bounds: a count per bucket (not cumulative) and the sum.
 pub struct Buckets<const N: usize> {
     bounds: &'static [u64; N],
     /// `counts[i]` for values up to `bounds[i]`; `counts[N]` for the rest.
     counts: Box<[AtomicU64]>,
-    sum_nanos: AtomicU64,
+    /// In microseconds (each value rounded): in nanoseconds, reads of a replica left behind a
+    /// dead primary could add up past 2^64 within hours.
+    sum_micros: AtomicU64,
 }
 
 impl<const N: usize> Buckets<N> {
@@ -44,7 +46,7 @@ impl<const N: usize> Buckets<N> {
         Buckets {
             bounds,
             counts: (0..=N).map(|_| AtomicU64::new(0)).collect(),
-            sum_nanos: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
         }
     }
 
@@ -52,16 +54,17 @@ impl<const N: usize> Buckets<N> {
     pub fn record(&self, nanos: u64) {
         let slot = self.bounds.iter().position(|&b| nanos <= b).unwrap_or(N);
         self.counts[slot].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
+        self.sum_micros
+            .fetch_add(nanos.saturating_add(500) / 1000, Relaxed);
     }
 
     /// Adds this histogram's counts (per bucket, not cumulative) and sum into `into`.
     pub fn add_to(&self, into: &mut HistogramTotals) {
         into.counts.resize(N + 1, 0);
         for (total, count) in into.counts.iter_mut().zip(self.counts.iter()) {
-            *total += count.load(Relaxed);
+            *total = total.wrapping_add(count.load(Relaxed));
         }
-        into.sum_nanos += self.sum_nanos.load(Relaxed);
+        into.sum_micros = into.sum_micros.wrapping_add(self.sum_micros.load(Relaxed));
     }
 }
 
@@ -70,7 +73,7 @@ impl<const N: usize> Buckets<N> {
 pub struct HistogramTotals {
     /// Per bucket, the last for values above every bound.
     pub counts: Vec<u64>,
-    pub sum_nanos: u64,
+    pub sum_micros: u64,
 }
 
 /// One worker's tally.
@@ -154,7 +157,7 @@ impl Totals {
         for tally in tallies {
             totals.queries.resize(tally.queries.len(), 0);
             for (total, count) in totals.queries.iter_mut().zip(tally.queries.iter()) {
-                *total += count.load(Relaxed);
+                *total = total.wrapping_add(count.load(Relaxed));
             }
             for (total, buckets) in totals.duration.iter_mut().zip(&tally.duration) {
                 buckets.add_to(total);
@@ -165,8 +168,8 @@ impl Totals {
             for (total, buckets) in totals.staleness.iter_mut().zip(tally.staleness.iter()) {
                 buckets.add_to(total);
             }
-            totals.bytes_in += tally.bytes_in.load(Relaxed);
-            totals.bytes_out += tally.bytes_out.load(Relaxed);
+            totals.bytes_in = totals.bytes_in.wrapping_add(tally.bytes_in.load(Relaxed));
+            totals.bytes_out = totals.bytes_out.wrapping_add(tally.bytes_out.load(Relaxed));
         }
         totals
     }
@@ -216,7 +219,7 @@ mod tests {
         assert_eq!(primary.counts.len(), DURATION_BOUNDS.len() + 1);
         assert_eq!((primary.counts[0], primary.counts[1]), (1, 1));
         assert_eq!(primary.counts[17], 1, "above every bound");
-        assert_eq!(primary.sum_nanos, 50_000 + 51_000 + 11_000_000_000);
+        assert_eq!(primary.sum_micros, 50 + 51 + 11_000_000);
         assert_eq!(totals.duration[1].counts[6], 1, "3 ms: up to 5 ms");
         assert_eq!(totals.staleness[1].counts[0], 1);
         assert_eq!(totals.staleness[1].counts[6], 1, "400 ms: up to 500 ms");
