@@ -131,17 +131,10 @@ fn table_row(table: &str, backend: &str) -> Vec<String> {
         .collect()
 }
 
-async fn stop(node: &Node) {
+/// Runs `action` (`Node::stop`, `Node::start`) on `node`, off the async runtime's thread.
+async fn blocking(node: &Node, action: fn(&Node) -> anyhow::Result<()>) {
     let node = node.clone();
-    tokio::task::spawn_blocking(move || node.stop())
-        .await
-        .unwrap()
-        .unwrap();
-}
-
-async fn start(node: &Node) {
-    let node = node.clone();
-    tokio::task::spawn_blocking(move || node.start())
+    tokio::task::spawn_blocking(move || action(&node))
         .await
         .unwrap()
         .unwrap();
@@ -174,7 +167,7 @@ async fn stopped_backends_show_in_metrics_readyz_status_and_the_status_command()
         );
         assert_eq!(table_row(&table, "db02")[3], "ok", "{table}");
 
-        stop(&cluster.replica).await;
+        blocking(&cluster.replica, Node::stop).await;
         let down =
             wait_for_metric(endpoint, "db02 down", |m| m.value(up, &replica_up) == 0.0).await;
         assert_eq!(down.value(up, &primary_up), 1.0);
@@ -197,13 +190,13 @@ async fn stopped_backends_show_in_metrics_readyz_status_and_the_status_command()
         let json: Value = serde_json::from_str(&status_command(endpoint, &["--json"])).unwrap();
         assert_eq!(json["backends"][1]["state"], "down");
 
-        start(&cluster.replica).await;
+        blocking(&cluster.replica, Node::start).await;
         wait_for_metric(endpoint, "db02 up again", |m| {
             m.value(up, &replica_up) == 1.0
         })
         .await;
 
-        stop(&cluster.primary).await;
+        blocking(&cluster.primary, Node::stop).await;
         let down =
             wait_for_metric(endpoint, "db01 down", |m| m.value(up, &primary_up) == 0.0).await;
         assert_eq!(down.value(up, &replica_up), 1.0);
@@ -215,7 +208,7 @@ async fn stopped_backends_show_in_metrics_readyz_status_and_the_status_command()
         assert_eq!(status["backends"][0]["state"], "down");
         assert_eq!(table_row(&status_command(endpoint, &[]), "db01")[3], "down");
 
-        stop(&cluster.replica).await;
+        blocking(&cluster.replica, Node::stop).await;
         wait_for_metric(endpoint, "both down", |m| m.value(up, &[]) == 0.0).await;
         let (code, body) = readiness(endpoint);
         assert_eq!(code, 503, "{body}");
