@@ -64,7 +64,6 @@ impl Proxy {
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let slow = config.log.slow_statement;
         let timing = (config.metrics.enabled || !slow.is_zero()).then(|| Timing {
-            record: config.metrics.enabled,
             slow: (!slow.is_zero()).then(|| u64::try_from(slow.as_nanos()).unwrap_or(u64::MAX)),
             text: config.log.statement_text,
         });

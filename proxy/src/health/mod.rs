@@ -108,13 +108,9 @@ impl Health {
         if !state.in_recovery.load(Relaxed) {
             return Err(Unusable::NotInRecovery);
         }
-        let since = state.behind_since.load(Relaxed);
         // Behind a primary that is down, a replica cannot catch up, and its data is the
         // newest there is: it serves reads rather than none being served.
-        if since != CAUGHT_UP
-            && self.now_nanos().saturating_sub(since) > self.max_lag
-            && self.backends[PRIMARY].up.load(Relaxed)
-        {
+        if self.staleness_nanos(backend) > self.max_lag && self.backends[PRIMARY].up.load(Relaxed) {
             return Err(Unusable::Lagging);
         }
         Ok(())

@@ -56,8 +56,6 @@ impl ClientMeters {
 /// Per-statement timing: for the duration histogram and the slow-statement log.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// Record durations in the worker's tally (metrics enabled).
-    pub record: bool,
     /// Log statements at least this slow, in nanoseconds.
     pub slow: Option<u64>,
     /// Slow-statement lines carry the SQL text.
@@ -105,10 +103,11 @@ impl BackendMeters {
     }
 
     /// A unit sent at `started` (`clock::now_nanos`) was answered (its ReadyForQuery came).
+    /// Its duration goes into `tally`, the session's worker's (None with metrics off).
     pub fn finished(&self, tally: Option<&Tally>, started: u64, finished: &Finished<'_>) {
         let Some(timing) = &self.timing else { return };
         let took = now_nanos().saturating_sub(started);
-        if let Some(tally) = tally.filter(|_| timing.record) {
+        if let Some(tally) = tally {
             tally.answered(self.primary, took);
         }
         if timing.slow.is_some_and(|slow| took >= slow) {
