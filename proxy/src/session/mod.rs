@@ -8,6 +8,7 @@
 //! interleave and the transaction status is known before the next routing decision.
 
 mod batch;
+mod decide;
 mod hint;
 mod reads;
 mod relay;
@@ -33,14 +34,16 @@ use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::health::{Health, Unusable};
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header};
-use crate::route::{Classifier, Effects, Reason, Route, UserFunctions};
+use crate::route::{Classifier, Effects, Reason, UserFunctions, Verdict};
 use crate::shared::Shared;
 use crate::telemetry::Tally;
-use batch::{Batch, Kind, Statements};
+use batch::{Batch, Statements};
+use decide::{Decision, ReadPlan, Slot, Wanted};
 use hint::{route_setting, ReadPreference};
-use relay::{relay, Outcome};
+use relay::{relay, Outcome, Rerun};
 use settings::Settings;
 use state::SessionState;
+use words::Deallocate;
 
 /// Stop reading from backends while this much is waiting to be written to the client.
 const CLIENT_OUT_HIGH_WATER: usize = 1 << 20;
@@ -48,19 +51,12 @@ const CLIENT_OUT_HIGH_WATER: usize = 1 << 20;
 const BACKEND_OUT_HIGH_WATER: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Which of the session's two leases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Primary,
-    Replica,
-}
-
 /// A read sent to a replica, kept until the replica's first reply byte so that it can be sent
 /// elsewhere if the replica dies first: the client has seen nothing of it yet.
 enum Retry {
     Query(Bytes),
     /// A Sync-ended batch: its messages and its Sync.
-    Batch(Vec<(u8, Bytes, Kind)>, Bytes),
+    Batch(Vec<(u8, Bytes, Verdict)>, Bytes),
 }
 
 /// Why a session ended.
@@ -138,16 +134,13 @@ pub struct Session<R, W> {
     /// The SQL of the client's last Parse, the functions' generation and its route: drivers
     /// re-parse the same unnamed statement for every execution, and a byte compare is far
     /// cheaper than a cache lookup.
-    last_parse: Option<(Box<[u8]>, u64, Kind)>,
+    last_parse: Option<(Box<[u8]>, u64, Verdict)>,
     /// The next unit waits for `inflight` to finish.
     stalled: bool,
-    cancel_slot: Option<Slot>,
+    /// The key of the server connection the client's cancel reaches now.
+    cancel_key: Option<(i32, i32)>,
     /// The session's `SET pgrepl.route`.
     read_pref: ReadPreference,
-    /// The unit being sent may write (it was not classified a read).
-    unit_writes: bool,
-    /// Why the unit being sent goes where it goes.
-    why: Reason,
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
@@ -270,10 +263,8 @@ where
             functions,
             last_parse: None,
             stalled: false,
-            cancel_slot: None,
+            cancel_key: None,
             read_pref: ReadPreference::Auto,
-            unit_writes: false,
-            why: Reason::Read,
             pending_write: false,
             wrote_at: None,
             retries: VecDeque::new(),
@@ -437,15 +428,6 @@ where
         self.holder(slot).as_mut()
     }
 
-    /// Where a unit of `route` goes; records whether it may write.
-    fn slot_of(&mut self, route: Route) -> Slot {
-        self.unit_writes = route == Route::Primary;
-        match route {
-            Route::Primary => Slot::Primary,
-            Route::Replica => self.read_slot(false),
-        }
-    }
-
     /// Handles every complete message the client sent, until one has to wait.
     async fn process_client_input(&mut self) -> Result<(), End> {
         while !self.stalled {
@@ -467,22 +449,6 @@ where
             }
         }
         Ok(())
-    }
-
-    /// Where a unit goes, given where it would go on its own; None when it must first wait
-    /// for in-flight work to finish: work on another backend (replies must not interleave),
-    /// or work that may end the open transaction (then the unit's place is not known yet).
-    fn decide(&self, standalone: Slot) -> Option<Slot> {
-        if let Some(slot) = self.open_batch {
-            return Some(slot);
-        }
-        match (self.tx, self.inflight) {
-            (Some(tx), _) if tx == standalone => Some(tx),
-            (Some(_), Some(_)) => None,
-            (Some(tx), None) => Some(tx),
-            (None, Some(busy)) if busy != standalone => None,
-            (None, _) => Some(standalone),
-        }
     }
 
     /// Handles one complete client message; false when it must wait (it stays in `cin`).
@@ -515,52 +481,40 @@ where
                     }
                     None => {}
                 }
-                let (route, reason, effects) =
-                    classify_sql(&self.shared.classifier, &self.functions, sql);
-                self.why = reason;
-                let standalone = match (reason, route) {
-                    // In a default_transaction_read_only session a plain BEGIN starts a
-                    // read-only transaction, which a replica can run.
-                    (Reason::Transaction, _)
-                        if self.state.default_read_only
-                            && effects.contains(Effects::DEFAULT_MODE_BEGIN) =>
-                    {
-                        self.unit_writes = false;
-                        self.why = Reason::ReadOnlyTransaction;
-                        self.read_slot(false)
+                let dropped = words::may_start_with(sql, &[b"DEALLOCATE"])
+                    .then(|| words::deallocate(sql))
+                    .flatten();
+                if let Some(Deallocate::Named(name)) = &dropped {
+                    if self.stmts.contains(name) && self.open_batch.is_none() {
+                        if self.inflight.is_some() {
+                            return Ok(false);
+                        }
+                        self.cin.advance(total);
+                        self.answer_deallocate(name);
+                        return Ok(true);
                     }
-                    // A hint chooses where a read runs; it is not a write either way.
-                    (Reason::Hint, Route::Primary) => {
-                        self.unit_writes = false;
-                        Slot::Primary
-                    }
-                    (Reason::Hint, Route::Replica) => {
-                        self.unit_writes = false;
-                        self.read_slot(true)
-                    }
-                    // Settings write no data: no reason to wait for a replica after them.
-                    _ if effects.contains(Effects::ONLY_SETS) => {
-                        self.unit_writes = false;
-                        Slot::Primary
-                    }
-                    _ => self.slot_of(route),
-                };
-                let Some(target) = self.decide(standalone) else {
-                    return Ok(false);
-                };
-                if self.awaits_probe(target) {
-                    return Ok(false);
                 }
-                self.joins_transaction(standalone, target);
+                let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
+                let mut wanted = decide::wanted(verdict, self.state.default_read_only);
+                if dropped.is_some() {
+                    // The server's own statements: on the primary, but no write.
+                    wanted = Wanted::Primary {
+                        reason: verdict.reason,
+                        writes: false,
+                    };
+                }
+                let Some(decision) = self.route(wanted) else {
+                    return Ok(false);
+                };
                 let msg = self.cin.split_to(total).freeze();
-                self.send_query(target, msg, effects).await;
+                self.send_query(decision, msg, verdict.effects).await;
             }
             b'P' | b'B' | b'D' | b'E' | b'C' => {
                 let msg = self.cin.split_to(total).freeze();
                 let (classifier, functions) = (&self.shared.classifier, &self.functions);
                 let last = &mut self.last_parse;
                 self.batch.push(ty, msg, &self.stmts, |sql| {
-                    remembered_kind(last, classifier, functions, sql)
+                    remembered_verdict(last, classifier, functions, sql)
                 });
             }
             b'S' if self.copy_owes_sync.is_some() => {
@@ -576,14 +530,15 @@ where
                 self.batch.clear();
             }
             b'S' | b'H' => {
-                let standalone = self.batch_target();
-                let Some(target) = self.decide(standalone) else {
+                let wanted = decide::wanted_by_batch(
+                    self.batch.verdict(),
+                    self.batch.names_primary_object(),
+                    self.state.pinned(),
+                    self.state.default_read_only,
+                );
+                let Some(decision) = self.route(wanted) else {
                     return Ok(false);
                 };
-                if self.awaits_probe(target) {
-                    return Ok(false);
-                }
-                self.joins_transaction(standalone, target);
                 let terminator = self.cin.split_to(total).freeze();
                 if self.discard_until_sync {
                     self.discard_until_sync = false;
@@ -591,7 +546,7 @@ where
                     write::ready_for_query(self.client_status, &mut self.cout);
                     return Ok(true);
                 }
-                self.send_batch(target, terminator, ty == b'S').await;
+                self.send_batch(decision, terminator, ty == b'S').await;
             }
             b'd' | b'c' | b'f' => {
                 let msg = self.cin.split_to(total);
@@ -601,13 +556,15 @@ where
                 }
             }
             b'F' => {
-                self.unit_writes = true;
-                self.why = Reason::Function;
-                let Some(target) = self.decide(Slot::Primary) else {
+                let wanted = Wanted::Primary {
+                    reason: Reason::Function,
+                    writes: true,
+                };
+                let Some(decision) = self.route(wanted) else {
                     return Ok(false);
                 };
                 let msg = self.cin.split_to(total).freeze();
-                self.send_query(target, msg, Effects::NONE).await;
+                self.send_query(decision, msg, Effects::NONE).await;
             }
             b'X' => return Err(End::ClientGone),
             other => {
@@ -620,59 +577,66 @@ where
         Ok(true)
     }
 
-    /// Where a batch with no statement of its own to run goes: a backend already leased
-    /// (replica first), else a replica.
-    fn batch_target(&mut self) -> Slot {
-        if self.state.default_read_only && self.batch.effects.contains(Effects::DEFAULT_MODE_BEGIN)
-        {
-            self.why = Reason::ReadOnlyTransaction;
-            return self.slot_of(Route::Replica);
-        }
-        let (route, why) = match self.batch.route() {
-            Some(decided) => decided,
-            None if self.replica.is_some() => return Slot::Replica,
-            None if self.primary.is_some() => return Slot::Primary,
-            None => (Route::Replica, Reason::Read),
+    /// Where a unit goes, from where it would go on its own; None when it must wait (for
+    /// work in flight, or for the primary to say whether a pinned session is still pinned).
+    fn route(&mut self, wanted: Wanted) -> Option<Decision> {
+        let standalone = match wanted {
+            Wanted::Primary { reason, writes } => Decision {
+                slot: Slot::Primary,
+                reason,
+                writes,
+            },
+            Wanted::Read { reason, hinted } => self.place_read(reason, hinted),
+            Wanted::Any => match (&self.replica, &self.primary) {
+                (Some(_), _) => Decision::read(Slot::Replica, Reason::Read),
+                (None, Some(_)) => Decision::read(Slot::Primary, Reason::Read),
+                (None, None) => self.place_read(Reason::Read, false),
+            },
         };
-        self.why = why;
-        self.slot_of(route)
+        let slot = decide::join(standalone.slot, self.open_batch, self.tx, self.inflight)?;
+        let decision = decide::joined(standalone, slot, self.tx);
+        if self.awaits_probe(decision) {
+            return None;
+        }
+        Some(decision)
+    }
+
+    /// Where a read goes now.
+    fn place_read(&mut self, reason: Reason, hinted: bool) -> Decision {
+        let (slot, reason) = match decide::plan_read(hinted, self.read_pref, self.state.pinned()) {
+            ReadPlan::Primary(why) => (Slot::Primary, why),
+            ReadPlan::Replica { forced } => decide::place_read(self.replica_view(forced), reason),
+        };
+        Decision::read(slot, reason)
     }
 
     /// A read pinned to the primary waits while the primary answers whether the session
     /// still holds state there: the statement before it may have released the last of it.
-    fn awaits_probe(&self, target: Slot) -> bool {
-        target == Slot::Primary
-            && self.why == Reason::SessionPinned
+    fn awaits_probe(&self, decision: Decision) -> bool {
+        decision.slot == Slot::Primary
+            && decision.reason == Reason::SessionPinned
             && self.tx.is_none()
             && self.open_batch.is_none()
             && self.state.awaits_probe()
     }
 
-    /// A unit that goes where the open transaction (or batch) is, not where it would go on
-    /// its own, goes there because of it; so does a read inside a transaction.
-    fn joins_transaction(&mut self, standalone: Slot, target: Slot) {
-        if standalone != target || (self.tx == Some(target) && !self.unit_writes) {
-            self.why = Reason::Transaction;
-        }
-    }
-
     /// Logs where a unit went and why (debug level: the reasons are also what the metrics
     /// count). Runs for every unit: the level test inline, the event out of line.
     #[inline(always)]
-    fn log_route(&self, target: Slot) {
+    fn log_route(decision: Decision) {
         if tracing::level_enabled!(tracing::Level::DEBUG) {
-            self.log_route_now(target);
+            Self::log_route_now(decision);
         }
     }
 
     #[inline(never)]
-    fn log_route_now(&self, target: Slot) {
+    fn log_route_now(decision: Decision) {
         tracing::debug!(
-            to = match target {
+            to = match decision.slot {
                 Slot::Primary => "primary",
                 Slot::Replica => "replica",
             },
-            reason = self.why.as_str(),
+            reason = decision.reason.as_str(),
             "routed"
         );
     }
@@ -680,11 +644,9 @@ where
     /// Answers `SET/RESET pgrepl.route` itself, as PostgreSQL would answer a SET.
     fn answer_route_setting(&mut self, setting: Result<ReadPreference, String>, reset: bool) {
         match setting {
-            _ if self.client_status == b'E' => ProxyError::error(
-                "25P02",
-                "current transaction is aborted, commands ignored until end of transaction block",
-            )
-            .encode(&mut self.cout),
+            _ if self.client_status == b'E' => {
+                ProxyError::in_failed_transaction().encode(&mut self.cout)
+            }
             Err(message) => ProxyError::error("22023", message).encode(&mut self.cout),
             Ok(pref) => {
                 self.read_pref = pref;
@@ -694,9 +656,34 @@ where
         write::ready_for_query(self.client_status, &mut self.cout);
     }
 
+    /// Answers `DEALLOCATE` of a statement the proxy tracks itself, as PostgreSQL would: the
+    /// statement is prepared only on the connections that ran it, perhaps none the session
+    /// still has, so forwarding it could fail (and abort a transaction) where PostgreSQL
+    /// would not. The connections that have it close it, out of the client's sight.
+    fn answer_deallocate(&mut self, name: &[u8]) {
+        if self.client_status == b'E' {
+            ProxyError::in_failed_transaction().encode(&mut self.cout);
+        } else {
+            self.stmts.forget(name);
+            for conn in [self.primary.as_mut(), self.replica.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if conn.prepared.remove(name).is_none() {
+                    continue;
+                }
+                write::close_statement(name, &mut conn.out);
+                write::sync(&mut conn.out);
+                conn.syncs.push_back(Pending::injected(Origin::Discard));
+            }
+            write::command_complete("DEALLOCATE", &mut self.cout);
+        }
+        write::ready_for_query(self.client_status, &mut self.cout);
+    }
+
     /// A unit that may write is never sent to a primary the monitor found in recovery.
-    fn refuse_write(&self, target: Slot) -> Option<ProxyError> {
-        if target != Slot::Primary || !self.unit_writes {
+    fn refuse_write(&self, decision: Decision) -> Option<ProxyError> {
+        if decision.slot != Slot::Primary || !decision.writes {
             return None;
         }
         match self.shared.health.primary_state() {
@@ -718,18 +705,15 @@ where
     /// A lease already open, as for nearly every statement, is found by the callers without
     /// an async call; opening one (rare, and slow anyway) runs boxed. That keeps the futures
     /// of every statement's path small: they are moved, by size, each time one is called.
-    async fn open_lease(&mut self, target: Slot) -> Result<Slot, BackendError> {
-        match self.ensure_lease(target).await {
-            Ok(()) => Ok(target),
-            Err(e) if target == Slot::Replica => {
+    async fn open_lease(&mut self, decision: &mut Decision) -> Result<(), BackendError> {
+        match self.ensure_lease(decision.slot).await {
+            Err(e) if decision.slot == Slot::Replica => {
                 tracing::warn!(error = %e, "replica unavailable; reading from the primary");
-                self.why = Reason::ReplicaDown;
                 self.replica_failed();
-                self.ensure_lease(Slot::Primary)
-                    .await
-                    .map(|()| Slot::Primary)
+                *decision = Decision::read(Slot::Primary, Reason::ReplicaDown);
+                self.ensure_lease(Slot::Primary).await
             }
-            Err(e) => Err(e),
+            done => done,
         }
     }
 
@@ -765,40 +749,47 @@ where
     }
 
     /// Points the client's cancel key at the backend now running its statement.
+    /// Compared by the connection's own key: the slot may hold another connection by now.
     fn track_cancel(&mut self, slot: Slot) {
-        if self.cancel_slot == Some(slot) {
+        let Some(conn) = pick(&mut self.primary, &mut self.replica, slot) else {
+            return;
+        };
+        if self.cancel_key == Some(conn.cancel_key) {
             return;
         }
-        self.cancel_slot = Some(slot);
-        let target = self.slot_mut(slot).map(|conn| cancel_of(conn));
-        self.client.cancel.set(target);
+        self.cancel_key = Some(conn.cancel_key);
+        self.client.cancel.set(Some(cancel_of(conn)));
+    }
+
+    /// The connection the client's cancel would reach leaves the session: a cancel must not
+    /// reach whoever uses it next.
+    fn untrack_cancel(&mut self, conn: &BackendConn) {
+        if self.cancel_key == Some(conn.cancel_key) {
+            self.cancel_key = None;
+            self.client.cancel.set(None);
+        }
     }
 
     /// Sends a simple Query (or FunctionCall): one ReadyForQuery will come back.
-    async fn send_query(&mut self, target: Slot, msg: Bytes, effects: Effects) {
+    async fn send_query(&mut self, mut decision: Decision, msg: Bytes, effects: Effects) {
         let closes_batch = self.open_batch.take().is_some();
         let deallocates =
             msg[0] == b'Q' && resets_statements(fields::query_sql(&msg).unwrap_or_default());
-        if let Some(refusal) = self.refuse_write(target) {
+        if let Some(refusal) = self.refuse_write(decision) {
             refusal.encode(&mut self.cout);
             write::ready_for_query(self.client_status, &mut self.cout);
             return;
         }
-        let leased = if self.holder(target).is_some() {
-            Ok(target)
-        } else {
-            Box::pin(self.open_lease(target)).await
-        };
-        let target = match leased {
-            Ok(target) => target,
-            Err(e) => {
+        if self.holder(decision.slot).is_none() {
+            if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
                 self.report_unavailable(&e);
                 write::ready_for_query(self.client_status, &mut self.cout);
                 return;
             }
-        };
-        self.log_route(target);
-        self.pending_write |= target == Slot::Primary && self.unit_writes;
+        }
+        let target = decision.slot;
+        Self::log_route(decision);
+        self.pending_write |= target == Slot::Primary && decision.writes;
         let watch = if effects.is_none() && !self.state.watching() {
             None
         } else {
@@ -817,7 +808,7 @@ where
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
         };
-        self.counts.unit(conn, self.why, &self.shared.health);
+        self.counts.unit(conn, decision.reason, &self.shared.health);
         if !closes_batch {
             bring_settings(conn, &self.state.settings);
             conn.syncs.push_back(Pending::default());
@@ -827,7 +818,7 @@ where
             let sql = fields::query_sql(&msg).filter(|_| msg[0] == b'Q')?;
             Some(msg.slice_ref(sql))
         };
-        start_timing(conn, self.why, sql);
+        start_timing(conn, decision.reason, sql);
         watch_unit(conn, watch);
         conn.out.extend_from_slice(&msg);
         if probe {
@@ -851,10 +842,10 @@ where
     }
 
     /// Sends the buffered batch and its Sync or Flush to `target`.
-    async fn send_batch(&mut self, target: Slot, terminator: Bytes, is_sync: bool) {
+    async fn send_batch(&mut self, mut decision: Decision, terminator: Bytes, is_sync: bool) {
         let continuing = self.open_batch.is_some();
-        let runs_statement = self.batch.route().is_some();
-        if let Some(refusal) = self.refuse_write(target) {
+        let runs_statement = self.batch.verdict().is_some();
+        if let Some(refusal) = self.refuse_write(decision) {
             refusal.encode(&mut self.cout);
             self.batch.clear();
             if is_sync {
@@ -865,14 +856,8 @@ where
             return;
         }
         let messages = std::mem::take(&mut self.batch.messages);
-        let leased = if self.holder(target).is_some() {
-            Ok(target)
-        } else {
-            Box::pin(self.open_lease(target)).await
-        };
-        let target = match leased {
-            Ok(target) => target,
-            Err(e) => {
+        if self.holder(decision.slot).is_none() {
+            if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
                 self.batch.restore(messages);
                 self.report_unavailable(&e);
                 if is_sync {
@@ -882,9 +867,10 @@ where
                 }
                 return;
             }
-        };
-        self.log_route(target);
-        self.pending_write |= target == Slot::Primary && self.unit_writes;
+        }
+        let target = decision.slot;
+        Self::log_route(decision);
+        self.pending_write |= target == Slot::Primary && decision.writes;
         // A Parse that redefines a known statement must reach the server that refuses it,
         // once: such a batch is not retried. (Checked before the batch's Parses are recorded.)
         let redefines = || {
@@ -921,8 +907,8 @@ where
         // count; a batch continued after a Flush counts once, with its first statement.
         let counted = runs_statement && !(continuing && self.counts.open_batch_counted);
         if counted {
-            self.counts.unit(conn, self.why, &self.shared.health);
-            start_timing(conn, self.why, || batch_sql(&messages, &self.stmts));
+            self.counts.unit(conn, decision.reason, &self.shared.health);
+            start_timing(conn, decision.reason, || batch_sql(&messages, &self.stmts));
         }
         self.counts.open_batch_counted =
             !is_sync && (counted || (continuing && self.counts.open_batch_counted));
@@ -986,8 +972,17 @@ where
             return Ok(());
         };
         let retries = &self.retries;
+        // Re-sending a batch goes through the batch buffer: only while the client has not
+        // begun its next batch there.
+        let alone = self.batch.is_empty();
         let may_rerun = |answered: usize| {
-            slot == Slot::Replica && retries.get(answered).is_some_and(Option::is_some)
+            if slot != Slot::Replica || !retries.get(answered).is_some_and(Option::is_some) {
+                Rerun::No
+            } else if alone && retries.len() == answered + 1 {
+                Rerun::IfFatalOrRefused
+            } else {
+                Rerun::IfFatal
+            }
         };
         let seen = relay(
             conn,
@@ -996,9 +991,13 @@ where
             may_rerun,
         );
         let done = conn.syncs.is_empty();
+        let mut misrouted = None;
         if slot == Slot::Replica {
             let (units, more) = (seen.units_done, seen.open_unit_answered);
             replica_answered(&mut self.retries, &mut self.batch, units, more);
+            if seen.misrouted {
+                misrouted = self.retries.pop_front().flatten();
+            }
         }
         for (name, generation) in &seen.failed_parses {
             self.stmts.parse_failed(Some(&mut *conn), name, *generation);
@@ -1041,6 +1040,9 @@ where
                 .backend_lost(slot, "the server ended the session")
                 .await;
         }
+        if let Some(retry) = misrouted {
+            return self.rerun_refused(retry).await;
+        }
         if done && self.open_batch != Some(slot) && self.inflight == Some(slot) {
             self.inflight = None;
             if self.stalled {
@@ -1078,6 +1080,7 @@ where
                         return Some(error.clone());
                     }
                 }
+                Origin::Discard => {}
             }
         }
         None
@@ -1090,10 +1093,7 @@ where
         let Some(conn) = self.holder(slot).take() else {
             return Ok(());
         };
-        if self.cancel_slot == Some(slot) {
-            self.cancel_slot = None;
-            self.client.cancel.set(None);
-        }
+        self.untrack_cancel(&conn);
         for pending in &conn.syncs {
             if let Origin::Probe(epoch) = pending.origin {
                 self.state.probed(None, epoch);
@@ -1128,7 +1128,8 @@ where
             conn.info.meters.read_retries.increment(owed as u64);
             self.replica_failed();
             self.inflight = None;
-            return self.resend(retries.into_iter().flatten()).await;
+            let retries = retries.into_iter().flatten();
+            return self.resend(retries, Reason::ReplicaDown).await;
         }
         tracing::warn!(backend = %conn.info, reason, "backend connection lost during a statement");
         let err = ProxyError::error(
@@ -1171,14 +1172,39 @@ where
         }
     }
 
+    /// Sends a read a replica refused as a standby (it writes after all: a function the
+    /// proxy took for read-only, say) to the primary, where it runs as it would have
+    /// directly: a wrong guess costs a round trip, not an error. Nothing of it reached the
+    /// client, and the rest of the replica's answer is swallowed.
+    #[cold]
+    async fn rerun_refused(&mut self, retry: Retry) -> Result<(), End> {
+        let sql = match &retry {
+            Retry::Query(msg) => fields::query_sql(msg).map(|sql| msg.slice_ref(sql)),
+            Retry::Batch(messages, _) => batch_sql(messages, &self.stmts),
+        };
+        let shown = sql
+            .as_deref()
+            .and_then(|sql| std::str::from_utf8(sql).ok())
+            .and_then(crate::route::fingerprint::shown);
+        if let Some(conn) = &self.replica {
+            conn.info.meters.refused_retries.increment(1);
+            tracing::info!(backend = %conn.info, statement = shown.as_deref().unwrap_or("(not shown)"),
+                "a replica refused a read that writes; running it on the primary");
+        }
+        self.inflight = None;
+        self.resend(std::iter::once(retry), Reason::Function).await
+    }
+
     /// Sends reads whose replica died before answering them to the primary, in order (the
     /// monitor may not know yet that the replica is gone, so it is not picked again for them).
-    async fn resend(&mut self, retries: impl Iterator<Item = Retry>) -> Result<(), End> {
-        let target = Slot::Primary;
+    async fn resend(
+        &mut self,
+        retries: impl Iterator<Item = Retry>,
+        reason: Reason,
+    ) -> Result<(), End> {
+        let target = Decision::read(Slot::Primary, reason);
         self.counts.rerun = true;
         for retry in retries {
-            self.unit_writes = false;
-            self.why = Reason::ReplicaDown;
             match retry {
                 Retry::Query(msg) => self.send_query(target, msg, Effects::NONE).await,
                 Retry::Batch(messages, sync) => {
@@ -1220,7 +1246,7 @@ fn start_timing(conn: &mut BackendConn, why: Reason, sql: impl FnOnce() -> Optio
 
 /// The SQL a batch runs, for the slow-statement log: its first Parse's, else that of the
 /// statement its first Bind names.
-fn batch_sql(messages: &[(u8, Bytes, Kind)], stmts: &Statements) -> Option<Bytes> {
+fn batch_sql(messages: &[(u8, Bytes, Verdict)], stmts: &Statements) -> Option<Bytes> {
     messages.iter().find_map(|(ty, msg, _)| match ty {
         b'P' => fields::parse_name_sql(msg).map(|(_, sql)| msg.slice_ref(sql)),
         b'B' => fields::bind_statement(msg).and_then(|name| stmts.sql_of(name)),
@@ -1334,44 +1360,23 @@ fn cancel_of(conn: &BackendConn) -> BackendCancel {
     }
 }
 
-/// The kind of a Parse's SQL, reusing the last one when the text is the same and the
+/// The verdict on a Parse's SQL, reusing the last one when the text is the same and the
 /// user functions have not changed since.
-fn remembered_kind(
-    last: &mut Option<(Box<[u8]>, u64, Kind)>,
+fn remembered_verdict(
+    last: &mut Option<(Box<[u8]>, u64, Verdict)>,
     classifier: &Classifier,
     functions: &UserFunctions,
     sql: &[u8],
-) -> Kind {
+) -> Verdict {
     let generation = functions.generation();
-    if let Some((text, seen, kind)) = last {
+    if let Some((text, seen, verdict)) = last {
         if *seen == generation && **text == *sql {
-            return *kind;
+            return *verdict;
         }
     }
-    let (route, reason, effects) = classify_sql(classifier, functions, sql);
-    let kind = Kind {
-        route,
-        reason,
-        effects,
-    };
-    *last = Some((sql.into(), generation, kind));
-    kind
-}
-
-/// The route of SQL text, why, and what it does to the session. Text that is not UTF-8
-/// cannot be parsed: it goes to the primary, and may do anything.
-fn classify_sql(
-    classifier: &Classifier,
-    functions: &UserFunctions,
-    sql: &[u8],
-) -> (Route, Reason, Effects) {
-    std::str::from_utf8(sql).map_or(
-        (Route::Primary, Reason::Unparseable, Effects::OPAQUE),
-        |text| {
-            let (classification, effects) = classifier.decide(text, functions);
-            (classification.route, classification.reason, effects)
-        },
-    )
+    let verdict = Verdict::of(classifier, functions, sql);
+    *last = Some((sql.into(), generation, verdict));
+    verdict
 }
 
 /// SQL-level DISCARD ALL / DEALLOCATE [PREPARE] ALL drop the session's protocol-level
