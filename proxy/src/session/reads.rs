@@ -83,6 +83,7 @@ where
     pub(super) fn replica_failed(&mut self) {
         self.client.replica = None;
         if let Some(conn) = self.replica.take() {
+            self.untrack_cancel(&conn);
             self.return_lease(Slot::Replica, conn);
         }
     }
