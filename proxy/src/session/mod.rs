@@ -21,6 +21,7 @@ mod state;
 mod words;
 
 use leases::pick;
+use routing::QueryStep;
 use send::batch_sql;
 
 use std::collections::VecDeque;
@@ -436,57 +437,14 @@ where
             return Ok(true);
         }
         match ty {
-            b'Q' => {
-                let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
-                match route_setting(sql) {
-                    // Inside an extended batch a Flush left open, the answer must come in
-                    // order from the batch's server: the statement goes there like any
-                    // other (a harmless placeholder setting to PostgreSQL), and the session
-                    // takes the preference too. Waiting for the batch would never end: the
-                    // client waits for this answer first.
-                    Some(Ok(pref)) if self.open_batch.is_some() && self.client_status != b'E' => {
-                        self.read_pref = pref;
-                    }
-                    Some(_) if self.open_batch.is_some() => {}
-                    Some(setting) => {
-                        if self.inflight.is_some() {
-                            return Ok(false);
-                        }
-                        let reset = sql.trim_ascii_start()[0].eq_ignore_ascii_case(&b'R');
-                        self.cin.advance(total);
-                        self.answer_route_setting(setting, reset);
-                        return Ok(true);
-                    }
-                    None => {}
+            b'Q' => match self.take_query(total) {
+                QueryStep::Wait => return Ok(false),
+                QueryStep::Answered => {}
+                QueryStep::Send(decision, effects) => {
+                    let msg = self.cin.split_to(total).freeze();
+                    self.send_query(decision, msg, effects).await;
                 }
-                let dropped = words::may_start_with(sql, &[b"DEALLOCATE"])
-                    .then(|| words::deallocate(sql))
-                    .flatten();
-                if let Some(Deallocate::Named(name)) = &dropped {
-                    if self.stmts.contains(name) && self.open_batch.is_none() {
-                        if self.inflight.is_some() {
-                            return Ok(false);
-                        }
-                        self.cin.advance(total);
-                        self.answer_deallocate(name);
-                        return Ok(true);
-                    }
-                }
-                let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
-                let mut wanted = decide::wanted(verdict, self.state.default_read_only);
-                if dropped.is_some() {
-                    // The server's own statements: on the primary, but no write.
-                    wanted = Wanted::Primary {
-                        reason: verdict.reason,
-                        writes: false,
-                    };
-                }
-                let Some(decision) = self.route(wanted) else {
-                    return Ok(false);
-                };
-                let msg = self.cin.split_to(total).freeze();
-                self.send_query(decision, msg, verdict.effects).await;
-            }
+            },
             b'P' | b'B' | b'D' | b'E' | b'C' => {
                 let msg = self.cin.split_to(total).freeze();
                 let (classifier, functions) = (&self.shared.classifier, &self.functions);
@@ -508,13 +466,7 @@ where
                 self.batch.clear();
             }
             b'S' | b'H' => {
-                let wanted = decide::wanted_by_batch(
-                    self.batch.verdict(),
-                    self.batch.names_primary_object(),
-                    self.state.pinned(),
-                    self.state.default_read_only,
-                );
-                let Some(decision) = self.route(wanted) else {
+                let Some(decision) = self.route_batch() else {
                     return Ok(false);
                 };
                 let terminator = self.cin.split_to(total).freeze();

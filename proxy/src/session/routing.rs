@@ -3,11 +3,86 @@
 
 use super::*;
 
+/// What a simple Query's routing step came to.
+pub(super) enum QueryStep {
+    /// It must wait for work in flight.
+    Wait,
+    /// The proxy answered it.
+    Answered,
+    /// Send it, with what it does to the session.
+    Send(Decision, Effects),
+}
+
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    /// Takes a simple Query's routing step: the statements the proxy answers itself
+    /// (`SET pgrepl.route`, `DEALLOCATE` of a statement it tracks), else where it goes.
+    #[inline]
+    pub(super) fn take_query(&mut self, total: usize) -> QueryStep {
+        let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
+        match route_setting(sql) {
+            // Inside an extended batch a Flush left open, the answer must come in order from
+            // the batch's server: the statement goes there like any other (a harmless
+            // placeholder setting to PostgreSQL), and the session takes the preference too.
+            // Waiting for the batch would never end: the client waits for this answer first.
+            Some(Ok(pref)) if self.open_batch.is_some() && self.client_status != b'E' => {
+                self.read_pref = pref;
+            }
+            Some(_) if self.open_batch.is_some() => {}
+            Some(setting) => {
+                if self.inflight.is_some() {
+                    return QueryStep::Wait;
+                }
+                let reset = sql.trim_ascii_start()[0].eq_ignore_ascii_case(&b'R');
+                self.cin.advance(total);
+                self.answer_route_setting(setting, reset);
+                return QueryStep::Answered;
+            }
+            None => {}
+        }
+        let dropped = words::may_start_with(sql, &[b"DEALLOCATE"])
+            .then(|| words::deallocate(sql))
+            .flatten();
+        if let Some(Deallocate::Named(name)) = &dropped {
+            if self.stmts.contains(name) && self.open_batch.is_none() {
+                if self.inflight.is_some() {
+                    return QueryStep::Wait;
+                }
+                self.cin.advance(total);
+                self.answer_deallocate(name);
+                return QueryStep::Answered;
+            }
+        }
+        let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
+        let mut wanted = decide::wanted(verdict, self.state.default_read_only);
+        if dropped.is_some() {
+            // The server's own statements: on the primary, but no write.
+            wanted = Wanted::Primary {
+                reason: verdict.reason,
+                writes: false,
+            };
+        }
+        match self.route(wanted) {
+            Some(decision) => QueryStep::Send(decision, verdict.effects),
+            None => QueryStep::Wait,
+        }
+    }
+
+    /// Where the buffered extended-protocol batch goes, at its Sync or Flush.
+    #[inline]
+    pub(super) fn route_batch(&mut self) -> Option<Decision> {
+        let wanted = decide::wanted_by_batch(
+            self.batch.verdict(),
+            self.batch.names_primary_object(),
+            self.state.pinned(),
+            self.state.default_read_only,
+        );
+        self.route(wanted)
+    }
+
     /// Where a unit goes, from where it would go on its own; None when it must wait (for
     /// work in flight, or for the primary to say whether a pinned session is still pinned).
     pub(super) fn route(&mut self, wanted: Wanted) -> Option<Decision> {
