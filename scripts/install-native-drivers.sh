@@ -21,6 +21,8 @@ for pkg in "${packages[@]}"; do
     *) dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null | grep -qx installed || missing+=("$pkg") ;;
   esac
 done
+# node-pg is unpacked for the nodejs already installed (NodeSource here); Debian's otherwise.
+command -v node >/dev/null || missing+=(nodejs)
 node_missing=false
 for module in pg pg-cursor split2 xtend; do
   [ -f "$NODE_DIR/$module/package.json" ] || node_missing=true
@@ -44,9 +46,9 @@ if $node_missing; then
   echo "install-native-drivers: unpacking ${node_packages[*]} into $NODE_DIR"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  # apt's sandbox user must be able to write the downloads.
-  chmod 755 "$work"
-  (cd "$work" && apt-get download -qq "${node_packages[@]}" 2>/dev/null)
+  # apt downloads as its sandbox user, who must own the folder.
+  chown _apt "$work" 2>/dev/null || true
+  (cd "$work" && apt-get download -qq "${node_packages[@]}")
   for deb in "$work"/*.deb; do
     dpkg -x "$deb" "$work/root"
   done

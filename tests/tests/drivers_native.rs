@@ -63,7 +63,9 @@ fn proxy() -> SocketAddr {
 
 /// The program's source directory, `tests/drivers/<dir>`.
 fn source(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("drivers").join(dir)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("drivers")
+        .join(dir)
 }
 
 /// Where compiled programs go: under `target/`.

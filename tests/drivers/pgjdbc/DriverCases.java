@@ -189,28 +189,8 @@ public class DriverCases {
             String n = node(c, nodes, "SELECT " + NODE + ", v FROM " + TABLE + " WHERE id = 100 AND v = 'written'");
             return "read back on " + n;
         });
-        run("tx_commit", nodes -> {
-            c.setAutoCommit(false);
-            try (Statement s = c.createStatement()) {
-                s.executeUpdate("INSERT INTO " + TABLE + " VALUES (101, 'committed')");
-            }
-            nodeNow(c, nodes);
-            c.commit();
-            c.setAutoCommit(true);
-            check(count(c, "id = 101") == 1, "committed row missing");
-            return null;
-        });
-        run("tx_rollback", nodes -> {
-            c.setAutoCommit(false);
-            try (Statement s = c.createStatement()) {
-                s.executeUpdate("INSERT INTO " + TABLE + " VALUES (102, 'rolled back')");
-            }
-            nodeNow(c, nodes);
-            c.rollback();
-            c.setAutoCommit(true);
-            check(count(c, "id = 102") == 0, "rolled back row present");
-            return null;
-        });
+        run("tx_commit", nodes -> inTx(c, nodes, 101, true));
+        run("tx_rollback", nodes -> inTx(c, nodes, 102, false));
         run("error", nodes -> {
             expectDivisionByZero(c);
             nodeNow(c, nodes);
@@ -220,14 +200,8 @@ public class DriverCases {
             c.setAutoCommit(false);
             expectDivisionByZero(c);
             c.rollback();
-            try (Statement s = c.createStatement()) {
-                s.executeUpdate("INSERT INTO " + TABLE + " VALUES (103, 'after rollback')");
-            }
-            nodeNow(c, nodes);
-            c.commit();
             c.setAutoCommit(true);
-            check(count(c, "id = 103") == 1, "row after rollback missing");
-            return null;
+            return inTx(c, nodes, 103, true);
         });
         run("nextval", nodes -> {
             node(c, nodes, "SELECT " + NODE + ", nextval('" + TABLE + "_seq')");
@@ -273,6 +247,24 @@ public class DriverCases {
             return "100 inserts in one executeBatch";
         });
         run("replica_after_write", nodes -> replicaAfterWrite(c, nodes));
+    }
+
+    /** Inserts row `id` in a transaction, reads there, commits or rolls back, checks the row. */
+    static String inTx(Connection c, Set<String> nodes, int id, boolean commit) throws SQLException {
+        c.setAutoCommit(false);
+        try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + TABLE + " VALUES (?, 'in a transaction')")) {
+            ps.setInt(1, id);
+            ps.executeUpdate();
+        }
+        nodeNow(c, nodes);
+        if (commit) {
+            c.commit();
+        } else {
+            c.rollback();
+        }
+        c.setAutoCommit(true);
+        check(count(c, "id = " + id) == (commit ? 1 : 0), "rows with id " + id);
+        return null;
     }
 
     static String replicaAfterWrite(Connection c, Set<String> nodes) throws Exception {
