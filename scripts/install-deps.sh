@@ -25,3 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The non-Python drivers of the client suite (tests/tests/drivers_native.rs).
+"$(dirname "$0")/install-native-drivers.sh"
