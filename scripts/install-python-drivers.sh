@@ -17,20 +17,18 @@ if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$stamp"; then
   exit 0
 fi
 
-# A Python 3 that can make virtualenvs: the one on PATH, else Debian's with python3-venv.
-python=python3
-if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
-  if ! /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null; then
-    if [ "$(id -u)" -ne 0 ]; then
-      echo "install-python-drivers: no Python with venv; run as root or install python3-venv" >&2
-      exit 1
-    fi
-    echo "install-python-drivers: installing python3-venv"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+# A Python 3 that can make virtualenvs: the one on PATH, else Debian's (install-deps.sh installs
+# python3-venv when neither can).
+python=
+for candidate in python3 /usr/bin/python3; do
+  if "$candidate" -c 'import venv, ensurepip' 2>/dev/null; then
+    python=$candidate
+    break
   fi
-  python=/usr/bin/python3
+done
+if [ -z "$python" ]; then
+  echo "install-python-drivers: no Python 3 with venv: install python3-venv" >&2
+  exit 1
 fi
 
 echo "install-python-drivers: building $venv"

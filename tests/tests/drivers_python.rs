@@ -134,7 +134,10 @@ fn problems(expected: &[(&str, Node)], got: &[Outcome]) -> Vec<String> {
         }
         if !outcome.ok {
             wrong.push(format!("{case}: failed: {}", outcome.detail));
-        } else if node.name().is_some_and(|n| outcome.node.as_deref() != Some(n)) {
+        } else if node
+            .name()
+            .is_some_and(|n| outcome.node.as_deref() != Some(n))
+        {
             wrong.push(format!(
                 "{case}: ran on {}, must run on {} ({})",
                 outcome.node.as_deref().unwrap_or("nothing"),
@@ -204,9 +207,14 @@ fn fixtures(prefix: &str) -> String {
     )
 }
 
-/// Runs `tests/drivers/python/<program>` for `driver` through the proxy and fails unless
-/// every case in `expected` succeeded on its node; prints the table either way.
-async fn run_driver(driver: &str, program: &str, expected: &[&[(&str, Node)]]) {
+/// Runs `tests/drivers/python/<program>` (with `env` added) for `driver` through the proxy and
+/// fails unless every case in `expected` succeeded on its node; prints the table either way.
+async fn run_driver(
+    driver: &str,
+    program: &str,
+    env: &[(&str, &str)],
+    expected: &[&[(&str, Node)]],
+) {
     let expected: Vec<(&str, Node)> = expected.iter().flat_map(|c| c.iter().copied()).collect();
     let python = venv().join("bin/python");
     assert!(
@@ -216,7 +224,7 @@ async fn run_driver(driver: &str, program: &str, expected: &[&[(&str, Node)]]) {
         venv().display()
     );
     let proxy = proxy();
-    let prefix = unique(&format!("py_{driver}"));
+    let prefix = unique(&format!("py_{}", driver.replace('-', "_")));
     on_primary(&fixtures(&prefix));
     caught_up().await;
 
@@ -229,7 +237,8 @@ async fn run_driver(driver: &str, program: &str, expected: &[&[(&str, Node)]]) {
         .env("DRIVER_USER", APP.name)
         .env("DRIVER_PASSWORD", APP.password.expect("app has a password"))
         .env("DRIVER_DB", DATABASE)
-        .env("DRIVER_PREFIX", &prefix);
+        .env("DRIVER_PREFIX", &prefix)
+        .envs(env.iter().copied());
     let started = Instant::now();
     let run = tokio::task::spawn_blocking(move || run_with_timeout(cmd, b"", PROGRAM_TIMEOUT))
         .await
@@ -271,27 +280,45 @@ fn log_tail(proxy: &ProxyProcess) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg2_through_the_proxy() {
-    run_driver("psycopg2", "psycopg2_cases.py", &[COMMON, WITHHOLD]).await;
+    run_driver("psycopg2", "psycopg2_cases.py", &[], &[COMMON, WITHHOLD]).await;
 }
 
+/// psycopg 3 as `psycopg[binary]` installs it, with the libpq it bundles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn psycopg3_through_the_proxy() {
-    run_driver("psycopg3", "psycopg3_cases.py", &[COMMON, WITHHOLD, PSYCOPG3]).await;
+async fn psycopg3_binary_through_the_proxy() {
+    let cases: &[&[(&str, Node)]] = &[COMMON, WITHHOLD, PSYCOPG3];
+    run_driver("psycopg3-binary", "psycopg3_cases.py", &[], cases).await;
+}
+
+/// psycopg 3 as plain `pip install psycopg` runs it: in Python, on the system's libpq
+/// (Debian's 15), which has no protocol-level Close, so psycopg evicts prepared statements
+/// with SQL `DEALLOCATE name`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg3_on_system_libpq_through_the_proxy() {
+    let env = [("PSYCOPG_IMPL", "python")];
+    let cases: &[&[(&str, Node)]] = &[COMMON, WITHHOLD, PSYCOPG3];
+    run_driver("psycopg3-python", "psycopg3_cases.py", &env, cases).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_through_the_proxy() {
-    run_driver("asyncpg", "asyncpg_cases.py", &[COMMON, ASYNCPG]).await;
+    run_driver("asyncpg", "asyncpg_cases.py", &[], &[COMMON, ASYNCPG]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_through_the_proxy() {
-    run_driver("sqlalchemy", "sqlalchemy_cases.py", &[COMMON, SQLALCHEMY]).await;
+    run_driver(
+        "sqlalchemy",
+        "sqlalchemy_cases.py",
+        &[],
+        &[COMMON, SQLALCHEMY],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn django_through_the_proxy() {
-    run_driver("django", "django_cases.py", &[COMMON, DJANGO]).await;
+    run_driver("django", "django_cases.py", &[], &[COMMON, DJANGO]).await;
 }
 
 /// The verdict on a program's lines, as a table of cases.

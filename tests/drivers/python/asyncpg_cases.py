@@ -9,13 +9,18 @@ import asyncpg
 from common import (
     NODE,
     ROUNDS,
+    TRANSACTIONS,
+    check_plain,
     check_stream,
     compare,
     echo_sql,
     expect,
+    expect_ended,
+    expect_own_row,
     expect_sqlstate,
     main,
     one_node,
+    plain_sql,
     sample,
     stream_sql,
     until_replica_async,
@@ -42,6 +47,15 @@ async def node_of_read(conn):
     return await conn.fetchval(f"SELECT {NODE}")
 
 
+async def fetch_one(settings, case):
+    """The row of `case`'s statement without parameters, on a new session."""
+    conn = await connect(settings)
+    try:
+        return tuple(await conn.fetchrow(plain_sql(settings, case)))
+    finally:
+        await conn.close()
+
+
 async def note_rows(conn, items, note):
     """(node, count) of the rows of `items` with `note`."""
     row = await conn.fetchrow(
@@ -62,12 +76,7 @@ async def run_cases(settings, report):
     items = settings.table("items")
 
     with report.case("autocommit_read") as found:
-        conn = await connect(settings)
-        found.node, count = await conn.fetchrow(
-            f"SELECT {NODE}, count(*) FROM {settings.table('stream')}"
-        )
-        expect(count == 10_000, f"counted {count} rows")
-        await conn.close()
+        found.node = check_plain("autocommit_read", await fetch_one(settings, "autocommit_read"))
 
     writer = await connect(settings)
     with report.case("write_read_back") as found:
@@ -80,25 +89,17 @@ async def run_cases(settings, report):
         await until_replica_async(lambda: node_of_read(writer), found)
     await writer.close()
 
-    with report.case("transaction_commit") as found:
-        conn = await connect(settings)
-        async with conn.transaction():
-            await conn.execute(f"INSERT INTO {items} (note) VALUES ('committed')")
-            found.node, count = await note_rows(conn, items, "committed")
-            expect(count == 1, "the transaction does not see its own insert")
-        expect((await note_rows(conn, items, "committed"))[1] == 1, "the commit is not visible")
-        await conn.close()
-
-    with report.case("transaction_rollback") as found:
-        conn = await connect(settings)
-        tx = conn.transaction()
-        await tx.start()
-        await conn.execute(f"INSERT INTO {items} (note) VALUES ('rolled back')")
-        found.node, count = await note_rows(conn, items, "rolled back")
-        expect(count == 1, "the transaction does not see its own insert")
-        await tx.rollback()
-        expect((await note_rows(conn, items, "rolled back"))[1] == 0, "the rollback is visible")
-        await conn.close()
+    for case, commit in TRANSACTIONS:
+        with report.case(case) as found:
+            conn = await connect(settings)
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute(f"INSERT INTO {items} (note) VALUES ($1)", case)
+            found.node, count = await note_rows(conn, items, case)
+            expect_own_row(count)
+            await (tx.commit() if commit else tx.rollback())
+            expect_ended(commit, (await note_rows(conn, items, case))[1])
+            await conn.close()
 
     # Arrays and jsonb make asyncpg introspect their types before the first run.
     with report.case("parameters") as found:
@@ -130,7 +131,7 @@ async def run_cases(settings, report):
         async with conn.transaction():
             await conn.execute(f"INSERT INTO {items} (note) VALUES ('after the error')")
             found.node, count = await note_rows(conn, items, "after the error")
-            expect(count == 1, "the next transaction does not see its insert")
+            expect_own_row(count)
         before = (await note_rows(conn, items, "before the error"))[1]
         expect(before == 0, "rolled back row seen")
         await conn.close()
@@ -142,22 +143,9 @@ async def run_cases(settings, report):
         found.node = check_stream(rows)
         await conn.close()
 
-    with report.case("nextval") as found:
-        conn = await connect(settings)
-        seq = settings.table("seq")
-        found.node, first, second = await conn.fetchrow(
-            f"SELECT {NODE}, nextval('{seq}'), nextval('{seq}')"
-        )
-        expect(second == first + 1, f"nextval gave {first} then {second}")
-        await conn.close()
-
-    with report.case("for_update") as found:
-        conn = await connect(settings)
-        found.node, v = await conn.fetchrow(
-            f"SELECT {NODE}, v FROM {settings.table('locked')} WHERE id = 1 FOR UPDATE"
-        )
-        expect(v == 10, f"locked row has v = {v}")
-        await conn.close()
+    for case in ("nextval", "for_update"):
+        with report.case(case) as found:
+            found.node = check_plain(case, await fetch_one(settings, case))
 
     await custom_types(settings, report)
     await statement_cache(settings, report)

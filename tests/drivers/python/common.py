@@ -118,6 +118,19 @@ def expect_sqlstate(error, code):
     expect(got == code, f"expected SQLSTATE {code}, got {describe(error)}")
 
 
+# The transaction cases: each inserts a row named after itself and reads it, then ends so.
+TRANSACTIONS = (("transaction_commit", True), ("transaction_rollback", False))
+
+
+def expect_own_row(count):
+    expect(count == 1, f"the transaction sees {count} rows of its own insert")
+
+
+def expect_ended(commit, count):
+    """After a transaction case: its row is there if it committed, gone if it rolled back."""
+    expect(count == int(commit), f"{count} rows after {'COMMIT' if commit else 'ROLLBACK'}")
+
+
 def one_node(nodes):
     """The node of a run of reads: the node if they all ran on one, else all of them."""
     distinct = sorted(set(nodes))
@@ -193,6 +206,29 @@ def check_stream(rows):
 def stream_sql(settings):
     """The streaming query: id, v and the node, in id order."""
     return f"SELECT id, v, {NODE} FROM {settings.table('stream')} ORDER BY id"
+
+
+def plain_sql(settings, case):
+    """The statement, without parameters, of `autocommit_read` (counts the rows to stream),
+    `nextval` (two values of the sequence) or `for_update` (locks a row in autocommit)."""
+    seq = settings.table("seq")
+    return {
+        "autocommit_read": f"SELECT {NODE}, count(*) FROM {settings.table('stream')}",
+        "nextval": f"SELECT {NODE}, nextval('{seq}'), nextval('{seq}')",
+        "for_update": f"SELECT {NODE}, v FROM {settings.table('locked')} WHERE id = 1 FOR UPDATE",
+    }[case]
+
+
+def check_plain(case, row):
+    """Checks the row `plain_sql`'s statement for `case` returned; returns its node."""
+    node, *values = row
+    if case == "autocommit_read":
+        expect(values == [STREAM_ROWS], f"counted {values} rows")
+    elif case == "nextval":
+        expect(values[1] == values[0] + 1, f"nextval gave {values}")
+    else:
+        expect(values == [10], f"the locked row has v = {values}")
+    return node
 
 
 def until_replica(read_node, found):

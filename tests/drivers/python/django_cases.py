@@ -8,14 +8,19 @@ from django.conf import settings as django_settings
 from common import (
     NODE,
     ROUNDS,
+    TRANSACTIONS,
     STREAM_ROWS,
+    check_plain,
     check_stream,
     compare,
     echo_sql,
     expect,
+    expect_ended,
+    expect_own_row,
     expect_sqlstate,
     main,
     one_node,
+    plain_sql,
     sample,
     until_replica,
 )
@@ -98,29 +103,21 @@ def run(settings, report):
     with report.case("write_read_back") as found:
         fresh_session()
         item = Item.objects.create(note="written")
-        found.node, note = Item.objects.annotate(node=node).values_list("node", "note").get(pk=item.pk)
+        read_back = Item.objects.annotate(node=node).values_list("node", "note")
+        found.node, note = read_back.get(pk=item.pk)
         expect(note == "written", f"read back {note!r}")
 
     with report.case("reads_return_to_replica") as found:
         until_replica(node_of_read, found)
 
-    with report.case("transaction_commit") as found:
-        with transaction.atomic():
-            Item.objects.create(note="committed")
-            found.node, count = notes("committed")
-            expect(count == 1, "the transaction does not see its own insert")
-        expect(notes("committed")[1] == 1, "the commit is not visible")
-
-    with report.case("transaction_rollback") as found:
-        try:
+    for case, commit in TRANSACTIONS:
+        with report.case(case) as found:
             with transaction.atomic():
-                Item.objects.create(note="rolled back")
-                found.node, count = notes("rolled back")
-                expect(count == 1, "the transaction does not see its own insert")
-                raise LookupError("roll back")
-        except LookupError:
-            pass
-        expect(notes("rolled back")[1] == 0, "the rollback is visible")
+                Item.objects.create(note=case)
+                found.node, count = notes(case)
+                expect_own_row(count)
+                transaction.set_rollback(not commit)
+            expect_ended(commit, notes(case)[1])
 
     with report.case("parameters") as found:
         fresh_session()
@@ -160,7 +157,8 @@ def run(settings, report):
             Item.objects.create(note="after the savepoint")
             found.node, count = notes("after the savepoint")
             expect(count == 1, "the transaction does not go on after the savepoint")
-        counts = [notes(n)[1] for n in ("before the savepoint", "inside the savepoint", "after the savepoint")]
+        places = ("before the savepoint", "inside the savepoint", "after the savepoint")
+        counts = [notes(place)[1] for place in places]
         expect(counts == [1, 0, 1], f"rows before, inside, after the savepoint: {counts}")
 
     # QuerySet.iterator() inside atomic(): a server-side cursor without hold.
@@ -169,16 +167,13 @@ def run(settings, report):
 
     with report.case("nextval") as found:
         fresh_session()
-        seq = settings.table("seq")
         with connection.cursor() as cur:
-            cur.execute(f"SELECT {NODE}, nextval('{seq}'), nextval('{seq}')")
-            found.node, first, second = cur.fetchone()
-        expect(second == first + 1, f"nextval gave {first} then {second}")
+            cur.execute(plain_sql(settings, "nextval"))
+            found.node = check_plain("nextval", cur.fetchone())
 
     with report.case("for_update") as found, transaction.atomic():
-        found.node, v = (
-            Locked.objects.select_for_update().annotate(node=node).values_list("node", "v").get(pk=1)
-        )
+        locked = Locked.objects.select_for_update().annotate(node=node)
+        found.node, v = locked.values_list("node", "v").get(pk=1)
         expect(v == 10, f"locked row has v = {v}")
 
     # QuerySet.iterator() in autocommit: psycopg's cursor(name, withhold=True).

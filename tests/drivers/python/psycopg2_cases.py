@@ -9,13 +9,18 @@ import psycopg2.extras
 from common import (
     NODE,
     ROUNDS,
+    TRANSACTIONS,
+    check_plain,
     check_stream,
     compare,
     echo_sql,
     expect,
+    expect_ended,
+    expect_own_row,
     expect_sqlstate,
     main,
     one_node,
+    plain_sql,
     sample,
     stream_sql,
     until_replica,
@@ -36,6 +41,13 @@ def node_of_read(conn):
         return cur.fetchone()[0]
 
 
+def fetch_one(settings, case):
+    """The row of `case`'s statement without parameters, on a new session."""
+    with closing(connect(settings)) as conn, conn.cursor() as cur:
+        cur.execute(plain_sql(settings, case))
+        return cur.fetchone()
+
+
 def note_rows(cur, items, note):
     """(node, count) of the rows of `items` with `note`."""
     cur.execute(f"SELECT {NODE}, count(*) FROM {items} WHERE note = %s GROUP BY 1", (note,))
@@ -46,11 +58,8 @@ def note_rows(cur, items, note):
 def run(settings, report):
     items = settings.table("items")
 
-    with report.case("autocommit_read") as found, closing(connect(settings)) as conn:
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT {NODE}, count(*) FROM {settings.table('stream')}")
-            found.node, count = cur.fetchone()
-            expect(count == 10_000, f"counted {count} rows")
+    with report.case("autocommit_read") as found:
+        found.node = check_plain("autocommit_read", fetch_one(settings, "autocommit_read"))
 
     writer = connect(settings)
     with report.case("write_read_back") as found, writer.cursor() as cur:
@@ -65,25 +74,16 @@ def run(settings, report):
         until_replica(lambda: node_of_read(writer), found)
     writer.close()
 
-    with report.case("transaction_commit") as found, closing(connect(settings, False)) as conn:
-        with conn.cursor() as cur:
-            cur.execute(f"INSERT INTO {items} (note) VALUES ('committed')")
-            found.node, count = note_rows(cur, items, "committed")
-            expect(count == 1, "the transaction does not see its own insert")
-        conn.commit()
-        with conn.cursor() as cur:
-            expect(note_rows(cur, items, "committed")[1] == 1, "the commit is not visible")
-        conn.commit()
-
-    with report.case("transaction_rollback") as found, closing(connect(settings, False)) as conn:
-        with conn.cursor() as cur:
-            cur.execute(f"INSERT INTO {items} (note) VALUES ('rolled back')")
-            found.node, count = note_rows(cur, items, "rolled back")
-            expect(count == 1, "the transaction does not see its own insert")
-        conn.rollback()
-        with conn.cursor() as cur:
-            expect(note_rows(cur, items, "rolled back")[1] == 0, "the rollback is visible")
-        conn.rollback()
+    for case, commit in TRANSACTIONS:
+        with report.case(case) as found, closing(connect(settings, False)) as conn:
+            with conn.cursor() as cur:
+                cur.execute(f"INSERT INTO {items} (note) VALUES (%s)", (case,))
+                found.node, count = note_rows(cur, items, case)
+                expect_own_row(count)
+            conn.commit() if commit else conn.rollback()
+            with conn.cursor() as cur:
+                expect_ended(commit, note_rows(cur, items, case)[1])
+            conn.rollback()
 
     with report.case("parameters") as found, closing(connect(settings)) as conn:
         sql = echo_sql(lambda _, name, sqltype: f"%({name})s::{sqltype}")
@@ -118,7 +118,7 @@ def run(settings, report):
             conn.rollback()
             cur.execute(f"INSERT INTO {items} (note) VALUES ('after the error')")
             found.node, count = note_rows(cur, items, "after the error")
-            expect(count == 1, "the next transaction does not see its insert")
+            expect_own_row(count)
             expect(note_rows(cur, items, "before the error")[1] == 0, "rolled back row seen")
         conn.commit()
 
@@ -129,18 +129,9 @@ def run(settings, report):
             found.node = check_stream(list(cur))
         conn.commit()
 
-    with report.case("nextval") as found, closing(connect(settings)) as conn:
-        with conn.cursor() as cur:
-            seq = settings.table("seq")
-            cur.execute(f"SELECT {NODE}, nextval('{seq}'), nextval('{seq}')")
-            found.node, first, second = cur.fetchone()
-            expect(second == first + 1, f"nextval gave {first} then {second}")
-
-    with report.case("for_update") as found, closing(connect(settings)) as conn:
-        with conn.cursor() as cur:
-            cur.execute(f"SELECT {NODE}, v FROM {settings.table('locked')} WHERE id = 1 FOR UPDATE")
-            found.node, v = cur.fetchone()
-            expect(v == 10, f"locked row has v = {v}")
+    for case in ("nextval", "for_update"):
+        with report.case(case) as found:
+            found.node = check_plain(case, fetch_one(settings, case))
 
     # A named cursor WITH HOLD in autocommit: DECLARE ... WITH HOLD pins the session to the
     # primary, where the cursor lives; CLOSE unpins it.

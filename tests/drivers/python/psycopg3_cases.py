@@ -1,5 +1,6 @@
 """The client suite's cases through psycopg 3 (extended protocol with server-side binding,
-statements prepared on the server after `prepare_threshold` runs, server cursors)."""
+statements prepared on the server after `prepare_threshold` runs, server cursors). It reports
+as psycopg3-binary, or psycopg3-python when run with PSYCOPG_IMPL=python."""
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -7,13 +8,18 @@ from psycopg.types.json import Jsonb
 from common import (
     NODE,
     ROUNDS,
+    TRANSACTIONS,
+    check_plain,
     check_stream,
     compare,
     echo_sql,
     expect,
+    expect_ended,
+    expect_own_row,
     expect_sqlstate,
     main,
     one_node,
+    plain_sql,
     sample,
     stream_sql,
     until_replica,
@@ -26,6 +32,12 @@ def connect(settings, **options):
 
 def node_of_read(conn):
     return conn.execute(f"SELECT {NODE}").fetchone()[0]
+
+
+def fetch_one(settings, case):
+    """The row of `case`'s statement without parameters, on a new session."""
+    with connect(settings) as conn:
+        return conn.execute(plain_sql(settings, case)).fetchone()
 
 
 def note_rows(conn, items, note):
@@ -55,38 +67,32 @@ EVICTION_STATEMENTS = [f"SELECT {NODE}, %s::int + {k}" for k in range(4)]
 def run(settings, report):
     items = settings.table("items")
 
-    with report.case("autocommit_read") as found, connect(settings) as conn:
-        found.node, count = conn.execute(
-            f"SELECT {NODE}, count(*) FROM {settings.table('stream')}"
-        ).fetchone()
-        expect(count == 10_000, f"counted {count} rows")
+    with report.case("autocommit_read") as found:
+        found.node = check_plain("autocommit_read", fetch_one(settings, "autocommit_read"))
 
     with connect(settings) as writer:
         with report.case("write_read_back") as found:
             (id_,) = writer.execute(
                 f"INSERT INTO {items} (note) VALUES ('written') RETURNING id"
             ).fetchone()
-            row = writer.execute(f"SELECT {NODE}, note FROM {items} WHERE id = %s", (id_,)).fetchone()
+            row = writer.execute(
+                f"SELECT {NODE}, note FROM {items} WHERE id = %s", (id_,)
+            ).fetchone()
             expect(row is not None and row[1] == "written", f"read back {row}")
             found.node = row[0]
 
         with report.case("reads_return_to_replica") as found:
             until_replica(lambda: node_of_read(writer), found)
 
-    with report.case("transaction_commit") as found, connect(settings) as conn:
-        with conn.transaction():
-            conn.execute(f"INSERT INTO {items} (note) VALUES ('committed')")
-            found.node, count = note_rows(conn, items, "committed")
-            expect(count == 1, "the transaction does not see its own insert")
-        expect(note_rows(conn, items, "committed")[1] == 1, "the commit is not visible")
-
-    with report.case("transaction_rollback") as found, connect(settings) as conn:
-        with conn.transaction() as tx:
-            conn.execute(f"INSERT INTO {items} (note) VALUES ('rolled back')")
-            found.node, count = note_rows(conn, items, "rolled back")
-            expect(count == 1, "the transaction does not see its own insert")
-            raise psycopg.Rollback(tx)
-        expect(note_rows(conn, items, "rolled back")[1] == 0, "the rollback is visible")
+    for case, commit in TRANSACTIONS:
+        with report.case(case) as found, connect(settings) as conn:
+            with conn.transaction() as tx:
+                conn.execute(f"INSERT INTO {items} (note) VALUES (%s)", (case,))
+                found.node, count = note_rows(conn, items, case)
+                expect_own_row(count)
+                if not commit:
+                    raise psycopg.Rollback(tx)
+            expect_ended(commit, note_rows(conn, items, case)[1])
 
     with report.case("parameters") as found, connect(settings) as conn:
         found.node = echo_rounds(conn)
@@ -110,7 +116,7 @@ def run(settings, report):
         with conn.transaction():
             conn.execute(f"INSERT INTO {items} (note) VALUES ('after the error')")
             found.node, count = note_rows(conn, items, "after the error")
-            expect(count == 1, "the next transaction does not see its insert")
+            expect_own_row(count)
         expect(note_rows(conn, items, "before the error")[1] == 0, "rolled back row seen")
 
     with report.case("stream") as found, connect(settings) as conn:
@@ -119,18 +125,9 @@ def run(settings, report):
             cur.execute(stream_sql(settings))
             found.node = check_stream(list(cur))
 
-    with report.case("nextval") as found, connect(settings) as conn:
-        seq = settings.table("seq")
-        found.node, first, second = conn.execute(
-            f"SELECT {NODE}, nextval('{seq}'), nextval('{seq}')"
-        ).fetchone()
-        expect(second == first + 1, f"nextval gave {first} then {second}")
-
-    with report.case("for_update") as found, connect(settings) as conn:
-        found.node, v = conn.execute(
-            f"SELECT {NODE}, v FROM {settings.table('locked')} WHERE id = 1 FOR UPDATE"
-        ).fetchone()
-        expect(v == 10, f"locked row has v = {v}")
+    for case in ("nextval", "for_update"):
+        with report.case(case) as found:
+            found.node = check_plain(case, fetch_one(settings, case))
 
     # What Django's QuerySet.iterator() does outside a transaction: DECLARE ... WITH HOLD, then
     # Describe of the cursor's portal in a batch of its own, FETCH, CLOSE.
@@ -185,4 +182,6 @@ def run(settings, report):
 
 
 if __name__ == "__main__":
-    main("psycopg3", run)
+    # psycopg-binary bundles a recent libpq (protocol Close for evicted statements);
+    # PSYCOPG_IMPL=python uses the system's (Debian's libpq 15: SQL DEALLOCATE).
+    main(f"psycopg3-{psycopg.pq.__impl__}", run)

@@ -10,13 +10,18 @@ from psycopg2.extras import Json
 from common import (
     NODE,
     ROUNDS,
+    TRANSACTIONS,
+    check_plain,
     check_stream,
     compare,
     echo_sql,
     expect,
+    expect_ended,
+    expect_own_row,
     expect_sqlstate,
     main,
     one_node,
+    plain_sql,
     sample,
     stream_sql,
     until_replica,
@@ -84,12 +89,12 @@ def run(settings, report):
     # The pool hands the same few connections to every case: the reads that must run on the
     # replica come before any of them has written (read-your-writes would keep its reads on
     # the primary until the replica has the write).
-    with report.case("autocommit_read") as found, autocommit.connect() as conn:
-        found.node, count = conn.execute(
-            text(f"SELECT {NODE}, count(*) FROM {settings.table('stream')}")
-        ).one()
-        expect(count == 10_000, f"counted {count} rows")
+    def fetch_one(case):
+        with autocommit.connect() as conn:
+            return tuple(conn.execute(text(plain_sql(settings, case))).one())
 
+    with report.case("autocommit_read") as found:
+        found.node = check_plain("autocommit_read", fetch_one("autocommit_read"))
 
     with report.case("parameters") as found, autocommit.connect() as conn:
         # `:name::type` would not parse as a bind parameter; CAST does.
@@ -120,21 +125,14 @@ def run(settings, report):
         with report.case("reads_return_to_replica") as found:
             until_replica(lambda: node_of(writer), found)
 
-    with report.case("transaction_commit") as found, engine.connect() as conn:
-        conn.execute(text(f"INSERT INTO {items} (note) VALUES ('committed')"))
-        found.node, count = note_rows(conn, items, "committed")
-        expect(count == 1, "the transaction does not see its own insert")
-        conn.commit()
-        expect(note_rows(conn, items, "committed")[1] == 1, "the commit is not visible")
-        conn.rollback()
-
-    with report.case("transaction_rollback") as found, engine.connect() as conn:
-        conn.execute(text(f"INSERT INTO {items} (note) VALUES ('rolled back')"))
-        found.node, count = note_rows(conn, items, "rolled back")
-        expect(count == 1, "the transaction does not see its own insert")
-        conn.rollback()
-        expect(note_rows(conn, items, "rolled back")[1] == 0, "the rollback is visible")
-        conn.rollback()
+    for case, commit in TRANSACTIONS:
+        with report.case(case) as found, engine.connect() as conn:
+            conn.execute(text(f"INSERT INTO {items} (note) VALUES (:note)"), {"note": case})
+            found.node, count = note_rows(conn, items, case)
+            expect_own_row(count)
+            conn.commit() if commit else conn.rollback()
+            expect_ended(commit, note_rows(conn, items, case)[1])
+            conn.rollback()
 
     with report.case("error_in_transaction") as found, engine.connect() as conn:
         conn.execute(text(f"INSERT INTO {items} (note) VALUES ('before the error')"))
@@ -142,7 +140,7 @@ def run(settings, report):
         conn.rollback()
         conn.execute(text(f"INSERT INTO {items} (note) VALUES ('after the error')"))
         found.node, count = note_rows(conn, items, "after the error")
-        expect(count == 1, "the next transaction does not see its insert")
+        expect_own_row(count)
         expect(note_rows(conn, items, "before the error")[1] == 0, "rolled back row seen")
         conn.commit()
 
@@ -152,18 +150,9 @@ def run(settings, report):
         found.node = check_stream([tuple(row) for row in result])
         conn.rollback()
 
-    with report.case("nextval") as found, autocommit.connect() as conn:
-        seq = settings.table("seq")
-        found.node, first, second = conn.execute(
-            text(f"SELECT {NODE}, nextval('{seq}'), nextval('{seq}')")
-        ).one()
-        expect(second == first + 1, f"nextval gave {first} then {second}")
-
-    with report.case("for_update") as found, autocommit.connect() as conn:
-        found.node, v = conn.execute(
-            text(f"SELECT {NODE}, v FROM {settings.table('locked')} WHERE id = 1 FOR UPDATE")
-        ).one()
-        expect(v == 10, f"locked row has v = {v}")
+    for case in ("nextval", "for_update"):
+        with report.case(case) as found:
+            found.node = check_plain(case, fetch_one(case))
 
     orm_cases(settings, report, engine)
     engine.dispose()
