@@ -119,31 +119,57 @@ fn outcomes(stdout: &str, driver: &str) -> Vec<Outcome> {
         .collect()
 }
 
+/// What became of one expected case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    Failed,
+    WrongNode,
+    NotReported,
+}
+
+impl Verdict {
+    fn of(node: Node, outcome: Option<&Outcome>) -> Verdict {
+        match outcome {
+            None => Verdict::NotReported,
+            Some(o) if !o.ok => Verdict::Failed,
+            Some(o) if node.name().is_some_and(|n| o.node.as_deref() != Some(n)) => {
+                Verdict::WrongNode
+            }
+            Some(_) => Verdict::Ok,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Failed => "failed",
+            Verdict::WrongNode => "wrong node",
+            Verdict::NotReported => "not reported",
+        }
+    }
+}
+
 /// What is wrong with a program's outcomes against the expected cases: each case failed, run
 /// on another node than it must, reported twice or never, and each case not expected.
 fn problems(expected: &[(&str, Node)], got: &[Outcome]) -> Vec<String> {
     let mut wrong = Vec::new();
     for &(case, node) in expected {
-        let mut reports = got.iter().filter(|o| o.case == case);
-        let Some(outcome) = reports.next() else {
-            wrong.push(format!("{case}: did not report"));
-            continue;
-        };
-        if reports.next().is_some() {
+        let reports: Vec<&Outcome> = got.iter().filter(|o| o.case == case).collect();
+        if reports.len() > 1 {
             wrong.push(format!("{case}: reported more than once"));
         }
-        if !outcome.ok {
-            wrong.push(format!("{case}: failed: {}", outcome.detail));
-        } else if node
-            .name()
-            .is_some_and(|n| outcome.node.as_deref() != Some(n))
-        {
-            wrong.push(format!(
-                "{case}: ran on {}, must run on {} ({})",
-                outcome.node.as_deref().unwrap_or("nothing"),
+        let outcome = reports.first().copied();
+        let detail = outcome.map_or("", |o| o.detail.as_str());
+        match Verdict::of(node, outcome) {
+            Verdict::Ok => {}
+            Verdict::NotReported => wrong.push(format!("{case}: did not report")),
+            Verdict::Failed => wrong.push(format!("{case}: failed: {detail}")),
+            Verdict::WrongNode => wrong.push(format!(
+                "{case}: ran on {}, must run on {} ({detail})",
+                outcome.and_then(|o| o.node.as_deref()).unwrap_or("nothing"),
                 node.name().unwrap_or_default(),
-                outcome.detail
-            ));
+            )),
         }
     }
     for outcome in got {
@@ -154,19 +180,15 @@ fn problems(expected: &[(&str, Node)], got: &[Outcome]) -> Vec<String> {
     wrong
 }
 
-/// The outcomes as a Markdown table: case, where its read ran, where it must run, result.
+/// The outcomes as a Markdown table: case, where its read ran, where it must run, verdict.
 fn table(driver: &str, expected: &[(&str, Node)], got: &[Outcome]) -> String {
     let mut text =
         format!("| {driver} case | read ran on | must run on | result |\n|---|---|---|---|\n");
     for &(case, node) in expected {
         let outcome = got.iter().find(|o| o.case == case);
         let ran = outcome.and_then(|o| o.node.as_deref()).unwrap_or("-");
-        let result = match outcome {
-            Some(o) if o.ok => "ok",
-            Some(_) => "failed",
-            None => "not reported",
-        };
         let must = node.name().unwrap_or("either");
+        let result = Verdict::of(node, outcome).word();
         text += &format!("| {case} | {ran} | {must} | {result} |\n");
     }
     text
