@@ -113,7 +113,7 @@ fn has_side_effects(name: &str) -> bool {
 pub enum Call {
     /// It has side effects: the statement needs the primary. Carries the detail to log.
     SideEffect(Arc<str>),
-    /// It answers for the server that runs it (see [`node_local`]): the primary, unless a
+    /// It answers for the server that runs it (see `node_local.rs`): the primary, unless a
     /// hint chooses. Carries the detail to log.
     NodeLocal(Arc<str>),
     /// It cannot change the route.
@@ -141,7 +141,9 @@ impl Overrides {
         }
     }
 
-    /// Judges a call by the built-in lists and the configuration.
+    /// Judges a call by the built-in lists and the configuration: side effects first, then
+    /// the configured lists (so `read_only_functions` can keep a node-local function on the
+    /// replica), then node-local functions, then the harmless built-ins.
     pub fn judge(&self, name: &ObjectName) -> Call {
         let Some(call) = CatalogName::of(name) else {
             return Call::Harmless;
@@ -269,6 +271,36 @@ mod tests {
         ] {
             assert_eq!(overrides.judge(&name_of(call)), want, "{call}");
         }
+    }
+
+    #[test]
+    fn node_local_functions_unless_listed_read_only() {
+        let node_local = |detail: &str| Call::NodeLocal(detail.into());
+        let overrides = Overrides::default();
+        for (call, want) in [
+            ("pg_is_in_recovery()", node_local("pg_is_in_recovery")),
+            (
+                "pg_catalog.PG_CURRENT_WAL_LSN()",
+                node_local("pg_current_wal_lsn"),
+            ),
+            (
+                "public.pg_stat_statements(true)",
+                node_local("pg_stat_statements"),
+            ),
+            ("pg_stat_reset()", Call::SideEffect("pg_stat_reset".into())),
+            (
+                "brin_summarize_new_values('i')",
+                Call::SideEffect("brin_summarize_new_values".into()),
+            ),
+            ("pg_backend_pid()", Call::Harmless),
+        ] {
+            assert_eq!(overrides.judge(&name_of(call)), want, "{call}");
+        }
+        let listed = Overrides::new(&[], &["pg_is_in_recovery".into()]);
+        assert_eq!(
+            listed.judge(&name_of("pg_is_in_recovery()")),
+            Call::Harmless
+        );
     }
 
     #[test]
