@@ -272,8 +272,7 @@ async fn hints_are_read_the_same_in_both_protocols() {
 async fn read_only_transactions_and_session_statements_are_no_writes() {
     bounded_for(Duration::from_secs(120), async {
         let extra = "\n[routing]\nmax_replica_lag = \"60s\"\n";
-        let (cluster, proxy) =
-            own_cluster_and_proxy("fidelity-rot", "CREATE TABLE t (id int);", extra);
+        let (cluster, proxy) = own_cluster_and_proxy("fidelity-rot", SETUP, extra);
         let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
         on_replica(&cluster, "SELECT pg_wal_replay_pause()").await;
 
@@ -315,6 +314,63 @@ async fn read_only_transactions_and_session_statements_are_no_writes() {
             node_of_read(&client).await,
             PRIMARY,
             "after a transaction that wrote, reads wait for the replica"
+        );
+        on_replica(&cluster, "SELECT pg_wal_replay_resume()").await;
+    })
+    .await
+}
+
+/// A table `t` that `trustuser` may write, and `sneaky()`, which writes to it and which the
+/// proxies of these tests are told is read-only.
+const SETUP: &str = "CREATE TABLE t (id int);\n\
+    GRANT ALL ON t TO trustuser;\n\
+    CREATE FUNCTION sneaky() RETURNS int LANGUAGE sql AS $$ INSERT INTO t VALUES (0) RETURNING id $$;\n";
+
+/// Whatever else a unit holds, one statement that writes makes it a write: a batch with a
+/// `SET` or a hinted read before its `INSERT`, and a read the replica refused (it wrote after
+/// all) that ran on the primary. The replica's replay is paused, so a read that waits for a
+/// write goes to the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_that_writes_anywhere_in_it_is_a_write() {
+    bounded_for(Duration::from_secs(120), async {
+        let extra = "\n[routing]\nmax_replica_lag = \"60s\"\nread_only_functions = [\"sneaky\"]\n";
+        let (cluster, proxy) = own_cluster_and_proxy("fidelity-writes", SETUP, extra);
+        on_replica(&cluster, "SELECT pg_wal_replay_pause()").await;
+        let node = "SELECT current_setting('cluster_name')";
+        for first in [
+            "SET application_name = 'batch'",
+            "/* pgrepl:primary */ SELECT 1",
+        ] {
+            let mut client = RawClient::login_trust(proxy.addr, "trustuser", DATABASE)
+                .await
+                .unwrap();
+            assert_eq!(node_in(&simple(&mut client, node).await), REPLICA);
+            let mut batch = Vec::new();
+            for sql in [first, "INSERT INTO t VALUES (1)"] {
+                batch.extend(raw::message(b'P', format!("\0{sql}\0\0\0").as_bytes()));
+                batch.extend(raw::message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+                batch.extend(raw::message(b'E', &[0, 0, 0, 0, 0]));
+            }
+            batch.extend(raw::message(b'S', b""));
+            client.send(&batch).await.unwrap();
+            no_error(&client.recv_until(b'Z').await.unwrap(), first);
+            assert_eq!(
+                node_in(&simple(&mut client, node).await),
+                PRIMARY,
+                "after a batch of {first:?} and an INSERT"
+            );
+        }
+        let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        assert_eq!(node_of_read(&client).await, REPLICA);
+        assert_eq!(
+            simple_first(&client, "SELECT sneaky()").await,
+            "0",
+            "re-run on the primary"
+        );
+        assert_eq!(
+            node_of_read(&client).await,
+            PRIMARY,
+            "the refused read wrote: the next read waits for it"
         );
         on_replica(&cluster, "SELECT pg_wal_replay_resume()").await;
     })

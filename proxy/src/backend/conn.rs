@@ -35,8 +35,7 @@ pub enum Origin {
     /// The proxy's question whether the session holds primary-only state, asked when the
     /// session's pin count was at this epoch: swallowed, its answer kept.
     Probe(u64),
-    /// Answers nobody needs: the proxy's tidying of the connection (closing a statement the
-    /// client deallocated), or a read the replica refused that runs on the primary instead.
+    /// Answers nobody needs: a read the replica refused, which runs on the primary instead.
     /// Swallowed.
     Discard,
 }
@@ -144,6 +143,9 @@ pub struct BackendConn {
     /// Bytes of a forwarded message still to pass through before the next header.
     pub body_remaining: usize,
     pub created: Instant,
+    /// Statements the client deallocated that this server still holds: closed before its
+    /// next unit.
+    pub closes_due: Vec<Bytes>,
     /// How much of its session's settings this connection has (`Settings::seq`); 0 for the
     /// startup state a pooled connection is reset to.
     pub settings_seq: u64,

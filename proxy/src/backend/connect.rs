@@ -299,6 +299,7 @@ async fn handshake(
         body_remaining: 0,
         created: Instant::now(),
         settings_seq: 0,
+        closes_due: Vec::new(),
         counted: Counted::new(info),
     })
 }

@@ -172,6 +172,7 @@ async fn reset(mut conn: BackendConn) -> io::Result<BackendConn> {
                 b'Z' if !failed && conn.inbuf.get(5) == Some(&b'I') => {
                     conn.inbuf.advance(total);
                     conn.prepared.clear();
+                    conn.closes_due.clear();
                     conn.settings_seq = 0;
                     return if conn.inbuf.is_empty() {
                         Ok(conn)

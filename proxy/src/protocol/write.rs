@@ -114,12 +114,6 @@ pub fn close_statement(name: &[u8], buf: &mut BytesMut) {
     buf.put_u8(0);
 }
 
-/// Appends a Sync.
-pub fn sync(buf: &mut BytesMut) {
-    buf.put_u8(b'S');
-    buf.put_u32(4);
-}
-
 /// Appends a simple Query.
 pub fn query(sql: &str, buf: &mut BytesMut) {
     cstring_message(b'Q', sql.as_bytes(), buf);

@@ -57,10 +57,10 @@ impl Analysis {
         if self.classification.route == Route::Primary {
             return self.classification.clone();
         }
-        if self.hint != Some(Route::Primary) {
-            if let Some(call) = functions.first_volatile(&self.reads.calls) {
-                return primary(Reason::Function, call.detail());
-            }
+        // Also under a `/* pgrepl:primary */` hint: a read that calls a volatile function
+        // is a write whatever the hint says, and later reads must wait for it.
+        if let Some(call) = functions.first_volatile(&self.reads.calls) {
+            return primary(Reason::Function, call.detail());
         }
         if let Some(route) = self.hint {
             return Classification {

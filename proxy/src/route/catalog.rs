@@ -416,6 +416,16 @@ impl UserFunctions {
         entry.wake.notify_one();
     }
 
+    /// A replica refused a read this handle judged free of writes: the catalog changed in a
+    /// way the last load did not see. Until the next load sees it, every user function
+    /// counts as volatile.
+    pub fn refused_read(&self) {
+        self.note_change(&CatalogChanges {
+            functions: true,
+            ..CatalogChanges::default()
+        });
+    }
+
     /// The first of `calls` that may be volatile: any of them while the functions are not
     /// known.
     pub(super) fn first_volatile<'a>(&self, calls: &'a [CatalogName]) -> Option<&'a CatalogName> {

@@ -255,14 +255,20 @@ mod tests {
                 &loaded,
                 "replica: hint",
             ),
+            // Nor hide that a call under a primary hint writes: later reads must wait for it.
             (
                 "/* pgrepl:primary */ SELECT writer()",
                 &loaded,
-                "primary: hint",
+                "primary: function (writer)",
             ),
             (
                 "/* pgrepl:primary */ SELECT reader()",
                 &unloaded,
+                "primary: function (reader)",
+            ),
+            (
+                "/* pgrepl:primary */ SELECT reader()",
+                &loaded,
                 "primary: hint",
             ),
         ];

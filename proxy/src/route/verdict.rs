@@ -20,6 +20,25 @@ impl Verdict {
         effects: Effects::NONE,
     };
 
+    /// Whether the statement may change data that later reads must see: it goes to the
+    /// primary for any reason but transaction control (which by itself writes nothing), a
+    /// hint (a read the client sent there) or settings (which change only the session).
+    pub fn may_write(self) -> bool {
+        self.route == Route::Primary
+            && !matches!(self.reason, Reason::Transaction | Reason::Hint)
+            && !self.effects.contains(Effects::ONLY_SETS)
+    }
+
+    /// How strongly the statement binds its unit to the primary: a replica read, then what
+    /// the primary runs without writing, then writes.
+    pub fn rank(self) -> u8 {
+        match self.route {
+            Route::Replica => 0,
+            Route::Primary if self.may_write() => 2,
+            Route::Primary => 1,
+        }
+    }
+
     /// The verdict on SQL text. Text that is not UTF-8 cannot be parsed: it goes to the
     /// primary, and may do anything.
     pub fn of(classifier: &Classifier, functions: &UserFunctions, sql: &[u8]) -> Verdict {

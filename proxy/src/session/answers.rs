@@ -172,7 +172,8 @@ where
             self.replica_failed();
             self.inflight = None;
             let retries = retries.into_iter().flatten();
-            return self.resend(retries, Reason::ReplicaDown).await;
+            let target = Decision::read(Slot::Primary, Reason::ReplicaDown);
+            return self.resend(retries, target).await;
         }
         tracing::warn!(backend = %conn.info, reason, "backend connection lost during a statement");
         let err = ProxyError::error(
@@ -228,8 +229,14 @@ where
             tracing::info!(backend = %conn.info, statement = shown.as_deref().unwrap_or("(not shown)"),
                 "a replica refused a read that writes; running it on the primary");
         }
+        self.functions.refused_read();
         self.inflight = None;
-        self.resend(std::iter::once(retry), Reason::Function).await
+        let writes = Decision {
+            slot: Slot::Primary,
+            reason: Reason::Function,
+            writes: true,
+        };
+        self.resend(std::iter::once(retry), writes).await
     }
 
     /// Sends reads whose replica died before answering them to the primary, in order (the
@@ -237,9 +244,8 @@ where
     pub(super) async fn resend(
         &mut self,
         retries: impl Iterator<Item = Retry>,
-        reason: Reason,
+        target: Decision,
     ) -> Result<(), End> {
-        let target = Decision::read(Slot::Primary, reason);
         self.counts.rerun = true;
         for retry in retries {
             match retry {

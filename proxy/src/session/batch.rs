@@ -12,7 +12,7 @@ use foldhash::fast::RandomState;
 
 use crate::backend::{BackendConn, ParseOrigin, Pending};
 use crate::protocol::{fields, write};
-use crate::route::{Effects, Reason, Route, Verdict};
+use crate::route::{Effects, Verdict};
 
 /// A statement the client prepared, as it sent it.
 pub struct Statement {
@@ -166,10 +166,10 @@ pub struct Batch {
     pub messages: Vec<(u8, Bytes, Verdict)>,
     /// Statements parsed in this batch, by name, with their verdicts.
     parsed: Vec<(Bytes, Verdict)>,
-    /// Strictest route of the statements bound (and so executed) in this batch, and why.
-    bound: Option<(Route, Reason)>,
-    /// Strictest route of the statements parsed in this batch, and why.
-    parse_route: Option<(Route, Reason)>,
+    /// The strictest of the statements bound (and so executed) in this batch.
+    bound: Option<Verdict>,
+    /// The strictest of the statements parsed in this batch.
+    parse_route: Option<Verdict>,
     /// An Execute of a portal bound outside this batch.
     unbound_execute: bool,
     /// A Describe or Close of a portal bound outside this batch, or of a statement the proxy
@@ -181,20 +181,12 @@ pub struct Batch {
     pub sets: Vec<Bytes>,
 }
 
-/// The stricter of the statements so far and the next one, with its reason: the primary
-/// over a replica and, on the primary, what may write over transaction control (which by
-/// itself writes nothing); else the first one's reason.
-fn stricter(so_far: Option<(Route, Reason)>, next: Verdict) -> (Route, Reason) {
-    let next_one = (next.route, next.reason);
+/// The stricter of the statements so far and the next one: the one that binds the batch to
+/// the primary most strongly (`Verdict::rank`), else the first.
+fn stricter(so_far: Option<Verdict>, next: Verdict) -> Verdict {
     match so_far {
-        None => next_one,
-        Some((Route::Replica, _)) if next.route == Route::Primary => next_one,
-        Some((Route::Primary, Reason::Transaction))
-            if next.route == Route::Primary && next.reason != Reason::Transaction =>
-        {
-            next_one
-        }
-        Some(kept) => kept,
+        Some(kept) if kept.rank() >= next.rank() => kept,
+        _ => next,
     }
 }
 
@@ -295,7 +287,8 @@ impl Batch {
     }
 
     /// The verdict on what the batch runs, or None when it runs no statement (only
-    /// Describe, Close...).
+    /// Describe, Close...): that of its strictest statement, with that statement's own
+    /// effects (what the whole batch does to the session is `effects`).
     pub fn verdict(&self) -> Option<Verdict> {
         if self.unbound_execute {
             // A portal bound earlier: what it runs is not known here.
@@ -304,16 +297,60 @@ impl Batch {
                 ..Verdict::UNKNOWN
             });
         }
-        let (route, reason) = self.bound.or(self.parse_route)?;
-        Some(Verdict {
-            route,
-            reason,
-            effects: self.effects,
-        })
+        self.bound.or(self.parse_route)
     }
 
     /// Whether the batch names a portal or statement that lives on the primary.
     pub fn names_primary_object(&self) -> bool {
         self.names_primary_object
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::{Reason, Route};
+
+    fn v(route: Route, reason: Reason, effects: Effects) -> Verdict {
+        Verdict {
+            route,
+            reason,
+            effects,
+        }
+    }
+
+    #[test]
+    fn the_statement_that_binds_a_batch_most_strongly_decides_it() {
+        let read = v(Route::Replica, Reason::Read, Effects::NONE);
+        let other_read = v(Route::Replica, Reason::Show, Effects::NONE);
+        let begin = v(
+            Route::Primary,
+            Reason::Transaction,
+            Effects::DEFAULT_MODE_BEGIN,
+        );
+        let set = v(
+            Route::Primary,
+            Reason::Utility,
+            Effects::SESSION_SET | Effects::ONLY_SETS,
+        );
+        let hinted = v(Route::Primary, Reason::Hint, Effects::NONE);
+        let insert = v(Route::Primary, Reason::Write, Effects::NONE);
+        // (statements in order, the batch's verdict)
+        let cases: &[(&[Verdict], Verdict)] = &[
+            (&[read, other_read], read),
+            (&[read, begin], begin),
+            (&[begin, read], begin),
+            (&[set, insert], insert),
+            (&[hinted, insert], insert),
+            (&[begin, set, insert, read], insert),
+            (&[insert, set], insert),
+            (&[set, hinted], set),
+        ];
+        for (statements, want) in cases {
+            let got = statements
+                .iter()
+                .fold(None, |so_far, next| Some(stricter(so_far, *next)));
+            assert_eq!(got, Some(*want), "{statements:?}");
+        }
     }
 }

@@ -70,37 +70,21 @@ pub fn wanted(verdict: Verdict, default_read_only: bool) -> Wanted {
                 hinted: false,
             }
         }
-        (Reason::Hint, Route::Primary) => Wanted::Primary {
-            reason,
-            writes: false,
-        },
-        (Reason::Hint, Route::Replica) => Wanted::Read {
-            reason,
-            hinted: true,
-        },
-        (Reason::Transaction, Route::Primary) => Wanted::Primary {
-            reason,
-            writes: false,
-        },
-        _ if effects.contains(Effects::ONLY_SETS) => Wanted::Primary {
-            reason,
-            writes: false,
-        },
         (_, Route::Primary) => Wanted::Primary {
             reason,
-            writes: true,
+            writes: verdict.may_write(),
         },
         (_, Route::Replica) => Wanted::Read {
             reason,
-            hinted: false,
+            hinted: reason == Reason::Hint,
         },
     }
 }
 
 /// Where an extended-protocol batch would go on its own: that of its statements, if it runs
-/// any. One that runs none follows what it names: a portal outside a transaction can only be
-/// a cursor WITH HOLD, and a statement the proxy does not track was prepared in SQL; both
-/// live on the primary, as does everything of a pinned session.
+/// any. What it names must be found there too: a portal outside a transaction can only be a
+/// cursor WITH HOLD, and a statement the proxy does not track was prepared in SQL; both live
+/// on the primary, as does everything of a pinned session.
 pub fn wanted_by_batch(
     verdict: Option<Verdict>,
     names_primary_object: bool,
@@ -108,6 +92,10 @@ pub fn wanted_by_batch(
     default_read_only: bool,
 ) -> Wanted {
     match verdict {
+        Some(verdict) if names_primary_object => Wanted::Primary {
+            reason: verdict.reason,
+            writes: verdict.may_write(),
+        },
         Some(verdict) => wanted(verdict, default_read_only),
         None if names_primary_object || pinned => Wanted::Primary {
             reason: Reason::SessionPinned,
@@ -303,6 +291,15 @@ mod tests {
                 Some(verdict(Route::Replica, Read, Effects::NONE)),
                 true,
                 false,
+                Wanted::Primary {
+                    reason: Read,
+                    writes: false,
+                },
+            ),
+            (
+                Some(verdict(Route::Replica, Read, Effects::NONE)),
+                false,
+                true,
                 Wanted::Read {
                     reason: Read,
                     hinted: false,

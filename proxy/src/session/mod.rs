@@ -308,6 +308,8 @@ where
             let flush = self.client_w.write_all(&self.cout);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
         }
+        // No cancel may reach the connections once another session can lease them.
+        self.client.cancel.set(None);
         for (slot, conn) in [
             (Slot::Primary, self.primary.take()),
             (Slot::Replica, self.replica.take()),

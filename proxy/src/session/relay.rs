@@ -274,7 +274,7 @@ fn decisive(inbuf: &[u8]) -> Decisive {
             return Decisive::Wait;
         }
         match ty {
-            b'1' | b'2' | b't' | b'T' | b'n' | b'N' | b'S' => at = end,
+            b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'N' | b'S' => at = end,
             b'E' => return error_decides(&inbuf[at..end]),
             _ => return Decisive::Go,
         }

@@ -168,7 +168,9 @@ where
     /// Answers `DEALLOCATE` of a statement the proxy tracks itself, as PostgreSQL would: the
     /// statement is prepared only on the connections that ran it, perhaps none the session
     /// still has, so forwarding it could fail (and abort a transaction) where PostgreSQL
-    /// would not. The connections that have it close it, out of the client's sight.
+    /// would not. The connections that have it close it before their next unit, out of the
+    /// client's sight (a Close and Sync of their own would leave an answer owed, and a
+    /// connection that owes one cannot go back to the pool when the client leaves).
     pub(super) fn answer_deallocate(&mut self, name: &[u8]) {
         if self.client_status == b'E' {
             ProxyError::in_failed_transaction().encode(&mut self.cout);
@@ -178,12 +180,9 @@ where
                 .into_iter()
                 .flatten()
             {
-                if conn.prepared.remove(name).is_none() {
-                    continue;
+                if conn.prepared.remove(name).is_some() {
+                    conn.closes_due.push(Bytes::copy_from_slice(name));
                 }
-                write::close_statement(name, &mut conn.out);
-                write::sync(&mut conn.out);
-                conn.syncs.push_back(Pending::injected(Origin::Discard));
             }
             write::command_complete("DEALLOCATE", &mut self.cout);
         }

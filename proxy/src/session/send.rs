@@ -53,8 +53,7 @@ where
         };
         self.counts.unit(conn, decision.reason, &self.shared.health);
         if !closes_batch {
-            bring_settings(conn, &self.state.settings);
-            conn.syncs.push_back(Pending::default());
+            begin_unit(conn, &self.state.settings);
         }
         // A Query that closes an open batch shares its ReadyForQuery: the Query is timed.
         let sql = || {
@@ -148,8 +147,7 @@ where
             return;
         };
         if !continuing {
-            bring_settings(conn, &self.state.settings);
-            conn.syncs.push_back(Pending::default());
+            begin_unit(conn, &self.state.settings);
         }
         // A batch that runs no statement (a Close, a lone Sync, a Describe) is no statement to
         // count; a batch continued after a Flush counts once, with its first statement.
@@ -242,6 +240,29 @@ pub(super) fn batch_sql(messages: &[(u8, Bytes, Verdict)], stmts: &Statements) -
         b'B' => fields::bind_statement(msg).and_then(|name| stmts.sql_of(name)),
         _ => None,
     })
+}
+
+/// Starts a unit on `conn`: the settings it lacks first (units of their own), then the
+/// unit's entry among the answers owed, with Closes of the statements the client deallocated
+/// since put in front of it (their answers swallowed).
+#[inline(always)]
+pub(super) fn begin_unit(conn: &mut BackendConn, settings: &Settings) {
+    bring_settings(conn, settings);
+    conn.syncs.push_back(Pending::default());
+    if !conn.closes_due.is_empty() {
+        close_deallocated(conn);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn close_deallocated(conn: &mut BackendConn) {
+    for name in std::mem::take(&mut conn.closes_due) {
+        write::close_statement(&name, &mut conn.out);
+        if let Some(unit) = conn.syncs.back_mut() {
+            unit.closes.push(true);
+        }
+    }
 }
 
 /// Before a unit on `conn`: replays the session's settings it lacks, swallowing the answer.
