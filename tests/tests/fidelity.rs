@@ -120,6 +120,39 @@ async fn deallocate_of_a_statement_prepared_elsewhere_succeeds_and_is_no_write()
     .await
 }
 
+/// A `DEALLOCATE` the proxy forwards (here in a string of two statements, inside a
+/// transaction) drops the statement where it runs; the client's new definition under the same
+/// name, which that server accepts, is the one every server runs from then on, not the old
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_redefined_after_a_forwarded_deallocate_runs_its_new_text() {
+    bounded(async {
+        let mut client = trust_client().await;
+        no_error(&simple(&mut client, "BEGIN").await, "BEGIN");
+        let old = prepare_and_run(&mut client, "redone", "SELECT 'old'::text").await;
+        no_error(&old, "the first definition, on the primary");
+        let dropped = simple(&mut client, "DEALLOCATE redone; SELECT 1").await;
+        no_error(&dropped, "DEALLOCATE where the statement is");
+        let mut parse = raw::message(b'P', b"redone\0SELECT 'new'::text\0\0\0");
+        parse.extend(raw::message(b'S', b""));
+        client.send(&parse).await.unwrap();
+        no_error(
+            &client.recv_until(b'Z').await.unwrap(),
+            "the new definition",
+        );
+        no_error(&simple(&mut client, "COMMIT").await, "COMMIT");
+        client.send(&run_message("redone")).await.unwrap();
+        let ran = client.recv_until(b'Z').await.unwrap();
+        let row = ran.iter().find(|m| m.ty == b'D').expect("a row");
+        assert!(
+            String::from_utf8_lossy(&row.body).contains("new"),
+            "ran {:?}",
+            String::from_utf8_lossy(&row.body)
+        );
+    })
+    .await
+}
+
 /// In a failed transaction the proxy answers DEALLOCATE as the server would: 25P02.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deallocate_in_a_failed_transaction_is_refused_as_the_server_would() {

@@ -21,6 +21,10 @@ pub enum ParseOrigin {
     Client { name: Bytes, generation: u64 },
     /// The client's, expected to fail (a named statement defined twice).
     ClientUntracked,
+    /// The client's, redefining a statement it has (this Parse): expected to fail, but if the
+    /// server took it (a `DEALLOCATE` the proxy forwarded dropped the old one there), it is
+    /// the statement's definition from now on.
+    ClientRedefines(Bytes),
 }
 
 /// Who sent a unit, and so where its responses go.

@@ -86,7 +86,7 @@ impl Statements {
             // PostgreSQL refuses to redefine a named statement: make the server say so.
             self.ensure_on(conn, &name);
             conn.out.extend_from_slice(&msg);
-            current(conn).parses.push(ParseOrigin::ClientUntracked);
+            current(conn).parses.push(ParseOrigin::ClientRedefines(msg));
             return;
         }
         if !name.is_empty() && conn.prepared.contains_key(&name) {
@@ -106,6 +106,26 @@ impl Statements {
             Statement {
                 generation,
                 parse: msg,
+                verdict,
+            },
+        );
+    }
+
+    /// A redefinition the server accepted (`ParseOrigin::ClientRedefines`): the statement's
+    /// definition from now on, held by `conn` alone.
+    pub fn redefined(&mut self, conn: &mut BackendConn, parse: Bytes, verdict: Verdict) {
+        let Some((name, _)) = fields::parse_name_sql(&parse) else {
+            return;
+        };
+        let name = name_of(&parse, name);
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        conn.prepared.insert(name.clone(), generation);
+        self.map.insert(
+            name,
+            Statement {
+                generation,
+                parse,
                 verdict,
             },
         );

@@ -30,6 +30,8 @@ pub struct Relayed {
     pub unsolicited: Option<u8>,
     /// The client's statements whose Parse the server rejected (name, generation).
     pub failed_parses: Vec<(Bytes, u64)>,
+    /// Redefinitions of statements the server accepted, their Parse messages.
+    pub redefined: Vec<Bytes>,
     /// COPY FROM STDIN started in a Sync-ended batch: the server ignored that Sync, so the
     /// client's next Sync (after CopyDone/CopyFail) completes the batch instead.
     pub copy_ate_sync: bool,
@@ -202,6 +204,9 @@ pub fn relay(
                     let origin = front.parses.get(front.parses_done);
                     if !matches!(origin, Some(ParseOrigin::Proxy)) {
                         out.extend_from_slice(&conn.inbuf[..total]);
+                    }
+                    if let Some(ParseOrigin::ClientRedefines(parse)) = origin {
+                        seen.redefined.push(parse.clone());
                     }
                     front.parses_done += 1;
                 }
