@@ -88,12 +88,7 @@ impl Proxy {
             .collect::<Vec<_>>();
         let health = Arc::new(Health::new(backends.len(), config.routing.max_replica_lag));
         let monitor = Monitor::start(&health, &backends, config)?;
-        let pool = Pool::new(
-            backends,
-            config.pool.max_idle,
-            config.pool.idle_timeout,
-            config.proxy.connect_timeout,
-        );
+        let pool = Pool::new(backends, &config.pool, config.proxy.connect_timeout);
         let shared = Shared {
             max_message_size: config.proxy.max_message_size,
             pool,
@@ -424,7 +419,9 @@ impl Connection {
             };
             match self.shared.pool.server_params(&key, password).await {
                 Ok(params) => return Ok(params),
-                Err(err @ BackendError::Server { .. }) => return Err(err),
+                Err(err @ (BackendError::Server { .. } | BackendError::Full { .. })) => {
+                    return Err(err)
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "backend unavailable at client startup");
                     last_err = Some(err);

@@ -144,6 +144,9 @@ pub struct BackendConn {
     /// startup state a pooled connection is reset to.
     pub settings_seq: u64,
     pub counted: Counted,
+    /// Its place among `[pool] max_server_connections` of its backend, given back when it
+    /// closes.
+    pub _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Counts a connection in its backend's open connections while it exists.

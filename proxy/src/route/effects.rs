@@ -40,6 +40,9 @@ impl Effects {
     pub const PARTIAL_ROLLBACK: Effects = Effects(1 << 8);
     /// A `COPY`: the connection may be in copy mode after it, where nothing else may be sent.
     pub const COPY: Effects = Effects(1 << 9);
+    /// `DROP DATABASE` or `ALTER DATABASE ... RENAME`: the proxy's idle connections to that
+    /// database must close first (`route::database_ddl_target_sql` names it).
+    pub const DATABASE_DDL: Effects = Effects(1 << 10);
 
     pub fn contains(self, other: Effects) -> bool {
         self.0 & other.0 == other.0
@@ -188,6 +191,10 @@ fn statement_effects(words: &[&str], first: bool) -> Effects {
             Effects::DEFAULT_MODE_BEGIN
         }
         "do" | "call" => Effects::OPAQUE,
+        "drop" if is(next, "database") => Effects::DATABASE_DDL | Effects::MAY_UNPIN,
+        "alter" if is(next, "database") && words.iter().any(|w| w.eq_ignore_ascii_case("rename")) => {
+            Effects::DATABASE_DDL
+        }
         "copy" => Effects::COPY,
         verb if RELEASING.contains(&verb) => Effects::MAY_UNPIN,
         _ => Effects::NONE,
@@ -400,6 +407,9 @@ mod tests {
         }
         assert!(of("DROP TABLE t; COPY u FROM STDIN").contains(Effects::COPY));
         assert!(of("DISCARD ALL").contains(Effects::DISCARD_ALL));
+        assert!(of("DROP DATABASE x WITH (FORCE)").contains(Effects::DATABASE_DDL));
+        assert!(of("alter database x rename to y").contains(Effects::DATABASE_DDL));
+        assert!(!of("ALTER DATABASE x SET a.b = 1").contains(Effects::DATABASE_DDL));
         assert!(of("SELECT 1").is_none());
     }
 

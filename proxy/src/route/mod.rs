@@ -14,6 +14,7 @@ mod hint;
 pub mod reason;
 
 pub use catalog::UserFunctions;
+pub use ddl::database_ddl_target_sql;
 pub use classifier::Classifier;
 pub use classify::classify;
 pub use effects::Effects;

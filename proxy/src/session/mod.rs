@@ -784,6 +784,10 @@ where
             write::ready_for_query(self.client_status, &mut self.cout);
             return;
         }
+        if effects.contains(Effects::DATABASE_DDL) {
+            let sql = fields::query_sql(&msg).unwrap_or_default();
+            self.shared.pool.before_database_ddl(sql);
+        }
         let leased = if self.holder(target).is_some() {
             Ok(target)
         } else {
@@ -898,6 +902,11 @@ where
         };
         let retryable = target == Slot::Replica && is_sync && self.tx.is_none() && !redefines();
         let effects = self.batch.effects;
+        if effects.contains(Effects::DATABASE_DDL) {
+            if let Some(sql) = batch_sql(&messages, &self.stmts) {
+                self.shared.pool.before_database_ddl(&sql);
+            }
+        }
         // As for a simple query: nothing to note for a batch that changes nothing unwatched.
         let watch = if effects.is_none() && !self.state.watching() {
             None
