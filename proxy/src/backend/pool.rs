@@ -14,13 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::apply;
 use super::connect::connect;
 use super::{BackendConn, BackendError, BackendInfo, ServerParams, StartupInfo};
-use crate::protocol::{peek_header, write};
 
 /// Connections are interchangeable only for the same backend and the same startup request
 /// (user, database and the startup parameters that cannot be set later).
@@ -37,6 +35,9 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSING_GRACE: Duration = Duration::from_secs(10);
 /// What the pool remembers of ParameterStatus answers, at most: past that it starts over.
 const MAX_REMEMBERED_PARAMS: usize = 1024;
+
+/// Startup settings a client's connections get on lease (see `client::params`).
+type Settings = Vec<(String, String)>;
 
 /// A Terminate message: a connection closed with it ends its server process at once.
 const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
@@ -57,9 +58,10 @@ pub struct Pool {
     /// are closed rather than pooled, so the permit goes to the first in line.
     waiting: Vec<AtomicUsize>,
     idle: Mutex<Idle>,
-    /// ParameterStatus values per key, remembered from the last connection opened for it, so a
-    /// client can be told them at startup without a backend connection of its own.
-    params: Mutex<HashMap<PoolKey, Arc<ServerParams>>>,
+    /// ParameterStatus values per key and startup settings, remembered from the last
+    /// connection opened for the key with the settings applied, so a client can be told them
+    /// at startup without a backend connection of its own.
+    params: Mutex<HashMap<(PoolKey, Settings), Arc<ServerParams>>>,
     max_idle: usize,
     max_server_connections: usize,
     idle_timeout: Duration,
@@ -139,12 +141,16 @@ impl Pool {
         let slot = self.slot(key.backend).await?;
         let info = self.backends[key.backend].clone();
         let conn = connect(info, key.clone(), password, self.connect_timeout, slot).await?;
-        let mut params = locked(&self.params);
-        if params.len() >= MAX_REMEMBERED_PARAMS {
-            params.clear();
-        }
-        params.insert(key.clone(), conn.params.clone());
+        self.remember((key.clone(), Vec::new()), conn.params.clone());
         Ok(conn)
+    }
+
+    fn remember(&self, key: (PoolKey, Settings), params: Arc<ServerParams>) {
+        let mut remembered = locked(&self.params);
+        if remembered.len() >= MAX_REMEMBERED_PARAMS {
+            remembered.clear();
+        }
+        remembered.insert(key, params);
     }
 
     /// A place for one more connection to `backend`: free at once, or made by closing an
@@ -191,19 +197,38 @@ impl Pool {
         close(conn);
     }
 
-    /// The ParameterStatus values a connection for `key` reports, opening one only if no
-    /// connection for that key was ever made.
+    /// The ParameterStatus values a client with the startup `settings` is told: those a
+    /// connection for `key` reports once they are applied, as the server reports them at
+    /// startup. A connection is opened or leased only when no such answer is remembered.
+    /// Fails as the server would refuse the startup packet, if it refuses a setting.
     pub async fn server_params(
-        &self,
+        self: &Arc<Self>,
         key: &PoolKey,
         password: Option<&str>,
+        settings: &[(String, String)],
     ) -> Result<Arc<ServerParams>, BackendError> {
-        if let Some(params) = locked(&self.params).get(key) {
+        let remembered = (key.clone(), settings.to_vec());
+        if let Some(params) = locked(&self.params).get(&remembered) {
             return Ok(params.clone());
         }
-        let conn = self.acquire(key, password).await?;
-        let params = conn.params.clone();
-        self.put_idle(conn);
+        let mut conn = self.acquire(key, password).await?;
+        let Some(sql) = apply::set_config_sql(settings.iter().map(|(n, v)| (&**n, &**v))) else {
+            let params = conn.params.clone();
+            self.put_idle(conn);
+            return Ok(params);
+        };
+        let answer = apply::run(&mut conn, &sql)
+            .await
+            .map_err(|e| BackendError::Unreachable {
+                backend: conn.info.to_string(),
+                reason: e.to_string(),
+            })?;
+        let params = Arc::new(apply::overlay(&conn.params, &answer.reported));
+        self.release(conn);
+        if let Some(fields) = answer.error {
+            return Err(BackendError::Server { fields });
+        }
+        self.remember(remembered, params.clone());
         Ok(params)
     }
 
@@ -322,35 +347,11 @@ fn is_alive(conn: &BackendConn) -> bool {
 
 /// Runs `DISCARD ALL` and checks the server is idle and error-free afterwards.
 async fn reset(mut conn: BackendConn) -> io::Result<BackendConn> {
-    conn.out.clear();
-    write::query("DISCARD ALL", &mut conn.out);
-    conn.wr.write_all(&conn.out).await?;
-    conn.out.clear();
-    let mut failed = false;
-    loop {
-        while let Some((ty, total)) = peek_header(&conn.inbuf) {
-            if conn.inbuf.len() < total {
-                break;
-            }
-            match ty {
-                b'E' => failed = true,
-                b'Z' if !failed && conn.inbuf.get(5) == Some(&b'I') => {
-                    conn.inbuf.advance(total);
-                    conn.prepared.clear();
-                    conn.settings_seq = 0;
-                    return if conn.inbuf.is_empty() {
-                        Ok(conn)
-                    } else {
-                        Err(io::Error::other("data after reset"))
-                    };
-                }
-                b'Z' => return Err(io::Error::other("reset failed")),
-                _ => {}
-            }
-            conn.inbuf.advance(total);
-        }
-        if conn.rd.read_buf(&mut conn.inbuf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+    let answer = apply::run(&mut conn, "DISCARD ALL").await?;
+    if answer.error.is_some() {
+        return Err(io::Error::other("reset failed"));
     }
+    conn.prepared.clear();
+    conn.settings_seq = 0;
+    Ok(conn)
 }

@@ -27,7 +27,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
 use tokio_util::io::poll_read_buf;
 
-use crate::backend::{BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, Watch};
+use crate::backend::{
+    BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, StartupSettings, Watch,
+};
 use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::health::{Health, Unusable};
@@ -99,6 +101,8 @@ pub struct SessionStats {
 /// Everything a session needs to know about its client.
 pub struct ClientInfo {
     pub startup: Arc<StartupInfo>,
+    /// Its startup settings, applied on every lease, and what it was told at startup.
+    pub settings: StartupSettings,
     pub password: Option<Arc<str>>,
     /// The replica this session reads from, if any; it counts the session as a reader.
     pub replica: Option<ReplicaLease>,
@@ -246,7 +250,7 @@ where
     pub fn new(shared: Arc<Shared>, client: ClientInfo, client_r: R, client_w: W) -> Self {
         let shutdown_wait = Box::pin(shared.shutdown.wait());
         let functions = shared.classifier.user_functions(&client.startup.database);
-        let state = SessionState::new(client.default_read_only);
+        let state = SessionState::new(client.default_read_only, &client.settings);
         let tally = shared
             .counting
             .then(|| shared.tallies[client.worker].clone());
@@ -1068,8 +1072,12 @@ where
                 Origin::Client => {
                     let before = self.state.settings.seq();
                     self.state.settle(&outcome.watch, outcome.status);
-                    let after = self.state.settings.seq();
-                    // The connection that ran the settings has them.
+                    // The connection that ran the settings has them (but for a return
+                    // to startup values after a reset: the client is told those).
+                    let after = self.state.settings.take_runner_seq();
+                    for (name, value) in self.state.settings.take_corrections() {
+                        write::parameter_status(&name, &value, &mut self.cout);
+                    }
                     if let Some(conn) = self.slot_mut(slot) {
                         if conn.settings_seq == before {
                             conn.settings_seq = after;
@@ -1250,7 +1258,7 @@ fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
 #[cold]
 #[inline(never)]
 fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
-    for sql in settings.replay_since(conn.settings_seq) {
+    for sql in settings.replay_since(conn.settings_seq, &conn.params) {
         write::query(&sql, &mut conn.out);
         conn.syncs.push_back(Pending::injected(Origin::Settings));
     }

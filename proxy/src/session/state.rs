@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::settings::Settings;
 use super::words::Words;
-use crate::backend::{SavepointOp, Watch};
+use crate::backend::{SavepointOp, StartupSettings, Watch};
 use crate::route::Effects;
 
 /// A setting made inside the open transaction.
@@ -44,9 +44,10 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(default_read_only: bool) -> SessionState {
+    pub fn new(default_read_only: bool, startup: &StartupSettings) -> SessionState {
         SessionState {
             default_read_only,
+            settings: Settings::new(startup),
             ..SessionState::default()
         }
     }
@@ -113,6 +114,9 @@ impl SessionState {
 
     /// Takes in how a watched client unit ended.
     pub fn settle(&mut self, watch: &Watch, status: u8) {
+        for (name, value) in &watch.reported {
+            self.settings.report(name, value);
+        }
         if let Some(sql) = &watch.whole {
             match (&watch.error, status) {
                 (None, b'I') => self.settings.record_whole(sql.clone()),
@@ -386,7 +390,7 @@ mod tests {
         let sql = "BEGIN; SET a.b = 2; SAVEPOINT p; SET a.c = 3; ROLLBACK TO SAVEPOINT p; COMMIT";
         query(&mut state, partial, sql, b'I', b'I');
         assert_eq!(state.settings.seq(), 2);
-        assert!(state.settings.replay_since(1)[0].starts_with(sql));
+        assert!(state.settings.replay_since(1, &[])[0].starts_with(sql));
         assert!(!state.pinned());
     }
 
@@ -407,7 +411,7 @@ mod tests {
         query(&mut state, tx, "RELEASE p", b'T', b'T');
         query(&mut state, tx, "COMMIT", b'T', b'I');
         assert!(!state.pinned());
-        assert_eq!(state.settings.replay_since(0), ["SET a.b = 1\n;\n"]);
+        assert_eq!(state.settings.replay_since(0, &[]), ["SET a.b = 1\n;\n"]);
     }
 
     #[test]
