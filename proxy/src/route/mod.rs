@@ -17,7 +17,7 @@ pub use catalog::UserFunctions;
 pub use ddl::database_ddl_target_sql;
 pub use classifier::Classifier;
 pub use classify::classify;
-pub use effects::Effects;
+pub use effects::{set_config_template, Effects, SetConfigArg};
 pub use reason::{Classification, Reason, Route};
 
 /// SQL as the classifier's token scans see it, for their unit tests.

@@ -8,6 +8,7 @@
 //! interleave and the transaction status is known before the next routing decision.
 
 mod batch;
+mod bound;
 mod hint;
 mod reads;
 mod relay;
@@ -1075,7 +1076,7 @@ where
                     // The connection that ran the settings has them (but for a return
                     // to startup values after a reset: the client is told those).
                     let after = self.state.settings.take_runner_seq();
-                    for (name, value) in self.state.settings.take_corrections() {
+                    for (name, value) in self.state.take_corrections() {
                         write::parameter_status(&name, &value, &mut self.cout);
                     }
                     if let Some(conn) = self.slot_mut(slot) {

@@ -103,6 +103,18 @@ impl SessionState {
         Some(Box::new(watch))
     }
 
+    /// ParameterStatus values the client must be told after a reset brought startup
+    /// settings back (the session follows its own `default_transaction_read_only` too).
+    pub fn take_corrections(&mut self) -> Vec<(String, String)> {
+        let corrections = self.settings.take_corrections();
+        for (name, value) in &corrections {
+            if name == "default_transaction_read_only" {
+                self.default_read_only = value == "on";
+            }
+        }
+        corrections
+    }
+
     /// Whether to ask the primary, after a unit with `effects`, if state is left.
     /// Never after a `COPY`: a question sent while the server waits for copy data would
     /// break the copy.
