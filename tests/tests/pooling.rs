@@ -51,8 +51,7 @@ const WHO: &str = "SELECT current_setting('cluster_name'), current_setting('appl
                    application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_with_their_own_application_names_share_connections_within_max_connections_100()
-{
+async fn clients_with_their_own_application_names_share_connections_within_max_connections_100() {
     let cluster = tokio::task::spawn_blocking(|| {
         OwnCluster::start_with("pool_names", &[("max_connections", "100")])
     })
@@ -89,7 +88,10 @@ async fn clients_with_their_own_application_names_share_connections_within_max_c
                 most.1 = most.1.max(app_connections(&cluster.replica).await);
             }
         }
-        eprintln!("most connections of app seen: primary {}, replica {}", most.0, most.1);
+        eprintln!(
+            "most connections of app seen: primary {}, replica {}",
+            most.0, most.1
+        );
         assert!(
             most.0 <= 5 && most.1 <= 5,
             "{CLIENTS} clients one after another should reuse a few pooled connections; \
@@ -113,8 +115,11 @@ fn limited_proxy(max: usize, wait: &str) -> ProxyProcess {
 /// A client of `app` through `addr` that has leased a primary connection.
 async fn on_the_primary(addr: SocketAddr) -> Client {
     let client = connect(addr, APP.name, DATABASE).await.unwrap();
-    let node = simple_first(&client, "/* pgrepl:primary */ SELECT current_setting('cluster_name')")
-        .await;
+    let node = simple_first(
+        &client,
+        "/* pgrepl:primary */ SELECT current_setting('cluster_name')",
+    )
+    .await;
     assert_eq!(node, PRIMARY);
     client
 }
@@ -219,7 +224,9 @@ async fn use_database(db: &str) {
 async fn drop_database_right_after_using_it_through_the_proxy_succeeds() {
     bounded(async {
         let db = unique("pool_dropped");
-        through_proxy(&format!("CREATE DATABASE {db}")).await.unwrap();
+        through_proxy(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
         wait_for_database_on_replica(&db).await;
         use_database(&db).await;
         let started = Instant::now();
@@ -230,7 +237,9 @@ async fn drop_database_right_after_using_it_through_the_proxy_succeeds() {
 
         // Also with the extended protocol, WITH (FORCE) and a rename.
         let db = unique("pool_renamed");
-        through_proxy(&format!("CREATE DATABASE {db}")).await.unwrap();
+        through_proxy(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
         wait_for_database_on_replica(&db).await;
         use_database(&db).await;
         through_proxy(&format!("ALTER DATABASE {db} RENAME TO {db}_b"))

@@ -10,7 +10,10 @@
 use std::collections::BTreeMap;
 
 use pgrepl_tests::roles::{APP, DATABASE};
-use pgrepl_tests::suite::{bounded, replicated, shared_proxy, text_rows, PRIMARY, REPLICA};
+use pgrepl_tests::suite::raw::{self, RawClient};
+use pgrepl_tests::suite::{
+    bounded, code_of, replicated, shared_proxy, text_rows, PRIMARY, REPLICA,
+};
 use pgrepl_tests::{conninfo, Cluster};
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -118,7 +121,7 @@ async fn startup_parameters_are_the_defaults_reset_returns_to_on_both_nodes() {
             "work_mem",
             "IntervalStyle",
         ];
-        let path = format!("{s}, public");
+        let path = format!("{s},public");
         let startup = ["sr_startup_app", &path, "SQL, DMY", "3MB", "iso_8601"];
         everywhere(&client, &settings, &startup, "at first").await;
 
@@ -236,11 +239,14 @@ async fn set_config_with_a_bound_parameter_is_replayed_and_reads_stay_on_the_rep
                 (REPLICA.to_owned(), "8MB".to_owned())
             );
         }
-        // Text format too, and the session's settings still follow.
+        // Both arguments bound, and the session's settings still follow.
         let statement = client
             .prepare_typed(
                 "SELECT set_config($1, $2, false)",
-                &[tokio_postgres::types::Type::TEXT, tokio_postgres::types::Type::TEXT],
+                &[
+                    tokio_postgres::types::Type::TEXT,
+                    tokio_postgres::types::Type::TEXT,
+                ],
             )
             .await
             .unwrap();
@@ -252,6 +258,79 @@ async fn set_config_with_a_bound_parameter_is_replayed_and_reads_stay_on_the_rep
             values(&client, "", &["work_mem"]).await,
             on(REPLICA, &["9MB"])
         );
+    })
+    .await;
+}
+
+/// The values a simple query's DataRows carry, as text.
+fn row_texts(messages: &[raw::RawMessage]) -> Vec<String> {
+    let row = messages.iter().find(|m| m.ty == b'D').expect("a row");
+    let mut body = &row.body[2..];
+    let mut values = Vec::new();
+    while body.len() >= 4 {
+        let len = i32::from_be_bytes(body[..4].try_into().unwrap());
+        body = &body[4..];
+        let len = usize::try_from(len).unwrap_or(0);
+        values.push(String::from_utf8_lossy(&body[..len]).into_owned());
+        body = &body[len..];
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_config_with_a_text_format_parameter_is_replayed() {
+    bounded(async {
+        let mut client = RawClient::login_trust(shared_proxy(), "trustuser", DATABASE)
+            .await
+            .unwrap();
+        // Parse with no parameter types, Bind in text format, Execute, Sync.
+        let mut batch = raw::message(b'P', b"\0SELECT set_config('work_mem', $1, false)\0\0\0");
+        let mut bind = b"\0\0\0\0\0\x01".to_vec();
+        bind.extend_from_slice(&3i32.to_be_bytes());
+        bind.extend_from_slice(b"7MB\0\0");
+        batch.extend(raw::message(b'B', &bind));
+        batch.extend(raw::message(b'E', b"\0\0\0\0\0"));
+        batch.extend(raw::message(b'S', b""));
+        client.send(&batch).await.unwrap();
+        let answer = client.recv_until(b'Z').await.unwrap();
+        assert!(
+            !answer.iter().any(|m| m.ty == b'E'),
+            "{:?}",
+            raw::summary(&answer)
+        );
+        for _ in 0..2 {
+            client
+                .send(&raw::query(
+                    "SELECT current_setting('cluster_name'), current_setting('work_mem')",
+                ))
+                .await
+                .unwrap();
+            let read = client.recv_until(b'Z').await.unwrap();
+            assert_eq!(row_texts(&read), [REPLICA, "7MB"]);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_setting_the_server_refuses_refuses_the_login_as_the_server_would() {
+    bounded(async {
+        let primary = Cluster::shared().primary.addr();
+        for options in ["-c DateStyle=bogus", "-c no_such_setting=1"] {
+            let attempt = |addr| async move {
+                let mut config: Config = conninfo(addr, APP.name, DATABASE).parse().unwrap();
+                config.options(options);
+                match config.connect(NoTls).await {
+                    Ok(_) => panic!("{options}: login accepted by {addr}"),
+                    Err(e) => (code_of(&e), e.as_db_error().unwrap().severity().to_owned()),
+                }
+            };
+            assert_eq!(
+                attempt(shared_proxy()).await,
+                attempt(primary).await,
+                "{options}: through the proxy and directly"
+            );
+        }
     })
     .await;
 }

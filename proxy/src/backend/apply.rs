@@ -27,7 +27,9 @@ pub fn literal(value: &str) -> String {
 /// One `SELECT` of `set_config(name, value, false)` calls: each value is taken as the server
 /// takes a startup parameter or a line of postgresql.conf (a list such as `search_path` is
 /// split at its commas, unlike `SET name = 'a, b'`). None for no settings.
-pub fn set_config_sql<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<String> {
+pub fn set_config_sql<'a>(
+    settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
     let mut sql = String::new();
     for (name, value) in settings {
         sql.push_str(if sql.is_empty() { "SELECT " } else { ", " });
@@ -128,8 +130,11 @@ mod tests {
     fn settings_become_one_select_of_set_config_calls() {
         assert_eq!(set_config_sql([]), None);
         assert_eq!(
-            set_config_sql([("search_path", "a, \"B\""), ("application_name", "it's \\o/")])
-                .unwrap(),
+            set_config_sql([
+                ("search_path", "a, \"B\""),
+                ("application_name", "it's \\o/")
+            ])
+            .unwrap(),
             "SELECT pg_catalog.set_config(E'search_path', E'a, \"B\"', false), \
              pg_catalog.set_config(E'application_name', E'it''s \\\\o/', false)"
         );
@@ -153,8 +158,14 @@ mod tests {
             parameter_status(&msg),
             Some(("DateStyle".to_owned(), "ISO, MDY".to_owned()))
         );
-        let base = vec![("a".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())];
-        let reported = vec![("b".to_owned(), "3".to_owned()), ("c".to_owned(), "4".to_owned())];
+        let base = vec![
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "2".to_owned()),
+        ];
+        let reported = vec![
+            ("b".to_owned(), "3".to_owned()),
+            ("c".to_owned(), "4".to_owned()),
+        ];
         assert_eq!(
             overlay(&base, &reported),
             [("a", "1"), ("b", "3"), ("c", "4")].map(|(n, v)| (n.to_owned(), v.to_owned()))

@@ -62,6 +62,8 @@ pub struct Pool {
     /// connection opened for the key with the settings applied, so a client can be told them
     /// at startup without a backend connection of its own.
     params: Mutex<HashMap<(PoolKey, Settings), Arc<ServerParams>>>,
+    /// Held while a server is asked for ParameterStatus values not remembered yet.
+    asking: tokio::sync::Mutex<()>,
     max_idle: usize,
     max_server_connections: usize,
     idle_timeout: Duration,
@@ -103,11 +105,15 @@ impl Pool {
     ) -> Arc<Pool> {
         let max = config.max_server_connections;
         Arc::new(Pool {
-            slots: backends.iter().map(|_| Arc::new(Semaphore::new(max))).collect(),
+            slots: backends
+                .iter()
+                .map(|_| Arc::new(Semaphore::new(max)))
+                .collect(),
             waiting: backends.iter().map(|_| AtomicUsize::new(0)).collect(),
             backends,
             idle: Mutex::default(),
             params: Mutex::new(HashMap::new()),
+            asking: tokio::sync::Mutex::new(()),
             max_idle: config.max_idle,
             max_server_connections: max,
             idle_timeout: config.idle_timeout,
@@ -211,6 +217,12 @@ impl Pool {
         if let Some(params) = locked(&self.params).get(&remembered) {
             return Ok(params.clone());
         }
+        // One at a time: clients that log in together with the same settings need one
+        // answer, not a connection each.
+        let _one_at_a_time = self.asking.lock().await;
+        if let Some(params) = locked(&self.params).get(&remembered) {
+            return Ok(params.clone());
+        }
         let mut conn = self.acquire(key, password).await?;
         let Some(sql) = apply::set_config_sql(settings.iter().map(|(n, v)| (&**n, &**v))) else {
             let params = conn.params.clone();
@@ -308,7 +320,11 @@ impl Pool {
             .map(|(conn, _)| conn)
             .collect();
         drop(idle);
-        tracing::info!(database, connections = closed.len(), "closing idle connections to a database about to be dropped or renamed");
+        tracing::info!(
+            database,
+            connections = closed.len(),
+            "closing idle connections to a database about to be dropped or renamed"
+        );
         closed.into_iter().for_each(close);
     }
 
@@ -335,7 +351,10 @@ impl Pool {
     /// Closes every idle connection (at shutdown).
     pub fn close_idle(&self) {
         let conns = std::mem::take(&mut locked(&self.idle).conns);
-        conns.into_values().flatten().for_each(|(conn, _)| close(conn));
+        conns
+            .into_values()
+            .flatten()
+            .for_each(|(conn, _)| close(conn));
     }
 }
 

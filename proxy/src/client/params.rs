@@ -124,7 +124,10 @@ mod tests {
             (
                 vec![
                     ("datestyle", "Postgres, MDY"),
-                    ("options", "-c search_path=a,b --work-mem=8MB -cstatement_timeout=5s"),
+                    (
+                        "options",
+                        "-c search_path=a,b --work-mem=8MB -cstatement_timeout=5s",
+                    ),
                 ],
                 vec![],
                 vec![
@@ -149,11 +152,7 @@ mod tests {
                 vec![("options", "-P -c work_mem=1MB")],
                 vec![],
             ),
-            (
-                vec![("options", "-c")],
-                vec![("options", "-c")],
-                vec![],
-            ),
+            (vec![("options", "-c")], vec![("options", "-c")], vec![]),
             (
                 vec![("log_disconnections", "on"), ("options", "  ")],
                 vec![("log_disconnections", "on")],

@@ -143,7 +143,9 @@ fn is(word: Option<&&str>, expected: &str) -> bool {
 }
 
 fn is_set(words: &[&str]) -> bool {
-    ["set", "reset", "load"].iter().any(|w| is(words.first(), w))
+    ["set", "reset", "load"]
+        .iter()
+        .any(|w| is(words.first(), w))
 }
 
 /// Whether the statement is transaction control, and a rollback to a savepoint.
@@ -194,7 +196,9 @@ fn statement_effects(words: &[&str], first: bool) -> Effects {
         }
         "do" | "call" => Effects::OPAQUE,
         "drop" if is(next, "database") => Effects::DATABASE_DDL | Effects::MAY_UNPIN,
-        "alter" if is(next, "database") && words.iter().any(|w| w.eq_ignore_ascii_case("rename")) => {
+        "alter"
+            if is(next, "database") && words.iter().any(|w| w.eq_ignore_ascii_case("rename")) =>
+        {
             Effects::DATABASE_DDL
         }
         "copy" => Effects::COPY,
@@ -533,7 +537,9 @@ mod tests {
             Some(vec![[text("jit"), Param(1), Bool(false)]])
         );
         assert_eq!(
-            set_config_template("select pg_catalog.set_config($1, $2, $3), set_config('a.b', 5, TRUE);"),
+            set_config_template(
+                "select pg_catalog.set_config($1, $2, $3), set_config('a.b', 5, TRUE);"
+            ),
             Some(vec![
                 [Param(1), Param(2), Param(3)],
                 [text("a.b"), text("5"), Bool(true)]

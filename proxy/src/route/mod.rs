@@ -14,9 +14,9 @@ mod hint;
 pub mod reason;
 
 pub use catalog::UserFunctions;
-pub use ddl::database_ddl_target_sql;
 pub use classifier::Classifier;
 pub use classify::classify;
+pub use ddl::database_ddl_target_sql;
 pub use effects::{set_config_template, Effects, SetConfigArg};
 pub use reason::{Classification, Reason, Route};
 

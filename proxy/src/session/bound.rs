@@ -123,7 +123,7 @@ fn bind_params(bind: &[u8]) -> Option<Params<'_>> {
     let body = fields::body(bind);
     let (_, rest) = fields::cstr(body)?;
     let (_, mut rest) = fields::cstr(rest)?;
-    let mut u16_at = |rest: &mut &[u8]| -> Option<u16> {
+    let u16_at = |rest: &mut &[u8]| -> Option<u16> {
         let v = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
         *rest = &rest[2..];
         Some(v)
@@ -200,8 +200,16 @@ mod tests {
         let both = "SELECT pg_catalog.set_config($1, $2, $3)";
         for (parse, bind, sets) in [
             // Binary, type inferred (tokio-postgres, asyncpg).
-            (parse(asyncpg, &[]), bind(&[1], &[Some(b"off")]), Some(vec![set("jit", "off")])),
-            (parse(asyncpg, &[TEXT]), bind(&[], &[Some(b"on")]), Some(vec![set("jit", "on")])),
+            (
+                parse(asyncpg, &[]),
+                bind(&[1], &[Some(b"off")]),
+                Some(vec![set("jit", "off")]),
+            ),
+            (
+                parse(asyncpg, &[TEXT]),
+                bind(&[], &[Some(b"on")]),
+                Some(vec![set("jit", "on")]),
+            ),
             (
                 parse(both, &[VARCHAR, TEXT, BOOL]),
                 bind(&[0, 1, 1], &[Some(b"work_mem"), Some(b"8MB"), Some(&[0])]),
@@ -221,7 +229,11 @@ mod tests {
             // Unsure: another declared type, NULL, a value not a boolean, not such a call.
             (parse(asyncpg, &[23]), bind(&[0], &[Some(b"5")]), None),
             (parse(asyncpg, &[]), bind(&[], &[None]), None),
-            (parse(both, &[]), bind(&[], &[Some(b"a"), Some(b"b"), Some(b"maybe")]), None),
+            (
+                parse(both, &[]),
+                bind(&[], &[Some(b"a"), Some(b"b"), Some(b"maybe")]),
+                None,
+            ),
             (parse(asyncpg, &[]), bind(&[], &[]), None),
             (
                 parse("SELECT set_config('a', $1, false) FROM t", &[]),

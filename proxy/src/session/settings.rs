@@ -123,7 +123,13 @@ impl Settings {
             settings.entries = (0..settings.startup.len())
                 .map(|i| Entry {
                     seq: 1,
-                    key: Key::Parameter(settings.startup[i].0.to_ascii_lowercase().into_bytes().into()),
+                    key: Key::Parameter(
+                        settings.startup[i]
+                            .0
+                            .to_ascii_lowercase()
+                            .into_bytes()
+                            .into(),
+                    ),
                     action: Action::Restore(i),
                     alone: false,
                 })
@@ -170,11 +176,8 @@ impl Settings {
         std::mem::take(&mut self.corrections)
     }
 
+    /// The reported parameter `name` (any case: `SET TIME ZONE` is `timezone`) is.
     fn reported_index(&self, name: &[u8]) -> Option<usize> {
-        let name = match name {
-            b"timezone" => b"TimeZone".as_slice(),
-            name => name,
-        };
         self.reported.iter().position(|r| same_name(name, &r.name))
     }
 
@@ -466,7 +469,6 @@ fn key_of(sql: &[u8]) -> Key {
     Key::Parameter(parameter.to_ascii_lowercase().into())
 }
 
-
 /// The parameter of one `set_config` call as the proxy writes it (`backend::apply`), for a
 /// value it read from a Bind.
 fn set_config_name(body: &[u8]) -> Option<&[u8]> {
@@ -547,7 +549,10 @@ mod tests {
         assert_eq!(replay(&s, 0, &[]), ["SET a.b = 1", "SET a.c = 3"]);
         s.record(Bytes::from_static(b"LOAD 'x'"));
         s.record(Bytes::from_static(b"LOAD 'x'"));
-        assert_eq!(replay(&s, 0, &[]), ["SET a.b = 1", "SET a.c = 3", "LOAD 'x'"]);
+        assert_eq!(
+            replay(&s, 0, &[]),
+            ["SET a.b = 1", "SET a.c = 3", "LOAD 'x'"]
+        );
         s.discard_all();
         let discarded = ["SET SESSION AUTHORIZATION DEFAULT", " RESET ALL"];
         assert_eq!(replay(&s, 0, &[]), discarded);
@@ -635,7 +640,11 @@ mod tests {
             ("TimeZone", "UTC"),
         ];
         let mut s = started(&[], &told);
-        assert_eq!(s.seq(), 0, "nothing to replay for a client without settings");
+        assert_eq!(
+            s.seq(),
+            0,
+            "nothing to replay for a client without settings"
+        );
         // What the primary reports after each statement; the statements are not logged.
         set(&mut s, "SET DateStyle = 'ISO, YMD'");
         s.report("DateStyle", "ISO, YMD");
@@ -697,10 +706,7 @@ mod tests {
         let runner = s.take_runner_seq();
         assert_eq!(
             s.take_corrections(),
-            pairs(&[
-                ("application_name", "app"),
-                ("DateStyle", "Postgres, MDY")
-            ])
+            pairs(&[("application_name", "app"), ("DateStyle", "Postgres, MDY")])
         );
         assert_eq!(replay(&s, runner, &fresh), [search_path, all_reported]);
         assert_eq!(
@@ -737,7 +743,11 @@ mod tests {
             ["SELECT pg_catalog.set_config(E'work_mem', E'8MB', false)"]
         );
         s.record_whole(Bytes::from_static(b"BEGIN; RESET ALL; ROLLBACK"));
-        assert_eq!(s.take_runner_seq(), s.seq(), "rolled back: nothing to return to");
+        assert_eq!(
+            s.take_runner_seq(),
+            s.seq(),
+            "rolled back: nothing to return to"
+        );
     }
 
     #[test]
