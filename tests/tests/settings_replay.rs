@@ -154,6 +154,15 @@ async fn startup_parameters_are_the_defaults_reset_returns_to_on_both_nodes() {
 
         client.batch_execute("DISCARD ALL").await.unwrap();
         everywhere(&client, &settings, &startup, "after DISCARD ALL").await;
+
+        // A reset and a setting after it in one string: the setting stays.
+        client
+            .batch_execute("SET DateStyle = 'ISO'; RESET ALL; SET application_name = 'z'")
+            .await
+            .unwrap();
+        let mut expected = startup;
+        expected[0] = "z";
+        everywhere(&client, &settings, &expected, "after RESET ALL and a SET").await;
     })
     .await;
 }

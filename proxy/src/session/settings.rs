@@ -91,6 +91,9 @@ pub struct Settings {
     /// Values to tell the client: a reset there reported the server's default, and the
     /// proxy brought the startup value back.
     corrections: Vec<(String, String)>,
+    /// Reported startup settings (indexes into `startup_reported`) the unit being settled
+    /// reset: brought back when it is settled, unless a later statement of it sets them.
+    restoring: Vec<usize>,
 }
 
 /// What `DISCARD ALL` does to settings, as a statement a standby also runs.
@@ -194,6 +197,10 @@ impl Settings {
         let key = if alone { Key::Text } else { key_of(&sql) };
         let resets = self.resets(&sql, &key, alone);
         let reported = matches!(&key, Key::Parameter(name) if self.reported_index(name).is_some());
+        if let (true, Key::Parameter(name)) = (reported, &key) {
+            let startup = &self.startup_reported;
+            self.restoring.retain(|&i| !same_name(name, &startup[i].0));
+        }
         if !reported {
             self.retain_after(&key, &sql);
             self.seq += 1;
@@ -280,24 +287,31 @@ impl Settings {
             });
             return;
         }
-        let Some((canonical, value)) = self
+        let reported = self
             .startup_reported
             .iter()
-            .find(|(n, _)| same_name(name, n))
-            .cloned()
-        else {
-            return;
-        };
-        let Some(i) = self.reported_index(canonical.as_bytes()) else {
-            return;
-        };
-        if self.reported[i].value != value {
-            self.seq += 1;
-            self.runner_lacks.get_or_insert(self.seq);
-            let reported = &mut self.reported[i];
-            reported.value.clone_from(&value);
-            reported.seq = self.seq;
-            self.corrections.push((canonical, value));
+            .position(|(n, _)| same_name(name, n));
+        if let Some(i) = reported.filter(|i| !self.restoring.contains(i)) {
+            self.restoring.push(i);
+        }
+    }
+
+    /// The unit settled: brings the reported startup settings it reset, and set no more
+    /// after, back to their startup values (its ParameterStatus said the server's defaults).
+    pub fn unit_settled(&mut self) {
+        for startup in std::mem::take(&mut self.restoring) {
+            let (name, value) = self.startup_reported[startup].clone();
+            let Some(i) = self.reported_index(name.as_bytes()) else {
+                continue;
+            };
+            if self.reported[i].value != value {
+                self.seq += 1;
+                self.runner_lacks.get_or_insert(self.seq);
+                let reported = &mut self.reported[i];
+                reported.value.clone_from(&value);
+                reported.seq = self.seq;
+                self.corrections.push((name, value));
+            }
         }
     }
 
@@ -627,8 +641,10 @@ mod tests {
         })
     }
 
+    /// A unit of `sql` settled.
     fn set(s: &mut Settings, sql: &'static str) {
         s.record(Bytes::from_static(sql.as_bytes()));
+        s.unit_settled();
     }
 
     #[test]
@@ -736,6 +752,7 @@ mod tests {
         s.record_whole(Bytes::from_static(
             b"BEGIN; RESET ALL; SET search_path = c; COMMIT",
         ));
+        s.unit_settled();
         let runner = s.take_runner_seq();
         assert_eq!(runner, seq + 1);
         assert_eq!(

@@ -124,11 +124,17 @@ impl SessionState {
                 || (self.holds_state && effects.intersects(Effects::MAY_UNPIN)))
     }
 
-    /// Takes in how a watched client unit ended.
+    /// Takes in how a watched client unit ended: the values its server reported, then the
+    /// settings it made.
     pub fn settle(&mut self, watch: &Watch, status: u8) {
         for (name, value) in &watch.reported {
             self.settings.report(name, value);
         }
+        self.settle_settings(watch, status);
+        self.settings.unit_settled();
+    }
+
+    fn settle_settings(&mut self, watch: &Watch, status: u8) {
         if let Some(sql) = &watch.whole {
             match (&watch.error, status) {
                 (None, b'I') => self.settings.record_whole(sql.clone()),
