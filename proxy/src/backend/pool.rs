@@ -62,8 +62,9 @@ pub struct Pool {
     /// connection opened for the key with the settings applied, so a client can be told them
     /// at startup without a backend connection of its own.
     params: Mutex<HashMap<(PoolKey, Settings), Arc<ServerParams>>>,
-    /// Held while a server is asked for ParameterStatus values not remembered yet.
-    asking: tokio::sync::Mutex<()>,
+    /// Per key and settings being asked about now: held while a server is asked for
+    /// ParameterStatus values not remembered yet.
+    asking: Mutex<HashMap<(PoolKey, Settings), Arc<tokio::sync::Mutex<()>>>>,
     max_idle: usize,
     max_server_connections: usize,
     idle_timeout: Duration,
@@ -113,7 +114,7 @@ impl Pool {
             backends,
             idle: Mutex::default(),
             params: Mutex::new(HashMap::new()),
-            asking: tokio::sync::Mutex::new(()),
+            asking: Mutex::default(),
             max_idle: config.max_idle,
             max_server_connections: max,
             idle_timeout: config.idle_timeout,
@@ -217,12 +218,30 @@ impl Pool {
         if let Some(params) = locked(&self.params).get(&remembered) {
             return Ok(params.clone());
         }
-        // One at a time: clients that log in together with the same settings need one
-        // answer, not a connection each.
-        let _one_at_a_time = self.asking.lock().await;
+        // One at a time per key and settings: clients that log in together with the same
+        // settings need one answer, not a connection each.
+        let gate = locked(&self.asking)
+            .entry(remembered.clone())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
         if let Some(params) = locked(&self.params).get(&remembered) {
             return Ok(params.clone());
         }
+        let asked = self.ask_params(key, password, settings).await;
+        locked(&self.asking).remove(&remembered);
+        let params = asked?;
+        self.remember(remembered, params.clone());
+        Ok(params)
+    }
+
+    /// Asks a connection for `key` what it reports with `settings` applied.
+    async fn ask_params(
+        self: &Arc<Self>,
+        key: &PoolKey,
+        password: Option<&str>,
+        settings: &[(String, String)],
+    ) -> Result<Arc<ServerParams>, BackendError> {
         let mut conn = self.acquire(key, password).await?;
         let Some(sql) = apply::set_config_sql(settings.iter().map(|(n, v)| (&**n, &**v))) else {
             let params = conn.params.clone();
@@ -237,11 +256,10 @@ impl Pool {
             })?;
         let params = Arc::new(apply::overlay(&conn.params, &answer.reported));
         self.release(conn);
-        if let Some(fields) = answer.error {
-            return Err(BackendError::Server { fields });
+        match answer.error {
+            Some(fields) => Err(BackendError::Server { fields }),
+            None => Ok(params),
         }
-        self.remember(remembered, params.clone());
-        Ok(params)
     }
 
     /// Takes a connection back: reset in the background and pooled, or closed if its state is
