@@ -39,6 +39,9 @@ const MAX_REMEMBERED_PARAMS: usize = 1024;
 /// Startup settings a client's connections get on lease (see `client::params`).
 type Settings = Vec<(String, String)>;
 
+/// Taken by whoever asks a server about one key and its settings.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
 /// A Terminate message: a connection closed with it ends its server process at once.
 const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 
@@ -64,7 +67,7 @@ pub struct Pool {
     params: Mutex<HashMap<(PoolKey, Settings), Arc<ServerParams>>>,
     /// Per key and settings being asked about now: held while a server is asked for
     /// ParameterStatus values not remembered yet.
-    asking: Mutex<HashMap<(PoolKey, Settings), Arc<tokio::sync::Mutex<()>>>>,
+    asking: Mutex<HashMap<(PoolKey, Settings), Gate>>,
     max_idle: usize,
     max_server_connections: usize,
     idle_timeout: Duration,
