@@ -97,10 +97,11 @@ fn user(field: &Field<'_>) -> Result<UserConfig, ConfigError> {
 }
 
 fn pool(field: &Field<'_>) -> Result<PoolConfig, ConfigError> {
-    let s = field.section(&["max_idle", "idle_timeout"])?;
+    let s = field.section(&["max_idle", "idle_timeout", "max_server_connections"])?;
     Ok(PoolConfig {
         max_idle: s.require("max_idle")?.count()?,
         idle_timeout: s.require("idle_timeout")?.duration()?,
+        max_server_connections: s.require("max_server_connections")?.count()?,
     })
 }
 

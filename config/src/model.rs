@@ -94,11 +94,15 @@ impl fmt::Display for AuthMethod {
     }
 }
 
-/// `[pool]`: idle backend connections kept for reuse.
+/// `[pool]`: idle backend connections kept for reuse, and how many a backend may have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// Connections the proxy opens to one backend at most (leased and idle together); more
+    /// clients wait for one, up to `[proxy] connect_timeout`. Below the server's
+    /// `max_connections` (100 by default), which the monitor and catalog also use.
+    pub max_server_connections: usize,
 }
 
 /// `[routing]`: when a read may go to a replica.

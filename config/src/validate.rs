@@ -37,6 +37,12 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
         &root.key("pool").key("idle_timeout"),
         config.pool.idle_timeout,
     )?;
+    rules.at_least(
+        &root.key("pool").key("max_server_connections"),
+        config.pool.max_server_connections,
+        1,
+        "",
+    )?;
     rules.listen(&root.key("metrics").key("listen"), &config.metrics.listen)?;
     rules.nonzero(&root.key("health").key("interval"), config.health.interval)?;
     if let Some(tls) = &config.tls {

@@ -20,10 +20,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
-use crate::backend::{BackendError, BackendInfo, Pool, PoolKey, ServerParams, StartupInfo};
+use crate::backend::{
+    BackendError, BackendInfo, Pool, PoolKey, ServerParams, StartupInfo, StartupSettings,
+};
 use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
-use crate::client::{negotiate, tls, ClientStream, Hello, NegotiateError};
+use crate::client::{negotiate, params, tls, ClientStream, Hello, NegotiateError};
 use crate::health::{Health, Monitor};
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::route::Classifier;
@@ -88,12 +90,7 @@ impl Proxy {
             .collect::<Vec<_>>();
         let health = Arc::new(Health::new(backends.len(), config.routing.max_replica_lag));
         let monitor = Monitor::start(&health, &backends, config)?;
-        let pool = Pool::new(
-            backends,
-            config.pool.max_idle,
-            config.pool.idle_timeout,
-            config.proxy.connect_timeout,
-        );
+        let pool = Pool::new(backends, &config.pool, config.proxy.connect_timeout);
         let shared = Shared {
             max_message_size: config.proxy.max_message_size,
             pool,
@@ -344,8 +341,8 @@ impl Connection {
             .await;
             return None;
         }
-        let startup = match startup_info(params, minor, &mut stream).await {
-            Ok(startup) => Arc::new(startup),
+        let (startup, settings) = match startup_info(params, minor, &mut stream).await {
+            Ok((startup, settings)) => (Arc::new(startup), settings),
             Err(err) => {
                 self.reject(Rejection::Protocol);
                 tracing::info!(code = err.code, message = %err.message, "client startup refused");
@@ -363,7 +360,10 @@ impl Connection {
                 return None;
             }
         };
-        let server_params = match self.server_params(&startup, password.as_deref()).await {
+        let server_params = match self
+            .server_params(&startup, password.as_deref(), &settings)
+            .await
+        {
             Ok(params) => params,
             Err(err) => {
                 self.reject(Rejection::Backend);
@@ -396,6 +396,10 @@ impl Connection {
             .any(|(name, value)| name == "default_transaction_read_only" && value == "on");
         let info = ClientInfo {
             startup,
+            settings: StartupSettings {
+                settings,
+                told: server_params,
+            },
             password,
             replica: self.shared.pick_replica(None),
             cancel,
@@ -409,12 +413,14 @@ impl Connection {
         })
     }
 
-    /// The server parameters the client is told: the primary's, or a replica's while the
-    /// primary is unreachable. A server's own refusal (no such database...) is final.
+    /// The server parameters the client is told: the primary's with the client's startup
+    /// `settings` applied, or a replica's while the primary is unreachable. A server's own
+    /// refusal (no such database, a bad setting...) is final.
     async fn server_params(
         &self,
         startup: &Arc<StartupInfo>,
         password: Option<&str>,
+        settings: &[(String, String)],
     ) -> Result<Arc<ServerParams>, BackendError> {
         let mut last_err = None;
         for backend in 0..self.shared.pool.backends().len() {
@@ -422,9 +428,16 @@ impl Connection {
                 backend,
                 startup: startup.clone(),
             };
-            match self.shared.pool.server_params(&key, password).await {
+            match self
+                .shared
+                .pool
+                .server_params(&key, password, settings)
+                .await
+            {
                 Ok(params) => return Ok(params),
-                Err(err @ BackendError::Server { .. }) => return Err(err),
+                Err(err @ (BackendError::Server { .. } | BackendError::Full { .. })) => {
+                    return Err(err)
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "backend unavailable at client startup");
                     last_err = Some(err);
@@ -447,12 +460,13 @@ fn user_of(params: &[(String, String)]) -> Option<&str> {
 }
 
 /// Validates the startup parameters; tells the client about protocol features it asked for
-/// that the proxy does not speak (protocol 3.x minor versions, `_pq_` options).
+/// that the proxy does not speak (protocol 3.x minor versions, `_pq_` options). Returns what
+/// keys its connections, and the settings applied on lease.
 async fn startup_info(
     params: Vec<(String, String)>,
     minor: u16,
     stream: &mut ClientStream,
-) -> Result<StartupInfo, ProxyError> {
+) -> Result<(StartupInfo, Vec<(String, String)>), ProxyError> {
     let mut user = None;
     let mut database = None;
     let mut options = Vec::new();
@@ -486,12 +500,13 @@ async fn startup_info(
             .await
             .map_err(|_| ProxyError::fatal("08006", "client went away"))?;
     }
-    options.sort();
-    Ok(StartupInfo {
+    let split = params::split(options);
+    let startup = StartupInfo {
         database: database
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone()),
         user,
-        options,
-    })
+        options: split.fixed,
+    };
+    Ok((startup, split.settings))
 }

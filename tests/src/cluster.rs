@@ -38,6 +38,12 @@ impl Cluster {
     /// Nothing stops the servers when the value is dropped: call
     /// [`Cluster::stop`], or use [`Cluster::shared`], which does.
     pub fn start(base_dir: &Path) -> Result<Cluster> {
+        Cluster::start_with(base_dir, &[])
+    }
+
+    /// Like [`Cluster::start`], with server `settings` on top of the harness's (a lower
+    /// `max_connections`...), given to both servers at every start.
+    pub fn start_with(base_dir: &Path, settings: &[(&str, &str)]) -> Result<Cluster> {
         fs::create_dir_all(base_dir)
             .with_context(|| format!("cannot create {}", base_dir.display()))?;
         let base_dir = base_dir.canonicalize()?;
@@ -48,7 +54,8 @@ impl Cluster {
                 break port;
             }
         };
-        let cluster = Cluster::new(local_runtime(&base_dir, primary_port, replica_port)?);
+        let rt = local_runtime(&base_dir, primary_port, replica_port)?.with_settings(settings);
+        let cluster = Cluster::new(rt);
         let primary_dir = cluster.rt.layout().node_dir(runtime::Node::Primary);
         ensure!(
             !primary_dir.exists(),
@@ -158,7 +165,12 @@ pub struct OwnCluster(Cluster);
 impl OwnCluster {
     /// Starts a fresh cluster in `run_dir()/name`.
     pub fn start(name: &str) -> Result<OwnCluster> {
-        Cluster::start(&run_dir().join(name)).map(OwnCluster)
+        OwnCluster::start_with(name, &[])
+    }
+
+    /// Like [`OwnCluster::start`], with server `settings` on top of the harness's.
+    pub fn start_with(name: &str, settings: &[(&str, &str)]) -> Result<OwnCluster> {
+        Cluster::start_with(&run_dir().join(name), settings).map(OwnCluster)
     }
 }
 

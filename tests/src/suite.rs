@@ -65,7 +65,10 @@ pub fn start_proxy(keys: &str) -> ProxyProcess {
 /// right after writes the replica may not have replayed yet; read-your-writes
 /// has a suite of its own) and that backend logins may take 20 s: a hundred
 /// clients opening SCRAM logins at once in a debug build on a busy 2-core
-/// machine can exceed the default 5 s, which is not what these suites test.
+/// machine can exceed the default 5 s, which is not what these suites test; and that it may
+/// open 200 connections per backend (the harness's servers take 300), so that a hundred
+/// concurrent sessions do not queue behind the default `[pool] max_server_connections` of 90
+/// (the `pooling` suite tests that limit).
 pub fn shared_proxy() -> SocketAddr {
     static PROXY: OnceLock<ProxyProcess> = OnceLock::new();
     PROXY
@@ -73,7 +76,7 @@ pub fn shared_proxy() -> SocketAddr {
             let cluster = Cluster::shared();
             let addr = free_addr();
             let toml = proxy_config_with(cluster, addr, "connect_timeout = \"20s\"")
-                + "\n[routing]\nread_your_writes = \"off\"\n";
+                + "\n[routing]\nread_your_writes = \"off\"\n\n[pool]\nmax_server_connections = 200\n";
             ProxyProcess::start(&toml, addr)
                 .unwrap_or_else(|e| panic!("cannot start the shared proxy: {e:#}"))
         })

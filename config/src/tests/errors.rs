@@ -162,6 +162,10 @@ fn limits_and_durations_are_range_checked() {
         "[proxy] max_client_connections: expected at least 1, found 0",
     );
     assert_error(
+        "[pool]\nmax_server_connections = 0\n",
+        "[pool] max_server_connections: expected at least 1, found 0",
+    );
+    assert_error(
         "[proxy]\nmax_message_size = \"1kB\"\n",
         "[proxy] max_message_size: expected at least 1024 bytes, found 1000",
     );

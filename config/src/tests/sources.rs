@@ -31,6 +31,7 @@ fn defaults_match_the_documented_values() {
     assert!(config.users.is_empty());
     assert_eq!(config.pool.max_idle, 50);
     assert_eq!(config.pool.idle_timeout, Duration::from_secs(300));
+    assert_eq!(config.pool.max_server_connections, 90);
     assert_eq!(config.routing.max_replica_lag, Duration::from_secs(1));
     assert_eq!(config.routing.classify_cache_size, 10_000);
     assert_eq!(config.metrics.listen, "127.0.0.1:9187");

@@ -68,12 +68,15 @@ pub struct Watch {
     pub rolled_back: bool,
     /// The probe's answer.
     pub holds_state: Option<bool>,
+    /// The ParameterStatus values a client unit's server reported, in order.
+    pub reported: Vec<(String, String)>,
 }
 
 impl Watch {
     /// Adds what a later part of the same unit (after a Flush) watches.
     pub fn merge(&mut self, later: Watch) {
         self.sets.extend(later.sets);
+        self.reported.extend(later.reported);
         self.unknown_sets |= later.unknown_sets;
         self.discard_all |= later.discard_all;
         self.partial_rollback |= later.partial_rollback;
@@ -154,6 +157,9 @@ pub struct BackendConn {
     /// startup state a pooled connection is reset to.
     pub settings_seq: u64,
     pub counted: Counted,
+    /// Its place among `[pool] max_server_connections` of its backend, given back when it
+    /// closes.
+    pub _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Counts a connection in its backend's open connections while it exists.

@@ -13,6 +13,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::conn::Counted;
 use super::{BackendConn, BackendInfo, PoolKey};
@@ -30,6 +31,8 @@ pub enum BackendError {
     Server { fields: Vec<(u8, String)> },
     /// The server said something the proxy cannot handle.
     Protocol { backend: String, reason: String },
+    /// The backend has `[pool] max_server_connections` open and none came free in time.
+    Full { backend: String, reason: String },
 }
 
 impl BackendError {
@@ -48,14 +51,25 @@ impl BackendError {
                     _ => (*code, value.clone()),
                 })
                 .collect(),
-            BackendError::Unreachable { .. } | BackendError::Protocol { .. } => vec![
+            BackendError::Unreachable { .. }
+            | BackendError::Protocol { .. }
+            | BackendError::Full { .. } => vec![
                 (b'S', sev.to_owned()),
                 (b'V', sev.to_owned()),
-                (b'C', "08006".to_owned()),
+                (b'C', self.sqlstate().to_owned()),
                 (b'M', self.to_string()),
             ],
         };
         encode_error_fields(fields, buf);
+    }
+
+    /// The SQLSTATE of an error the proxy words itself.
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            // too_many_connections, as PostgreSQL says when it is full
+            BackendError::Full { .. } => "53300",
+            _ => "08006",
+        }
     }
 }
 
@@ -76,7 +90,7 @@ impl std::fmt::Display for BackendError {
                     msg.map(|(_, m)| m.as_str()).unwrap_or("server error")
                 )
             }
-            BackendError::Protocol { backend, reason } => {
+            BackendError::Protocol { backend, reason } | BackendError::Full { backend, reason } => {
                 write!(f, "pgrepl-proxy: backend {backend}: {reason}")
             }
         }
@@ -85,12 +99,14 @@ impl std::fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {}
 
-/// Opens and authenticates a connection for `key`, within `timeout`.
+/// Opens and authenticates a connection for `key`, within `timeout`; it holds `slot`, its
+/// place among the backend's connections, while it exists.
 pub async fn connect(
     info: Arc<BackendInfo>,
     key: PoolKey,
     password: Option<&str>,
     timeout: Duration,
+    slot: OwnedSemaphorePermit,
 ) -> Result<BackendConn, BackendError> {
     let unreachable = |reason: String| BackendError::Unreachable {
         backend: info.to_string(),
@@ -103,7 +119,7 @@ pub async fn connect(
         stream
             .set_nodelay(true)
             .map_err(|e| unreachable(e.to_string()))?;
-        handshake(stream, &info, key.clone(), password).await
+        handshake(stream, &info, key.clone(), password, slot).await
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
@@ -189,6 +205,7 @@ async fn handshake(
     info: &Arc<BackendInfo>,
     key: PoolKey,
     password: Option<&str>,
+    slot: OwnedSemaphorePermit,
 ) -> Result<BackendConn, BackendError> {
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> = vec![
@@ -301,5 +318,6 @@ async fn handshake(
         settings_seq: 0,
         closes_due: Vec::new(),
         counted: Counted::new(info),
+        _slot: slot,
     })
 }

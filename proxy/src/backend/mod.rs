@@ -1,6 +1,7 @@
 //! Connections from the proxy to PostgreSQL servers: opening and authenticating them, and
-//! pooling them per (backend, user, database, startup options).
+//! pooling them per (backend, user, database, startup parameters that cannot be set later).
 
+pub mod apply;
 mod conn;
 mod connect;
 mod pool;
@@ -45,6 +46,15 @@ impl fmt::Display for BackendInfo {
 pub struct StartupInfo {
     pub user: String,
     pub database: String,
-    /// Other startup parameters (application_name, client_encoding, options...), sorted by name.
+    /// Startup parameters a connection must be opened with (`client::params`), sorted by
+    /// name. The others are applied on lease: they are not part of the pool key.
     pub options: Vec<(String, String)>,
+}
+
+/// The startup parameters a client's connections get on lease, and the ParameterStatus
+/// values it was told at startup: what its settings return to on `RESET`.
+#[derive(Debug, Clone, Default)]
+pub struct StartupSettings {
+    pub settings: Vec<(String, String)>,
+    pub told: std::sync::Arc<ServerParams>,
 }

@@ -1,20 +1,27 @@
 //! Pools of authenticated backend connections. A session leases at most one connection per
 //! backend; a returned connection is reset with `DISCARD ALL` before anyone else gets it, or
 //! closed when its state is not known to be clean.
+//!
+//! A backend has at most `[pool] max_server_connections` connections open, leased and idle
+//! together: past that, an acquire closes an idle connection another key holds there, else
+//! waits its turn (first come, first served) up to the connect timeout, then fails with
+//! 53300. Before a database is dropped or renamed, the idle connections to it are closed, so
+//! that the proxy's own connections do not hold it.
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::apply;
 use super::connect::connect;
 use super::{BackendConn, BackendError, BackendInfo, ServerParams, StartupInfo};
-use crate::protocol::{peek_header, write};
 
-/// Connections are interchangeable only for the same backend and the same startup request.
+/// Connections are interchangeable only for the same backend and the same startup request
+/// (user, database and the startup parameters that cannot be set later).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub backend: usize,
@@ -23,14 +30,46 @@ pub struct PoolKey {
 
 /// How long a reset may take before the connection is given up.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connections to a database being dropped or renamed are closed instead of pooled:
+/// PostgreSQL's `DROP DATABASE` waits up to 5 s for other sessions to leave.
+const CLOSING_GRACE: Duration = Duration::from_secs(10);
+/// What the pool remembers of ParameterStatus answers, at most: past that it starts over.
+const MAX_REMEMBERED_PARAMS: usize = 1024;
+
+/// Startup settings a client's connections get on lease (see `client::params`).
+type Settings = Vec<(String, String)>;
+
+/// Taken by whoever asks a server about one key and its settings.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
+/// A Terminate message: a connection closed with it ends its server process at once.
+const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
+/// The idle connections, and the databases whose connections are not pooled now.
+#[derive(Default)]
+struct Idle {
+    conns: HashMap<PoolKey, Vec<(BackendConn, Instant)>>,
+    /// Database names, with until when.
+    closing: Vec<(String, Instant)>,
+}
 
 pub struct Pool {
     backends: Vec<Arc<BackendInfo>>,
-    idle: Mutex<HashMap<PoolKey, Vec<(BackendConn, Instant)>>>,
-    /// ParameterStatus values per key, remembered from the last connection opened for it, so a
-    /// client can be told them at startup without a backend connection of its own.
-    params: Mutex<HashMap<PoolKey, Arc<ServerParams>>>,
+    /// Per backend: one permit per connection it may have open.
+    slots: Vec<Arc<Semaphore>>,
+    /// Per backend: acquires waiting for a permit. While some wait, returned connections
+    /// are closed rather than pooled, so the permit goes to the first in line.
+    waiting: Vec<AtomicUsize>,
+    idle: Mutex<Idle>,
+    /// ParameterStatus values per key and startup settings, remembered from the last
+    /// connection opened for the key with the settings applied, so a client can be told them
+    /// at startup without a backend connection of its own.
+    params: Mutex<HashMap<(PoolKey, Settings), Arc<ServerParams>>>,
+    /// Per key and settings being asked about now: held while a server is asked for
+    /// ParameterStatus values not remembered yet.
+    asking: Mutex<HashMap<(PoolKey, Settings), Gate>>,
     max_idle: usize,
+    max_server_connections: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -40,19 +79,48 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Closes a connection the pool gives up, telling its server first (best effort: a full
+/// socket buffer just closes it).
+fn close(conn: BackendConn) {
+    let _ = conn.wr.try_write(&TERMINATE);
+}
+
+/// Counts an acquire in its backend's line while it waits.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl<'a> InLine<'a> {
+    fn join(count: &'a AtomicUsize) -> InLine<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        InLine(count)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Pool {
     pub fn new(
         backends: Vec<Arc<BackendInfo>>,
-        max_idle: usize,
-        idle_timeout: Duration,
+        config: &pgrepl_config::PoolConfig,
         connect_timeout: Duration,
     ) -> Arc<Pool> {
+        let max = config.max_server_connections;
         Arc::new(Pool {
+            slots: backends
+                .iter()
+                .map(|_| Arc::new(Semaphore::new(max)))
+                .collect(),
+            waiting: backends.iter().map(|_| AtomicUsize::new(0)).collect(),
             backends,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::default(),
             params: Mutex::new(HashMap::new()),
-            max_idle,
-            idle_timeout,
+            asking: Mutex::default(),
+            max_idle: config.max_idle,
+            max_server_connections: max,
+            idle_timeout: config.idle_timeout,
             connect_timeout,
         })
     }
@@ -68,7 +136,7 @@ impl Pool {
         password: Option<&str>,
     ) -> Result<BackendConn, BackendError> {
         loop {
-            let candidate = locked(&self.idle).get_mut(key).and_then(|v| v.pop());
+            let candidate = locked(&self.idle).conns.get_mut(key).and_then(|v| v.pop());
             match candidate {
                 Some((conn, _)) if is_alive(&conn) => match conn.adopt() {
                     Ok(conn) => return Ok(conn),
@@ -80,26 +148,121 @@ impl Pool {
                 None => break,
             }
         }
+        let slot = self.slot(key.backend).await?;
         let info = self.backends[key.backend].clone();
-        let conn = connect(info, key.clone(), password, self.connect_timeout).await?;
-        locked(&self.params).insert(key.clone(), conn.params.clone());
+        let conn = connect(info, key.clone(), password, self.connect_timeout, slot).await?;
+        self.remember((key.clone(), Vec::new()), conn.params.clone());
         Ok(conn)
     }
 
-    /// The ParameterStatus values a connection for `key` reports, opening one only if no
-    /// connection for that key was ever made.
+    fn remember(&self, key: (PoolKey, Settings), params: Arc<ServerParams>) {
+        let mut remembered = locked(&self.params);
+        if remembered.len() >= MAX_REMEMBERED_PARAMS {
+            remembered.clear();
+        }
+        remembered.insert(key, params);
+    }
+
+    /// A place for one more connection to `backend`: free at once, or made by closing an
+    /// idle connection there, or the first to come free within the connect timeout.
+    async fn slot(&self, backend: usize) -> Result<OwnedSemaphorePermit, BackendError> {
+        let slots = &self.slots[backend];
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        let _in_line = InLine::join(&self.waiting[backend]);
+        self.close_oldest_idle(backend);
+        match tokio::time::timeout(self.connect_timeout, slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => Err(BackendError::Full {
+                backend: self.backends[backend].to_string(),
+                reason: format!(
+                    "sorry, too many clients already: {} connections are open there \
+                     ([pool] max_server_connections) and none came free within {}ms \
+                     (connect_timeout)",
+                    self.max_server_connections,
+                    self.connect_timeout.as_millis()
+                ),
+            }),
+        }
+    }
+
+    /// Closes the idle connection to `backend` unused the longest, if there is one.
+    fn close_oldest_idle(&self, backend: usize) {
+        let mut idle = locked(&self.idle);
+        let oldest = idle
+            .conns
+            .iter()
+            .filter(|(key, list)| key.backend == backend && !list.is_empty())
+            .min_by_key(|(_, list)| list[0].1)
+            .map(|(key, _)| key.clone());
+        let Some(key) = oldest else { return };
+        let list = idle.conns.get_mut(&key).expect("found above");
+        let (conn, _) = list.remove(0);
+        if list.is_empty() {
+            idle.conns.remove(&key);
+        }
+        drop(idle);
+        tracing::debug!(backend = %conn.info, "closing an idle connection to make room for another");
+        close(conn);
+    }
+
+    /// The ParameterStatus values a client with the startup `settings` is told: those a
+    /// connection for `key` reports once they are applied, as the server reports them at
+    /// startup. A connection is opened or leased only when no such answer is remembered.
+    /// Fails as the server would refuse the startup packet, if it refuses a setting.
     pub async fn server_params(
-        &self,
+        self: &Arc<Self>,
         key: &PoolKey,
         password: Option<&str>,
+        settings: &[(String, String)],
     ) -> Result<Arc<ServerParams>, BackendError> {
-        if let Some(params) = locked(&self.params).get(key) {
+        let remembered = (key.clone(), settings.to_vec());
+        if let Some(params) = locked(&self.params).get(&remembered) {
             return Ok(params.clone());
         }
-        let conn = self.acquire(key, password).await?;
-        let params = conn.params.clone();
-        self.put_idle(conn);
+        // One at a time per key and settings: clients that log in together with the same
+        // settings need one answer, not a connection each.
+        let gate = locked(&self.asking)
+            .entry(remembered.clone())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        if let Some(params) = locked(&self.params).get(&remembered) {
+            return Ok(params.clone());
+        }
+        let asked = self.ask_params(key, password, settings).await;
+        locked(&self.asking).remove(&remembered);
+        let params = asked?;
+        self.remember(remembered, params.clone());
         Ok(params)
+    }
+
+    /// Asks a connection for `key` what it reports with `settings` applied.
+    async fn ask_params(
+        self: &Arc<Self>,
+        key: &PoolKey,
+        password: Option<&str>,
+        settings: &[(String, String)],
+    ) -> Result<Arc<ServerParams>, BackendError> {
+        let mut conn = self.acquire(key, password).await?;
+        let Some(sql) = apply::set_config_sql(settings.iter().map(|(n, v)| (&**n, &**v))) else {
+            let params = conn.params.clone();
+            self.put_idle(conn);
+            return Ok(params);
+        };
+        let answer = apply::run(&mut conn, &sql)
+            .await
+            .map_err(|e| BackendError::Unreachable {
+                backend: conn.info.to_string(),
+                reason: e.to_string(),
+            })?;
+        let params = Arc::new(apply::overlay(&conn.params, &answer.reported));
+        self.release(conn);
+        match answer.error {
+            Some(fields) => Err(BackendError::Server { fields }),
+            None => Ok(params),
+        }
     }
 
     /// Takes a connection back: reset in the background and pooled, or closed if its state is
@@ -116,28 +279,91 @@ impl Pool {
         });
     }
 
+    /// Pools a clean connection, unless others wait for a place at its backend (it closes,
+    /// and the first in line gets its place), its database is being dropped, or enough
+    /// connections for its key are idle already.
     fn put_idle(&self, conn: BackendConn) {
+        let now = Instant::now();
         let mut idle = locked(&self.idle);
-        let list = idle.entry(conn.key.clone()).or_default();
+        idle.closing.retain(|(_, until)| *until > now);
+        let closing = idle
+            .closing
+            .iter()
+            .any(|(name, _)| *name == conn.key.startup.database);
+        if closing || self.waiting[conn.key.backend].load(Ordering::Acquire) > 0 {
+            drop(idle);
+            close(conn);
+            return;
+        }
+        let list = idle.conns.entry(conn.key.clone()).or_default();
         if list.len() < self.max_idle {
-            list.push((conn, Instant::now()));
+            list.push((conn, now));
+        } else {
+            drop(idle);
+            close(conn);
         }
     }
 
     /// Closes connections idle for longer than the idle timeout.
     pub fn reap_idle(&self) {
         let now = Instant::now();
+        let mut expired = Vec::new();
         let mut idle = locked(&self.idle);
-        for list in idle.values_mut() {
-            list.retain(|(_, since)| now.duration_since(*since) < self.idle_timeout);
+        for list in idle.conns.values_mut() {
+            let keep = list
+                .iter()
+                .take_while(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+                .count();
+            expired.extend(list.drain(..keep).map(|(conn, _)| conn));
         }
-        idle.retain(|_, list| !list.is_empty());
+        idle.conns.retain(|_, list| !list.is_empty());
+        drop(idle);
+        expired.into_iter().for_each(close);
+    }
+
+    /// Before `DROP DATABASE` or `ALTER DATABASE ... RENAME` of `database`: closes the idle
+    /// connections to it on every backend, and for a while closes those returned instead of
+    /// pooling them (a client that just left may still be handing its connection back).
+    fn close_database(&self, database: &str) {
+        let mut idle = locked(&self.idle);
+        idle.closing
+            .push((database.to_owned(), Instant::now() + CLOSING_GRACE));
+        let keys: Vec<PoolKey> = idle
+            .conns
+            .keys()
+            .filter(|key| key.startup.database == database)
+            .cloned()
+            .collect();
+        let closed: Vec<BackendConn> = keys
+            .iter()
+            .filter_map(|key| idle.conns.remove(key))
+            .flatten()
+            .map(|(conn, _)| conn)
+            .collect();
+        drop(idle);
+        tracing::info!(
+            database,
+            connections = closed.len(),
+            "closing idle connections to a database about to be dropped or renamed"
+        );
+        closed.into_iter().for_each(close);
+    }
+
+    /// Before a statement classified [`Effects::DATABASE_DDL`](crate::route::Effects): closes
+    /// the idle connections to the database it drops or renames.
+    pub fn before_database_ddl(&self, sql: &[u8]) {
+        let name = std::str::from_utf8(sql)
+            .ok()
+            .and_then(crate::route::database_ddl_target_sql);
+        if let Some(name) = name {
+            self.close_database(&name);
+        }
     }
 
     /// Pooled connections per backend (by index), for the status page and gauges.
     pub fn idle_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.backends.len()];
-        for (key, list) in locked(&self.idle).iter() {
+        for (key, list) in locked(&self.idle).conns.iter() {
             counts[key.backend] += list.len();
         }
         counts
@@ -145,7 +371,11 @@ impl Pool {
 
     /// Closes every idle connection (at shutdown).
     pub fn close_idle(&self) {
-        locked(&self.idle).clear();
+        let conns = std::mem::take(&mut locked(&self.idle).conns);
+        conns
+            .into_values()
+            .flatten()
+            .for_each(|(conn, _)| close(conn));
     }
 }
 
@@ -157,36 +387,12 @@ fn is_alive(conn: &BackendConn) -> bool {
 
 /// Runs `DISCARD ALL` and checks the server is idle and error-free afterwards.
 async fn reset(mut conn: BackendConn) -> io::Result<BackendConn> {
-    conn.out.clear();
-    write::query("DISCARD ALL", &mut conn.out);
-    conn.wr.write_all(&conn.out).await?;
-    conn.out.clear();
-    let mut failed = false;
-    loop {
-        while let Some((ty, total)) = peek_header(&conn.inbuf) {
-            if conn.inbuf.len() < total {
-                break;
-            }
-            match ty {
-                b'E' => failed = true,
-                b'Z' if !failed && conn.inbuf.get(5) == Some(&b'I') => {
-                    conn.inbuf.advance(total);
-                    conn.prepared.clear();
-                    conn.closes_due.clear();
-                    conn.settings_seq = 0;
-                    return if conn.inbuf.is_empty() {
-                        Ok(conn)
-                    } else {
-                        Err(io::Error::other("data after reset"))
-                    };
-                }
-                b'Z' => return Err(io::Error::other("reset failed")),
-                _ => {}
-            }
-            conn.inbuf.advance(total);
-        }
-        if conn.rd.read_buf(&mut conn.inbuf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
+    let answer = apply::run(&mut conn, "DISCARD ALL").await?;
+    if answer.error.is_some() {
+        return Err(io::Error::other("reset failed"));
     }
+    conn.prepared.clear();
+    conn.closes_due.clear();
+    conn.settings_seq = 0;
+    Ok(conn)
 }

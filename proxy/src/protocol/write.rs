@@ -124,6 +124,16 @@ pub fn command_complete(tag: &str, buf: &mut BytesMut) {
     cstring_message(b'C', tag.as_bytes(), buf);
 }
 
+/// Appends ParameterStatus, for a value the proxy itself changed back.
+pub fn parameter_status(name: &str, value: &str, buf: &mut BytesMut) {
+    buf.put_u8(b'S');
+    buf.put_u32((4 + name.len() + 1 + value.len() + 1) as u32);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(value.as_bytes());
+    buf.put_u8(0);
+}
+
 /// A message whose whole body is one NUL-terminated string.
 fn cstring_message(ty: u8, text: &[u8], buf: &mut BytesMut) {
     buf.put_u8(ty);

@@ -129,6 +129,51 @@ fn last_name_part(words: &[Option<&Word>]) -> Option<Box<str>> {
     })
 }
 
+/// The database a `DROP DATABASE [IF EXISTS] name ...` or `ALTER DATABASE name RENAME TO ...`
+/// among `tokens` names, as PostgreSQL folds the name: before such a statement the proxy
+/// closes its idle connections to that database, which would otherwise hold it.
+pub fn database_ddl_target(tokens: &[TokenWithSpan]) -> Option<String> {
+    tokens
+        .split(|t| t.token == Token::SemiColon)
+        .find_map(|statement| {
+            let mut tokens = statement
+                .iter()
+                .map(|t| &t.token)
+                .filter(|t| !matches!(t, Token::Whitespace(_)));
+            let word = |t: Option<&Token>, expected: &str| {
+                matches!(t, Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(expected))
+            };
+            let verb = tokens.next();
+            let drop = word(verb, "drop");
+            if !(drop || word(verb, "alter")) || !word(tokens.next(), "database") {
+                return None;
+            }
+            let mut name = tokens.next();
+            if drop && word(name, "if") {
+                if !word(tokens.next(), "exists") {
+                    return None;
+                }
+                name = tokens.next();
+            }
+            let name = match name? {
+                Token::Word(w) if w.quote_style == Some('"') => w.value.clone(),
+                Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_lowercase(),
+                _ => return None,
+            };
+            let renames = word(tokens.next(), "rename");
+            (drop || renames).then_some(name)
+        })
+}
+
+/// [`database_ddl_target`] of SQL text.
+pub fn database_ddl_target_sql(sql: &str) -> Option<String> {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let tokens = sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .ok()?;
+    database_ddl_target(&tokens)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_tokens;
@@ -177,6 +222,32 @@ mod tests {
         ] {
             assert!(!changes(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn names_the_database_a_drop_or_rename_is_about() {
+        for (sql, name) in [
+            ("DROP DATABASE x", Some("x")),
+            ("drop database IF EXISTS Mixed WITH (FORCE)", Some("mixed")),
+            ("DROP DATABASE \"Mixed Case\"", Some("Mixed Case")),
+            ("DROP DATABASE x (FORCE);", Some("x")),
+            ("ALTER DATABASE y RENAME TO z", Some("y")),
+            ("ALTER DATABASE y SET work_mem = '1MB'", None),
+            ("ALTER DATABASE y OWNER TO r", None),
+            ("DROP TABLE database", None),
+            ("SELECT 'DROP DATABASE x'", None),
+            ("DROP DATABASE", None),
+        ] {
+            assert_eq!(
+                database_ddl_target(&test_tokens(sql)).as_deref(),
+                name,
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            database_ddl_target_sql("  DROP DATABASE q").as_deref(),
+            Some("q")
+        );
     }
 }
 

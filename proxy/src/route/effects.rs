@@ -16,7 +16,7 @@ impl Effects {
     /// No effect beyond the statement's own result.
     pub const NONE: Effects = Effects(0);
     /// A session-level `SET`/`RESET` (not `SET LOCAL`, `SET TRANSACTION`, `SET CONSTRAINTS`),
-    /// or a `set_config(..., false)` call.
+    /// a `set_config(..., false)` call, or a `LOAD`.
     pub const SESSION_SET: Effects = Effects(1);
     /// Every statement of the string is a `SET`, a `RESET`, a `SELECT` of `set_config` calls
     /// with constant arguments, or transaction control: its text can be replayed as is.
@@ -40,6 +40,9 @@ impl Effects {
     pub const PARTIAL_ROLLBACK: Effects = Effects(1 << 8);
     /// A `COPY`: the connection may be in copy mode after it, where nothing else may be sent.
     pub const COPY: Effects = Effects(1 << 9);
+    /// `DROP DATABASE` or `ALTER DATABASE ... RENAME`: the proxy's idle connections to that
+    /// database must close first (`route::database_ddl_target_sql` names it).
+    pub const DATABASE_DDL: Effects = Effects(1 << 10);
 
     pub fn contains(self, other: Effects) -> bool {
         self.0 & other.0 == other.0
@@ -140,7 +143,9 @@ fn is(word: Option<&&str>, expected: &str) -> bool {
 }
 
 fn is_set(words: &[&str]) -> bool {
-    is(words.first(), "set") || is(words.first(), "reset")
+    ["set", "reset", "load"]
+        .iter()
+        .any(|w| is(words.first(), w))
 }
 
 /// Whether the statement is transaction control, and a rollback to a savepoint.
@@ -171,6 +176,8 @@ fn statement_effects(words: &[&str], first: bool) -> Effects {
             Effects::NONE
         }
         "set" | "reset" => Effects::SESSION_SET,
+        // Loading a library can remove placeholder settings of its prefix: replayed in order.
+        "load" => Effects::SESSION_SET,
         "discard" if is(next, "all") => Effects::DISCARD_ALL | Effects::MAY_UNPIN,
         "create" if creates_temporary(&words[1..]) => Effects::PINS,
         "select" if selects_into_temporary(words) => Effects::PINS,
@@ -188,6 +195,12 @@ fn statement_effects(words: &[&str], first: bool) -> Effects {
             Effects::DEFAULT_MODE_BEGIN
         }
         "do" | "call" => Effects::OPAQUE,
+        "drop" if is(next, "database") => Effects::DATABASE_DDL | Effects::MAY_UNPIN,
+        "alter"
+            if is(next, "database") && words.iter().any(|w| w.eq_ignore_ascii_case("rename")) =>
+        {
+            Effects::DATABASE_DDL
+        }
         "copy" => Effects::COPY,
         verb if RELEASING.contains(&verb) => Effects::MAY_UNPIN,
         _ => Effects::NONE,
@@ -278,39 +291,85 @@ fn is_local_set_config(args: &[&Token]) -> bool {
 
 /// `SELECT [pg_catalog.]set_config('name', 'value', false) [, ...]`, constants only.
 fn selects_only_set_configs(tokens: &[&Token]) -> bool {
-    let word = |t: Option<&&Token>, w: &str| matches!(t, Some(Token::Word(x)) if x.value.eq_ignore_ascii_case(w));
-    if !word(tokens.first(), "select") {
-        return false;
+    set_config_calls(tokens).is_some_and(|calls| {
+        calls
+            .iter()
+            .flatten()
+            .all(|arg| !matches!(arg, SetConfigArg::Param(_)))
+    })
+}
+
+/// An argument of a `set_config` call the proxy can replay: a constant, or a parameter whose
+/// value a Bind gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetConfigArg {
+    Text(String),
+    Bool(bool),
+    /// `$n`, numbered from 1.
+    Param(usize),
+}
+
+/// The arguments of each call, when `sql` is one statement
+/// `SELECT [pg_catalog.]set_config(a, b, c) [, ...]` whose arguments are constants or
+/// parameters (asyncpg runs `SELECT set_config('jit', $1, false)`).
+pub fn set_config_template(sql: &str) -> Option<Vec<[SetConfigArg; 3]>> {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let tokens = sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .ok()?;
+    let mut tokens: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::EOF))
+        .collect();
+    if tokens.last() == Some(&&Token::SemiColon) {
+        tokens.pop();
     }
+    set_config_calls(&tokens)
+}
+
+fn set_config_calls(tokens: &[&Token]) -> Option<Vec<[SetConfigArg; 3]>> {
+    let word = |t: Option<&&Token>, w: &str| matches!(t, Some(Token::Word(x)) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    if !word(tokens.first(), "select") {
+        return None;
+    }
+    let mut calls = Vec::new();
     let mut rest = &tokens[1..];
     loop {
         if word(rest.first(), "pg_catalog") && matches!(rest.get(1), Some(Token::Period)) {
             rest = &rest[2..];
         }
         if !word(rest.first(), "set_config") || !matches!(rest.get(1), Some(Token::LParen)) {
-            return false;
+            return None;
         }
         rest = &rest[2..];
+        let mut args = Vec::with_capacity(3);
         for arg in 0..3 {
-            let constant = matches!(
-                rest.first(),
-                Some(Token::SingleQuotedString(_) | Token::Number(..))
-            ) || word(rest.first(), "true")
-                || word(rest.first(), "false");
+            let value = match rest.first()? {
+                Token::SingleQuotedString(s) => SetConfigArg::Text(s.clone()),
+                Token::Number(n, _) => SetConfigArg::Text(n.clone()),
+                Token::Placeholder(p) => {
+                    SetConfigArg::Param(p.strip_prefix('$')?.parse().ok().filter(|n| *n > 0)?)
+                }
+                _ if word(rest.first(), "true") => SetConfigArg::Bool(true),
+                _ if word(rest.first(), "false") => SetConfigArg::Bool(false),
+                _ => return None,
+            };
             let separator = if arg == 2 {
                 Token::RParen
             } else {
                 Token::Comma
             };
-            if !constant || rest.get(1) != Some(&&separator) {
-                return false;
+            if rest.get(1) != Some(&&separator) {
+                return None;
             }
+            args.push(value);
             rest = &rest[2..];
         }
+        calls.push(args.try_into().ok()?);
         match rest.first() {
-            None => return true,
+            None => return Some(calls),
             Some(Token::Comma) => rest = &rest[1..],
-            Some(_) => return false,
+            Some(_) => return None,
         }
     }
 }
@@ -336,6 +395,7 @@ mod tests {
             "SET TIME ZONE 'UTC'",
             "RESET ALL",
             "SET application_name = 'x'; SET LOCAL work_mem = '1MB'",
+            "LOAD 'plpgsql'",
         ] {
             assert_eq!(of(sql), replayable, "{sql}");
         }
@@ -400,6 +460,9 @@ mod tests {
         }
         assert!(of("DROP TABLE t; COPY u FROM STDIN").contains(Effects::COPY));
         assert!(of("DISCARD ALL").contains(Effects::DISCARD_ALL));
+        assert!(of("DROP DATABASE x WITH (FORCE)").contains(Effects::DATABASE_DDL));
+        assert!(of("alter database x rename to y").contains(Effects::DATABASE_DDL));
+        assert!(!of("ALTER DATABASE x SET a.b = 1").contains(Effects::DATABASE_DDL));
         assert!(of("SELECT 1").is_none());
     }
 
@@ -463,5 +526,34 @@ mod tests {
         assert!(!of("ROLLBACK").contains(Effects::PARTIAL_ROLLBACK));
         assert!(of("RELEASE SAVEPOINT p").contains(Effects::TX_CONTROL));
         assert!(!of("START pg_thing").contains(Effects::TX_CONTROL));
+    }
+
+    #[test]
+    fn set_config_templates() {
+        use SetConfigArg::*;
+        let text = |s: &str| Text(s.to_owned());
+        assert_eq!(
+            set_config_template("SELECT set_config('jit', $1, false)"),
+            Some(vec![[text("jit"), Param(1), Bool(false)]])
+        );
+        assert_eq!(
+            set_config_template(
+                "select pg_catalog.set_config($1, $2, $3), set_config('a.b', 5, TRUE);"
+            ),
+            Some(vec![
+                [Param(1), Param(2), Param(3)],
+                [text("a.b"), text("5"), Bool(true)]
+            ])
+        );
+        for sql in [
+            "SELECT set_config('a', $1, false) FROM t",
+            "SELECT set_config('a', $1 || 'x', false)",
+            "SELECT set_config('a', $0, false)",
+            "SELECT 1, set_config('a', $1, false)",
+            "SELECT set_config('a', $1)",
+            "SELECT set_config('a', $1, false); SELECT 1",
+        ] {
+            assert_eq!(set_config_template(sql), None, "{sql}");
+        }
     }
 }

@@ -19,7 +19,8 @@ mod verdict;
 pub use catalog::UserFunctions;
 pub use classifier::Classifier;
 pub use classify::classify;
-pub use effects::Effects;
+pub use ddl::database_ddl_target_sql;
+pub use effects::{set_config_template, Effects, SetConfigArg};
 pub use reason::{Classification, Reason, Route};
 pub use verdict::Verdict;
 

@@ -109,8 +109,12 @@ where
                 Origin::Client => {
                     let before = self.state.settings.seq();
                     self.state.settle(&outcome.watch, outcome.status);
-                    let after = self.state.settings.seq();
-                    // The connection that ran the settings has them.
+                    // The connection that ran the settings has them (but for a return
+                    // to startup values after a reset: the client is told those).
+                    let after = self.state.settings.take_runner_seq();
+                    for (name, value) in self.state.take_corrections() {
+                        write::parameter_status(&name, &value, &mut self.cout);
+                    }
                     if let Some(conn) = self.slot_mut(slot) {
                         if conn.settings_seq == before {
                             conn.settings_seq = after;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use foldhash::fast::RandomState;
 
+use super::bound::bound_set_configs;
 use crate::backend::{BackendConn, ParseOrigin, Pending};
 use crate::protocol::{fields, write};
 use crate::route::{Effects, Verdict};
@@ -284,10 +285,11 @@ impl Batch {
         self.messages.push((ty, msg, Verdict::UNKNOWN));
     }
 
-    /// Notes what a bound statement does to the session, and the SQL of a SET.
+    /// Notes what a bound statement does to the session, and the SQL of a SET (for a
+    /// `set_config` call with parameters, the call with the values the Bind gives).
     fn bind_effects(&mut self, effects: Effects, bind: &[u8], stmts: &Statements) {
-        self.effects |= effects;
         if !effects.contains(Effects::SESSION_SET) {
+            self.effects |= effects;
             return;
         }
         let Some(name) = fields::bind_statement(bind) else {
@@ -299,10 +301,20 @@ impl Batch {
         let parse = parse_here
             .map(|(_, msg, _)| msg)
             .or_else(|| stmts.get(name).map(|s| &s.parse));
-        if let Some(msg) = parse {
-            if let Some((_, sql)) = fields::parse_name_sql(msg) {
-                self.sets.push(msg.slice_ref(sql));
+        let Some(msg) = parse else {
+            self.effects |= effects;
+            return;
+        };
+        if !effects.contains(Effects::ONLY_SETS) {
+            if let Some(sets) = bound_set_configs(msg, bind).filter(|s| !s.is_empty()) {
+                self.effects |= effects | Effects::ONLY_SETS;
+                self.sets.extend(sets);
+                return;
             }
+        }
+        self.effects |= effects;
+        if let Some((_, sql)) = fields::parse_name_sql(msg) {
+            self.sets.push(msg.slice_ref(sql));
         }
     }
 

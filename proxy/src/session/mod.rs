@@ -9,6 +9,7 @@
 
 mod answers;
 mod batch;
+mod bound;
 mod decide;
 mod hint;
 mod leases;
@@ -36,7 +37,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
 use tokio_util::io::poll_read_buf;
 
-use crate::backend::{BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, Watch};
+use crate::backend::{
+    BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, StartupSettings, Watch,
+};
 use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::health::{Health, Unusable};
@@ -103,6 +106,8 @@ pub struct SessionStats {
 /// Everything a session needs to know about its client.
 pub struct ClientInfo {
     pub startup: Arc<StartupInfo>,
+    /// Its startup settings, applied on every lease, and what it was told at startup.
+    pub settings: StartupSettings,
     pub password: Option<Arc<str>>,
     /// The replica this session reads from, if any; it counts the session as a reader.
     pub replica: Option<ReplicaLease>,
@@ -247,7 +252,7 @@ where
     pub fn new(shared: Arc<Shared>, client: ClientInfo, client_r: R, client_w: W) -> Self {
         let shutdown_wait = Box::pin(shared.shutdown.wait());
         let functions = shared.classifier.user_functions(&client.startup.database);
-        let state = SessionState::new(client.default_read_only);
+        let state = SessionState::new(client.default_read_only, &client.settings);
         let tally = shared
             .counting
             .then(|| shared.tallies[client.worker].clone());

@@ -8,7 +8,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::backend::{BackendConn, Origin, ParseOrigin, Watch};
+use crate::backend::{apply, BackendConn, Origin, ParseOrigin, Watch};
 use crate::protocol::{fields, peek_header, HEADER_LEN};
 use crate::telemetry::{Finished, Tally};
 
@@ -227,10 +227,18 @@ pub fn relay(
                 }
             }
             b'S' => {
-                if let Some(on) = default_read_only(&conn.inbuf[..total]) {
+                let msg = &conn.inbuf[..total];
+                if let Some(on) = default_read_only(msg) {
                     seen.default_read_only = Some(on);
                 }
-                out.extend_from_slice(&conn.inbuf[..total]);
+                // What the session's settings are now: replayed as reported.
+                if let (Some(front), Some(reported)) =
+                    (conn.syncs.front_mut(), apply::parameter_status(msg))
+                {
+                    let watch = front.watch.get_or_insert_with(Box::default);
+                    watch.reported.push(reported);
+                }
+                out.extend_from_slice(msg);
             }
             b'E' | b'C' if !conn.syncs.is_empty() => {
                 if let Some(watch) = conn.syncs.front_mut().and_then(|f| f.watch.as_mut()) {

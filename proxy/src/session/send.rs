@@ -23,6 +23,10 @@ where
             write::ready_for_query(self.client_status, &mut self.cout);
             return;
         }
+        if effects.contains(Effects::DATABASE_DDL) {
+            let sql = fields::query_sql(&msg).unwrap_or_default();
+            self.shared.pool.before_database_ddl(sql);
+        }
         if self.holder(decision.slot).is_none() {
             if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
                 self.report_unavailable(&e);
@@ -131,6 +135,11 @@ where
         };
         let retryable = target == Slot::Replica && is_sync && self.tx.is_none() && !redefines();
         let effects = self.batch.effects;
+        if effects.contains(Effects::DATABASE_DDL) {
+            if let Some(sql) = batch_sql(&messages, &self.stmts) {
+                self.shared.pool.before_database_ddl(&sql);
+            }
+        }
         // As for a simple query: nothing to note for a batch that changes nothing unwatched.
         let watch = if effects.is_none() && !self.state.watching() {
             None
@@ -278,7 +287,7 @@ pub(super) fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
 #[cold]
 #[inline(never)]
 pub(super) fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
-    for sql in settings.replay_since(conn.settings_seq) {
+    for sql in settings.replay_since(conn.settings_seq, &conn.params) {
         write::query(&sql, &mut conn.out);
         conn.syncs.push_back(Pending::injected(Origin::Settings));
     }

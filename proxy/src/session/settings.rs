@@ -1,15 +1,41 @@
-//! The session's settings, so that every backend the session uses has them: the `SET` and
-//! `RESET` statements that took effect, in order, replayed on a connection before the next
-//! statement the session sends there.
+//! The session's settings, so that every backend the session uses has them.
 //!
-//! Each entry has a sequence number; a connection records the newest one it has, so it gets
-//! only what it lacks. A later statement for the same parameter replaces an earlier one (the
-//! later one wins anyway), so a session that sets the same thing on every request keeps a
-//! short log.
+//! Three parts, replayed in this order on a connection before the next statement the session
+//! sends there:
+//! - the `SET`/`RESET` statements that took effect, in order (a later one for the same
+//!   parameter replaces an earlier one: a session that sets the same thing on every request
+//!   keeps a short log), `LOAD`s among them;
+//! - the client's startup settings the server does not report (`options`' `-c` settings...),
+//!   applied first, and again after a statement resets them: PostgreSQL resets a parameter
+//!   to its startup value, while the proxy's connections were opened without it;
+//! - the parameters the server reports (ParameterStatus: DateStyle, TimeZone,
+//!   application_name...) with the value it last reported for the session: some build on
+//!   their previous value (`SET DateStyle = 'Postgres'` keeps the order of `'ISO, YMD'`), so
+//!   only the reported value says what the session has. Their statements are not logged.
+//!
+//! Each change has a sequence number; a connection records the newest one it has, so it gets
+//! only what it lacks.
 
 use bytes::Bytes;
 
 use super::words::Words;
+use crate::backend::apply::set_config_sql;
+use crate::backend::{ServerParams, StartupSettings};
+
+/// Reported parameters a session can set, replayed with their reported value. The others the
+/// server reports are fixed, or follow `SET ROLE`/`SET SESSION AUTHORIZATION`, whose
+/// statements are replayed instead.
+const REPLAYED_AS_REPORTED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "default_transaction_read_only",
+    "IntervalStyle",
+    "scram_iterations",
+    "search_path",
+    "standard_conforming_strings",
+    "TimeZone",
+];
 
 /// What an entry sets, for replacing earlier entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,32 +44,103 @@ enum Key {
     Parameter(Box<[u8]>),
     /// `RESET ALL`: every parameter but the role and session authorization.
     All,
-    /// Several statements, or a form not recognised: replaced only by the identical text.
+    /// A form not recognised (`LOAD`, a string with transaction control): replaced only by
+    /// the identical text.
     Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// The client's statement text.
+    Sql(Bytes),
+    /// The startup value of this (unreported) startup setting, by its index.
+    Restore(usize),
 }
 
 struct Entry {
     seq: u64,
     key: Key,
-    sql: Bytes,
+    action: Action,
     /// A string with transaction control in it: replayed as a query of its own, since a
     /// `BEGIN` in a multi-statement query takes the statements before it into its
     /// transaction (and a `ROLLBACK` would undo them).
     alone: bool,
 }
 
-/// The settings log of one session.
+/// A reported parameter's value for the session, and when it last changed.
+struct Reported {
+    name: String,
+    value: String,
+    seq: u64,
+}
+
+/// The settings of one session.
 #[derive(Default)]
 pub struct Settings {
     entries: Vec<Entry>,
-    /// The newest entry's number; 0 before the first.
+    /// The newest change's number; 0 before the first.
     seq: u64,
+    reported: Vec<Reported>,
+    /// Startup settings the server does not report, in the order given.
+    startup: Vec<(String, String)>,
+    /// Startup values of the reported parameters the client set at startup, as reported.
+    startup_reported: Vec<(String, String)>,
+    /// The oldest change the connection that ran the last settled unit lacks: a return to
+    /// startup values after its reset.
+    runner_lacks: Option<u64>,
+    /// Values to tell the client: a reset there reported the server's default, and the
+    /// proxy brought the startup value back.
+    corrections: Vec<(String, String)>,
+    /// Reported startup settings (indexes into `startup_reported`) the unit being settled
+    /// reset: brought back when it is settled, unless a later statement of it sets them.
+    restoring: Vec<usize>,
 }
 
 /// What `DISCARD ALL` does to settings, as a statement a standby also runs.
 const DISCARDED: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
 
+fn same_name(a: &[u8], b: &str) -> bool {
+    a.eq_ignore_ascii_case(b.as_bytes())
+}
+
 impl Settings {
+    /// The settings of a session whose client gave `startup` settings and was told
+    /// `startup.told` at startup.
+    pub fn new(startup: &StartupSettings) -> Settings {
+        let mut settings = Settings {
+            reported: reported_of(&startup.told),
+            ..Settings::default()
+        };
+        for (name, value) in &startup.settings {
+            match settings.reported_index(name.as_bytes()) {
+                Some(i) => {
+                    let told = &settings.reported[i];
+                    let pair = (told.name.clone(), told.value.clone());
+                    settings.startup_reported.push(pair);
+                }
+                None => settings.startup.push((name.clone(), value.clone())),
+            }
+        }
+        if !startup.settings.is_empty() {
+            settings.seq = 1;
+            settings.entries = (0..settings.startup.len())
+                .map(|i| Entry {
+                    seq: 1,
+                    key: Key::Parameter(
+                        settings.startup[i]
+                            .0
+                            .to_ascii_lowercase()
+                            .into_bytes()
+                            .into(),
+                    ),
+                    action: Action::Restore(i),
+                    alone: false,
+                })
+                .collect();
+        }
+        settings
+    }
+
     pub fn seq(&self) -> u64 {
         self.seq
     }
@@ -58,9 +155,70 @@ impl Settings {
         self.add(sql, true);
     }
 
+    /// A ParameterStatus the session's server sent with a unit of the client's.
+    pub fn report(&mut self, name: &str, value: &str) {
+        let Some(i) = self.reported_index(name.as_bytes()) else {
+            return;
+        };
+        if self.reported[i].value != value {
+            self.seq += 1;
+            let reported = &mut self.reported[i];
+            reported.value = value.to_owned();
+            reported.seq = self.seq;
+        }
+    }
+
+    /// What the connection that ran the unit just settled has: everything but the return
+    /// to startup values that its resets call for. Clears the mark for the next unit.
+    pub fn take_runner_seq(&mut self) -> u64 {
+        self.runner_lacks.take().map_or(self.seq, |lacks| lacks - 1)
+    }
+
+    /// ParameterStatus values the client must be told now, after a reset.
+    pub fn take_corrections(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.corrections)
+    }
+
+    /// The reported parameter `name` (any case: `SET TIME ZONE` is `timezone`) is.
+    fn reported_index(&self, name: &[u8]) -> Option<usize> {
+        self.reported.iter().position(|r| same_name(name, &r.name))
+    }
+
     fn add(&mut self, sql: Bytes, alone: bool) {
+        if !alone {
+            let parts = statements(&sql);
+            if parts.len() > 1 {
+                for part in parts {
+                    self.add(sql.slice_ref(part), false);
+                }
+                return;
+            }
+        }
         let key = if alone { Key::Text } else { key_of(&sql) };
-        match &key {
+        let resets = self.resets(&sql, &key, alone);
+        let reported = matches!(&key, Key::Parameter(name) if self.reported_index(name).is_some());
+        if let (true, Key::Parameter(name)) = (reported, &key) {
+            let startup = &self.startup_reported;
+            self.restoring.retain(|&i| !same_name(name, &startup[i].0));
+        }
+        if !reported {
+            self.retain_after(&key, &sql);
+            self.seq += 1;
+            self.entries.push(Entry {
+                seq: self.seq,
+                key,
+                action: Action::Sql(sql),
+                alone,
+            });
+        }
+        for name in resets {
+            self.restore(&name);
+        }
+    }
+
+    /// Drops the entries a new one with `key` makes pointless.
+    fn retain_after(&mut self, key: &Key, sql: &Bytes) {
+        match key {
             Key::Parameter(name) => {
                 self.entries
                     .retain(|e| !matches!(&e.key, Key::Parameter(n) if n == name));
@@ -70,15 +228,91 @@ impl Settings {
                 Key::All => false,
                 Key::Text => true,
             }),
-            Key::Text => self.entries.retain(|e| e.sql != sql),
+            Key::Text => self
+                .entries
+                .retain(|e| !matches!(&e.action, Action::Sql(text) if text == sql)),
         }
-        self.seq += 1;
-        self.entries.push(Entry {
-            seq: self.seq,
-            key,
-            sql,
-            alone,
-        });
+    }
+
+    /// The startup settings (lower-case names) a statement returns to their startup
+    /// values: it resets them, and nothing later in it sets them again.
+    fn resets(&self, sql: &[u8], key: &Key, alone: bool) -> Vec<Box<[u8]>> {
+        let all = || -> Vec<Box<[u8]>> {
+            let names = self.startup.iter().map(|(n, _)| n.as_str());
+            let reported = self.startup_reported.iter().map(|(n, _)| n.as_str());
+            names
+                .chain(reported)
+                .map(|n| n.to_ascii_lowercase().into_bytes().into())
+                .collect()
+        };
+        if !alone {
+            return match key {
+                Key::All => all(),
+                Key::Parameter(name) if is_reset(sql) => vec![name.clone()],
+                _ => Vec::new(),
+            };
+        }
+        let mut names: Vec<Box<[u8]>> = Vec::new();
+        for part in statements(sql) {
+            if rolls_back(part) {
+                names.clear();
+                continue;
+            }
+            match key_of(part) {
+                Key::All => names = all(),
+                Key::Parameter(name) => {
+                    names.retain(|n| *n != name);
+                    if is_reset(part) {
+                        names.push(name);
+                    }
+                }
+                Key::Text => {}
+            }
+        }
+        names
+    }
+
+    /// Brings startup setting `name` (lower-case) back to its startup value, if the client
+    /// set it at startup: the connection that ran the reset lacks that.
+    fn restore(&mut self, name: &[u8]) {
+        if let Some(i) = self.startup.iter().position(|(n, _)| same_name(name, n)) {
+            self.retain_after(&Key::Parameter(name.into()), &Bytes::new());
+            self.seq += 1;
+            self.runner_lacks.get_or_insert(self.seq);
+            self.entries.push(Entry {
+                seq: self.seq,
+                key: Key::Parameter(name.into()),
+                action: Action::Restore(i),
+                alone: false,
+            });
+            return;
+        }
+        let reported = self
+            .startup_reported
+            .iter()
+            .position(|(n, _)| same_name(name, n));
+        if let Some(i) = reported.filter(|i| !self.restoring.contains(i)) {
+            self.restoring.push(i);
+        }
+    }
+
+    /// The unit settled: brings the reported startup settings it reset, and set no more
+    /// after, back to their startup values (its ParameterStatus said the server's defaults).
+    pub fn unit_settled(&mut self) {
+        for startup in std::mem::take(&mut self.restoring) {
+            let (name, value) = self.startup_reported[startup].clone();
+            let Some(i) = self.reported_index(name.as_bytes()) else {
+                continue;
+            };
+            if self.reported[i].value != value {
+                self.seq += 1;
+                self.runner_lacks.get_or_insert(self.seq);
+                let reported = &mut self.reported[i];
+                reported.value.clone_from(&value);
+                reported.seq = self.seq;
+                self.corrections.push((name, value));
+            }
+        }
     }
 
     /// `DISCARD ALL` took effect: back to the startup values.
@@ -87,23 +321,124 @@ impl Settings {
         self.record(Bytes::from_static(DISCARDED.as_bytes()));
     }
 
-    /// The queries that bring a connection holding settings up to `have` to the newest, in
-    /// order; none when it lacks nothing.
-    pub fn replay_since(&self, have: u64) -> Vec<String> {
+    /// The queries that bring a connection holding settings up to `have` (and that
+    /// reported `params` at startup) to the newest, in order; none when it lacks nothing.
+    pub fn replay_since(&self, have: u64, params: &[(String, String)]) -> Vec<String> {
         let mut queries: Vec<String> = Vec::new();
         let mut joinable = false;
-        for entry in self.entries.iter().filter(|e| e.seq > have) {
-            if entry.alone || !joinable {
+        let mut push = |sql: &str, alone: bool| {
+            if alone || !joinable {
                 queries.push(String::new());
             }
-            joinable = !entry.alone;
-            let sql = queries.last_mut().expect("pushed above");
+            joinable = !alone;
+            let query = queries.last_mut().expect("pushed above");
             // A newline ends a trailing `--` comment; the semicolon the statement.
-            sql.push_str(&String::from_utf8_lossy(&entry.sql));
-            sql.push_str("\n;\n");
+            query.push_str(sql);
+            query.push_str("\n;\n");
+        };
+        let mut replayed = false;
+        for entry in self.entries.iter().filter(|e| e.seq > have) {
+            replayed = true;
+            match &entry.action {
+                Action::Sql(sql) => push(&String::from_utf8_lossy(sql), entry.alone),
+                Action::Restore(i) => {
+                    let (name, value) = &self.startup[*i];
+                    let sql = set_config_sql([(name.as_str(), value.as_str())]);
+                    push(&sql.expect("one setting"), false);
+                }
+            }
+        }
+        // After statements that may have changed any of them, all; otherwise those changed
+        // since, and on a fresh connection those its server started with otherwise.
+        let differs = |r: &Reported| {
+            !params
+                .iter()
+                .any(|(name, value)| *name == r.name && *value == r.value)
+        };
+        let values = self
+            .reported
+            .iter()
+            .filter(|r| replayed || r.seq > have || (have == 0 && differs(r)))
+            .map(|r| (r.name.as_str(), r.value.as_str()));
+        if let Some(sql) = set_config_sql(values) {
+            push(&sql, false);
         }
         queries
     }
+}
+
+/// The reported parameters a session may set, as `told` (a client's startup answer) has them.
+fn reported_of(told: &ServerParams) -> Vec<Reported> {
+    told.iter()
+        .filter(|(name, _)| REPLAYED_AS_REPORTED.contains(&name.as_str()))
+        .map(|(name, value)| Reported {
+            name: name.clone(),
+            value: value.clone(),
+            seq: 0,
+        })
+        .collect()
+}
+
+/// The statements of a string, split at semicolons outside quotes (empty ones dropped).
+fn statements(sql: &[u8]) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let mut quote = None;
+    let mut start = 0;
+    for (i, &b) in sql.iter().enumerate() {
+        match (quote, b) {
+            (None, b'\'' | b'"') => quote = Some(b),
+            (Some(q), b) if b == q => quote = None,
+            (None, b';') => {
+                parts.push(&sql[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&sql[start..]);
+    parts.retain(|p| !p.trim_ascii().is_empty());
+    parts
+}
+
+/// Whether a statement is `RESET ...`, or `SET ... TO DEFAULT` (`SET TIME ZONE DEFAULT`
+/// or `LOCAL`): the parameter goes back to the value the session started with.
+fn is_reset(sql: &[u8]) -> bool {
+    let mut words = Words(sql);
+    let is = |w: Option<&[u8]>, word: &[u8]| w.is_some_and(|w| w.eq_ignore_ascii_case(word));
+    let verb = words.next();
+    if is(verb, b"RESET") {
+        return true;
+    }
+    if !is(verb, b"SET") {
+        return false;
+    }
+    let mut word = words.next();
+    if is(word, b"SESSION") {
+        word = words.next();
+    }
+    let value = if is(word, b"TIME") {
+        words.next(); // ZONE
+        let value = words.next();
+        if is(value, b"LOCAL") {
+            return words.rest_is_empty();
+        }
+        value
+    } else {
+        let assign = words.next();
+        if !(is(assign, b"=") || is(assign, b"TO")) {
+            return false;
+        }
+        words.next()
+    };
+    is(value, b"DEFAULT") && words.rest_is_empty()
+}
+
+/// `ROLLBACK` or `ABORT` of the transaction (not to a savepoint).
+fn rolls_back(sql: &[u8]) -> bool {
+    let mut words = Words(sql);
+    let verb = words.next().unwrap_or_default();
+    (verb.eq_ignore_ascii_case(b"ROLLBACK") || verb.eq_ignore_ascii_case(b"ABORT"))
+        && !std::iter::from_fn(|| words.next()).any(|w| w.eq_ignore_ascii_case(b"TO"))
 }
 
 /// The parameter a single `SET`/`RESET` statement is about.
@@ -112,6 +447,9 @@ fn key_of(sql: &[u8]) -> Key {
     let body = body.strip_suffix(b";").unwrap_or(body);
     if body.contains(&b';') {
         return Key::Text;
+    }
+    if let Some(name) = set_config_name(body) {
+        return Key::Parameter(name.to_ascii_lowercase().into());
     }
     let mut words = Words(body);
     let verb = words.next().unwrap_or_default();
@@ -145,6 +483,19 @@ fn key_of(sql: &[u8]) -> Key {
     Key::Parameter(parameter.to_ascii_lowercase().into())
 }
 
+/// The parameter of one `set_config` call as the proxy writes it (`backend::apply`), for a
+/// value it read from a Bind.
+fn set_config_name(body: &[u8]) -> Option<&[u8]> {
+    let rest = body
+        .trim_ascii_start()
+        .strip_prefix(b"SELECT pg_catalog.set_config(E'")?;
+    let end = rest.iter().position(|&b| b == b'\'' || b == b'\\')?;
+    let (name, after) = rest.split_at(end);
+    let after = after.strip_prefix(b"', ")?;
+    // One call only.
+    (!after.windows(11).any(|w| w == b"set_config(")).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,9 +508,9 @@ mod tests {
         settings
     }
 
-    fn replay(settings: &Settings, have: u64) -> Vec<String> {
+    fn replay(settings: &Settings, have: u64, params: &[(String, String)]) -> Vec<String> {
         settings
-            .replay_since(have)
+            .replay_since(have, params)
             .concat()
             .split("\n;\n")
             .filter(|s| !s.is_empty())
@@ -177,7 +528,7 @@ mod tests {
             "SET timezone = 'CET'",
         ]);
         assert_eq!(
-            replay(&s, 0),
+            replay(&s, 0, &[]),
             [
                 "SET application_name = 'x'",
                 "set SEARCH_PATH to b",
@@ -185,8 +536,8 @@ mod tests {
             ]
         );
         assert_eq!(s.seq(), 5);
-        assert_eq!(replay(&s, 3), ["SET timezone = 'CET'"]);
-        assert!(s.replay_since(5).is_empty());
+        assert_eq!(replay(&s, 3, &[]), ["SET timezone = 'CET'"]);
+        assert!(s.replay_since(5, &[]).is_empty());
     }
 
     #[test]
@@ -199,25 +550,27 @@ mod tests {
             "RESET ALL",
         ]);
         assert_eq!(
-            replay(&s, 0),
-            [
-                "SET ROLE r",
-                "SET SESSION AUTHORIZATION u",
-                "SET x.y = 1; SET work_mem = '8MB'",
-                "RESET ALL"
-            ]
+            replay(&s, 0, &[]),
+            ["SET ROLE r", "SET SESSION AUTHORIZATION u", "RESET ALL"]
         );
         let s = settings(&["SET ROLE r", "RESET ROLE", "RESET search_path"]);
-        assert_eq!(replay(&s, 0), ["RESET ROLE", "RESET search_path"]);
+        assert_eq!(replay(&s, 0, &[]), ["RESET ROLE", "RESET search_path"]);
     }
 
     #[test]
-    fn identical_texts_replace_each_other_and_discard_all_starts_over() {
-        let mut s = settings(&["SET a.b = 1; SET a.c = 2", "SET a.b = 1; SET a.c = 2"]);
-        assert_eq!(replay(&s, 0), ["SET a.b = 1; SET a.c = 2"]);
+    fn strings_are_split_into_statements_and_discard_all_starts_over() {
+        let mut s = settings(&["SET a.b = 1; SET a.c = 2", "SET a.b = 1;SET a.c = 3"]);
+        assert_eq!(replay(&s, 0, &[]), ["SET a.b = 1", "SET a.c = 3"]);
+        s.record(Bytes::from_static(b"LOAD 'x'"));
+        s.record(Bytes::from_static(b"LOAD 'x'"));
+        assert_eq!(
+            replay(&s, 0, &[]),
+            ["SET a.b = 1", "SET a.c = 3", "LOAD 'x'"]
+        );
         s.discard_all();
-        assert_eq!(replay(&s, 0), [DISCARDED]);
-        assert_eq!(replay(&s, 2), [DISCARDED]);
+        let discarded = ["SET SESSION AUTHORIZATION DEFAULT", " RESET ALL"];
+        assert_eq!(replay(&s, 0, &[]), discarded);
+        assert_eq!(replay(&s, 2, &[]), discarded);
     }
 
     #[test]
@@ -245,6 +598,14 @@ mod tests {
             ("SET application_name = 'a;b'", Key::Text),
             ("reset all", Key::All),
             ("SELECT set_config('a.b', 'x', false)", Key::Text),
+            (
+                "SELECT pg_catalog.set_config(E'JIT', E'off', false)",
+                param("jit"),
+            ),
+            (
+                "SELECT pg_catalog.set_config(E'a', E'1', false), pg_catalog.set_config(E'b', E'2', false)",
+                Key::Text,
+            ),
             ("BEGIN; SET a.b = 1; COMMIT", Key::Text),
         ] {
             assert_eq!(key_of(sql.as_bytes()), key, "{sql}");
@@ -258,12 +619,178 @@ mod tests {
         s.record(Bytes::from_static(b"SET a.d = 3"));
         s.record(Bytes::from_static(b"SET a.e = 4"));
         assert_eq!(
-            s.replay_since(0),
+            s.replay_since(0, &[]),
             [
                 "SET a.b = 1\n;\n",
                 "BEGIN; SET a.c = 2; ROLLBACK\n;\n",
                 "SET a.d = 3\n;\nSET a.e = 4\n;\n"
             ]
+        );
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn started(settings: &[(&str, &str)], told: &[(&str, &str)]) -> Settings {
+        Settings::new(&StartupSettings {
+            settings: pairs(settings),
+            told: std::sync::Arc::new(pairs(told)),
+        })
+    }
+
+    /// A unit of `sql` settled.
+    fn set(s: &mut Settings, sql: &'static str) {
+        s.record(Bytes::from_static(sql.as_bytes()));
+        s.unit_settled();
+    }
+
+    #[test]
+    fn reported_parameters_are_replayed_with_their_reported_value() {
+        let told = [
+            ("application_name", ""),
+            ("DateStyle", "ISO, MDY"),
+            ("server_version", "15.1"),
+            ("TimeZone", "UTC"),
+        ];
+        let mut s = started(&[], &told);
+        assert_eq!(
+            s.seq(),
+            0,
+            "nothing to replay for a client without settings"
+        );
+        // What the primary reports after each statement; the statements are not logged.
+        set(&mut s, "SET DateStyle = 'ISO, YMD'");
+        s.report("DateStyle", "ISO, YMD");
+        let first = s.seq();
+        set(&mut s, "SET datestyle TO 'Postgres'");
+        s.report("DateStyle", "Postgres, YMD");
+        s.report("server_version", "99");
+        s.report("DateStyle", "Postgres, YMD");
+        assert_eq!(s.seq(), first + 1, "a value reported again changes nothing");
+        let fresh = pairs(&told);
+        assert_eq!(
+            replay(&s, 0, &fresh),
+            ["SELECT pg_catalog.set_config(E'DateStyle', E'Postgres, YMD', false)"]
+        );
+        assert_eq!(replay(&s, first, &fresh), replay(&s, 0, &fresh));
+        // After a logged statement, which may have changed any of them: all of them.
+        set(&mut s, "SET work_mem = '8MB'");
+        assert_eq!(
+            replay(&s, first + 1, &fresh),
+            [
+                "SET work_mem = '8MB'",
+                "SELECT pg_catalog.set_config(E'application_name', E'', false), \
+                 pg_catalog.set_config(E'DateStyle', E'Postgres, YMD', false), \
+                 pg_catalog.set_config(E'TimeZone', E'UTC', false)"
+            ]
+        );
+        assert_eq!(s.take_runner_seq(), s.seq());
+    }
+
+    #[test]
+    fn startup_settings_come_first_and_back_after_a_reset() {
+        let told = [
+            ("application_name", "app"),
+            ("DateStyle", "Postgres, MDY"),
+            ("TimeZone", "UTC"),
+        ];
+        let settings = [
+            ("search_path", "a, b"),
+            ("application_name", "app"),
+            ("datestyle", "Postgres, MDY"),
+        ];
+        let mut s = started(&settings, &told);
+        assert_eq!(s.seq(), 1);
+        let fresh = pairs(&[
+            ("application_name", ""),
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+        ]);
+        let search_path = "SELECT pg_catalog.set_config(E'search_path', E'a, b', false)";
+        let all_reported = "SELECT pg_catalog.set_config(E'application_name', E'app', false), \
+                            pg_catalog.set_config(E'DateStyle', E'Postgres, MDY', false), \
+                            pg_catalog.set_config(E'TimeZone', E'UTC', false)";
+        assert_eq!(replay(&s, 0, &fresh), [search_path, all_reported]);
+
+        // RESET ALL on the connection that has them: the server reports its defaults.
+        s.report("application_name", "");
+        s.report("DateStyle", "ISO, MDY");
+        set(&mut s, "RESET ALL");
+        let runner = s.take_runner_seq();
+        assert_eq!(
+            s.take_corrections(),
+            pairs(&[("application_name", "app"), ("DateStyle", "Postgres, MDY")])
+        );
+        assert_eq!(replay(&s, runner, &fresh), [search_path, all_reported]);
+        assert_eq!(
+            replay(&s, 1, &fresh),
+            ["RESET ALL", search_path, all_reported],
+            "another connection"
+        );
+
+        // RESET of one startup setting, and a SET that replaces the return to it.
+        set(&mut s, "SET search_path = c");
+        set(&mut s, "RESET search_path");
+        let runner = s.take_runner_seq();
+        assert!(s.take_corrections().is_empty());
+        assert_eq!(replay(&s, runner, &fresh), [search_path, all_reported]);
+        set(&mut s, "SET search_path TO c");
+        assert_eq!(s.take_runner_seq(), s.seq());
+        assert_eq!(
+            replay(&s, 0, &fresh),
+            ["RESET ALL", "SET search_path TO c", all_reported]
+        );
+    }
+
+    #[test]
+    fn a_whole_string_returns_only_what_it_last_reset() {
+        let mut s = started(&[("search_path", "a"), ("work_mem", "8MB")], &[]);
+        let seq = s.seq();
+        s.record_whole(Bytes::from_static(
+            b"BEGIN; RESET ALL; SET search_path = c; COMMIT",
+        ));
+        s.unit_settled();
+        let runner = s.take_runner_seq();
+        assert_eq!(runner, seq + 1);
+        assert_eq!(
+            replay(&s, runner, &[]),
+            ["SELECT pg_catalog.set_config(E'work_mem', E'8MB', false)"]
+        );
+        s.record_whole(Bytes::from_static(b"BEGIN; RESET ALL; ROLLBACK"));
+        assert_eq!(
+            s.take_runner_seq(),
+            s.seq(),
+            "rolled back: nothing to return to"
+        );
+    }
+
+    #[test]
+    fn recognises_resets() {
+        for sql in [
+            "RESET search_path",
+            "reset all",
+            "SET search_path TO DEFAULT",
+            "set session work_mem = default;",
+            "SET TIME ZONE LOCAL",
+            "SET TIME ZONE DEFAULT",
+        ] {
+            assert!(is_reset(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SET search_path TO a",
+            "SET TIME ZONE 'UTC'",
+            "SET a = 'DEFAULT'",
+            "SET LOCAL a TO DEFAULT x",
+            "SELECT 1",
+        ] {
+            assert!(!is_reset(sql.as_bytes()), "{sql}");
+        }
+        assert_eq!(
+            statements(b"SET a = 'x;y'; SET \"b;\" = 1;; "),
+            [&b"SET a = 'x;y'"[..], &b" SET \"b;\" = 1"[..]]
         );
     }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::settings::Settings;
 use super::words::Words;
-use crate::backend::{SavepointOp, Watch};
+use crate::backend::{SavepointOp, StartupSettings, Watch};
 use crate::route::Effects;
 
 /// A setting made inside the open transaction.
@@ -44,9 +44,10 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(default_read_only: bool) -> SessionState {
+    pub fn new(default_read_only: bool, startup: &StartupSettings) -> SessionState {
         SessionState {
             default_read_only,
+            settings: Settings::new(startup),
             ..SessionState::default()
         }
     }
@@ -102,6 +103,18 @@ impl SessionState {
         Some(Box::new(watch))
     }
 
+    /// ParameterStatus values the client must be told after a reset brought startup
+    /// settings back (the session follows its own `default_transaction_read_only` too).
+    pub fn take_corrections(&mut self) -> Vec<(String, String)> {
+        let corrections = self.settings.take_corrections();
+        for (name, value) in &corrections {
+            if name == "default_transaction_read_only" {
+                self.default_read_only = value == "on";
+            }
+        }
+        corrections
+    }
+
     /// Whether to ask the primary, after a unit with `effects`, if state is left.
     /// Never after a `COPY`: a question sent while the server waits for copy data would
     /// break the copy.
@@ -111,8 +124,17 @@ impl SessionState {
                 || (self.holds_state && effects.intersects(Effects::MAY_UNPIN)))
     }
 
-    /// Takes in how a watched client unit ended.
+    /// Takes in how a watched client unit ended: the values its server reported, then the
+    /// settings it made.
     pub fn settle(&mut self, watch: &Watch, status: u8) {
+        for (name, value) in &watch.reported {
+            self.settings.report(name, value);
+        }
+        self.settle_settings(watch, status);
+        self.settings.unit_settled();
+    }
+
+    fn settle_settings(&mut self, watch: &Watch, status: u8) {
         if let Some(sql) = &watch.whole {
             match (&watch.error, status) {
                 (None, b'I') => self.settings.record_whole(sql.clone()),
@@ -386,7 +408,7 @@ mod tests {
         let sql = "BEGIN; SET a.b = 2; SAVEPOINT p; SET a.c = 3; ROLLBACK TO SAVEPOINT p; COMMIT";
         query(&mut state, partial, sql, b'I', b'I');
         assert_eq!(state.settings.seq(), 2);
-        assert!(state.settings.replay_since(1)[0].starts_with(sql));
+        assert!(state.settings.replay_since(1, &[])[0].starts_with(sql));
         assert!(!state.pinned());
     }
 
@@ -407,7 +429,7 @@ mod tests {
         query(&mut state, tx, "RELEASE p", b'T', b'T');
         query(&mut state, tx, "COMMIT", b'T', b'I');
         assert!(!state.pinned());
-        assert_eq!(state.settings.replay_since(0), ["SET a.b = 1\n;\n"]);
+        assert_eq!(state.settings.replay_since(0, &[]), ["SET a.b = 1\n;\n"]);
     }
 
     #[test]
