@@ -43,6 +43,10 @@ impl Effects {
     /// `DROP DATABASE` or `ALTER DATABASE ... RENAME`: the proxy's idle connections to that
     /// database must close first (`route::database_ddl_target_sql` names it).
     pub const DATABASE_DDL: Effects = Effects(1 << 10);
+    /// Every statement changes only settings (as for `ONLY_SETS`, and `set_config` calls
+    /// may take parameters): the string writes no data, though its text alone may not be
+    /// replayable. Implied by `ONLY_SETS`.
+    pub const ONLY_SETTINGS: Effects = Effects(1 << 11);
 
     pub fn contains(self, other: Effects) -> bool {
         self.0 & other.0 == other.0
@@ -113,6 +117,7 @@ const RELEASING: &[&str] = &[
 pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
     let mut all = Effects::NONE;
     let mut only_sets = true;
+    let mut only_settings = true;
     let mut first = true;
     for statement in tokens.split(|t| t.token == Token::SemiColon) {
         let words: Vec<&str> = statement
@@ -128,14 +133,37 @@ pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
         }
         let effect = statement_effects(&words, first) | tx_control(&words);
         first = false;
-        let (calls, set_configs_only) = calls(statement);
-        only_sets &= is_set(&words) || set_configs_only || effect.contains(Effects::TX_CONTROL);
+        let (calls, set_configs) = calls(statement);
+        let settings_only =
+            is_set(&words) || effect.contains(Effects::TX_CONTROL) || changes_no_setting(&words);
+        only_sets &= settings_only || set_configs == SetConfigs::Constant;
+        only_settings &= settings_only || set_configs != SetConfigs::None;
         all |= effect | calls;
     }
     if only_sets && all.contains(Effects::SESSION_SET) {
         all |= Effects::ONLY_SETS;
     }
+    if only_settings && all.contains(Effects::SESSION_SET) {
+        all |= Effects::ONLY_SETTINGS;
+    }
     all
+}
+
+/// Statements a string of settings may also hold that change no setting: asyncpg resets a
+/// pooled connection with `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`.
+fn changes_no_setting(words: &[&str]) -> bool {
+    match words {
+        [verb, ..]
+            if verb.eq_ignore_ascii_case("close") || verb.eq_ignore_ascii_case("unlisten") =>
+        {
+            true
+        }
+        [select, function, "", ""] => {
+            select.eq_ignore_ascii_case("select")
+                && function.eq_ignore_ascii_case("pg_advisory_unlock_all")
+        }
+        _ => false,
+    }
 }
 
 fn is(word: Option<&&str>, expected: &str) -> bool {
@@ -243,7 +271,7 @@ fn serializable(words: &[&str]) -> bool {
 
 /// Advisory-lock and `set_config` calls anywhere in the statement; and whether it is a
 /// `SELECT` of nothing but `set_config` calls with constant arguments (replayable as is).
-fn calls(statement: &[TokenWithSpan]) -> (Effects, bool) {
+fn calls(statement: &[TokenWithSpan]) -> (Effects, SetConfigs) {
     let tokens: Vec<&Token> = statement
         .iter()
         .map(|t| &t.token)
@@ -264,6 +292,16 @@ fn calls(statement: &[TokenWithSpan]) -> (Effects, bool) {
         }
     }
     (effects, selects_only_set_configs(&tokens))
+}
+
+/// Whether a statement is a `SELECT` of nothing but `set_config` calls, and of what arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetConfigs {
+    None,
+    /// Constants only: replayable as is.
+    Constant,
+    /// Some are parameters, whose values a Bind gives.
+    Bound,
 }
 
 /// Whether a `set_config(` call's third argument is the constant `true` (the setting then
@@ -289,14 +327,21 @@ fn is_local_set_config(args: &[&Token]) -> bool {
     false
 }
 
-/// `SELECT [pg_catalog.]set_config('name', 'value', false) [, ...]`, constants only.
-fn selects_only_set_configs(tokens: &[&Token]) -> bool {
-    set_config_calls(tokens).is_some_and(|calls| {
-        calls
-            .iter()
-            .flatten()
-            .all(|arg| !matches!(arg, SetConfigArg::Param(_)))
-    })
+/// `SELECT [pg_catalog.]set_config('name', 'value', false) [, ...]`: whether the statement
+/// is that, with constants only or with parameters.
+fn selects_only_set_configs(tokens: &[&Token]) -> SetConfigs {
+    match set_config_calls(tokens) {
+        None => SetConfigs::None,
+        Some(calls)
+            if calls
+                .iter()
+                .flatten()
+                .any(|a| matches!(a, SetConfigArg::Param(_))) =>
+        {
+            SetConfigs::Bound
+        }
+        Some(_) => SetConfigs::Constant,
+    }
 }
 
 /// An argument of a `set_config` call the proxy can replay: a constant, or a parameter whose
@@ -338,6 +383,19 @@ fn set_config_calls(tokens: &[&Token]) -> Option<Vec<[SetConfigArg; 3]>> {
         if word(rest.first(), "pg_catalog") && matches!(rest.get(1), Some(Token::Period)) {
             rest = &rest[2..];
         }
+        // `current_setting('name' [, missing_ok])` beside them reads, and changes nothing
+        // (asyncpg: `SELECT current_setting('jit') AS cur, set_config('jit', 'off', false)`).
+        if let Some(after) = current_setting_call(rest) {
+            rest = skip_alias(after);
+            match rest.first() {
+                None if !calls.is_empty() => return Some(calls),
+                Some(Token::Comma) => {
+                    rest = &rest[1..];
+                    continue;
+                }
+                _ => return None,
+            }
+        }
         if !word(rest.first(), "set_config") || !matches!(rest.get(1), Some(Token::LParen)) {
             return None;
         }
@@ -366,11 +424,44 @@ fn set_config_calls(tokens: &[&Token]) -> Option<Vec<[SetConfigArg; 3]>> {
             rest = &rest[2..];
         }
         calls.push(args.try_into().ok()?);
+        rest = skip_alias(rest);
         match rest.first() {
             None => return Some(calls),
             Some(Token::Comma) => rest = &rest[1..],
             Some(_) => return None,
         }
+    }
+}
+
+/// What follows `current_setting('name' [, true|false])` at the start of `tokens`, if it is
+/// that call with constant arguments.
+fn current_setting_call<'a>(tokens: &'a [&'a Token]) -> Option<&'a [&'a Token]> {
+    let is_word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    match tokens {
+        [f, Token::LParen, Token::SingleQuotedString(_), Token::RParen, rest @ ..]
+            if is_word(f, "current_setting") =>
+        {
+            Some(rest)
+        }
+        [f, Token::LParen, Token::SingleQuotedString(_), Token::Comma, flag, Token::RParen, rest @ ..]
+            if is_word(f, "current_setting")
+                && (is_word(flag, "true") || is_word(flag, "false")) =>
+        {
+            Some(rest)
+        }
+        _ => None,
+    }
+}
+
+/// Past an `AS name` after a select-list item.
+fn skip_alias<'a>(tokens: &'a [&'a Token]) -> &'a [&'a Token] {
+    match tokens {
+        [Token::Word(a), Token::Word(_), rest @ ..]
+            if a.quote_style.is_none() && a.value.eq_ignore_ascii_case("as") =>
+        {
+            rest
+        }
+        _ => tokens,
     }
 }
 
@@ -385,7 +476,7 @@ mod tests {
 
     #[test]
     fn session_settings() {
-        let replayable = Effects::SESSION_SET | Effects::ONLY_SETS;
+        let replayable = Effects::SESSION_SET | Effects::ONLY_SETS | Effects::ONLY_SETTINGS;
         for sql in [
             "SET search_path = a, b",
             "set session search_path to a",
@@ -399,6 +490,31 @@ mod tests {
         ] {
             assert_eq!(of(sql), replayable, "{sql}");
         }
+        // What asyncpg sends: around its type introspection, and to reset a pooled connection.
+        for sql in [
+            "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
+            "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;",
+        ] {
+            assert!(of(sql).contains(replayable), "{sql}: {:?}", of(sql));
+        }
+        for sql in [
+            "SELECT current_setting('jit'), now(), set_config('jit', 'off', false)",
+            "SELECT pg_advisory_unlock(1); RESET ALL",
+            "SELECT current_setting('jit') AS cur",
+        ] {
+            assert!(!of(sql).contains(Effects::ONLY_SETS), "{sql}");
+        }
+        let template = set_config_template(
+            "SELECT current_setting('jit') AS cur, set_config('jit', $1, false) AS new",
+        );
+        assert_eq!(
+            template,
+            Some(vec![[
+                SetConfigArg::Text("jit".into()),
+                SetConfigArg::Param(1),
+                SetConfigArg::Bool(false)
+            ]])
+        );
         for sql in [
             "SET LOCAL search_path = a",
             "SET TRANSACTION READ ONLY",
@@ -488,7 +604,7 @@ mod tests {
 
     #[test]
     fn set_config_calls() {
-        let replayable = Effects::SESSION_SET | Effects::ONLY_SETS;
+        let replayable = Effects::SESSION_SET | Effects::ONLY_SETS | Effects::ONLY_SETTINGS;
         for sql in [
             "SELECT set_config('app.tenant', '42', false)",
             "select pg_catalog.set_config('a.b', 'x', FALSE), set_config('a.c', 'y', false);",
@@ -504,6 +620,10 @@ mod tests {
             assert!(effects.contains(Effects::SESSION_SET), "{sql}");
             assert!(!effects.contains(Effects::ONLY_SETS), "{sql}");
         }
+        // With parameters: not replayable as text, but settings only (no write).
+        let bound = of("SELECT set_config('jit', $1, false)");
+        assert!(bound.contains(Effects::ONLY_SETTINGS) && !bound.contains(Effects::ONLY_SETS));
+        assert!(!of("SELECT 1, set_config('a.b', 'x', false)").contains(Effects::ONLY_SETTINGS));
         for sql in [
             "SELECT set_config('a.b', 'x', true)",
             "SELECT 'set_config(1, 2, false)'",

@@ -26,7 +26,9 @@ impl Verdict {
     pub fn may_write(self) -> bool {
         self.route == Route::Primary
             && !matches!(self.reason, Reason::Transaction | Reason::Hint)
-            && !self.effects.contains(Effects::ONLY_SETS)
+            && !self
+                .effects
+                .intersects(Effects::ONLY_SETS | Effects::ONLY_SETTINGS)
     }
 
     /// How strongly the statement binds its unit to the primary: a replica read, then what

@@ -188,7 +188,7 @@ impl Settings {
         if !alone {
             let parts = statements(&sql);
             if parts.len() > 1 {
-                for part in parts {
+                for part in parts.into_iter().filter(|part| !changes_no_setting(part)) {
                     self.add(sql.slice_ref(part), false);
                 }
                 return;
@@ -380,6 +380,21 @@ fn reported_of(told: &ServerParams) -> Vec<Reported> {
 }
 
 /// The statements of a string, split at semicolons outside quotes (empty ones dropped).
+/// A statement a string of settings may hold beside them that changes no setting, so is
+/// not replayed (the same as `route::effects` lets pass): `CLOSE`, `UNLISTEN`,
+/// `SELECT pg_advisory_unlock_all()`.
+fn changes_no_setting(sql: &[u8]) -> bool {
+    let mut words = Words(sql);
+    let is = |w: Option<&[u8]>, word: &[u8]| w.is_some_and(|w| w.eq_ignore_ascii_case(word));
+    match words.next() {
+        verb if is(verb, b"CLOSE") || is(verb, b"UNLISTEN") => true,
+        verb if is(verb, b"SELECT") => {
+            is(words.next(), b"pg_advisory_unlock_all()") && words.rest_is_empty()
+        }
+        _ => false,
+    }
+}
+
 fn statements(sql: &[u8]) -> Vec<&[u8]> {
     let mut parts = Vec::new();
     let mut quote = None;
