@@ -38,6 +38,13 @@ impl Cluster {
     /// Nothing stops the servers when the value is dropped: call
     /// [`Cluster::stop`], or use [`Cluster::shared`], which does.
     pub fn start(base_dir: &Path) -> Result<Cluster> {
+        Cluster::start_with_settings(base_dir, &[])
+    }
+
+    /// [`Cluster::start`] with server settings given to both servers at every start on top of
+    /// the harness's own, which they override (PostgreSQL's regression suite runs with
+    /// `max_connections = 100`, the server's default, where the other suites need more).
+    pub fn start_with_settings(base_dir: &Path, settings: &[(&str, &str)]) -> Result<Cluster> {
         fs::create_dir_all(base_dir)
             .with_context(|| format!("cannot create {}", base_dir.display()))?;
         let base_dir = base_dir.canonicalize()?;
@@ -48,7 +55,8 @@ impl Cluster {
                 break port;
             }
         };
-        let cluster = Cluster::new(local_runtime(&base_dir, primary_port, replica_port)?);
+        let rt = local_runtime(&base_dir, primary_port, replica_port)?.with_settings(settings);
+        let cluster = Cluster::new(rt);
         let primary_dir = cluster.rt.layout().node_dir(runtime::Node::Primary);
         ensure!(
             !primary_dir.exists(),
@@ -158,7 +166,13 @@ pub struct OwnCluster(Cluster);
 impl OwnCluster {
     /// Starts a fresh cluster in `run_dir()/name`.
     pub fn start(name: &str) -> Result<OwnCluster> {
-        Cluster::start(&run_dir().join(name)).map(OwnCluster)
+        OwnCluster::start_with_settings(name, &[])
+    }
+
+    /// [`OwnCluster::start`] with server settings of its own (see
+    /// [`Cluster::start_with_settings`]).
+    pub fn start_with_settings(name: &str, settings: &[(&str, &str)]) -> Result<OwnCluster> {
+        Cluster::start_with_settings(&run_dir().join(name), settings).map(OwnCluster)
     }
 }
 
