@@ -35,6 +35,10 @@ pub enum Origin {
     /// The proxy's question whether the session holds primary-only state, asked when the
     /// session's pin count was at this epoch: swallowed, its answer kept.
     Probe(u64),
+    /// Answers nobody needs: the proxy's tidying of the connection (closing a statement the
+    /// client deallocated), or a read the replica refused that runs on the primary instead.
+    /// Swallowed.
+    Discard,
 }
 
 /// What the session wants to learn from a unit's responses beyond forwarding them: whether

@@ -63,6 +63,17 @@ pub fn error_is_fatal(msg: &[u8]) -> bool {
     severity.is_some_and(|v| v == b"FATAL" || v == b"PANIC")
 }
 
+/// ErrorResponse ('E') from a standby: whether it refused a statement only because it is a
+/// standby (it would write: 25006 read_only_sql_transaction, or 55000 "recovery is in
+/// progress" from WAL, BRIN and other maintenance functions), so the primary can run it.
+pub fn error_is_standby_refusal(msg: &[u8]) -> bool {
+    match error_field(msg, b'C') {
+        Some(b"25006") => true,
+        Some(b"55000") => error_field(msg, b'M') == Some(b"recovery is in progress"),
+        _ => false,
+    }
+}
+
 /// ErrorResponse ('E'): its SQLSTATE and message, for logs.
 pub fn error_message(msg: &[u8]) -> String {
     let text = |code| String::from_utf8_lossy(error_field(msg, code).unwrap_or_default());

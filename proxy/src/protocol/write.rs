@@ -46,6 +46,14 @@ impl ProxyError {
         Self::new(Severity::Fatal, code, message)
     }
 
+    /// What PostgreSQL answers to any statement but a transaction's end once it failed.
+    pub fn in_failed_transaction() -> Self {
+        Self::error(
+            "25P02",
+            "current transaction is aborted, commands ignored until end of transaction block",
+        )
+    }
+
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Severity::Error, code, message)
     }
@@ -104,6 +112,12 @@ pub fn close_statement(name: &[u8], buf: &mut BytesMut) {
     buf.put_u8(b'S');
     buf.put_slice(name);
     buf.put_u8(0);
+}
+
+/// Appends a Sync.
+pub fn sync(buf: &mut BytesMut) {
+    buf.put_u8(b'S');
+    buf.put_u32(4);
 }
 
 /// Appends a simple Query.

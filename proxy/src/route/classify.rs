@@ -77,8 +77,10 @@ pub(super) fn analyze(sql: &str, overrides: &Overrides) -> Analysis {
 }
 
 /// Replica only if every statement is a read; otherwise the classification of
-/// the first statement that needs the primary. Also returns the user functions
-/// the reads call.
+/// the first statement that needs the primary other than transaction control
+/// (`BEGIN; INSERT ...; COMMIT` is a write, `BEGIN; SELECT ...` is not), or of
+/// the first transaction control statement when nothing else needs it. Also
+/// returns the user functions the reads call.
 fn classify_tokens(
     tokens: Vec<TokenWithSpan>,
     overrides: &Overrides,
@@ -90,6 +92,7 @@ fn classify_tokens(
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut first_read = None;
+    let mut first_control = None;
     // Inside a read-only transaction this string began: its end is no reason
     // for the primary.
     let mut read_only_transaction = false;
@@ -108,13 +111,21 @@ fn classify_tokens(
             }
         }
         let classification = classify_statement(&statement, overrides, &mut calls);
-        if classification.route == Route::Primary {
-            return (classification, calls);
+        match (classification.route, classification.reason) {
+            (Route::Primary, Reason::Transaction) => {
+                first_control.get_or_insert(classification);
+            }
+            (Route::Primary, _) => return (classification, calls),
+            _ => {
+                read_only_transaction |= classification.reason == Reason::ReadOnlyTransaction;
+                first_read.get_or_insert(classification);
+            }
         }
-        read_only_transaction |= classification.reason == Reason::ReadOnlyTransaction;
-        first_read.get_or_insert(classification);
     }
-    (first_read.unwrap_or_else(|| replica(Reason::Empty)), calls)
+    let decided = first_control
+        .or(first_read)
+        .unwrap_or_else(|| replica(Reason::Empty));
+    (decided, calls)
 }
 
 /// For COMMIT, END and ROLLBACK (not to a savepoint): whether they chain a new

@@ -13,6 +13,18 @@
 /// because the cache keeps the two kinds of keys apart.
 const LITERAL: &str = "\u{1}";
 
+/// `sql` with its literals shown as `?`, for a log line that must not show
+/// values; None when they cannot be told apart safely.
+pub fn shown(sql: &str) -> Option<String> {
+    match fingerprint(sql) {
+        Some(key) => Some(key.replace(LITERAL, "?")),
+        None if !sql.contains(['\'', '$', '"']) && !sql.bytes().any(|b| b.is_ascii_digit()) => {
+            Some(sql.to_owned())
+        }
+        None => None,
+    }
+}
+
 /// The literal-blind form of `sql`, or None when the exact text must be the
 /// key (nothing to replace, or not safe to).
 pub fn fingerprint(sql: &str) -> Option<String> {

@@ -12,12 +12,14 @@ pub mod fingerprint;
 mod functions;
 mod hint;
 pub mod reason;
+mod verdict;
 
 pub use catalog::UserFunctions;
 pub use classifier::Classifier;
 pub use classify::classify;
 pub use effects::Effects;
 pub use reason::{Classification, Reason, Route};
+pub use verdict::Verdict;
 
 /// SQL as the classifier's token scans see it, for their unit tests.
 #[cfg(test)]

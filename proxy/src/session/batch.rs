@@ -12,32 +12,14 @@ use foldhash::fast::RandomState;
 
 use crate::backend::{BackendConn, ParseOrigin, Pending};
 use crate::protocol::{fields, write};
-use crate::route::{Effects, Reason, Route};
-
-/// What classifying a statement's SQL gave: where it runs, and what it does to the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kind {
-    pub route: Route,
-    pub reason: Reason,
-    pub effects: Effects,
-}
-
-impl Kind {
-    /// For messages that are no statement, or a statement the proxy does not know: where
-    /// they go is up to the batch, or the server reports the error.
-    pub const NONE: Kind = Kind {
-        route: Route::Primary,
-        reason: Reason::Unparseable,
-        effects: Effects::NONE,
-    };
-}
+use crate::route::{Effects, Reason, Route, Verdict};
 
 /// A statement the client prepared, as it sent it.
 pub struct Statement {
     pub generation: u64,
     /// The client's Parse message, replayed on a backend that lacks the statement.
     pub parse: Bytes,
-    pub kind: Kind,
+    pub verdict: Verdict,
 }
 
 /// The client's prepared statements by name (the unnamed statement under "").
@@ -93,7 +75,7 @@ impl Statements {
     }
 
     /// Forwards the client's Parse to `conn` and records the statement.
-    pub fn parse_on(&mut self, conn: &mut BackendConn, msg: Bytes, kind: Kind) {
+    pub fn parse_on(&mut self, conn: &mut BackendConn, msg: Bytes, verdict: Verdict) {
         let Some((name, _)) = fields::parse_name_sql(&msg) else {
             conn.out.extend_from_slice(&msg); // malformed: let the server reject it
             current(conn).parses.push(ParseOrigin::ClientUntracked);
@@ -124,7 +106,7 @@ impl Statements {
             Statement {
                 generation,
                 parse: msg,
-                kind,
+                verdict,
             },
         );
     }
@@ -180,28 +162,39 @@ fn current(conn: &mut BackendConn) -> &mut Pending {
 /// Extended-protocol messages waiting for Sync or Flush, with what they say about the route.
 #[derive(Default)]
 pub struct Batch {
-    /// Messages in order, each with the kind of its SQL (for Parse).
-    pub messages: Vec<(u8, Bytes, Kind)>,
-    /// Statements parsed in this batch, by name, with their kinds.
-    parsed: Vec<(Bytes, Kind)>,
-    /// Strictest route of the statements bound (and so executed) in this batch.
-    bound: Option<Route>,
-    /// Why: the reason of the first bound statement with that route.
-    bound_reason: Option<Reason>,
+    /// Messages in order, each with the verdict on its SQL (for Parse).
+    pub messages: Vec<(u8, Bytes, Verdict)>,
+    /// Statements parsed in this batch, by name, with their verdicts.
+    parsed: Vec<(Bytes, Verdict)>,
+    /// Strictest route of the statements bound (and so executed) in this batch, and why.
+    bound: Option<(Route, Reason)>,
     /// Strictest route of the statements parsed in this batch, and why.
     parse_route: Option<(Route, Reason)>,
     /// An Execute of a portal bound outside this batch.
     unbound_execute: bool,
+    /// A Describe or Close of a portal bound outside this batch, or of a statement the proxy
+    /// does not track (prepared in SQL): what it names lives on the primary, or nowhere.
+    names_primary_object: bool,
     /// What the statements bound in this batch do to the session.
     pub effects: Effects,
     /// The SQL of the session-level SETs bound in this batch, in order.
     pub sets: Vec<Bytes>,
 }
 
-fn strictest(a: Option<Route>, b: Route) -> Option<Route> {
-    match (a, b) {
-        (Some(Route::Primary), _) | (_, Route::Primary) => Some(Route::Primary),
-        _ => Some(Route::Replica),
+/// The stricter of the statements so far and the next one, with its reason: the primary
+/// over a replica and, on the primary, what may write over transaction control (which by
+/// itself writes nothing); else the first one's reason.
+fn stricter(so_far: Option<(Route, Reason)>, next: Verdict) -> (Route, Reason) {
+    let next_one = (next.route, next.reason);
+    match so_far {
+        None => next_one,
+        Some((Route::Replica, _)) if next.route == Route::Primary => next_one,
+        Some((Route::Primary, Reason::Transaction))
+            if next.route == Route::Primary && next.reason != Reason::Transaction =>
+        {
+            next_one
+        }
+        Some(kept) => kept,
     }
 }
 
@@ -215,15 +208,15 @@ impl Batch {
         self.messages.clear();
         self.parsed.clear();
         self.bound = None;
-        self.bound_reason = None;
         self.parse_route = None;
         self.unbound_execute = false;
+        self.names_primary_object = false;
         self.effects = Effects::NONE;
         self.sets.clear();
     }
 
     /// Puts back the message list taken out to send it, emptied.
-    pub fn restore(&mut self, messages: Vec<(u8, Bytes, Kind)>) {
+    pub fn restore(&mut self, messages: Vec<(u8, Bytes, Verdict)>) {
         let old = std::mem::replace(&mut self.messages, messages);
         // Nearly always the empty list `mem::take` left: nothing to free, no drop call.
         if old.capacity() == 0 {
@@ -232,49 +225,51 @@ impl Batch {
         self.clear();
     }
 
-    /// Adds a message; `classify` gives the kind of the SQL of a Parse.
+    /// Adds a message; `classify` gives the verdict on the SQL of a Parse.
     pub fn push(
         &mut self,
         ty: u8,
         msg: Bytes,
         stmts: &Statements,
-        classify: impl FnOnce(&[u8]) -> Kind,
+        classify: impl FnOnce(&[u8]) -> Verdict,
     ) {
         match ty {
             b'P' => {
-                let (name, kind) = match fields::parse_name_sql(&msg) {
+                let (name, verdict) = match fields::parse_name_sql(&msg) {
                     Some((name, sql)) => (name_of(&msg, name), classify(sql)),
-                    None => (Bytes::new(), Kind::NONE),
+                    None => (Bytes::new(), Verdict::UNKNOWN),
                 };
-                let parse_route = strictest(self.parse_route.map(|(r, _)| r), kind.route);
-                if parse_route != self.parse_route.map(|(r, _)| r) {
-                    self.parse_route = parse_route.map(|r| (r, kind.reason));
-                }
-                self.parsed.push((name, kind));
-                self.messages.push((ty, msg, kind));
+                self.parse_route = Some(stricter(self.parse_route, verdict));
+                self.parsed.push((name, verdict));
+                self.messages.push((ty, msg, verdict));
                 return;
             }
             b'B' => {
-                let kind = fields::bind_statement(&msg).and_then(|name| {
+                let verdict = fields::bind_statement(&msg).and_then(|name| {
                     let local = self.parsed.iter().rev().find(|(n, _)| n == name);
                     local
-                        .map(|(_, kind)| *kind)
-                        .or_else(|| stmts.get(name).map(|s| s.kind))
+                        .map(|(_, verdict)| *verdict)
+                        .or_else(|| stmts.get(name).map(|s| s.verdict))
                 });
-                let kind = kind.unwrap_or(Kind::NONE);
-                let bound = strictest(self.bound, kind.route);
-                if bound != self.bound {
-                    self.bound_reason = Some(kind.reason);
-                }
-                self.bound = bound;
-                if !kind.effects.is_none() {
-                    self.bind_effects(kind.effects, &msg, stmts);
+                let verdict = verdict.unwrap_or(Verdict::UNKNOWN);
+                self.bound = Some(stricter(self.bound, verdict));
+                if !verdict.effects.is_none() {
+                    self.bind_effects(verdict.effects, &msg, stmts);
                 }
             }
             b'E' if self.bound.is_none() => self.unbound_execute = true,
+            b'D' | b'C' if !self.names_primary_object => {
+                self.names_primary_object = match fields::target(&msg) {
+                    Some((b'P', _)) => self.bound.is_none(),
+                    Some((b'S', name)) => {
+                        !stmts.contains(name) && !self.parsed.iter().any(|(n, _)| n == name)
+                    }
+                    _ => false,
+                };
+            }
             _ => {}
         }
-        self.messages.push((ty, msg, Kind::NONE));
+        self.messages.push((ty, msg, Verdict::UNKNOWN));
     }
 
     /// Notes what a bound statement does to the session, and the SQL of a SET.
@@ -299,16 +294,26 @@ impl Batch {
         }
     }
 
-    /// Where the batch must run and why, or None when any backend will do (only Describe,
-    /// Close...).
-    pub fn route(&self) -> Option<(Route, Reason)> {
+    /// The verdict on what the batch runs, or None when it runs no statement (only
+    /// Describe, Close...).
+    pub fn verdict(&self) -> Option<Verdict> {
         if self.unbound_execute {
             // A portal bound earlier: what it runs is not known here.
-            return Some((Route::Primary, Reason::Unparseable));
+            return Some(Verdict {
+                effects: self.effects,
+                ..Verdict::UNKNOWN
+            });
         }
-        match (self.bound, self.bound_reason) {
-            (Some(route), Some(reason)) => Some((route, reason)),
-            _ => self.parse_route,
-        }
+        let (route, reason) = self.bound.or(self.parse_route)?;
+        Some(Verdict {
+            route,
+            reason,
+            effects: self.effects,
+        })
+    }
+
+    /// Whether the batch names a portal or statement that lives on the primary.
+    pub fn names_primary_object(&self) -> bool {
+        self.names_primary_object
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use pgrepl_config::ReadYourWrites;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::hint::ReadPreference;
+use super::decide::ReplicaView;
 use super::{Session, Slot};
 use crate::health::Unusable;
 use crate::route::Reason;
@@ -20,34 +20,20 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    /// The slot a read goes to now. `hinted` is a `/* pgrepl:replica */` read: like
-    /// `SET pgrepl.route = 'replica'`, it takes a replica even if it lags or has not replayed
-    /// the session's writes (never one that is down).
-    /// A hinted read also ignores the session's pin to the primary: the statement says
-    /// where it runs. When it is the primary, `why` says why.
-    pub(super) fn read_slot(&mut self, hinted: bool) -> Slot {
-        let forced = hinted || self.read_pref == ReadPreference::Replica;
-        if self.read_pref == ReadPreference::Primary && !hinted {
-            self.why = Reason::Hint;
-            return Slot::Primary;
-        }
-        if self.state.pinned() && !hinted {
-            self.why = Reason::SessionPinned;
-            return Slot::Primary;
-        }
+    /// The replica a read planned for one can have now. `forced` (a hint) takes one even if
+    /// it lags or has not replayed the session's writes (never one that is down).
+    pub(super) fn replica_view(&mut self, forced: bool) -> ReplicaView {
         let left = self.leave_unreadable_replica(forced);
         if self.client.replica.is_none() && self.replica.is_none() {
             self.client.replica = self.shared.pick_replica(None);
         }
         let Some(replica) = self.client.replica.as_ref().map(|lease| lease.index()) else {
-            self.why = self.no_replica_reason(left);
-            return Slot::Primary;
+            return ReplicaView::Unavailable(self.no_replica_reason(left));
         };
         if forced || self.has_replayed_writes(replica) {
-            Slot::Replica
+            ReplicaView::Ready
         } else {
-            self.why = Reason::ReadYourWrites;
-            Slot::Primary
+            ReplicaView::NotReplayed
         }
     }
 
@@ -97,6 +83,7 @@ where
     pub(super) fn replica_failed(&mut self) {
         self.client.replica = None;
         if let Some(conn) = self.replica.take() {
+            self.untrack_cancel(&conn);
             self.return_lease(Slot::Replica, conn);
         }
     }

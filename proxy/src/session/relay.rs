@@ -45,6 +45,19 @@ pub struct Relayed {
     /// Relaying stopped before a FATAL that answers a read which may run elsewhere: the
     /// server is going away, and nothing of that read's answer has been forwarded.
     pub fatal_before_rerunnable: bool,
+    /// A standby refused a read that may run elsewhere, before anything of its answer was
+    /// forwarded: the rest of that answer is swallowed, and the read is the primary's.
+    pub misrouted: bool,
+}
+
+/// Whether the unit an answer starts may still run elsewhere, and on what answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    No,
+    /// When the server ends the session before answering it.
+    IfFatal,
+    /// Also when a standby refuses it (nothing queued behind it there).
+    IfFatalOrRefused,
 }
 
 /// Forwards every complete message (and the start of a partial one) from `conn.inbuf` to `out`.
@@ -52,12 +65,13 @@ pub struct Relayed {
 /// The answer to a unit that `may_rerun` (given how many units this call answered) is held
 /// back until its first message past the preamble (ParseComplete, BindComplete, descriptions,
 /// notices) is in: a server shutting down answers with FATAL, before the preamble or
-/// after it, and such a unit is then sent elsewhere instead (`fatal_before_rerunnable`).
+/// after it, and such a unit is then sent elsewhere instead (`fatal_before_rerunnable`); a
+/// standby refusing it (`misrouted`) likewise.
 pub fn relay(
     conn: &mut BackendConn,
     out: &mut BytesMut,
     tally: Option<&Tally>,
-    may_rerun: impl Fn(usize) -> bool,
+    may_rerun: impl Fn(usize) -> Rerun,
 ) -> Relayed {
     let mut seen = Relayed::default();
     // Where the open unit's answer starts in `out`: after the last ReadyForQuery.
@@ -70,14 +84,25 @@ pub fn relay(
                 .syncs
                 .front()
                 .is_some_and(|front| front.origin == Origin::Client);
-            if client_unit && may_rerun(seen.units_done) {
+            let rerun = if client_unit {
+                may_rerun(seen.units_done)
+            } else {
+                Rerun::No
+            };
+            if rerun != Rerun::No {
                 match decisive(&conn.inbuf) {
                     Decisive::Wait => break,
                     Decisive::Fatal => {
                         seen.fatal_before_rerunnable = true;
                         break;
                     }
-                    Decisive::Go => {}
+                    Decisive::Refused if rerun == Rerun::IfFatalOrRefused => {
+                        if let Some(front) = conn.syncs.front_mut() {
+                            front.origin = Origin::Discard;
+                        }
+                        seen.misrouted = true;
+                    }
+                    Decisive::Refused | Decisive::Go => {}
                 }
             }
             unit_start = false;
@@ -226,6 +251,8 @@ enum Decisive {
     Wait,
     /// A FATAL error: the server ends the session.
     Fatal,
+    /// A standby's refusal of a statement the primary can run.
+    Refused,
     /// Anything else: forward.
     Go,
 }
@@ -259,6 +286,8 @@ fn decisive(inbuf: &[u8]) -> Decisive {
 fn error_decides(msg: &[u8]) -> Decisive {
     if fields::error_is_fatal(msg) {
         Decisive::Fatal
+    } else if fields::error_is_standby_refusal(msg) {
+        Decisive::Refused
     } else {
         Decisive::Go
     }

@@ -1,6 +1,6 @@
 //! The first words of a statement, for the few statements the session recognises by their
 //! opening words on every simple query (so without a parser): `SET pgrepl.route`, `DISCARD ALL`,
-//! `DEALLOCATE ALL`.
+//! `DEALLOCATE`.
 
 /// Whitespace-separated words, with `=` a word of its own and a trailing `;` ignored.
 pub struct Words<'a>(pub &'a [u8]);
@@ -43,6 +43,72 @@ pub fn may_start_with(sql: &[u8], words: &[&[u8]]) -> bool {
         .any(|word| lead.eq_ignore_ascii_case(&word[..3]))
 }
 
+/// What a `DEALLOCATE [PREPARE] name | ALL` statement drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deallocate {
+    All,
+    /// One statement, by its name as the server reads it: folded to lower case unless quoted.
+    Named(Vec<u8>),
+}
+
+/// The statement a simple query that is exactly one `DEALLOCATE` drops; None for anything
+/// else (which the server then answers).
+pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
+    let mut words = Words(sql);
+    if !words.next()?.eq_ignore_ascii_case(b"DEALLOCATE") {
+        return None;
+    }
+    let mut rest = words.0;
+    let mut probe = Words(rest);
+    if probe
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"PREPARE"))
+    {
+        rest = probe.0;
+    }
+    let rest = rest.trim_ascii_start();
+    let (name, after) = match rest.first()? {
+        b'"' => quoted_identifier(rest)?,
+        _ => {
+            let mut name = Words(rest);
+            let word = name.next()?;
+            let plain = word
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$') || *b >= 0x80);
+            if !plain || word[0].is_ascii_digit() || word[0] == b'$' {
+                return None;
+            }
+            if word.eq_ignore_ascii_case(b"ALL") {
+                return Words(name.0).rest_is_empty().then_some(Deallocate::All);
+            }
+            (word.to_ascii_lowercase(), name.0)
+        }
+    };
+    Words(after)
+        .rest_is_empty()
+        .then_some(Deallocate::Named(name))
+}
+
+/// A double-quoted identifier at the start of `text` (a doubled quote stands for one), and
+/// what follows it.
+fn quoted_identifier(text: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut name = Vec::new();
+    let mut at = 1;
+    loop {
+        match text.get(at)? {
+            b'"' if text.get(at + 1) == Some(&b'"') => {
+                name.push(b'"');
+                at += 2;
+            }
+            b'"' => return (!name.is_empty()).then_some((name, &text[at + 1..])),
+            byte => {
+                name.push(*byte);
+                at += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +128,34 @@ mod tests {
             "DISCARD ALL",
         ] {
             assert!(!may_start_with(sql.as_bytes(), words), "{sql}");
+        }
+    }
+
+    #[test]
+    fn reads_the_statement_a_deallocate_drops() {
+        let named = |n: &str| Some(Deallocate::Named(n.as_bytes().to_vec()));
+        let cases: &[(&str, Option<Deallocate>)] = &[
+            ("DEALLOCATE pdo_stmt_00000004", named("pdo_stmt_00000004")),
+            ("deallocate prepare dbdpg_p123_1;", named("dbdpg_p123_1")),
+            ("  DEALLOCATE Mixed_Case  ", named("mixed_case")),
+            ("DEALLOCATE \"Mixed Case\"", named("Mixed Case")),
+            ("DEALLOCATE \"a\"\"b\" ;", named("a\"b")),
+            ("DEALLOCATE PREPARE \"prepare\"", named("prepare")),
+            ("DEALLOCATE ALL", Some(Deallocate::All)),
+            ("DEALLOCATE PREPARE all;", Some(Deallocate::All)),
+            ("DEALLOCATE \"ALL\"", named("ALL")),
+            ("DEALLOCATE", None),
+            ("DEALLOCATE PREPARE", None),
+            ("DEALLOCATE \"\"", None),
+            ("DEALLOCATE \"open", None),
+            ("DEALLOCATE a b", None),
+            ("DEALLOCATE a; SELECT 1", None),
+            ("DEALLOCATE 1a", None),
+            ("DEALLOCATE a-b", None),
+            ("SELECT 'DEALLOCATE a'", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(&deallocate(sql.as_bytes()), want, "{sql}");
         }
     }
 }

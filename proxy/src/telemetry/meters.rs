@@ -68,8 +68,11 @@ pub struct BackendMeters {
     primary: bool,
     /// By [`Reason::index`]; set from the tallies at each scrape.
     pub queries: Box<[Counter]>,
-    /// Reads re-run on the primary after this replica failed them (a no-op for the primary).
+    /// Reads re-run on the primary after this replica failed them (a no-op for the primary):
+    /// it was lost before answering them,
     pub read_retries: Counter,
+    /// or it refused them as a standby (they write after all).
+    pub refused_retries: Counter,
     /// None when neither the histogram nor the slow log wants durations: no clock is read.
     pub timing: Option<Timing>,
 }
@@ -90,14 +93,19 @@ impl BackendMeters {
                     "route" => route, "backend" => name.to_owned(), "reason" => reason.as_str())
             })
             .collect();
+        let retries = |reason: &'static str| {
+            if primary {
+                Counter::noop()
+            } else {
+                counter!(names::READ_RETRIES,
+                    "from" => name.to_owned(), "to" => primary_name.to_owned(), "reason" => reason)
+            }
+        };
         BackendMeters {
             primary,
             queries,
-            read_retries: if primary {
-                Counter::noop()
-            } else {
-                counter!(names::READ_RETRIES, "from" => name.to_owned(), "to" => primary_name.to_owned())
-            },
+            read_retries: retries("replica_lost"),
+            refused_retries: retries("misrouted"),
             timing,
         }
     }

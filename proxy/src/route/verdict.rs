@@ -1,0 +1,41 @@
+//! The classifier's one answer about a statement, as the session routes it: where it may
+//! run, why, and what it does to the session.
+
+use super::{Classifier, Effects, Reason, Route, UserFunctions};
+
+/// What classifying a statement's SQL gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub route: Route,
+    pub reason: Reason,
+    pub effects: Effects,
+}
+
+impl Verdict {
+    /// For messages that are no statement, or SQL the proxy could not read: the primary,
+    /// and it may do anything the server allows.
+    pub const UNKNOWN: Verdict = Verdict {
+        route: Route::Primary,
+        reason: Reason::Unparseable,
+        effects: Effects::NONE,
+    };
+
+    /// The verdict on SQL text. Text that is not UTF-8 cannot be parsed: it goes to the
+    /// primary, and may do anything.
+    pub fn of(classifier: &Classifier, functions: &UserFunctions, sql: &[u8]) -> Verdict {
+        std::str::from_utf8(sql).map_or(
+            Verdict {
+                effects: Effects::OPAQUE,
+                ..Verdict::UNKNOWN
+            },
+            |text| {
+                let (classification, effects) = classifier.decide(text, functions);
+                Verdict {
+                    route: classification.route,
+                    reason: classification.reason,
+                    effects,
+                }
+            },
+        )
+    }
+}

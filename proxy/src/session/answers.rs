@@ -1,0 +1,295 @@
+//! What servers answer: relayed to the client, taken in by the session (transaction status,
+//! settings that took effect, failed statements), and reads a replica could not answer sent
+//! to the primary instead.
+
+use super::*;
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Forwards what a backend sent and resumes the client once that backend is done.
+    pub(super) async fn process_backend_input(&mut self, slot: Slot) -> Result<(), End> {
+        let Some(conn) = pick(&mut self.primary, &mut self.replica, slot) else {
+            return Ok(());
+        };
+        let retries = &self.retries;
+        // Re-sending a batch goes through the batch buffer: only while the client has not
+        // begun its next batch there.
+        let alone = self.batch.is_empty();
+        let may_rerun = |answered: usize| {
+            if slot != Slot::Replica || !retries.get(answered).is_some_and(Option::is_some) {
+                Rerun::No
+            } else if alone && retries.len() == answered + 1 {
+                Rerun::IfFatalOrRefused
+            } else {
+                Rerun::IfFatal
+            }
+        };
+        let seen = relay(
+            conn,
+            &mut self.cout,
+            self.counts.tally.as_deref(),
+            may_rerun,
+        );
+        let done = conn.syncs.is_empty();
+        let mut misrouted = None;
+        if slot == Slot::Replica {
+            let (units, more) = (seen.units_done, seen.open_unit_answered);
+            replica_answered(&mut self.retries, &mut self.batch, units, more);
+            if seen.misrouted {
+                misrouted = self.retries.pop_front().flatten();
+            }
+        }
+        for (name, generation) in &seen.failed_parses {
+            self.stmts.parse_failed(Some(&mut *conn), name, *generation);
+        }
+        if seen.copy_ate_sync {
+            self.copy_owes_sync = Some(slot);
+        }
+        if let Some(on) = seen.default_read_only {
+            self.state.default_read_only = on;
+        }
+        if let Some(status) = seen.last_status {
+            self.client_status = status;
+            self.tx = (status != b'I').then_some(slot);
+        }
+        let committed =
+            seen.last_status == Some(b'I') && slot == Slot::Primary && self.pending_write;
+        let unsolicited = seen.unsolicited.map(|ty| (ty, conn.info.clone()));
+        // What the units answered before anything else happened counts, even if the
+        // connection is lost right after (a probe's answer, a SET that took effect).
+        if !seen.outcomes.is_empty() {
+            if let Some(error) = self.settle(slot, &seen.outcomes) {
+                let reason = format!("could not apply the session's settings there: {error}");
+                return self.backend_lost(slot, &reason).await;
+            }
+        }
+        if committed {
+            self.pending_write = false;
+            self.note_commit();
+        }
+        if let Some((ty, info)) = unsolicited {
+            tracing::warn!(backend = %info, message_type = %(ty as char), "backend sent an unsolicited message; closing it");
+            return self
+                .backend_lost(slot, "the server ended the session")
+                .await;
+        }
+        // A replica shutting down answers an in-flight read with FATAL before closing: the
+        // client has seen nothing of that read yet, so it goes elsewhere instead.
+        if seen.fatal_before_rerunnable {
+            return self
+                .backend_lost(slot, "the server ended the session")
+                .await;
+        }
+        if let Some(retry) = misrouted {
+            return self.rerun_refused(retry).await;
+        }
+        if done && self.open_batch != Some(slot) && self.inflight == Some(slot) {
+            self.inflight = None;
+            if self.stalled {
+                self.stalled = false;
+                self.process_client_input().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in how watched units ended; returns the error of a replay of settings that
+    /// failed (the connection then cannot serve this session).
+    pub(super) fn settle(&mut self, slot: Slot, outcomes: &[Outcome]) -> Option<String> {
+        for outcome in outcomes {
+            match outcome.origin {
+                Origin::Client => {
+                    let before = self.state.settings.seq();
+                    self.state.settle(&outcome.watch, outcome.status);
+                    let after = self.state.settings.seq();
+                    // The connection that ran the settings has them.
+                    if let Some(conn) = self.slot_mut(slot) {
+                        if conn.settings_seq == before {
+                            conn.settings_seq = after;
+                        }
+                    }
+                }
+                // A "no" from inside a transaction may be undone by its rollback.
+                Origin::Probe(epoch) => {
+                    let holds = outcome.watch.holds_state;
+                    let valid = holds.filter(|held| *held || outcome.status == b'I');
+                    self.state.probed(valid, epoch)
+                }
+                Origin::Settings => {
+                    if let Some(error) = &outcome.watch.error {
+                        return Some(error.clone());
+                    }
+                }
+                Origin::Discard => {}
+            }
+        }
+        None
+    }
+
+    /// A backend connection broke. An idle one is just dropped (the next use opens another);
+    /// one that owed the client an answer ends that unit with 08006, or the session when the
+    /// client's transaction or a partly sent message died with it.
+    pub(super) async fn backend_lost(&mut self, slot: Slot, reason: &str) -> Result<(), End> {
+        let Some(conn) = self.holder(slot).take() else {
+            return Ok(());
+        };
+        self.untrack_cancel(&conn);
+        for pending in &conn.syncs {
+            if let Origin::Probe(epoch) = pending.origin {
+                self.state.probed(None, epoch);
+            }
+        }
+        let owed = conn.owed_to_client();
+        let in_tx = self.tx == Some(slot);
+        if owed == 0 && !in_tx && self.open_batch != Some(slot) {
+            tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
+            // Only the proxy's own questions were outstanding there.
+            if self.inflight == Some(slot) {
+                self.inflight = None;
+                if self.stalled {
+                    self.stalled = false;
+                    self.process_client_input().await?;
+                }
+            }
+            return Ok(());
+        }
+        let retries = std::mem::take(&mut self.retries);
+        let retryable = slot == Slot::Replica
+            && !in_tx
+            && conn.body_remaining == 0
+            && self.open_batch != Some(slot)
+            && retries.len() == owed
+            && retries.iter().all(Option::is_some)
+            // Re-sending a batch goes through the batch buffer, so only when the client has
+            // not begun its next batch there.
+            && self.batch.is_empty();
+        if retryable {
+            tracing::warn!(backend = %conn.info, reason, units = owed, "replica lost before answering reads; sending them to the primary");
+            conn.info.meters.read_retries.increment(owed as u64);
+            self.replica_failed();
+            self.inflight = None;
+            let retries = retries.into_iter().flatten();
+            return self.resend(retries, Reason::ReplicaDown).await;
+        }
+        tracing::warn!(backend = %conn.info, reason, "backend connection lost during a statement");
+        let err = ProxyError::error(
+            "08006",
+            format!(
+                "pgrepl-proxy: lost the connection to backend {}: {reason}",
+                conn.info
+            ),
+        );
+        if in_tx || owed > 1 || conn.body_remaining > 0 || self.open_batch == Some(slot) {
+            let mut fatal = err;
+            fatal.severity = Severity::Fatal;
+            return Err(End::Fatal(fatal));
+        }
+        err.encode(&mut self.cout);
+        write::ready_for_query(b'I', &mut self.cout);
+        self.client_status = b'I';
+        self.tx = None;
+        self.inflight = None;
+        if self.stalled {
+            self.stalled = false;
+            self.process_client_input().await?;
+        }
+        Ok(())
+    }
+
+    /// Records a unit sent to the replica: a new entry when it owes a new answer, else the
+    /// unit continues the newest one, which can then no longer be re-run on its own.
+    pub(super) fn note_replica_unit(&mut self, new_unit: bool, retry: Option<Retry>) {
+        if new_unit {
+            self.retries.push_back(retry);
+        } else if let Some(last) = self.retries.back_mut() {
+            *last = None;
+        }
+    }
+
+    /// Sends a read a replica refused as a standby (it writes after all: a function the
+    /// proxy took for read-only, say) to the primary, where it runs as it would have
+    /// directly: a wrong guess costs a round trip, not an error. Nothing of it reached the
+    /// client, and the rest of the replica's answer is swallowed.
+    #[cold]
+    pub(super) async fn rerun_refused(&mut self, retry: Retry) -> Result<(), End> {
+        let sql = match &retry {
+            Retry::Query(msg) => fields::query_sql(msg).map(|sql| msg.slice_ref(sql)),
+            Retry::Batch(messages, _) => batch_sql(messages, &self.stmts),
+        };
+        let shown = sql
+            .as_deref()
+            .and_then(|sql| std::str::from_utf8(sql).ok())
+            .and_then(crate::route::fingerprint::shown);
+        if let Some(conn) = &self.replica {
+            conn.info.meters.refused_retries.increment(1);
+            tracing::info!(backend = %conn.info, statement = shown.as_deref().unwrap_or("(not shown)"),
+                "a replica refused a read that writes; running it on the primary");
+        }
+        self.inflight = None;
+        self.resend(std::iter::once(retry), Reason::Function).await
+    }
+
+    /// Sends reads whose replica died before answering them to the primary, in order (the
+    /// monitor may not know yet that the replica is gone, so it is not picked again for them).
+    pub(super) async fn resend(
+        &mut self,
+        retries: impl Iterator<Item = Retry>,
+        reason: Reason,
+    ) -> Result<(), End> {
+        let target = Decision::read(Slot::Primary, reason);
+        self.counts.rerun = true;
+        for retry in retries {
+            match retry {
+                Retry::Query(msg) => self.send_query(target, msg, Effects::NONE).await,
+                Retry::Batch(messages, sync) => {
+                    // The statements the batch defined died with the replica: define them anew.
+                    for (ty, msg, _) in &messages {
+                        if let Some((name, _)) = fields::parse_name_sql(msg).filter(|_| *ty == b'P')
+                        {
+                            self.stmts.forget(name);
+                        }
+                    }
+                    self.batch.messages = messages;
+                    self.send_batch(target, sync, true).await;
+                }
+            }
+        }
+        self.counts.rerun = false;
+        if self.stalled && self.inflight.is_none() {
+            self.stalled = false;
+            self.process_client_input().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The replica answered `units` units to the end, and the start of the next one if `more`:
+/// none of those can be re-run any more.
+#[inline]
+pub(super) fn replica_answered(
+    retries: &mut VecDeque<Option<Retry>>,
+    batch: &mut Batch,
+    units: usize,
+    more: bool,
+) {
+    for _ in 0..units {
+        if let Some(Some(Retry::Batch(messages, _))) = retries.pop_front() {
+            // Reuse the list's allocation when the batch buffer has none (it gave its own to
+            // this retry); an empty buffer has nothing else to lose.
+            // Nothing was pushed since (that would have allocated), so the batch is clear.
+            if batch.messages.capacity() == 0 {
+                let mut messages = messages;
+                messages.clear();
+                batch.messages = messages;
+            }
+        }
+    }
+    if more {
+        if let Some(head) = retries.front_mut() {
+            *head = None;
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Where each unit goes: the session's side of the routing decision (`decide` has the pure
+//! steps), and the statements the proxy answers itself instead of routing them.
+
+use super::*;
+
+/// What a simple Query's routing step came to.
+pub(super) enum QueryStep {
+    /// It must wait for work in flight.
+    Wait,
+    /// The proxy answered it.
+    Answered,
+    /// Send it, with what it does to the session.
+    Send(Decision, Effects),
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// Takes a simple Query's routing step: the statements the proxy answers itself
+    /// (`SET pgrepl.route`, `DEALLOCATE` of a statement it tracks), else where it goes.
+    #[inline]
+    pub(super) fn take_query(&mut self, total: usize) -> QueryStep {
+        let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
+        match route_setting(sql) {
+            // Inside an extended batch a Flush left open, the answer must come in order from
+            // the batch's server: the statement goes there like any other (a harmless
+            // placeholder setting to PostgreSQL), and the session takes the preference too.
+            // Waiting for the batch would never end: the client waits for this answer first.
+            Some(Ok(pref)) if self.open_batch.is_some() && self.client_status != b'E' => {
+                self.read_pref = pref;
+            }
+            Some(_) if self.open_batch.is_some() => {}
+            Some(setting) => {
+                if self.inflight.is_some() {
+                    return QueryStep::Wait;
+                }
+                let reset = sql.trim_ascii_start()[0].eq_ignore_ascii_case(&b'R');
+                self.cin.advance(total);
+                self.answer_route_setting(setting, reset);
+                return QueryStep::Answered;
+            }
+            None => {}
+        }
+        let dropped = words::may_start_with(sql, &[b"DEALLOCATE"])
+            .then(|| words::deallocate(sql))
+            .flatten();
+        if let Some(Deallocate::Named(name)) = &dropped {
+            if self.stmts.contains(name) && self.open_batch.is_none() {
+                if self.inflight.is_some() {
+                    return QueryStep::Wait;
+                }
+                self.cin.advance(total);
+                self.answer_deallocate(name);
+                return QueryStep::Answered;
+            }
+        }
+        let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
+        let mut wanted = decide::wanted(verdict, self.state.default_read_only);
+        if dropped.is_some() {
+            // The server's own statements: on the primary, but no write.
+            wanted = Wanted::Primary {
+                reason: verdict.reason,
+                writes: false,
+            };
+        }
+        match self.route(wanted) {
+            Some(decision) => QueryStep::Send(decision, verdict.effects),
+            None => QueryStep::Wait,
+        }
+    }
+
+    /// Where the buffered extended-protocol batch goes, at its Sync or Flush.
+    #[inline]
+    pub(super) fn route_batch(&mut self) -> Option<Decision> {
+        let wanted = decide::wanted_by_batch(
+            self.batch.verdict(),
+            self.batch.names_primary_object(),
+            self.state.pinned(),
+            self.state.default_read_only,
+        );
+        self.route(wanted)
+    }
+
+    /// Where a unit goes, from where it would go on its own; None when it must wait (for
+    /// work in flight, or for the primary to say whether a pinned session is still pinned).
+    pub(super) fn route(&mut self, wanted: Wanted) -> Option<Decision> {
+        let standalone = match wanted {
+            Wanted::Primary { reason, writes } => Decision {
+                slot: Slot::Primary,
+                reason,
+                writes,
+            },
+            Wanted::Read { reason, hinted } => self.place_read(reason, hinted),
+            Wanted::Any => match (&self.replica, &self.primary) {
+                (Some(_), _) => Decision::read(Slot::Replica, Reason::Read),
+                (None, Some(_)) => Decision::read(Slot::Primary, Reason::Read),
+                (None, None) => self.place_read(Reason::Read, false),
+            },
+        };
+        let slot = decide::join(standalone.slot, self.open_batch, self.tx, self.inflight)?;
+        let decision = decide::joined(standalone, slot, self.tx);
+        if self.awaits_probe(decision) {
+            return None;
+        }
+        Some(decision)
+    }
+
+    /// Where a read goes now.
+    pub(super) fn place_read(&mut self, reason: Reason, hinted: bool) -> Decision {
+        let (slot, reason) = match decide::plan_read(hinted, self.read_pref, self.state.pinned()) {
+            ReadPlan::Primary(why) => (Slot::Primary, why),
+            ReadPlan::Replica { forced } => decide::place_read(self.replica_view(forced), reason),
+        };
+        Decision::read(slot, reason)
+    }
+
+    /// A read pinned to the primary waits while the primary answers whether the session
+    /// still holds state there: the statement before it may have released the last of it.
+    pub(super) fn awaits_probe(&self, decision: Decision) -> bool {
+        decision.slot == Slot::Primary
+            && decision.reason == Reason::SessionPinned
+            && self.tx.is_none()
+            && self.open_batch.is_none()
+            && self.state.awaits_probe()
+    }
+
+    /// Logs where a unit went and why (debug level: the reasons are also what the metrics
+    /// count). Runs for every unit: the level test inline, the event out of line.
+    #[inline(always)]
+    pub(super) fn log_route(decision: Decision) {
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            Self::log_route_now(decision);
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn log_route_now(decision: Decision) {
+        tracing::debug!(
+            to = match decision.slot {
+                Slot::Primary => "primary",
+                Slot::Replica => "replica",
+            },
+            reason = decision.reason.as_str(),
+            "routed"
+        );
+    }
+
+    /// Answers `SET/RESET pgrepl.route` itself, as PostgreSQL would answer a SET.
+    pub(super) fn answer_route_setting(
+        &mut self,
+        setting: Result<ReadPreference, String>,
+        reset: bool,
+    ) {
+        match setting {
+            _ if self.client_status == b'E' => {
+                ProxyError::in_failed_transaction().encode(&mut self.cout)
+            }
+            Err(message) => ProxyError::error("22023", message).encode(&mut self.cout),
+            Ok(pref) => {
+                self.read_pref = pref;
+                write::command_complete(if reset { "RESET" } else { "SET" }, &mut self.cout);
+            }
+        }
+        write::ready_for_query(self.client_status, &mut self.cout);
+    }
+
+    /// Answers `DEALLOCATE` of a statement the proxy tracks itself, as PostgreSQL would: the
+    /// statement is prepared only on the connections that ran it, perhaps none the session
+    /// still has, so forwarding it could fail (and abort a transaction) where PostgreSQL
+    /// would not. The connections that have it close it, out of the client's sight.
+    pub(super) fn answer_deallocate(&mut self, name: &[u8]) {
+        if self.client_status == b'E' {
+            ProxyError::in_failed_transaction().encode(&mut self.cout);
+        } else {
+            self.stmts.forget(name);
+            for conn in [self.primary.as_mut(), self.replica.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if conn.prepared.remove(name).is_none() {
+                    continue;
+                }
+                write::close_statement(name, &mut conn.out);
+                write::sync(&mut conn.out);
+                conn.syncs.push_back(Pending::injected(Origin::Discard));
+            }
+            write::command_complete("DEALLOCATE", &mut self.cout);
+        }
+        write::ready_for_query(self.client_status, &mut self.cout);
+    }
+
+    /// A unit that may write is never sent to a primary the monitor found in recovery.
+    pub(super) fn refuse_write(&self, decision: Decision) -> Option<ProxyError> {
+        if decision.slot != Slot::Primary || !decision.writes {
+            return None;
+        }
+        match self.shared.health.primary_state() {
+            Err(Unusable::InRecovery) => Some(ProxyError::error(
+                "25006",
+                format!(
+                    "pgrepl-proxy: {} is in recovery, not a primary; statements that may write are not sent to it",
+                    self.shared.pool.backends()[0]
+                ),
+            )),
+            _ => None,
+        }
+    }
+}
