@@ -25,3 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# PostgreSQL's own regression suite for the installed server (tests/tests/regress.rs).
+"$(dirname "$0")/install-regress.sh" >/dev/null

@@ -72,6 +72,14 @@ if ! has_source; then
   fi
 fi
 
+# apt-get source unpacks with dpkg-source (dpkg-dev); the modules compile with gcc.
+tools=()
+command -v dpkg-source >/dev/null || tools+=(dpkg-dev)
+command -v gcc >/dev/null || tools+=(gcc)
+if [ ${#tools[@]} -gt 0 ]; then
+  apt-get install "${apt_options[@]}" -y --no-install-recommends "${tools[@]}" >/dev/null
+fi
+
 work=$cache/$version.partial
 rm -rf "$work"
 mkdir -p "$work"

@@ -135,18 +135,20 @@ impl Suite {
             .env("PGPASSWORD", SUPERUSER_PASSWORD)
             .env("PGPASSFILE", "/dev/null")
             .env("PGCONNECT_TIMEOUT", "30");
-        for var in ["PGSERVICE", "PGOPTIONS", "PGSSLMODE", "PGDATABASE", "PGAPPNAME"] {
+        for var in [
+            "PGSERVICE",
+            "PGOPTIONS",
+            "PGSSLMODE",
+            "PGDATABASE",
+            "PGAPPNAME",
+        ] {
             cmd.env_remove(var);
         }
         let started = Instant::now();
         // The backstop in case `timeout` itself hangs.
         let done = run_with_timeout(cmd, b"", timeout + Duration::from_secs(60))?;
         let duration = started.elapsed();
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&done.stdout),
-            done.stderr
-        );
+        let log = format!("{}{}", String::from_utf8_lossy(&done.stdout), done.stderr);
         let outcomes = parse_outcomes(&log);
         if outcomes.is_empty() {
             bail!("pg_regress ran no test against {addr}:\n{log}");
@@ -259,13 +261,28 @@ pub fn differences(
         .collect()
 }
 
-/// The names listed in a known-differences file: one test name a line, first word; `#`
-/// starts a comment (the cause is written there).
-pub fn parse_known(text: &str) -> Vec<String> {
+/// A test listed in a known-differences file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub name: String,
+    /// Listed as `flaky`: whether it differs depends on timing (where a read lands), so a run
+    /// where it does not differ is no news.
+    pub flaky: bool,
+}
+
+/// The tests listed in a known-differences file: one a line, its name first, then optionally
+/// the word `flaky`; `#` starts a comment (the cause is written there).
+pub fn parse_known(text: &str) -> Vec<Known> {
     text.lines()
         .filter_map(|line| {
-            let line = line.split('#').next().unwrap_or_default();
-            line.split_whitespace().next().map(str::to_owned)
+            let mut words = line
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace();
+            let name = words.next()?.to_owned();
+            let flaky = words.next() == Some("flaky");
+            Some(Known { name, flaky })
         })
         .collect()
 }
@@ -305,11 +322,35 @@ mod tests {
             tests.iter().map(|&(n, o)| (n.to_owned(), o)).collect()
         };
         use Outcome::{Failed, Ok};
-        let first = run(&[("a", Ok), ("b", Failed), ("c", Ok), ("d", Failed), ("e", Ok)]);
-        let second = run(&[("a", Ok), ("b", Failed), ("c", Failed), ("d", Ok), ("f", Ok)]);
+        let first = run(&[
+            ("a", Ok),
+            ("b", Failed),
+            ("c", Ok),
+            ("d", Failed),
+            ("e", Ok),
+        ]);
+        let second = run(&[
+            ("a", Ok),
+            ("b", Failed),
+            ("c", Failed),
+            ("d", Ok),
+            ("f", Ok),
+        ]);
         let expected: BTreeMap<String, Difference> = [
-            ("c", Difference::Outcome { first: Ok, second: Failed }),
-            ("d", Difference::Outcome { first: Failed, second: Ok }),
+            (
+                "c",
+                Difference::Outcome {
+                    first: Ok,
+                    second: Failed,
+                },
+            ),
+            (
+                "d",
+                Difference::Outcome {
+                    first: Failed,
+                    second: Ok,
+                },
+            ),
             ("e", Difference::Missing { in_first: true }),
             ("f", Difference::Missing { in_first: false }),
         ]
@@ -321,7 +362,18 @@ mod tests {
 
     #[test]
     fn known_differences_are_the_first_word_of_lines_outside_comments() {
-        let text = "# header\n\nsequence   # node-local: sequences read on the replica\n  stats\n";
-        assert_eq!(parse_known(text), vec!["sequence", "stats"]);
+        let text = "# header\n\nsysviews   # node-local view\n  stats flaky # node-local\nguc\n";
+        let known = |name: &str, flaky| Known {
+            name: name.to_owned(),
+            flaky,
+        };
+        assert_eq!(
+            parse_known(text),
+            vec![
+                known("sysviews", false),
+                known("stats", true),
+                known("guc", false)
+            ]
+        );
     }
 }

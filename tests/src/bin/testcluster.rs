@@ -22,7 +22,10 @@ fn main() -> Result<()> {
         ["start", dir, settings @ ..] => {
             let settings = settings
                 .iter()
-                .map(|s| s.split_once('=').ok_or_else(|| anyhow::anyhow!("{s}: expected NAME=VALUE")))
+                .map(|s| {
+                    s.split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("{s}: expected NAME=VALUE"))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let cluster = Cluster::start_with_settings(Path::new(dir), &settings)?;
             print!("{}", cluster.env_lines());
