@@ -166,7 +166,7 @@ impl Suite {
 /// directories go with the test's scratch directory) into `dest`: each run's summary and
 /// `regression.diffs` (against the expected outputs) under `<label>/`, and for each test in
 /// `names` the difference between the two runs' outputs, `<name>.diff`.
-pub fn keep(runs: [(&str, &Run); 2], names: &[&String], dest: &Path) -> Result<()> {
+pub fn keep(runs: [(&str, &Run); 2], names: &[&str], dest: &Path) -> Result<()> {
     if dest.exists() {
         fs::remove_dir_all(dest)?;
     }
@@ -261,30 +261,80 @@ pub fn differences(
         .collect()
 }
 
-/// A test listed in a known-differences file.
+/// A known-differences file: the tests, or the outputs, whose difference is known and not
+/// fixed yet.
+///
+/// One entry a line; `#` starts a comment (the cause is written there):
+/// - `NAME`: test NAME differs;
+/// - `NAME flaky`: test NAME may differ, depending on timing (where a read lands), so a run
+///   where it does not is no news;
+/// - `output: TEXT`: every test whose output through the proxy contains TEXT differs for a
+///   known cause (an error message), whichever tests that is in a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Known {
-    pub name: String,
-    /// Listed as `flaky`: whether it differs depends on timing (where a read lands), so a run
-    /// where it does not differ is no news.
-    pub flaky: bool,
+pub struct Known(Vec<Entry>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Test { name: String, flaky: bool },
+    Output(String),
 }
 
-/// The tests listed in a known-differences file: one a line, its name first, then optionally
-/// the word `flaky`; `#` starts a comment (the cause is written there).
-pub fn parse_known(text: &str) -> Vec<Known> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line
-                .split('#')
-                .next()
-                .unwrap_or_default()
-                .split_whitespace();
-            let name = words.next()?.to_owned();
-            let flaky = words.next() == Some("flaky");
-            Some(Known { name, flaky })
-        })
-        .collect()
+/// What a run's differences say about a [`Known`] list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Differing tests no entry explains.
+    pub new: Vec<String>,
+    /// Entries (not flaky) that explain no differing test: fixed, to be removed.
+    pub fixed: Vec<String>,
+}
+
+impl Known {
+    pub fn parse(text: &str) -> Known {
+        let entries = text
+            .lines()
+            .filter_map(|line| {
+                let line = line.split('#').next().unwrap_or_default().trim();
+                if let Some(output) = line.strip_prefix("output:") {
+                    return Some(Entry::Output(output.trim().to_owned()));
+                }
+                let mut words = line.split_whitespace();
+                let name = words.next()?.to_owned();
+                let flaky = words.next() == Some("flaky");
+                Some(Entry::Test { name, flaky })
+            })
+            .collect();
+        Known(entries)
+    }
+
+    /// Compares the tests that differ with the list; `output_of(name)` is a differing test's
+    /// output in the second run.
+    pub fn check(&self, differing: &[&str], output_of: impl Fn(&str) -> String) -> Verdict {
+        let outputs: Vec<(&str, String)> = differing.iter().map(|&n| (n, output_of(n))).collect();
+        let explains = |entry: &Entry, name: &str, output: &str| match entry {
+            Entry::Test { name: listed, .. } => listed == name,
+            Entry::Output(text) => output.contains(text.as_str()),
+        };
+        let new = outputs
+            .iter()
+            .filter(|(name, output)| !self.0.iter().any(|e| explains(e, name, output)))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let fixed = self
+            .0
+            .iter()
+            .filter(|e| !matches!(e, Entry::Test { flaky: true, .. }))
+            .filter(|e| {
+                !outputs
+                    .iter()
+                    .any(|(name, output)| explains(e, name, output))
+            })
+            .map(|e| match e {
+                Entry::Test { name, .. } => name.clone(),
+                Entry::Output(text) => format!("output: {text}"),
+            })
+            .collect();
+        Verdict { new, fixed }
+    }
 }
 
 #[cfg(test)]
@@ -361,19 +411,51 @@ mod tests {
     }
 
     #[test]
-    fn known_differences_are_the_first_word_of_lines_outside_comments() {
-        let text = "# header\n\nsysviews   # node-local view\n  stats flaky # node-local\nguc\n";
-        let known = |name: &str, flaky| Known {
-            name: name.to_owned(),
-            flaky,
-        };
-        assert_eq!(
-            parse_known(text),
-            vec![
-                known("sysviews", false),
-                known("stats", true),
-                known("guc", false)
-            ]
+    fn known_differences_explain_tests_by_name_or_by_output() {
+        let known = Known::parse(
+            "# header\n\
+             \n\
+             sysviews   # node-local view\n\
+             \x20 stats flaky # node-local\n\
+             guc\n\
+             output: sorry, too many clients already  # pool\n\
+             output: never seen\n",
         );
+        let outputs = |name: &str| match name {
+            "portals" | "guc" => "FATAL:  sorry, too many clients already".to_owned(),
+            _ => "some output".to_owned(),
+        };
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            // differing tests, not explained, listed but not differing
+            (
+                &["sysviews", "guc", "portals"],
+                &[],
+                &["output: never seen"],
+            ),
+            (
+                &["sysviews", "stats", "psql"],
+                &["psql"],
+                &[
+                    "guc",
+                    "output: sorry, too many clients already",
+                    "output: never seen",
+                ],
+            ),
+            (
+                &[],
+                &[],
+                &[
+                    "sysviews",
+                    "guc",
+                    "output: sorry, too many clients already",
+                    "output: never seen",
+                ],
+            ),
+        ];
+        for &(differing, new, fixed) in cases {
+            let verdict = known.check(differing, outputs);
+            assert_eq!(verdict.new, new, "new, for {differing:?}");
+            assert_eq!(verdict.fixed, fixed, "fixed, for {differing:?}");
+        }
     }
 }

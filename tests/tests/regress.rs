@@ -5,14 +5,14 @@
 //!
 //! The differences not fixed yet are listed, with their cause, in `tests/regress/known-differences.txt`;
 //! the test fails when a test outside the list differs, and when a listed one no longer does
-//! (so the list can only shrink), unless it is listed as `flaky`. What each run wrote is kept in
+//! (so the list can only shrink), unless it is listed as `flaky`. An entry may also name an
+//! error message (`output: TEXT`): it explains every differing test whose output has it. What each run wrote is kept in
 //! `target/tmp/regress/` (`direct/` and `proxy/` with pg_regress's summary and
 //! `regression.diffs`, and `<test>.diff` between the two runs' outputs for each differing test).
 
-use pgrepl_tests::regress::{self, Difference, Suite};
+use pgrepl_tests::regress::{self, Difference, Suite, Verdict};
 use pgrepl_tests::suite::{free_addr, proxy_config_with};
 use pgrepl_tests::{run_dir, OwnCluster, ProxyProcess};
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -68,27 +68,24 @@ fn regression_suite_through_the_proxy_differs_from_the_direct_run_only_in_known_
     );
 
     let differences = regress::differences(&direct.outcomes, &through.outcomes);
-    let names: Vec<&String> = differences.keys().collect();
+    let names: Vec<&str> = differences.keys().map(String::as_str).collect();
     let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("regress");
     regress::keep([("direct", &direct), ("proxy", &through)], &names, &kept).unwrap();
 
-    let known = regress::parse_known(&std::fs::read_to_string(KNOWN).unwrap());
-    let listed: BTreeSet<&String> = known.iter().map(|k| &k.name).collect();
-    let new: Vec<String> = differences
-        .iter()
-        .filter(|(name, _)| !listed.contains(name))
-        .map(|(name, difference)| describe(name, difference))
-        .collect();
-    let fixed: Vec<&String> = known
-        .iter()
-        .filter(|k| !k.flaky && !differences.contains_key(&k.name))
-        .map(|k| &k.name)
-        .collect();
+    let known = regress::Known::parse(&std::fs::read_to_string(KNOWN).unwrap());
+    let verdict = known.check(&names, |name| {
+        std::fs::read_to_string(through.result_file(name)).unwrap_or_default()
+    });
+    for name in &verdict.new {
+        eprintln!("differs: {}", describe(name, &differences[name]));
+    }
     assert!(
-        new.is_empty() && fixed.is_empty(),
-        "the regression suite through the proxy differs from the direct run in tests not in \
-         {KNOWN}: {new:?}; listed there but no longer differing (remove them): {fixed:?}; \
-         outputs and differences are in {}",
+        verdict == Verdict::default(),
+        "the regression suite through the proxy differs from the direct run in tests not \
+         explained by {KNOWN}: {:?}; entries there that explain no difference any more (remove \
+         them): {:?}; outputs and differences are in {}",
+        verdict.new,
+        verdict.fixed,
         kept.display()
     );
 }
