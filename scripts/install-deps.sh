@@ -4,7 +4,7 @@
 # the benchmark), openssl (the TLS test makes a self-signed certificate), debootstrap (the
 # local PostgreSQL image the Docker tests use: scripts/build-pg-image.sh) and Prometheus (for
 # promtool, which checks deploy/'s alert rules and scrape configuration; its service is not
-# started).
+# started) and python3-venv; then the Python drivers of the client suite, from PyPI.
 set -euo pipefail
 
 missing=()
@@ -14,6 +14,9 @@ command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbou
 command -v openssl >/dev/null || missing+=(openssl)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The Python driver suite's virtualenv (scripts/install-python-drivers.sh).
+python3 -c 'import venv, ensurepip' 2>/dev/null ||
+  /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -26,5 +29,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The client suite's drivers: from PyPI (tests/tests/drivers_python.rs) and from Debian
+# (tests/tests/drivers_native.rs).
+"$(dirname "$0")/install-python-drivers.sh"
+"$(dirname "$0")/install-native-drivers.sh"
 # PostgreSQL's own regression suite for the installed server (tests/tests/regress.rs).
 "$(dirname "$0")/install-regress.sh" >/dev/null

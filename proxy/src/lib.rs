@@ -5,6 +5,8 @@ pub mod backend;
 pub mod balance;
 pub mod cancel;
 pub mod client;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod health;
 pub mod protocol;
 pub mod route;

@@ -7,6 +7,7 @@
 
 mod client;
 mod cluster;
+pub mod drivers;
 pub mod endpoint;
 mod local;
 mod net;

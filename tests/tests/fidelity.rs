@@ -265,11 +265,11 @@ async fn hints_are_read_the_same_in_both_protocols() {
     .await
 }
 
-/// A transaction that only read leaves nothing for later reads to wait for, in either
-/// protocol; one that wrote does. The replica's replay is paused, so a read that waited for a
+/// A transaction that only read, a setting or a reset leaves nothing for later reads to wait
+/// for, in either protocol; a transaction that wrote does. The replica's replay is paused, so a read that waited for a
 /// write would go to the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_only_transactions_are_no_writes() {
+async fn read_only_transactions_and_session_statements_are_no_writes() {
     bounded_for(Duration::from_secs(120), async {
         let extra = "\n[routing]\nmax_replica_lag = \"60s\"\n";
         let (cluster, proxy) =
@@ -297,6 +297,15 @@ async fn read_only_transactions_are_no_writes() {
         };
         transaction.unwrap();
         assert_eq!(node_of_read(&client).await, REPLICA, "extended protocol");
+        // Nor do statements that change only the session (pgjdbc sends its SETs by protocol).
+        client
+            .execute("SET extra_float_digits = 3", &[])
+            .await
+            .unwrap();
+        for statement in ["DISCARD ALL", "DEALLOCATE ALL", "SET TIME ZONE 'UTC'"] {
+            client.batch_execute(statement).await.unwrap();
+        }
+        assert_eq!(node_of_read(&client).await, REPLICA, "settings and resets");
 
         client
             .batch_execute("BEGIN; INSERT INTO t VALUES (1); COMMIT")

@@ -42,13 +42,18 @@ pub enum NegotiateError {
     Protocol(Box<ClientStream>, ProxyError),
 }
 
-enum Packet {
+#[derive(Debug)]
+pub(crate) enum Packet {
     Ssl,
     GssEnc,
     Hello(Hello),
 }
 
-async fn read_packet<S: AsyncReadExt + Unpin>(s: &mut S) -> Result<Result<Packet, ProxyError>, ()> {
+/// Reads one packet: Err(()) if the connection broke, else the packet or why it is refused.
+/// Never reads or allocates more than [`MAX_STARTUP_PACKET`] bytes.
+pub(crate) async fn read_packet<S: AsyncReadExt + Unpin>(
+    s: &mut S,
+) -> Result<Result<Packet, ProxyError>, ()> {
     let len = s.read_u32().await.map_err(|_| ())? as usize;
     if !(8..=MAX_STARTUP_PACKET).contains(&len) {
         return Ok(Err(ProxyError::fatal(
@@ -59,8 +64,14 @@ async fn read_packet<S: AsyncReadExt + Unpin>(s: &mut S) -> Result<Result<Packet
     let mut packet = BytesMut::zeroed(len);
     packet[..4].copy_from_slice(&(len as u32).to_be_bytes());
     s.read_exact(&mut packet[4..]).await.map_err(|_| ())?;
+    Ok(decode_packet(packet))
+}
+
+/// What a whole packet (length word included, at least 8 bytes) asks for.
+fn decode_packet(mut packet: BytesMut) -> Result<Packet, ProxyError> {
+    let len = packet.len();
     let code = i32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
-    Ok(match code {
+    match code {
         SSL_REQUEST => Ok(Packet::Ssl),
         GSSENC_REQUEST => Ok(Packet::GssEnc),
         CANCEL_REQUEST if len >= 16 => {
@@ -85,7 +96,7 @@ async fn read_packet<S: AsyncReadExt + Unpin>(s: &mut S) -> Result<Result<Packet
                 code & 0xffff
             ),
         )),
-    })
+    }
 }
 
 /// Answers SSLRequest (TLS when configured, else `N`) and GSSENCRequest (`N`), then reads the

@@ -1,11 +1,17 @@
-//! The volatile user functions of each database, read from the primary's catalog.
+//! What each database's catalog on the primary says about its functions and sequences.
 //!
 //! A function the built-in lists do not know may write (a plpgsql function doing an INSERT
 //! looks like any other call), so a read calling a volatile user function goes to the
-//! primary. Volatility lives in `pg_proc` of the client's database, so the proxy keeps one
-//! set per database, loaded by a background task with a connection of its own: classifying
-//! never waits for the catalog. Until a database's set is known, and for a moment after a
-//! statement changed functions there, every user function counts as volatile.
+//! primary. The look-up records which functions are *not* volatile: one it has not seen
+//! (created without the proxy since the last look-up) counts as volatile. A sequence read as
+//! a relation (`SELECT last_value FROM s`) answers for the server that reads it, so such a
+//! read goes to the primary too.
+//!
+//! Both live in the catalogs of the client's database, so the proxy keeps one snapshot per
+//! database, loaded by a background task with a connection of its own: classifying never
+//! waits for the catalog. Until a database's snapshot is known, and for a moment after a
+//! statement changed functions there, every user function counts as volatile; a sequence
+//! created through the proxy counts at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +24,8 @@ use pgrepl_config::{BackendConfig, UserConfig};
 use tokio::sync::{watch, Notify};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-use super::functions::FunctionName;
+use super::ddl::CatalogChanges;
+use super::name::CatalogName;
 
 /// How often a database's set is reloaded, to see functions changed without the proxy.
 const REFRESH: Duration = Duration::from_secs(30);
@@ -30,11 +37,16 @@ const SETTLE_MS: u64 = 1000;
 /// Bound on the catalog query, on top of the connect timeout.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Volatile functions outside the built-in schemas, whose calls the built-in lists cover.
-const VOLATILE_USER_FUNCTIONS: &str = "SELECT DISTINCT n.nspname, p.proname \
+/// Every function name per schema, `t` when none of its overloads there is volatile (built-in
+/// schemas count as not volatile: the built-in lists judge their calls), and every sequence.
+const CATALOG_QUERY: &str = "SELECT 'f', n.nspname, p.proname, \
+     bool_and(p.provolatile <> 'v' OR n.nspname IN ('pg_catalog', 'information_schema')) \
      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-     WHERE p.provolatile = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-     ORDER BY 1, 2";
+     GROUP BY 2, 3 \
+     UNION ALL SELECT 's', n.nspname, c.relname, true \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'S' \
+     ORDER BY 1, 2, 3";
 
 /// Where the sets come from, and the set of each database in use.
 pub struct Catalog {
@@ -81,17 +93,22 @@ impl Catalog {
         UserFunctions(Some(entry))
     }
 
-    async fn load(&self, database: &str) -> anyhow::Result<FunctionSet> {
+    async fn load(&self, database: &str) -> anyhow::Result<Snapshot> {
         let mut login = self.login.clone();
         login.dbname(database);
         let load = async {
             let (client, connection) = login.connect(NoTls).await?;
             // Ends when the client is dropped.
             tokio::spawn(connection);
-            let messages = client.simple_query(VOLATILE_USER_FUNCTIONS).await?;
-            Ok::<_, tokio_postgres::Error>(FunctionSet::from_rows(messages.iter().filter_map(
+            let messages = client.simple_query(CATALOG_QUERY).await?;
+            Ok::<_, tokio_postgres::Error>(Snapshot::from_rows(messages.iter().filter_map(
                 |message| match message {
-                    SimpleQueryMessage::Row(row) => Some((row.get(0)?, row.get(1)?)),
+                    SimpleQueryMessage::Row(row) => Some(Row {
+                        kind: row.get(0)?,
+                        schema: row.get(1)?,
+                        name: row.get(2)?,
+                        flag: row.get(3)? == "t",
+                    }),
                     _ => None,
                 },
             )))
@@ -130,7 +147,7 @@ async fn keep_fresh(catalog: Weak<Catalog>, entry: Arc<Entry>) {
         let pause = match source.load(&entry.database).await {
             Ok(set) => {
                 if failing {
-                    tracing::info!(database = %entry.database, "user functions looked up again");
+                    tracing::info!(database = %entry.database, "catalog looked up again");
                     failing = false;
                 }
                 entry.store(set, started);
@@ -139,7 +156,7 @@ async fn keep_fresh(catalog: Weak<Catalog>, entry: Arc<Entry>) {
             Err(e) => {
                 if !failing {
                     tracing::warn!(database = %entry.database, error = %format!("{e:#}"),
-                        "cannot look up user functions; reads calling them go to the primary");
+                        "cannot look up user functions and sequences; reads calling user functions go to the primary");
                     failing = true;
                 }
                 RETRY
@@ -158,42 +175,123 @@ async fn keep_fresh(catalog: Weak<Catalog>, entry: Arc<Entry>) {
     }
 }
 
-/// Volatile user functions: each name with the schemas that have one by that name.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct FunctionSet(HashMap<Box<str>, Vec<Box<str>>, RandomState>);
+/// A row of [`CATALOG_QUERY`].
+struct Row<'a> {
+    /// `f` (function) or `s` (sequence).
+    kind: &'a str,
+    schema: &'a str,
+    name: &'a str,
+    /// For a function: none of its overloads in the schema is volatile.
+    flag: bool,
+}
 
-impl FunctionSet {
-    /// From (schema, name) rows sorted by schema.
-    fn from_rows<'a>(rows: impl Iterator<Item = (&'a str, &'a str)>) -> FunctionSet {
-        let mut set = FunctionSet::default();
-        for (schema, name) in rows {
-            let schemas = set.0.entry(name.into()).or_default();
-            if schemas.last().is_none_or(|last| **last != *schema) {
-                schemas.push(schema.into());
-            }
-        }
-        set
-    }
+/// The schemas that have an object by some name, each with a flag.
+type Schemas<T> = Vec<(Box<str>, T)>;
 
-    /// An unqualified call counts if any schema has a volatile function of that name: the
-    /// search path is not known here. Overloads are not told apart either.
-    fn is_volatile(&self, call: &FunctionName) -> bool {
-        let Some(schemas) = self.0.get(call.name()) else {
-            return false;
-        };
-        call.schema()
-            .is_none_or(|schema| schemas.iter().any(|s| **s == *schema))
+/// Names with the schemas that have one by that name.
+#[derive(Debug, PartialEq, Eq)]
+struct Names<T>(HashMap<Box<str>, Schemas<T>, RandomState>);
+
+impl<T> Default for Names<T> {
+    fn default() -> Self {
+        Names(HashMap::default())
     }
 }
 
-/// One database's set, shared by its sessions and its task.
+impl<T> Names<T> {
+    fn add(&mut self, schema: &str, name: &str, flag: T) {
+        self.0
+            .entry(name.into())
+            .or_default()
+            .push((schema.into(), flag));
+    }
+
+    /// The entries of the schemas a reference can mean: any schema when unqualified (the
+    /// search path is not known here), `pg_temp` any session's temporary schema.
+    fn candidates<'a>(&'a self, reference: &'a CatalogName) -> impl Iterator<Item = &'a T> + 'a {
+        let schemas = self.0.get(reference.name()).map_or(&[][..], Vec::as_slice);
+        schemas.iter().filter_map(move |(schema, flag)| {
+            let meant = match reference.schema() {
+                None => true,
+                Some("pg_temp") => schema.starts_with("pg_temp_"),
+                Some(wanted) => **schema == *wanted,
+            };
+            meant.then_some(flag)
+        })
+    }
+}
+
+/// A database's functions and sequences as one look-up saw them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Snapshot {
+    /// Every function, flagged when not volatile.
+    functions: Names<bool>,
+    sequences: Names<()>,
+}
+
+impl Snapshot {
+    fn from_rows<'a>(rows: impl Iterator<Item = Row<'a>>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        for row in rows {
+            match row.kind {
+                "f" => snapshot.functions.add(row.schema, row.name, row.flag),
+                _ => snapshot.sequences.add(row.schema, row.name, ()),
+            }
+        }
+        snapshot
+    }
+
+    /// A call is not volatile only if every function it may mean is known and not volatile:
+    /// an unqualified call could reach any schema's, and overloads are not told apart.
+    fn is_volatile(&self, call: &CatalogName) -> bool {
+        let mut meant = self.functions.candidates(call).peekable();
+        meant.peek().is_none() || meant.any(|&not_volatile| !not_volatile)
+    }
+
+    /// An unqualified name counts if any schema has a sequence by that name.
+    fn is_sequence(&self, relation: &CatalogName) -> bool {
+        self.sequences.candidates(relation).next().is_some()
+    }
+}
+
+/// Changes made through the proxy that no trusted look-up has seen yet.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Functions changed: every user function counts as volatile.
+    functions: bool,
+    /// Sequences created or renamed by name: these names count as sequences in any schema.
+    sequences: Vec<Box<str>>,
+    /// Serial or identity columns created: PostgreSQL names their sequences
+    /// `<table>_<column>_seq`, with digits after when taken, so such names count.
+    implicit_sequences: bool,
+}
+
+impl Pending {
+    fn is_sequence(&self, relation: &CatalogName) -> bool {
+        let name = relation.name();
+        self.sequences.iter().any(|s| **s == *name)
+            || (self.implicit_sequences
+                && name
+                    .trim_end_matches(|c: char| c.is_ascii_digit())
+                    .ends_with("_seq"))
+    }
+}
+
+/// What a session's classification reads, under one lock.
+#[derive(Debug, Default)]
+struct State {
+    /// None until the first look-up succeeds.
+    loaded: Option<Snapshot>,
+    pending: Pending,
+}
+
+/// One database's snapshot, shared by its sessions and its task.
 struct Entry {
     database: Box<str>,
     born: Instant,
-    /// None until the first load succeeds.
-    volatile: RwLock<Option<FunctionSet>>,
-    /// 1 + [`Entry::now_ms`] of the latest statement that changed functions and that no load
-    /// has been trusted to see yet; 0 when there is none.
+    state: RwLock<State>,
+    /// 1 + [`Entry::now_ms`] of the latest statement that changed the catalog and that no
+    /// load has been trusted to see yet; 0 when there is none.
     unsettled_change: AtomicU64,
     /// Changes whenever a decision based on this entry may change.
     generation: AtomicU64,
@@ -210,7 +308,7 @@ impl Entry {
         Entry {
             database: database.into(),
             born: Instant::now(),
-            volatile: RwLock::new(None),
+            state: RwLock::new(State::default()),
             unsettled_change: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             wake: Notify::new(),
@@ -236,28 +334,31 @@ impl Entry {
         }
     }
 
-    /// Keeps a loaded set; the load began at `started` (ms) and is trusted to show the latest
-    /// change if it began [`SETTLE_MS`] after it.
-    fn store(&self, set: FunctionSet, started: u64) {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps a loaded snapshot; the load began at `started` (ms) and is trusted to show the
+    /// latest change if it began [`SETTLE_MS`] after it.
+    fn store(&self, snapshot: Snapshot, started: u64) {
         let mut changed = false;
-        {
-            let mut current = self
-                .volatile
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            if current.as_ref() != Some(&set) {
-                *current = Some(set);
-                changed = true;
-            }
+        let mut state = self.write();
+        if state.loaded.as_ref() != Some(&snapshot) {
+            state.loaded = Some(snapshot);
+            changed = true;
         }
+        // Changes are noted under the same lock: none can come between these two steps.
         let change = self.unsettled_change.load(Ordering::Acquire);
         if change != 0 && started >= change - 1 + SETTLE_MS {
-            // Fails if another change came meanwhile: that one is not covered.
-            changed |= self
-                .unsettled_change
-                .compare_exchange(change, 0, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
+            self.unsettled_change.store(0, Ordering::Release);
+            state.pending = Pending::default();
+            changed = true;
         }
+        drop(state);
         if changed {
             self.generation.fetch_add(1, Ordering::Release);
         }
@@ -294,53 +395,105 @@ impl UserFunctions {
             .map_or(0, |entry| entry.generation.load(Ordering::Acquire))
     }
 
-    /// A statement that changes functions passed: until a later load sees it, every user
-    /// function counts as volatile, and the task reloads once the statement has had time
-    /// to commit.
-    pub(super) fn note_change(&self) {
+    /// A statement that changes the catalog passed: until a later load sees it, every user
+    /// function counts as volatile if it changed functions, and the sequences it creates
+    /// count as sequences; the task reloads once the statement has had time to commit.
+    pub(super) fn note_change(&self, changes: &CatalogChanges) {
         let Some(entry) = &self.0 else {
             return;
         };
-        entry
-            .unsettled_change
-            .fetch_max(entry.now_ms() + 1, Ordering::AcqRel);
+        {
+            let mut state = entry.write();
+            let pending = &mut state.pending;
+            pending.functions |= changes.functions;
+            pending.implicit_sequences |= changes.implicit_sequences;
+            pending.sequences.extend(changes.sequences.iter().cloned());
+            entry
+                .unsettled_change
+                .fetch_max(entry.now_ms() + 1, Ordering::AcqRel);
+        }
         entry.generation.fetch_add(1, Ordering::Release);
         entry.wake.notify_one();
     }
 
-    /// The first of `calls` that may be volatile: any of them while the set is not known.
-    pub(super) fn first_volatile<'a>(&self, calls: &'a [FunctionName]) -> Option<&'a FunctionName> {
+    /// The first of `calls` that may be volatile: any of them while the functions are not
+    /// known.
+    pub(super) fn first_volatile<'a>(&self, calls: &'a [CatalogName]) -> Option<&'a CatalogName> {
         let first = calls.first()?;
-        let entry = self.0.as_ref()?;
-        if entry.unsettled_change.load(Ordering::Acquire) != 0 {
-            return Some(first);
+        let state = self.0.as_ref()?.read();
+        match &state.loaded {
+            Some(snapshot) if !state.pending.functions => {
+                calls.iter().find(|call| snapshot.is_volatile(call))
+            }
+            _ => Some(first),
         }
-        match &*entry
-            .volatile
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
-            None => Some(first),
-            Some(set) => calls.iter().find(|call| set.is_volatile(call)),
+    }
+
+    /// The first of `relations` that may be a sequence. Until the first look-up, only the
+    /// sequences created through the proxy are known: a sequence read on a replica answers
+    /// an older state, which does not justify sending every read to the primary.
+    pub(super) fn first_sequence<'a>(
+        &self,
+        relations: &'a [CatalogName],
+    ) -> Option<&'a CatalogName> {
+        if relations.is_empty() {
+            return None;
         }
+        let state = self.0.as_ref()?.read();
+        relations.iter().find(|relation| {
+            state.pending.is_sequence(relation)
+                || state
+                    .loaded
+                    .as_ref()
+                    .is_some_and(|snapshot| snapshot.is_sequence(relation))
+        })
     }
 }
 
 /// Handles in a given state, for the classifier's tests.
 #[cfg(test)]
 impl UserFunctions {
-    /// A database whose set is not loaded yet.
+    /// A database whose snapshot is not loaded yet.
     pub(super) fn unloaded() -> UserFunctions {
         UserFunctions(Some(Arc::new(Entry::new("db", Duration::from_millis(50)))))
     }
 
-    /// A database whose volatile user functions are these (schema, name) pairs.
-    pub(super) fn loaded(rows: &[(&str, &str)]) -> UserFunctions {
+    /// A database with these volatile and these other functions, and these sequences, as
+    /// (schema, name) pairs.
+    pub(super) fn loaded(
+        volatile: &[(&str, &str)],
+        other: &[(&str, &str)],
+        sequences: &[(&str, &str)],
+    ) -> UserFunctions {
         let functions = UserFunctions::unloaded();
         if let Some(entry) = &functions.0 {
-            entry.store(FunctionSet::from_rows(rows.iter().copied()), 0);
+            entry.store(Snapshot::of(volatile, other, sequences), 0);
         }
         functions
+    }
+}
+
+#[cfg(test)]
+impl Snapshot {
+    fn of(
+        volatile: &[(&str, &str)],
+        other: &[(&str, &str)],
+        sequences: &[(&str, &str)],
+    ) -> Snapshot {
+        let mut rows = Vec::new();
+        for (kind, flag, list) in [
+            ("f", false, volatile),
+            ("f", true, other),
+            ("s", true, sequences),
+        ] {
+            rows.extend(list.iter().map(|&(schema, name)| Row {
+                kind,
+                schema,
+                name,
+                flag,
+            }));
+        }
+        Snapshot::from_rows(rows.into_iter())
     }
 }
 
@@ -348,12 +501,12 @@ impl UserFunctions {
 mod tests {
     use super::*;
 
-    fn name(text: &str) -> FunctionName {
-        FunctionName::parse(text)
+    fn name(text: &str) -> CatalogName {
+        CatalogName::parse(text)
     }
 
-    fn set(rows: &[(&str, &str)]) -> FunctionSet {
-        FunctionSet::from_rows(rows.iter().copied())
+    fn snapshot(volatile: &[(&str, &str)], other: &[(&str, &str)]) -> Snapshot {
+        Snapshot::of(volatile, other, &[])
     }
 
     fn online() -> (UserFunctions, Arc<Entry>) {
@@ -362,57 +515,104 @@ mod tests {
         (functions, entry)
     }
 
-    #[test]
-    fn matches_calls_by_name_and_schema() {
-        let set = set(&[
-            ("app", "bump"),
-            ("app", "bump"),
-            ("audit", "log_it"),
-            ("public", "bump"),
-        ]);
-        assert_eq!(set.0["bump"], ["app".into(), "public".into()]);
-        for (call, volatile) in [
-            ("bump", true),
-            ("app.bump", true),
-            ("public.bump", true),
-            ("other.bump", false),
-            ("log_it", true),
-            ("audit.log_it", true),
-            ("app.log_it", false),
-            ("stable_one", false),
-        ] {
-            assert_eq!(set.is_volatile(&name(call)), volatile, "{call}");
+    fn functions_changed() -> CatalogChanges {
+        CatalogChanges {
+            functions: true,
+            ..CatalogChanges::default()
         }
     }
 
     #[test]
-    fn offline_judges_nothing_volatile() {
+    fn a_call_is_volatile_unless_everything_it_may_mean_is_known_not_to_be() {
+        let snapshot = snapshot(
+            &[("app", "bump"), ("audit", "log_it")],
+            &[
+                ("public", "bump"),
+                ("public", "stable_one"),
+                ("pg_catalog", "abs"),
+                ("pg_catalog", "length"),
+                ("public", "length"),
+                ("app", "twin"),
+                ("public", "twin"),
+            ],
+        );
+        for (call, volatile) in [
+            ("bump", true),
+            ("app.bump", true),
+            ("public.bump", false),
+            ("other.bump", true),
+            ("log_it", true),
+            ("audit.log_it", true),
+            ("stable_one", false),
+            ("public.stable_one", false),
+            ("app.stable_one", true),
+            ("abs", false),
+            ("length", false),
+            ("twin", false),
+            // Never seen: created without the proxy since the last look-up.
+            ("created_since", true),
+            ("public.created_since", true),
+            ("pg_temp.f", true),
+        ] {
+            assert_eq!(snapshot.is_volatile(&name(call)), volatile, "{call}");
+        }
+    }
+
+    #[test]
+    fn sequences_match_by_name_and_schema() {
+        let snapshot = Snapshot::of(
+            &[],
+            &[],
+            &[("public", "s"), ("app", "t_id_seq"), ("pg_temp_3", "tmp")],
+        );
+        for (relation, sequence) in [
+            ("s", true),
+            ("public.s", true),
+            ("app.s", false),
+            ("t_id_seq", true),
+            ("app.t_id_seq", true),
+            ("public.t_id_seq", false),
+            ("tmp", true),
+            ("pg_temp.tmp", true),
+            ("orders", false),
+        ] {
+            assert_eq!(
+                snapshot.is_sequence(&name(relation)),
+                sequence,
+                "{relation}"
+            );
+        }
+    }
+
+    #[test]
+    fn offline_judges_nothing() {
         let offline = UserFunctions::offline();
         assert_eq!(offline.first_volatile(&[name("f")]), None);
-        offline.note_change();
+        assert_eq!(offline.first_sequence(&[name("s")]), None);
+        offline.note_change(&functions_changed());
         assert_eq!(offline.generation(), 0);
     }
 
     #[test]
-    fn every_call_is_volatile_until_the_set_is_loaded() {
+    fn every_call_is_volatile_until_the_functions_are_loaded() {
         let (functions, entry) = online();
         let calls = [name("f"), name("g")];
         assert_eq!(functions.first_volatile(&calls), Some(&calls[0]));
         assert_eq!(functions.first_volatile(&[]), None);
-        entry.store(set(&[("public", "g")]), 0);
+        entry.store(snapshot(&[("public", "g")], &[("public", "f")]), 0);
         assert_eq!(functions.first_volatile(&calls), Some(&calls[1]));
         assert_eq!(functions.first_volatile(&calls[..1]), None);
     }
 
     #[test]
-    fn a_change_counts_until_a_load_that_began_after_it_settled() {
+    fn a_function_change_counts_until_a_load_that_began_after_it_settled() {
         let (functions, entry) = online();
-        let calls = [name("new_writer")];
-        entry.store(set(&[]), 0);
+        let calls = [name("was_stable")];
+        entry.store(snapshot(&[], &[("public", "was_stable")]), 0);
         let before = functions.generation();
         assert_eq!(functions.first_volatile(&calls), None);
 
-        functions.note_change();
+        functions.note_change(&functions_changed());
         assert_ne!(
             functions.generation(),
             before,
@@ -421,23 +621,67 @@ mod tests {
         assert_eq!(functions.first_volatile(&calls), Some(&calls[0]));
         let change = entry.unsettled_change.load(Ordering::Acquire) - 1;
         // A load that may have run before the statement committed is not trusted...
-        entry.store(set(&[]), change + SETTLE_MS - 1);
+        entry.store(
+            snapshot(&[], &[("public", "was_stable")]),
+            change + SETTLE_MS - 1,
+        );
         assert_eq!(functions.first_volatile(&calls), Some(&calls[0]));
         // ...one that began once it settled is.
         let generation = functions.generation();
-        entry.store(set(&[]), change + SETTLE_MS);
+        entry.store(
+            snapshot(&[], &[("public", "was_stable")]),
+            change + SETTLE_MS,
+        );
         assert_eq!(functions.first_volatile(&calls), None);
         assert_ne!(functions.generation(), generation);
     }
 
     #[test]
-    fn generation_moves_only_when_the_set_changes() {
+    fn sequences_created_through_the_proxy_count_at_once() {
         let (functions, entry) = online();
-        entry.store(set(&[("public", "f")]), 0);
+        let reads = [name("orders"), name("app.new_seq"), name("t_id_seq1")];
+        // Not loaded yet: only what the proxy saw counts.
+        assert_eq!(functions.first_sequence(&reads), None);
+        functions.note_change(&CatalogChanges {
+            sequences: vec!["new_seq".into()].into(),
+            ..CatalogChanges::default()
+        });
+        assert_eq!(functions.first_sequence(&reads), Some(&reads[1]));
+        assert_eq!(
+            functions.first_volatile(&[name("f")]),
+            Some(&name("f")),
+            "still unloaded"
+        );
+        entry.store(snapshot(&[], &[("public", "f")]), 0);
+        assert_eq!(
+            functions.first_volatile(&[name("f")]),
+            None,
+            "a sequence is no reason to doubt functions"
+        );
+        functions.note_change(&CatalogChanges {
+            implicit_sequences: true,
+            ..CatalogChanges::default()
+        });
+        assert_eq!(functions.first_sequence(&reads[2..]), Some(&reads[2]));
+        assert_eq!(functions.first_sequence(&reads[..1]), None);
+        // A trusted load replaces what was pending.
+        let change = entry.unsettled_change.load(Ordering::Acquire) - 1;
+        entry.store(
+            Snapshot::of(&[], &[], &[("app", "new_seq")]),
+            change + SETTLE_MS,
+        );
+        assert_eq!(functions.first_sequence(&reads), Some(&reads[1]));
+        assert_eq!(functions.first_sequence(&reads[2..]), None);
+    }
+
+    #[test]
+    fn generation_moves_only_when_the_snapshot_changes() {
+        let (functions, entry) = online();
+        entry.store(snapshot(&[("public", "f")], &[]), 0);
         let generation = functions.generation();
-        entry.store(set(&[("public", "f")]), 0);
+        entry.store(snapshot(&[("public", "f")], &[]), 0);
         assert_eq!(functions.generation(), generation);
-        entry.store(set(&[("public", "f"), ("public", "g")]), 0);
+        entry.store(snapshot(&[("public", "f"), ("public", "g")], &[]), 0);
         assert_ne!(functions.generation(), generation);
     }
 
@@ -461,7 +705,7 @@ mod tests {
     async fn settle_waits_until_the_change_is_old_enough() {
         let (functions, entry) = online();
         entry.settle().await;
-        functions.note_change();
+        functions.note_change(&functions_changed());
         let started = Instant::now();
         entry.settle().await;
         assert!(started.elapsed() >= Duration::from_millis(SETTLE_MS - 5));

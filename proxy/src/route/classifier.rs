@@ -94,14 +94,23 @@ mod tests {
         Classifier::new(&config)
     }
 
-    /// A database where `writer`, `public.my_random`, `util.pick` and `app.bump` are volatile.
+    /// A database where `writer`, `public.my_random`, `util.pick` and `app.bump` are volatile,
+    /// `reader`, `stable_one` and the built-in `abs` are not, and `order_seq` is a sequence.
     fn database() -> UserFunctions {
-        UserFunctions::loaded(&[
-            ("app", "bump"),
-            ("public", "my_random"),
-            ("public", "writer"),
-            ("util", "pick"),
-        ])
+        UserFunctions::loaded(
+            &[
+                ("app", "bump"),
+                ("public", "my_random"),
+                ("public", "writer"),
+                ("util", "pick"),
+            ],
+            &[
+                ("pg_catalog", "abs"),
+                ("public", "reader"),
+                ("public", "stable_one"),
+            ],
+            &[("public", "order_seq")],
+        )
     }
 
     #[test]
@@ -138,9 +147,59 @@ mod tests {
                 &loaded,
                 "primary: function (app.bump)",
             ),
-            ("SELECT other.bump(1)", &loaded, "replica: read"),
-            ("SELECT \"Writer\"()", &loaded, "replica: read"),
             ("SELECT reader(), stable_one(2)", &loaded, "replica: read"),
+            ("SELECT abs(a) FROM t", &loaded, "replica: read"),
+            // A function the look-up has not seen is volatile (created without the proxy).
+            (
+                "SELECT other.bump(1)",
+                &loaded,
+                "primary: function (other.bump)",
+            ),
+            ("SELECT \"Writer\"()", &loaded, "primary: function (Writer)"),
+            (
+                "SELECT created_since()",
+                &loaded,
+                "primary: function (created_since)",
+            ),
+            (
+                "SELECT public.reader(), app.reader()",
+                &loaded,
+                "primary: function (app.reader)",
+            ),
+            // Sequences read as relations answer for the server that reads them.
+            (
+                "SELECT last_value FROM order_seq",
+                &loaded,
+                "primary: node_local (order_seq)",
+            ),
+            (
+                "SELECT * FROM t JOIN public.order_seq s ON true",
+                &loaded,
+                "primary: node_local (public.order_seq)",
+            ),
+            (
+                "SELECT 1 UNION ALL TABLE order_seq",
+                &loaded,
+                "primary: node_local (order_seq)",
+            ),
+            ("SELECT * FROM app.order_seq", &loaded, "replica: read"),
+            ("SELECT * FROM orders", &loaded, "replica: read"),
+            ("SELECT * FROM order_seq", &unloaded, "replica: read"),
+            (
+                "/* pgrepl:replica */ SELECT * FROM order_seq",
+                &loaded,
+                "replica: hint",
+            ),
+            (
+                "SELECT * FROM pg_stat_activity, order_seq",
+                &loaded,
+                "primary: node_local (pg_stat_activity)",
+            ),
+            (
+                "SELECT nextval('order_seq') FROM order_seq",
+                &loaded,
+                "primary: function (nextval)",
+            ),
             (
                 "SELECT 1; SELECT writer()",
                 &loaded,
@@ -184,7 +243,7 @@ mod tests {
                 "primary: function (audit.log_it)",
             ),
             ("SELECT log_it('x')", &loaded, "primary: function (log_it)"),
-            ("SELECT other.log_it('x')", &loaded, "replica: read"),
+            ("SELECT other.log_it('x')", &offline, "replica: read"),
             // A hint cannot send a volatile call to the replica.
             (
                 "/* pgrepl:replica */ SELECT writer()",
@@ -218,6 +277,41 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn sequences_created_through_the_proxy_count_at_once() {
+        let classifier = classifier();
+        let functions = database();
+        let read = "SELECT last_value, log_cnt FROM fresh";
+        assert_eq!(
+            classifier.classify(read, &functions).to_string(),
+            "replica: read"
+        );
+        assert_eq!(
+            classifier
+                .classify("CREATE SEQUENCE app.fresh", &functions)
+                .to_string(),
+            "primary: ddl (CREATE SEQUENCE)"
+        );
+        assert_eq!(
+            classifier.classify(read, &functions).to_string(),
+            "primary: node_local (fresh)"
+        );
+        classifier.classify("CREATE TABLE items (id serial)", &functions);
+        assert_eq!(
+            classifier
+                .classify("SELECT * FROM items_id_seq", &functions)
+                .to_string(),
+            "primary: node_local (items_id_seq)"
+        );
+        assert_eq!(
+            classifier
+                .classify("SELECT reader()", &functions)
+                .to_string(),
+            "replica: read",
+            "making sequences changes no function"
+        );
     }
 
     #[test]

@@ -18,12 +18,14 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::analysis::Analysis;
+use super::analysis::{Analysis, Reads};
 use super::catalog::UserFunctions;
-use super::ddl::changes_functions;
+use super::ddl::{catalog_changes, CatalogChanges};
 use super::effects::{effects, Effects};
-use super::functions::{Call, FunctionName, Overrides};
+use super::functions::{Call, Overrides};
 use super::hint::route_hint;
+use super::name::CatalogName;
+use super::node_local;
 use super::reason::{Classification, Reason, Route};
 
 /// Upper bound on "structural" tokens (see [`is_structural`]) we hand to
@@ -46,19 +48,19 @@ pub fn classify(sql: &str) -> Classification {
 /// its route (see [`Analysis`]).
 pub(super) fn analyze(sql: &str, overrides: &Overrides) -> Analysis {
     let dialect = PostgreSqlDialect {};
-    let (classification, calls, changes_functions, effects) =
+    let (classification, reads, changes, effects) =
         match Tokenizer::new(&dialect, sql).tokenize_with_location() {
             Ok(tokens) => {
-                let changes = changes_functions(&tokens);
+                let changes = catalog_changes(&tokens);
                 let effects = effects(&tokens);
-                let (classification, calls) = classify_tokens(tokens, overrides);
-                (classification, calls, changes, effects)
+                let (classification, reads) = classify_tokens(tokens, overrides);
+                (classification, reads, changes, effects)
             }
             // Nothing is known of what it does: ask the server afterwards.
             Err(_) => (
                 primary(Reason::Unparseable, None),
-                Vec::new(),
-                false,
+                Reads::default(),
+                CatalogChanges::default(),
                 Effects::OPAQUE,
             ),
         };
@@ -70,8 +72,8 @@ pub(super) fn analyze(sql: &str, overrides: &Overrides) -> Analysis {
     Analysis {
         classification,
         hint,
-        calls: calls.into(),
-        changes_functions,
+        reads,
+        changes,
         effects,
     }
 }
@@ -80,14 +82,11 @@ pub(super) fn analyze(sql: &str, overrides: &Overrides) -> Analysis {
 /// the first statement that needs the primary other than transaction control
 /// (`BEGIN; INSERT ...; COMMIT` is a write, `BEGIN; SELECT ...` is not), or of
 /// the first transaction control statement when nothing else needs it. Also
-/// returns the user functions the reads call.
-fn classify_tokens(
-    tokens: Vec<TokenWithSpan>,
-    overrides: &Overrides,
-) -> (Classification, Vec<FunctionName>) {
-    let mut calls = Vec::new();
+/// returns what the reads name that the catalog or a hint decides.
+fn classify_tokens(tokens: Vec<TokenWithSpan>, overrides: &Overrides) -> (Classification, Reads) {
+    let mut reads = Reads::default();
     if tokens.iter().filter(|t| is_structural(&t.token)).count() > MAX_STRUCTURAL_TOKENS {
-        return (primary(Reason::Unparseable, Some("too complex")), calls);
+        return (primary(Reason::Unparseable, Some("too complex")), reads);
     }
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
@@ -102,7 +101,7 @@ fn classify_tokens(
             break;
         }
         let Ok(statement) = parse_statement(&mut parser) else {
-            return (primary(Reason::Unparseable, None), calls);
+            return (primary(Reason::Unparseable, None), reads);
         };
         if read_only_transaction {
             if let Some(chain) = ends_transaction(&statement) {
@@ -110,12 +109,12 @@ fn classify_tokens(
                 continue;
             }
         }
-        let classification = classify_statement(&statement, overrides, &mut calls);
+        let classification = classify_statement(&statement, overrides, &mut reads);
         match (classification.route, classification.reason) {
             (Route::Primary, Reason::Transaction) => {
                 first_control.get_or_insert(classification);
             }
-            (Route::Primary, _) => return (classification, calls),
+            (Route::Primary, _) => return (classification, reads),
             _ => {
                 read_only_transaction |= classification.reason == Reason::ReadOnlyTransaction;
                 first_read.get_or_insert(classification);
@@ -125,7 +124,7 @@ fn classify_tokens(
     let decided = first_control
         .or(first_read)
         .unwrap_or_else(|| replica(Reason::Empty));
-    (decided, calls)
+    (decided, reads)
 }
 
 /// For COMMIT, END and ROLLBACK (not to a savepoint): whether they chain a new
@@ -190,25 +189,34 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<Statement, ParserError> {
     }
 }
 
-/// Classifies one statement, adding the user functions a read calls to `calls`.
+/// Classifies one statement, adding what a read names to `reads`.
 fn classify_statement(
     statement: &Statement,
     overrides: &Overrides,
-    calls: &mut Vec<FunctionName>,
+    reads: &mut Reads,
 ) -> Classification {
     match statement {
-        Statement::Query(query) => classify_query(query, overrides, calls),
+        Statement::Query(query) => classify_query(query, overrides, reads),
         Statement::Explain {
             analyze,
             options,
             statement,
             ..
-        } => classify_explain(*analyze, options.as_deref(), statement, overrides, calls),
+        } => classify_explain(*analyze, options.as_deref(), statement, overrides, reads),
         Statement::StartTransaction { modes, .. } if standby_can_begin(modes) => {
             replica(Reason::ReadOnlyTransaction)
         }
+        Statement::ShowVariable { variable } => {
+            if let [name] = variable.as_slice() {
+                if node_local::setting(&name.value) {
+                    reads
+                        .node_local
+                        .get_or_insert_with(|| name.value.to_ascii_lowercase().into());
+                }
+            }
+            replica(Reason::Show)
+        }
         Statement::ShowFunctions { .. }
-        | Statement::ShowVariable { .. }
         | Statement::ShowStatus { .. }
         | Statement::ShowVariables { .. }
         | Statement::ShowCreate { .. }
@@ -242,12 +250,12 @@ fn classify_explain(
     options: Option<&[UtilityOption]>,
     statement: &Statement,
     overrides: &Overrides,
-    calls: &mut Vec<FunctionName>,
+    reads: &mut Reads,
 ) -> Classification {
     if analyze || options.unwrap_or_default().iter().any(enables_analyze) {
         return primary(Reason::ExplainAnalyze, None);
     }
-    let inner = classify_statement(statement, overrides, calls);
+    let inner = classify_statement(statement, overrides, reads);
     match inner.route {
         Route::Replica => replica(Reason::Explain),
         Route::Primary => Classification {
@@ -273,11 +281,7 @@ fn enables_analyze(option: &UtilityOption) -> bool {
 
 /// A query is a read unless something inside it writes, locks or calls a
 /// side-effect function.
-fn classify_query(
-    query: &Query,
-    overrides: &Overrides,
-    calls: &mut Vec<FunctionName>,
-) -> Classification {
+fn classify_query(query: &Query, overrides: &Overrides, reads: &mut Reads) -> Classification {
     // `WITH ... INSERT ...` parses as a query whose body is the write.
     if let SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) =
         query.body.as_ref()
@@ -289,30 +293,29 @@ fn classify_query(
             detail,
         };
     }
-    match query.visit(&mut ReadChecker { overrides, calls }) {
+    match query.visit(&mut ReadChecker { overrides, reads }) {
         ControlFlow::Break(classification) => classification,
         ControlFlow::Continue(()) => replica(Reason::Read),
     }
 }
 
 /// Walks a query and breaks with the first construct that needs the primary;
-/// collects the user functions it calls on the way.
+/// collects what it reads on the way.
 struct ReadChecker<'a> {
     overrides: &'a Overrides,
-    calls: &'a mut Vec<FunctionName>,
+    reads: &'a mut Reads,
 }
 
 impl Visitor for ReadChecker<'_> {
     type Break = Classification;
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<Classification> {
-        match query.locks.first() {
-            Some(lock) => {
-                let detail = format!("FOR {}", lock.lock_type);
-                ControlFlow::Break(primary(Reason::Lock, Some(&detail)))
-            }
-            None => ControlFlow::Continue(()),
+        if let Some(lock) = query.locks.first() {
+            let detail = format!("FOR {}", lock.lock_type);
+            return ControlFlow::Break(primary(Reason::Lock, Some(&detail)));
         }
+        self.note_table_statements(&query.body);
+        ControlFlow::Continue(())
     }
 
     fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<Classification> {
@@ -339,7 +342,7 @@ impl Visitor for ReadChecker<'_> {
         }
     }
 
-    /// Table functions: `FROM nextval('s')` and `FROM LATERAL nextval('s')`.
+    /// Table functions (`FROM nextval('s')`, `FROM LATERAL nextval('s')`) and relations.
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<Classification> {
         match factor {
             TableFactor::Table {
@@ -348,12 +351,47 @@ impl Visitor for ReadChecker<'_> {
                 ..
             }
             | TableFactor::Function { name, .. } => self.check_function(name),
+            TableFactor::Table {
+                name, args: None, ..
+            } => {
+                if let Some(relation) = CatalogName::of(name) {
+                    self.note_relation(relation);
+                }
+                ControlFlow::Continue(())
+            }
             _ => ControlFlow::Continue(()),
         }
     }
 }
 
 impl ReadChecker<'_> {
+    /// `TABLE name` reads a relation too, but names it with bare identifiers the visitor
+    /// does not show as one; it stands in a query's body or any branch of a set operation.
+    fn note_table_statements(&mut self, body: &SetExpr) {
+        match body {
+            SetExpr::Table(table) => {
+                if let Some(name) = &table.table_name {
+                    self.note_relation(CatalogName::from_idents(table.schema_name.as_ref(), name));
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.note_table_statements(left);
+                self.note_table_statements(right);
+            }
+            _ => {}
+        }
+    }
+
+    /// Remembers a relation read once, and whether it is node-local by its name alone.
+    fn note_relation(&mut self, relation: CatalogName) {
+        if self.reads.node_local.is_none() && node_local::relation(relation.name()) {
+            self.reads.node_local = Some(relation.detail());
+        }
+        if !self.reads.relations.contains(&relation) {
+            self.reads.relations.push(relation);
+        }
+    }
+
     /// Breaks if `name` is a side-effect function (see [`Overrides::judge`]);
     /// remembers it once if it is a user function.
     fn check_function(&mut self, name: &ObjectName) -> ControlFlow<Classification> {
@@ -363,10 +401,14 @@ impl ReadChecker<'_> {
                 reason: Reason::Function,
                 detail: Some(detail),
             }),
+            Call::NodeLocal(detail) => {
+                self.reads.node_local.get_or_insert(detail);
+                ControlFlow::Continue(())
+            }
             Call::Harmless => ControlFlow::Continue(()),
             Call::User(call) => {
-                if !self.calls.contains(&call) {
-                    self.calls.push(call);
+                if !self.reads.calls.contains(&call) {
+                    self.reads.calls.push(call);
                 }
                 ControlFlow::Continue(())
             }
@@ -529,8 +571,6 @@ mod tests {
         ("SELECT count(*) FROM t WHERE x IN (SELECT y FROM u)", R, Read, ""),
         ("WITH a AS (SELECT 1) SELECT * FROM a", R, Read, ""),
         ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 9) SELECT * FROM r", R, Read, ""),
-        ("SELECT pg_is_in_recovery()", R, Read, ""),
-        ("SELECT pg_sequence_last_value('s')", R, Read, ""),
         ("VALUES (1),(2)", R, Read, ""),
         ("TABLE t", R, Read, "replica: read"),
         ("table public.t;", R, Read, ""),
@@ -553,7 +593,52 @@ mod tests {
         ("SELECT nextval_count, \"nextval\" FROM t", R, Read, ""),
         ("SELECT * FROM nextval", R, Read, ""),
         ("SELECT lower('A'), loglevel FROM t", R, Read, ""),
-        ("SELECT * FROM pg_stat_activity", R, Read, ""),
+        ("SELECT * FROM pg_statistic, pg_stats, pg_settings", R, Read, ""),
+        ("SELECT pg_backend_pid(), inet_server_port(), pg_relation_size('t')", R, Read, ""),
+        ("SELECT * FROM pg_backend_memory_contexts", R, Read, ""),
+        ("SELECT current_setting('cluster_name'), pg_wal_lsn_diff('0/2', '0/1')", R, Read, ""),
+        ("SHOW cluster_name", R, Show, ""),
+        // Node-local views, functions and settings: the primary's answers.
+        ("SELECT * FROM pg_stat_activity", P, NodeLocal, "primary: node_local (pg_stat_activity)"),
+        ("select pid from PG_STAT_REPLICATION", P, NodeLocal, "primary: node_local (pg_stat_replication)"),
+        ("SELECT * FROM pg_catalog.pg_stat_wal_receiver", P, NodeLocal, "primary: node_local (pg_catalog.pg_stat_wal_receiver)"),
+        ("SELECT * FROM pg_stat_wal", P, NodeLocal, ""),
+        ("SELECT * FROM pg_stat_slru", P, NodeLocal, ""),
+        ("SELECT * FROM pg_stat_bgwriter", P, NodeLocal, ""),
+        ("SELECT * FROM pg_stat_database WHERE datname = current_database()", P, NodeLocal, ""),
+        ("SELECT * FROM pg_stat_progress_vacuum", P, NodeLocal, ""),
+        ("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 't'", P, NodeLocal, ""),
+        ("SELECT * FROM pg_statio_all_sequences", P, NodeLocal, ""),
+        ("SELECT * FROM public.pg_stat_statements", P, NodeLocal, ""),
+        ("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation", P, NodeLocal, "primary: node_local (pg_locks)"),
+        ("SELECT * FROM pg_replication_slots", P, NodeLocal, ""),
+        ("SELECT * FROM pg_prepared_xacts", P, NodeLocal, ""),
+        ("SELECT last_value FROM pg_sequences", P, NodeLocal, ""),
+        ("TABLE pg_locks", P, NodeLocal, ""),
+        ("SELECT a FROM t WHERE a IN (SELECT pid FROM pg_stat_activity)", P, NodeLocal, ""),
+        ("SELECT pg_is_in_recovery()", P, NodeLocal, "primary: node_local (pg_is_in_recovery)"),
+        ("SELECT pg_current_wal_lsn()", P, NodeLocal, "primary: node_local (pg_current_wal_lsn)"),
+        ("SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()", P, NodeLocal, ""),
+        ("SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(), pg_last_xact_replay_timestamp()", P, NodeLocal, ""),
+        ("SELECT pg_walfile_name(pg_current_wal_lsn())", P, NodeLocal, ""),
+        ("SELECT pg_stat_get_numscans('t'::regclass)", P, NodeLocal, "primary: node_local (pg_stat_get_numscans)"),
+        ("SELECT * FROM pg_stat_get_activity(NULL)", P, NodeLocal, ""),
+        ("SELECT pg_sequence_last_value('s')", P, NodeLocal, ""),
+        ("SELECT pg_postmaster_start_time(), pg_conf_load_time()", P, NodeLocal, ""),
+        ("SELECT * FROM pg_control_checkpoint()", P, NodeLocal, ""),
+        ("SELECT * FROM pg_ls_waldir()", P, NodeLocal, ""),
+        ("SELECT pg_blocking_pids(1)", P, NodeLocal, ""),
+        ("SELECT pg_listening_channels()", P, NodeLocal, ""),
+        ("SHOW transaction_read_only", P, NodeLocal, "primary: node_local (transaction_read_only)"),
+        ("SHOW in_hot_standby", P, NodeLocal, ""),
+        ("EXPLAIN SELECT * FROM pg_locks", P, NodeLocal, ""),
+        ("SELECT 1; SELECT * FROM pg_stat_activity", P, NodeLocal, ""),
+        // ...unless a hint chooses, or something else needs the primary more.
+        ("/* pgrepl:replica */ SELECT * FROM pg_stat_wal_receiver", R, Hint, "replica: hint"),
+        ("/* pgrepl:primary */ SELECT pg_is_in_recovery()", P, Hint, ""),
+        ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity", P, Function, "primary: function (pg_terminate_backend)"),
+        ("SELECT pg_stat_reset()", P, Function, "primary: function (pg_stat_reset)"),
+        ("SELECT * FROM pg_locks FOR UPDATE", P, Lock, ""),
         ("SELECT 1 AS \"end\", a COLLATE \"C\" FROM t", R, Read, ""),
         ("SELECT '{\"a\":1}'::json #>> '{a}', x->'a'->0 FROM t", R, Read, ""),
         // Keywords inside literals and comments are not code.
@@ -644,9 +729,14 @@ mod tests {
         ("SELECT pg_stat_reset_shared('bgwriter')", P, Function, ""),
         ("SELECT pg_promote()", P, Function, ""),
         ("SELECT pg_cancel_backend(1)", P, Function, ""),
-        ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity", P, Function, "primary: function (pg_terminate_backend)"),
         ("SELECT dblink_exec('c', 'DELETE FROM t')", P, Function, ""),
         ("SELECT pg_import_system_collations('pg_catalog')", P, Function, ""),
+        // Index maintenance writes the index; a standby refuses it.
+        ("SELECT brin_summarize_new_values('i')", P, Function, "primary: function (brin_summarize_new_values)"),
+        ("SELECT brin_summarize_range('i'::regclass, 0)", P, Function, "primary: function (brin_summarize_range)"),
+        ("SELECT brin_desummarize_range('i', 0)", P, Function, "primary: function (brin_desummarize_range)"),
+        ("SELECT gin_clean_pending_list('i')", P, Function, "primary: function (gin_clean_pending_list)"),
+        ("SELECT pg_catalog.gin_clean_pending_list(c.oid) FROM pg_class c", P, Function, ""),
         // Row locks, at any depth, and LOCK TABLE.
         ("SELECT * FROM t FOR UPDATE", P, Lock, "primary: lock (FOR UPDATE)"),
         ("SELECT * FROM t FOR SHARE", P, Lock, "primary: lock (FOR SHARE)"),

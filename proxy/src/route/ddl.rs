@@ -1,37 +1,132 @@
-//! Spotting statements that change which functions exist or how volatile they are, so the
-//! catalog look-up can refresh soon after one passes through the proxy. Done on tokens, not
-//! on the syntax tree: sqlparser cannot parse several of these (`CREATE PROCEDURE ... AS $$`,
+//! Spotting statements that change what the catalog look-up knows: functions (which exist,
+//! how volatile) and sequences, so that the look-up can refresh soon after one passes
+//! through the proxy, and a new sequence counts as one at once. Done on tokens, not on the
+//! syntax tree: sqlparser cannot parse several of these (`CREATE PROCEDURE ... AS $$`,
 //! `ALTER PROCEDURE`, `ALTER EXTENSION`, `DROP ROUTINE`), and a statement after the first
 //! one that needs the primary is never parsed.
 
-use sqlparser::tokenizer::{Token, TokenWithSpan};
+use sqlparser::tokenizer::{Token, TokenWithSpan, Word};
 
 /// Objects whose creation, change or removal can change the set of volatile functions.
 const FUNCTION_OBJECTS: &[&str] = &["aggregate", "extension", "function", "procedure", "routine"];
 
-/// Whether any statement among `tokens` is `CREATE [OR REPLACE] | ALTER | DROP` of a
-/// function, procedure, routine, aggregate or extension, or `ALTER SCHEMA` (a rename moves
-/// its functions).
-pub fn changes_functions(tokens: &[TokenWithSpan]) -> bool {
-    tokens
-        .split(|t| t.token == Token::SemiColon)
-        .any(|statement| {
-            // Leading words; any other token ends them.
-            let mut words = statement.iter().filter_map(|t| match &t.token {
+/// Words in a `CREATE TABLE` or `ALTER TABLE` that may create a sequence for a column: serial
+/// types, identity columns, and `LIKE` (which can copy identity columns).
+const IMPLICIT_SEQUENCE_WORDS: &[&str] = &[
+    "bigserial",
+    "identity",
+    "like",
+    "serial",
+    "serial2",
+    "serial4",
+    "serial8",
+    "smallserial",
+];
+
+/// What a SQL string changes in the catalog look-up's view.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CatalogChanges {
+    /// `CREATE [OR REPLACE] | ALTER | DROP` of a function, procedure, routine, aggregate or
+    /// extension, or `ALTER SCHEMA` (a rename moves its functions).
+    pub functions: bool,
+    /// Names of sequences made by `CREATE SEQUENCE` or `ALTER SEQUENCE ... RENAME TO`.
+    pub sequences: Box<[Box<str>]>,
+    /// A `CREATE TABLE` or `ALTER TABLE` that may make a sequence for a column.
+    pub implicit_sequences: bool,
+}
+
+impl CatalogChanges {
+    pub fn is_empty(&self) -> bool {
+        !self.functions && self.sequences.is_empty() && !self.implicit_sequences
+    }
+}
+
+/// The catalog changes of every statement among `tokens`.
+pub fn catalog_changes(tokens: &[TokenWithSpan]) -> CatalogChanges {
+    let mut changes = CatalogChanges::default();
+    let mut sequences = Vec::new();
+    for statement in tokens.split(|t| t.token == Token::SemiColon) {
+        let first = statement
+            .iter()
+            .find(|t| !matches!(t.token, Token::Whitespace(_)));
+        let changes_something = match first.map(|t| &t.token) {
+            Some(Token::Word(w)) => ["create", "alter", "drop"]
+                .iter()
+                .any(|verb| w.quote_style.is_none() && w.value.eq_ignore_ascii_case(verb)),
+            _ => false,
+        };
+        if !changes_something {
+            continue;
+        }
+        // Words, and a `None` for any other token but whitespace.
+        let words: Vec<Option<&Word>> = statement
+            .iter()
+            .filter_map(|t| match &t.token {
                 Token::Whitespace(_) => None,
-                Token::Word(w) if w.quote_style.is_none() => Some(w.value.as_str()),
-                _ => Some(""),
-            });
-            let verb = words.next().unwrap_or_default();
-            let mut object = words.next().unwrap_or_default();
-            if verb.eq_ignore_ascii_case("create") && object.eq_ignore_ascii_case("or") {
-                object = words.nth(1).unwrap_or_default();
+                Token::Word(w) => Some(Some(w)),
+                _ => Some(None),
+            })
+            .collect();
+        let keyword = |i: usize| {
+            words
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|w| w.quote_style.is_none())
+                .map_or("", |w| w.value.as_str())
+        };
+        let is = |i: usize, word: &str| keyword(i).eq_ignore_ascii_case(word);
+        let verb = keyword(0).to_ascii_lowercase();
+        // The object's word: after `OR REPLACE` and `TEMP`/`TEMPORARY`/`UNLOGGED`.
+        let mut object = 1;
+        if verb == "create" && is(1, "or") {
+            object = 3;
+        }
+        while ["temp", "temporary", "unlogged"]
+            .iter()
+            .any(|w| is(object, w))
+        {
+            object += 1;
+        }
+        let object_is = |word: &str| is(object, word);
+        changes.functions |= FUNCTION_OBJECTS.iter().any(|o| object_is(o))
+            || (verb == "alter" && object_is("schema"));
+        if verb == "create" && object_is("sequence") {
+            let mut name = object + 1;
+            if is(name, "if") {
+                name += 3;
             }
-            let is = |word: &str| object.eq_ignore_ascii_case(word);
-            let alter = verb.eq_ignore_ascii_case("alter");
-            (alter || verb.eq_ignore_ascii_case("create") || verb.eq_ignore_ascii_case("drop"))
-                && (FUNCTION_OBJECTS.iter().any(|o| is(o)) || (alter && is("schema")))
-        })
+            sequences.extend(last_name_part(&words[name.min(words.len())..]));
+        } else if verb == "alter" && object_is("sequence") {
+            let rename = (object..words.len()).find(|&i| is(i, "rename") && is(i + 1, "to"));
+            if let Some(i) = rename {
+                sequences.extend(last_name_part(&words[i + 2..]));
+            }
+        } else if verb != "drop" && object_is("table") {
+            changes.implicit_sequences |=
+                (object..words.len()).any(|i| IMPLICIT_SEQUENCE_WORDS.iter().any(|w| is(i, w)));
+        }
+    }
+    changes.sequences = sequences.into();
+    changes
+}
+
+/// The last part of the (possibly qualified) name at the start of `words`, as the catalog
+/// spells it. A qualified name's dots are the `None`s between its words.
+fn last_name_part(words: &[Option<&Word>]) -> Option<Box<str>> {
+    let mut last = None;
+    for (i, word) in words.iter().enumerate() {
+        match (i % 2, word) {
+            (0, Some(word)) => last = Some(*word),
+            (1, None) => {}
+            _ => break,
+        }
+    }
+    let word = last?;
+    Some(match word.quote_style {
+        Some(_) => word.value.as_str().into(),
+        None => word.value.to_ascii_lowercase().into(),
+    })
 }
 
 #[cfg(test)]
@@ -40,7 +135,7 @@ mod tests {
     use super::*;
 
     fn changes(sql: &str) -> bool {
-        changes_functions(&test_tokens(sql))
+        catalog_changes(&test_tokens(sql)).functions
     }
 
     #[test]
@@ -81,6 +176,68 @@ mod tests {
             "",
         ] {
             assert!(!changes(sql), "{sql}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod sequence_tests {
+    use super::super::test_tokens;
+    use super::*;
+
+    /// (sql, explicitly named sequences, implicit ones)
+    const CASES: &[(&str, &[&str], bool)] = &[
+        ("CREATE SEQUENCE s", &["s"], false),
+        (
+            "create temporary sequence if not exists App.\"My Seq\" START 5",
+            &["My Seq"],
+            false,
+        ),
+        (
+            "CREATE UNLOGGED SEQUENCE public.s2; CREATE SEQUENCE s3",
+            &["s2", "s3"],
+            false,
+        ),
+        ("ALTER SEQUENCE s RENAME TO s_new", &["s_new"], false),
+        ("ALTER SEQUENCE s RESTART", &[], false),
+        ("CREATE TABLE t (id serial PRIMARY KEY)", &[], true),
+        (
+            "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY)",
+            &[],
+            true,
+        ),
+        ("CREATE TEMP TABLE t (id BIGSERIAL)", &[], true),
+        ("CREATE TABLE t (LIKE u INCLUDING ALL)", &[], true),
+        ("ALTER TABLE t ADD COLUMN n smallserial", &[], true),
+        (
+            "ALTER TABLE t ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY",
+            &[],
+            true,
+        ),
+        ("CREATE TABLE t (id int, serial_no text)", &[], false),
+        ("DROP SEQUENCE s", &[], false),
+        ("DROP TABLE identity", &[], false),
+        ("SELECT * FROM s", &[], false),
+        ("CREATE SEQUENCE", &[], false),
+        (
+            "INSERT INTO t VALUES (1); CREATE SEQUENCE x.y.z",
+            &["z"],
+            false,
+        ),
+    ];
+
+    #[test]
+    fn spots_sequences_made_by_a_statement() {
+        for &(sql, names, implicit) in CASES {
+            let got = catalog_changes(&test_tokens(sql));
+            let got_names: Vec<&str> = got.sequences.iter().map(|s| &**s).collect();
+            assert_eq!(
+                (got_names.as_slice(), got.implicit_sequences),
+                (names, implicit),
+                "{sql}"
+            );
+            assert!(!got.functions, "{sql}");
+            assert_eq!(got.is_empty(), names.is_empty() && !implicit, "{sql}");
         }
     }
 }

@@ -4,14 +4,22 @@
 
 use std::sync::Arc;
 
-use sqlparser::ast::{Ident, ObjectName};
+use sqlparser::ast::ObjectName;
+
+use super::name::CatalogName;
+use super::node_local;
 
 /// Exact names of functions whose call makes a read unsafe for the replica:
 /// they write, take locks, or read session state that only the primary has.
 /// Sorted for binary search; prefix families are in [`SIDE_EFFECT_PREFIXES`].
 const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
+    // Index maintenance: they write the index, and a standby refuses them.
+    "brin_desummarize_range",
+    "brin_summarize_new_values",
+    "brin_summarize_range",
     "currval",
     "dblink_exec",
+    "gin_clean_pending_list",
     "lastval",
     "loread",
     "lowrite",
@@ -74,7 +82,6 @@ const BUILTIN_READ_FUNCTIONS: &[&str] = &[
     "now",
     "pg_backend_pid",
     "pg_current_snapshot",
-    "pg_is_in_recovery",
     "pg_sleep",
     "pg_sleep_for",
     "pg_sleep_until",
@@ -101,79 +108,18 @@ fn has_side_effects(name: &str) -> bool {
         || (name.starts_with("pg_") && name.contains("replication_slot"))
 }
 
-/// A function as a statement names it, spelled as the catalog spells it: unquoted parts
-/// lower-cased, quoted parts as written. One allocation, shared with the detail of a
-/// classification that names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionName {
-    /// `schema.name`, or `name` when unqualified.
-    text: Arc<str>,
-    /// Length of the schema part of `text`, when qualified.
-    schema_len: Option<usize>,
-}
-
-impl FunctionName {
-    /// The schema and name (the last two parts) of a call's name; None for a name with a
-    /// part that is not an identifier.
-    pub fn of(name: &ObjectName) -> Option<FunctionName> {
-        let mut parts = name.0.iter().rev().map(|part| part.as_ident());
-        let name = catalog_spelling(parts.next()??);
-        match parts.next() {
-            None => Some(FunctionName {
-                text: name.into(),
-                schema_len: None,
-            }),
-            Some(schema) => {
-                let schema = catalog_spelling(schema?);
-                Some(FunctionName {
-                    text: format!("{schema}.{name}").into(),
-                    schema_len: Some(schema.len()),
-                })
-            }
-        }
-    }
-
-    /// A `[routing]` list entry: `name` or `schema.name`, as the catalog spells them.
-    pub(super) fn parse(entry: &str) -> FunctionName {
-        let entry = entry.trim();
-        FunctionName {
-            text: entry.into(),
-            schema_len: entry.find('.'),
-        }
-    }
-
-    pub fn schema(&self) -> Option<&str> {
-        self.schema_len.map(|len| &self.text[..len])
-    }
-
-    pub fn name(&self) -> &str {
-        self.schema_len
-            .map_or(&*self.text, |len| &self.text[len + 1..])
-    }
-
-    /// The name as a classification's detail.
-    pub fn detail(&self) -> Arc<str> {
-        Arc::clone(&self.text)
-    }
-}
-
-/// PostgreSQL folds unquoted identifiers to lower case (ASCII only, in UTF-8 databases).
-fn catalog_spelling(ident: &Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_ascii_lowercase(),
-    }
-}
-
 /// What a call means for routing, before any catalog is asked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Call {
     /// It has side effects: the statement needs the primary. Carries the detail to log.
     SideEffect(Arc<str>),
+    /// It answers for the server that runs it (see `node_local.rs`): the primary, unless a
+    /// hint chooses. Carries the detail to log.
+    NodeLocal(Arc<str>),
     /// It cannot change the route.
     Harmless,
     /// A user function: the database's catalog decides.
-    User(FunctionName),
+    User(CatalogName),
 }
 
 /// `[routing] write_functions` and `read_only_functions`. An unqualified entry matches the
@@ -182,22 +128,24 @@ pub enum Call {
 /// lead there.
 #[derive(Debug, Default)]
 pub struct Overrides {
-    write: Vec<FunctionName>,
-    read_only: Vec<FunctionName>,
+    write: Vec<CatalogName>,
+    read_only: Vec<CatalogName>,
 }
 
 impl Overrides {
     pub fn new(write: &[String], read_only: &[String]) -> Overrides {
-        let parse = |list: &[String]| list.iter().map(|e| FunctionName::parse(e)).collect();
+        let parse = |list: &[String]| list.iter().map(|e| CatalogName::parse(e)).collect();
         Overrides {
             write: parse(write),
             read_only: parse(read_only),
         }
     }
 
-    /// Judges a call by the built-in lists and the configuration.
+    /// Judges a call by the built-in lists and the configuration: side effects first, then
+    /// the configured lists (so `read_only_functions` can keep a node-local function on the
+    /// replica), then node-local functions, then the harmless built-ins.
     pub fn judge(&self, name: &ObjectName) -> Call {
-        let Some(call) = FunctionName::of(name) else {
+        let Some(call) = CatalogName::of(name) else {
             return Call::Harmless;
         };
         let lower = call.name().to_ascii_lowercase();
@@ -207,16 +155,21 @@ impl Overrides {
         if self.write.iter().any(|entry| matches(entry, &call, true)) {
             return Call::SideEffect(call.detail());
         }
+        if self
+            .read_only
+            .iter()
+            .any(|entry| matches(entry, &call, false))
+        {
+            return Call::Harmless;
+        }
+        if node_local::function(&lower) {
+            return Call::NodeLocal(lower.into());
+        }
         let builtin = match call.schema() {
             Some(schema) => BUILTIN_SCHEMAS.contains(&schema),
             None => BUILTIN_READ_FUNCTIONS.binary_search(&call.name()).is_ok(),
         };
-        if builtin
-            || self
-                .read_only
-                .iter()
-                .any(|entry| matches(entry, &call, false))
-        {
+        if builtin {
             Call::Harmless
         } else {
             Call::User(call)
@@ -226,7 +179,7 @@ impl Overrides {
 
 /// Whether a configured `entry` names `call`; `unqualified_call_matches` lets a qualified
 /// entry match an unqualified call of the same name.
-fn matches(entry: &FunctionName, call: &FunctionName, unqualified_call_matches: bool) -> bool {
+fn matches(entry: &CatalogName, call: &CatalogName, unqualified_call_matches: bool) -> bool {
     entry.name() == call.name()
         && match (entry.schema(), call.schema()) {
             (None, _) => true,
@@ -260,7 +213,7 @@ mod tests {
     }
 
     fn user(text: &str) -> Call {
-        Call::User(FunctionName::parse(text))
+        Call::User(CatalogName::parse(text))
     }
 
     #[test]
@@ -279,7 +232,7 @@ mod tests {
             ("\"App\".\"F.G\"()", Some("App"), "F.G"),
             ("db.app.f()", Some("app"), "f"),
         ] {
-            let got = FunctionName::of(&name_of(call)).unwrap();
+            let got = CatalogName::of(&name_of(call)).unwrap();
             assert_eq!((got.schema(), got.name()), (schema, name), "{call}");
         }
     }
@@ -318,6 +271,36 @@ mod tests {
         ] {
             assert_eq!(overrides.judge(&name_of(call)), want, "{call}");
         }
+    }
+
+    #[test]
+    fn node_local_functions_unless_listed_read_only() {
+        let node_local = |detail: &str| Call::NodeLocal(detail.into());
+        let overrides = Overrides::default();
+        for (call, want) in [
+            ("pg_is_in_recovery()", node_local("pg_is_in_recovery")),
+            (
+                "pg_catalog.PG_CURRENT_WAL_LSN()",
+                node_local("pg_current_wal_lsn"),
+            ),
+            (
+                "public.pg_stat_statements(true)",
+                node_local("pg_stat_statements"),
+            ),
+            ("pg_stat_reset()", Call::SideEffect("pg_stat_reset".into())),
+            (
+                "brin_summarize_new_values('i')",
+                Call::SideEffect("brin_summarize_new_values".into()),
+            ),
+            ("pg_backend_pid()", Call::Harmless),
+        ] {
+            assert_eq!(overrides.judge(&name_of(call)), want, "{call}");
+        }
+        let listed = Overrides::new(&[], &["pg_is_in_recovery".into()]);
+        assert_eq!(
+            listed.judge(&name_of("pg_is_in_recovery()")),
+            Call::Harmless
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod effects;
 pub mod fingerprint;
 mod functions;
 mod hint;
+mod name;
+mod node_local;
 pub mod reason;
 mod verdict;
 

@@ -55,6 +55,10 @@ pub enum Reason {
     /// A read that calls a function with side effects, a configured write function, or a
     /// volatile user function.
     Function,
+    /// A read of what only the primary's own server can answer for the database the client
+    /// thinks it talks to: activity, locks, WAL and replication state, cumulative statistics,
+    /// server files, a sequence's current state.
+    NodeLocal,
     /// SELECT ... FOR UPDATE/SHARE, or LOCK TABLE.
     Lock,
     /// A data-modifying CTE at any depth.
@@ -84,7 +88,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order: `ALL[r.index()] == r`.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Read,
         Reason::Show,
         Reason::Explain,
@@ -94,6 +98,7 @@ impl Reason {
         Reason::Transaction,
         Reason::ReadOnlyTransaction,
         Reason::Function,
+        Reason::NodeLocal,
         Reason::Lock,
         Reason::Cte,
         Reason::Into,
@@ -127,6 +132,7 @@ impl Reason {
             Reason::Transaction => "transaction",
             Reason::ReadOnlyTransaction => "read_only_transaction",
             Reason::Function => "function",
+            Reason::NodeLocal => "node_local",
             Reason::Lock => "lock",
             Reason::Cte => "cte",
             Reason::Into => "into",
@@ -187,6 +193,22 @@ mod tests {
             Reason::ReadOnlyTransaction.as_str(),
             "read_only_transaction"
         );
+        assert_eq!(Reason::NodeLocal.as_str(), "node_local");
+    }
+
+    /// The README names every reason (its routing table and the paragraph on the session's
+    /// reasons), so a new one cannot go undocumented.
+    #[test]
+    fn the_readme_names_every_reason() {
+        let readme = include_str!("../../../README.md");
+        let missing: Vec<&str> = Reason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .filter(|label| {
+                !readme.contains(&format!("`{label}`")) && !readme.contains(&format!("`{label} ("))
+            })
+            .collect();
+        assert!(missing.is_empty(), "not in the README: {missing:?}");
     }
 
     #[test]

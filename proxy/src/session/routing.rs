@@ -43,9 +43,8 @@ where
             }
             None => {}
         }
-        let dropped = words::may_start_with(sql, &[b"DEALLOCATE"])
-            .then(|| words::deallocate(sql))
-            .flatten();
+        let session_only = words::may_start_with(sql, &[b"DEALLOCATE", b"DISCARD"]);
+        let dropped = session_only.then(|| words::deallocate(sql)).flatten();
         if let Some(Deallocate::Named(name)) = &dropped {
             if self.stmts.contains(name) && self.open_batch.is_none() {
                 if self.inflight.is_some() {
@@ -58,8 +57,8 @@ where
         }
         let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
         let mut wanted = decide::wanted(verdict, self.state.default_read_only);
-        if dropped.is_some() {
-            // The server's own statements: on the primary, but no write.
+        if dropped.is_some() || (session_only && words::discards(sql)) {
+            // The session's own statements and state: on the primary, but no write.
             wanted = Wanted::Primary {
                 reason: verdict.reason,
                 writes: false,

@@ -89,6 +89,23 @@ pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
         .then_some(Deallocate::Named(name))
 }
 
+/// Whether a simple query is exactly one `DISCARD` (of anything): it changes only the
+/// session, never data a replica must catch up with.
+pub fn discards(sql: &[u8]) -> bool {
+    let mut words = Words(sql);
+    let is = |word: Option<&[u8]>, expected: &[u8]| {
+        word.is_some_and(|w| w.eq_ignore_ascii_case(expected))
+    };
+    if !is(words.next(), b"DISCARD") {
+        return false;
+    }
+    let what = words.next();
+    [&b"ALL"[..], b"PLANS", b"SEQUENCES", b"TEMP", b"TEMPORARY"]
+        .iter()
+        .any(|w| is(what, w))
+        && words.rest_is_empty()
+}
+
 /// A double-quoted identifier at the start of `text` (a doubled quote stands for one), and
 /// what follows it.
 fn quoted_identifier(text: &[u8]) -> Option<(Vec<u8>, &[u8])> {
@@ -128,6 +145,26 @@ mod tests {
             "DISCARD ALL",
         ] {
             assert!(!may_start_with(sql.as_bytes(), words), "{sql}");
+        }
+    }
+
+    #[test]
+    fn recognises_a_lone_discard() {
+        for sql in [
+            "DISCARD ALL",
+            " discard temp;",
+            "DISCARD PLANS",
+            "discard sequences ;",
+        ] {
+            assert!(discards(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "DISCARD",
+            "DISCARD ALL; INSERT INTO t VALUES (1)",
+            "DISCARD x",
+            "SELECT 1",
+        ] {
+            assert!(!discards(sql.as_bytes()), "{sql}");
         }
     }
 
