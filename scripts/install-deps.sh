@@ -33,3 +33,6 @@ fi
 # (tests/tests/drivers_native.rs).
 "$(dirname "$0")/install-python-drivers.sh"
 "$(dirname "$0")/install-native-drivers.sh"
+
+# PostgreSQL's own regression suite for the installed server (tests/tests/regress.rs).
+"$(dirname "$0")/install-regress.sh" >/dev/null

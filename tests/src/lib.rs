@@ -16,6 +16,7 @@ mod poll;
 mod process;
 pub mod provisioning;
 mod proxy;
+pub mod regress;
 pub mod roles;
 mod shared;
 pub mod suite;
