@@ -5,8 +5,9 @@
 # toolchain RUSTC_BOOTSTRAP=1 allows them. Installs cargo-fuzz from crates.io when missing.
 # Each target runs for SECONDS (default 60) with AddressSanitizer, a 2 GB memory limit and a
 # 2 s limit per input; a crash, leak, timeout or out-of-memory input fails the run, and
-# libFuzzer leaves the input in fuzz/artifacts/TARGET/ (replay: scripts/fuzz.sh TARGET ...
-# with the file, or `cargo fuzz run TARGET FILE` in fuzz/).
+# libFuzzer leaves the input in fuzz/artifacts/TARGET/ (replay it with
+# `RUSTC_BOOTSTRAP=1 cargo fuzz run TARGET FILE` in fuzz/). The corpus grows in
+# fuzz/corpus/TARGET/ (not committed). The first build takes about 15 minutes on 2 cores.
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default: every target)
 set -euo pipefail

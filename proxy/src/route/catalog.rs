@@ -14,7 +14,7 @@
 //! created through the proxy counts at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -267,6 +267,10 @@ struct Pending {
 }
 
 impl Pending {
+    fn may_name_sequences(&self) -> bool {
+        self.implicit_sequences || !self.sequences.is_empty()
+    }
+
     fn is_sequence(&self, relation: &CatalogName) -> bool {
         let name = relation.name();
         self.sequences.iter().any(|s| **s == *name)
@@ -295,6 +299,9 @@ struct Entry {
     unsettled_change: AtomicU64,
     /// Changes whenever a decision based on this entry may change.
     generation: AtomicU64,
+    /// Whether the database may have a sequence at all: most reads name relations, and a
+    /// database without sequences (or before any is known) spares them the lock.
+    has_sequences: AtomicBool,
     /// Wakes the task early after a change.
     wake: Notify,
     /// Whether the first load has been tried.
@@ -311,6 +318,7 @@ impl Entry {
             state: RwLock::new(State::default()),
             unsettled_change: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            has_sequences: AtomicBool::new(false),
             wake: Notify::new(),
             tried: watch::Sender::new(false),
             ready_wait,
@@ -358,6 +366,12 @@ impl Entry {
             state.pending = Pending::default();
             changed = true;
         }
+        let has_sequences = state
+            .loaded
+            .as_ref()
+            .is_some_and(|loaded| !loaded.sequences.0.is_empty())
+            || state.pending.may_name_sequences();
+        self.has_sequences.store(has_sequences, Ordering::Release);
         drop(state);
         if changed {
             self.generation.fetch_add(1, Ordering::Release);
@@ -408,6 +422,9 @@ impl UserFunctions {
             pending.functions |= changes.functions;
             pending.implicit_sequences |= changes.implicit_sequences;
             pending.sequences.extend(changes.sequences.iter().cloned());
+            if pending.may_name_sequences() {
+                entry.has_sequences.store(true, Ordering::Release);
+            }
             entry
                 .unsettled_change
                 .fetch_max(entry.now_ms() + 1, Ordering::AcqRel);
@@ -446,10 +463,11 @@ impl UserFunctions {
         &self,
         relations: &'a [CatalogName],
     ) -> Option<&'a CatalogName> {
-        if relations.is_empty() {
+        let entry = self.0.as_ref()?;
+        if relations.is_empty() || !entry.has_sequences.load(Ordering::Acquire) {
             return None;
         }
-        let state = self.0.as_ref()?.read();
+        let state = entry.read();
         relations.iter().find(|relation| {
             state.pending.is_sequence(relation)
                 || state
