@@ -25,7 +25,10 @@ impl Verdict {
     /// hint (a read the client sent there) or settings (which change only the session).
     pub fn may_write(self) -> bool {
         self.route == Route::Primary
-            && !matches!(self.reason, Reason::Transaction | Reason::Hint)
+            && !matches!(
+                self.reason,
+                Reason::Transaction | Reason::Hint | Reason::NodeLocal
+            )
             && !self
                 .effects
                 .intersects(Effects::ONLY_SETS | Effects::ONLY_SETTINGS)

@@ -258,6 +258,14 @@ mod tests {
             ),
             // A hint chooses, the same in both protocols, and is no write.
             (Route::Primary, Hint, none, false, primary(Hint, false)),
+            // What the primary answers for itself is read there, not written.
+            (
+                Route::Primary,
+                NodeLocal,
+                none,
+                false,
+                primary(NodeLocal, false),
+            ),
             (Route::Replica, Hint, none, false, read(Hint, true)),
             (
                 Route::Primary,
