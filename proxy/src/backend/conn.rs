@@ -150,6 +150,9 @@ pub struct BackendConn {
     /// Bytes of a forwarded message still to pass through before the next header.
     pub body_remaining: usize,
     pub created: Instant,
+    /// A session made temporary objects here: the server's temporary schema outlives any
+    /// reset, so the connection is closed, not pooled, when the session ends.
+    pub has_temp_schema: bool,
     /// Statements the client deallocated that this server still holds: closed before its
     /// next unit.
     pub closes_due: Vec<Bytes>,

@@ -317,6 +317,7 @@ async fn handshake(
         created: Instant::now(),
         settings_seq: 0,
         closes_due: Vec::new(),
+        has_temp_schema: false,
         counted: Counted::new(info),
         _slot: slot,
     })

@@ -47,6 +47,9 @@ impl Effects {
     /// may take parameters): the string writes no data, though its text alone may not be
     /// replayable. Implied by `ONLY_SETS`.
     pub const ONLY_SETTINGS: Effects = Effects(1 << 11);
+    /// Creates a temporary object: the server keeps a temporary schema for the rest of the
+    /// connection's life, which no reset removes (a later session there would see it exist).
+    pub const TEMP: Effects = Effects(1 << 12);
 
     pub fn contains(self, other: Effects) -> bool {
         self.0 & other.0 == other.0
@@ -207,8 +210,8 @@ fn statement_effects(words: &[&str], first: bool) -> Effects {
         // Loading a library can remove placeholder settings of its prefix: replayed in order.
         "load" => Effects::SESSION_SET,
         "discard" if is(next, "all") => Effects::DISCARD_ALL | Effects::MAY_UNPIN,
-        "create" if creates_temporary(&words[1..]) => Effects::PINS,
-        "select" if selects_into_temporary(words) => Effects::PINS,
+        "create" if creates_temporary(&words[1..]) => Effects::PINS | Effects::TEMP,
+        "select" if selects_into_temporary(words) => Effects::PINS | Effects::TEMP,
         "listen" => Effects::PINS,
         "prepare" if !is(next, "transaction") => Effects::PINS,
         "prepare" => Effects::MAY_UNPIN,
@@ -544,6 +547,8 @@ mod tests {
             "INSERT INTO t VALUES (1); LISTEN ch",
         ] {
             assert!(of(sql).contains(Effects::PINS), "{sql}");
+            let temporary = sql.to_ascii_lowercase().contains("temp");
+            assert_eq!(of(sql).contains(Effects::TEMP), temporary, "{sql}");
         }
         for sql in [
             "CREATE TABLE t (a int)",

@@ -11,7 +11,10 @@ where
     /// Pools a clean lease; closes any other, first cancelling what it still runs so no
     /// statement or lock outlives the client.
     pub(super) fn return_lease(&self, slot: Slot, conn: BackendConn) {
-        let clean = conn.is_quiet() && self.tx != Some(slot) && self.open_batch != Some(slot);
+        let clean = conn.is_quiet()
+            && !conn.has_temp_schema
+            && self.tx != Some(slot)
+            && self.open_batch != Some(slot);
         if clean {
             self.shared.pool.release(conn);
             return;

@@ -55,6 +55,7 @@ where
         let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
             return;
         };
+        conn.has_temp_schema |= effects.contains(Effects::TEMP);
         self.counts.unit(conn, decision.reason, &self.shared.health);
         if !closes_batch {
             begin_unit(conn, &self.state.settings);
@@ -155,6 +156,7 @@ where
             self.batch.restore(messages);
             return;
         };
+        conn.has_temp_schema |= effects.contains(Effects::TEMP);
         if !continuing {
             begin_unit(conn, &self.state.settings);
         }
