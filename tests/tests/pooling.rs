@@ -68,8 +68,10 @@ async fn clients_with_their_own_application_names_share_connections_within_max_c
             let name = format!("pool_test_{i}");
             let (client, told) = client_named(addr, DATABASE, &name).await;
             assert_eq!(told.as_deref(), Some(name.as_str()), "told at startup");
+            // pg_stat_activity answers for the server it is read on: node-local, so the
+            // replica's needs a hint to be read there.
             for (sql, node) in [
-                (WHO.to_owned(), REPLICA),
+                (format!("/* pgrepl:replica */ {WHO}"), REPLICA),
                 (format!("/* pgrepl:primary */ {WHO}"), PRIMARY),
             ] {
                 let rows = client
