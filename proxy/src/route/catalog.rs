@@ -445,7 +445,17 @@ impl UserFunctions {
 
     /// The first of `calls` that may be volatile: any of them while the functions are not
     /// known.
+    /// Runs for every read: the test for no calls inline, the look-up out of line.
+    #[inline]
     pub(super) fn first_volatile<'a>(&self, calls: &'a [CatalogName]) -> Option<&'a CatalogName> {
+        if calls.is_empty() {
+            return None;
+        }
+        self.first_volatile_of(calls)
+    }
+
+    #[inline(never)]
+    fn first_volatile_of<'a>(&self, calls: &'a [CatalogName]) -> Option<&'a CatalogName> {
         let first = calls.first()?;
         let state = self.0.as_ref()?.read();
         match &state.loaded {
@@ -459,6 +469,8 @@ impl UserFunctions {
     /// The first of `relations` that may be a sequence. Until the first look-up, only the
     /// sequences created through the proxy are known: a sequence read on a replica answers
     /// an older state, which does not justify sending every read to the primary.
+    /// Runs for every read that names a relation: the tests inline, the look-up out of line.
+    #[inline]
     pub(super) fn first_sequence<'a>(
         &self,
         relations: &'a [CatalogName],
@@ -467,6 +479,11 @@ impl UserFunctions {
         if relations.is_empty() || !entry.has_sequences.load(Ordering::Acquire) {
             return None;
         }
+        Self::sequence_among(entry, relations)
+    }
+
+    #[inline(never)]
+    fn sequence_among<'a>(entry: &Entry, relations: &'a [CatalogName]) -> Option<&'a CatalogName> {
         let state = entry.read();
         relations.iter().find(|relation| {
             state.pending.is_sequence(relation)

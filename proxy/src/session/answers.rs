@@ -27,7 +27,7 @@ where
                 Rerun::IfFatal
             }
         };
-        let seen = relay(
+        let mut seen = relay(
             conn,
             &mut self.cout,
             self.counts.tally.as_deref(),
@@ -45,10 +45,12 @@ where
         for (name, generation) in &seen.failed_parses {
             self.stmts.parse_failed(Some(&mut *conn), name, *generation);
         }
-        for parse in seen.redefined {
-            let sql = fields::parse_name_sql(&parse).map_or(&b""[..], |(_, sql)| sql);
-            let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
-            self.stmts.redefined(conn, parse, verdict);
+        if !seen.redefined.is_empty() {
+            for parse in std::mem::take(&mut seen.redefined) {
+                let sql = fields::parse_name_sql(&parse).map_or(&b""[..], |(_, sql)| sql);
+                let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
+                self.stmts.redefined(conn, parse, verdict);
+            }
         }
         if seen.copy_ate_sync {
             self.copy_owes_sync = Some(slot);

@@ -204,10 +204,13 @@ pub struct Batch {
 
 /// The stricter of the statements so far and the next one: the one that binds the batch to
 /// the primary most strongly (`Verdict::rank`), else the first.
+#[inline]
 fn stricter(so_far: Option<Verdict>, next: Verdict) -> Verdict {
     match so_far {
+        // A batch of one statement, the usual one, ranks nothing.
+        None => next,
         Some(kept) if kept.rank() >= next.rank() => kept,
-        _ => next,
+        Some(_) => next,
     }
 }
 
@@ -271,12 +274,14 @@ impl Batch {
                 }
             }
             b'E' if self.bound.is_none() => self.unbound_execute = true,
+            // Drivers describe the portal they just bound with every execution: that is
+            // decided without reading the name.
             b'D' | b'C' if !self.names_primary_object => {
-                self.names_primary_object = match fields::target(&msg) {
-                    Some((b'P', _)) => self.bound.is_none(),
-                    Some((b'S', name)) => {
+                self.names_primary_object = match fields::body(&msg).first() {
+                    Some(b'P') => self.bound.is_none(),
+                    Some(b'S') => fields::target(&msg).is_some_and(|(_, name)| {
                         !stmts.contains(name) && !self.parsed.iter().any(|(n, _)| n == name)
-                    }
+                    }),
                     _ => false,
                 };
             }

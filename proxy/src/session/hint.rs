@@ -21,7 +21,7 @@ const NAME: &[u8] = b"pgrepl.route";
 
 /// The hint a statement sets, if it is `SET [SESSION] pgrepl.route {=|TO} value` or
 /// `RESET pgrepl.route`; `Err` with a message for a value that is not one of the three.
-#[inline]
+#[inline(always)]
 pub fn route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
     if !may_start_with(sql, &[b"SET", b"RESET"]) {
         return None;
@@ -29,6 +29,7 @@ pub fn route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
     parse_route_setting(sql)
 }
 
+#[inline(never)]
 fn parse_route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
     let mut words = Words(sql);
     let first = words.next()?;

@@ -84,6 +84,7 @@ where
 
     /// Where a unit goes, from where it would go on its own; None when it must wait (for
     /// work in flight, or for the primary to say whether a pinned session is still pinned).
+    #[inline(always)]
     pub(super) fn route(&mut self, wanted: Wanted) -> Option<Decision> {
         let standalone = match wanted {
             Wanted::Primary { reason, writes } => Decision {
