@@ -280,8 +280,13 @@ fn connect_line(child: &mut Child) -> String {
 async fn reads_and_writes(conninfo: &str) {
     let (client, connection) = bounded_connect(conninfo).await;
     tokio::spawn(connection);
+    // pg_is_in_recovery() is node-local (the proxy asks the primary); a setting is not, and
+    // a standby runs every transaction read-only.
     let read = client
-        .query_one("SELECT pg_is_in_recovery()", &[])
+        .query_one(
+            "SELECT current_setting('transaction_read_only') = 'on'",
+            &[],
+        )
         .await
         .unwrap();
     assert!(
@@ -295,7 +300,7 @@ async fn reads_and_writes(conninfo: &str) {
         .await
         .expect("a write through the proxy failed");
     let tx_read = client
-        .simple_query("BEGIN; SELECT pg_is_in_recovery(); COMMIT")
+        .simple_query("BEGIN; SELECT current_setting('transaction_read_only') = 'on'; COMMIT")
         .await
         .unwrap();
     let in_tx = pgrepl_tests::suite::last_first(&tx_read[..tx_read.len() - 1]);
