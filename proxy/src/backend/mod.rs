@@ -6,7 +6,7 @@ mod conn;
 mod connect;
 mod pool;
 
-pub use conn::{BackendConn, Origin, ParseOrigin, Pending, SavepointOp, Watch};
+pub use conn::{BackendConn, Counted, Origin, ParseOrigin, Pending, SavepointOp, Watch};
 pub use connect::{BackendError, ServerParams};
 pub use pool::{Pool, PoolKey};
 

@@ -388,3 +388,266 @@ fn first_column(msg: &[u8]) -> Option<&[u8]> {
     let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
     body.get(6..6 + usize::try_from(len).ok()?)
 }
+
+/// The relay over byte fixtures: a real connection's state, answers written into its input
+/// buffer by hand.
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::backend::{BackendInfo, Counted, Pending, PoolKey, StartupInfo};
+    use crate::telemetry::BackendMeters;
+
+    /// A typed message: type byte, length, body.
+    fn msg(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![ty];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    fn ready(status: u8) -> Vec<u8> {
+        msg(b'Z', &[status])
+    }
+
+    /// An ErrorResponse with this severity, SQLSTATE and message.
+    fn error(severity: &str, code: &str, message: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (field, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            body.push(field);
+            body.extend_from_slice(value.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        msg(b'E', &body)
+    }
+
+    fn row() -> Vec<u8> {
+        msg(b'D', &[0, 1, 0, 0, 0, 1, b'x'])
+    }
+
+    /// A connection over a real loopback socket (the relay never touches it) that owes
+    /// `owed`, with `answers` waiting in its input buffer.
+    async fn conn(owed: Vec<Pending>, answers: &[Vec<u8>]) -> BackendConn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (rd, wr) = stream.into_split();
+        let info = Arc::new(BackendInfo {
+            index: 1,
+            name: "db02".into(),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            open: AtomicUsize::new(0),
+            meters: BackendMeters::register("db02", false, "db01", None),
+        });
+        let startup = Arc::new(StartupInfo {
+            user: "app".into(),
+            database: "appdb".into(),
+            options: Vec::new(),
+        });
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        BackendConn {
+            rd,
+            wr,
+            inbuf: answers.concat().as_slice().into(),
+            out: BytesMut::new(),
+            info: info.clone(),
+            key: PoolKey {
+                backend: 1,
+                startup,
+            },
+            cancel_key: (1, 2),
+            params: Arc::default(),
+            prepared: HashMap::default(),
+            syncs: VecDeque::from(owed),
+            body_remaining: 0,
+            created: Instant::now(),
+            settings_seq: 0,
+            closes_due: Vec::new(),
+            has_temp_schema: false,
+            counted: Counted::new(&info),
+            _slot: permit,
+        }
+    }
+
+    fn relayed(conn: &mut BackendConn, rerun: Rerun) -> (Relayed, Vec<u8>) {
+        let mut out = BytesMut::new();
+        let seen = relay(conn, &mut out, None, |_| rerun);
+        (seen, out.to_vec())
+    }
+
+    #[tokio::test]
+    async fn answers_to_the_proxys_own_units_are_swallowed() {
+        let settings = Pending::injected(Origin::Settings);
+        let answers = [
+            msg(b'C', b"SET\0"),
+            ready(b'I'),
+            row(),
+            msg(b'C', b"SELECT 1\0"),
+            ready(b'T'),
+        ];
+        let mut conn = conn(vec![settings, Pending::default()], &answers).await;
+        let (seen, out) = relayed(&mut conn, Rerun::No);
+        assert_eq!(
+            out,
+            answers[2..].concat(),
+            "only the client's unit is forwarded"
+        );
+        assert_eq!((seen.units_done, seen.last_status), (1, Some(b'T')));
+        assert_eq!(seen.outcomes.len(), 1);
+        assert_eq!(seen.outcomes[0].origin, Origin::Settings);
+        assert!(conn.syncs.is_empty() && conn.inbuf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_parse_complete_of_a_parse_the_proxy_added_is_swallowed() {
+        let unit = Pending {
+            parses: vec![
+                ParseOrigin::Proxy,
+                ParseOrigin::Client {
+                    name: Bytes::from_static(b"s1"),
+                    generation: 7,
+                },
+            ],
+            ..Pending::default()
+        };
+        let parsed = msg(b'1', b"");
+        let answers = [
+            parsed.clone(),
+            parsed.clone(),
+            msg(b'2', b""),
+            row(),
+            ready(b'I'),
+        ];
+        let mut conn = conn(vec![unit], &answers).await;
+        let (seen, out) = relayed(&mut conn, Rerun::No);
+        assert_eq!(out, answers[1..].concat());
+        assert!(seen.failed_parses.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_parse_the_server_rejected_is_reported() {
+        let unit = Pending {
+            parses: vec![ParseOrigin::Client {
+                name: Bytes::from_static(b"s1"),
+                generation: 3,
+            }],
+            ..Pending::default()
+        };
+        let answers = [error("ERROR", "42601", "syntax error"), ready(b'I')];
+        let mut conn = conn(vec![unit], &answers).await;
+        let (seen, _) = relayed(&mut conn, Rerun::No);
+        assert_eq!(seen.failed_parses, vec![(Bytes::from_static(b"s1"), 3)]);
+    }
+
+    #[tokio::test]
+    async fn a_standby_refusal_before_any_row_is_held_back_and_swallowed() {
+        let refusal = error(
+            "ERROR",
+            "25006",
+            "cannot execute nextval() in a read-only transaction",
+        );
+        let answers = [
+            msg(b'1', b""),
+            msg(b'2', b""),
+            msg(b'3', b""),
+            refusal,
+            ready(b'I'),
+        ];
+        let mut conn = conn(vec![Pending::default()], &answers).await;
+        let (seen, out) = relayed(&mut conn, Rerun::IfFatalOrRefused);
+        assert!(seen.misrouted);
+        assert!(
+            out.is_empty(),
+            "nothing of the refused read reaches the client"
+        );
+        assert!(
+            conn.syncs.is_empty() && conn.inbuf.is_empty(),
+            "its answer is consumed"
+        );
+        assert_eq!(
+            seen.last_status, None,
+            "a swallowed answer says nothing of the client's transaction"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_after_rows_or_with_more_queued_reaches_the_client() {
+        let refusal = error(
+            "ERROR",
+            "25006",
+            "cannot execute nextval() in a read-only transaction",
+        );
+        let after_rows = [row(), refusal.clone(), ready(b'I')];
+        let mut conn1 = conn(vec![Pending::default()], &after_rows).await;
+        let (seen, out) = relayed(&mut conn1, Rerun::IfFatalOrRefused);
+        assert!(!seen.misrouted);
+        assert_eq!(out, after_rows.concat());
+        let queued = [refusal, ready(b'I')];
+        let mut conn2 = conn(vec![Pending::default()], &queued).await;
+        let (seen, out) = relayed(&mut conn2, Rerun::IfFatal);
+        assert!(!seen.misrouted);
+        assert_eq!(out, queued.concat());
+    }
+
+    #[tokio::test]
+    async fn an_incomplete_preamble_waits_and_a_fatal_stops_the_relay() {
+        let mut waiting = conn(vec![Pending::default()], &[msg(b'1', b"")]).await;
+        let (seen, out) = relayed(&mut waiting, Rerun::IfFatal);
+        assert!(out.is_empty() && !seen.fatal_before_rerunnable);
+        let fatal = error(
+            "FATAL",
+            "57P01",
+            "terminating connection due to administrator command",
+        );
+        let mut dying = conn(vec![Pending::default()], &[msg(b'1', b""), fatal]).await;
+        let (seen, out) = relayed(&mut dying, Rerun::IfFatal);
+        assert!(seen.fatal_before_rerunnable && out.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_message_split_across_reads_passes_through_whole() {
+        let big = msg(b'D', &[7; 100]);
+        let (head, tail) = big.split_at(40);
+        let mut conn = conn(vec![Pending::default()], &[head.to_vec()]).await;
+        let (_, first) = relayed(&mut conn, Rerun::No);
+        assert_eq!(first, head, "the start of a row passes at once");
+        assert_eq!(conn.body_remaining, big.len() - head.len());
+        conn.inbuf.extend_from_slice(tail);
+        conn.inbuf.extend_from_slice(&ready(b'I'));
+        let (seen, rest) = relayed(&mut conn, Rerun::No);
+        assert_eq!([first, rest].concat(), [big, ready(b'I')].concat());
+        assert_eq!(seen.units_done, 1);
+    }
+
+    #[tokio::test]
+    async fn while_nothing_is_owed_notifications_pass_and_anything_else_is_unsolicited() {
+        let notify = msg(b'A', b"\0\0\0\x01chan\0payload\0");
+        let mut conn = conn(Vec::new(), &[notify.clone(), row()]).await;
+        let (seen, out) = relayed(&mut conn, Rerun::No);
+        assert_eq!(out, notify);
+        assert_eq!(seen.unsolicited, Some(b'D'));
+    }
+
+    #[tokio::test]
+    async fn default_transaction_read_only_is_followed_from_parameter_status() {
+        let status = msg(b'S', b"default_transaction_read_only\0on\0");
+        let mut conn = conn(vec![Pending::default()], &[status.clone(), ready(b'I')]).await;
+        let (seen, out) = relayed(&mut conn, Rerun::No);
+        assert_eq!(seen.default_read_only, Some(true));
+        assert_eq!(out, [status, ready(b'I')].concat());
+    }
+}
