@@ -27,6 +27,7 @@ use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
 use crate::client::{negotiate, params, tls, ClientStream, Hello, NegotiateError};
 use crate::health::{Health, Monitor};
+use crate::protocol::sqlstate;
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::route::Classifier;
 use crate::session::{ClientInfo, Session};
@@ -336,7 +337,10 @@ impl Connection {
             tracing::info!(user = ?user_of(&params), "client refused: [proxy] max_client_connections reached");
             send_fatal(
                 &mut stream,
-                &ProxyError::fatal("53300", "sorry, too many clients already"),
+                &ProxyError::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    "sorry, too many clients already",
+                ),
             )
             .await;
             return None;
@@ -477,7 +481,7 @@ async fn startup_info(
             "database" => database = Some(value),
             "replication" if !matches!(value.as_str(), "false" | "off" | "no" | "0") => {
                 return Err(ProxyError::fatal(
-                    "0A000",
+                    sqlstate::FEATURE_NOT_SUPPORTED,
                     "pgrepl-proxy does not support replication connections; connect to the primary directly",
                 ))
             }
@@ -488,7 +492,7 @@ async fn startup_info(
     }
     let user = user.filter(|u| !u.is_empty()).ok_or_else(|| {
         ProxyError::fatal(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             "no PostgreSQL user name specified in startup packet",
         )
     })?;
@@ -498,7 +502,7 @@ async fn startup_info(
         stream
             .write_all(&buf)
             .await
-            .map_err(|_| ProxyError::fatal("08006", "client went away"))?;
+            .map_err(|_| ProxyError::fatal(sqlstate::CONNECTION_FAILURE, "client went away"))?;
     }
     let split = params::split(options);
     let startup = StartupInfo {

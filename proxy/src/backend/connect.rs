@@ -17,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::conn::Counted;
 use super::{BackendConn, BackendInfo, PoolKey};
+use crate::protocol::sqlstate;
 use crate::protocol::write::{encode_error_fields, Severity};
 
 /// The ParameterStatus values a server reported at startup, in the order it sent them.
@@ -67,8 +68,8 @@ impl BackendError {
     fn sqlstate(&self) -> &'static str {
         match self {
             // too_many_connections, as PostgreSQL says when it is full
-            BackendError::Full { .. } => "53300",
-            _ => "08006",
+            BackendError::Full { .. } => sqlstate::TOO_MANY_CONNECTIONS,
+            _ => sqlstate::CONNECTION_FAILURE,
         }
     }
 }

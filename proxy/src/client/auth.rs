@@ -14,6 +14,7 @@ use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{DecodeContext, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::protocol::sqlstate;
 use crate::protocol::write::ProxyError;
 use crate::protocol::{peek_header, HEADER_LEN};
 
@@ -77,7 +78,7 @@ impl Users {
 
 fn auth_failed(user: &str) -> ProxyError {
     ProxyError::fatal(
-        "28P01",
+        sqlstate::INVALID_PASSWORD,
         format!("password authentication failed for user \"{user}\""),
     )
 }
@@ -113,7 +114,7 @@ async fn receive<S: AsyncRead + Unpin>(s: &mut S) -> Result<PasswordMessageFamil
     let (ty, total) = peek_header(&buf).ok_or(AuthError::Gone)?;
     if ty != b'p' {
         return Err(ProxyError::fatal(
-            "08P01",
+            sqlstate::PROTOCOL_VIOLATION,
             format!(
                 "expected password response, got message type {:?}",
                 ty as char
@@ -123,7 +124,7 @@ async fn receive<S: AsyncRead + Unpin>(s: &mut S) -> Result<PasswordMessageFamil
     }
     if !(HEADER_LEN..=MAX_AUTH_MESSAGE).contains(&total) {
         return Err(ProxyError::fatal(
-            "08P01",
+            sqlstate::PROTOCOL_VIOLATION,
             format!("invalid password packet size ({total} bytes)"),
         )
         .into());
@@ -134,7 +135,9 @@ async fn receive<S: AsyncRead + Unpin>(s: &mut S) -> Result<PasswordMessageFamil
         .map_err(|_| AuthError::Gone)?;
     match PasswordMessageFamily::decode(&mut buf, &DecodeContext::default()) {
         Ok(Some(msg)) => Ok(msg),
-        _ => Err(ProxyError::fatal("08P01", "malformed password packet").into()),
+        _ => {
+            Err(ProxyError::fatal(sqlstate::PROTOCOL_VIOLATION, "malformed password packet").into())
+        }
     }
 }
 
@@ -171,10 +174,9 @@ async fn md5<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), AuthError> {
     let salt: [u8; 4] = rand::random();
     send(s, Authentication::MD5Password(salt.to_vec())).await?;
-    let answer = receive(s)
-        .await?
-        .into_password()
-        .map_err(|_| ProxyError::fatal("08P01", "malformed password packet"))?;
+    let answer = receive(s).await?.into_password().map_err(|_| {
+        ProxyError::fatal(sqlstate::PROTOCOL_VIOLATION, "malformed password packet")
+    })?;
     if answer.password != hash_md5_password(user, password, &salt) {
         return Err(auth_failed(user).into());
     }
@@ -191,10 +193,15 @@ async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
     let initial = receive(s)
         .await?
         .into_sasl_initial_response()
-        .map_err(|_| ProxyError::fatal("08P01", "malformed SASL initial response"))?;
+        .map_err(|_| {
+            ProxyError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "malformed SASL initial response",
+            )
+        })?;
     if initial.auth_method != SCRAM_SHA_256 {
         return Err(ProxyError::fatal(
-            "28000",
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             format!(
                 "client selected an invalid SASL authentication mechanism: {}",
                 initial.auth_method
@@ -209,12 +216,17 @@ async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
             &client_first,
             Password::new(Some(keys.salt.clone()), keys.salted.clone()),
         )
-        .map_err(|e| ProxyError::fatal("08P01", format!("malformed SCRAM message: {e}")))?;
+        .map_err(|e| {
+            ProxyError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("malformed SCRAM message: {e}"),
+            )
+        })?;
     send(s, Authentication::SASLContinue(Bytes::from(server_first))).await?;
     let client_final = receive(s)
         .await?
         .into_sasl_response()
-        .map_err(|_| ProxyError::fatal("08P01", "malformed SASL response"))?;
+        .map_err(|_| ProxyError::fatal(sqlstate::PROTOCOL_VIOLATION, "malformed SASL response"))?;
     match waiting.on_client_final_message(&client_final.data) {
         Ok(server_final) if known => {
             send(s, Authentication::SASLFinal(Bytes::from(server_final))).await

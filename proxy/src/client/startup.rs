@@ -10,6 +10,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
+use crate::protocol::sqlstate;
 use crate::protocol::write::ProxyError;
 
 /// A client connection, plain or TLS.
@@ -57,7 +58,7 @@ pub(crate) async fn read_packet<S: AsyncReadExt + Unpin>(
     let len = s.read_u32().await.map_err(|_| ())? as usize;
     if !(8..=MAX_STARTUP_PACKET).contains(&len) {
         return Ok(Err(ProxyError::fatal(
-            "08P01",
+            sqlstate::PROTOCOL_VIOLATION,
             format!("invalid length of startup packet ({len} bytes)"),
         )));
     }
@@ -86,10 +87,13 @@ fn decode_packet(mut packet: BytesMut) -> Result<Packet, ProxyError> {
                 minor: startup.protocol_number_minor,
                 params: startup.parameters.into_iter().collect(),
             })),
-            _ => Err(ProxyError::fatal("08P01", "invalid startup packet layout")),
+            _ => Err(ProxyError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "invalid startup packet layout",
+            )),
         },
         _ => Err(ProxyError::fatal(
-            "0A000",
+            sqlstate::FEATURE_NOT_SUPPORTED,
             format!(
                 "unsupported frontend protocol {}.{}: server supports 3.0 to 3.0",
                 code >> 16,
@@ -147,7 +151,10 @@ pub async fn negotiate(
             (_, s) => {
                 return Err(NegotiateError::Protocol(
                     Box::new(s),
-                    ProxyError::fatal("08P01", "unexpected encryption request"),
+                    ProxyError::fatal(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "unexpected encryption request",
+                    ),
                 ))
             }
         }

@@ -1,7 +1,7 @@
 //! Readers for the few fields of messages that routing needs. Each takes the whole message
 //! (type byte and length included) and never panics on malformed input.
 
-use super::HEADER_LEN;
+use super::{sqlstate, HEADER_LEN};
 
 /// A NUL-terminated string at the start of `buf`, and the rest after the NUL. SQL text is
 /// scanned this way on every statement, hence memchr.
@@ -67,11 +67,12 @@ pub fn error_is_fatal(msg: &[u8]) -> bool {
 /// standby (it would write: 25006 read_only_sql_transaction, or 55000 "recovery is in
 /// progress" from WAL, BRIN and other maintenance functions), so the primary can run it.
 pub fn error_is_standby_refusal(msg: &[u8]) -> bool {
-    match error_field(msg, b'C') {
-        Some(b"25006") => true,
-        Some(b"55000") => error_field(msg, b'M') == Some(b"recovery is in progress"),
-        _ => false,
-    }
+    let Some(code) = error_field(msg, b'C') else {
+        return false;
+    };
+    code == sqlstate::READ_ONLY_SQL_TRANSACTION.as_bytes()
+        || (code == sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE.as_bytes()
+            && error_field(msg, b'M') == Some(b"recovery is in progress"))
 }
 
 /// ErrorResponse ('E'): its SQLSTATE and message, for logs.

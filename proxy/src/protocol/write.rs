@@ -5,6 +5,8 @@ use bytes::{BufMut, BytesMut};
 use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::Message;
 
+use super::sqlstate;
+
 /// Severity of an error the proxy reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -49,7 +51,7 @@ impl ProxyError {
     /// What PostgreSQL answers to any statement but a transaction's end once it failed.
     pub fn in_failed_transaction() -> Self {
         Self::error(
-            "25P02",
+            sqlstate::IN_FAILED_SQL_TRANSACTION,
             "current transaction is aborted, commands ignored until end of transaction block",
         )
     }

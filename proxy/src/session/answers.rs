@@ -188,7 +188,7 @@ where
         }
         tracing::warn!(backend = %conn.info, reason, "backend connection lost during a statement");
         let err = ProxyError::error(
-            "08006",
+            sqlstate::CONNECTION_FAILURE,
             format!(
                 "pgrepl-proxy: lost the connection to backend {}: {reason}",
                 conn.info

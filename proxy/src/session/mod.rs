@@ -44,7 +44,7 @@ use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::health::{Health, Unusable};
 use crate::protocol::write::{self, ProxyError, Severity};
-use crate::protocol::{fields, frame, peek_header};
+use crate::protocol::{fields, frame, peek_header, sqlstate};
 use crate::route::{Classifier, Effects, Reason, UserFunctions, Verdict};
 use crate::shared::Shared;
 use crate::telemetry::Tally;
@@ -303,7 +303,7 @@ where
         let farewell = match end {
             End::ClientGone => None,
             End::Shutdown => Some(ProxyError::fatal(
-                "57P01",
+                sqlstate::ADMIN_SHUTDOWN,
                 "terminating connection due to administrator command",
             )),
             End::Fatal(e) => Some(e),
@@ -422,7 +422,7 @@ where
             };
             frame::check_size(total, self.shared.max_message_size).map_err(|e| {
                 End::Fatal(ProxyError::fatal(
-                    "08P01",
+                    sqlstate::PROTOCOL_VIOLATION,
                     format!("invalid frontend message: {e}"),
                 ))
             })?;
@@ -506,7 +506,7 @@ where
             b'X' => return Err(End::ClientGone),
             other => {
                 return Err(End::Fatal(ProxyError::fatal(
-                    "08P01",
+                    sqlstate::PROTOCOL_VIOLATION,
                     format!("invalid frontend message type {other}"),
                 )))
             }

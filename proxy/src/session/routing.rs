@@ -157,7 +157,9 @@ where
             _ if self.client_status == b'E' => {
                 ProxyError::in_failed_transaction().encode(&mut self.cout)
             }
-            Err(message) => ProxyError::error("22023", message).encode(&mut self.cout),
+            Err(message) => {
+                ProxyError::error(sqlstate::INVALID_PARAMETER_VALUE, message).encode(&mut self.cout)
+            }
             Ok(pref) => {
                 self.read_pref = pref;
                 write::command_complete(if reset { "RESET" } else { "SET" }, &mut self.cout);
@@ -197,7 +199,7 @@ where
         }
         match self.shared.health.primary_state() {
             Err(Unusable::InRecovery) => Some(ProxyError::error(
-                "25006",
+                sqlstate::READ_ONLY_SQL_TRANSACTION,
                 format!(
                     "pgrepl-proxy: {} is in recovery, not a primary; statements that may write are not sent to it",
                     self.shared.pool.backends()[0]
