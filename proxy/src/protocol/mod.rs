@@ -5,6 +5,7 @@
 pub mod fields;
 pub mod frame;
 pub mod sqlstate;
+pub mod tags;
 pub mod write;
 
 pub use frame::{peek_header, FrameError, HEADER_LEN};

@@ -43,6 +43,8 @@ use crate::backend::{
 use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::health::{Health, Unusable};
+use crate::protocol::tags::frontend::*;
+use crate::protocol::tags::status::IDLE;
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header, sqlstate};
 use crate::route::{Classifier, Effects, Reason, UserFunctions, Verdict};
@@ -266,7 +268,7 @@ where
             primary: None,
             replica: None,
             tx: None,
-            client_status: b'I',
+            client_status: IDLE,
             inflight: None,
             open_batch: None,
             batch: Batch::default(),
@@ -439,12 +441,12 @@ where
 
     /// Handles one complete client message; false when it must wait (it stays in `cin`).
     async fn handle_client_message(&mut self, ty: u8, total: usize) -> Result<bool, End> {
-        if self.discard_until_sync && ty != b'S' {
+        if self.discard_until_sync && ty != SYNC {
             self.cin.advance(total);
             return Ok(true);
         }
         match ty {
-            b'Q' => match self.take_query(total) {
+            QUERY => match self.take_query(total) {
                 QueryStep::Wait => return Ok(false),
                 QueryStep::Answered => {}
                 QueryStep::Send(decision, effects) => {
@@ -452,7 +454,7 @@ where
                     self.send_query(decision, msg, effects).await;
                 }
             },
-            b'P' | b'B' | b'D' | b'E' | b'C' => {
+            PARSE | BIND | DESCRIBE | EXECUTE | CLOSE => {
                 let msg = self.cin.split_to(total).freeze();
                 let (classifier, functions) = (&self.shared.classifier, &self.functions);
                 let last = &mut self.last_parse;
@@ -460,7 +462,7 @@ where
                     remembered_verdict(last, classifier, functions, sql)
                 });
             }
-            b'S' if self.copy_owes_sync.is_some() => {
+            SYNC if self.copy_owes_sync.is_some() => {
                 let sync = self.cin.split_to(total);
                 let slot = self.copy_owes_sync.take();
                 let conn = slot.and_then(|slot| pick(&mut self.primary, &mut self.replica, slot));
@@ -472,7 +474,7 @@ where
                 }
                 self.batch.clear();
             }
-            b'S' | b'H' => {
+            SYNC | FLUSH => {
                 let Some(decision) = self.route_batch() else {
                     return Ok(false);
                 };
@@ -483,16 +485,16 @@ where
                     write::ready_for_query(self.client_status, &mut self.cout);
                     return Ok(true);
                 }
-                self.send_batch(decision, terminator, ty == b'S').await;
+                self.send_batch(decision, terminator, ty == SYNC).await;
             }
-            b'd' | b'c' | b'f' => {
+            COPY_DATA | COPY_DONE | COPY_FAIL => {
                 let msg = self.cin.split_to(total);
                 let busy = self.inflight;
                 if let Some(conn) = busy.and_then(|slot| self.slot_mut(slot)) {
                     conn.out.extend_from_slice(&msg);
                 }
             }
-            b'F' => {
+            FUNCTION_CALL => {
                 let wanted = Wanted::Primary {
                     reason: Reason::Function,
                     writes: true,
@@ -503,7 +505,7 @@ where
                 let msg = self.cin.split_to(total).freeze();
                 self.send_query(decision, msg, Effects::NONE).await;
             }
-            b'X' => return Err(End::ClientGone),
+            TERMINATE => return Err(End::ClientGone),
             other => {
                 return Err(End::Fatal(ProxyError::fatal(
                     sqlstate::PROTOCOL_VIOLATION,

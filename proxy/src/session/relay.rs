@@ -9,6 +9,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::{apply, BackendConn, Origin, ParseOrigin, Watch};
+use crate::protocol::tags::backend::*;
+use crate::protocol::tags::status::IDLE;
 use crate::protocol::{fields, peek_header, HEADER_LEN};
 use crate::telemetry::{Finished, Tally};
 
@@ -156,11 +158,11 @@ pub fn relay(
             if stop {
                 break;
             }
-            unit_start |= ty == b'Z';
+            unit_start |= ty == READY_FOR_QUERY;
             continue;
         }
         match ty {
-            b'Z' => {
+            READY_FOR_QUERY => {
                 if let Some(mut done) = conn.syncs.pop_front() {
                     if let Some(started) = done.started {
                         let unit = Finished {
@@ -175,7 +177,7 @@ pub fn relay(
                         seen.outcomes.push(Outcome {
                             origin: done.origin,
                             watch,
-                            status: conn.inbuf.get(5).copied().unwrap_or(b'I'),
+                            status: conn.inbuf.get(5).copied().unwrap_or(IDLE),
                         });
                     }
                     // Parses past the count of ParseCompletes failed. A simple query has
@@ -199,7 +201,7 @@ pub fn relay(
                 open_unit_from = out.len();
                 unit_start = true;
             }
-            b'1' => {
+            PARSE_COMPLETE => {
                 if let Some(front) = conn.syncs.front_mut() {
                     let origin = front.parses.get(front.parses_done);
                     if !matches!(origin, Some(ParseOrigin::Proxy)) {
@@ -211,14 +213,14 @@ pub fn relay(
                     front.parses_done += 1;
                 }
             }
-            b'G' => {
+            COPY_IN_RESPONSE => {
                 if let Some(front) = conn.syncs.front_mut() {
                     front.synced_batch = false;
                     seen.copy_ate_sync = true;
                 }
                 out.extend_from_slice(&conn.inbuf[..total]);
             }
-            b'3' => {
+            CLOSE_COMPLETE => {
                 if let Some(front) = conn.syncs.front_mut() {
                     if front.closes.get(front.closes_done) != Some(&true) {
                         out.extend_from_slice(&conn.inbuf[..total]);
@@ -226,7 +228,7 @@ pub fn relay(
                     front.closes_done += 1;
                 }
             }
-            b'S' => {
+            PARAMETER_STATUS => {
                 let msg = &conn.inbuf[..total];
                 if let Some(on) = default_read_only(msg) {
                     seen.default_read_only = Some(on);
@@ -240,7 +242,7 @@ pub fn relay(
                 }
                 out.extend_from_slice(msg);
             }
-            b'E' | b'C' if !conn.syncs.is_empty() => {
+            ERROR_RESPONSE | COMMAND_COMPLETE if !conn.syncs.is_empty() => {
                 if let Some(watch) = conn.syncs.front_mut().and_then(|f| f.watch.as_mut()) {
                     note(watch, ty, &conn.inbuf[..total]);
                 }
@@ -287,8 +289,15 @@ fn decisive(inbuf: &[u8]) -> Decisive {
             return Decisive::Wait;
         }
         match ty {
-            b'1' | b'2' | b'3' | b't' | b'T' | b'n' | b'N' | b'S' => at = end,
-            b'E' => return error_decides(&inbuf[at..end]),
+            PARSE_COMPLETE
+            | BIND_COMPLETE
+            | CLOSE_COMPLETE
+            | PARAMETER_DESCRIPTION
+            | ROW_DESCRIPTION
+            | NO_DATA
+            | NOTICE_RESPONSE
+            | PARAMETER_STATUS => at = end,
+            ERROR_RESPONSE => return error_decides(&inbuf[at..end]),
             _ => return Decisive::Go,
         }
     }
@@ -310,14 +319,17 @@ fn error_decides(msg: &[u8]) -> Decisive {
 #[inline]
 fn needs_attention(conn: &BackendConn, ty: u8) -> bool {
     match conn.syncs.front() {
-        None => !matches!(ty, b'A' | b'N' | b'S'),
+        None => !matches!(
+            ty,
+            NOTIFICATION_RESPONSE | NOTICE_RESPONSE | PARAMETER_STATUS
+        ),
         Some(front) if front.origin != Origin::Client => true,
         Some(front) => match ty {
-            b'Z' | b'S' => true,
-            b'1' => !front.parses.is_empty(),
-            b'3' => !front.closes.is_empty(),
-            b'G' => front.synced_batch,
-            b'E' | b'C' => front.watch.is_some(),
+            READY_FOR_QUERY | PARAMETER_STATUS => true,
+            PARSE_COMPLETE => !front.parses.is_empty(),
+            CLOSE_COMPLETE => !front.closes.is_empty(),
+            COPY_IN_RESPONSE => front.synced_batch,
+            ERROR_RESPONSE | COMMAND_COMPLETE => front.watch.is_some(),
             _ => false,
         },
     }
@@ -338,23 +350,23 @@ fn swallow(
     };
     let watch = front.watch.get_or_insert_with(Box::default);
     match ty {
-        b'E' => note(watch, ty, msg),
+        ERROR_RESPONSE => note(watch, ty, msg),
         // Notifications the server delivers before this ReadyForQuery are the client's.
-        b'A' => out.extend_from_slice(msg),
-        b'D' => watch.holds_state = first_column(msg).map(|v| v == b"t"),
-        b'S' => {
+        NOTIFICATION_RESPONSE => out.extend_from_slice(msg),
+        DATA_ROW => watch.holds_state = first_column(msg).map(|v| v == b"t"),
+        PARAMETER_STATUS => {
             if let Some(on) = default_read_only(msg) {
                 seen.default_read_only = Some(on);
             }
         }
-        b'Z' => {
+        READY_FOR_QUERY => {
             let done = conn.syncs.pop_front().unwrap_or_default();
             let failed = done.origin == Origin::Settings
                 && done.watch.as_ref().is_some_and(|w| w.error.is_some());
             seen.outcomes.push(Outcome {
                 origin: done.origin,
                 watch: done.watch.unwrap_or_default(),
-                status: msg.get(5).copied().unwrap_or(b'I'),
+                status: msg.get(5).copied().unwrap_or(IDLE),
             });
             return failed;
         }
@@ -366,7 +378,7 @@ fn swallow(
 /// Records what an ErrorResponse or CommandComplete says about a watched unit.
 fn note(watch: &mut Watch, ty: u8, msg: &[u8]) {
     match ty {
-        b'E' => {
+        ERROR_RESPONSE => {
             if watch.error.is_none() {
                 watch.error = Some(fields::error_message(msg));
             }

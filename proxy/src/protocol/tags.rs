@@ -1,0 +1,44 @@
+//! Message type bytes by the protocol's names, for the messages the proxy reads or writes.
+//! Frontend and backend reuse letters (`D` is Describe one way and DataRow the other), so
+//! each direction has its own module.
+
+/// From the client.
+pub mod frontend {
+    pub const QUERY: u8 = b'Q';
+    pub const PARSE: u8 = b'P';
+    pub const BIND: u8 = b'B';
+    pub const DESCRIBE: u8 = b'D';
+    pub const EXECUTE: u8 = b'E';
+    pub const CLOSE: u8 = b'C';
+    pub const SYNC: u8 = b'S';
+    pub const FLUSH: u8 = b'H';
+    pub const FUNCTION_CALL: u8 = b'F';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const COPY_FAIL: u8 = b'f';
+    pub const TERMINATE: u8 = b'X';
+}
+
+/// From a server.
+pub mod backend {
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const NO_DATA: u8 = b'n';
+    pub const DATA_ROW: u8 = b'D';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+}
+
+/// The transaction status a ReadyForQuery carries.
+pub mod status {
+    /// Not in a transaction block.
+    pub const IDLE: u8 = b'I';
+}
