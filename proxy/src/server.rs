@@ -28,6 +28,7 @@ use crate::client::auth::{authenticate, AuthError, Users};
 use crate::client::{negotiate, params, tls, ClientStream, Hello, NegotiateError};
 use crate::health::{Health, Monitor};
 use crate::protocol::sqlstate;
+use crate::protocol::tags::TxStatus;
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::route::Classifier;
 use crate::session::{ClientInfo, Session};
@@ -390,7 +391,7 @@ impl Connection {
             let _ = ParameterStatus::new(name.clone(), value.to_owned()).encode(&mut buf);
         }
         let _ = BackendKeyData::new(cancel_key.0, SecretKey::I32(cancel_key.1)).encode(&mut buf);
-        write::ready_for_query(b'I', &mut buf);
+        write::ready_for_query(TxStatus::Idle, &mut buf);
         if stream.write_all(&buf).await.is_err() {
             self.shared.cancels.unregister(cancel_key);
             return None;

@@ -38,7 +38,47 @@ pub mod backend {
 }
 
 /// The transaction status a ReadyForQuery carries.
-pub mod status {
-    /// Not in a transaction block.
-    pub const IDLE: u8 = b'I';
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    /// `I`: not in a transaction block.
+    Idle,
+    /// `T`: in a transaction block.
+    InTransaction,
+    /// `E`: in a failed transaction block: statements are refused until it ends.
+    Failed,
+}
+
+impl TxStatus {
+    /// The status a server sent; a byte PostgreSQL never sends counts as a failed
+    /// transaction, which keeps the session where it is.
+    #[inline]
+    pub fn from_byte(byte: u8) -> TxStatus {
+        match byte {
+            b'I' => TxStatus::Idle,
+            b'T' => TxStatus::InTransaction,
+            _ => TxStatus::Failed,
+        }
+    }
+
+    #[inline]
+    pub fn as_byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InTransaction => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TxStatus;
+
+    #[test]
+    fn statuses_round_trip_and_unknown_bytes_fail_safe() {
+        for status in [TxStatus::Idle, TxStatus::InTransaction, TxStatus::Failed] {
+            assert_eq!(TxStatus::from_byte(status.as_byte()), status);
+        }
+        assert_eq!(TxStatus::from_byte(b'?'), TxStatus::Failed);
+    }
 }

@@ -6,6 +6,7 @@ use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::Message;
 
 use super::sqlstate;
+use super::tags::TxStatus;
 
 /// Severity of an error the proxy reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +102,10 @@ pub fn encode_error_fields(fields: Vec<(u8, String)>, buf: &mut BytesMut) {
 }
 
 /// Appends ReadyForQuery with the given transaction status byte.
-pub fn ready_for_query(status: u8, buf: &mut BytesMut) {
+pub fn ready_for_query(status: TxStatus, buf: &mut BytesMut) {
     buf.put_u8(b'Z');
     buf.put_u32(5);
-    buf.put_u8(status);
+    buf.put_u8(status.as_byte());
 }
 
 /// Appends a Close of a prepared statement (`C`, kind `S`).

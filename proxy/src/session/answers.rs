@@ -60,10 +60,10 @@ where
         }
         if let Some(status) = seen.last_status {
             self.client_status = status;
-            self.tx = (status != b'I').then_some(slot);
+            self.tx = (status != TxStatus::Idle).then_some(slot);
         }
         let committed =
-            seen.last_status == Some(b'I') && slot == Slot::Primary && self.pending_write;
+            seen.last_status == Some(TxStatus::Idle) && slot == Slot::Primary && self.pending_write;
         let unsolicited = seen.unsolicited.map(|ty| (ty, conn.info.clone()));
         // What the units answered before anything else happened counts, even if the
         // connection is lost right after (a probe's answer, a SET that took effect).
@@ -126,7 +126,7 @@ where
                 // A "no" from inside a transaction may be undone by its rollback.
                 Origin::Probe(epoch) => {
                     let holds = outcome.watch.holds_state;
-                    let valid = holds.filter(|held| *held || outcome.status == b'I');
+                    let valid = holds.filter(|held| *held || outcome.status == TxStatus::Idle);
                     self.state.probed(valid, epoch)
                 }
                 Origin::Settings => {
@@ -200,8 +200,8 @@ where
             return Err(End::Fatal(fatal));
         }
         err.encode(&mut self.cout);
-        write::ready_for_query(b'I', &mut self.cout);
-        self.client_status = b'I';
+        write::ready_for_query(TxStatus::Idle, &mut self.cout);
+        self.client_status = TxStatus::Idle;
         self.tx = None;
         self.inflight = None;
         if self.stalled {

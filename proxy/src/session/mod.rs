@@ -44,7 +44,7 @@ use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::health::{Health, Unusable};
 use crate::protocol::tags::frontend::*;
-use crate::protocol::tags::status::IDLE;
+use crate::protocol::tags::TxStatus;
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::protocol::{fields, frame, peek_header, sqlstate};
 use crate::route::{Classifier, Effects, Reason, UserFunctions, Verdict};
@@ -132,7 +132,7 @@ pub struct Session<R, W> {
     /// Backend that holds the client's open transaction (from ReadyForQuery).
     tx: Option<Slot>,
     /// Status byte of the last ReadyForQuery the client got.
-    client_status: u8,
+    client_status: TxStatus,
     /// Backend with responses still owed, or with a batch flushed but not synced.
     inflight: Option<Slot>,
     /// A batch sent up to a Flush whose Sync has not come yet.
@@ -268,7 +268,7 @@ where
             primary: None,
             replica: None,
             tx: None,
-            client_status: IDLE,
+            client_status: TxStatus::Idle,
             inflight: None,
             open_batch: None,
             batch: Batch::default(),

@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::{apply, BackendConn, Origin, ParseOrigin, Watch};
 use crate::protocol::tags::backend::*;
-use crate::protocol::tags::status::IDLE;
+use crate::protocol::tags::TxStatus;
 use crate::protocol::{fields, peek_header, HEADER_LEN};
 use crate::telemetry::{Finished, Tally};
 
@@ -20,14 +20,14 @@ pub struct Outcome {
     pub origin: Origin,
     pub watch: Box<Watch>,
     /// Its ReadyForQuery status.
-    pub status: u8,
+    pub status: TxStatus,
 }
 
 /// What the relay saw that the session must act on.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Relayed {
     /// Status bytes of the ReadyForQuery messages forwarded, in order; the last one counts.
-    pub last_status: Option<u8>,
+    pub last_status: Option<TxStatus>,
     /// The backend sent something it had no reason to send (usually a FATAL before closing).
     pub unsolicited: Option<u8>,
     /// The client's statements whose Parse the server rejected (name, generation).
@@ -177,7 +177,10 @@ pub fn relay(
                         seen.outcomes.push(Outcome {
                             origin: done.origin,
                             watch,
-                            status: conn.inbuf.get(5).copied().unwrap_or(IDLE),
+                            status: conn
+                                .inbuf
+                                .get(5)
+                                .map_or(TxStatus::Idle, |b| TxStatus::from_byte(*b)),
                         });
                     }
                     // Parses past the count of ParseCompletes failed. A simple query has
@@ -195,7 +198,7 @@ pub fn relay(
                             }));
                     }
                 }
-                seen.last_status = conn.inbuf.get(5).copied();
+                seen.last_status = conn.inbuf.get(5).map(|b| TxStatus::from_byte(*b));
                 seen.units_done += 1;
                 out.extend_from_slice(&conn.inbuf[..total]);
                 open_unit_from = out.len();
@@ -366,7 +369,9 @@ fn swallow(
             seen.outcomes.push(Outcome {
                 origin: done.origin,
                 watch: done.watch.unwrap_or_default(),
-                status: msg.get(5).copied().unwrap_or(IDLE),
+                status: msg
+                    .get(5)
+                    .map_or(TxStatus::Idle, |b| TxStatus::from_byte(*b)),
             });
             return failed;
         }
@@ -518,7 +523,10 @@ mod tests {
             answers[2..].concat(),
             "only the client's unit is forwarded"
         );
-        assert_eq!((seen.units_done, seen.last_status), (1, Some(b'T')));
+        assert_eq!(
+            (seen.units_done, seen.last_status),
+            (1, Some(TxStatus::InTransaction))
+        );
         assert_eq!(seen.outcomes.len(), 1);
         assert_eq!(seen.outcomes[0].origin, Origin::Settings);
         assert!(conn.syncs.is_empty() && conn.inbuf.is_empty());

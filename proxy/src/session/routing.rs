@@ -28,7 +28,9 @@ where
             // the batch's server: the statement goes there like any other (a harmless
             // placeholder setting to PostgreSQL), and the session takes the preference too.
             // Waiting for the batch would never end: the client waits for this answer first.
-            Some(Ok(pref)) if self.open_batch.is_some() && self.client_status != b'E' => {
+            Some(Ok(pref))
+                if self.open_batch.is_some() && self.client_status != TxStatus::Failed =>
+            {
                 self.read_pref = pref;
             }
             Some(_) if self.open_batch.is_some() => {}
@@ -154,7 +156,7 @@ where
         reset: bool,
     ) {
         match setting {
-            _ if self.client_status == b'E' => {
+            _ if self.client_status == TxStatus::Failed => {
                 ProxyError::in_failed_transaction().encode(&mut self.cout)
             }
             Err(message) => {
@@ -175,7 +177,7 @@ where
     /// client's sight (a Close and Sync of their own would leave an answer owed, and a
     /// connection that owes one cannot go back to the pool when the client leaves).
     pub(super) fn answer_deallocate(&mut self, name: &[u8]) {
-        if self.client_status == b'E' {
+        if self.client_status == TxStatus::Failed {
             ProxyError::in_failed_transaction().encode(&mut self.cout);
         } else {
             self.stmts.forget(name);

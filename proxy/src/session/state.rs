@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::settings::Settings;
 use super::words::Words;
 use crate::backend::{SavepointOp, StartupSettings, Watch};
+use crate::protocol::tags::TxStatus;
 use crate::route::Effects;
 
 /// A setting made inside the open transaction.
@@ -126,7 +127,7 @@ impl SessionState {
 
     /// Takes in how a watched client unit ended: the values its server reported, then the
     /// settings it made.
-    pub fn settle(&mut self, watch: &Watch, status: u8) {
+    pub fn settle(&mut self, watch: &Watch, status: TxStatus) {
         for (name, value) in &watch.reported {
             self.settings.report(name, value);
         }
@@ -134,10 +135,10 @@ impl SessionState {
         self.settings.unit_settled();
     }
 
-    fn settle_settings(&mut self, watch: &Watch, status: u8) {
+    fn settle_settings(&mut self, watch: &Watch, status: TxStatus) {
         if let Some(sql) = &watch.whole {
             match (&watch.error, status) {
-                (None, b'I') => self.settings.record_whole(sql.clone()),
+                (None, TxStatus::Idle) => self.settings.record_whole(sql.clone()),
                 (None, _) => self.provisional.push(Provisional::Unknown),
                 _ => {}
             }
@@ -154,7 +155,7 @@ impl SessionState {
             }
         }
         match status {
-            b'I' => {
+            TxStatus::Idle => {
                 let provisional = std::mem::take(&mut self.provisional);
                 let rolled_back =
                     watch.error.is_some() || (watch.rolled_back && !watch.partial_rollback);
@@ -286,28 +287,39 @@ mod tests {
         Effects::SESSION_SET | Effects::ONLY_SETS
     }
 
-    fn ok(state: &mut SessionState, effects: Effects, sets: Vec<Bytes>, status: u8) {
-        let watch = state.sending(effects, sets, None, status != b'I');
+    fn ok(state: &mut SessionState, effects: Effects, sets: Vec<Bytes>, status: TxStatus) {
+        let watch = state.sending(effects, sets, None, status != TxStatus::Idle);
         if let Some(watch) = watch {
             state.settle(&watch, status);
         }
     }
 
     /// A simple query's text, run with `status` before and after.
-    fn query(state: &mut SessionState, effects: Effects, sql: &'static str, before: u8, after: u8) {
+    fn query(
+        state: &mut SessionState,
+        effects: Effects,
+        sql: &'static str,
+        before: TxStatus,
+        after: TxStatus,
+    ) {
         let sets = if effects.contains(Effects::ONLY_SETS) {
             set(sql)
         } else {
             Vec::new()
         };
-        let watch = state.sending(effects, sets, Some(sql.as_bytes()), before != b'I');
+        let watch = state.sending(
+            effects,
+            sets,
+            Some(sql.as_bytes()),
+            before != TxStatus::Idle,
+        );
         if let Some(mut watch) = watch {
             watch.rolled_back = sql.contains("ROLLBACK");
             state.settle(&watch, after);
         }
     }
 
-    fn rolled_back(state: &mut SessionState, status: u8) {
+    fn rolled_back(state: &mut SessionState, status: TxStatus) {
         let mut watch = state
             .sending(Effects::MAY_UNPIN, Vec::new(), None, true)
             .unwrap();
@@ -318,13 +330,13 @@ mod tests {
     #[test]
     fn settings_outside_a_transaction_count_at_once() {
         let mut state = SessionState::default();
-        ok(&mut state, only_sets(), set("SET a.b = 1"), b'I');
+        ok(&mut state, only_sets(), set("SET a.b = 1"), TxStatus::Idle);
         assert_eq!(state.settings.seq(), 1);
         let mut watch = state
             .sending(only_sets(), set("SET a.b = 2"), None, false)
             .unwrap();
         watch.error = Some("22023: bad".into());
-        state.settle(&watch, b'I');
+        state.settle(&watch, TxStatus::Idle);
         assert_eq!(state.settings.seq(), 1, "a failed SET changes nothing");
         assert!(!state.pinned());
     }
@@ -332,15 +344,30 @@ mod tests {
     #[test]
     fn settings_in_a_transaction_count_at_commit_only() {
         let mut state = SessionState::default();
-        ok(&mut state, only_sets(), set("SET a.b = 1"), b'T');
+        ok(
+            &mut state,
+            only_sets(),
+            set("SET a.b = 1"),
+            TxStatus::InTransaction,
+        );
         assert_eq!(state.settings.seq(), 0);
         // Every unit is watched now, to see how the transaction ends.
-        ok(&mut state, Effects::NONE, Vec::new(), b'T');
-        ok(&mut state, Effects::MAY_UNPIN, Vec::new(), b'I');
+        ok(
+            &mut state,
+            Effects::NONE,
+            Vec::new(),
+            TxStatus::InTransaction,
+        );
+        ok(&mut state, Effects::MAY_UNPIN, Vec::new(), TxStatus::Idle);
         assert_eq!(state.settings.seq(), 1);
 
-        ok(&mut state, only_sets(), set("SET a.b = 2"), b'T');
-        rolled_back(&mut state, b'I');
+        ok(
+            &mut state,
+            only_sets(),
+            set("SET a.b = 2"),
+            TxStatus::InTransaction,
+        );
+        rolled_back(&mut state, TxStatus::Idle);
         assert_eq!(state.settings.seq(), 1, "rolled back");
         assert!(state
             .sending(Effects::NONE, Vec::new(), None, false)
@@ -350,15 +377,20 @@ mod tests {
     #[test]
     fn a_savepoint_rollback_or_a_mixed_string_makes_settings_unknown() {
         let mut state = SessionState::default();
-        ok(&mut state, only_sets(), set("SET a.b = 1"), b'T');
-        rolled_back(&mut state, b'T');
-        ok(&mut state, Effects::MAY_UNPIN, Vec::new(), b'I');
+        ok(
+            &mut state,
+            only_sets(),
+            set("SET a.b = 1"),
+            TxStatus::InTransaction,
+        );
+        rolled_back(&mut state, TxStatus::InTransaction);
+        ok(&mut state, Effects::MAY_UNPIN, Vec::new(), TxStatus::Idle);
         assert!(state.pinned());
         assert_eq!(state.settings.seq(), 0);
-        ok(&mut state, Effects::DISCARD_ALL, Vec::new(), b'I');
+        ok(&mut state, Effects::DISCARD_ALL, Vec::new(), TxStatus::Idle);
         assert!(!state.pinned());
 
-        ok(&mut state, SET, Vec::new(), b'I');
+        ok(&mut state, SET, Vec::new(), TxStatus::Idle);
         assert!(state.pinned(), "SET mixed with other statements");
     }
 
@@ -399,14 +431,14 @@ mod tests {
             &mut state,
             tx_sets,
             "BEGIN; SET a.b = 1; COMMIT",
-            b'I',
-            b'I',
+            TxStatus::Idle,
+            TxStatus::Idle,
         );
         assert_eq!(state.settings.seq(), 1);
         // Rolled back to a savepoint inside: replaying the same text does the same.
         let partial = tx_sets | Effects::PARTIAL_ROLLBACK;
         let sql = "BEGIN; SET a.b = 2; SAVEPOINT p; SET a.c = 3; ROLLBACK TO SAVEPOINT p; COMMIT";
-        query(&mut state, partial, sql, b'I', b'I');
+        query(&mut state, partial, sql, TxStatus::Idle, TxStatus::Idle);
         assert_eq!(state.settings.seq(), 2);
         assert!(state.settings.replay_since(1, &[])[0].starts_with(sql));
         assert!(!state.pinned());
@@ -416,18 +448,48 @@ mod tests {
     fn savepoints_are_followed_statement_by_statement() {
         let mut state = SessionState::default();
         let tx = Effects::TX_CONTROL;
-        query(&mut state, only_sets(), "SET a.b = 1", b'T', b'T');
-        query(&mut state, tx, "SAVEPOINT p", b'T', b'T');
-        query(&mut state, only_sets(), "SET a.c = 2", b'T', b'T');
+        query(
+            &mut state,
+            only_sets(),
+            "SET a.b = 1",
+            TxStatus::InTransaction,
+            TxStatus::InTransaction,
+        );
+        query(
+            &mut state,
+            tx,
+            "SAVEPOINT p",
+            TxStatus::InTransaction,
+            TxStatus::InTransaction,
+        );
+        query(
+            &mut state,
+            only_sets(),
+            "SET a.c = 2",
+            TxStatus::InTransaction,
+            TxStatus::InTransaction,
+        );
         query(
             &mut state,
             tx | Effects::PARTIAL_ROLLBACK,
             "ROLLBACK TO SAVEPOINT P",
-            b'T',
-            b'T',
+            TxStatus::InTransaction,
+            TxStatus::InTransaction,
         );
-        query(&mut state, tx, "RELEASE p", b'T', b'T');
-        query(&mut state, tx, "COMMIT", b'T', b'I');
+        query(
+            &mut state,
+            tx,
+            "RELEASE p",
+            TxStatus::InTransaction,
+            TxStatus::InTransaction,
+        );
+        query(
+            &mut state,
+            tx,
+            "COMMIT",
+            TxStatus::InTransaction,
+            TxStatus::Idle,
+        );
         assert!(!state.pinned());
         assert_eq!(state.settings.replay_since(0, &[]), ["SET a.b = 1\n;\n"]);
     }
