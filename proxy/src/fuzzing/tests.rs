@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{classify, frames, startup};
+use crate::protocol::frame::typed_message;
 
 /// Counts the bytes each thread holds, and their peak.
 struct Counting;
@@ -234,9 +235,7 @@ impl Gen {
                 "E" | "N" => b"SERROR\0VFATAL\0C25006\0Mcannot\0\0".to_vec(),
                 _ => self.bytes(16),
             };
-            out.push(ty.as_bytes()[0]);
-            out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-            out.extend_from_slice(&body);
+            out.extend(typed_message(ty.as_bytes()[0], &body));
         }
         out
     }

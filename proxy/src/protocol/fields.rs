@@ -84,13 +84,7 @@ pub fn error_message(msg: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn msg(ty: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![ty];
-        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        m.extend_from_slice(body);
-        m
-    }
+    use crate::protocol::frame::typed_message as msg;
 
     #[test]
     fn reads_fields() {

@@ -50,6 +50,16 @@ pub fn check_size(total: usize, max: usize) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// A typed message as it travels: type byte, length (counting itself), body. For tests that
+/// write protocol bytes by hand.
+#[cfg(test)]
+pub(crate) fn typed_message(ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut msg = vec![ty];
+    msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(body);
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

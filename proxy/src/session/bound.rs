@@ -151,6 +151,7 @@ fn bind_params(bind: &[u8]) -> Option<Params<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::frame::typed_message;
 
     fn parse(sql: &str, types: &[u32]) -> Vec<u8> {
         let mut body = b"\0".to_vec();
@@ -160,7 +161,7 @@ mod tests {
         for t in types {
             body.extend_from_slice(&t.to_be_bytes());
         }
-        message(b'P', body)
+        typed_message(b'P', &body)
     }
 
     fn bind(formats: &[u16], values: &[Option<&[u8]>]) -> Vec<u8> {
@@ -180,14 +181,7 @@ mod tests {
             }
         }
         body.extend_from_slice(&0u16.to_be_bytes());
-        message(b'B', body)
-    }
-
-    fn message(ty: u8, body: Vec<u8>) -> Vec<u8> {
-        let mut msg = vec![ty];
-        msg.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        msg.extend(body);
-        msg
+        typed_message(b'B', &body)
     }
 
     fn set(name: &str, value: &str) -> Bytes {

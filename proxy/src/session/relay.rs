@@ -419,13 +419,7 @@ mod tests {
     use crate::backend::{BackendInfo, Counted, Pending, PoolKey, StartupInfo};
     use crate::telemetry::BackendMeters;
 
-    /// A typed message: type byte, length, body.
-    fn msg(ty: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![ty];
-        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        m.extend_from_slice(body);
-        m
-    }
+    use crate::protocol::frame::typed_message as msg;
 
     fn ready(status: u8) -> Vec<u8> {
         msg(b'Z', &[status])
