@@ -60,27 +60,27 @@ pub async fn run(conn: &mut BackendConn, sql: &str) -> io::Result<Answer> {
     conn.out.clear();
     let mut answer = Answer::default();
     loop {
-        while let Some((ty, total)) = peek_header(&conn.inbuf) {
-            if conn.inbuf.len() < total {
+        while let Some((ty, total)) = peek_header(&conn.proto.inbuf) {
+            if conn.proto.inbuf.len() < total {
                 break;
             }
-            let msg = &conn.inbuf[..total];
+            let msg = &conn.proto.inbuf[..total];
             match ty {
                 b'E' => answer.error = Some(error_fields(msg)),
                 b'S' => answer.reported.extend(parameter_status(msg)),
                 b'Z' => {
                     let idle = msg.get(5) == Some(&b'I');
-                    conn.inbuf.advance(total);
-                    return match idle && conn.inbuf.is_empty() {
+                    conn.proto.inbuf.advance(total);
+                    return match idle && conn.proto.inbuf.is_empty() {
                         true => Ok(answer),
                         false => Err(io::Error::other("not idle after the proxy's query")),
                     };
                 }
                 _ => {}
             }
-            conn.inbuf.advance(total);
+            conn.proto.inbuf.advance(total);
         }
-        if conn.rd.read_buf(&mut conn.inbuf).await? == 0 {
+        if conn.rd.read_buf(&mut conn.proto.inbuf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }

@@ -1,7 +1,7 @@
 //! Opening a backend connection: TCP, StartupMessage, whatever authentication the server asks
 //! for (SCRAM-SHA-256, md5, cleartext, trust), then its ParameterStatus and BackendKeyData.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::conn::Counted;
-use super::{BackendConn, BackendInfo, PoolKey};
+use super::{BackendConn, BackendInfo, PoolKey, ProtocolState};
 use crate::protocol::sqlstate;
 use crate::protocol::write::{encode_error_fields, Severity};
 
@@ -306,15 +306,13 @@ async fn handshake(
     Ok(BackendConn {
         rd,
         wr,
-        inbuf: buf,
+        proto: ProtocolState::new(buf),
         out,
         info: info.clone(),
         key,
         cancel_key,
         params: Arc::new(server_params),
         prepared: HashMap::default(),
-        syncs: VecDeque::new(),
-        body_remaining: 0,
         created: Instant::now(),
         settings_seq: 0,
         closes_due: Vec::new(),

@@ -5,10 +5,12 @@ pub mod apply;
 mod conn;
 mod connect;
 mod pool;
+mod protocol_state;
 
-pub use conn::{BackendConn, Counted, Origin, ParseOrigin, Pending, SavepointOp, Watch};
+pub use conn::{BackendConn, Counted};
 pub use connect::{BackendError, ServerParams};
 pub use pool::{Pool, PoolKey};
+pub use protocol_state::{Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, Watch};
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,6 +3,7 @@
 //! to the primary instead.
 
 use super::*;
+use crate::telemetry::Finished;
 
 impl<R, W> Session<R, W>
 where
@@ -27,13 +28,19 @@ where
                 Rerun::IfFatal
             }
         };
-        let mut seen = relay(
-            conn,
-            &mut self.cout,
-            self.counts.tally.as_deref(),
-            may_rerun,
-        );
-        let done = conn.syncs.is_empty();
+        let tally = self.counts.tally.as_deref();
+        let (info, key) = (&conn.info, &conn.key);
+        let timed = |started, unit: &Pending| {
+            let unit = Finished {
+                backend: &info.name,
+                key,
+                reason: unit.reason,
+                sql: unit.sql.as_ref(),
+            };
+            info.meters.finished(tally, started, &unit);
+        };
+        let mut seen = relay(&mut conn.proto, &mut self.cout, timed, may_rerun);
+        let done = conn.proto.syncs.is_empty();
         let mut misrouted = None;
         if slot == Slot::Replica {
             let (units, more) = (seen.units_done, seen.open_unit_answered);
@@ -148,12 +155,12 @@ where
             return Ok(());
         };
         self.untrack_cancel(&conn);
-        for pending in &conn.syncs {
+        for pending in &conn.proto.syncs {
             if let Origin::Probe(epoch) = pending.origin {
                 self.state.probed(None, epoch);
             }
         }
-        let owed = conn.owed_to_client();
+        let owed = conn.proto.owed_to_client();
         let in_tx = self.tx == Some(slot);
         if owed == 0 && !in_tx && self.open_batch != Some(slot) {
             tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
@@ -170,7 +177,7 @@ where
         let retries = std::mem::take(&mut self.retries);
         let retryable = slot == Slot::Replica
             && !in_tx
-            && conn.body_remaining == 0
+            && conn.proto.body_remaining == 0
             && self.open_batch != Some(slot)
             && retries.len() == owed
             && retries.iter().all(Option::is_some)
@@ -194,7 +201,7 @@ where
                 conn.info
             ),
         );
-        if in_tx || owed > 1 || conn.body_remaining > 0 || self.open_batch == Some(slot) {
+        if in_tx || owed > 1 || conn.proto.body_remaining > 0 || self.open_batch == Some(slot) {
             let mut fatal = err;
             fatal.severity = Severity::Fatal;
             return Err(End::Fatal(fatal));

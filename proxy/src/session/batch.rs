@@ -173,11 +173,11 @@ fn name_of(msg: &Bytes, name: &[u8]) -> Bytes {
 
 /// The bookkeeping of the batch being sent on `conn`.
 fn current(conn: &mut BackendConn) -> &mut Pending {
-    if conn.syncs.is_empty() {
-        conn.syncs.push_back(Default::default());
+    if conn.proto.syncs.is_empty() {
+        conn.proto.expect(Pending::default());
     }
-    let last = conn.syncs.len() - 1;
-    &mut conn.syncs[last]
+    let last = conn.proto.syncs.len() - 1;
+    &mut conn.proto.syncs[last]
 }
 
 /// Extended-protocol messages waiting for Sync or Flush, with what they say about the route.

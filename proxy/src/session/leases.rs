@@ -19,7 +19,7 @@ where
             self.shared.pool.release(conn);
             return;
         }
-        if !conn.syncs.is_empty() {
+        if !conn.proto.syncs.is_empty() {
             let target = cancel_of(&conn);
             tokio::spawn(async move {
                 let _ = send_cancel(&target).await;

@@ -236,10 +236,10 @@ fn poll_backend(
         }
     }
     if can_read {
-        if conn.inbuf.capacity() - conn.inbuf.len() < READ_CHUNK / 2 {
-            conn.inbuf.reserve(READ_CHUNK);
+        if conn.proto.inbuf.capacity() - conn.proto.inbuf.len() < READ_CHUNK / 2 {
+            conn.proto.inbuf.reserve(READ_CHUNK);
         }
-        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut conn.rd), cx, &mut conn.inbuf) {
+        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut conn.rd), cx, &mut conn.proto.inbuf) {
             return Poll::Ready(BackendIo::Read(r));
         }
     }

@@ -8,11 +8,10 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::backend::{apply, BackendConn, Origin, ParseOrigin, Watch};
+use crate::backend::{apply, Origin, ParseOrigin, Pending, ProtocolState, Watch};
 use crate::protocol::tags::backend::*;
 use crate::protocol::tags::TxStatus;
 use crate::protocol::{fields, peek_header, HEADER_LEN};
-use crate::telemetry::{Finished, Tally};
 
 /// How a watched unit (see [`Watch`]) ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,7 +63,8 @@ pub enum Rerun {
     IfFatalOrRefused,
 }
 
-/// Forwards every complete message (and the start of a partial one) from `conn.inbuf` to `out`.
+/// Forwards every complete message (and the start of a partial one) from `proto.inbuf` to
+/// `out`; `timed` gets each timed client unit that ended, with when it started.
 ///
 /// The answer to a unit that `may_rerun` (given how many units this call answered) is held
 /// back until its first message past the preamble (ParseComplete, BindComplete, descriptions,
@@ -72,9 +72,9 @@ pub enum Rerun {
 /// after it, and such a unit is then sent elsewhere instead (`fatal_before_rerunnable`); a
 /// standby refusing it (`misrouted`) likewise.
 pub fn relay(
-    conn: &mut BackendConn,
+    proto: &mut ProtocolState,
     out: &mut BytesMut,
-    tally: Option<&Tally>,
+    mut timed: impl FnMut(u64, &Pending),
     may_rerun: impl Fn(usize) -> Rerun,
 ) -> Relayed {
     let mut seen = Relayed::default();
@@ -83,184 +83,245 @@ pub fn relay(
     // At the start of a unit with nothing of it forwarded yet.
     let mut unit_start = true;
     loop {
-        if unit_start && conn.body_remaining == 0 {
-            let client_unit = conn
-                .syncs
-                .front()
-                .is_some_and(|front| front.origin == Origin::Client);
-            let rerun = if client_unit {
-                may_rerun(seen.units_done)
-            } else {
-                Rerun::No
-            };
-            if rerun != Rerun::No {
-                match decisive(&conn.inbuf) {
-                    Decisive::Wait => break,
-                    Decisive::Fatal => {
-                        seen.fatal_before_rerunnable = true;
-                        break;
-                    }
-                    Decisive::Refused if rerun == Rerun::IfFatalOrRefused => {
-                        if let Some(front) = conn.syncs.front_mut() {
-                            front.origin = Origin::Discard;
-                        }
-                        seen.misrouted = true;
-                    }
-                    Decisive::Refused | Decisive::Go => {}
-                }
+        if unit_start && proto.body_remaining == 0 {
+            if !may_go_on(proto, &mut seen, &may_rerun) {
+                break;
             }
             unit_start = false;
         }
-        if conn.body_remaining > 0 {
-            let n = conn.body_remaining.min(conn.inbuf.len());
-            if n == 0 {
+        if proto.body_remaining > 0 {
+            if !pass_body(proto, out) {
                 break;
             }
-            out.extend_from_slice(&conn.inbuf[..n]);
-            conn.inbuf.advance(n);
-            conn.body_remaining -= n;
             continue;
         }
-        // Find the longest run of messages that pass through untouched.
-        let mut run = 0;
-        let mut special = None;
-        while let Some((ty, total)) = peek_header(&conn.inbuf[run..]) {
-            if needs_attention(conn, ty) {
-                special = Some((ty, total));
-                break;
-            }
-            if run + total > conn.inbuf.len() {
-                conn.body_remaining = run + total - conn.inbuf.len();
-                run = conn.inbuf.len();
-                break;
-            }
-            run += total;
-        }
-        if run > 0 {
-            out.extend_from_slice(&conn.inbuf[..run]);
-            conn.inbuf.advance(run);
-        }
-        let Some((ty, total)) = special else { break };
-        if run > 0 {
+        let passed = pass_run(proto, out);
+        let Some((ty, total)) = passed.special else {
+            break;
+        };
+        if passed.any {
             // Re-check from the new front: the attention test may depend on state.
             continue;
         }
-        if conn.inbuf.len() < total {
+        if proto.inbuf.len() < total {
             break; // wait for the whole message
         }
-        let injected = conn
-            .syncs
-            .front()
-            .is_some_and(|front| front.origin != Origin::Client);
-        if injected {
-            let stop = swallow(conn, ty, total, &mut seen, out);
-            conn.inbuf.advance(total);
-            if stop {
-                break;
-            }
-            unit_start |= ty == READY_FOR_QUERY;
-            continue;
-        }
-        match ty {
-            READY_FOR_QUERY => {
-                if let Some(mut done) = conn.syncs.pop_front() {
-                    if let Some(started) = done.started {
-                        let unit = Finished {
-                            backend: &conn.info.name,
-                            key: &conn.key,
-                            reason: done.reason,
-                            sql: done.sql.as_ref(),
-                        };
-                        conn.info.meters.finished(tally, started, &unit);
-                    }
-                    if let Some(watch) = done.watch.take() {
-                        seen.outcomes.push(Outcome {
-                            origin: done.origin,
-                            watch,
-                            status: conn
-                                .inbuf
-                                .get(5)
-                                .map_or(TxStatus::Idle, |b| TxStatus::from_byte(*b)),
-                        });
-                    }
-                    // Parses past the count of ParseCompletes failed. A simple query has
-                    // no list: nothing to walk or free.
-                    if done.parses.capacity() == 0 {
-                        std::mem::forget(std::mem::take(&mut done.parses));
-                    } else {
-                        let unanswered = done.parses.into_iter().skip(done.parses_done);
-                        seen.failed_parses
-                            .extend(unanswered.filter_map(|origin| match origin {
-                                ParseOrigin::Client { name, generation } => {
-                                    Some((name, generation))
-                                }
-                                _ => None,
-                            }));
-                    }
-                }
-                seen.last_status = conn.inbuf.get(5).map(|b| TxStatus::from_byte(*b));
-                seen.units_done += 1;
-                out.extend_from_slice(&conn.inbuf[..total]);
-                open_unit_from = out.len();
+        let injected = proto.front_origin().is_some_and(|o| o != Origin::Client);
+        let step = if injected {
+            swallow(proto, ty, total, &mut seen, out)
+        } else {
+            attend(proto, ty, total, &mut seen, out, &mut timed)
+        };
+        proto.inbuf.advance(total);
+        match step {
+            Step::Next => {}
+            Step::UnitDone => {
                 unit_start = true;
-            }
-            PARSE_COMPLETE => {
-                if let Some(front) = conn.syncs.front_mut() {
-                    let origin = front.parses.get(front.parses_done);
-                    if !matches!(origin, Some(ParseOrigin::Proxy)) {
-                        out.extend_from_slice(&conn.inbuf[..total]);
-                    }
-                    if let Some(ParseOrigin::ClientRedefines(parse)) = origin {
-                        seen.redefined.push(parse.clone());
-                    }
-                    front.parses_done += 1;
+                if !injected {
+                    open_unit_from = out.len();
                 }
             }
-            COPY_IN_RESPONSE => {
-                if let Some(front) = conn.syncs.front_mut() {
-                    front.synced_batch = false;
-                    seen.copy_ate_sync = true;
-                }
-                out.extend_from_slice(&conn.inbuf[..total]);
-            }
-            CLOSE_COMPLETE => {
-                if let Some(front) = conn.syncs.front_mut() {
-                    if front.closes.get(front.closes_done) != Some(&true) {
-                        out.extend_from_slice(&conn.inbuf[..total]);
-                    }
-                    front.closes_done += 1;
-                }
-            }
-            PARAMETER_STATUS => {
-                let msg = &conn.inbuf[..total];
-                if let Some(on) = default_read_only(msg) {
-                    seen.default_read_only = Some(on);
-                }
-                // What the session's settings are now: replayed as reported.
-                if let (Some(front), Some(reported)) =
-                    (conn.syncs.front_mut(), apply::parameter_status(msg))
-                {
-                    let watch = front.watch.get_or_insert_with(Box::default);
-                    watch.reported.push(reported);
-                }
-                out.extend_from_slice(msg);
-            }
-            ERROR_RESPONSE | COMMAND_COMPLETE if !conn.syncs.is_empty() => {
-                if let Some(watch) = conn.syncs.front_mut().and_then(|f| f.watch.as_mut()) {
-                    note(watch, ty, &conn.inbuf[..total]);
-                }
-                out.extend_from_slice(&conn.inbuf[..total]);
-            }
-            other => {
-                seen.unsolicited = Some(other);
-                conn.inbuf.advance(total);
-                break;
-            }
+            Step::Stop => break,
         }
-        conn.inbuf.advance(total);
     }
     seen.open_unit_answered = out.len() > open_unit_from;
     seen
+}
+
+/// What the relay does after a message it attended to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Next,
+    /// It was a ReadyForQuery: the next unit's answer starts.
+    UnitDone,
+    /// Stop relaying (the backend said something unsolicited, or a replay failed).
+    Stop,
+}
+
+/// At the start of a unit's answer: whether relaying goes on. The answer to a unit that may
+/// still run elsewhere waits for its decisive message; a FATAL stops the relay, a standby's
+/// refusal turns the unit's answer into one to swallow.
+#[inline]
+fn may_go_on(
+    proto: &mut ProtocolState,
+    seen: &mut Relayed,
+    may_rerun: impl Fn(usize) -> Rerun,
+) -> bool {
+    let rerun = match proto.front_origin() {
+        Some(Origin::Client) => may_rerun(seen.units_done),
+        _ => Rerun::No,
+    };
+    if rerun == Rerun::No {
+        return true;
+    }
+    match decisive(&proto.inbuf) {
+        Decisive::Wait => false,
+        Decisive::Fatal => {
+            seen.fatal_before_rerunnable = true;
+            false
+        }
+        Decisive::Refused if rerun == Rerun::IfFatalOrRefused => {
+            if let Some(front) = proto.syncs.front_mut() {
+                front.origin = Origin::Discard;
+            }
+            seen.misrouted = true;
+            true
+        }
+        Decisive::Refused | Decisive::Go => true,
+    }
+}
+
+/// Passes on what has come of a message whose start was forwarded; false when nothing has.
+#[inline]
+fn pass_body(proto: &mut ProtocolState, out: &mut BytesMut) -> bool {
+    let n = proto.body_remaining.min(proto.inbuf.len());
+    if n == 0 {
+        return false;
+    }
+    out.extend_from_slice(&proto.inbuf[..n]);
+    proto.inbuf.advance(n);
+    proto.body_remaining -= n;
+    true
+}
+
+/// What [`pass_run`] did.
+struct Run {
+    /// Something was forwarded.
+    any: bool,
+    /// The header of the message that stopped the run, which needs attention.
+    special: Option<(u8, usize)>,
+}
+
+/// Forwards the longest run of messages that pass through untouched, up to the first that
+/// needs attention (or the start of one that has not come whole).
+#[inline]
+fn pass_run(proto: &mut ProtocolState, out: &mut BytesMut) -> Run {
+    let mut run = 0;
+    let mut special = None;
+    while let Some((ty, total)) = peek_header(&proto.inbuf[run..]) {
+        if needs_attention(proto, ty) {
+            special = Some((ty, total));
+            break;
+        }
+        if run + total > proto.inbuf.len() {
+            proto.body_remaining = run + total - proto.inbuf.len();
+            run = proto.inbuf.len();
+            break;
+        }
+        run += total;
+    }
+    if run > 0 {
+        out.extend_from_slice(&proto.inbuf[..run]);
+        proto.inbuf.advance(run);
+    }
+    Run {
+        any: run > 0,
+        special,
+    }
+}
+
+/// Handles one whole message of the client's unit that needs attention (it stays in
+/// `inbuf`: the caller consumes it).
+fn attend(
+    proto: &mut ProtocolState,
+    ty: u8,
+    total: usize,
+    seen: &mut Relayed,
+    out: &mut BytesMut,
+    timed: impl FnMut(u64, &Pending),
+) -> Step {
+    let msg = &proto.inbuf[..total];
+    let front = proto.syncs.front_mut();
+    match (ty, front) {
+        (READY_FOR_QUERY, _) => {
+            let status = msg.get(5).map(|b| TxStatus::from_byte(*b));
+            if let Some(done) = proto.syncs.pop_front() {
+                unit_done(done, status.unwrap_or(TxStatus::Idle), seen, timed);
+            }
+            seen.last_status = status;
+            seen.units_done += 1;
+            out.extend_from_slice(msg);
+            return Step::UnitDone;
+        }
+        (PARSE_COMPLETE, Some(front)) => {
+            let origin = front.parses.get(front.parses_done);
+            if !matches!(origin, Some(ParseOrigin::Proxy)) {
+                out.extend_from_slice(msg);
+            }
+            if let Some(ParseOrigin::ClientRedefines(parse)) = origin {
+                seen.redefined.push(parse.clone());
+            }
+            front.parses_done += 1;
+        }
+        (COPY_IN_RESPONSE, front) => {
+            if let Some(front) = front {
+                front.synced_batch = false;
+                seen.copy_ate_sync = true;
+            }
+            out.extend_from_slice(msg);
+        }
+        (CLOSE_COMPLETE, Some(front)) => {
+            if front.closes.get(front.closes_done) != Some(&true) {
+                out.extend_from_slice(msg);
+            }
+            front.closes_done += 1;
+        }
+        (PARSE_COMPLETE | CLOSE_COMPLETE, None) => {}
+        (PARAMETER_STATUS, front) => {
+            if let Some(on) = default_read_only(msg) {
+                seen.default_read_only = Some(on);
+            }
+            // What the session's settings are now: replayed as reported.
+            if let (Some(front), Some(reported)) = (front, apply::parameter_status(msg)) {
+                let watch = front.watch.get_or_insert_with(Box::default);
+                watch.reported.push(reported);
+            }
+            out.extend_from_slice(msg);
+        }
+        (ERROR_RESPONSE | COMMAND_COMPLETE, Some(front)) => {
+            if let Some(watch) = front.watch.as_mut() {
+                note(watch, ty, msg);
+            }
+            out.extend_from_slice(msg);
+        }
+        (other, _) => {
+            seen.unsolicited = Some(other);
+            return Step::Stop;
+        }
+    }
+    Step::Next
+}
+
+/// A client unit answered to its ReadyForQuery: its duration, its outcome if watched, and
+/// the Parses the server rejected (those past the count of ParseCompletes).
+#[inline]
+fn unit_done(
+    mut done: Pending,
+    status: TxStatus,
+    seen: &mut Relayed,
+    mut timed: impl FnMut(u64, &Pending),
+) {
+    if let Some(started) = done.started {
+        timed(started, &done);
+    }
+    if let Some(watch) = done.watch.take() {
+        seen.outcomes.push(Outcome {
+            origin: done.origin,
+            watch,
+            status,
+        });
+    }
+    // A simple query has no list: nothing to walk or free.
+    if done.parses.capacity() == 0 {
+        std::mem::forget(std::mem::take(&mut done.parses));
+    } else {
+        let unanswered = done.parses.into_iter().skip(done.parses_done);
+        seen.failed_parses
+            .extend(unanswered.filter_map(|origin| match origin {
+                ParseOrigin::Client { name, generation } => Some((name, generation)),
+                _ => None,
+            }));
+    }
 }
 
 /// What the start of a unit's answer in `inbuf` says.
@@ -320,8 +381,8 @@ fn error_decides(msg: &[u8]) -> Decisive {
 
 /// True for a message the relay must handle itself rather than pass through.
 #[inline]
-fn needs_attention(conn: &BackendConn, ty: u8) -> bool {
-    match conn.syncs.front() {
+fn needs_attention(proto: &ProtocolState, ty: u8) -> bool {
+    match proto.syncs.front() {
         None => !matches!(
             ty,
             NOTIFICATION_RESPONSE | NOTICE_RESPONSE | PARAMETER_STATUS
@@ -339,17 +400,17 @@ fn needs_attention(conn: &BackendConn, ty: u8) -> bool {
 }
 
 /// Consumes one message answering a unit the proxy sent itself (notifications excepted: they
-/// go to the client); true when relaying must stop (its settings failed to apply).
+/// go to the client); stops at the end of a replay of settings that failed.
 fn swallow(
-    conn: &mut BackendConn,
+    proto: &mut ProtocolState,
     ty: u8,
     total: usize,
     seen: &mut Relayed,
     out: &mut BytesMut,
-) -> bool {
-    let msg = &conn.inbuf[..total];
-    let Some(front) = conn.syncs.front_mut() else {
-        return false;
+) -> Step {
+    let msg = &proto.inbuf[..total];
+    let Some(front) = proto.syncs.front_mut() else {
+        return Step::Next;
     };
     let watch = front.watch.get_or_insert_with(Box::default);
     match ty {
@@ -363,7 +424,7 @@ fn swallow(
             }
         }
         READY_FOR_QUERY => {
-            let done = conn.syncs.pop_front().unwrap_or_default();
+            let done = proto.syncs.pop_front().unwrap_or_default();
             let failed = done.origin == Origin::Settings
                 && done.watch.as_ref().is_some_and(|w| w.error.is_some());
             seen.outcomes.push(Outcome {
@@ -373,11 +434,11 @@ fn swallow(
                     .get(5)
                     .map_or(TxStatus::Idle, |b| TxStatus::from_byte(*b)),
             });
-            return failed;
+            return if failed { Step::Stop } else { Step::UnitDone };
         }
         _ => {}
     }
-    false
+    Step::Next
 }
 
 /// Records what an ErrorResponse or CommandComplete says about a watched unit.
@@ -406,18 +467,14 @@ fn first_column(msg: &[u8]) -> Option<&[u8]> {
     body.get(6..6 + usize::try_from(len).ok()?)
 }
 
-/// The relay over byte fixtures: a real connection's state, answers written into its input
-/// buffer by hand.
+/// The relay over byte fixtures: a connection's protocol state, answers written into its
+/// input buffer by hand.
 #[cfg(test)]
 mod tests {
-    use std::collections::{HashMap, VecDeque};
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
-    use std::time::Instant;
+    use std::collections::VecDeque;
 
     use super::*;
-    use crate::backend::{BackendInfo, Counted, Pending, PoolKey, StartupInfo};
-    use crate::telemetry::BackendMeters;
+    use crate::backend::Pending;
 
     use crate::protocol::frame::typed_message as msg;
 
@@ -446,62 +503,23 @@ mod tests {
         msg(b'D', &[0, 1, 0, 0, 0, 1, b'x'])
     }
 
-    /// A connection over a real loopback socket (the relay never touches it) that owes
-    /// `owed`, with `answers` waiting in its input buffer.
-    async fn conn(owed: Vec<Pending>, answers: &[Vec<u8>]) -> BackendConn {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (rd, wr) = stream.into_split();
-        let info = Arc::new(BackendInfo {
-            index: 1,
-            name: "db02".into(),
-            host: "127.0.0.1".into(),
-            port: 5432,
-            open: AtomicUsize::new(0),
-            meters: BackendMeters::register("db02", false, "db01", None),
-        });
-        let startup = Arc::new(StartupInfo {
-            user: "app".into(),
-            database: "appdb".into(),
-            options: Vec::new(),
-        });
-        let permit = Arc::new(tokio::sync::Semaphore::new(1))
-            .try_acquire_owned()
-            .unwrap();
-        BackendConn {
-            rd,
-            wr,
+    /// A connection's state that owes `owed`, with `answers` waiting in its input buffer.
+    fn conn(owed: Vec<Pending>, answers: &[Vec<u8>]) -> ProtocolState {
+        ProtocolState {
             inbuf: answers.concat().as_slice().into(),
-            out: BytesMut::new(),
-            info: info.clone(),
-            key: PoolKey {
-                backend: 1,
-                startup,
-            },
-            cancel_key: (1, 2),
-            params: Arc::default(),
-            prepared: HashMap::default(),
             syncs: VecDeque::from(owed),
             body_remaining: 0,
-            created: Instant::now(),
-            settings_seq: 0,
-            closes_due: Vec::new(),
-            has_temp_schema: false,
-            counted: Counted::new(&info),
-            _slot: permit,
         }
     }
 
-    fn relayed(conn: &mut BackendConn, rerun: Rerun) -> (Relayed, Vec<u8>) {
+    fn relayed(conn: &mut ProtocolState, rerun: Rerun) -> (Relayed, Vec<u8>) {
         let mut out = BytesMut::new();
-        let seen = relay(conn, &mut out, None, |_| rerun);
+        let seen = relay(conn, &mut out, |_, _| {}, |_| rerun);
         (seen, out.to_vec())
     }
 
-    #[tokio::test]
-    async fn answers_to_the_proxys_own_units_are_swallowed() {
+    #[test]
+    fn answers_to_the_proxys_own_units_are_swallowed() {
         let settings = Pending::injected(Origin::Settings);
         let answers = [
             msg(b'C', b"SET\0"),
@@ -510,7 +528,7 @@ mod tests {
             msg(b'C', b"SELECT 1\0"),
             ready(b'T'),
         ];
-        let mut conn = conn(vec![settings, Pending::default()], &answers).await;
+        let mut conn = conn(vec![settings, Pending::default()], &answers);
         let (seen, out) = relayed(&mut conn, Rerun::No);
         assert_eq!(
             out,
@@ -526,8 +544,8 @@ mod tests {
         assert!(conn.syncs.is_empty() && conn.inbuf.is_empty());
     }
 
-    #[tokio::test]
-    async fn the_parse_complete_of_a_parse_the_proxy_added_is_swallowed() {
+    #[test]
+    fn the_parse_complete_of_a_parse_the_proxy_added_is_swallowed() {
         let unit = Pending {
             parses: vec![
                 ParseOrigin::Proxy,
@@ -546,14 +564,14 @@ mod tests {
             row(),
             ready(b'I'),
         ];
-        let mut conn = conn(vec![unit], &answers).await;
+        let mut conn = conn(vec![unit], &answers);
         let (seen, out) = relayed(&mut conn, Rerun::No);
         assert_eq!(out, answers[1..].concat());
         assert!(seen.failed_parses.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_parse_the_server_rejected_is_reported() {
+    #[test]
+    fn a_parse_the_server_rejected_is_reported() {
         let unit = Pending {
             parses: vec![ParseOrigin::Client {
                 name: Bytes::from_static(b"s1"),
@@ -562,13 +580,13 @@ mod tests {
             ..Pending::default()
         };
         let answers = [error("ERROR", "42601", "syntax error"), ready(b'I')];
-        let mut conn = conn(vec![unit], &answers).await;
+        let mut conn = conn(vec![unit], &answers);
         let (seen, _) = relayed(&mut conn, Rerun::No);
         assert_eq!(seen.failed_parses, vec![(Bytes::from_static(b"s1"), 3)]);
     }
 
-    #[tokio::test]
-    async fn a_standby_refusal_before_any_row_is_held_back_and_swallowed() {
+    #[test]
+    fn a_standby_refusal_before_any_row_is_held_back_and_swallowed() {
         let refusal = error(
             "ERROR",
             "25006",
@@ -581,7 +599,7 @@ mod tests {
             refusal,
             ready(b'I'),
         ];
-        let mut conn = conn(vec![Pending::default()], &answers).await;
+        let mut conn = conn(vec![Pending::default()], &answers);
         let (seen, out) = relayed(&mut conn, Rerun::IfFatalOrRefused);
         assert!(seen.misrouted);
         assert!(
@@ -598,28 +616,28 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_refusal_after_rows_or_with_more_queued_reaches_the_client() {
+    #[test]
+    fn a_refusal_after_rows_or_with_more_queued_reaches_the_client() {
         let refusal = error(
             "ERROR",
             "25006",
             "cannot execute nextval() in a read-only transaction",
         );
         let after_rows = [row(), refusal.clone(), ready(b'I')];
-        let mut conn1 = conn(vec![Pending::default()], &after_rows).await;
+        let mut conn1 = conn(vec![Pending::default()], &after_rows);
         let (seen, out) = relayed(&mut conn1, Rerun::IfFatalOrRefused);
         assert!(!seen.misrouted);
         assert_eq!(out, after_rows.concat());
         let queued = [refusal, ready(b'I')];
-        let mut conn2 = conn(vec![Pending::default()], &queued).await;
+        let mut conn2 = conn(vec![Pending::default()], &queued);
         let (seen, out) = relayed(&mut conn2, Rerun::IfFatal);
         assert!(!seen.misrouted);
         assert_eq!(out, queued.concat());
     }
 
-    #[tokio::test]
-    async fn an_incomplete_preamble_waits_and_a_fatal_stops_the_relay() {
-        let mut waiting = conn(vec![Pending::default()], &[msg(b'1', b"")]).await;
+    #[test]
+    fn an_incomplete_preamble_waits_and_a_fatal_stops_the_relay() {
+        let mut waiting = conn(vec![Pending::default()], &[msg(b'1', b"")]);
         let (seen, out) = relayed(&mut waiting, Rerun::IfFatal);
         assert!(out.is_empty() && !seen.fatal_before_rerunnable);
         let fatal = error(
@@ -627,16 +645,16 @@ mod tests {
             "57P01",
             "terminating connection due to administrator command",
         );
-        let mut dying = conn(vec![Pending::default()], &[msg(b'1', b""), fatal]).await;
+        let mut dying = conn(vec![Pending::default()], &[msg(b'1', b""), fatal]);
         let (seen, out) = relayed(&mut dying, Rerun::IfFatal);
         assert!(seen.fatal_before_rerunnable && out.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_message_split_across_reads_passes_through_whole() {
+    #[test]
+    fn a_message_split_across_reads_passes_through_whole() {
         let big = msg(b'D', &[7; 100]);
         let (head, tail) = big.split_at(40);
-        let mut conn = conn(vec![Pending::default()], &[head.to_vec()]).await;
+        let mut conn = conn(vec![Pending::default()], &[head.to_vec()]);
         let (_, first) = relayed(&mut conn, Rerun::No);
         assert_eq!(first, head, "the start of a row passes at once");
         assert_eq!(conn.body_remaining, big.len() - head.len());
@@ -647,21 +665,71 @@ mod tests {
         assert_eq!(seen.units_done, 1);
     }
 
-    #[tokio::test]
-    async fn while_nothing_is_owed_notifications_pass_and_anything_else_is_unsolicited() {
+    #[test]
+    fn while_nothing_is_owed_notifications_pass_and_anything_else_is_unsolicited() {
         let notify = msg(b'A', b"\0\0\0\x01chan\0payload\0");
-        let mut conn = conn(Vec::new(), &[notify.clone(), row()]).await;
+        let mut conn = conn(Vec::new(), &[notify.clone(), row()]);
         let (seen, out) = relayed(&mut conn, Rerun::No);
         assert_eq!(out, notify);
         assert_eq!(seen.unsolicited, Some(b'D'));
     }
 
-    #[tokio::test]
-    async fn default_transaction_read_only_is_followed_from_parameter_status() {
+    #[test]
+    fn default_transaction_read_only_is_followed_from_parameter_status() {
         let status = msg(b'S', b"default_transaction_read_only\0on\0");
-        let mut conn = conn(vec![Pending::default()], &[status.clone(), ready(b'I')]).await;
+        let mut conn = conn(vec![Pending::default()], &[status.clone(), ready(b'I')]);
         let (seen, out) = relayed(&mut conn, Rerun::No);
         assert_eq!(seen.default_read_only, Some(true));
         assert_eq!(out, [status, ready(b'I')].concat());
+    }
+
+    #[test]
+    fn a_timed_unit_is_reported_once_with_its_start() {
+        let unit = Pending {
+            started: Some(42),
+            ..Pending::default()
+        };
+        let mut state = conn(vec![unit, Pending::default()], &[ready(b'I'), ready(b'I')]);
+        let mut out = BytesMut::new();
+        let mut timed = Vec::new();
+        let seen = relay(&mut state, &mut out, |at, _| timed.push(at), |_| Rerun::No);
+        assert_eq!(timed, vec![42], "only the timed unit, once");
+        assert_eq!(seen.units_done, 2);
+    }
+
+    #[test]
+    fn the_close_complete_of_a_close_the_proxy_added_is_swallowed() {
+        let unit = Pending {
+            closes: vec![true, false],
+            ..Pending::default()
+        };
+        let closed = msg(b'3', b"");
+        let answers = [closed.clone(), closed.clone(), ready(b'I')];
+        let mut state = conn(vec![unit], &answers);
+        let (_, out) = relayed(&mut state, Rerun::No);
+        assert_eq!(
+            out,
+            answers[1..].concat(),
+            "the client's CloseComplete only"
+        );
+    }
+
+    #[test]
+    fn a_watched_rollback_and_error_are_noted_in_the_outcome() {
+        let unit = Pending {
+            watch: Some(Box::default()),
+            ..Pending::default()
+        };
+        let answers = [
+            error("ERROR", "22012", "division by zero"),
+            msg(b'C', b"ROLLBACK\0"),
+            ready(b'I'),
+        ];
+        let mut state = conn(vec![unit], &answers);
+        let (seen, out) = relayed(&mut state, Rerun::No);
+        assert_eq!(out, answers.concat());
+        let watch = &seen.outcomes[0].watch;
+        assert_eq!(watch.error.as_deref(), Some("22012: division by zero"));
+        assert!(watch.rolled_back);
     }
 }

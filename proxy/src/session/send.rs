@@ -171,7 +171,7 @@ where
             !is_sync && (counted || (continuing && self.counts.open_batch_counted));
         watch_unit(conn, watch);
         if is_sync {
-            if let Some(pending) = conn.syncs.back_mut() {
+            if let Some(pending) = conn.proto.last_sent() {
                 pending.synced_batch = true;
             }
         }
@@ -236,7 +236,7 @@ pub(super) fn start_timing(
         return;
     };
     let with_text = timing.text && timing.slow.is_some();
-    if let Some(pending) = conn.syncs.back_mut() {
+    if let Some(pending) = conn.proto.last_sent() {
         pending.started = Some(crate::telemetry::clock::now_nanos());
         pending.reason = Some(why);
         pending.sql = if with_text { sql() } else { None };
@@ -259,7 +259,7 @@ pub(super) fn batch_sql(messages: &[(u8, Bytes, Verdict)], stmts: &Statements) -
 #[inline(always)]
 pub(super) fn begin_unit(conn: &mut BackendConn, settings: &Settings) {
     bring_settings(conn, settings);
-    conn.syncs.push_back(Pending::default());
+    conn.proto.expect(Pending::default());
     if !conn.closes_due.is_empty() {
         close_deallocated(conn);
     }
@@ -270,7 +270,7 @@ pub(super) fn begin_unit(conn: &mut BackendConn, settings: &Settings) {
 fn close_deallocated(conn: &mut BackendConn) {
     for name in std::mem::take(&mut conn.closes_due) {
         write::close_statement(&name, &mut conn.out);
-        if let Some(unit) = conn.syncs.back_mut() {
+        if let Some(unit) = conn.proto.last_sent() {
             unit.closes.push(true);
         }
     }
@@ -291,7 +291,7 @@ pub(super) fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
 pub(super) fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
     for sql in settings.replay_since(conn.settings_seq, &conn.params) {
         write::query(&sql, &mut conn.out);
-        conn.syncs.push_back(Pending::injected(Origin::Settings));
+        conn.proto.expect(Pending::injected(Origin::Settings));
     }
     conn.settings_seq = settings.seq();
 }
@@ -299,7 +299,7 @@ pub(super) fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
 /// Attaches what to watch to the unit being sent on `conn`.
 #[inline]
 pub(super) fn watch_unit(conn: &mut BackendConn, watch: Option<Box<Watch>>) {
-    let (Some(watch), Some(unit)) = (watch, conn.syncs.back_mut()) else {
+    let (Some(watch), Some(unit)) = (watch, conn.proto.last_sent()) else {
         return;
     };
     match &mut unit.watch {
@@ -329,6 +329,5 @@ pub(super) const HOLDS_STATE: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_c
 /// answer, which is taken only if no newer pin than `epoch` was made meanwhile.
 pub(super) fn ask_holds_state(conn: &mut BackendConn, epoch: u64) {
     write::query(HOLDS_STATE, &mut conn.out);
-    conn.syncs
-        .push_back(Pending::injected(Origin::Probe(epoch)));
+    conn.proto.expect(Pending::injected(Origin::Probe(epoch)));
 }
