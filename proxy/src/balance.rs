@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use pgrepl_config::Balance;
+
+use crate::backend::BackendId;
 use rand::Rng;
 
 pub struct Balancer {
@@ -16,7 +18,7 @@ pub struct Balancer {
 }
 
 struct Replica {
-    backend: usize,
+    backend: BackendId,
     weight: u64,
     /// Sessions holding a lease on it.
     readers: Arc<AtomicUsize>,
@@ -25,13 +27,13 @@ struct Replica {
 /// A session's claim on a replica: it counts as one of the replica's readers until dropped.
 #[derive(Debug)]
 pub struct ReplicaLease {
-    backend: usize,
+    backend: BackendId,
     readers: Arc<AtomicUsize>,
 }
 
 impl ReplicaLease {
-    /// The replica's backend index.
-    pub fn index(&self) -> usize {
+    /// The replica.
+    pub fn backend(&self) -> BackendId {
         self.backend
     }
 }
@@ -43,13 +45,13 @@ impl Drop for ReplicaLease {
 }
 
 impl Balancer {
-    /// `weights` are the replicas', in config order (backends 1, 2, ...; 0 is the primary).
+    /// `weights` are the replicas', in config order (the backends after the primary).
     pub fn new(policy: Balance, weights: impl IntoIterator<Item = u32>) -> Balancer {
         let replicas = weights
             .into_iter()
             .enumerate()
             .map(|(i, weight)| Replica {
-                backend: i + 1,
+                backend: BackendId::nth(i + 1),
                 weight: weight.into(),
                 readers: Arc::default(),
             })
@@ -61,16 +63,16 @@ impl Balancer {
         }
     }
 
-    /// Sessions reading from replica `backend` now (0 for an index that is not a replica).
-    pub fn readers(&self, backend: usize) -> usize {
+    /// Sessions reading from replica `backend` now (0 for the primary).
+    pub fn readers(&self, backend: BackendId) -> usize {
         self.replicas
             .iter()
             .find(|r| r.backend == backend)
             .map_or(0, |r| r.readers.load(Relaxed))
     }
 
-    /// A lease on a replica whose backend index `usable` accepts; None when there is none.
-    pub fn pick(&self, usable: impl Fn(usize) -> bool) -> Option<ReplicaLease> {
+    /// A lease on a replica `usable` accepts; None when there is none.
+    pub fn pick(&self, usable: impl Fn(BackendId) -> bool) -> Option<ReplicaLease> {
         let chosen = match self.policy {
             Balance::LeastConnections => self.least_loaded(&usable),
             Balance::RoundRobin => {
@@ -87,7 +89,7 @@ impl Balancer {
     }
 
     /// The usable replica with the fewest readers per unit of weight.
-    fn least_loaded(&self, usable: &impl Fn(usize) -> bool) -> Option<&Replica> {
+    fn least_loaded(&self, usable: &impl Fn(BackendId) -> bool) -> Option<&Replica> {
         let n = self.replicas.len().max(1);
         let start = (self.turn.fetch_add(1, Relaxed) % n as u64) as usize;
         let (head, tail) = self.replicas.split_at(start);
@@ -106,7 +108,7 @@ impl Balancer {
     /// picks from `0..total`.
     fn by_weight(
         &self,
-        usable: &impl Fn(usize) -> bool,
+        usable: &impl Fn(BackendId) -> bool,
         slot_of: impl FnOnce(u64) -> u64,
     ) -> Option<&Replica> {
         let total: u64 = usable_in(self.replicas.iter(), usable)
@@ -131,7 +133,7 @@ impl Balancer {
 
 fn usable_in<'a>(
     replicas: impl Iterator<Item = &'a Replica>,
-    usable: impl Fn(usize) -> bool,
+    usable: impl Fn(BackendId) -> bool,
 ) -> impl Iterator<Item = &'a Replica> {
     replicas.filter(move |r| usable(r.backend))
 }
@@ -140,10 +142,10 @@ fn usable_in<'a>(
 mod tests {
     use super::*;
 
-    fn counts(balancer: &Balancer, picks: usize, usable: impl Fn(usize) -> bool) -> Vec<usize> {
+    fn counts(balancer: &Balancer, picks: usize, usable: impl Fn(BackendId) -> bool) -> Vec<usize> {
         let mut counts = vec![0; balancer.replicas.len() + 1];
         for _ in 0..picks {
-            counts[balancer.pick(&usable).expect("a replica").index()] += 1;
+            counts[balancer.pick(&usable).expect("a replica").backend().index()] += 1;
         }
         counts
     }
@@ -170,7 +172,7 @@ mod tests {
             Balance::Random,
         ] {
             let b = Balancer::new(policy, [1, 5, 1]);
-            let c = counts(&b, 50, |i| i != 2);
+            let c = counts(&b, 50, |id| id != BackendId::nth(2));
             assert_eq!((c[0], c[2], c[1] + c[3]), (0, 0, 50), "{policy:?}");
             assert!(b.pick(|_| false).is_none(), "{policy:?}");
         }
@@ -195,10 +197,10 @@ mod tests {
         };
         assert_eq!(readers(&b), [20, 10]);
         // Sessions leaving replica 1 send the next ones there until it is level again.
-        leases.retain(|l| l.index() != 1);
+        leases.retain(|l| l.backend() != BackendId::nth(1));
         assert_eq!(readers(&b), [0, 10]);
         let more: Vec<ReplicaLease> = (0..20).map(|_| b.pick(|_| true).unwrap()).collect();
-        assert!(more.iter().all(|l| l.index() == 1));
+        assert!(more.iter().all(|l| l.backend() == BackendId::nth(1)));
         drop((leases, more));
         assert_eq!(readers(&b), [0, 0]);
     }

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
 use crate::backend::{
-    BackendError, BackendInfo, Pool, PoolKey, ServerParams, StartupInfo, StartupSettings,
+    BackendError, BackendId, BackendInfo, Pool, PoolKey, ServerParams, StartupInfo, StartupSettings,
 };
 use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
@@ -75,15 +75,16 @@ impl Proxy {
             .chain(&config.replicas)
             .enumerate()
             .map(|(index, b)| {
+                let id = BackendId::nth(index);
                 Arc::new(BackendInfo {
-                    index,
+                    id,
                     name: b.name.clone(),
                     host: b.host.clone(),
                     port: b.port,
                     open: AtomicUsize::new(0),
                     meters: BackendMeters::register(
                         &b.name,
-                        index == 0,
+                        id.is_primary(),
                         &config.primary.name,
                         timing.clone(),
                     ),
@@ -406,7 +407,7 @@ impl Connection {
                 told: server_params,
             },
             password,
-            replica: self.shared.pick_replica(None),
+            replica: self.shared.pick_replica(),
             cancel,
             default_read_only,
             worker,
@@ -428,7 +429,7 @@ impl Connection {
         settings: &[(String, String)],
     ) -> Result<Arc<ServerParams>, BackendError> {
         let mut last_err = None;
-        for backend in 0..self.shared.pool.backends().len() {
+        for backend in BackendId::all(self.shared.pool.backends().len()) {
             let key = PoolKey {
                 backend,
                 startup: startup.clone(),

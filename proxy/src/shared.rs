@@ -43,12 +43,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A replica to read from, other than `exclude`: one the monitor finds readable (up, in
-    /// recovery, within `[routing] max_replica_lag`), chosen by `[routing] balance`. None when
-    /// there is none; reads then go to the primary.
-    pub fn pick_replica(&self, exclude: Option<usize>) -> Option<ReplicaLease> {
+    /// A replica to read from: one the monitor finds readable (up, in recovery, within
+    /// `[routing] max_replica_lag`), chosen by `[routing] balance`. None when there is none;
+    /// reads then go to the primary.
+    pub fn pick_replica(&self) -> Option<ReplicaLease> {
         self.balancer
-            .pick(|backend| Some(backend) != exclude && self.health.readable(backend).is_ok())
+            .pick(|backend| self.health.readable(backend).is_ok())
     }
 }
 

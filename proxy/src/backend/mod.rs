@@ -17,11 +17,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::telemetry::BackendMeters;
 
+/// Which configured server: the primary, or a replica by its place in the configuration.
+/// Also the index of the per-backend lists (health, tallies, pools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(usize);
+
+impl BackendId {
+    pub const PRIMARY: BackendId = BackendId(0);
+
+    /// The `n`-th configured server: the primary, then the replicas in order.
+    pub const fn nth(n: usize) -> BackendId {
+        BackendId(n)
+    }
+
+    /// Every server of a list of `count`, the primary first.
+    pub fn all(count: usize) -> impl Iterator<Item = BackendId> {
+        (0..count).map(BackendId)
+    }
+
+    pub const fn is_primary(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Its place in per-backend lists.
+    pub const fn index(self) -> usize {
+        self.0
+    }
+}
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// One configured PostgreSQL server.
 #[derive(Debug)]
 pub struct BackendInfo {
-    /// Position in the backend list: 0 is the primary, 1.. the replicas in config order.
-    pub index: usize,
+    pub id: BackendId,
     pub name: String,
     pub host: String,
     pub port: u16,

@@ -18,13 +18,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::apply;
 use super::connect::connect;
-use super::{BackendConn, BackendError, BackendInfo, ServerParams, StartupInfo};
+use super::{BackendConn, BackendError, BackendId, BackendInfo, ServerParams, StartupInfo};
 
 /// Connections are interchangeable only for the same backend and the same startup request
 /// (user, database and the startup parameters that cannot be set later).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
-    pub backend: usize,
+    pub backend: BackendId,
     pub startup: Arc<StartupInfo>,
 }
 
@@ -149,7 +149,7 @@ impl Pool {
             }
         }
         let slot = self.slot(key.backend).await?;
-        let info = self.backends[key.backend].clone();
+        let info = self.backends[key.backend.index()].clone();
         let conn = connect(info, key.clone(), password, self.connect_timeout, slot).await?;
         self.remember((key.clone(), Vec::new()), conn.params.clone());
         Ok(conn)
@@ -165,17 +165,17 @@ impl Pool {
 
     /// A place for one more connection to `backend`: free at once, or made by closing an
     /// idle connection there, or the first to come free within the connect timeout.
-    async fn slot(&self, backend: usize) -> Result<OwnedSemaphorePermit, BackendError> {
-        let slots = &self.slots[backend];
+    async fn slot(&self, backend: BackendId) -> Result<OwnedSemaphorePermit, BackendError> {
+        let slots = &self.slots[backend.index()];
         if let Ok(slot) = slots.clone().try_acquire_owned() {
             return Ok(slot);
         }
-        let _in_line = InLine::join(&self.waiting[backend]);
+        let _in_line = InLine::join(&self.waiting[backend.index()]);
         self.close_oldest_idle(backend);
         match tokio::time::timeout(self.connect_timeout, slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => Ok(slot),
             _ => Err(BackendError::Full {
-                backend: self.backends[backend].to_string(),
+                backend: self.backends[backend.index()].to_string(),
                 reason: format!(
                     "sorry, too many clients already: {} connections are open there \
                      ([pool] max_server_connections) and none came free within {}ms \
@@ -188,7 +188,7 @@ impl Pool {
     }
 
     /// Closes the idle connection to `backend` unused the longest, if there is one.
-    fn close_oldest_idle(&self, backend: usize) {
+    fn close_oldest_idle(&self, backend: BackendId) {
         let mut idle = locked(&self.idle);
         let oldest = idle
             .conns
@@ -290,7 +290,7 @@ impl Pool {
             .closing
             .iter()
             .any(|(name, _)| *name == conn.key.startup.database);
-        if closing || self.waiting[conn.key.backend].load(Ordering::Acquire) > 0 {
+        if closing || self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0 {
             drop(idle);
             close(conn);
             return;
@@ -364,7 +364,7 @@ impl Pool {
     pub fn idle_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.backends.len()];
         for (key, list) in locked(&self.idle).conns.iter() {
-            counts[key.backend] += list.len();
+            counts[key.backend.index()] += list.len();
         }
         counts
     }

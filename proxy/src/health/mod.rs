@@ -24,8 +24,9 @@ use state::{BackendState, CAUGHT_UP, NEVER};
 pub use lsn::format as format_lsn;
 pub use monitor::Monitor;
 
-/// Backend index of the primary, as in `Pool::backends()`.
-const PRIMARY: usize = 0;
+use crate::backend::BackendId;
+
+const PRIMARY: BackendId = BackendId::PRIMARY;
 
 /// Why a backend may not serve what a session wants from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +83,8 @@ impl Health {
         Health {
             clock: Instant::now(),
             max_lag,
-            backends: (0..backends)
-                .map(|i| BackendState::unsampled(i == PRIMARY))
+            backends: BackendId::all(backends)
+                .map(|id| BackendState::unsampled(id.is_primary()))
                 .collect(),
             history: Mutex::new(History::new(max_lag)),
         }
@@ -100,8 +101,8 @@ impl Health {
 
     /// Whether replica `backend` may serve reads now.
     #[inline]
-    pub fn readable(&self, backend: usize) -> Result<(), Unusable> {
-        let state = &self.backends[backend];
+    pub fn readable(&self, backend: BackendId) -> Result<(), Unusable> {
+        let state = &self.backends[backend.index()];
         if !state.up.load(Relaxed) {
             return Err(Unusable::Down);
         }
@@ -110,7 +111,9 @@ impl Health {
         }
         // Behind a primary that is down, a replica cannot catch up, and its data is the
         // newest there is: it serves reads rather than none being served.
-        if self.staleness_nanos(backend) > self.max_lag && self.backends[PRIMARY].up.load(Relaxed) {
+        if self.staleness_nanos(backend) > self.max_lag
+            && self.backends[PRIMARY.index()].up.load(Relaxed)
+        {
             return Err(Unusable::Lagging);
         }
         Ok(())
@@ -120,16 +123,16 @@ impl Health {
     /// proxy first saw a primary position it has not replayed; zero when caught up (one atomic
     /// load then).
     #[inline]
-    pub fn staleness_nanos(&self, backend: usize) -> u64 {
-        match self.backends[backend].behind_since.load(Relaxed) {
+    pub fn staleness_nanos(&self, backend: BackendId) -> u64 {
+        match self.backends[backend.index()].behind_since.load(Relaxed) {
             CAUGHT_UP => 0,
             since => self.now_nanos().saturating_sub(since),
         }
     }
 
     /// What the monitor last found about `backend`, for the status page and gauges.
-    pub fn view(&self, backend: usize) -> BackendView {
-        let state = &self.backends[backend];
+    pub fn view(&self, backend: BackendId) -> BackendView {
+        let state = &self.backends[backend.index()];
         let sampled = state.sent.load(Acquire) != NEVER;
         BackendView {
             up: state.up.load(Relaxed),
@@ -144,7 +147,7 @@ impl Health {
     /// Whether the primary looks able to take writes. Down only once a sample has failed:
     /// before the first one it gets the benefit of the doubt.
     pub fn primary_state(&self) -> Result<(), Unusable> {
-        let state = &self.backends[PRIMARY];
+        let state = &self.backends[PRIMARY.index()];
         if !state.up.load(Relaxed) {
             Err(Unusable::Down)
         } else if state.in_recovery.load(Relaxed) {
@@ -156,15 +159,15 @@ impl Health {
 
     /// The WAL position `backend` had replayed at its last successful sample (for the
     /// primary: its write position).
-    pub fn replay_lsn(&self, backend: usize) -> u64 {
-        self.backends[backend].lsn.load(Acquire)
+    pub fn replay_lsn(&self, backend: BackendId) -> u64 {
+        self.backends[backend.index()].lsn.load(Acquire)
     }
 
     /// The primary's WAL position from a sample sent at or after `since_nanos`, hence at or
     /// after every commit that had finished by then; None until there is such a sample (see
     /// `nudge_primary`).
     pub fn primary_lsn_since(&self, since_nanos: u64) -> Option<u64> {
-        let state = &self.backends[PRIMARY];
+        let state = &self.backends[PRIMARY.index()];
         let sent = state.sent.load(Acquire);
         (sent != NEVER && sent >= since_nanos).then(|| state.lsn.load(Acquire))
     }
@@ -172,19 +175,19 @@ impl Health {
     /// Asks for a primary sample soon (a few milliseconds at most), e.g. after a commit whose
     /// position a session waits to see replayed.
     pub fn nudge_primary(&self) {
-        self.backends[PRIMARY].nudge.request()
+        self.backends[PRIMARY.index()].nudge.request()
     }
 
     /// Publishes a successful sample of `backend`, sent at `sent` and answered at `seen`.
-    fn record(&self, backend: usize, sample: Sample, sent: u64, seen: u64) {
+    fn record(&self, backend: BackendId, sample: Sample, sent: u64, seen: u64) {
         let mut history = locked(&self.history);
-        let state = &self.backends[backend];
+        let state = &self.backends[backend.index()];
         state.in_recovery.store(sample.in_recovery, Relaxed);
         state.lsn.store(sample.lsn, Release);
         state.sent.store(sent, Release);
         if backend == PRIMARY {
             history.record(sample.lsn, seen);
-            for replica in &self.backends[PRIMARY + 1..] {
+            for replica in &self.backends[PRIMARY.index() + 1..] {
                 // One that just fell behind is rechecked at once: usually it has already
                 // replayed the write, and it need not look stale until its next tick.
                 if update_behind(&history, replica) {
@@ -197,18 +200,18 @@ impl Health {
         state.up.store(true, Relaxed);
     }
 
-    fn record_failure(&self, backend: usize) {
-        self.backends[backend].up.store(false, Relaxed);
+    fn record_failure(&self, backend: BackendId) {
+        self.backends[backend.index()].up.store(false, Relaxed);
     }
 
     /// An up replica that lacks a primary position seen: worth sampling more often.
-    fn is_behind(&self, backend: usize) -> bool {
-        let state = &self.backends[backend];
+    fn is_behind(&self, backend: BackendId) -> bool {
+        let state = &self.backends[backend.index()];
         state.up.load(Relaxed) && state.behind_since.load(Relaxed) != CAUGHT_UP
     }
 
-    fn nudge(&self, backend: usize) -> &nudge::Nudge {
-        &self.backends[backend].nudge
+    fn nudge(&self, backend: BackendId) -> &nudge::Nudge {
+        &self.backends[backend.index()].nudge
     }
 }
 
@@ -235,7 +238,7 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    const REPLICA: usize = 1;
+    const REPLICA: BackendId = BackendId::nth(1);
 
     fn sample(in_recovery: bool, lsn: u64) -> Sample {
         Sample { in_recovery, lsn }

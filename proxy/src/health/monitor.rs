@@ -98,7 +98,7 @@ enum Found {
 
 impl Watcher {
     async fn run(mut self) {
-        let index = self.backend.index;
+        let index = self.backend.id;
         let mut last = None;
         loop {
             let sent_at = Instant::now();
@@ -132,7 +132,7 @@ impl Watcher {
     /// Until the next sample is due: an interval after the last one (a recheck for a replica
     /// that is behind), or shortly after it when nudged.
     async fn pause(&self, sent_at: Instant) {
-        let index = self.backend.index;
+        let index = self.backend.id;
         let wait = if self.health.is_behind(index) {
             self.timing.recheck
         } else {
@@ -147,7 +147,7 @@ impl Watcher {
 
 /// Logs a backend's new state: down, up, or up in a role other than its configured one.
 fn report(backend: &BackendInfo, result: &Result<Sample, ProbeError>) {
-    let is_primary = backend.index == PRIMARY;
+    let is_primary = backend.id == PRIMARY;
     let role = if is_primary { "primary" } else { "replica" };
     match result {
         Err(error) => tracing::warn!(%backend, role, %error, "backend down"),

@@ -12,7 +12,7 @@ where
 {
     /// Forwards what a backend sent and resumes the client once that backend is done.
     pub(super) async fn process_backend_input(&mut self, slot: Slot) -> Result<(), End> {
-        let Some(conn) = pick(&mut self.primary, &mut self.replica, slot) else {
+        let Some(conn) = self.leases.get(slot) else {
             return Ok(());
         };
         let retries = &self.retries;
@@ -124,7 +124,7 @@ where
                     for (name, value) in self.state.take_corrections() {
                         write::parameter_status(&name, &value, &mut self.cout);
                     }
-                    if let Some(conn) = self.slot_mut(slot) {
+                    if let Some(conn) = self.leases.get(slot) {
                         if conn.settings_seq == before {
                             conn.settings_seq = after;
                         }
@@ -151,7 +151,7 @@ where
     /// one that owed the client an answer ends that unit with 08006, or the session when the
     /// client's transaction or a partly sent message died with it.
     pub(super) async fn backend_lost(&mut self, slot: Slot, reason: &str) -> Result<(), End> {
-        let Some(conn) = self.holder(slot).take() else {
+        let Some(conn) = self.leases.release(slot) else {
             return Ok(());
         };
         self.untrack_cancel(&conn);
@@ -242,7 +242,7 @@ where
             .as_deref()
             .and_then(|sql| std::str::from_utf8(sql).ok())
             .and_then(crate::route::fingerprint::shown);
-        if let Some(conn) = &self.replica {
+        if let Some(conn) = self.leases.peek(Slot::Replica) {
             conn.info.meters.refused_retries.increment(1);
             tracing::info!(backend = %conn.info, statement = shown.as_deref().unwrap_or("(not shown)"),
                 "a replica refused a read that writes; running it on the primary");

@@ -2,6 +2,121 @@
 //! when done, and which one the client's cancel reaches.
 
 use super::*;
+use crate::backend::{BackendId, Pool};
+
+/// The server connections a session holds: at most one on the primary and one on its
+/// replica. Acquired from the pool on first use; released (to the pool or closed) by the
+/// session, which knows whether a connection is clean.
+#[derive(Default)]
+pub(super) struct Leases {
+    primary: Option<BackendConn>,
+    replica: Option<BackendConn>,
+}
+
+impl Leases {
+    fn holder(&mut self, slot: Slot) -> &mut Option<BackendConn> {
+        match slot {
+            Slot::Primary => &mut self.primary,
+            Slot::Replica => &mut self.replica,
+        }
+    }
+
+    /// The connection in `slot`, if the session holds one.
+    #[inline]
+    pub(super) fn get(&mut self, slot: Slot) -> Option<&mut BackendConn> {
+        self.holder(slot).as_mut()
+    }
+
+    /// The connection in `slot`, to look at.
+    pub(super) fn peek(&self, slot: Slot) -> Option<&BackendConn> {
+        match slot {
+            Slot::Primary => self.primary.as_ref(),
+            Slot::Replica => self.replica.as_ref(),
+        }
+    }
+
+    pub(super) fn holds(&self, slot: Slot) -> bool {
+        self.peek(slot).is_some()
+    }
+
+    /// Takes a connection for `slot` to `backend` from the pool, unless one is held already.
+    pub(super) async fn acquire(
+        &mut self,
+        slot: Slot,
+        backend: BackendId,
+        pool: &Pool,
+        startup: &Arc<StartupInfo>,
+        password: Option<&str>,
+    ) -> Result<(), BackendError> {
+        let holder = self.holder(slot);
+        if holder.is_none() {
+            let key = PoolKey {
+                backend,
+                startup: startup.clone(),
+            };
+            *holder = Some(pool.acquire(&key, password).await?);
+        }
+        Ok(())
+    }
+
+    /// Gives up the connection in `slot`: the caller returns it to the pool or closes it.
+    pub(super) fn release(&mut self, slot: Slot) -> Option<BackendConn> {
+        self.holder(slot).take()
+    }
+
+    /// Both connections held, to act on each.
+    pub(super) fn each_mut(&mut self) -> impl Iterator<Item = &mut BackendConn> {
+        [self.primary.as_mut(), self.replica.as_mut()]
+            .into_iter()
+            .flatten()
+    }
+
+    /// Bytes waiting to be written to the servers.
+    pub(super) fn backlog(&self) -> usize {
+        self.primary.as_ref().map_or(0, |c| c.out.len())
+            + self.replica.as_ref().map_or(0, |c| c.out.len())
+    }
+
+    /// Polls the primary's connection, then the replica's: pending writes first, then a read
+    /// if the client can take more.
+    #[inline]
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>, can_read: bool) -> Poll<(Slot, BackendIo)> {
+        if let Poll::Ready(io) = poll_backend(cx, &mut self.primary, can_read) {
+            return Poll::Ready((Slot::Primary, io));
+        }
+        if let Poll::Ready(io) = poll_backend(cx, &mut self.replica, can_read) {
+            return Poll::Ready((Slot::Replica, io));
+        }
+        Poll::Pending
+    }
+}
+
+/// Polls one lease: its pending write first, then a read if the client can take more.
+#[inline]
+fn poll_backend(
+    cx: &mut Context<'_>,
+    conn: &mut Option<BackendConn>,
+    can_read: bool,
+) -> Poll<BackendIo> {
+    let Some(conn) = conn else {
+        return Poll::Pending;
+    };
+    if !conn.out.is_empty() {
+        if let Poll::Ready(r) = Pin::new(&mut conn.wr).poll_write(cx, &conn.out) {
+            return Poll::Ready(BackendIo::Wrote(r));
+        }
+    }
+    if can_read {
+        let inbuf = &mut conn.proto.inbuf;
+        if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
+            inbuf.reserve(READ_CHUNK);
+        }
+        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut conn.rd), cx, inbuf) {
+            return Poll::Ready(BackendIo::Read(r));
+        }
+    }
+    Poll::Pending
+}
 
 impl<R, W> Session<R, W>
 where
@@ -28,18 +143,6 @@ where
         }
     }
 
-    /// Where the lease for `slot` is kept.
-    pub(super) fn holder(&mut self, slot: Slot) -> &mut Option<BackendConn> {
-        match slot {
-            Slot::Primary => &mut self.primary,
-            Slot::Replica => &mut self.replica,
-        }
-    }
-
-    pub(super) fn slot_mut(&mut self, slot: Slot) -> Option<&mut BackendConn> {
-        self.holder(slot).as_mut()
-    }
-
     /// Opens the lease for `target`, or, when that is a replica that cannot be reached, the
     /// primary instead: a read is not failed because a replica is down. Returns where the
     /// lease is.
@@ -48,40 +151,32 @@ where
     /// an async call; opening one (rare, and slow anyway) runs boxed. That keeps the futures
     /// of every statement's path small: they are moved, by size, each time one is called.
     pub(super) async fn open_lease(&mut self, decision: &mut Decision) -> Result<(), BackendError> {
-        match self.ensure_lease(decision.slot).await {
+        match self.acquire(decision.slot).await {
             Err(e) if decision.slot == Slot::Replica => {
                 tracing::warn!(error = %e, "replica unavailable; reading from the primary");
                 self.replica_failed();
                 *decision = Decision::read(Slot::Primary, Reason::ReplicaDown);
-                self.ensure_lease(Slot::Primary).await
+                self.acquire(Slot::Primary).await
             }
             done => done,
         }
     }
 
     /// Opens the lease for `slot` on first use.
-    pub(super) async fn ensure_lease(&mut self, slot: Slot) -> Result<(), BackendError> {
+    async fn acquire(&mut self, slot: Slot) -> Result<(), BackendError> {
         let backend = match slot {
-            Slot::Primary => 0,
-            Slot::Replica => self.client.replica.as_ref().map_or(0, ReplicaLease::index),
+            Slot::Primary => BackendId::PRIMARY,
+            Slot::Replica => self
+                .client
+                .replica
+                .as_ref()
+                .map_or(BackendId::PRIMARY, ReplicaLease::backend),
         };
-        let holder = match slot {
-            Slot::Primary => &mut self.primary,
-            Slot::Replica => &mut self.replica,
-        };
-        if holder.is_none() {
-            let key = PoolKey {
-                backend,
-                startup: self.client.startup.clone(),
-            };
-            *holder = Some(
-                self.shared
-                    .pool
-                    .acquire(&key, self.client.password.as_deref())
-                    .await?,
-            );
-        }
-        Ok(())
+        let (pool, client) = (&self.shared.pool, &self.client);
+        let password = client.password.as_deref();
+        self.leases
+            .acquire(slot, backend, pool, &client.startup, password)
+            .await
     }
 
     /// Tells the client a unit could not start because its backend is unavailable.
@@ -93,7 +188,7 @@ where
     /// Points the client's cancel key at the backend now running its statement.
     /// Compared by the connection's own key: the slot may hold another connection by now.
     pub(super) fn track_cancel(&mut self, slot: Slot) {
-        let Some(conn) = pick(&mut self.primary, &mut self.replica, slot) else {
+        let Some(conn) = self.leases.get(slot) else {
             return;
         };
         if self.cancel_key == Some(conn.cancel_key) {
@@ -110,18 +205,6 @@ where
             self.cancel_key = None;
             self.client.cancel.set(None);
         }
-    }
-}
-
-/// The lease in `slot`, borrowed apart from the rest of the session.
-pub(super) fn pick<'a>(
-    primary: &'a mut Option<BackendConn>,
-    replica: &'a mut Option<BackendConn>,
-    slot: Slot,
-) -> Option<&'a mut BackendConn> {
-    match slot {
-        Slot::Primary => primary.as_mut(),
-        Slot::Replica => replica.as_mut(),
     }
 }
 

@@ -21,7 +21,7 @@ mod settings;
 mod state;
 mod words;
 
-use leases::pick;
+use leases::Leases;
 use routing::QueryStep;
 use send::batch_sql;
 
@@ -127,8 +127,7 @@ pub struct Session<R, W> {
     client_w: W,
     cin: BytesMut,
     cout: BytesMut,
-    primary: Option<BackendConn>,
-    replica: Option<BackendConn>,
+    leases: Leases,
     /// Backend that holds the client's open transaction (from ReadyForQuery).
     tx: Option<Slot>,
     /// Status byte of the last ReadyForQuery the client got.
@@ -191,15 +190,15 @@ impl Counts {
         if self.rerun {
             return;
         }
-        let backend = conn.info.index;
-        if backend == 0 {
+        let backend = conn.info.id;
+        if backend.is_primary() {
             self.stats.to_primary += 1;
         } else {
             self.stats.to_replica += 1;
         }
         let Some(tally) = &self.tally else { return };
         tally.routed(backend, why);
-        if backend != 0 {
+        if !backend.is_primary() {
             tally.read_staleness(backend, health.staleness_nanos(backend));
         }
     }
@@ -221,31 +220,6 @@ impl Counts {
     }
 }
 
-/// Polls one lease: its pending write first, then a read if the client can take more.
-fn poll_backend(
-    cx: &mut Context<'_>,
-    conn: &mut Option<BackendConn>,
-    can_read: bool,
-) -> Poll<BackendIo> {
-    let Some(conn) = conn else {
-        return Poll::Pending;
-    };
-    if !conn.out.is_empty() {
-        if let Poll::Ready(r) = Pin::new(&mut conn.wr).poll_write(cx, &conn.out) {
-            return Poll::Ready(BackendIo::Wrote(r));
-        }
-    }
-    if can_read {
-        if conn.proto.inbuf.capacity() - conn.proto.inbuf.len() < READ_CHUNK / 2 {
-            conn.proto.inbuf.reserve(READ_CHUNK);
-        }
-        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut conn.rd), cx, &mut conn.proto.inbuf) {
-            return Poll::Ready(BackendIo::Read(r));
-        }
-    }
-    Poll::Pending
-}
-
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -265,8 +239,7 @@ where
             client_w,
             cin: BytesMut::with_capacity(READ_CHUNK),
             cout: BytesMut::with_capacity(READ_CHUNK),
-            primary: None,
-            replica: None,
+            leases: Leases::default(),
             tx: None,
             client_status: TxStatus::Idle,
             inflight: None,
@@ -307,9 +280,7 @@ where
                 break 'session End::Shutdown;
             }
             let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
-            let backlog = self.primary.as_ref().map_or(0, |c| c.out.len())
-                + self.replica.as_ref().map_or(0, |c| c.out.len());
-            let client_readable = !self.stalled && backlog < BACKEND_OUT_HIGH_WATER;
+            let client_readable = !self.stalled && self.leases.backlog() < BACKEND_OUT_HIGH_WATER;
             if client_readable && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
                 self.cin.reserve(READ_CHUNK);
             }
@@ -319,8 +290,7 @@ where
                     client_w,
                     cin,
                     cout,
-                    primary,
-                    replica,
+                    leases,
                     shutdown_wait,
                     shutting_down,
                     ..
@@ -333,11 +303,8 @@ where
                             return Poll::Ready(Event::ClientWrote(r));
                         }
                     }
-                    if let Poll::Ready(io) = poll_backend(cx, primary, backend_readable) {
-                        return Poll::Ready(Event::Backend(Slot::Primary, io));
-                    }
-                    if let Poll::Ready(io) = poll_backend(cx, replica, backend_readable) {
-                        return Poll::Ready(Event::Backend(Slot::Replica, io));
+                    if let Poll::Ready((slot, io)) = leases.poll(cx, backend_readable) {
+                        return Poll::Ready(Event::Backend(slot, io));
                     }
                     if client_readable {
                         if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client_r), cx, cin) {
@@ -366,7 +333,7 @@ where
                     }
                 }
                 Event::Backend(slot, BackendIo::Wrote(Ok(n))) => {
-                    if let Some(conn) = self.slot_mut(slot) {
+                    if let Some(conn) = self.leases.get(slot) {
                         conn.out.advance(n);
                     }
                 }
@@ -406,11 +373,8 @@ where
         }
         // No cancel may reach the connections once another session can lease them.
         self.client.cancel.set(None);
-        for (slot, conn) in [
-            (Slot::Primary, self.primary.take()),
-            (Slot::Replica, self.replica.take()),
-        ] {
-            if let Some(conn) = conn {
+        for slot in [Slot::Primary, Slot::Replica] {
+            if let Some(conn) = self.leases.release(slot) {
                 self.return_lease(slot, conn);
             }
         }
@@ -470,7 +434,7 @@ where
             SYNC if self.copy_owes_sync.is_some() => {
                 let sync = self.cin.split_to(total);
                 let slot = self.copy_owes_sync.take();
-                let conn = slot.and_then(|slot| pick(&mut self.primary, &mut self.replica, slot));
+                let conn = slot.and_then(|slot| self.leases.get(slot));
                 if let Some(conn) = conn {
                     for (_, msg, _) in &self.batch.messages {
                         conn.out.extend_from_slice(msg);
@@ -495,7 +459,7 @@ where
             COPY_DATA | COPY_DONE | COPY_FAIL => {
                 let msg = self.cin.split_to(total);
                 let busy = self.inflight;
-                if let Some(conn) = busy.and_then(|slot| self.slot_mut(slot)) {
+                if let Some(conn) = busy.and_then(|slot| self.leases.get(slot)) {
                     conn.out.extend_from_slice(&msg);
                 }
             }

@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::decide::ReplicaView;
 use super::{Session, Slot};
+use crate::backend::BackendId;
+use crate::balance::ReplicaLease;
 use crate::health::Unusable;
 use crate::route::Reason;
 
@@ -24,10 +26,10 @@ where
     /// it lags or has not replayed the session's writes (never one that is down).
     pub(super) fn replica_view(&mut self, forced: bool) -> ReplicaView {
         let left = self.leave_unreadable_replica(forced);
-        if self.client.replica.is_none() && self.replica.is_none() {
-            self.client.replica = self.shared.pick_replica(None);
+        if self.client.replica.is_none() && !self.leases.holds(Slot::Replica) {
+            self.client.replica = self.shared.pick_replica();
         }
-        let Some(replica) = self.client.replica.as_ref().map(|lease| lease.index()) else {
+        let Some(replica) = self.client.replica.as_ref().map(ReplicaLease::backend) else {
             return ReplicaView::Unavailable(self.no_replica_reason(left));
         };
         if forced || self.has_replayed_writes(replica) {
@@ -40,17 +42,14 @@ where
     /// Why no replica could be picked: none configured, or none readable (lagging, if that
     /// is what the one just left or the first lagging one is).
     fn no_replica_reason(&self, left: Option<Unusable>) -> Reason {
-        let replicas = 1..self.shared.pool.backends().len();
-        if replicas.is_empty() {
+        let backends = self.shared.pool.backends();
+        let mut replicas = backends.iter().filter(|b| !b.id.is_primary()).peekable();
+        if replicas.peek().is_none() {
             return Reason::NoReplica;
         }
         let lagging = |why: Option<Unusable>| matches!(why, Some(Unusable::Lagging));
         let health = &self.shared.health;
-        if lagging(left)
-            || replicas
-                .into_iter()
-                .any(|i| lagging(health.readable(i).err()))
-        {
+        if lagging(left) || replicas.any(|b| lagging(health.readable(b.id).err())) {
             Reason::Lag
         } else {
             Reason::ReplicaDown
@@ -62,7 +61,7 @@ where
     /// returned only when idle; a busy one finishes what it runs first. Returns why it left.
     fn leave_unreadable_replica(&mut self, forced: bool) -> Option<Unusable> {
         let lease = self.client.replica.as_ref()?;
-        let unusable = match self.shared.health.readable(lease.index()) {
+        let unusable = match self.shared.health.readable(lease.backend()) {
             Ok(()) => return None,
             Err(Unusable::Lagging) if forced => return None,
             Err(why) => why,
@@ -73,7 +72,7 @@ where
         if busy {
             return None;
         }
-        tracing::debug!(replica = lease.index(), %unusable, "leaving a replica that cannot serve reads");
+        tracing::debug!(replica = %lease.backend(), %unusable, "leaving a replica that cannot serve reads");
         self.replica_failed();
         Some(unusable)
     }
@@ -82,7 +81,7 @@ where
     /// idle) and read from the primary until another replica is picked.
     pub(super) fn replica_failed(&mut self) {
         self.client.replica = None;
-        if let Some(conn) = self.replica.take() {
+        if let Some(conn) = self.leases.release(Slot::Replica) {
             self.untrack_cancel(&conn);
             self.return_lease(Slot::Replica, conn);
         }
@@ -92,7 +91,7 @@ where
     /// "global" mode, this proxy) must see. A commit is seen once the replica's replay
     /// position passes a primary position sampled after it; until then the primary's monitor
     /// is nudged, so reads come back to the replica within milliseconds of it catching up.
-    fn has_replayed_writes(&mut self, replica: usize) -> bool {
+    fn has_replayed_writes(&mut self, replica: BackendId) -> bool {
         let since = match self.shared.read_your_writes {
             ReadYourWrites::Off => return true,
             ReadYourWrites::Session => match self.wrote_at {

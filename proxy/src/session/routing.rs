@@ -95,10 +95,13 @@ where
                 writes,
             },
             Wanted::Read { reason, hinted } => self.place_read(reason, hinted),
-            Wanted::Any => match (&self.replica, &self.primary) {
-                (Some(_), _) => Decision::read(Slot::Replica, Reason::Read),
-                (None, Some(_)) => Decision::read(Slot::Primary, Reason::Read),
-                (None, None) => self.place_read(Reason::Read, false),
+            Wanted::Any => match (
+                self.leases.holds(Slot::Replica),
+                self.leases.holds(Slot::Primary),
+            ) {
+                (true, _) => Decision::read(Slot::Replica, Reason::Read),
+                (false, true) => Decision::read(Slot::Primary, Reason::Read),
+                (false, false) => self.place_read(Reason::Read, false),
             },
         };
         let slot = decide::join(standalone.slot, self.open_batch, self.tx, self.inflight)?;
@@ -181,10 +184,7 @@ where
             ProxyError::in_failed_transaction().encode(&mut self.cout);
         } else {
             self.stmts.forget(name);
-            for conn in [self.primary.as_mut(), self.replica.as_mut()]
-                .into_iter()
-                .flatten()
-            {
+            for conn in self.leases.each_mut() {
                 if conn.prepared.remove(name).is_some() {
                     conn.closes_due.push(Bytes::copy_from_slice(name));
                 }

@@ -27,7 +27,7 @@ where
             let sql = fields::query_sql(&msg).unwrap_or_default();
             self.shared.pool.before_database_ddl(sql);
         }
-        if self.holder(decision.slot).is_none() {
+        if !self.leases.holds(decision.slot) {
             if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
                 self.report_unavailable(&e);
                 write::ready_for_query(self.client_status, &mut self.cout);
@@ -52,7 +52,7 @@ where
         let probe = target == Slot::Primary
             && self.state.wants_probe(effects)
             && may_probe(self.tx.is_some(), effects);
-        let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
+        let Some(conn) = self.leases.get(target) else {
             return;
         };
         conn.has_temp_schema |= effects.contains(Effects::TEMP);
@@ -108,7 +108,7 @@ where
             return;
         }
         let messages = std::mem::take(&mut self.batch.messages);
-        if self.holder(decision.slot).is_none() {
+        if !self.leases.holds(decision.slot) {
             if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
                 self.batch.restore(messages);
                 self.report_unavailable(&e);
@@ -152,7 +152,7 @@ where
             && target == Slot::Primary
             && self.state.wants_probe(effects)
             && may_probe(self.tx.is_some(), effects);
-        let Some(conn) = pick(&mut self.primary, &mut self.replica, target) else {
+        let Some(conn) = self.leases.get(target) else {
             self.batch.restore(messages);
             return;
         };

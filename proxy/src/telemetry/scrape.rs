@@ -55,9 +55,9 @@ fn publish_states(status: &Status, shared: &Shared) {
 }
 
 fn publish_counts(totals: &Totals, shared: &Shared) {
-    for (index, info) in shared.pool.backends().iter().enumerate() {
+    for info in shared.pool.backends() {
         for (reason, counter) in Reason::ALL.iter().zip(info.meters.queries.iter()) {
-            counter.absolute(totals.queries(index, *reason));
+            counter.absolute(totals.queries(info.id, *reason));
         }
     }
     shared.client_meters.bytes_in.absolute(totals.bytes_in);
@@ -76,9 +76,9 @@ fn render_histograms(out: &mut String, totals: &Totals, shared: &Shared) {
         &DURATION_BOUNDS,
         &by_route,
     );
-    let replicas = shared.pool.backends().iter().skip(1);
+    let replicas = shared.pool.backends().iter().filter(|b| !b.id.is_primary());
     let by_replica: Vec<_> = replicas
-        .zip(totals.staleness.iter().skip(1))
+        .map(|info| (info, &totals.staleness[info.id.index()]))
         .map(|(info, staleness)| (vec![("backend", info.name.as_str())], staleness))
         .collect();
     histogram_family(

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::BackendId;
 use crate::health::format_lsn;
 use crate::shared::Shared;
 
@@ -73,19 +74,19 @@ pub fn snapshot(shared: &Shared) -> Status {
     let health = &shared.health;
     let backends = shared.pool.backends();
     let idle = shared.pool.idle_counts();
-    let primary = health.view(0);
+    let primary = health.view(BackendId::PRIMARY);
     let statuses = backends
         .iter()
         .zip(idle)
         .map(|(info, idle)| {
-            let is_primary = info.index == 0;
-            let view = health.view(info.index);
+            let is_primary = info.id.is_primary();
+            let view = health.view(info.id);
             let known_recovery = view.sampled.then_some(view.in_recovery);
             let role_mismatch = known_recovery.is_some_and(|r| r == is_primary);
             let usable = if is_primary {
                 health.primary_state()
             } else {
-                health.readable(info.index)
+                health.readable(info.id)
             };
             let lag_bytes = match (is_primary, primary.lsn, view.lsn) {
                 (false, Some(p), Some(r)) => Some(p.saturating_sub(r)),
@@ -103,7 +104,7 @@ pub fn snapshot(shared: &Shared) -> Status {
                 lsn: view.lsn.map(format_lsn),
                 lag_bytes,
                 staleness_seconds: view.staleness.map(|d| d.as_secs_f64()),
-                readers: (!is_primary).then(|| shared.balancer.readers(info.index)),
+                readers: (!is_primary).then(|| shared.balancer.readers(info.id)),
                 active_connections: open.saturating_sub(idle),
                 idle_connections: idle,
             }

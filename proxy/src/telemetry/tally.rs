@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::backend::BackendId;
 use crate::route::Reason;
 
 const MS: u64 = 1_000_000;
@@ -110,15 +111,15 @@ impl Tally {
 
     /// A statement sent to `backend` for `reason`.
     #[inline]
-    pub fn routed(&self, backend: usize, reason: Reason) {
-        self.queries[backend * Reason::ALL.len() + reason.index()].fetch_add(1, Relaxed);
+    pub fn routed(&self, backend: BackendId, reason: Reason) {
+        self.queries[backend.index() * Reason::ALL.len() + reason.index()].fetch_add(1, Relaxed);
     }
 
     /// A read sent to replica `backend` while it was `staleness` nanoseconds behind the
     /// primary.
     #[inline]
-    pub fn read_staleness(&self, backend: usize, staleness: u64) {
-        self.staleness[backend].record(staleness);
+    pub fn read_staleness(&self, backend: BackendId, staleness: u64) {
+        self.staleness[backend.index()].record(staleness);
     }
 
     /// A statement answered `took` nanoseconds after it was sent, on the primary or a replica.
@@ -175,9 +176,9 @@ impl Totals {
     }
 
     /// Statements sent to `backend` for `reason`.
-    pub fn queries(&self, backend: usize, reason: Reason) -> u64 {
+    pub fn queries(&self, backend: BackendId, reason: Reason) -> u64 {
         self.queries
-            .get(backend * Reason::ALL.len() + reason.index())
+            .get(backend.index() * Reason::ALL.len() + reason.index())
             .copied()
             .unwrap_or(0)
     }
@@ -205,15 +206,15 @@ mod tests {
         tally.answered(true, 51_000);
         tally.answered(true, 11_000_000_000);
         tally.answered(false, 3_000_000);
-        tally.read_staleness(1, 0);
-        tally.read_staleness(1, 400_000_000);
-        tally.routed(1, Reason::Read);
-        tally.routed(0, Reason::Write);
-        tally.routed(0, Reason::Write);
+        tally.read_staleness(BackendId::nth(1), 0);
+        tally.read_staleness(BackendId::nth(1), 400_000_000);
+        tally.routed(BackendId::nth(1), Reason::Read);
+        tally.routed(BackendId::PRIMARY, Reason::Write);
+        tally.routed(BackendId::PRIMARY, Reason::Write);
         tally.bytes_in(10);
         tally.bytes_out(20);
         let other = Tally::new(2);
-        other.routed(1, Reason::Read);
+        other.routed(BackendId::nth(1), Reason::Read);
         let totals = Totals::sum([&tally, &other]);
         let primary = &totals.duration[0];
         assert_eq!(primary.counts.len(), DURATION_BOUNDS.len() + 1);
@@ -223,9 +224,9 @@ mod tests {
         assert_eq!(totals.duration[1].counts[6], 1, "3 ms: up to 5 ms");
         assert_eq!(totals.staleness[1].counts[0], 1);
         assert_eq!(totals.staleness[1].counts[6], 1, "400 ms: up to 500 ms");
-        assert_eq!(totals.queries(1, Reason::Read), 2);
-        assert_eq!(totals.queries(0, Reason::Write), 2);
-        assert_eq!(totals.queries(0, Reason::Read), 0);
+        assert_eq!(totals.queries(BackendId::nth(1), Reason::Read), 2);
+        assert_eq!(totals.queries(BackendId::PRIMARY, Reason::Write), 2);
+        assert_eq!(totals.queries(BackendId::PRIMARY, Reason::Read), 0);
         assert_eq!((totals.bytes_in, totals.bytes_out), (10, 20));
     }
 }
