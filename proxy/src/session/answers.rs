@@ -5,6 +5,15 @@
 use super::*;
 use crate::telemetry::Finished;
 
+/// What a backend's input came to, for the session to act on.
+struct Relayed {
+    seen: relay::Relayed,
+    /// The connection owes nothing more.
+    done: bool,
+    /// A read the replica refused, to run on the primary.
+    misrouted: Option<Retry>,
+}
+
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -12,9 +21,65 @@ where
 {
     /// Forwards what a backend sent and resumes the client once that backend is done.
     pub(super) async fn process_backend_input(&mut self, slot: Slot) -> Result<(), End> {
-        let Some(conn) = self.leases.get(slot) else {
+        let Some(relayed) = self.relay_from(slot) else {
             return Ok(());
         };
+        let Relayed {
+            seen,
+            done,
+            misrouted,
+        } = relayed;
+        if let Some(status) = seen.last_status {
+            self.client_status = status;
+            self.tx = (status != TxStatus::Idle).then_some(slot);
+        }
+        let committed =
+            seen.last_status == Some(TxStatus::Idle) && slot == Slot::Primary && self.pending_write;
+        // What the units answered before anything else happened counts, even if the
+        // connection is lost right after (a probe's answer, a SET that took effect).
+        if !seen.outcomes.is_empty() {
+            if let Some(error) = self.settle(slot, &seen.outcomes) {
+                let reason = format!("could not apply the session's settings there: {error}");
+                return self.backend_lost(slot, &reason).await;
+            }
+        }
+        if committed {
+            self.pending_write = false;
+            self.note_commit();
+        }
+        if let Some(ty) = seen.unsolicited {
+            if let Some(conn) = self.leases.peek(slot) {
+                tracing::warn!(backend = %conn.info, message_type = %(ty as char), "backend sent an unsolicited message; closing it");
+            }
+            return self
+                .backend_lost(slot, "the server ended the session")
+                .await;
+        }
+        // A replica shutting down answers an in-flight read with FATAL before closing: the
+        // client has seen nothing of that read yet, so it goes elsewhere instead.
+        if seen.fatal_before_rerunnable {
+            return self
+                .backend_lost(slot, "the server ended the session")
+                .await;
+        }
+        if let Some(retry) = misrouted {
+            return self.rerun_refused(retry).await;
+        }
+        if done && self.open_batch != Some(slot) && self.inflight == Some(slot) {
+            self.inflight = None;
+            if self.stalled {
+                self.stalled = false;
+                self.process_client_input().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Relays what the connection in `slot` has read to the client, and takes in what that
+    /// says about the connection's statements, the replica's re-runnable reads and COPY.
+    #[inline]
+    fn relay_from(&mut self, slot: Slot) -> Option<Relayed> {
+        let conn = self.leases.get(slot)?;
         let retries = &self.retries;
         // Re-sending a batch goes through the batch buffer: only while the client has not
         // begun its next batch there.
@@ -65,49 +130,11 @@ where
         if let Some(on) = seen.default_read_only {
             self.state.default_read_only = on;
         }
-        if let Some(status) = seen.last_status {
-            self.client_status = status;
-            self.tx = (status != TxStatus::Idle).then_some(slot);
-        }
-        let committed =
-            seen.last_status == Some(TxStatus::Idle) && slot == Slot::Primary && self.pending_write;
-        let unsolicited = seen.unsolicited.map(|ty| (ty, conn.info.clone()));
-        // What the units answered before anything else happened counts, even if the
-        // connection is lost right after (a probe's answer, a SET that took effect).
-        if !seen.outcomes.is_empty() {
-            if let Some(error) = self.settle(slot, &seen.outcomes) {
-                let reason = format!("could not apply the session's settings there: {error}");
-                return self.backend_lost(slot, &reason).await;
-            }
-        }
-        if committed {
-            self.pending_write = false;
-            self.note_commit();
-        }
-        if let Some((ty, info)) = unsolicited {
-            tracing::warn!(backend = %info, message_type = %(ty as char), "backend sent an unsolicited message; closing it");
-            return self
-                .backend_lost(slot, "the server ended the session")
-                .await;
-        }
-        // A replica shutting down answers an in-flight read with FATAL before closing: the
-        // client has seen nothing of that read yet, so it goes elsewhere instead.
-        if seen.fatal_before_rerunnable {
-            return self
-                .backend_lost(slot, "the server ended the session")
-                .await;
-        }
-        if let Some(retry) = misrouted {
-            return self.rerun_refused(retry).await;
-        }
-        if done && self.open_batch != Some(slot) && self.inflight == Some(slot) {
-            self.inflight = None;
-            if self.stalled {
-                self.stalled = false;
-                self.process_client_input().await?;
-            }
-        }
-        Ok(())
+        Some(Relayed {
+            seen,
+            done,
+            misrouted,
+        })
     }
 
     /// Takes in how watched units ended; returns the error of a replay of settings that
@@ -267,7 +294,7 @@ where
         self.counts.rerun = true;
         for retry in retries {
             match retry {
-                Retry::Query(msg) => self.send_query(target, msg, Effects::NONE).await,
+                Retry::Query(msg) => self.send(target, Unit::Query(msg, Effects::NONE)).await,
                 Retry::Batch(messages, sync) => {
                     // The statements the batch defined died with the replica: define them anew.
                     for (ty, msg, _) in &messages {
@@ -276,8 +303,12 @@ where
                             self.stmts.forget(name);
                         }
                     }
-                    self.batch.messages = messages;
-                    self.send_batch(target, sync, true).await;
+                    let unit = Unit::Batch {
+                        messages,
+                        terminator: sync,
+                        synced: true,
+                    };
+                    self.send(target, unit).await;
                 }
             }
         }

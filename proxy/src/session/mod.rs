@@ -23,7 +23,7 @@ mod words;
 
 use leases::Leases;
 use routing::QueryStep;
-use send::batch_sql;
+use send::{batch_sql, Unit};
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -85,6 +85,17 @@ pub enum End {
 enum BackendIo {
     Read(io::Result<usize>),
     Wrote(io::Result<usize>),
+}
+
+/// What the session may take in now.
+#[derive(Clone, Copy)]
+struct Readiness {
+    /// Backends' answers: the client's output is under its high-water mark.
+    backend: bool,
+    /// The client's messages: nothing waits, and the backends' output is under its mark.
+    client: bool,
+    /// The proxy shutting down: the session is idle, and has not seen it yet.
+    shutdown: bool,
 }
 
 enum Event {
@@ -284,40 +295,13 @@ where
             if client_readable && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
                 self.cin.reserve(READ_CHUNK);
             }
-            let event = {
-                let Session {
-                    client_r,
-                    client_w,
-                    cin,
-                    cout,
-                    leases,
-                    shutdown_wait,
-                    shutting_down,
-                    ..
-                } = &mut self;
-                let watch_shutdown = idle && !*shutting_down;
-                // Polled by hand, in priority order: this runs for every message.
-                poll_fn(|cx| {
-                    if !cout.is_empty() {
-                        if let Poll::Ready(r) = Pin::new(&mut *client_w).poll_write(cx, cout) {
-                            return Poll::Ready(Event::ClientWrote(r));
-                        }
-                    }
-                    if let Poll::Ready((slot, io)) = leases.poll(cx, backend_readable) {
-                        return Poll::Ready(Event::Backend(slot, io));
-                    }
-                    if client_readable {
-                        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client_r), cx, cin) {
-                            return Poll::Ready(Event::ClientRead(r));
-                        }
-                    }
-                    if watch_shutdown && shutdown_wait.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Event::Shutdown);
-                    }
-                    Poll::Pending
-                })
-                .await
+            let readiness = Readiness {
+                backend: backend_readable,
+                client: client_readable,
+                shutdown: idle && !self.shutting_down,
             };
+            // Polled by hand, in priority order: this runs for every message.
+            let event = poll_fn(|cx| self.poll_event(cx, readiness)).await;
             match event {
                 Event::ClientWrote(Ok(n)) => {
                     self.cout.advance(n);
@@ -358,6 +342,12 @@ where
                 Event::Shutdown => self.shutting_down = true,
             }
         };
+        self.finish(end).await
+    }
+
+    /// Tells the client why the session ends, if it is still there to hear it, and gives
+    /// the leases back.
+    async fn finish(mut self, end: End) -> SessionStats {
         let farewell = match end {
             End::ClientGone => None,
             End::Shutdown => Some(ProxyError::fatal(
@@ -379,6 +369,30 @@ where
             }
         }
         self.counts.stats
+    }
+
+    /// The next thing to act on: the client's output written, a backend's I/O, the client's
+    /// input, the proxy shutting down; in that order.
+    #[inline(always)]
+    fn poll_event(&mut self, cx: &mut Context<'_>, ready: Readiness) -> Poll<Event> {
+        if !self.cout.is_empty() {
+            if let Poll::Ready(r) = Pin::new(&mut self.client_w).poll_write(cx, &self.cout) {
+                return Poll::Ready(Event::ClientWrote(r));
+            }
+        }
+        if let Poll::Ready((slot, io)) = self.leases.poll(cx, ready.backend) {
+            return Poll::Ready(Event::Backend(slot, io));
+        }
+        if ready.client {
+            let read = poll_read_buf(Pin::new(&mut self.client_r), cx, &mut self.cin);
+            if let Poll::Ready(r) = read {
+                return Poll::Ready(Event::ClientRead(r));
+            }
+        }
+        if ready.shutdown && self.shutdown_wait.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::Shutdown);
+        }
+        Poll::Pending
     }
 
     fn is_idle(&self) -> bool {
@@ -420,7 +434,7 @@ where
                 QueryStep::Answered => {}
                 QueryStep::Send(decision, effects) => {
                     let msg = self.cin.split_to(total).freeze();
-                    self.send_query(decision, msg, effects).await;
+                    self.send(decision, Unit::Query(msg, effects)).await;
                 }
             },
             PARSE | BIND | DESCRIBE | EXECUTE | CLOSE => {
@@ -431,18 +445,7 @@ where
                     remembered_verdict(last, classifier, functions, sql)
                 });
             }
-            SYNC if self.copy_owes_sync.is_some() => {
-                let sync = self.cin.split_to(total);
-                let slot = self.copy_owes_sync.take();
-                let conn = slot.and_then(|slot| self.leases.get(slot));
-                if let Some(conn) = conn {
-                    for (_, msg, _) in &self.batch.messages {
-                        conn.out.extend_from_slice(msg);
-                    }
-                    conn.out.extend_from_slice(&sync);
-                }
-                self.batch.clear();
-            }
+            SYNC if self.copy_owes_sync.is_some() => self.sync_after_copy(total),
             SYNC | FLUSH => {
                 let Some(decision) = self.route_batch() else {
                     return Ok(false);
@@ -454,7 +457,13 @@ where
                     write::ready_for_query(self.client_status, &mut self.cout);
                     return Ok(true);
                 }
-                self.send_batch(decision, terminator, ty == SYNC).await;
+                let messages = std::mem::take(&mut self.batch.messages);
+                let unit = Unit::Batch {
+                    messages,
+                    terminator,
+                    synced: ty == SYNC,
+                };
+                self.send(decision, unit).await;
             }
             COPY_DATA | COPY_DONE | COPY_FAIL => {
                 let msg = self.cin.split_to(total);
@@ -472,7 +481,7 @@ where
                     return Ok(false);
                 };
                 let msg = self.cin.split_to(total).freeze();
-                self.send_query(decision, msg, Effects::NONE).await;
+                self.send(decision, Unit::Query(msg, Effects::NONE)).await;
             }
             TERMINATE => return Err(End::ClientGone),
             other => {
@@ -491,6 +500,19 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    /// The client's Sync after a COPY FROM STDIN that swallowed its batch's Sync: it goes
+    /// where the COPY ran, with what the client sent since, and completes that batch.
+    fn sync_after_copy(&mut self, total: usize) {
+        let sync = self.cin.split_to(total);
+        let slot = self.copy_owes_sync.take();
+        if let Some(conn) = slot.and_then(|slot| self.leases.get(slot)) {
+            for (_, msg, _) in &self.batch.messages {
+                conn.out.extend_from_slice(msg);
+            }
+            conn.out.extend_from_slice(&sync);
+        }
+        self.batch.clear();
+    }
 }
 
 /// The verdict on a Parse's SQL, reusing the last one when the text is the same and the

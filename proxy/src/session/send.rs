@@ -3,158 +3,75 @@
 
 use super::*;
 
+/// A unit to send, as the client sent it.
+pub(super) enum Unit {
+    /// A simple Query or a FunctionCall, with what its statement does.
+    Query(Bytes, Effects),
+    /// The buffered batch's messages (taken out of it) and the Sync (`synced`) or Flush that
+    /// ends them.
+    Batch {
+        messages: Vec<(u8, Bytes, Verdict)>,
+        terminator: Bytes,
+        synced: bool,
+    },
+}
+
+impl Unit {
+    /// Whether a ReadyForQuery answers it (a batch up to a Flush has none yet).
+    fn synced(&self) -> bool {
+        match self {
+            Unit::Query(..) => true,
+            Unit::Batch { synced, .. } => *synced,
+        }
+    }
+}
+
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    /// Sends a simple Query (or FunctionCall): one ReadyForQuery will come back.
-    pub(super) async fn send_query(
-        &mut self,
-        mut decision: Decision,
-        msg: Bytes,
-        effects: Effects,
-    ) {
-        let closes_batch = self.open_batch.take().is_some();
-        let deallocates =
-            msg[0] == b'Q' && resets_statements(fields::query_sql(&msg).unwrap_or_default());
+    /// Sends a unit where `decision` says: the lease opened if need be, the settings it lacks
+    /// and the statements it uses brought there first, what the session must learn from its
+    /// answers noted, and a read kept for a re-run while the replica has not answered it.
+    pub(super) async fn send(&mut self, mut decision: Decision, unit: Unit) {
         if let Some(refusal) = self.refuse_write(decision) {
             refusal.encode(&mut self.cout);
-            write::ready_for_query(self.client_status, &mut self.cout);
+            self.not_sent(unit);
             return;
         }
+        if !self.leases.holds(decision.slot) {
+            if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
+                self.report_unavailable(&e);
+                self.not_sent(unit);
+                return;
+            }
+        }
+        let target = decision.slot;
+        let synced = unit.synced();
+        let (effects, runs_statement) = match &unit {
+            Unit::Query(_, effects) => (*effects, true),
+            Unit::Batch { .. } => (self.batch.effects, self.batch.verdict().is_some()),
+        };
         if effects.contains(Effects::DATABASE_DDL) {
-            let sql = fields::query_sql(&msg).unwrap_or_default();
-            self.shared.pool.before_database_ddl(sql);
+            self.before_database_ddl(&unit);
         }
-        if !self.leases.holds(decision.slot) {
-            if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
-                self.report_unavailable(&e);
-                write::ready_for_query(self.client_status, &mut self.cout);
-                return;
-            }
-        }
-        let target = decision.slot;
         Self::log_route(decision);
         self.pending_write |= target == Slot::Primary && decision.writes;
-        let watch = if effects.is_none() && !self.state.watching() {
-            None
-        } else {
-            let sql = msg.slice_ref(fields::query_sql(&msg).unwrap_or_default());
-            let sets = if effects.contains(Effects::ONLY_SETS) {
-                vec![sql.clone()]
-            } else {
-                Vec::new()
-            };
-            let in_tx = self.tx.is_some();
-            self.state.sending(effects, sets, Some(&sql), in_tx)
-        };
-        let probe = target == Slot::Primary
-            && self.state.wants_probe(effects)
-            && may_probe(self.tx.is_some(), effects);
-        let Some(conn) = self.leases.get(target) else {
-            return;
-        };
-        conn.has_temp_schema |= effects.contains(Effects::TEMP);
-        self.counts.unit(conn, decision.reason, &self.shared.health);
-        if !closes_batch {
-            begin_unit(conn, &self.state.settings);
-        }
-        // A Query that closes an open batch shares its ReadyForQuery: the Query is timed.
-        let sql = || {
-            let sql = fields::query_sql(&msg).filter(|_| msg[0] == b'Q')?;
-            Some(msg.slice_ref(sql))
-        };
-        start_timing(conn, decision.reason, sql);
-        watch_unit(conn, watch);
-        conn.out.extend_from_slice(&msg);
-        if probe {
-            ask_holds_state(conn, self.state.pin_epoch());
-            self.state.probing();
-        }
-        // A simple Query destroys the unnamed statement; DISCARD/DEALLOCATE drop named ones.
-        if !conn.prepared.is_empty() {
-            conn.prepared.remove(&b""[..]);
-        }
-        if deallocates {
-            conn.prepared.clear();
-            self.stmts.clear();
-        }
-        self.inflight = Some(target);
-        self.track_cancel(target);
-        if target == Slot::Replica {
-            let retry = self.tx.is_none().then_some(Retry::Query(msg));
-            self.note_replica_unit(!closes_batch, retry);
-        }
-    }
-
-    /// Sends the buffered batch and its Sync or Flush to `target`.
-    pub(super) async fn send_batch(
-        &mut self,
-        mut decision: Decision,
-        terminator: Bytes,
-        is_sync: bool,
-    ) {
-        let continuing = self.open_batch.is_some();
-        let runs_statement = self.batch.verdict().is_some();
-        if let Some(refusal) = self.refuse_write(decision) {
-            refusal.encode(&mut self.cout);
-            self.batch.clear();
-            if is_sync {
-                write::ready_for_query(self.client_status, &mut self.cout);
-            } else {
-                self.discard_until_sync = true;
-            }
-            return;
-        }
-        let messages = std::mem::take(&mut self.batch.messages);
-        if !self.leases.holds(decision.slot) {
-            if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
-                self.batch.restore(messages);
-                self.report_unavailable(&e);
-                if is_sync {
-                    write::ready_for_query(self.client_status, &mut self.cout);
-                } else {
-                    self.discard_until_sync = true;
-                }
-                return;
-            }
-        }
-        let target = decision.slot;
-        Self::log_route(decision);
-        self.pending_write |= target == Slot::Primary && decision.writes;
+        let continuing = self.open_batch.take().is_some();
         // A Parse that redefines a known statement must reach the server that refuses it,
         // once: such a batch is not retried. (Checked before the batch's Parses are recorded.)
-        let redefines = || {
-            messages.iter().any(|(ty, msg, _)| {
-                // The unnamed statement, the usual one, cannot be: no scan for its name.
-                *ty == b'P'
-                    && fields::body(msg).first() != Some(&0)
-                    && fields::parse_name_sql(msg)
-                        .is_some_and(|(name, _)| !name.is_empty() && self.stmts.contains(name))
-            })
-        };
-        let retryable = target == Slot::Replica && is_sync && self.tx.is_none() && !redefines();
-        let effects = self.batch.effects;
-        if effects.contains(Effects::DATABASE_DDL) {
-            if let Some(sql) = batch_sql(&messages, &self.stmts) {
-                self.shared.pool.before_database_ddl(&sql);
-            }
-        }
-        // As for a simple query: nothing to note for a batch that changes nothing unwatched.
-        let watch = if effects.is_none() && !self.state.watching() {
-            None
-        } else {
-            let sets = std::mem::take(&mut self.batch.sets);
-            self.state.sending(effects, sets, None, self.tx.is_some())
-        };
-        let probe = is_sync
+        let retryable = target == Slot::Replica
+            && synced
+            && self.tx.is_none()
+            && !redefines(&unit, &self.stmts);
+        let watch = self.watch_for(&unit, effects);
+        let probe = synced
             && target == Slot::Primary
             && self.state.wants_probe(effects)
             && may_probe(self.tx.is_some(), effects);
         let Some(conn) = self.leases.get(target) else {
-            self.batch.restore(messages);
-            return;
+            return self.not_sent(unit);
         };
         conn.has_temp_schema |= effects.contains(Effects::TEMP);
         if !continuing {
@@ -162,65 +79,187 @@ where
         }
         // A batch that runs no statement (a Close, a lone Sync, a Describe) is no statement to
         // count; a batch continued after a Flush counts once, with its first statement.
-        let counted = runs_statement && !(continuing && self.counts.open_batch_counted);
+        let counts = &mut self.counts;
+        let counted = runs_statement && !(continuing && counts.open_batch_counted);
         if counted {
-            self.counts.unit(conn, decision.reason, &self.shared.health);
-            start_timing(conn, decision.reason, || batch_sql(&messages, &self.stmts));
+            counts.unit(conn, decision.reason, &self.shared.health);
+            start_timing(conn, decision.reason, || unit_sql(&unit, &self.stmts));
         }
-        self.counts.open_batch_counted =
-            !is_sync && (counted || (continuing && self.counts.open_batch_counted));
+        counts.open_batch_counted =
+            !synced && (counted || (continuing && counts.open_batch_counted));
         watch_unit(conn, watch);
-        if is_sync {
-            if let Some(pending) = conn.proto.last_sent() {
-                pending.synced_batch = true;
-            }
+        match &unit {
+            Unit::Query(msg, _) => write_query(conn, msg, &mut self.stmts),
+            Unit::Batch {
+                messages,
+                terminator,
+                synced,
+            } => write_batch(conn, messages, terminator, *synced, &mut self.stmts),
         }
-        for (ty, msg, kind) in &messages {
-            match ty {
-                b'P' => {
-                    self.stmts.parse_on(conn, msg.clone(), *kind);
-                    continue;
-                }
-                b'B' => {
-                    if let Some(name) = fields::bind_statement(msg) {
-                        self.stmts.ensure_on(conn, name);
-                    }
-                }
-                b'D' => {
-                    if let Some((b'S', name)) = fields::target(msg) {
-                        self.stmts.ensure_on(conn, name);
-                    }
-                }
-                b'C' => {
-                    self.stmts.close_on(conn, msg);
-                    continue;
-                }
-                _ => {}
-            }
-            conn.out.extend_from_slice(msg);
-        }
-        conn.out.extend_from_slice(&terminator);
         if probe {
             ask_holds_state(conn, self.state.pin_epoch());
             self.state.probing();
         }
-        self.open_batch = if is_sync { None } else { Some(target) };
+        self.open_batch = (!synced).then_some(target);
         self.inflight = Some(target);
         self.track_cancel(target);
-        if target == Slot::Replica {
-            // The messages themselves are kept for a re-run: no copy. Their list goes back to
-            // the batch buffer once the replica has answered (`replica_answered`).
-            let retry = if retryable {
-                self.batch.clear();
-                Some(Retry::Batch(messages, terminator))
-            } else {
+        self.keep_for_rerun(target, !continuing, retryable, unit);
+    }
+
+    /// A unit refused, or with no server to run it: the client is answered as the server
+    /// would end it (a batch up to a Flush: its messages up to Sync are skipped).
+    fn not_sent(&mut self, unit: Unit) {
+        match unit {
+            Unit::Query(..) => write::ready_for_query(self.client_status, &mut self.cout),
+            Unit::Batch {
+                messages, synced, ..
+            } => {
                 self.batch.restore(messages);
-                None
-            };
-            self.note_replica_unit(!continuing, retry);
-        } else {
-            self.batch.restore(messages);
+                if synced {
+                    write::ready_for_query(self.client_status, &mut self.cout);
+                } else {
+                    self.discard_until_sync = true;
+                }
+            }
         }
+    }
+
+    /// What to watch in the answers to a unit: nothing for one that changes nothing the
+    /// session follows, as nearly every statement.
+    fn watch_for(&mut self, unit: &Unit, effects: Effects) -> Option<Box<Watch>> {
+        if effects.is_none() && !self.state.watching() {
+            return None;
+        }
+        let in_tx = self.tx.is_some();
+        match unit {
+            Unit::Query(msg, _) => {
+                let sql = msg.slice_ref(fields::query_sql(msg).unwrap_or_default());
+                let sets = if effects.contains(Effects::ONLY_SETS) {
+                    vec![sql.clone()]
+                } else {
+                    Vec::new()
+                };
+                self.state.sending(effects, sets, Some(&sql), in_tx)
+            }
+            Unit::Batch { .. } => {
+                let sets = std::mem::take(&mut self.batch.sets);
+                self.state.sending(effects, sets, None, in_tx)
+            }
+        }
+    }
+
+    /// Before `DROP DATABASE` or a rename: the pool lets go of its connections to it.
+    #[cold]
+    fn before_database_ddl(&self, unit: &Unit) {
+        if let Some(sql) = unit_sql(unit, &self.stmts) {
+            self.shared.pool.before_database_ddl(&sql);
+        }
+    }
+
+    /// A unit sent to the replica is kept (the messages themselves, no copy) until the
+    /// replica answers it, to run elsewhere if the replica dies or refuses it first; a
+    /// batch's message list otherwise goes back to the batch buffer.
+    fn keep_for_rerun(&mut self, target: Slot, new_unit: bool, retryable: bool, unit: Unit) {
+        let retry = match unit {
+            Unit::Query(msg, _) => retryable.then_some(Retry::Query(msg)),
+            Unit::Batch {
+                messages,
+                terminator,
+                ..
+            } => {
+                if retryable {
+                    self.batch.clear();
+                    Some(Retry::Batch(messages, terminator))
+                } else {
+                    self.batch.restore(messages);
+                    None
+                }
+            }
+        };
+        if target == Slot::Replica {
+            self.note_replica_unit(new_unit, retry);
+        }
+    }
+}
+
+/// Queues a simple Query (or FunctionCall) on `conn`. A simple Query destroys the unnamed
+/// statement; DISCARD ALL and DEALLOCATE ALL drop the named ones.
+#[inline]
+fn write_query(conn: &mut BackendConn, msg: &Bytes, stmts: &mut Statements) {
+    conn.out.extend_from_slice(msg);
+    if !conn.prepared.is_empty() {
+        conn.prepared.remove(&b""[..]);
+    }
+    if msg[0] == QUERY && resets_statements(fields::query_sql(msg).unwrap_or_default()) {
+        conn.prepared.clear();
+        stmts.clear();
+    }
+}
+
+/// Queues a batch on `conn`: its Parses recorded (or answered from what the server has),
+/// the statements its Binds and Describes use prepared there first, its Closes followed.
+#[inline]
+fn write_batch(
+    conn: &mut BackendConn,
+    messages: &[(u8, Bytes, Verdict)],
+    terminator: &Bytes,
+    synced: bool,
+    stmts: &mut Statements,
+) {
+    if synced {
+        if let Some(pending) = conn.proto.last_sent() {
+            pending.synced_batch = true;
+        }
+    }
+    for (ty, msg, kind) in messages {
+        match *ty {
+            PARSE => {
+                stmts.parse_on(conn, msg.clone(), *kind);
+                continue;
+            }
+            BIND => {
+                if let Some(name) = fields::bind_statement(msg) {
+                    stmts.ensure_on(conn, name);
+                }
+            }
+            DESCRIBE => {
+                if let Some((b'S', name)) = fields::target(msg) {
+                    stmts.ensure_on(conn, name);
+                }
+            }
+            CLOSE => {
+                stmts.close_on(conn, msg);
+                continue;
+            }
+            _ => {}
+        }
+        conn.out.extend_from_slice(msg);
+    }
+    conn.out.extend_from_slice(terminator);
+}
+
+/// Whether a batch has a Parse that redefines a statement the session has.
+fn redefines(unit: &Unit, stmts: &Statements) -> bool {
+    let Unit::Batch { messages, .. } = unit else {
+        return false;
+    };
+    messages.iter().any(|(ty, msg, _)| {
+        // The unnamed statement, the usual one, cannot be: no scan for its name.
+        *ty == PARSE
+            && fields::body(msg).first() != Some(&0)
+            && fields::parse_name_sql(msg)
+                .is_some_and(|(name, _)| !name.is_empty() && stmts.contains(name))
+    })
+}
+
+/// The SQL a unit runs, for the slow-statement log and database DDL.
+fn unit_sql(unit: &Unit, stmts: &Statements) -> Option<Bytes> {
+    match unit {
+        Unit::Query(msg, _) => {
+            let sql = fields::query_sql(msg).filter(|_| msg[0] == QUERY)?;
+            Some(msg.slice_ref(sql))
+        }
+        Unit::Batch { messages, .. } => batch_sql(messages, stmts),
     }
 }
 

@@ -1,0 +1,263 @@
+//! The relay over byte fixtures: a connection's protocol state, answers written into its
+//! input buffer by hand.
+use std::collections::VecDeque;
+
+use super::*;
+use crate::backend::Pending;
+
+use crate::protocol::frame::typed_message as msg;
+
+fn ready(status: u8) -> Vec<u8> {
+    msg(b'Z', &[status])
+}
+
+/// An ErrorResponse with this severity, SQLSTATE and message.
+fn error(severity: &str, code: &str, message: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
+        body.push(field);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    msg(b'E', &body)
+}
+
+fn row() -> Vec<u8> {
+    msg(b'D', &[0, 1, 0, 0, 0, 1, b'x'])
+}
+
+/// A connection's state that owes `owed`, with `answers` waiting in its input buffer.
+fn conn(owed: Vec<Pending>, answers: &[Vec<u8>]) -> ProtocolState {
+    ProtocolState {
+        inbuf: answers.concat().as_slice().into(),
+        syncs: VecDeque::from(owed),
+        body_remaining: 0,
+    }
+}
+
+fn relayed(conn: &mut ProtocolState, rerun: Rerun) -> (Relayed, Vec<u8>) {
+    let mut out = BytesMut::new();
+    let seen = relay(conn, &mut out, |_, _| {}, |_| rerun);
+    (seen, out.to_vec())
+}
+
+#[test]
+fn answers_to_the_proxys_own_units_are_swallowed() {
+    let settings = Pending::injected(Origin::Settings);
+    let answers = [
+        msg(b'C', b"SET\0"),
+        ready(b'I'),
+        row(),
+        msg(b'C', b"SELECT 1\0"),
+        ready(b'T'),
+    ];
+    let mut conn = conn(vec![settings, Pending::default()], &answers);
+    let (seen, out) = relayed(&mut conn, Rerun::No);
+    assert_eq!(
+        out,
+        answers[2..].concat(),
+        "only the client's unit is forwarded"
+    );
+    assert_eq!(
+        (seen.units_done, seen.last_status),
+        (1, Some(TxStatus::InTransaction))
+    );
+    assert_eq!(seen.outcomes.len(), 1);
+    assert_eq!(seen.outcomes[0].origin, Origin::Settings);
+    assert!(conn.syncs.is_empty() && conn.inbuf.is_empty());
+}
+
+#[test]
+fn the_parse_complete_of_a_parse_the_proxy_added_is_swallowed() {
+    let unit = Pending {
+        parses: vec![
+            ParseOrigin::Proxy,
+            ParseOrigin::Client {
+                name: Bytes::from_static(b"s1"),
+                generation: 7,
+            },
+        ],
+        ..Pending::default()
+    };
+    let parsed = msg(b'1', b"");
+    let answers = [
+        parsed.clone(),
+        parsed.clone(),
+        msg(b'2', b""),
+        row(),
+        ready(b'I'),
+    ];
+    let mut conn = conn(vec![unit], &answers);
+    let (seen, out) = relayed(&mut conn, Rerun::No);
+    assert_eq!(out, answers[1..].concat());
+    assert!(seen.failed_parses.is_empty());
+}
+
+#[test]
+fn a_parse_the_server_rejected_is_reported() {
+    let unit = Pending {
+        parses: vec![ParseOrigin::Client {
+            name: Bytes::from_static(b"s1"),
+            generation: 3,
+        }],
+        ..Pending::default()
+    };
+    let answers = [error("ERROR", "42601", "syntax error"), ready(b'I')];
+    let mut conn = conn(vec![unit], &answers);
+    let (seen, _) = relayed(&mut conn, Rerun::No);
+    assert_eq!(seen.failed_parses, vec![(Bytes::from_static(b"s1"), 3)]);
+}
+
+#[test]
+fn a_standby_refusal_before_any_row_is_held_back_and_swallowed() {
+    let refusal = error(
+        "ERROR",
+        "25006",
+        "cannot execute nextval() in a read-only transaction",
+    );
+    let answers = [
+        msg(b'1', b""),
+        msg(b'2', b""),
+        msg(b'3', b""),
+        refusal,
+        ready(b'I'),
+    ];
+    let mut conn = conn(vec![Pending::default()], &answers);
+    let (seen, out) = relayed(&mut conn, Rerun::IfFatalOrRefused);
+    assert!(seen.misrouted);
+    assert!(
+        out.is_empty(),
+        "nothing of the refused read reaches the client"
+    );
+    assert!(
+        conn.syncs.is_empty() && conn.inbuf.is_empty(),
+        "its answer is consumed"
+    );
+    assert_eq!(
+        seen.last_status, None,
+        "a swallowed answer says nothing of the client's transaction"
+    );
+}
+
+#[test]
+fn a_refusal_after_rows_or_with_more_queued_reaches_the_client() {
+    let refusal = error(
+        "ERROR",
+        "25006",
+        "cannot execute nextval() in a read-only transaction",
+    );
+    let after_rows = [row(), refusal.clone(), ready(b'I')];
+    let mut conn1 = conn(vec![Pending::default()], &after_rows);
+    let (seen, out) = relayed(&mut conn1, Rerun::IfFatalOrRefused);
+    assert!(!seen.misrouted);
+    assert_eq!(out, after_rows.concat());
+    let queued = [refusal, ready(b'I')];
+    let mut conn2 = conn(vec![Pending::default()], &queued);
+    let (seen, out) = relayed(&mut conn2, Rerun::IfFatal);
+    assert!(!seen.misrouted);
+    assert_eq!(out, queued.concat());
+}
+
+#[test]
+fn an_incomplete_preamble_waits_and_a_fatal_stops_the_relay() {
+    let mut waiting = conn(vec![Pending::default()], &[msg(b'1', b"")]);
+    let (seen, out) = relayed(&mut waiting, Rerun::IfFatal);
+    assert!(out.is_empty() && !seen.fatal_before_rerunnable);
+    let fatal = error(
+        "FATAL",
+        "57P01",
+        "terminating connection due to administrator command",
+    );
+    let mut dying = conn(vec![Pending::default()], &[msg(b'1', b""), fatal]);
+    let (seen, out) = relayed(&mut dying, Rerun::IfFatal);
+    assert!(seen.fatal_before_rerunnable && out.is_empty());
+}
+
+#[test]
+fn a_message_split_across_reads_passes_through_whole() {
+    let big = msg(b'D', &[7; 100]);
+    let (head, tail) = big.split_at(40);
+    let mut conn = conn(vec![Pending::default()], &[head.to_vec()]);
+    let (_, first) = relayed(&mut conn, Rerun::No);
+    assert_eq!(first, head, "the start of a row passes at once");
+    assert_eq!(conn.body_remaining, big.len() - head.len());
+    conn.inbuf.extend_from_slice(tail);
+    conn.inbuf.extend_from_slice(&ready(b'I'));
+    let (seen, rest) = relayed(&mut conn, Rerun::No);
+    assert_eq!([first, rest].concat(), [big, ready(b'I')].concat());
+    assert_eq!(seen.units_done, 1);
+}
+
+#[test]
+fn while_nothing_is_owed_notifications_pass_and_anything_else_is_unsolicited() {
+    let notify = msg(b'A', b"\0\0\0\x01chan\0payload\0");
+    let mut conn = conn(Vec::new(), &[notify.clone(), row()]);
+    let (seen, out) = relayed(&mut conn, Rerun::No);
+    assert_eq!(out, notify);
+    assert_eq!(seen.unsolicited, Some(b'D'));
+}
+
+#[test]
+fn default_transaction_read_only_is_followed_from_parameter_status() {
+    let status = msg(b'S', b"default_transaction_read_only\0on\0");
+    let mut conn = conn(vec![Pending::default()], &[status.clone(), ready(b'I')]);
+    let (seen, out) = relayed(&mut conn, Rerun::No);
+    assert_eq!(seen.default_read_only, Some(true));
+    assert_eq!(out, [status, ready(b'I')].concat());
+}
+
+#[test]
+fn a_timed_unit_is_reported_once_with_its_start() {
+    let unit = Pending {
+        started: Some(42),
+        ..Pending::default()
+    };
+    let mut state = conn(vec![unit, Pending::default()], &[ready(b'I'), ready(b'I')]);
+    let mut out = BytesMut::new();
+    let mut timed = Vec::new();
+    let seen = relay(&mut state, &mut out, |at, _| timed.push(at), |_| Rerun::No);
+    assert_eq!(timed, vec![42], "only the timed unit, once");
+    assert_eq!(seen.units_done, 2);
+}
+
+#[test]
+fn the_close_complete_of_a_close_the_proxy_added_is_swallowed() {
+    let unit = Pending {
+        closes: vec![true, false],
+        ..Pending::default()
+    };
+    let closed = msg(b'3', b"");
+    let answers = [closed.clone(), closed.clone(), ready(b'I')];
+    let mut state = conn(vec![unit], &answers);
+    let (_, out) = relayed(&mut state, Rerun::No);
+    assert_eq!(
+        out,
+        answers[1..].concat(),
+        "the client's CloseComplete only"
+    );
+}
+
+#[test]
+fn a_watched_rollback_and_error_are_noted_in_the_outcome() {
+    let unit = Pending {
+        watch: Some(Box::default()),
+        ..Pending::default()
+    };
+    let answers = [
+        error("ERROR", "22012", "division by zero"),
+        msg(b'C', b"ROLLBACK\0"),
+        ready(b'I'),
+    ];
+    let mut state = conn(vec![unit], &answers);
+    let (seen, out) = relayed(&mut state, Rerun::No);
+    assert_eq!(out, answers.concat());
+    let watch = &seen.outcomes[0].watch;
+    assert_eq!(watch.error.as_deref(), Some("22012: division by zero"));
+    assert!(watch.rolled_back);
+}
