@@ -5,15 +5,6 @@
 use super::*;
 use crate::telemetry::Finished;
 
-/// What a backend's input came to, for the session to act on.
-struct Relayed {
-    seen: relay::Relayed,
-    /// The connection owes nothing more.
-    done: bool,
-    /// A read the replica refused, to run on the primary.
-    misrouted: Option<Retry>,
-}
-
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -21,14 +12,10 @@ where
 {
     /// Forwards what a backend sent and resumes the client once that backend is done.
     pub(super) async fn process_backend_input(&mut self, slot: Slot) -> Result<(), End> {
-        let Some(relayed) = self.relay_from(slot) else {
+        let mut seen = relay::Relayed::default();
+        let Some((done, misrouted)) = self.relay_from(slot, &mut seen) else {
             return Ok(());
         };
-        let Relayed {
-            seen,
-            done,
-            misrouted,
-        } = relayed;
         if let Some(status) = seen.last_status {
             self.client_status = status;
             self.tx = (status != TxStatus::Idle).then_some(slot);
@@ -77,8 +64,14 @@ where
 
     /// Relays what the connection in `slot` has read to the client, and takes in what that
     /// says about the connection's statements, the replica's re-runnable reads and COPY.
-    #[inline]
-    fn relay_from(&mut self, slot: Slot) -> Option<Relayed> {
+    /// Returns whether the connection owes nothing more, and a read the replica refused (to
+    /// run on the primary); None without a connection.
+    #[inline(always)]
+    fn relay_from(
+        &mut self,
+        slot: Slot,
+        seen: &mut relay::Relayed,
+    ) -> Option<(bool, Option<Retry>)> {
         let conn = self.leases.get(slot)?;
         let retries = &self.retries;
         // Re-sending a batch goes through the batch buffer: only while the client has not
@@ -104,7 +97,7 @@ where
             };
             info.meters.finished(tally, started, &unit);
         };
-        let mut seen = relay(&mut conn.proto, &mut self.cout, timed, may_rerun);
+        relay(&mut conn.proto, &mut self.cout, seen, timed, may_rerun);
         let done = conn.proto.syncs.is_empty();
         let mut misrouted = None;
         if slot == Slot::Replica {
@@ -130,11 +123,7 @@ where
         if let Some(on) = seen.default_read_only {
             self.state.default_read_only = on;
         }
-        Some(Relayed {
-            seen,
-            done,
-            misrouted,
-        })
+        Some((done, misrouted))
     }
 
     /// Takes in how watched units ended; returns the error of a replay of settings that

@@ -79,7 +79,7 @@ impl Leases {
 
     /// Polls the primary's connection, then the replica's: pending writes first, then a read
     /// if the client can take more.
-    #[inline]
+    #[inline(always)]
     pub(super) fn poll(&mut self, cx: &mut Context<'_>, can_read: bool) -> Poll<(Slot, BackendIo)> {
         if let Poll::Ready(io) = poll_backend(cx, &mut self.primary, can_read) {
             return Poll::Ready((Slot::Primary, io));
@@ -92,7 +92,7 @@ impl Leases {
 }
 
 /// Polls one lease: its pending write first, then a read if the client can take more.
-#[inline]
+#[inline(always)]
 fn poll_backend(
     cx: &mut Context<'_>,
     conn: &mut Option<BackendConn>,

@@ -64,27 +64,31 @@ pub enum Rerun {
 }
 
 /// Forwards every complete message (and the start of a partial one) from `proto.inbuf` to
-/// `out`; `timed` gets each timed client unit that ended, with when it started.
+/// `out`, noting in `seen` (fresh) what the session must act on; `timed` gets each timed
+/// client unit that ended, with when it started.
 ///
 /// The answer to a unit that `may_rerun` (given how many units this call answered) is held
 /// back until its first message past the preamble (ParseComplete, BindComplete, descriptions,
 /// notices) is in: a server shutting down answers with FATAL, before the preamble or
 /// after it, and such a unit is then sent elsewhere instead (`fatal_before_rerunnable`); a
 /// standby refusing it (`misrouted`) likewise.
+///
+/// Runs for every answer: its steps are inlined into it, and it into its one caller.
+#[inline(always)]
 pub fn relay(
     proto: &mut ProtocolState,
     out: &mut BytesMut,
+    seen: &mut Relayed,
     mut timed: impl FnMut(u64, &Pending),
     may_rerun: impl Fn(usize) -> Rerun,
-) -> Relayed {
-    let mut seen = Relayed::default();
+) {
     // Where the open unit's answer starts in `out`: after the last ReadyForQuery.
     let mut open_unit_from = out.len();
     // At the start of a unit with nothing of it forwarded yet.
     let mut unit_start = true;
     loop {
         if unit_start && proto.body_remaining == 0 {
-            if !may_go_on(proto, &mut seen, &may_rerun) {
+            if !may_go_on(proto, seen, &may_rerun) {
                 break;
             }
             unit_start = false;
@@ -108,9 +112,9 @@ pub fn relay(
         }
         let injected = proto.front_origin().is_some_and(|o| o != Origin::Client);
         let step = if injected {
-            swallow(proto, ty, total, &mut seen, out)
+            swallow(proto, ty, total, seen, out)
         } else {
-            attend(proto, ty, total, &mut seen, out, &mut timed)
+            attend(proto, ty, total, seen, out, &mut timed)
         };
         proto.inbuf.advance(total);
         match step {
@@ -125,7 +129,6 @@ pub fn relay(
         }
     }
     seen.open_unit_answered = out.len() > open_unit_from;
-    seen
 }
 
 /// What the relay does after a message it attended to.
@@ -141,7 +144,7 @@ enum Step {
 /// At the start of a unit's answer: whether relaying goes on. The answer to a unit that may
 /// still run elsewhere waits for its decisive message; a FATAL stops the relay, a standby's
 /// refusal turns the unit's answer into one to swallow.
-#[inline]
+#[inline(always)]
 fn may_go_on(
     proto: &mut ProtocolState,
     seen: &mut Relayed,
@@ -172,7 +175,7 @@ fn may_go_on(
 }
 
 /// Passes on what has come of a message whose start was forwarded; false when nothing has.
-#[inline]
+#[inline(always)]
 fn pass_body(proto: &mut ProtocolState, out: &mut BytesMut) -> bool {
     let n = proto.body_remaining.min(proto.inbuf.len());
     if n == 0 {
@@ -194,7 +197,7 @@ struct Run {
 
 /// Forwards the longest run of messages that pass through untouched, up to the first that
 /// needs attention (or the start of one that has not come whole).
-#[inline]
+#[inline(always)]
 fn pass_run(proto: &mut ProtocolState, out: &mut BytesMut) -> Run {
     let mut run = 0;
     let mut special = None;
@@ -222,6 +225,7 @@ fn pass_run(proto: &mut ProtocolState, out: &mut BytesMut) -> Run {
 
 /// Handles one whole message of the client's unit that needs attention (it stays in
 /// `inbuf`: the caller consumes it).
+#[inline(always)]
 fn attend(
     proto: &mut ProtocolState,
     ty: u8,
@@ -294,7 +298,7 @@ fn attend(
 
 /// A client unit answered to its ReadyForQuery: its duration, its outcome if watched, and
 /// the Parses the server rejected (those past the count of ParseCompletes).
-#[inline]
+#[inline(always)]
 fn unit_done(
     mut done: Pending,
     status: TxStatus,

@@ -47,6 +47,11 @@ where
                 return;
             }
         }
+        self.send_on_lease(decision, unit);
+    }
+
+    /// Sends a unit on the lease `decision` names, which the session holds.
+    fn send_on_lease(&mut self, decision: Decision, unit: Unit) {
         let target = decision.slot;
         let synced = unit.synced();
         let (effects, runs_statement) = match &unit {
@@ -65,7 +70,12 @@ where
             && synced
             && self.tx.is_none()
             && !redefines(&unit, &self.stmts);
-        let watch = self.watch_for(&unit, effects);
+        // As nearly every statement: one that changes nothing the session follows.
+        let watch = if effects.is_none() && !self.state.watching() {
+            None
+        } else {
+            self.watch_for(&unit, effects)
+        };
         let probe = synced
             && target == Slot::Primary
             && self.state.wants_probe(effects)
@@ -124,12 +134,9 @@ where
         }
     }
 
-    /// What to watch in the answers to a unit: nothing for one that changes nothing the
-    /// session follows, as nearly every statement.
+    /// What to watch in the answers to a unit that changes what the session follows.
+    #[inline(never)]
     fn watch_for(&mut self, unit: &Unit, effects: Effects) -> Option<Box<Watch>> {
-        if effects.is_none() && !self.state.watching() {
-            return None;
-        }
         let in_tx = self.tx.is_some();
         match unit {
             Unit::Query(msg, _) => {
@@ -159,6 +166,7 @@ where
     /// A unit sent to the replica is kept (the messages themselves, no copy) until the
     /// replica answers it, to run elsewhere if the replica dies or refuses it first; a
     /// batch's message list otherwise goes back to the batch buffer.
+    #[inline(always)]
     fn keep_for_rerun(&mut self, target: Slot, new_unit: bool, retryable: bool, unit: Unit) {
         let retry = match unit {
             Unit::Query(msg, _) => retryable.then_some(Retry::Query(msg)),
@@ -184,7 +192,7 @@ where
 
 /// Queues a simple Query (or FunctionCall) on `conn`. A simple Query destroys the unnamed
 /// statement; DISCARD ALL and DEALLOCATE ALL drop the named ones.
-#[inline]
+#[inline(always)]
 fn write_query(conn: &mut BackendConn, msg: &Bytes, stmts: &mut Statements) {
     conn.out.extend_from_slice(msg);
     if !conn.prepared.is_empty() {

@@ -43,7 +43,8 @@ fn conn(owed: Vec<Pending>, answers: &[Vec<u8>]) -> ProtocolState {
 
 fn relayed(conn: &mut ProtocolState, rerun: Rerun) -> (Relayed, Vec<u8>) {
     let mut out = BytesMut::new();
-    let seen = relay(conn, &mut out, |_, _| {}, |_| rerun);
+    let mut seen = Relayed::default();
+    relay(conn, &mut out, &mut seen, |_, _| {}, |_| rerun);
     (seen, out.to_vec())
 }
 
@@ -221,7 +222,14 @@ fn a_timed_unit_is_reported_once_with_its_start() {
     let mut state = conn(vec![unit, Pending::default()], &[ready(b'I'), ready(b'I')]);
     let mut out = BytesMut::new();
     let mut timed = Vec::new();
-    let seen = relay(&mut state, &mut out, |at, _| timed.push(at), |_| Rerun::No);
+    let mut seen = Relayed::default();
+    relay(
+        &mut state,
+        &mut out,
+        &mut seen,
+        |at, _| timed.push(at),
+        |_| Rerun::No,
+    );
     assert_eq!(timed, vec![42], "only the timed unit, once");
     assert_eq!(seen.units_done, 2);
 }
