@@ -460,3 +460,43 @@ async fn a_read_the_replica_refuses_runs_on_the_primary() {
     })
     .await
 }
+
+/// A query the proxy sends itself (a replay of the session's settings, the question whether a
+/// session still holds state) destroys the server's unnamed statement, as any simple query
+/// does: a Bind of the unnamed statement after one must find it prepared again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_survives_the_proxys_own_queries() {
+    bounded(async {
+        let mut client = trust_client().await;
+        let first =
+            prepare_and_run(&mut client, "", "SELECT current_setting('cluster_name')").await;
+        no_error(&first, "the unnamed statement's first run");
+        let node = node_in(&first);
+        // A setting the connection that ran it lacks: replayed there before the next unit.
+        no_error(&simple(&mut client, "SET work_mem = '5MB'").await, "SET");
+        client.send(&run_message("")).await.unwrap();
+        let again = client.recv_until(b'Z').await.unwrap();
+        no_error(&again, "a Bind of the unnamed statement after the replay");
+        assert_eq!(node_in(&again), node, "it runs where it ran before");
+        // The question whether state is left, after a unit that may have released it.
+        no_error(
+            &simple(&mut client, "SELECT pg_advisory_lock(4711)").await,
+            "lock",
+        );
+        let unlock = prepare_and_run(
+            &mut client,
+            "",
+            "SELECT pg_advisory_unlock(4711), current_setting('cluster_name')",
+        )
+        .await;
+        no_error(&unlock, "unlock");
+        client.send(&run_message("")).await.unwrap();
+        let after_probe = client.recv_until(b'Z').await.unwrap();
+        no_error(
+            &after_probe,
+            "a Bind of the unnamed statement after the probe",
+        );
+        assert_eq!(node_in(&after_probe), PRIMARY);
+    })
+    .await;
+}

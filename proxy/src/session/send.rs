@@ -337,10 +337,17 @@ pub(super) fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
 #[inline(never)]
 pub(super) fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
     for sql in settings.replay_since(conn.settings_seq, &conn.params) {
-        write::query(&sql, &mut conn.out);
-        conn.proto.expect(Pending::injected(Origin::Settings));
+        injected_query(conn, &sql, Origin::Settings);
     }
     conn.settings_seq = settings.seq();
+}
+
+/// Queues a simple query of the proxy's own on `conn`, its answer swallowed. Like any simple
+/// query it destroys the server's unnamed statement: a later Bind of it prepares it again.
+fn injected_query(conn: &mut BackendConn, sql: &str, origin: Origin) {
+    write::query(sql, &mut conn.out);
+    conn.proto.expect(Pending::injected(origin));
+    conn.prepared.remove(&b""[..]);
 }
 
 /// Attaches what to watch to the unit being sent on `conn`.
@@ -375,6 +382,5 @@ pub(super) const HOLDS_STATE: &str = "SELECT EXISTS (SELECT FROM pg_catalog.pg_c
 /// After a unit on the primary that may have released such state: asks, swallowing the
 /// answer, which is taken only if no newer pin than `epoch` was made meanwhile.
 pub(super) fn ask_holds_state(conn: &mut BackendConn, epoch: u64) {
-    write::query(HOLDS_STATE, &mut conn.out);
-    conn.proto.expect(Pending::injected(Origin::Probe(epoch)));
+    injected_query(conn, HOLDS_STATE, Origin::Probe(epoch));
 }
