@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Where the ports handed out start; they end below the kernel's ephemeral range.
+/// Where the ports handed out below the kernel's ephemeral range start.
 const LOWEST: u32 = 10_000;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts.
@@ -15,25 +15,37 @@ const LOWEST: u32 = 10_000;
 /// from a start that depends on the process id (so neither do other test processes, mostly).
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let span = ephemeral_start().saturating_sub(LOWEST).max(1_000);
+    let (low, span) = outside_ephemeral_range();
     let start = std::process::id().wrapping_mul(7_919) % span;
     for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = u16::try_from(LOWEST + (start + n) % span).expect("a port under 65536");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(low + (start + n) % span).expect("a port under 65536");
         if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
             return port;
         }
     }
-    panic!(
-        "no free loopback TCP port between {LOWEST} and {}",
-        LOWEST + span
-    );
+    panic!("no free loopback TCP port between {low} and {}", low + span);
 }
 
-/// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
-fn ephemeral_start() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+/// The first port and the number of ports to hand out: below the kernel's ephemeral range
+/// (Linux's default 32768-60999 when it cannot be read), or above it when it starts too low.
+fn outside_ephemeral_range() -> (u32, u32) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let bounds: Vec<u32> = range
+        .iter()
+        .flat_map(|r| r.split_whitespace())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let (first, last) = match bounds[..] {
+        [first, last] => (first, last),
+        _ => (32_768, 60_999),
+    };
+    if first >= LOWEST + 1_000 {
+        (LOWEST, first - LOWEST)
+    } else if last <= 64_000 {
+        (last + 1, 65_535 - last)
+    } else {
+        // No room outside it: ports inside it, handed out in turn all the same.
+        (LOWEST, 1_000)
+    }
 }

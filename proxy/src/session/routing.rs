@@ -2,6 +2,7 @@
 //! steps), and the statements the proxy answers itself instead of routing them.
 
 use super::*;
+use crate::backend::BackendId;
 
 /// What a simple Query's routing step came to.
 pub(super) enum QueryStep {
@@ -204,7 +205,7 @@ where
                 sqlstate::READ_ONLY_SQL_TRANSACTION,
                 format!(
                     "pgrepl-proxy: {} is in recovery, not a primary; statements that may write are not sent to it",
-                    self.shared.pool.backends()[0]
+                    self.shared.pool.backends()[BackendId::PRIMARY.index()]
                 ),
             )),
             _ => None,

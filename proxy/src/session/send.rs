@@ -88,9 +88,12 @@ where
             begin_unit(conn, &self.state.settings);
         }
         // A batch that runs no statement (a Close, a lone Sync, a Describe) is no statement to
-        // count; a batch continued after a Flush counts once, with its first statement.
+        // count; a batch continued after a Flush counts once, with its first statement. A
+        // Query always counts, also one that closes an open batch (it is timed then: the two
+        // share its ReadyForQuery).
         let counts = &mut self.counts;
-        let counted = runs_statement && !(continuing && counts.open_batch_counted);
+        let is_query = matches!(unit, Unit::Query(..));
+        let counted = is_query || (runs_statement && !(continuing && counts.open_batch_counted));
         if counted {
             counts.unit(conn, decision.reason, &self.shared.health);
             start_timing(conn, decision.reason, || unit_sql(&unit, &self.stmts));

@@ -78,7 +78,7 @@ fn render_histograms(out: &mut String, totals: &Totals, shared: &Shared) {
     );
     let replicas = shared.pool.backends().iter().filter(|b| !b.id.is_primary());
     let by_replica: Vec<_> = replicas
-        .map(|info| (info, &totals.staleness[info.id.index()]))
+        .filter_map(|info| Some((info, totals.staleness.get(info.id.index())?)))
         .map(|(info, staleness)| (vec![("backend", info.name.as_str())], staleness))
         .collect();
     histogram_family(
