@@ -16,6 +16,10 @@ pub struct ProtocolState {
     pub syncs: VecDeque<Pending>,
     /// Bytes of a forwarded message still to pass through before the next header.
     pub body_remaining: usize,
+    /// The emptied list of an answered unit's Parses, for the next unit that sends one: an
+    /// extended-protocol client parses in nearly every batch, and this spares an allocation
+    /// for each.
+    pub spare_parses: Vec<ParseOrigin>,
 }
 
 impl ProtocolState {
@@ -53,6 +57,20 @@ impl ProtocolState {
     /// The unit sent last, to add to what is noted about it.
     pub fn last_sent(&mut self) -> Option<&mut Pending> {
         self.syncs.back_mut()
+    }
+
+    /// The unit being sent (a new one if none is owed yet), for a Parse sent in it.
+    pub fn note_parse(&mut self, origin: ParseOrigin) {
+        if self.syncs.is_empty() {
+            self.syncs.push_back(Pending::default());
+        }
+        let Some(unit) = self.syncs.back_mut() else {
+            return;
+        };
+        if unit.parses.capacity() == 0 {
+            unit.parses = std::mem::take(&mut self.spare_parses);
+        }
+        unit.parses.push(origin);
     }
 }
 

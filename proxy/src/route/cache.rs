@@ -8,6 +8,7 @@
 //! on a database's user functions is resolved on every use, so a change of
 //! those functions never meets a stale entry.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
@@ -16,7 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::analysis::Analysis;
-use super::fingerprint::fingerprint;
+use super::fingerprint::fingerprint_into;
+
+thread_local! {
+    /// Each thread's buffer for the fingerprint of the statement it looks up.
+    static FINGERPRINT: Cell<String> = const { Cell::new(String::new()) };
+}
 
 /// Enough shards that tasks on different cores rarely share a lock.
 const MAX_SHARDS: usize = 16;
@@ -62,10 +68,28 @@ impl ClassifyCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return resolve(&analyze(sql));
         }
-        let normalized = fingerprint(sql);
+        // The fingerprint goes into this thread's buffer, taken out for the look-up (so that
+        // nothing here can find it borrowed) and put back after: no allocation per statement.
+        let mut buffer = FINGERPRINT.with(Cell::take);
+        let normalized = fingerprint_into(sql, &mut buffer);
+        let resolved = self.resolve_key(sql, normalized, &buffer, analyze, resolve);
+        FINGERPRINT.with(|cell| cell.set(buffer));
+        resolved
+    }
+
+    /// [`ClassifyCache::resolve`] with the key made: the fingerprint, when `normalized`.
+    #[inline(always)]
+    fn resolve_key<R>(
+        &self,
+        sql: &str,
+        normalized: bool,
+        fingerprint: &str,
+        analyze: impl FnOnce(&str) -> Analysis,
+        resolve: impl FnOnce(&Analysis) -> R,
+    ) -> R {
         let key = Key {
-            normalized: normalized.is_some(),
-            text: normalized.as_deref().unwrap_or(sql),
+            normalized,
+            text: if normalized { fingerprint } else { sql },
         };
         // One hash picks the shard and is the shard's map key.
         let hash = self.hasher.hash_one(key);

@@ -28,8 +28,16 @@ pub fn shown(sql: &str) -> Option<String> {
 /// The literal-blind form of `sql`, or None when the exact text must be the
 /// key (nothing to replace, or not safe to).
 pub fn fingerprint(sql: &str) -> Option<String> {
-    let b = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
+    fingerprint_into(sql, &mut out).then_some(out)
+}
+
+/// [`fingerprint`] into `out` (emptied first), a buffer the caller reuses: the cache takes
+/// one for every simple query, and an allocation would cost more than the scan. False when
+/// the exact text must be the key.
+pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
+    out.clear();
+    let b = sql.as_bytes();
     let mut replaced = false;
     let mut i = 0;
     let mut copied = 0; // b[copied..i] is still to be copied verbatim
@@ -38,32 +46,40 @@ pub fn fingerprint(sql: &str) -> Option<String> {
         match c {
             b'\'' => {
                 if i > 0 && (is_word_byte(b[i - 1]) || b[i - 1] == b'&') {
-                    return None; // E'', U&'', B'', X'', N'' and the like
+                    return false; // E'', U&'', B'', X'', N'' and the like
                 }
-                let end = string_end(b, i)?;
+                let Some(end) = string_end(b, i) else {
+                    return false;
+                };
                 out.push_str(&sql[copied..i]);
                 out.push_str(LITERAL);
                 replaced = true;
                 i = end;
                 copied = i;
             }
-            b'"' => i = quoted_end(b, i, b'"')?,
+            b'"' => match quoted_end(b, i, b'"') {
+                Some(end) => i = end,
+                None => return false,
+            },
             b'-' if b.get(i + 1) == Some(&b'-') => {
                 i = b[i..]
                     .iter()
                     .position(|&x| x == b'\n')
                     .map_or(b.len(), |p| i + p + 1);
             }
-            b'/' if b.get(i + 1) == Some(&b'*') => i = block_comment_end(b, i)?,
+            b'/' if b.get(i + 1) == Some(&b'*') => match block_comment_end(b, i) {
+                Some(end) => i = end,
+                None => return false,
+            },
             b'$' => {
                 // `$1` parameters stay; `$$` and `$tag$` quoting is not scanned.
                 let digits = b[i + 1..].iter().take_while(|x| x.is_ascii_digit()).count();
                 if digits == 0 {
-                    return None;
+                    return false;
                 }
                 i += 1 + digits;
             }
-            b'\\' => return None,
+            b'\\' => return false,
             b'0'..=b'9' | b'.' if starts_number(b, i) => {
                 let len = b[i..]
                     .iter()
@@ -84,11 +100,10 @@ pub fn fingerprint(sql: &str) -> Option<String> {
             _ => i += 1,
         }
     }
-    if !replaced {
-        return None;
+    if replaced {
+        out.push_str(&sql[copied..]);
     }
-    out.push_str(&sql[copied..]);
-    Some(out)
+    replaced
 }
 
 /// Letters, digits, `_`, `$` and any non-ASCII byte continue an identifier.

@@ -5,6 +5,20 @@
 use super::*;
 use crate::telemetry::Finished;
 
+/// What follows a backend's input, once taken in.
+enum AfterInput {
+    /// Nothing more now.
+    Nothing,
+    /// The backend has answered everything: the client's next messages may go.
+    Resume,
+    /// The connection cannot serve the session any more, for this reason.
+    Lost(std::borrow::Cow<'static, str>),
+    /// A read the replica refused runs on the primary.
+    Rerun(Retry),
+}
+
+const SERVER_ENDED: &str = "the server ended the session";
+
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -12,10 +26,39 @@ where
 {
     /// Forwards what a backend sent and resumes the client once that backend is done.
     pub(super) async fn process_backend_input(&mut self, slot: Slot) -> Result<(), End> {
-        let mut seen = relay::Relayed::default();
-        let Some((done, misrouted)) = self.relay_from(slot, &mut seen) else {
-            return Ok(());
+        // What was relayed is taken in before any await: it is not kept in the future.
+        let next = {
+            let mut seen = relay::Relayed::default();
+            match self.relay_from(slot, &mut seen) {
+                Some((done, misrouted)) => self.take_in(slot, &seen, done, misrouted),
+                None => AfterInput::Nothing,
+            }
         };
+        match next {
+            AfterInput::Nothing => Ok(()),
+            AfterInput::Resume => {
+                self.inflight = None;
+                if self.stalled {
+                    self.stalled = false;
+                    self.process_client_input().await?;
+                }
+                Ok(())
+            }
+            AfterInput::Lost(reason) => self.backend_lost(slot, &reason).await,
+            AfterInput::Rerun(retry) => self.rerun_refused(retry).await,
+        }
+    }
+
+    /// What the relay saw, taken in: the transaction status, the units that ended, a commit;
+    /// and what must happen next.
+    #[inline(always)]
+    fn take_in(
+        &mut self,
+        slot: Slot,
+        seen: &relay::Relayed,
+        done: bool,
+        misrouted: Option<Retry>,
+    ) -> AfterInput {
         if let Some(status) = seen.last_status {
             self.client_status = status;
             self.tx = (status != TxStatus::Idle).then_some(slot);
@@ -27,7 +70,7 @@ where
         if !seen.outcomes.is_empty() {
             if let Some(error) = self.settle(slot, &seen.outcomes) {
                 let reason = format!("could not apply the session's settings there: {error}");
-                return self.backend_lost(slot, &reason).await;
+                return AfterInput::Lost(reason.into());
             }
         }
         if committed {
@@ -38,28 +81,21 @@ where
             if let Some(conn) = self.leases.peek(slot) {
                 tracing::warn!(backend = %conn.info, message_type = %(ty as char), "backend sent an unsolicited message; closing it");
             }
-            return self
-                .backend_lost(slot, "the server ended the session")
-                .await;
+            return AfterInput::Lost(SERVER_ENDED.into());
         }
         // A replica shutting down answers an in-flight read with FATAL before closing: the
         // client has seen nothing of that read yet, so it goes elsewhere instead.
         if seen.fatal_before_rerunnable {
-            return self
-                .backend_lost(slot, "the server ended the session")
-                .await;
+            return AfterInput::Lost(SERVER_ENDED.into());
         }
         if let Some(retry) = misrouted {
-            return self.rerun_refused(retry).await;
+            return AfterInput::Rerun(retry);
         }
         if done && self.open_batch != Some(slot) && self.inflight == Some(slot) {
-            self.inflight = None;
-            if self.stalled {
-                self.stalled = false;
-                self.process_client_input().await?;
-            }
+            AfterInput::Resume
+        } else {
+            AfterInput::Nothing
         }
-        Ok(())
     }
 
     /// Relays what the connection in `slot` has read to the client, and takes in what that

@@ -58,19 +58,28 @@ impl Statements {
 
     /// Makes sure `conn` holds the current version of statement `name`, injecting a Close of
     /// a stale version and a Parse whose responses the client will not see.
+    ///
+    /// Runs for every Bind: the test inline, the preparing out of line.
+    #[inline(always)]
     pub fn ensure_on(&self, conn: &mut BackendConn, name: &[u8]) {
         let Some(stmt) = self.map.get(name) else {
             return; // unknown to the proxy: the server reports it, as it would directly
         };
-        if conn.prepared.get(name) == Some(&stmt.generation) {
-            return;
+        if conn.prepared.get(name) != Some(&stmt.generation) {
+            Self::prepare_on(conn, name, stmt);
         }
+    }
+
+    /// Prepares `stmt` on `conn`, closing the stale version there first.
+    #[cold]
+    #[inline(never)]
+    fn prepare_on(conn: &mut BackendConn, name: &[u8], stmt: &Statement) {
         if !name.is_empty() && conn.prepared.contains_key(name) {
             write::close_statement(name, &mut conn.out);
             current(conn).closes.push(true);
         }
         conn.out.extend_from_slice(&stmt.parse);
-        current(conn).parses.push(ParseOrigin::Proxy);
+        conn.proto.note_parse(ParseOrigin::Proxy);
         conn.prepared
             .insert(Bytes::copy_from_slice(name), stmt.generation);
     }
@@ -79,7 +88,7 @@ impl Statements {
     pub fn parse_on(&mut self, conn: &mut BackendConn, msg: Bytes, verdict: Verdict) {
         let Some((name, _)) = fields::parse_name_sql(&msg) else {
             conn.out.extend_from_slice(&msg); // malformed: let the server reject it
-            current(conn).parses.push(ParseOrigin::ClientUntracked);
+            conn.proto.note_parse(ParseOrigin::ClientUntracked);
             return;
         };
         let name = name_of(&msg, name);
@@ -87,7 +96,7 @@ impl Statements {
             // PostgreSQL refuses to redefine a named statement: make the server say so.
             self.ensure_on(conn, &name);
             conn.out.extend_from_slice(&msg);
-            current(conn).parses.push(ParseOrigin::ClientRedefines(msg));
+            conn.proto.note_parse(ParseOrigin::ClientRedefines(msg));
             return;
         }
         if !name.is_empty() && conn.prepared.contains_key(&name) {
@@ -98,7 +107,7 @@ impl Statements {
         self.next_generation += 1;
         let generation = self.next_generation;
         conn.prepared.insert(name.clone(), generation);
-        current(conn).parses.push(ParseOrigin::Client {
+        conn.proto.note_parse(ParseOrigin::Client {
             name: name.clone(),
             generation,
         });

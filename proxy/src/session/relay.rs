@@ -240,7 +240,8 @@ fn attend(
         (READY_FOR_QUERY, _) => {
             let status = msg.get(5).map(|b| TxStatus::from_byte(*b));
             if let Some(done) = proto.syncs.pop_front() {
-                unit_done(done, status.unwrap_or(TxStatus::Idle), seen, timed);
+                let status = status.unwrap_or(TxStatus::Idle);
+                unit_done(done, status, seen, &mut proto.spare_parses, timed);
             }
             seen.last_status = status;
             seen.units_done += 1;
@@ -303,6 +304,7 @@ fn unit_done(
     mut done: Pending,
     status: TxStatus,
     seen: &mut Relayed,
+    spare_parses: &mut Vec<ParseOrigin>,
     mut timed: impl FnMut(u64, &Pending),
 ) {
     if let Some(started) = done.started {
@@ -315,16 +317,19 @@ fn unit_done(
             status,
         });
     }
-    // A simple query has no list: nothing to walk or free.
+    // A simple query has no list: nothing to walk or free. A batch's goes back, emptied, for
+    // the next batch.
     if done.parses.capacity() == 0 {
         std::mem::forget(std::mem::take(&mut done.parses));
     } else {
-        let unanswered = done.parses.into_iter().skip(done.parses_done);
+        let unanswered = done.parses.drain(done.parses_done.min(done.parses.len())..);
         seen.failed_parses
             .extend(unanswered.filter_map(|origin| match origin {
                 ParseOrigin::Client { name, generation } => Some((name, generation)),
                 _ => None,
             }));
+        done.parses.clear();
+        *spare_parses = std::mem::take(&mut done.parses);
     }
 }
 

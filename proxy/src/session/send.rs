@@ -222,24 +222,32 @@ fn write_batch(
             pending.synced_batch = true;
         }
     }
+    // The statement a Parse of this batch has just defined here (drivers parse the unnamed
+    // statement, then bind it): a Bind or Describe of it needs no look-up.
+    let mut just_parsed = None;
     for (ty, msg, kind) in messages {
         match *ty {
             PARSE => {
                 stmts.parse_on(conn, msg.clone(), *kind);
+                just_parsed = fields::cstr(fields::body(msg)).map(|(name, _)| name);
                 continue;
             }
             BIND => {
-                if let Some(name) = fields::bind_statement(msg) {
+                if let Some(name) = fields::bind_statement(msg).filter(|n| Some(*n) != just_parsed)
+                {
                     stmts.ensure_on(conn, name);
                 }
             }
             DESCRIBE => {
-                if let Some((b'S', name)) = fields::target(msg) {
+                if let Some((b'S', name)) =
+                    fields::target(msg).filter(|(_, n)| Some(*n) != just_parsed)
+                {
                     stmts.ensure_on(conn, name);
                 }
             }
             CLOSE => {
                 stmts.close_on(conn, msg);
+                just_parsed = None;
                 continue;
             }
             _ => {}

@@ -38,6 +38,7 @@ fn conn(owed: Vec<Pending>, answers: &[Vec<u8>]) -> ProtocolState {
         inbuf: answers.concat().as_slice().into(),
         syncs: VecDeque::from(owed),
         body_remaining: 0,
+        spare_parses: Vec::new(),
     }
 }
 
