@@ -184,6 +184,19 @@ fn block_comment_end(b: &[u8], start: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_reused_buffer_gives_the_same_fingerprint() {
+        let mut buffer = String::from("left over from the statement before");
+        for sql in [
+            "SELECT * FROM t WHERE id = 7",
+            "SELECT now()",
+            "SELECT 'a', 2",
+        ] {
+            let made = fingerprint_into(sql, &mut buffer);
+            assert_eq!(made.then(|| buffer.clone()), fingerprint(sql), "{sql}");
+        }
+    }
+
     fn fp(sql: &str) -> Option<String> {
         fingerprint(sql).map(|s| s.replace(LITERAL, "?"))
     }

@@ -114,6 +114,17 @@ fn a_parse_the_server_rejected_is_reported() {
     let mut conn = conn(vec![unit], &answers);
     let (seen, _) = relayed(&mut conn, Rerun::No);
     assert_eq!(seen.failed_parses, vec![(Bytes::from_static(b"s1"), 3)]);
+    assert!(
+        conn.spare_parses.is_empty() && conn.spare_parses.capacity() > 0,
+        "the answered unit's list is kept, emptied, for the next batch"
+    );
+    conn.note_parse(ParseOrigin::Proxy);
+    assert_eq!(conn.syncs[0].parses, vec![ParseOrigin::Proxy]);
+    assert_eq!(
+        conn.spare_parses.capacity(),
+        0,
+        "and taken by the next Parse"
+    );
 }
 
 #[test]
