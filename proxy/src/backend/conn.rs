@@ -1,9 +1,6 @@
 //! An authenticated backend connection: its socket, what it has prepared and replayed, and
 //! its place in the pool.
 
-use std::collections::HashMap;
-
-use foldhash::fast::RandomState;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::protocol_state::ProtocolState;
+use super::Prepared;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{BackendInfo, PoolKey, ServerParams};
@@ -28,8 +26,8 @@ pub struct BackendConn {
     /// The server's BackendKeyData, to forward a client's cancel.
     pub cancel_key: (i32, i32),
     pub params: Arc<ServerParams>,
-    /// Prepared statements present on this server: client name -> generation.
-    pub prepared: HashMap<Bytes, u64, RandomState>,
+    /// Prepared statements present on this server.
+    pub prepared: Prepared,
     pub created: Instant,
     /// A session made temporary objects here: the server's temporary schema outlives any
     /// reset, so the connection is closed, not pooled, when the session ends.

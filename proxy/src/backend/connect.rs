@@ -1,7 +1,6 @@
 //! Opening a backend connection: TCP, StartupMessage, whatever authentication the server asks
 //! for (SCRAM-SHA-256, md5, cleartext, trust), then its ParameterStatus and BackendKeyData.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::conn::Counted;
-use super::{BackendConn, BackendInfo, PoolKey, ProtocolState};
+use super::{BackendConn, BackendInfo, PoolKey, Prepared, ProtocolState};
 use crate::protocol::sqlstate;
 use crate::protocol::write::{encode_error_fields, Severity};
 
@@ -312,7 +311,7 @@ async fn handshake(
         key,
         cancel_key,
         params: Arc::new(server_params),
-        prepared: HashMap::default(),
+        prepared: Prepared::default(),
         created: Instant::now(),
         settings_seq: 0,
         closes_due: Vec::new(),

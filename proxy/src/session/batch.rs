@@ -11,7 +11,7 @@ use bytes::Bytes;
 use foldhash::fast::RandomState;
 
 use super::bound::bound_set_configs;
-use crate::backend::{BackendConn, ParseOrigin, Pending};
+use crate::backend::{same_name, BackendConn, ParseOrigin, Pending};
 use crate::protocol::{fields, write};
 use crate::route::{Effects, Verdict};
 
@@ -28,6 +28,10 @@ pub struct Statement {
 pub struct Statements {
     map: HashMap<Bytes, Statement, RandomState>,
     next_generation: u64,
+    /// The statement bound last (name, generation, verdict): a driver binds the same
+    /// prepared statement again and again, and this spares the hash look-ups. Every change
+    /// forgets it.
+    recent: Option<(Bytes, u64, Verdict)>,
 }
 
 impl Statements {
@@ -35,7 +39,31 @@ impl Statements {
         self.map.get(name)
     }
 
+    /// The verdict and generation of statement `name`, for a Bind of it.
+    #[inline]
+    pub fn bound(&mut self, name: &[u8]) -> Option<(Verdict, u64)> {
+        if let Some((recent, generation, verdict)) = &self.recent {
+            if same_name(recent, name) {
+                return Some((*verdict, *generation));
+            }
+        }
+        let (key, stmt) = self.map.get_key_value(name)?;
+        self.recent = Some((key.clone(), stmt.generation, stmt.verdict));
+        Some((stmt.verdict, stmt.generation))
+    }
+
+    fn define(&mut self, name: Bytes, statement: Statement) {
+        self.recent = None;
+        self.map.insert(name, statement);
+    }
+
+    fn undefine(&mut self, name: &[u8]) {
+        self.recent = None;
+        self.map.remove(name);
+    }
+
     pub fn clear(&mut self) {
+        self.recent = None;
         self.map.clear();
     }
 
@@ -53,7 +81,7 @@ impl Statements {
     /// Forgets a statement whose Parse never reached a server that answered (its backend died
     /// first), so that the same Parse can be sent elsewhere.
     pub fn forget(&mut self, name: &[u8]) {
-        self.map.remove(name);
+        self.undefine(name);
     }
 
     /// Makes sure `conn` holds the current version of statement `name`, injecting a Close of
@@ -61,12 +89,14 @@ impl Statements {
     ///
     /// Runs for every Bind: the test inline, the preparing out of line.
     #[inline(always)]
-    pub fn ensure_on(&self, conn: &mut BackendConn, name: &[u8]) {
-        let Some(stmt) = self.map.get(name) else {
+    pub fn ensure_on(&mut self, conn: &mut BackendConn, name: &[u8]) {
+        let Some((_, generation)) = self.bound(name) else {
             return; // unknown to the proxy: the server reports it, as it would directly
         };
-        if conn.prepared.get(name) != Some(&stmt.generation) {
-            Self::prepare_on(conn, name, stmt);
+        if !conn.prepared.holds(name, generation) {
+            if let Some(stmt) = self.map.get(name) {
+                Self::prepare_on(conn, name, stmt);
+            }
         }
     }
 
@@ -111,7 +141,7 @@ impl Statements {
             name: name.clone(),
             generation,
         });
-        self.map.insert(
+        self.define(
             name,
             Statement {
                 generation,
@@ -131,7 +161,7 @@ impl Statements {
         self.next_generation += 1;
         let generation = self.next_generation;
         conn.prepared.insert(name.clone(), generation);
-        self.map.insert(
+        self.define(
             name,
             Statement {
                 generation,
@@ -146,7 +176,7 @@ impl Statements {
     /// before the name is reused there.
     pub fn close_on(&mut self, conn: &mut BackendConn, msg: &[u8]) {
         if let Some((b'S', name)) = fields::target(msg) {
-            self.map.remove(name);
+            self.undefine(name);
             conn.prepared.remove(name);
         }
         conn.out.extend_from_slice(msg);
@@ -160,10 +190,10 @@ impl Statements {
             .get(name)
             .is_some_and(|s| s.generation == generation)
         {
-            self.map.remove(name);
+            self.undefine(name);
         }
         if let Some(conn) = conn {
-            if conn.prepared.get(name) == Some(&generation) {
+            if conn.prepared.get(name) == Some(generation) {
                 conn.prepared.remove(name);
             }
         }
@@ -255,7 +285,7 @@ impl Batch {
         &mut self,
         ty: u8,
         msg: Bytes,
-        stmts: &Statements,
+        stmts: &mut Statements,
         classify: impl FnOnce(&[u8]) -> Verdict,
     ) {
         match ty {
@@ -274,7 +304,7 @@ impl Batch {
                     let local = self.parsed.iter().rev().find(|(n, _)| n == name);
                     local
                         .map(|(_, verdict)| *verdict)
-                        .or_else(|| stmts.get(name).map(|s| s.verdict))
+                        .or_else(|| stmts.bound(name).map(|(verdict, _)| verdict))
                 });
                 let verdict = verdict.unwrap_or(Verdict::UNKNOWN);
                 self.bound = Some(stricter(self.bound, verdict));

@@ -441,7 +441,7 @@ where
                 let msg = self.cin.split_to(total).freeze();
                 let (classifier, functions) = (&self.shared.classifier, &self.functions);
                 let last = &mut self.last_parse;
-                self.batch.push(ty, msg, &self.stmts, |sql| {
+                self.batch.push(ty, msg, &mut self.stmts, |sql| {
                     remembered_verdict(last, classifier, functions, sql)
                 });
             }
