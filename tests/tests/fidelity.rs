@@ -500,3 +500,63 @@ async fn the_unnamed_statement_survives_the_proxys_own_queries() {
     })
     .await;
 }
+
+/// A Parse the server rejected leaves no statement, as directly: a later Bind of it is
+/// refused with 26000, and the rejected text is not sent again in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_unnamed_parse_leaves_no_statement() {
+    bounded(async {
+        let mut client = trust_client().await;
+        let rejected = prepare_and_run(&mut client, "", "SELEC 1").await;
+        let code = rejected
+            .iter()
+            .find(|m| m.ty == b'E')
+            .and_then(|m| m.code());
+        assert_eq!(
+            code.as_deref(),
+            Some("42601"),
+            "{:?}",
+            raw::summary(&rejected)
+        );
+        client.send(&run_message("")).await.unwrap();
+        let bound = client.recv_until(b'Z').await.unwrap();
+        let code = bound.iter().find(|m| m.ty == b'E').and_then(|m| m.code());
+        assert_eq!(code.as_deref(), Some("26000"), "{:?}", raw::summary(&bound));
+    })
+    .await;
+}
+
+/// A statement the proxy prepares on a connection that lacks it, in a batch where an error
+/// comes first, is skipped by the server: the proxy must not count it as prepared there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_in_a_batch_an_error_cut_short_is_prepared_again() {
+    bounded(async {
+        let mut client = trust_client().await;
+        let first =
+            prepare_and_run(&mut client, "s2", "SELECT current_setting('cluster_name')").await;
+        no_error(&first, "s2 on the replica");
+        assert_eq!(node_in(&first), REPLICA);
+        no_error(
+            &simple(&mut client, "SET pgrepl.route = primary").await,
+            "route",
+        );
+        // On the primary, which lacks s2: the division fails before the proxy's Parse of s2.
+        let mut parse = b"\0SELECT 1/0\0".to_vec();
+        parse.extend_from_slice(&[0, 0]);
+        let mut batch = raw::message(b'P', &parse);
+        let mut bind_unnamed = b"\0\0".to_vec();
+        bind_unnamed.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        batch.extend(raw::message(b'B', &bind_unnamed));
+        batch.extend(raw::message(b'E', b"\0\0\0\0\0"));
+        batch.extend(run_message("s2"));
+        client.send(&batch).await.unwrap();
+        let cut = client.recv_until(b'Z').await.unwrap();
+        let code = cut.iter().find(|m| m.ty == b'E').and_then(|m| m.code());
+        assert_eq!(code.as_deref(), Some("22012"), "{:?}", raw::summary(&cut));
+        client.send(&run_message("s2")).await.unwrap();
+        let again = client.recv_until(b'Z').await.unwrap();
+        no_error(&again, "s2 on the primary after the cut batch");
+        assert_eq!(node_in(&again), PRIMARY);
+    })
+    .await;
+}

@@ -11,14 +11,21 @@ use foldhash::fast::RandomState;
 /// look-up; every change forgets it.
 #[derive(Default)]
 pub struct Prepared {
+    /// The named ones.
     held: HashMap<Bytes, u64, RandomState>,
+    /// The unnamed one, apart: drivers define it anew for nearly every query.
+    unnamed: Option<u64>,
+    /// The named one found current last.
     last: Option<(Bytes, u64)>,
 }
 
 impl Prepared {
     /// Whether statement `name` is held here at `generation`.
-    #[inline]
+    #[inline(always)]
     pub fn holds(&mut self, name: &[u8], generation: u64) -> bool {
+        if name.is_empty() {
+            return self.unnamed == Some(generation);
+        }
         if let Some((last, at)) = &self.last {
             if *at == generation && same_name(last, name) {
                 return true;
@@ -35,29 +42,52 @@ impl Prepared {
 
     /// The generation of statement `name` held here.
     pub fn get(&self, name: &[u8]) -> Option<u64> {
-        self.held.get(name).copied()
+        if name.is_empty() {
+            self.unnamed
+        } else {
+            self.held.get(name).copied()
+        }
     }
 
     pub fn contains_key(&self, name: &[u8]) -> bool {
-        self.held.contains_key(name)
+        self.get(name).is_some()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.unnamed.is_none() && self.held.is_empty()
     }
 
     pub fn insert(&mut self, name: Bytes, generation: u64) {
-        self.last = None;
-        self.held.insert(name, generation);
+        if name.is_empty() {
+            self.unnamed = Some(generation);
+        } else {
+            self.last = None;
+            self.held.insert(name, generation);
+        }
     }
 
     pub fn remove(&mut self, name: &[u8]) -> Option<u64> {
-        self.last = None;
-        self.held.remove(name)
+        if name.is_empty() {
+            self.unnamed.take()
+        } else {
+            self.last = None;
+            self.held.remove(name)
+        }
+    }
+
+    /// A Parse of `name` at `generation` (or a Close before it) may not have reached the
+    /// server: an error earlier in its batch made the server skip it. What the server holds
+    /// under `name` is unknown then; the generation 0, never current, makes the next use
+    /// close it and prepare it again (closing what does not exist is no error).
+    pub fn not_sure_of(&mut self, name: &[u8], generation: u64) {
+        if self.get(name) == Some(generation) {
+            self.insert(Bytes::copy_from_slice(name), 0);
+        }
     }
 
     pub fn clear(&mut self) {
         self.last = None;
+        self.unnamed = None;
         self.held.clear();
     }
 }
@@ -91,6 +121,22 @@ mod tests {
         prepared.insert(Bytes::from_static(b""), 6);
         assert!(!prepared.holds(b"", 5), "redefined");
         assert!(prepared.holds(b"", 6));
+    }
+
+    #[test]
+    fn a_statement_not_sure_of_is_held_at_no_generation() {
+        let mut prepared = Prepared::default();
+        prepared.insert(Bytes::from_static(b"s1"), 3);
+        prepared.not_sure_of(b"s1", 2);
+        assert!(prepared.holds(b"s1", 3), "another generation: unchanged");
+        prepared.not_sure_of(b"s1", 3);
+        assert!(!prepared.holds(b"s1", 3));
+        assert!(
+            prepared.contains_key(b"s1"),
+            "still there, to be closed first"
+        );
+        prepared.not_sure_of(b"s9", 1);
+        assert!(!prepared.contains_key(b"s9"), "nothing made up");
     }
 
     #[test]

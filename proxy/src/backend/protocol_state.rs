@@ -78,7 +78,7 @@ impl ProtocolState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseOrigin {
     /// Injected by the proxy to prepare a statement lazily.
-    Proxy,
+    Proxy { name: Bytes, generation: u64 },
     /// The client's, defining statement `name` at `generation`.
     Client { name: Bytes, generation: u64 },
     /// The client's, expected to fail (a named statement defined twice).

@@ -146,6 +146,9 @@ where
         for (name, generation) in &seen.failed_parses {
             self.stmts.parse_failed(Some(&mut *conn), name, *generation);
         }
+        for (name, generation) in &seen.skipped_parses {
+            conn.prepared.not_sure_of(name, *generation);
+        }
         if !seen.redefined.is_empty() {
             for parse in std::mem::take(&mut seen.redefined) {
                 let sql = fields::parse_name_sql(&parse).map_or(&b""[..], |(_, sql)| sql);

@@ -26,7 +26,11 @@ pub struct Statement {
 /// The client's prepared statements by name (the unnamed statement under "").
 #[derive(Default)]
 pub struct Statements {
+    /// The named ones.
     map: HashMap<Bytes, Statement, RandomState>,
+    /// The unnamed one, apart: drivers define it anew for nearly every query, and a field
+    /// costs less than a hash map's insert.
+    unnamed: Option<Statement>,
     next_generation: u64,
     /// The statement bound last (name, generation, verdict): a driver binds the same
     /// prepared statement again and again, and this spares the hash look-ups. Every change
@@ -36,12 +40,19 @@ pub struct Statements {
 
 impl Statements {
     fn get(&self, name: &[u8]) -> Option<&Statement> {
-        self.map.get(name)
+        if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.map.get(name)
+        }
     }
 
     /// The verdict and generation of statement `name`, for a Bind of it.
-    #[inline]
+    #[inline(always)]
     pub fn bound(&mut self, name: &[u8]) -> Option<(Verdict, u64)> {
+        if name.is_empty() {
+            return self.unnamed.as_ref().map(|s| (s.verdict, s.generation));
+        }
         if let Some((recent, generation, verdict)) = &self.recent {
             if same_name(recent, name) {
                 return Some((*verdict, *generation));
@@ -53,17 +64,26 @@ impl Statements {
     }
 
     fn define(&mut self, name: Bytes, statement: Statement) {
-        self.recent = None;
-        self.map.insert(name, statement);
+        if name.is_empty() {
+            self.unnamed = Some(statement);
+        } else {
+            self.recent = None;
+            self.map.insert(name, statement);
+        }
     }
 
     fn undefine(&mut self, name: &[u8]) {
-        self.recent = None;
-        self.map.remove(name);
+        if name.is_empty() {
+            self.unnamed = None;
+        } else {
+            self.recent = None;
+            self.map.remove(name);
+        }
     }
 
     pub fn clear(&mut self) {
         self.recent = None;
+        self.unnamed = None;
         self.map.clear();
     }
 
@@ -75,7 +95,7 @@ impl Statements {
     }
 
     pub fn contains(&self, name: &[u8]) -> bool {
-        self.map.contains_key(name)
+        self.get(name).is_some()
     }
 
     /// Forgets a statement whose Parse never reached a server that answered (its backend died
@@ -94,7 +114,7 @@ impl Statements {
             return; // unknown to the proxy: the server reports it, as it would directly
         };
         if !conn.prepared.holds(name, generation) {
-            if let Some(stmt) = self.map.get(name) {
+            if let Some(stmt) = self.get(name) {
                 Self::prepare_on(conn, name, stmt);
             }
         }
@@ -109,7 +129,10 @@ impl Statements {
             current(conn).closes.push(true);
         }
         conn.out.extend_from_slice(&stmt.parse);
-        conn.proto.note_parse(ParseOrigin::Proxy);
+        conn.proto.note_parse(ParseOrigin::Proxy {
+            name: Bytes::copy_from_slice(name),
+            generation: stmt.generation,
+        });
         conn.prepared
             .insert(Bytes::copy_from_slice(name), stmt.generation);
     }
@@ -185,17 +208,11 @@ impl Statements {
 
     /// Forgets a statement whose Parse the server rejected, unless it was redefined since.
     pub fn parse_failed(&mut self, conn: Option<&mut BackendConn>, name: &[u8], generation: u64) {
-        if self
-            .map
-            .get(name)
-            .is_some_and(|s| s.generation == generation)
-        {
+        if self.get(name).is_some_and(|s| s.generation == generation) {
             self.undefine(name);
         }
         if let Some(conn) = conn {
-            if conn.prepared.get(name) == Some(generation) {
-                conn.prepared.remove(name);
-            }
+            conn.prepared.not_sure_of(name, generation);
         }
     }
 }

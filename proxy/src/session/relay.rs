@@ -31,6 +31,9 @@ pub struct Relayed {
     pub unsolicited: Option<u8>,
     /// The client's statements whose Parse the server rejected (name, generation).
     pub failed_parses: Vec<(Bytes, u64)>,
+    /// Statements the proxy prepared that the server skipped after an error (name,
+    /// generation): what the connection holds under their names is unknown.
+    pub skipped_parses: Vec<(Bytes, u64)>,
     /// Redefinitions of statements the server accepted, their Parse messages.
     pub redefined: Vec<Bytes>,
     /// COPY FROM STDIN started in a Sync-ended batch: the server ignored that Sync, so the
@@ -130,6 +133,9 @@ pub fn relay(
     }
     seen.open_unit_answered = out.len() > open_unit_from;
 }
+
+/// Most Parses an answered unit's list may have had to be kept for the next unit.
+const SPARE_PARSES: usize = 32;
 
 /// What the relay does after a message it attended to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +256,7 @@ fn attend(
         }
         (PARSE_COMPLETE, Some(front)) => {
             let origin = front.parses.get(front.parses_done);
-            if !matches!(origin, Some(ParseOrigin::Proxy)) {
+            if !matches!(origin, Some(ParseOrigin::Proxy { .. })) {
                 out.extend_from_slice(msg);
             }
             if let Some(ParseOrigin::ClientRedefines(parse)) = origin {
@@ -323,13 +329,22 @@ fn unit_done(
         std::mem::forget(std::mem::take(&mut done.parses));
     } else {
         let unanswered = done.parses.drain(done.parses_done.min(done.parses.len())..);
-        seen.failed_parses
-            .extend(unanswered.filter_map(|origin| match origin {
-                ParseOrigin::Client { name, generation } => Some((name, generation)),
-                _ => None,
-            }));
-        done.parses.clear();
-        *spare_parses = std::mem::take(&mut done.parses);
+        for origin in unanswered {
+            match origin {
+                ParseOrigin::Client { name, generation } => {
+                    seen.failed_parses.push((name, generation))
+                }
+                ParseOrigin::Proxy { name, generation } => {
+                    seen.skipped_parses.push((name, generation))
+                }
+                ParseOrigin::ClientUntracked | ParseOrigin::ClientRedefines(_) => {}
+            }
+        }
+        // A list a long pipeline grew is not kept for the connection's life.
+        if done.parses.capacity() <= SPARE_PARSES {
+            done.parses.clear();
+            *spare_parses = std::mem::take(&mut done.parses);
+        }
     }
 }
 

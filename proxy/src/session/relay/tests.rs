@@ -79,7 +79,10 @@ fn answers_to_the_proxys_own_units_are_swallowed() {
 fn the_parse_complete_of_a_parse_the_proxy_added_is_swallowed() {
     let unit = Pending {
         parses: vec![
-            ParseOrigin::Proxy,
+            ParseOrigin::Proxy {
+                name: Bytes::from_static(b"s0"),
+                generation: 1,
+            },
             ParseOrigin::Client {
                 name: Bytes::from_static(b"s1"),
                 generation: 7,
@@ -118,8 +121,12 @@ fn a_parse_the_server_rejected_is_reported() {
         conn.spare_parses.is_empty() && conn.spare_parses.capacity() > 0,
         "the answered unit's list is kept, emptied, for the next batch"
     );
-    conn.note_parse(ParseOrigin::Proxy);
-    assert_eq!(conn.syncs[0].parses, vec![ParseOrigin::Proxy]);
+    let proxys = ParseOrigin::Proxy {
+        name: Bytes::from_static(b"s0"),
+        generation: 1,
+    };
+    conn.note_parse(proxys.clone());
+    assert_eq!(conn.syncs[0].parses, vec![proxys]);
     assert_eq!(
         conn.spare_parses.capacity(),
         0,
@@ -280,4 +287,34 @@ fn a_watched_rollback_and_error_are_noted_in_the_outcome() {
     let watch = &seen.outcomes[0].watch;
     assert_eq!(watch.error.as_deref(), Some("22012: division by zero"));
     assert!(watch.rolled_back);
+}
+
+#[test]
+fn a_parse_the_proxy_added_that_an_error_skipped_is_reported() {
+    let unit = Pending {
+        parses: vec![
+            ParseOrigin::Client {
+                name: Bytes::new(),
+                generation: 4,
+            },
+            ParseOrigin::Proxy {
+                name: Bytes::from_static(b"s2"),
+                generation: 2,
+            },
+        ],
+        ..Pending::default()
+    };
+    let answers = [
+        msg(b'1', b""),
+        msg(b'2', b""),
+        error("ERROR", "22012", "division by zero"),
+        ready(b'I'),
+    ];
+    let mut conn = conn(vec![unit], &answers);
+    let (seen, _) = relayed(&mut conn, Rerun::No);
+    assert!(
+        seen.failed_parses.is_empty(),
+        "the client's Parse was answered"
+    );
+    assert_eq!(seen.skipped_parses, vec![(Bytes::from_static(b"s2"), 2)]);
 }
