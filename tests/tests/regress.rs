@@ -9,6 +9,11 @@
 //! error message (`output: TEXT`): it explains every differing test whose output has it. What each run wrote is kept in
 //! `target/tmp/regress/` (`direct/` and `proxy/` with pg_regress's summary and
 //! `regression.diffs`, and `<test>.diff` between the two runs' outputs for each differing test).
+//!
+//! Both listed differences come from pooling itself: a client session gets a server
+//! connection an earlier one used. A third run, through a proxy that keeps no idle connection
+//! (`[pool] max_idle = 0`: each client session gets server connections of its own), must
+//! differ from the direct run in no test at all.
 
 use pgrepl_tests::regress::{self, Difference, Suite, Verdict};
 use pgrepl_tests::suite::{free_addr, proxy_config_with};
@@ -60,11 +65,30 @@ fn regression_suite_through_the_proxy_differs_from_the_direct_run_only_in_known_
         .run(addr, &run_dir().join("regress-proxy"), RUN_TIMEOUT)
         .unwrap();
     drop(proxy);
+    cluster.wait_replica_caught_up().unwrap();
+    let unpooled =
+        ProxyProcess::start_with_env(&config, addr, &[("PGREPL_POOL__MAX_IDLE", "0")]).unwrap();
+    let unshared = suite
+        .run(addr, &run_dir().join("regress-proxy-unpooled"), RUN_TIMEOUT)
+        .unwrap();
+    drop(unpooled);
     eprintln!(
-        "regression suite: {} tests, {:.0?} directly, {:.0?} through the proxy",
+        "regression suite: {} tests, {:.0?} directly, {:.0?} through the proxy, {:.0?} through \
+         a proxy that keeps no idle connection",
         direct.outcomes.len(),
         direct.duration,
-        through.duration
+        through.duration,
+        unshared.duration
+    );
+    let unpooled_differences = regress::differences(&direct.outcomes, &unshared.outcomes);
+    assert!(
+        unpooled_differences.is_empty(),
+        "without pooling, the regression suite through the proxy differs from the direct run \
+         in: {:?}",
+        unpooled_differences
+            .iter()
+            .map(|(name, difference)| describe(name, difference))
+            .collect::<Vec<_>>()
     );
 
     let differences = regress::differences(&direct.outcomes, &through.outcomes);
