@@ -451,6 +451,16 @@ fn swallow(
             let done = proto.syncs.pop_front().unwrap_or_default();
             let failed = done.origin == Origin::Settings
                 && done.watch.as_ref().is_some_and(|w| w.error.is_some());
+            // A read the standby refused: the server skipped what followed the refusal, maybe
+            // Parses the proxy added for it. Which ones is not counted for such a unit: all
+            // are reported, and their statements prepared there again when next used.
+            if done.origin == Origin::Discard {
+                for origin in &done.parses {
+                    if let ParseOrigin::Proxy { name, generation } = origin {
+                        seen.skipped_parses.push((name.clone(), *generation));
+                    }
+                }
+            }
             seen.outcomes.push(Outcome {
                 origin: done.origin,
                 watch: done.watch.unwrap_or_default(),

@@ -318,3 +318,24 @@ fn a_parse_the_proxy_added_that_an_error_skipped_is_reported() {
     );
     assert_eq!(seen.skipped_parses, vec![(Bytes::from_static(b"s2"), 2)]);
 }
+
+#[test]
+fn the_parses_the_proxy_added_to_a_refused_read_are_reported_as_skipped() {
+    let unit = Pending {
+        parses: vec![ParseOrigin::Proxy {
+            name: Bytes::from_static(b"s2"),
+            generation: 5,
+        }],
+        ..Pending::default()
+    };
+    let refusal = error(
+        "ERROR",
+        "25006",
+        "cannot execute nextval() in a read-only transaction",
+    );
+    let answers = [msg(b'2', b""), refusal, ready(b'I')];
+    let mut conn = conn(vec![unit], &answers);
+    let (seen, out) = relayed(&mut conn, Rerun::IfFatalOrRefused);
+    assert!(seen.misrouted && out.is_empty());
+    assert_eq!(seen.skipped_parses, vec![(Bytes::from_static(b"s2"), 5)]);
+}
