@@ -2,6 +2,7 @@
 //! those keys is forwarded to whichever backend runs the client's statement right now.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,12 +12,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Where and how to cancel a statement on a backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BackendCancel {
     pub host: String,
     pub port: u16,
     pub pid: i32,
     pub secret: i32,
+    /// The cancels forwarded to this connection and not yet delivered (its
+    /// `BackendConn::cancels_in_flight`): while one is, the connection must not serve another
+    /// session, whose statement the late cancel would end.
+    pub in_flight: Arc<AtomicUsize>,
+}
+
+/// A cancel on its way to a backend, counted there until it is dropped.
+struct Forwarding(BackendCancel);
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The backend a session is running a statement on, updated by the session.
@@ -28,8 +42,13 @@ impl CancelTarget {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = target;
     }
 
-    fn get(&self) -> Option<BackendCancel> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The target, counted as a cancel in flight there: under the lock, so that once a
+    /// session has cleared its target (`set(None)`), every cancel that got it is counted.
+    fn forwarding(&self) -> Option<Forwarding> {
+        let target = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let target = target.as_ref()?;
+        target.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Forwarding(target.clone()))
     }
 }
 
@@ -63,12 +82,12 @@ impl CancelRegistry {
 
     /// Forwards a client's CancelRequest; unknown keys are ignored, as PostgreSQL does.
     pub async fn cancel(&self, pid: i32, secret: i32) {
-        let target = {
+        let forwarding = {
             let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.get(&(pid, secret)).and_then(|t| t.get())
+            sessions.get(&(pid, secret)).and_then(|t| t.forwarding())
         };
-        if let Some(target) = target {
-            if let Err(e) = send_cancel(&target).await {
+        if let Some(Forwarding(target)) = &forwarding {
+            if let Err(e) = send_cancel(target).await {
                 tracing::warn!(host = %target.host, port = target.port, error = %e, "cancel request failed");
             }
         }
@@ -89,4 +108,35 @@ pub async fn send_cancel(target: &BackendCancel) -> std::io::Result<()> {
     tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_on_its_way_is_counted_on_its_connection_until_dropped() {
+        let connection = Arc::new(AtomicUsize::new(0));
+        let target = CancelTarget::default();
+        target.set(Some(BackendCancel {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            pid: 7,
+            secret: 9,
+            in_flight: connection.clone(),
+        }));
+        let forwarding = target.forwarding().expect("a target");
+        assert_eq!(
+            connection.load(Ordering::Acquire),
+            1,
+            "counted while on its way"
+        );
+        target.set(None);
+        assert!(
+            target.forwarding().is_none(),
+            "a cleared target takes no cancel"
+        );
+        drop(forwarding);
+        assert_eq!(connection.load(Ordering::Acquire), 0, "delivered");
+    }
 }

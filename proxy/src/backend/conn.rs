@@ -1,7 +1,7 @@
 //! An authenticated backend connection: its socket, what it has prepared and replayed, and
 //! its place in the pool.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +25,8 @@ pub struct BackendConn {
     pub key: PoolKey,
     /// The server's BackendKeyData, to forward a client's cancel.
     pub cancel_key: (i32, i32),
+    /// Clients' cancels forwarded here and not yet delivered (see `cancel::BackendCancel`).
+    pub cancels_in_flight: Arc<AtomicUsize>,
     pub params: Arc<ServerParams>,
     /// Prepared statements present on this server.
     pub prepared: Prepared,
@@ -71,8 +73,9 @@ impl BackendConn {
         Ok(BackendConn { rd, wr, ..self })
     }
 
-    /// True when the server owes no response and the stream is at a message boundary.
+    /// True when the server owes no response, the stream is at a message boundary and no
+    /// client's cancel is on its way here.
     pub fn is_quiet(&self) -> bool {
-        self.proto.is_quiet()
+        self.proto.is_quiet() && self.cancels_in_flight.load(Ordering::Acquire) == 0
     }
 }

@@ -310,6 +310,7 @@ async fn handshake(
         info: info.clone(),
         key,
         cancel_key,
+        cancels_in_flight: Arc::default(),
         params: Arc::new(server_params),
         prepared: Prepared::default(),
         created: Instant::now(),

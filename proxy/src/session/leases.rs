@@ -214,5 +214,6 @@ pub(super) fn cancel_of(conn: &BackendConn) -> BackendCancel {
         port: conn.info.port,
         pid: conn.cancel_key.0,
         secret: conn.cancel_key.1,
+        in_flight: conn.cancels_in_flight.clone(),
     }
 }
