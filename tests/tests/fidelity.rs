@@ -47,6 +47,11 @@ async fn simple(client: &mut RawClient, sql: &str) -> Vec<RawMessage> {
     client.recv_until(b'Z').await.unwrap()
 }
 
+/// The SQLSTATE of the first ErrorResponse in `answer`.
+fn error_code(answer: &[RawMessage]) -> Option<String> {
+    answer.iter().find(|m| m.ty == b'E').and_then(|m| m.code())
+}
+
 fn no_error(answer: &[RawMessage], what: &str) {
     assert!(
         answer.iter().all(|m| m.ty != b'E'),
@@ -508,10 +513,7 @@ async fn a_rejected_unnamed_parse_leaves_no_statement() {
     bounded(async {
         let mut client = trust_client().await;
         let rejected = prepare_and_run(&mut client, "", "SELEC 1").await;
-        let code = rejected
-            .iter()
-            .find(|m| m.ty == b'E')
-            .and_then(|m| m.code());
+        let code = error_code(&rejected);
         assert_eq!(
             code.as_deref(),
             Some("42601"),
@@ -520,7 +522,7 @@ async fn a_rejected_unnamed_parse_leaves_no_statement() {
         );
         client.send(&run_message("")).await.unwrap();
         let bound = client.recv_until(b'Z').await.unwrap();
-        let code = bound.iter().find(|m| m.ty == b'E').and_then(|m| m.code());
+        let code = error_code(&bound);
         assert_eq!(code.as_deref(), Some("26000"), "{:?}", raw::summary(&bound));
     })
     .await;
@@ -551,7 +553,7 @@ async fn a_statement_prepared_in_a_batch_an_error_cut_short_is_prepared_again() 
         batch.extend(run_message("s2"));
         client.send(&batch).await.unwrap();
         let cut = client.recv_until(b'Z').await.unwrap();
-        let code = cut.iter().find(|m| m.ty == b'E').and_then(|m| m.code());
+        let code = error_code(&cut);
         assert_eq!(code.as_deref(), Some("22012"), "{:?}", raw::summary(&cut));
         client.send(&run_message("s2")).await.unwrap();
         let again = client.recv_until(b'Z').await.unwrap();

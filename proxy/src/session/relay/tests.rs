@@ -28,6 +28,15 @@ fn error(severity: &str, code: &str, message: &str) -> Vec<u8> {
     msg(b'E', &body)
 }
 
+/// A standby's refusal of a statement that writes.
+fn refusal() -> Vec<u8> {
+    error(
+        "ERROR",
+        "25006",
+        "cannot execute nextval() in a read-only transaction",
+    )
+}
+
 fn row() -> Vec<u8> {
     msg(b'D', &[0, 1, 0, 0, 0, 1, b'x'])
 }
@@ -136,11 +145,7 @@ fn a_parse_the_server_rejected_is_reported() {
 
 #[test]
 fn a_standby_refusal_before_any_row_is_held_back_and_swallowed() {
-    let refusal = error(
-        "ERROR",
-        "25006",
-        "cannot execute nextval() in a read-only transaction",
-    );
+    let refusal = refusal();
     let answers = [
         msg(b'1', b""),
         msg(b'2', b""),
@@ -167,11 +172,7 @@ fn a_standby_refusal_before_any_row_is_held_back_and_swallowed() {
 
 #[test]
 fn a_refusal_after_rows_or_with_more_queued_reaches_the_client() {
-    let refusal = error(
-        "ERROR",
-        "25006",
-        "cannot execute nextval() in a read-only transaction",
-    );
+    let refusal = refusal();
     let after_rows = [row(), refusal.clone(), ready(b'I')];
     let mut conn1 = conn(vec![Pending::default()], &after_rows);
     let (seen, out) = relayed(&mut conn1, Rerun::IfFatalOrRefused);
@@ -328,11 +329,7 @@ fn the_parses_the_proxy_added_to_a_refused_read_are_reported_as_skipped() {
         }],
         ..Pending::default()
     };
-    let refusal = error(
-        "ERROR",
-        "25006",
-        "cannot execute nextval() in a read-only transaction",
-    );
+    let refusal = refusal();
     let answers = [msg(b'2', b""), refusal, ready(b'I')];
     let mut conn = conn(vec![unit], &answers);
     let (seen, out) = relayed(&mut conn, Rerun::IfFatalOrRefused);
