@@ -114,6 +114,9 @@ pub struct RoutingConfig {
     pub classify_cache_size: usize,
     /// Whose writes a read must see before it may use a replica.
     pub read_your_writes: ReadYourWrites,
+    /// How long a read waits for its replica to replay what it must see before it goes to
+    /// the primary instead (0: never waits).
+    pub causal_wait: Duration,
     /// How a read picks among the usable replicas.
     pub balance: Balance,
     /// Functions that send a statement to the primary, beyond the built-in list and the
@@ -131,6 +134,8 @@ pub enum ReadYourWrites {
     Session,
     /// Every session's reads see every write committed through this proxy.
     Global,
+    /// Every read sees every commit acknowledged anywhere before it arrived.
+    Linearizable,
     /// Reads may miss recent writes (still bounded by `max_replica_lag`).
     Off,
 }
@@ -139,6 +144,7 @@ impl Named for ReadYourWrites {
     const ALL: &'static [Self] = &[
         ReadYourWrites::Session,
         ReadYourWrites::Global,
+        ReadYourWrites::Linearizable,
         ReadYourWrites::Off,
     ];
 
@@ -146,6 +152,7 @@ impl Named for ReadYourWrites {
         match self {
             ReadYourWrites::Session => "session",
             ReadYourWrites::Global => "global",
+            ReadYourWrites::Linearizable => "linearizable",
             ReadYourWrites::Off => "off",
         }
     }

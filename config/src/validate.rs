@@ -43,6 +43,13 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
         1,
         "",
     )?;
+    let routing = &config.routing;
+    rules.expect(
+        routing.causal_wait <= routing.max_replica_lag,
+        &root.key("routing").key("causal_wait"),
+        "at most [routing] max_replica_lag",
+        format_args!("\"{}\"", humantime::format_duration(routing.causal_wait)),
+    )?;
     rules.listen(&root.key("metrics").key("listen"), &config.metrics.listen)?;
     rules.nonzero(&root.key("health").key("interval"), config.health.interval)?;
     if let Some(tls) = &config.tls {

@@ -103,7 +103,8 @@ impl Proxy {
             shutdown: Default::default(),
             health,
             read_your_writes: config.routing.read_your_writes,
-            last_write: Default::default(),
+            causal_wait: config.routing.causal_wait,
+            commit_round: Default::default(),
             balancer: Balancer::new(
                 config.routing.balance,
                 config.replicas.iter().map(|r| r.weight),

@@ -27,9 +27,11 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// `[routing] read_your_writes`.
     pub read_your_writes: ReadYourWrites,
-    /// When the last write through this proxy committed (monitor clock, 0 = none yet), for
-    /// `read_your_writes = "global"`.
-    pub last_write: AtomicU64,
+    /// `[routing] causal_wait`.
+    pub causal_wait: std::time::Duration,
+    /// For `read_your_writes = "global"`: the first primary look-up round sent after the
+    /// last commit through this proxy (0 = none yet); every read must see its position.
+    pub commit_round: AtomicU64,
     pub balancer: Balancer,
     pub clients: ClientCount,
     pub client_meters: ClientMeters,

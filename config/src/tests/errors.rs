@@ -21,7 +21,7 @@ fn unknown_keys_are_named() {
     assert_error(
         "[routing]\nmax_replica_lagg = \"1s\"\n",
         "[routing] max_replica_lagg: unknown key (known in [routing]: max_replica_lag, \
-         classify_cache_size, read_your_writes, balance, write_functions, read_only_functions)",
+         classify_cache_size, read_your_writes, causal_wait, balance, write_functions, read_only_functions)",
     );
     assert_error(
         "[[replicas]]\nname = \"r\"\nhost = \"h\"\nport = 1\nhots = \"h\"\n",
@@ -39,6 +39,10 @@ fn wrong_types_say_what_was_expected_and_found() {
     assert_error(
         "[routing]\nmax_replica_lag = \"fast\"\n",
         "[routing] max_replica_lag: expected a duration like \"1s\" or \"250ms\", found \"fast\"",
+    );
+    assert_error(
+        "[routing]\nmax_replica_lag = \"10ms\"\ncausal_wait = \"20ms\"\n",
+        "[routing] causal_wait: expected at most [routing] max_replica_lag, found \"20ms\"",
     );
     assert_error(
         "[health]\ninterval = 5\n",

@@ -104,6 +104,9 @@ pub enum Origin {
     /// Answers nobody needs: a read the replica refused, which runs on the primary instead.
     /// Swallowed.
     Discard,
+    /// The proxy's question for the primary's WAL position right after a unit that may have
+    /// committed (`health::POSITION_SQL`): swallowed, its answer kept.
+    CommitPosition,
 }
 
 /// What the session wants to learn from a unit's responses beyond forwarding them: whether
@@ -130,6 +133,8 @@ pub struct Watch {
     pub rolled_back: bool,
     /// The probe's answer.
     pub holds_state: Option<bool>,
+    /// The commit position question's answer.
+    pub wal: Option<crate::health::WalSample>,
     /// The ParameterStatus values a client unit's server reported, in order.
     pub reported: Vec<(String, String)>,
 }

@@ -16,9 +16,58 @@ pub fn format(position: u64) -> String {
     format!("{:X}/{:X}", position >> 32, position & 0xFFFF_FFFF)
 }
 
+/// The sizes of WAL pages and segments (`wal_block_size`, `wal_segment_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub block: u64,
+    pub segment: u64,
+}
+
+impl Default for Geometry {
+    /// PostgreSQL's defaults.
+    fn default() -> Geometry {
+        Geometry {
+            block: 8192,
+            segment: 16 << 20,
+        }
+    }
+}
+
+/// A page's header: the short one, and the long one that starts a segment (both
+/// MAXALIGNed).
+const SHORT_PAGE_HEADER: u64 = 24;
+const LONG_PAGE_HEADER: u64 = 40;
+
+/// The end of the last record inserted, from the insert position. At a page boundary the
+/// insert position points past the next page's header, where no record ends: a standby's
+/// replay position (the end of the last record replayed) would never equal it until more
+/// WAL comes.
+pub fn record_end(insert: u64, geometry: Geometry) -> u64 {
+    if insert % geometry.segment == LONG_PAGE_HEADER {
+        insert - LONG_PAGE_HEADER
+    } else if insert % geometry.block == SHORT_PAGE_HEADER {
+        insert - SHORT_PAGE_HEADER
+    } else {
+        insert
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, record_end, Geometry};
+
+    #[test]
+    fn an_insert_position_past_a_page_header_ends_before_it() {
+        let g = Geometry::default();
+        for (insert, end) in [
+            (0x0300_0148, 0x0300_0148),
+            (0x0300_2018, 0x0300_2000),
+            (0x0400_0028, 0x0400_0000),
+            (0x0300_2000, 0x0300_2000),
+        ] {
+            assert_eq!(record_end(insert, g), end, "{insert:X}");
+        }
+    }
 
     #[test]
     fn parses_what_postgresql_prints() {

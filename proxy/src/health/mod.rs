@@ -5,11 +5,14 @@
 //! stale, staleness being measured by WAL position (see `lag`): replay timestamps would call
 //! an idle, fully caught-up replica stale.
 
+mod gate;
 mod lag;
 mod lsn;
 mod monitor;
 mod nudge;
+mod position;
 mod probe;
+mod replay;
 mod state;
 
 use std::fmt;
@@ -21,8 +24,10 @@ use lag::History;
 use probe::Sample;
 use state::{BackendState, CAUGHT_UP, NEVER};
 
+pub use gate::LsnGate;
 pub use lsn::format as format_lsn;
 pub use monitor::Monitor;
+pub use position::{PrimaryPositions, WalSample, POSITION_SQL};
 
 use crate::backend::BackendId;
 
@@ -74,6 +79,10 @@ pub struct Health {
     backends: Box<[BackendState]>,
     /// Only the monitor's tasks take this lock; it orders their updates of `behind_since`.
     history: Mutex<History>,
+    /// By backend index: replay positions that reads wait for (the primary's is unused).
+    replay: Box<[LsnGate]>,
+    /// The primary's position, looked up for waiting reads.
+    pub positions: PrimaryPositions,
 }
 
 impl Health {
@@ -87,7 +96,18 @@ impl Health {
                 .map(|id| BackendState::unsampled(id.is_primary()))
                 .collect(),
             history: Mutex::new(History::new(max_lag)),
+            replay: BackendId::all(backends)
+                .map(|_| LsnGate::default())
+                .collect(),
+            positions: PrimaryPositions::default(),
         }
+    }
+
+    /// What replica `backend` has replayed, as closely as known, and the sessions waiting
+    /// for more.
+    #[inline]
+    pub fn replay_gate(&self, backend: BackendId) -> &LsnGate {
+        &self.replay[backend.index()]
     }
 
     /// Now, in nanoseconds on the monitor's clock.
@@ -196,12 +216,16 @@ impl Health {
             }
         } else {
             update_behind(&history, state);
+            self.replay[backend.index()].advance(sample.lsn);
         }
         state.up.store(true, Relaxed);
     }
 
     fn record_failure(&self, backend: BackendId) {
         self.backends[backend.index()].up.store(false, Relaxed);
+        if backend != PRIMARY {
+            self.replay[backend.index()].restart();
+        }
     }
 
     /// An up replica that lacks a primary position seen: worth sampling more often.

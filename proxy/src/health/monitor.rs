@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::probe::{Probe, ProbeError, Sample};
-use super::{Health, PRIMARY};
+use super::{position, replay, Health, PRIMARY};
 use crate::backend::BackendInfo;
 
 /// The shortest gap between two samples of one backend, however often it is nudged.
@@ -48,7 +48,13 @@ impl Monitor {
         let (sampled, unsampled) = watch::channel(backends.len());
         let mut tasks = JoinSet::new();
         for backend in backends {
-            let probe = Probe::new(backend, login, config.proxy.connect_timeout, query_timeout)?;
+            let probe = Probe::new(
+                backend,
+                login,
+                config.proxy.connect_timeout,
+                query_timeout,
+                "health",
+            )?;
             let watcher = Watcher {
                 health: health.clone(),
                 backend: backend.clone(),
@@ -57,6 +63,22 @@ impl Monitor {
                 first: Some(sampled.clone()),
             };
             tasks.spawn(watcher.run());
+            let close_watch = Probe::new(
+                backend,
+                login,
+                config.proxy.connect_timeout,
+                query_timeout,
+                if backend.id == PRIMARY {
+                    "positions"
+                } else {
+                    "replay watch"
+                },
+            )?;
+            if backend.id == PRIMARY {
+                tasks.spawn(position::serve(health.clone(), close_watch));
+            } else {
+                tasks.spawn(replay::watch(health.clone(), backend.id, close_watch));
+            }
         }
         Ok(Monitor { tasks, unsampled })
     }

@@ -1,12 +1,14 @@
 //! One sample of one backend over the monitor's own connection (deadpool-postgres, one
 //! connection per backend, logged in as the first `[[users]]` entry on database `postgres`).
+//! The replay watchers and the primary's position service use connections of the same kind,
+//! each its own, so that none queues behind another.
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError};
 use pgrepl_config::UserConfig;
 use tokio::time::timeout;
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::{NoTls, SimpleQueryMessage, SimpleQueryRow};
 
 use super::lsn;
 use crate::backend::BackendInfo;
@@ -53,13 +55,14 @@ impl Probe {
         login: &UserConfig,
         connect_timeout: Duration,
         query_timeout: Duration,
+        purpose: &str,
     ) -> anyhow::Result<Probe> {
         let mut pg = tokio_postgres::Config::new();
         pg.host(&backend.host)
             .port(backend.port)
             .user(&login.name)
             .dbname(DATABASE)
-            .application_name("pgrepl-proxy health");
+            .application_name(format!("pgrepl-proxy {purpose}"));
         if let Some(password) = &login.password {
             pg.password(password);
         }
@@ -74,39 +77,64 @@ impl Probe {
     /// Connects if needed (within the connect timeout) and runs the health query (within the
     /// query timeout, so a hung server counts as down). A connection that failed is dropped.
     pub async fn sample(&self) -> Result<Sample, ProbeError> {
+        self.ask(SQL, read).await
+    }
+
+    /// Runs `sql` and reads its answer's last row with `read`, as `sample` does.
+    pub async fn ask<T>(
+        &self,
+        sql: &str,
+        read: impl FnOnce(&SimpleQueryRow) -> Result<T, ProbeError>,
+    ) -> Result<T, ProbeError> {
         let client = timeout(self.connect_timeout, self.pool.get())
             .await
             .map_err(|_| ProbeError::Timeout(self.connect_timeout))?
             .map_err(ProbeError::Connect)?;
-        let sample = match timeout(self.query_timeout, client.simple_query(SQL)).await {
-            Ok(Ok(answer)) => read(&answer),
+        let answer = match timeout(self.query_timeout, client.simple_query(sql)).await {
+            Ok(Ok(answer)) => last_row(&answer).and_then(read),
             Ok(Err(e)) => Err(ProbeError::Query(e)),
             Err(_) => Err(ProbeError::Timeout(self.query_timeout)),
         };
-        if sample.is_err() {
+        if answer.is_err() {
             drop(Object::take(client));
         }
-        sample
+        answer
     }
 }
 
-fn read(answer: &[SimpleQueryMessage]) -> Result<Sample, ProbeError> {
-    let row = answer
+fn last_row(answer: &[SimpleQueryMessage]) -> Result<&SimpleQueryRow, ProbeError> {
+    answer
         .iter()
+        .rev()
         .find_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
         })
-        .ok_or(ProbeError::Answer)?;
-    let column = |i| row.try_get(i).map_err(|_| ProbeError::Answer);
+        .ok_or(ProbeError::Answer)
+}
+
+/// Column `i` of `row` as text (None for NULL).
+pub fn column(row: &SimpleQueryRow, i: usize) -> Result<Option<&str>, ProbeError> {
+    row.try_get(i).map_err(|_| ProbeError::Answer)
+}
+
+/// Column `i` of `row` as a WAL position (0 for NULL).
+pub fn lsn_column(row: &SimpleQueryRow, i: usize) -> Result<u64, ProbeError> {
+    match column(row, i)? {
+        Some(text) => lsn::parse(text).ok_or(ProbeError::Answer),
+        None => Ok(0),
+    }
+}
+
+fn read(row: &SimpleQueryRow) -> Result<Sample, ProbeError> {
+    let column = |i| column(row, i);
     let in_recovery = match column(0)? {
         Some("t") => true,
         Some("f") => false,
         _ => return Err(ProbeError::Answer),
     };
-    let lsn = match column(1)? {
-        Some(text) => lsn::parse(text).ok_or(ProbeError::Answer)?,
-        None => 0,
-    };
-    Ok(Sample { in_recovery, lsn })
+    Ok(Sample {
+        in_recovery,
+        lsn: lsn_column(row, 1)?,
+    })
 }

@@ -50,6 +50,10 @@ impl Effects {
     /// Creates a temporary object: the server keeps a temporary schema for the rest of the
     /// connection's life, which no reset removes (a later session there would see it exist).
     pub const TEMP: Effects = Effects(1 << 12);
+    /// The string's last transaction control statement ends the transaction (`COMMIT`,
+    /// `END`, `ROLLBACK`, `ABORT`, without `AND CHAIN`; not `ROLLBACK TO`): no transaction
+    /// is left open when it succeeds.
+    pub const ENDS_TX: Effects = Effects(1 << 13);
 
     pub fn contains(self, other: Effects) -> bool {
         self.0 & other.0 == other.0
@@ -122,6 +126,7 @@ pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
     let mut only_sets = true;
     let mut only_settings = true;
     let mut first = true;
+    let mut ends_tx = false;
     for statement in tokens.split(|t| t.token == Token::SemiColon) {
         let words: Vec<&str> = statement
             .iter()
@@ -135,6 +140,9 @@ pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
             continue;
         }
         let effect = statement_effects(&words, first) | tx_control(&words);
+        if effect.contains(Effects::TX_CONTROL) {
+            ends_tx = ends_transaction(&words);
+        }
         first = false;
         let (calls, set_configs) = calls(statement);
         let settings_only =
@@ -149,7 +157,22 @@ pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
     if only_settings && all.contains(Effects::SESSION_SET) {
         all |= Effects::ONLY_SETTINGS;
     }
+    if ends_tx {
+        all |= Effects::ENDS_TX;
+    }
     all
+}
+
+/// Whether a transaction control statement ends the transaction without starting another.
+fn ends_transaction(words: &[&str]) -> bool {
+    let ends = ["commit", "end", "rollback", "abort"]
+        .iter()
+        .any(|w| is(words.first(), w));
+    let chains = words
+        .windows(2)
+        .any(|w| is(w.first(), "and") && is(w.get(1), "chain"));
+    let partial = words.iter().any(|w| w.eq_ignore_ascii_case("to"));
+    ends && !chains && !partial
 }
 
 /// Statements a string of settings may also hold that change no setting: asyncpg resets a
@@ -651,6 +674,28 @@ mod tests {
         assert!(!of("ROLLBACK").contains(Effects::PARTIAL_ROLLBACK));
         assert!(of("RELEASE SAVEPOINT p").contains(Effects::TX_CONTROL));
         assert!(!of("START pg_thing").contains(Effects::TX_CONTROL));
+    }
+
+    #[test]
+    fn statements_that_leave_no_transaction_open() {
+        for (sql, ends) in [
+            ("COMMIT", true),
+            ("end transaction", true),
+            ("ROLLBACK", true),
+            ("abort", true),
+            ("COMMIT AND NO CHAIN", true),
+            ("BEGIN; INSERT INTO t VALUES (1); COMMIT", true),
+            ("COMMIT; INSERT INTO t VALUES (1)", true),
+            ("COMMIT AND CHAIN", false),
+            ("ROLLBACK TO SAVEPOINT p", false),
+            ("ROLLBACK TO p", false),
+            ("COMMIT; BEGIN", false),
+            ("BEGIN; INSERT INTO t VALUES (1)", false),
+            ("SAVEPOINT p", false),
+            ("INSERT INTO t VALUES (1)", false),
+        ] {
+            assert_eq!(of(sql).contains(Effects::ENDS_TX), ends, "{sql}");
+        }
     }
 
     #[test]

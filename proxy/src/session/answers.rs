@@ -63,8 +63,6 @@ where
             self.client_status = status;
             self.tx = (status != TxStatus::Idle).then_some(slot);
         }
-        let committed =
-            seen.last_status == Some(TxStatus::Idle) && slot == Slot::Primary && self.pending_write;
         // What the units answered before anything else happened counts, even if the
         // connection is lost right after (a probe's answer, a SET that took effect).
         if !seen.outcomes.is_empty() {
@@ -73,9 +71,8 @@ where
                 return AfterInput::Lost(reason.into());
             }
         }
-        if committed {
-            self.pending_write = false;
-            self.note_commit();
+        if slot == Slot::Primary {
+            self.primary_answered(seen);
         }
         if let Some(ty) = seen.unsolicited {
             if let Some(conn) = self.leases.peek(slot) {
@@ -196,6 +193,7 @@ where
                         return Some(error.clone());
                     }
                 }
+                Origin::CommitPosition => self.commit_sampled(outcome.watch.wal),
                 Origin::Discard => {}
             }
         }
@@ -211,8 +209,10 @@ where
         };
         self.untrack_cancel(&conn);
         for pending in &conn.proto.syncs {
-            if let Origin::Probe(epoch) = pending.origin {
-                self.state.probed(None, epoch);
+            match pending.origin {
+                Origin::Probe(epoch) => self.state.probed(None, epoch),
+                Origin::CommitPosition => self.commit_sampled(None),
+                _ => {}
             }
         }
         let owed = conn.proto.owed_to_client();

@@ -8,6 +8,7 @@
 //! 3. [`join`] and [`joined`]: the open transaction, or an open batch, keeps the unit on its
 //!    backend; work in flight on another backend makes it wait.
 
+use super::causal::Awaited;
 use super::hint::ReadPreference;
 use crate::route::{Effects, Reason, Route, Verdict};
 
@@ -135,7 +136,9 @@ pub fn plan_read(hinted: bool, preference: ReadPreference, pinned: bool) -> Read
 pub enum ReplicaView {
     /// One that may serve the read.
     Ready,
-    /// One that has not replayed what the session must see yet.
+    /// One that the read may wait for: it has not replayed what the session must see yet.
+    Waits(Awaited),
+    /// One that has not replayed what the session must see, and will not in time.
     NotReplayed,
     /// None: why.
     Unavailable(Reason),
@@ -144,7 +147,7 @@ pub enum ReplicaView {
 /// Where a read planned for a replica goes, and why.
 pub fn place_read(view: ReplicaView, reason: Reason) -> (Slot, Reason) {
     match view {
-        ReplicaView::Ready => (Slot::Replica, reason),
+        ReplicaView::Ready | ReplicaView::Waits(_) => (Slot::Replica, reason),
         ReplicaView::NotReplayed => (Slot::Primary, Reason::ReadYourWrites),
         ReplicaView::Unavailable(why) => (Slot::Primary, why),
     }

@@ -10,6 +10,7 @@
 mod answers;
 mod batch;
 mod bound;
+mod causal;
 mod decide;
 mod hint;
 mod leases;
@@ -19,6 +20,7 @@ mod routing;
 mod send;
 mod settings;
 mod state;
+mod waits;
 mod words;
 
 use leases::Leases;
@@ -102,6 +104,8 @@ enum Event {
     ClientRead(io::Result<usize>),
     ClientWrote(io::Result<usize>),
     Backend(Slot, BackendIo),
+    /// A read waiting for a position may go on: it was reached, or the wait ended.
+    Causal,
     Shutdown,
 }
 
@@ -169,8 +173,8 @@ pub struct Session<R, W> {
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
-    /// When this session's last write committed (monitor clock): read-your-writes.
-    wrote_at: Option<u64>,
+    /// What its reads on replicas must see (read-your-writes, monotonic reads).
+    causal: causal::Causal,
     /// One entry per unit the replica owes an answer, oldest first: how to re-run it, or None
     /// when it cannot be (inside a transaction, or already partly answered).
     retries: VecDeque<Option<Retry>>,
@@ -238,6 +242,7 @@ where
 {
     pub fn new(shared: Arc<Shared>, client: ClientInfo, client_r: R, client_w: W) -> Self {
         let shutdown_wait = Box::pin(shared.shutdown.wait());
+        let shared_mode = shared.read_your_writes;
         let functions = shared.classifier.user_functions(&client.startup.database);
         let state = SessionState::new(client.default_read_only, &client.settings);
         let tally = shared
@@ -265,7 +270,7 @@ where
             cancel_key: None,
             read_pref: ReadPreference::Auto,
             pending_write: false,
-            wrote_at: None,
+            causal: causal::Causal::new(shared_mode),
             retries: VecDeque::new(),
             state,
             shutdown_wait,
@@ -339,6 +344,12 @@ where
                         break 'session end;
                     }
                 }
+                Event::Causal => {
+                    self.stalled = false;
+                    if let Err(end) = self.process_client_input().await {
+                        break 'session end;
+                    }
+                }
                 Event::Shutdown => self.shutting_down = true,
             }
         };
@@ -363,6 +374,7 @@ where
         }
         // No cancel may reach the connections once another session can lease them.
         self.client.cancel.set(None);
+        self.stop_waiting();
         for slot in [Slot::Primary, Slot::Replica] {
             if let Some(conn) = self.leases.release(slot) {
                 self.return_lease(slot, conn);
@@ -382,6 +394,9 @@ where
         }
         if let Poll::Ready((slot, io)) = self.leases.poll(cx, ready.backend) {
             return Poll::Ready(Event::Backend(slot, io));
+        }
+        if self.causal.wait.is_some() && self.poll_causal(cx).is_ready() {
+            return Poll::Ready(Event::Causal);
         }
         if ready.client {
             let read = poll_read_buf(Pin::new(&mut self.client_r), cx, &mut self.cin);

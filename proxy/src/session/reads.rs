@@ -1,18 +1,14 @@
 //! Where a session's reads may go right now: its replica while the monitor finds it readable
 //! (up, a standby, within `max_replica_lag`) and, under read-your-writes, once it has replayed
-//! past the session's last commit; otherwise another readable replica, or the primary.
+//! what the session must see (`causal`); otherwise another readable replica, or the primary.
 //!
-//! Every check is a few atomic loads of the monitor's published state: no round trip, and
-//! none at all for sessions that never write.
+//! Every check is a few atomic loads of the monitor's published state: no round trip.
 
-use std::sync::atomic::Ordering::Relaxed;
-
-use pgrepl_config::ReadYourWrites;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::causal::CausalStep;
 use super::decide::ReplicaView;
 use super::{Session, Slot};
-use crate::backend::BackendId;
 use crate::balance::ReplicaLease;
 use crate::health::Unusable;
 use crate::route::Reason;
@@ -32,10 +28,13 @@ where
         let Some(replica) = self.client.replica.as_ref().map(ReplicaLease::backend) else {
             return ReplicaView::Unavailable(self.no_replica_reason(left));
         };
-        if forced || self.has_replayed_writes(replica) {
-            ReplicaView::Ready
-        } else {
-            ReplicaView::NotReplayed
+        if forced {
+            return ReplicaView::Ready;
+        }
+        match self.causal_step(replica) {
+            CausalStep::Ready => ReplicaView::Ready,
+            CausalStep::Wait(awaited) => ReplicaView::Waits(awaited),
+            CausalStep::Primary => ReplicaView::NotReplayed,
         }
     }
 
@@ -81,52 +80,11 @@ where
     /// idle) and read from the primary until another replica is picked.
     pub(super) fn replica_failed(&mut self) {
         self.client.replica = None;
+        // What it served is bounded by the primary's position from a look-up sent later.
+        self.position_unknown();
         if let Some(conn) = self.leases.release(Slot::Replica) {
             self.untrack_cancel(&conn);
             self.return_lease(Slot::Replica, conn);
         }
-    }
-
-    /// Read-your-writes: whether `replica` has replayed every commit this session (or, in
-    /// "global" mode, this proxy) must see. A commit is seen once the replica's replay
-    /// position passes a primary position sampled after it; until then the primary's monitor
-    /// is nudged, so reads come back to the replica within milliseconds of it catching up.
-    fn has_replayed_writes(&mut self, replica: BackendId) -> bool {
-        let since = match self.shared.read_your_writes {
-            ReadYourWrites::Off => return true,
-            ReadYourWrites::Session => match self.wrote_at {
-                Some(at) => at,
-                None => return true,
-            },
-            ReadYourWrites::Global => match self.shared.last_write.load(Relaxed) {
-                0 => return true,
-                at => at,
-            },
-        };
-        let health = &self.shared.health;
-        match health.primary_lsn_since(since) {
-            Some(lsn) if health.replay_lsn(replica) >= lsn => {
-                self.wrote_at = None;
-                true
-            }
-            // With the primary down no read can run there: what the replica has is the
-            // newest data there is.
-            _ if matches!(health.primary_state(), Err(Unusable::Down)) => true,
-            _ => {
-                health.nudge_primary();
-                false
-            }
-        }
-    }
-
-    /// A unit that may have written finished on the primary with no transaction open: its
-    /// commit is what later reads must see.
-    pub(super) fn note_commit(&mut self) {
-        let now = self.shared.health.now_nanos().max(1);
-        self.wrote_at = Some(now);
-        if self.shared.read_your_writes == ReadYourWrites::Global {
-            self.shared.last_write.fetch_max(now, Relaxed);
-        }
-        self.shared.health.nudge_primary();
     }
 }

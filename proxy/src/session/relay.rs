@@ -9,6 +9,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::backend::{apply, Origin, ParseOrigin, Pending, ProtocolState, Watch};
+use crate::health::WalSample;
 use crate::protocol::tags::backend::*;
 use crate::protocol::tags::TxStatus;
 use crate::protocol::{fields, peek_header, HEADER_LEN};
@@ -54,6 +55,9 @@ pub struct Relayed {
     /// A standby refused a read that may run elsewhere, before anything of its answer was
     /// forwarded: the rest of that answer is swallowed, and the read is the primary's.
     pub misrouted: bool,
+    /// A commit position question was answered after this many of the client's units:
+    /// those after it are not covered by its position.
+    pub units_before_commit_position: Option<usize>,
 }
 
 /// Whether the unit an answer starts may still run elsewhere, and on what answer.
@@ -441,7 +445,8 @@ fn swallow(
         ERROR_RESPONSE => note(watch, ty, msg),
         // Notifications the server delivers before this ReadyForQuery are the client's.
         NOTIFICATION_RESPONSE => out.extend_from_slice(msg),
-        DATA_ROW => watch.holds_state = first_column(msg).map(|v| v == b"t"),
+        DATA_ROW if front.origin == Origin::CommitPosition => watch.wal = wal_sample(msg),
+        DATA_ROW => watch.holds_state = column(msg, 0).map(|v| v == b"t"),
         PARAMETER_STATUS => {
             if let Some(on) = default_read_only(msg) {
                 seen.default_read_only = Some(on);
@@ -454,6 +459,9 @@ fn swallow(
             // A read the standby refused: the server skipped what followed the refusal, maybe
             // Parses the proxy added for it. Which ones is not counted for such a unit: all
             // are reported, and their statements prepared there again when next used.
+            if done.origin == Origin::CommitPosition {
+                seen.units_before_commit_position = Some(seen.units_done);
+            }
             if done.origin == Origin::Discard {
                 for origin in &done.parses {
                     if let ParseOrigin::Proxy { name, generation } = origin {
@@ -495,10 +503,31 @@ fn default_read_only(msg: &[u8]) -> Option<bool> {
 }
 
 /// The first column of a DataRow, unless NULL.
-fn first_column(msg: &[u8]) -> Option<&[u8]> {
+/// Column `i` of a DataRow; None when it is NULL or missing.
+fn column(msg: &[u8], i: usize) -> Option<&[u8]> {
     let body = fields::body(msg);
-    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
-    body.get(6..6 + usize::try_from(len).ok()?)
+    let mut at = 2;
+    for n in 0..=i {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let Ok(len) = usize::try_from(len) else {
+            if n == i {
+                return None;
+            }
+            continue; // NULL
+        };
+        if n == i {
+            return body.get(at..at + len);
+        }
+        at += len;
+    }
+    None
+}
+
+/// The answer to the commit position question.
+fn wal_sample(msg: &[u8]) -> Option<WalSample> {
+    let text = |i| std::str::from_utf8(column(msg, i)?).ok();
+    WalSample::from_text(text(0)?, text(1)?, text(2)?)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::backend::BackendId;
+use causal::Awaited;
+use decide::ReplicaView;
 
 /// What a simple Query's routing step came to.
 pub(super) enum QueryStep {
@@ -89,37 +91,62 @@ where
     /// work in flight, or for the primary to say whether a pinned session is still pinned).
     #[inline(always)]
     pub(super) fn route(&mut self, wanted: Wanted) -> Option<Decision> {
-        let standalone = match wanted {
-            Wanted::Primary { reason, writes } => Decision {
-                slot: Slot::Primary,
-                reason,
-                writes,
-            },
+        let (standalone, awaited) = match wanted {
+            Wanted::Primary { reason, writes } => {
+                let decision = Decision {
+                    slot: Slot::Primary,
+                    reason,
+                    writes,
+                };
+                (decision, None)
+            }
             Wanted::Read { reason, hinted } => self.place_read(reason, hinted),
             Wanted::Any => match (
                 self.leases.holds(Slot::Replica),
                 self.leases.holds(Slot::Primary),
             ) {
-                (true, _) => Decision::read(Slot::Replica, Reason::Read),
-                (false, true) => Decision::read(Slot::Primary, Reason::Read),
+                (true, _) => (Decision::read(Slot::Replica, Reason::Read), None),
+                (false, true) => (Decision::read(Slot::Primary, Reason::Read), None),
                 (false, false) => self.place_read(Reason::Read, false),
             },
         };
         let slot = decide::join(standalone.slot, self.open_batch, self.tx, self.inflight)?;
         let decision = decide::joined(standalone, slot, self.tx);
+        // A read that runs where a transaction or batch already is needs no wait.
+        if let Some(awaited) = awaited {
+            if decision.slot == Slot::Replica && self.tx.is_none() && self.open_batch.is_none() {
+                self.await_position(awaited);
+                return None;
+            }
+        }
         if self.awaits_probe(decision) {
             return None;
+        }
+        if self.causal.wait.is_some() {
+            self.waited(decision);
         }
         Some(decision)
     }
 
-    /// Where a read goes now.
-    pub(super) fn place_read(&mut self, reason: Reason, hinted: bool) -> Decision {
-        let (slot, reason) = match decide::plan_read(hinted, self.read_pref, self.state.pinned()) {
-            ReadPlan::Primary(why) => (Slot::Primary, why),
-            ReadPlan::Replica { forced } => decide::place_read(self.replica_view(forced), reason),
+    /// Where a read goes now, and what it must wait for first if it goes to a replica.
+    pub(super) fn place_read(
+        &mut self,
+        reason: Reason,
+        hinted: bool,
+    ) -> (Decision, Option<Awaited>) {
+        let (view, reason) = match decide::plan_read(hinted, self.read_pref, self.state.pinned()) {
+            ReadPlan::Primary(why) => (None, why),
+            ReadPlan::Replica { forced } => (Some(self.replica_view(forced)), reason),
         };
-        Decision::read(slot, reason)
+        let Some(view) = view else {
+            return (Decision::read(Slot::Primary, reason), None);
+        };
+        let awaited = match view {
+            ReplicaView::Waits(awaited) => Some(awaited),
+            _ => None,
+        };
+        let (slot, reason) = decide::place_read(view, reason);
+        (Decision::read(slot, reason), awaited)
     }
 
     /// A read pinned to the primary waits while the primary answers whether the session

@@ -2,6 +2,7 @@
 //! the proxy must ask after it; and what the session notes about it.
 
 use super::*;
+use crate::health::POSITION_SQL;
 
 /// A unit to send, as the client sent it.
 pub(super) enum Unit {
@@ -112,6 +113,23 @@ where
         if probe {
             ask_holds_state(conn, self.state.pin_epoch());
             self.state.probing();
+        }
+        let wrote = target == Slot::Primary && self.pending_write;
+        if wrote
+            && causal::asks_commit_position(
+                self.causal.mode,
+                synced,
+                true,
+                true,
+                self.tx.is_some(),
+                effects,
+            )
+        {
+            injected_query(conn, POSITION_SQL, Origin::CommitPosition);
+            self.causal.commits_asked += 1;
+            if let Some(tally) = &self.counts.tally {
+                tally.commit_question();
+            }
         }
         self.open_batch = (!synced).then_some(target);
         self.inflight = Some(target);

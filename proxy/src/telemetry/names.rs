@@ -20,12 +20,17 @@ pub const PARSE_FAILURES: &str = "pgrepl_parse_failures_total";
 pub const CACHE_HITS: &str = "pgrepl_classify_cache_hits_total";
 pub const CACHE_MISSES: &str = "pgrepl_classify_cache_misses_total";
 pub const BYTES: &str = "pgrepl_bytes_total";
+pub const CAUSAL_WAIT: &str = "pgrepl_causal_wait_seconds";
+pub const CAUSAL_WAITS: &str = "pgrepl_causal_waits_total";
+pub const POSITION_QUERIES: &str = "pgrepl_primary_position_queries_total";
 
 /// HELP of the histograms the proxy renders itself (see `tally`).
 pub const QUERY_DURATION_HELP: &str =
     "Time from sending a statement to its backend to its ReadyForQuery, by route";
 pub const READ_STALENESS_HELP: &str =
     "How far behind the primary a replica was when a read was sent to it";
+pub const CAUSAL_WAIT_HELP: &str =
+    "How long a read waited for its replica to replay what its session must see";
 
 /// Why a client connection was turned away (`reason` of `pgrepl_client_rejected_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,5 +116,13 @@ pub fn describe_all() {
         BYTES,
         Unit::Bytes,
         "Bytes received from clients (client_to_backend) and sent to them (backend_to_client)"
+    );
+    describe_counter!(
+        CAUSAL_WAITS,
+        "Reads that waited for a replica to replay what their session must see, by where they then ran (replica, primary)"
+    );
+    describe_counter!(
+        POSITION_QUERIES,
+        "Queries the proxy added on the primary to learn WAL positions, by kind (commit, round, flush)"
     );
 }

@@ -2,6 +2,8 @@
 //! workers' tallies and the classifier keep in their own atomics, the exporter's text, then
 //! the histograms the proxy renders itself.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -60,6 +62,23 @@ fn publish_counts(totals: &Totals, shared: &Shared) {
             counter.absolute(totals.queries(info.id, *reason));
         }
     }
+    for info in shared.pool.backends().iter().filter(|b| !b.id.is_primary()) {
+        let (ran, left) = totals
+            .causal_waits
+            .get(info.id.index())
+            .copied()
+            .unwrap_or_default();
+        let name = info.name.clone();
+        counter!(names::CAUSAL_WAITS, "backend" => name.clone(), "outcome" => "replica")
+            .absolute(ran);
+        counter!(names::CAUSAL_WAITS, "backend" => name, "outcome" => "primary").absolute(left);
+    }
+    let positions = &shared.health.positions;
+    counter!(names::POSITION_QUERIES, "kind" => "commit").absolute(totals.commit_questions);
+    counter!(names::POSITION_QUERIES, "kind" => "round")
+        .absolute(positions.rounds_run.load(Relaxed));
+    counter!(names::POSITION_QUERIES, "kind" => "flush")
+        .absolute(positions.flushes_run.load(Relaxed));
     shared.client_meters.bytes_in.absolute(totals.bytes_in);
     shared.client_meters.bytes_out.absolute(totals.bytes_out);
 }
@@ -87,6 +106,18 @@ fn render_histograms(out: &mut String, totals: &Totals, shared: &Shared) {
         names::READ_STALENESS_HELP,
         &STALENESS_BOUNDS,
         &by_replica,
+    );
+    let replicas = shared.pool.backends().iter().filter(|b| !b.id.is_primary());
+    let waits: Vec<_> = replicas
+        .filter_map(|info| Some((info, totals.causal_wait.get(info.id.index())?)))
+        .map(|(info, waited)| (vec![("backend", info.name.as_str())], waited))
+        .collect();
+    histogram_family(
+        out,
+        names::CAUSAL_WAIT,
+        names::CAUSAL_WAIT_HELP,
+        &DURATION_BOUNDS,
+        &waits,
     );
 }
 

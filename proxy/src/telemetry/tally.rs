@@ -86,6 +86,12 @@ pub struct Tally {
     duration: [Buckets<17>; 2],
     /// By backend (the primary's stays empty).
     staleness: Box<[Buckets<13>]>,
+    /// By replica: how long reads waited for it to replay what they must see.
+    causal_wait: Box<[Buckets<17>]>,
+    /// By backend, then whether the read that waited ran there (0) or on the primary (1).
+    causal_waits: Box<[AtomicU64]>,
+    /// Commit position questions sent behind committing units.
+    commit_questions: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
 }
@@ -104,6 +110,11 @@ impl Tally {
             staleness: (0..backends)
                 .map(|_| Buckets::new(&STALENESS_BOUNDS))
                 .collect(),
+            causal_wait: (0..backends)
+                .map(|_| Buckets::new(&DURATION_BOUNDS))
+                .collect(),
+            causal_waits: (0..backends * 2).map(|_| AtomicU64::new(0)).collect(),
+            commit_questions: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         }
@@ -128,6 +139,18 @@ impl Tally {
         self.duration[usize::from(!on_primary)].record(took);
     }
 
+    /// A read waited `nanos` for replica `backend`, then ran there or (`on_replica` false)
+    /// on the primary.
+    pub fn causal_wait(&self, backend: BackendId, nanos: u64, on_replica: bool) {
+        self.causal_wait[backend.index()].record(nanos);
+        self.causal_waits[backend.index() * 2 + usize::from(!on_replica)].fetch_add(1, Relaxed);
+    }
+
+    /// A commit position question was sent.
+    pub fn commit_question(&self) {
+        self.commit_questions.fetch_add(1, Relaxed);
+    }
+
     #[inline]
     pub fn bytes_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Relaxed);
@@ -148,6 +171,11 @@ pub struct Totals {
     pub duration: [HistogramTotals; 2],
     /// By backend.
     pub staleness: Vec<HistogramTotals>,
+    /// By backend.
+    pub causal_wait: Vec<HistogramTotals>,
+    /// By backend: reads that waited and then ran there, and that went to the primary.
+    pub causal_waits: Vec<(u64, u64)>,
+    pub commit_questions: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -169,6 +197,24 @@ impl Totals {
             for (total, buckets) in totals.staleness.iter_mut().zip(tally.staleness.iter()) {
                 buckets.add_to(total);
             }
+            totals
+                .causal_wait
+                .resize(tally.backends, HistogramTotals::default());
+            for (total, buckets) in totals.causal_wait.iter_mut().zip(tally.causal_wait.iter()) {
+                buckets.add_to(total);
+            }
+            totals.causal_waits.resize(tally.backends, (0, 0));
+            for (total, counts) in totals
+                .causal_waits
+                .iter_mut()
+                .zip(tally.causal_waits.chunks(2))
+            {
+                total.0 = total.0.wrapping_add(counts[0].load(Relaxed));
+                total.1 = total.1.wrapping_add(counts[1].load(Relaxed));
+            }
+            totals.commit_questions = totals
+                .commit_questions
+                .wrapping_add(tally.commit_questions.load(Relaxed));
             totals.bytes_in = totals.bytes_in.wrapping_add(tally.bytes_in.load(Relaxed));
             totals.bytes_out = totals.bytes_out.wrapping_add(tally.bytes_out.load(Relaxed));
         }
@@ -213,6 +259,9 @@ mod tests {
         tally.routed(BackendId::PRIMARY, Reason::Write);
         tally.bytes_in(10);
         tally.bytes_out(20);
+        tally.causal_wait(BackendId::nth(1), 300_000, true);
+        tally.causal_wait(BackendId::nth(1), 9_000_000, false);
+        tally.commit_question();
         let other = Tally::new(2);
         other.routed(BackendId::nth(1), Reason::Read);
         let totals = Totals::sum([&tally, &other]);
@@ -228,5 +277,9 @@ mod tests {
         assert_eq!(totals.queries(BackendId::PRIMARY, Reason::Write), 2);
         assert_eq!(totals.queries(BackendId::PRIMARY, Reason::Read), 0);
         assert_eq!((totals.bytes_in, totals.bytes_out), (10, 20));
+        assert_eq!(totals.causal_wait[1].counts[3], 1, "300 us: up to 500 us");
+        assert_eq!(totals.causal_wait[1].counts[7], 1, "9 ms: up to 10 ms");
+        assert_eq!(totals.causal_waits[1], (1, 1));
+        assert_eq!(totals.commit_questions, 1);
     }
 }

@@ -1,0 +1,269 @@
+//! A value that only grows (a replica's replay position, the number of primary look-ups
+//! done) that sessions wait on: each waiter names the value it needs and is woken once it
+//! is reached, and only then; a wake-up per change for every waiter would cost each of many
+//! waiting sessions a look at every poll. Whoever makes the value grow parks on
+//! [`LsnGate::demanded`] while nobody waits, so it costs nothing then.
+
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+/// See the module documentation.
+#[derive(Default)]
+pub struct LsnGate {
+    reached: AtomicU64,
+    /// Waiters: the value each needs, its id, and how to wake it.
+    waiting: Mutex<Vec<Waiter>>,
+    /// `waiting.len()`, readable without the lock.
+    waiters: AtomicUsize,
+    /// Signalled when the first waiter arrives.
+    demand: Notify,
+    /// When the value last grew while someone waited (nanoseconds, the caller's clock), and
+    /// when its source was last asked: together they tell a source that makes no progress.
+    progressed_at: AtomicU64,
+    asked_at: AtomicU64,
+}
+
+struct Waiter {
+    target: u64,
+    id: u64,
+    waker: Waker,
+}
+
+impl LsnGate {
+    /// The value reached so far.
+    #[inline]
+    pub fn reached(&self) -> u64 {
+        self.reached.load(Acquire)
+    }
+
+    /// Raises the value to `to` (never lowers it) and wakes the waiters it satisfies.
+    pub fn advance(&self, to: u64) {
+        if self.reached.fetch_max(to, AcqRel) >= to {
+            return;
+        }
+        if self.waiters.load(Acquire) == 0 {
+            return;
+        }
+        let mut waiting = locked(&self.waiting);
+        waiting.retain(|w| {
+            if w.target <= to {
+                w.waker.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
+        self.waiters.store(waiting.len(), Release);
+    }
+
+    /// Ready once the value is at least `target`; otherwise waiter `id` is registered (or its
+    /// target and waker updated) and woken when it is.
+    pub fn poll_reach(&self, target: u64, id: u64, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reached() >= target {
+            return Poll::Ready(());
+        }
+        let mut waiting = locked(&self.waiting);
+        // Checked again under the lock: an `advance` in between has either seen this waiter
+        // or raised the value before this load.
+        if self.reached() >= target {
+            drop(waiting);
+            self.forget(id);
+            return Poll::Ready(());
+        }
+        match waiting.iter_mut().find(|w| w.id == id) {
+            Some(w) => {
+                w.target = target;
+                w.waker.clone_from(cx.waker());
+            }
+            None => waiting.push(Waiter {
+                target,
+                id,
+                waker: cx.waker().clone(),
+            }),
+        }
+        let first = self.waiters.swap(waiting.len(), AcqRel) == 0;
+        drop(waiting);
+        if first {
+            self.demand.notify_one();
+        }
+        Poll::Pending
+    }
+
+    /// Waiter `id` no longer waits.
+    pub fn forget(&self, id: u64) {
+        if self.waiters.load(Acquire) == 0 {
+            return;
+        }
+        let mut waiting = locked(&self.waiting);
+        waiting.retain(|w| w.id != id);
+        self.waiters.store(waiting.len(), Release);
+    }
+
+    /// Wakes every waiter without satisfying it: its source failed, and each decides anew.
+    pub fn wake_all(&self) {
+        let mut waiting = locked(&self.waiting);
+        for w in waiting.drain(..) {
+            w.waker.wake();
+        }
+        self.waiters.store(0, Release);
+    }
+
+    /// Starts over from nothing (a replica that restarted may have replayed less than it
+    /// had), waking every waiter to decide anew.
+    pub fn restart(&self) {
+        self.reached.store(0, Release);
+        self.wake_all();
+    }
+
+    pub fn has_waiters(&self) -> bool {
+        self.waiters.load(Acquire) > 0
+    }
+
+    /// The smallest value a waiter needs.
+    pub fn min_target(&self) -> Option<u64> {
+        locked(&self.waiting).iter().map(|w| w.target).min()
+    }
+
+    /// Resolves once someone waits (at once if someone does).
+    pub async fn demanded(&self) {
+        while !self.has_waiters() {
+            self.demand.notified().await;
+        }
+    }
+
+    /// The source was asked at `now`, and the value it gave grew (or not).
+    pub fn asked(&self, now: u64, grew: bool) {
+        if grew || self.asked_at.load(Relaxed) == 0 {
+            self.progressed_at.store(now, Relaxed);
+        }
+        self.asked_at.store(now, Relaxed);
+    }
+
+    /// How long the source has been asked without the value growing, as of `now`, if it was
+    /// asked within `recent` (else 0: nobody knows, as nobody asked).
+    pub fn stalled_for(&self, now: u64, recent: u64) -> u64 {
+        let asked = self.asked_at.load(Relaxed);
+        if asked == 0 || now.saturating_sub(asked) > recent {
+            return 0;
+        }
+        asked.saturating_sub(self.progressed_at.load(Relaxed))
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: a panic while holding it leaves nothing half-done that matters.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn waker() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter::default());
+        (counter.clone(), Waker::from(counter))
+    }
+
+    fn wakes(c: &Counter) -> usize {
+        c.0.load(Relaxed)
+    }
+
+    #[test]
+    fn a_reached_target_is_ready_at_once_and_registers_nothing() {
+        let gate = LsnGate::default();
+        gate.advance(10);
+        let (_, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        assert!(gate.poll_reach(10, 1, &mut cx).is_ready());
+        assert!(!gate.has_waiters());
+    }
+
+    #[test]
+    fn only_the_waiters_a_change_satisfies_are_woken() {
+        let gate = LsnGate::default();
+        let (low, w1) = waker();
+        let (high, w2) = waker();
+        assert!(gate
+            .poll_reach(5, 1, &mut Context::from_waker(&w1))
+            .is_pending());
+        assert!(gate
+            .poll_reach(9, 2, &mut Context::from_waker(&w2))
+            .is_pending());
+        assert_eq!(gate.min_target(), Some(5));
+        gate.advance(6);
+        assert_eq!((wakes(&low), wakes(&high)), (1, 0));
+        assert_eq!(gate.min_target(), Some(9));
+        gate.advance(4);
+        assert_eq!(gate.reached(), 6, "never goes back");
+        gate.advance(9);
+        assert_eq!((wakes(&low), wakes(&high)), (1, 1));
+        assert!(!gate.has_waiters());
+    }
+
+    #[test]
+    fn a_waiter_polled_again_is_updated_not_duplicated_and_can_leave() {
+        let gate = LsnGate::default();
+        let (c, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        assert!(gate.poll_reach(5, 7, &mut cx).is_pending());
+        assert!(gate.poll_reach(8, 7, &mut cx).is_pending());
+        assert_eq!(gate.min_target(), Some(8));
+        gate.forget(7);
+        assert!(!gate.has_waiters());
+        gate.advance(8);
+        assert_eq!(wakes(&c), 0);
+    }
+
+    #[test]
+    fn the_first_waiter_signals_demand_and_wake_all_releases_everyone() {
+        let gate = Arc::new(LsnGate::default());
+        let (c, w) = waker();
+        let parked = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(gate.demanded())
+            })
+        };
+        assert!(gate
+            .poll_reach(3, 1, &mut Context::from_waker(&w))
+            .is_pending());
+        parked.join().unwrap();
+        gate.wake_all();
+        assert_eq!(wakes(&c), 1);
+        assert!(!gate.has_waiters());
+    }
+
+    #[test]
+    fn a_source_asked_without_progress_is_stalled_for_that_long() {
+        let gate = LsnGate::default();
+        assert_eq!(gate.stalled_for(100, 50), 0, "never asked");
+        gate.asked(100, false);
+        gate.asked(130, false);
+        assert_eq!(gate.stalled_for(140, 50), 30);
+        gate.asked(150, true);
+        assert_eq!(gate.stalled_for(150, 50), 0);
+        assert_eq!(gate.stalled_for(500, 50), 0, "not asked lately");
+    }
+}

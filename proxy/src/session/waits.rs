@@ -1,0 +1,200 @@
+//! The session's side of causal reads (`causal` has the state and the pure steps): what a
+//! read on a replica must see, waiting for it there, and what the primary's answers and
+//! commit positions add to it.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use pgrepl_config::ReadYourWrites;
+
+use super::causal::{causal_step, Awaited, CausalStep, CausalView, CausalWait, WaitOn, WaitState};
+use super::*;
+use crate::backend::BackendId;
+use crate::health::WalSample;
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    /// What a read on `replica` must do first to see what the session must see.
+    #[inline]
+    pub(super) fn causal_step(&mut self, replica: BackendId) -> CausalStep {
+        let mode = self.causal.mode;
+        if mode == ReadYourWrites::Off {
+            return CausalStep::Ready;
+        }
+        let health = &self.shared.health;
+        let positions = &health.positions;
+        if mode == ReadYourWrites::Linearizable && self.causal.wait.is_none() {
+            // Every commit acknowledged before the read arrived: a look-up sent after now.
+            self.causal.after_round = positions.round_now() + 1;
+        }
+        let needed = self.needed_round();
+        let c = &mut self.causal;
+        if c.floor == 0 && needed <= c.folded {
+            return CausalStep::Ready;
+        }
+        let mut pending_round = needed > c.folded;
+        if pending_round && positions.rounds().reached() >= needed {
+            c.floor = c.floor.max(positions.visible());
+            c.folded = needed;
+            c.after_round = 0;
+            pending_round = false;
+        }
+        let gate = health.replay_gate(replica);
+        let replayed = gate.reached();
+        let budget = nanos(self.shared.causal_wait);
+        let hopeless = replayed < c.floor && {
+            let stalled = gate.stalled_for(health.now_nanos(), budget);
+            stalled > budget
+        };
+        causal_step(CausalView {
+            floor: c.floor,
+            pending_round,
+            replayed,
+            hopeless,
+            expired: budget == 0 || c.expired(),
+            primary_down: matches!(health.primary_state(), Err(Unusable::Down)),
+        })
+    }
+
+    /// The look-up round whose position the next read must see (0: none).
+    fn needed_round(&self) -> u64 {
+        let own = self.causal.after_round;
+        if self.causal.mode == ReadYourWrites::Global {
+            own.max(self.shared.commit_round.load(Relaxed))
+        } else {
+            own
+        }
+    }
+
+    /// The read waits (it stays in `cin`) for `awaited`, within the unit's deadline.
+    pub(super) fn await_position(&mut self, awaited: Awaited) {
+        let health = &self.shared.health;
+        let (on, target) = match awaited {
+            Awaited::Round => (WaitOn::Round, self.needed_round()),
+            Awaited::Replay(target) => {
+                let Some(replica) = self.client.replica.as_ref().map(ReplicaLease::backend) else {
+                    return;
+                };
+                // An asynchronous commit a standby cannot have before the primary flushes it.
+                if target > health.positions.flushed() {
+                    health.positions.want_flushed(target);
+                }
+                (WaitOn::Replay(replica), target)
+            }
+        };
+        match &mut self.causal.wait {
+            Some(wait) => {
+                wait.on = on;
+                wait.target = target;
+                wait.state = WaitState::Waiting;
+            }
+            None => {
+                self.causal.wait = Some(Box::new(CausalWait {
+                    on,
+                    target,
+                    state: WaitState::Waiting,
+                    started: crate::telemetry::clock::now_nanos(),
+                    deadline: Box::pin(tokio::time::sleep(self.shared.causal_wait)),
+                }))
+            }
+        }
+    }
+
+    /// Ready when the awaited position is reached or the wait's deadline passed.
+    #[inline]
+    pub(super) fn poll_causal(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(wait) = self.causal.wait.as_deref_mut() else {
+            return Poll::Pending;
+        };
+        let (health, id) = (&self.shared.health, self.causal.id);
+        wait.poll(cx, |on, target, cx| {
+            gate_of(health, on).poll_reach(target, id, cx)
+        })
+    }
+
+    /// The read that waited is placed: its wait ends, and is counted.
+    #[cold]
+    pub(super) fn waited(&mut self, decision: Decision) {
+        let Some(wait) = self.causal.wait.take() else {
+            return;
+        };
+        let health = &self.shared.health;
+        gate_of(health, wait.on).forget(self.causal.id);
+        let waited = crate::telemetry::clock::now_nanos().saturating_sub(wait.started);
+        if let (Some(tally), Some(replica)) = (&self.counts.tally, &self.client.replica) {
+            tally.causal_wait(replica.backend(), waited, decision.slot == Slot::Replica);
+        }
+    }
+
+    /// The session ends: nobody waits for its read any more.
+    pub(super) fn stop_waiting(&mut self) {
+        if let Some(wait) = self.causal.wait.take() {
+            gate_of(&self.shared.health, wait.on).forget(self.causal.id);
+        }
+    }
+
+    /// The primary answered units of the client's: a commit among them is noted, and
+    /// whatever they saw that no commit position covers must be seen by later reads.
+    #[inline]
+    pub(super) fn primary_answered(&mut self, seen: &relay::Relayed) {
+        let committed = seen.last_status == Some(TxStatus::Idle) && self.pending_write;
+        if committed {
+            self.pending_write = false;
+        }
+        let mode = self.causal.mode;
+        if !matches!(mode, ReadYourWrites::Session | ReadYourWrites::Global) {
+            return;
+        }
+        let positions = &self.shared.health.positions;
+        if committed && mode == ReadYourWrites::Global {
+            // Published before the client hears of the commit: every read that starts
+            // after that sees a position looked up after it.
+            self.shared
+                .commit_round
+                .fetch_max(positions.round_now() + 1, Relaxed);
+        }
+        let uncovered = match seen.units_before_commit_position {
+            Some(before) => seen.units_done > before,
+            None => self.causal.commits_asked == 0 && seen.units_done > 0,
+        };
+        if uncovered {
+            self.causal.after_round = positions.round_now() + 1;
+        }
+    }
+
+    /// The primary's position right after a unit that may have committed (None: unknown).
+    pub(super) fn commit_sampled(&mut self, sample: Option<WalSample>) {
+        let c = &mut self.causal;
+        c.commits_asked = c.commits_asked.saturating_sub(1);
+        match sample {
+            Some(sample) => {
+                let position = self.shared.health.positions.commit_sample(sample);
+                // It covers everything the session saw before it.
+                c.floor = c.floor.max(position);
+                c.after_round = 0;
+            }
+            None => self.position_unknown(),
+        }
+    }
+
+    /// What the session saw is bounded only by a position looked up from now on.
+    pub(super) fn position_unknown(&mut self) {
+        if self.causal.mode != ReadYourWrites::Off {
+            self.causal.after_round = self.shared.health.positions.round_now() + 1;
+        }
+    }
+}
+
+fn gate_of(health: &crate::health::Health, on: WaitOn) -> &crate::health::LsnGate {
+    match on {
+        WaitOn::Round => health.positions.rounds(),
+        WaitOn::Replay(replica) => health.replay_gate(replica),
+    }
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
