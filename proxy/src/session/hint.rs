@@ -1,6 +1,12 @@
-//! `SET pgrepl.route = 'primary' | 'replica' | 'auto'`: a session-wide hint for where reads
-//! go, answered by the proxy itself (no backend has such a setting). Checked on every simple
-//! query, so it looks at the first bytes only.
+//! The proxy's own session settings, answered by the proxy itself (no backend has them):
+//! `SET pgrepl.route = 'primary' | 'replica' | 'auto'`, where reads go;
+//! `SET pgrepl.read_your_writes = 'off' | 'session' | 'global' | 'linearizable' | 'default'`;
+//! `SET pgrepl.max_staleness = '200ms'`, how stale a replica this session's reads accept.
+//! Checked on every simple query, so it looks at the first bytes only.
+
+use std::time::Duration;
+
+use pgrepl_config::{Named, ReadYourWrites};
 
 /// Where a session's reads go, as the hint says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -16,27 +22,36 @@ pub enum ReadPreference {
 
 use super::words::{may_start_with, Words};
 
-/// The setting's name, lower-case.
-const NAME: &[u8] = b"pgrepl.route";
+/// A setting of the proxy's own, as a statement sets it (None: back to the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxySetting {
+    Route(ReadPreference),
+    ReadYourWrites(Option<ReadYourWrites>),
+    MaxStaleness(Option<Duration>),
+}
 
-/// The hint a statement sets, if it is `SET [SESSION] pgrepl.route {=|TO} value` or
-/// `RESET pgrepl.route`; `Err` with a message for a value that is not one of the three.
+/// The settings' names, lower-case.
+const ROUTE: &[u8] = b"pgrepl.route";
+const READ_YOUR_WRITES: &[u8] = b"pgrepl.read_your_writes";
+const MAX_STALENESS: &[u8] = b"pgrepl.max_staleness";
+
+/// The setting a statement makes, if it is `SET [SESSION] pgrepl.<name> {=|TO} value` or
+/// `RESET pgrepl.<name>`; `Err` with a message for a value the setting does not take.
 #[inline(always)]
-pub fn route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
+pub fn proxy_setting(sql: &[u8]) -> Option<Result<ProxySetting, String>> {
     if !may_start_with(sql, &[b"SET", b"RESET"]) {
         return None;
     }
-    parse_route_setting(sql)
+    parse_proxy_setting(sql)
 }
 
 #[inline(never)]
-fn parse_route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
+fn parse_proxy_setting(sql: &[u8]) -> Option<Result<ProxySetting, String>> {
     let mut words = Words(sql);
     let first = words.next()?;
     if first.eq_ignore_ascii_case(b"RESET") {
         let name = words.next()?;
-        return (name.eq_ignore_ascii_case(NAME) && words.rest_is_empty())
-            .then_some(Ok(ReadPreference::Auto));
+        return words.rest_is_empty().then(|| value_of(name, b"default"))?;
     }
     if !first.eq_ignore_ascii_case(b"SET") {
         return None;
@@ -45,7 +60,10 @@ fn parse_route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
     if name.eq_ignore_ascii_case(b"SESSION") {
         name = words.next()?;
     }
-    if !name.eq_ignore_ascii_case(NAME) {
+    if ![ROUTE, READ_YOUR_WRITES, MAX_STALENESS]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
+    {
         return None;
     }
     let op = words.next()?;
@@ -60,14 +78,47 @@ fn parse_route_setting(sql: &[u8]) -> Option<Result<ReadPreference, String>> {
         .strip_prefix(b"'")
         .and_then(|v| v.strip_suffix(b"'"))
         .unwrap_or(value);
-    Some(match value.to_ascii_lowercase().as_slice() {
-        b"auto" | b"default" => Ok(ReadPreference::Auto),
-        b"primary" => Ok(ReadPreference::Primary),
-        b"replica" => Ok(ReadPreference::Replica),
-        other => Err(format!(
-            "invalid value for parameter \"pgrepl.route\": \"{}\" (expected primary, replica or auto)",
-            String::from_utf8_lossy(other)
-        )),
+    value_of(name, value)
+}
+
+/// Setting `name` (one of the proxy's) to `value`; None for another name.
+fn value_of(name: &[u8], value: &[u8]) -> Option<Result<ProxySetting, String>> {
+    let value = value.to_ascii_lowercase();
+    let name = name.to_ascii_lowercase();
+    let invalid = |expected: &str| {
+        Err(format!(
+            "invalid value for parameter \"{}\": \"{}\" ({expected})",
+            String::from_utf8_lossy(&name),
+            String::from_utf8_lossy(&value)
+        ))
+    };
+    let default = value == b"default";
+    Some(match name.as_slice() {
+        ROUTE => match value.as_slice() {
+            b"auto" | b"default" => Ok(ProxySetting::Route(ReadPreference::Auto)),
+            b"primary" => Ok(ProxySetting::Route(ReadPreference::Primary)),
+            b"replica" => Ok(ProxySetting::Route(ReadPreference::Replica)),
+            _ => invalid("expected primary, replica or auto"),
+        },
+        READ_YOUR_WRITES if default => Ok(ProxySetting::ReadYourWrites(None)),
+        READ_YOUR_WRITES => match ReadYourWrites::ALL
+            .iter()
+            .find(|mode| mode.as_str().as_bytes() == value)
+        {
+            Some(mode) => Ok(ProxySetting::ReadYourWrites(Some(*mode))),
+            None => invalid("expected off, session, global, linearizable or default"),
+        },
+        MAX_STALENESS if default => Ok(ProxySetting::MaxStaleness(None)),
+        MAX_STALENESS => match std::str::from_utf8(&value)
+            .ok()
+            .and_then(|text| match text {
+                "0" => Some(Duration::ZERO),
+                _ => humantime::parse_duration(text).ok(),
+            }) {
+            Some(bound) => Ok(ProxySetting::MaxStaleness(Some(bound))),
+            None => invalid("expected a duration like \"200ms\", or default"),
+        },
+        _ => return None,
     })
 }
 
@@ -76,17 +127,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recognises_the_hint_in_its_forms() {
+    fn recognises_the_settings_in_their_forms() {
+        use ProxySetting::*;
         for (sql, want) in [
-            ("SET pgrepl.route = 'primary'", ReadPreference::Primary),
+            (
+                "SET pgrepl.route = 'primary'",
+                Route(ReadPreference::Primary),
+            ),
             (
                 "set session PGREPL.ROUTE to replica;",
-                ReadPreference::Replica,
+                Route(ReadPreference::Replica),
             ),
-            ("SET pgrepl.route='auto'", ReadPreference::Auto),
-            ("  RESET pgrepl.route", ReadPreference::Auto),
+            ("SET pgrepl.route='auto'", Route(ReadPreference::Auto)),
+            ("  RESET pgrepl.route", Route(ReadPreference::Auto)),
+            (
+                "SET pgrepl.read_your_writes = 'linearizable'",
+                ReadYourWrites(Some(pgrepl_config::ReadYourWrites::Linearizable)),
+            ),
+            (
+                "set pgrepl.read_your_writes to OFF",
+                ReadYourWrites(Some(pgrepl_config::ReadYourWrites::Off)),
+            ),
+            ("RESET pgrepl.read_your_writes", ReadYourWrites(None)),
+            (
+                "SET pgrepl.max_staleness = '200ms'",
+                MaxStaleness(Some(Duration::from_millis(200))),
+            ),
+            (
+                "SET pgrepl.max_staleness = 0",
+                MaxStaleness(Some(Duration::ZERO)),
+            ),
+            ("SET pgrepl.max_staleness TO default", MaxStaleness(None)),
         ] {
-            assert_eq!(route_setting(sql.as_bytes()), Some(Ok(want)), "{sql}");
+            assert_eq!(proxy_setting(sql.as_bytes()), Some(Ok(want)), "{sql}");
         }
     }
 
@@ -98,17 +171,23 @@ mod tests {
             "SELECT 1",
             "SET pgrepl.route = 'primary'; SELECT 1",
             "RESET ALL",
+            "RESET pgrepl.other",
+            "SET pgrepl.other = 1",
             "",
         ] {
-            assert_eq!(route_setting(sql.as_bytes()), None, "{sql}");
+            assert_eq!(proxy_setting(sql.as_bytes()), None, "{sql}");
         }
     }
 
     #[test]
     fn a_bad_value_is_an_error() {
-        let err = route_setting(b"SET pgrepl.route = 'fast'")
-            .unwrap()
-            .unwrap_err();
-        assert!(err.contains("\"fast\""), "{err}");
+        for (sql, shown) in [
+            ("SET pgrepl.route = 'fast'", "\"fast\""),
+            ("SET pgrepl.read_your_writes = 'always'", "\"always\""),
+            ("SET pgrepl.max_staleness = 'soon'", "\"soon\""),
+        ] {
+            let err = proxy_setting(sql.as_bytes()).unwrap().unwrap_err();
+            assert!(err.contains(shown), "{err}");
+        }
     }
 }

@@ -54,7 +54,7 @@ use crate::shared::Shared;
 use crate::telemetry::Tally;
 use batch::{Batch, Statements};
 use decide::{Decision, ReadPlan, Slot, Wanted};
-use hint::{route_setting, ReadPreference};
+use hint::{proxy_setting, ProxySetting, ReadPreference};
 use relay::{relay, Outcome, Rerun};
 use settings::Settings;
 use state::SessionState;
@@ -170,6 +170,9 @@ pub struct Session<R, W> {
     cancel_key: Option<(i32, i32)>,
     /// The session's `SET pgrepl.route`.
     read_pref: ReadPreference,
+    /// The session's `SET pgrepl.max_staleness`: replicas staler than this serve none of its
+    /// reads (`[routing] max_replica_lag` still applies).
+    max_staleness: Option<std::time::Duration>,
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
@@ -269,6 +272,7 @@ where
             stalled: false,
             cancel_key: None,
             read_pref: ReadPreference::Auto,
+            max_staleness: None,
             pending_write: false,
             causal: causal::Causal::new(shared_mode),
             retries: VecDeque::new(),

@@ -31,6 +31,12 @@ where
         if forced {
             return ReplicaView::Ready;
         }
+        if let Some(bound) = self.max_staleness {
+            let staleness = self.shared.health.staleness_nanos(replica);
+            if u128::from(staleness) > bound.as_nanos() {
+                return ReplicaView::Unavailable(Reason::Lag);
+            }
+        }
         match self.causal_step(replica) {
             CausalStep::Ready => ReplicaView::Ready,
             CausalStep::Wait(awaited) => ReplicaView::Waits(awaited),

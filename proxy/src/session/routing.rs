@@ -26,15 +26,16 @@ where
     #[inline]
     pub(super) fn take_query(&mut self, total: usize) -> QueryStep {
         let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
-        match route_setting(sql) {
+        let mut batch_setting = None;
+        match proxy_setting(sql) {
             // Inside an extended batch a Flush left open, the answer must come in order from
             // the batch's server: the statement goes there like any other (a harmless
             // placeholder setting to PostgreSQL), and the session takes the preference too.
             // Waiting for the batch would never end: the client waits for this answer first.
-            Some(Ok(pref))
+            Some(Ok(setting))
                 if self.open_batch.is_some() && self.client_status != TxStatus::Failed =>
             {
-                self.read_pref = pref;
+                batch_setting = Some(setting);
             }
             Some(_) if self.open_batch.is_some() => {}
             Some(setting) => {
@@ -43,7 +44,7 @@ where
                 }
                 let reset = sql.trim_ascii_start()[0].eq_ignore_ascii_case(&b'R');
                 self.cin.advance(total);
-                self.answer_route_setting(setting, reset);
+                self.answer_proxy_setting(setting, reset);
                 return QueryStep::Answered;
             }
             None => {}
@@ -68,6 +69,9 @@ where
                 reason: verdict.reason,
                 writes: false,
             };
+        }
+        if let Some(setting) = batch_setting {
+            self.take_setting(setting);
         }
         match self.route(wanted) {
             Some(decision) => QueryStep::Send(decision, verdict.effects),
@@ -180,10 +184,10 @@ where
         );
     }
 
-    /// Answers `SET/RESET pgrepl.route` itself, as PostgreSQL would answer a SET.
-    pub(super) fn answer_route_setting(
+    /// Answers `SET/RESET pgrepl.*` itself, as PostgreSQL would answer a SET.
+    pub(super) fn answer_proxy_setting(
         &mut self,
-        setting: Result<ReadPreference, String>,
+        setting: Result<ProxySetting, String>,
         reset: bool,
     ) {
         match setting {
@@ -193,12 +197,28 @@ where
             Err(message) => {
                 ProxyError::error(sqlstate::INVALID_PARAMETER_VALUE, message).encode(&mut self.cout)
             }
-            Ok(pref) => {
-                self.read_pref = pref;
+            Ok(setting) => {
+                self.take_setting(setting);
                 write::command_complete(if reset { "RESET" } else { "SET" }, &mut self.cout);
             }
         }
         write::ready_for_query(self.client_status, &mut self.cout);
+    }
+
+    /// The session takes one of the proxy's settings.
+    fn take_setting(&mut self, setting: ProxySetting) {
+        match setting {
+            ProxySetting::Route(pref) => self.read_pref = pref,
+            ProxySetting::ReadYourWrites(mode) => {
+                let mode = mode.unwrap_or(self.shared.read_your_writes);
+                if mode != self.causal.mode {
+                    // What the old mode did not track is bounded by a look-up from now on.
+                    self.causal.mode = mode;
+                    self.position_unknown();
+                }
+            }
+            ProxySetting::MaxStaleness(bound) => self.max_staleness = bound,
+        }
     }
 
     /// Answers `DEALLOCATE` of a statement the proxy tracks itself, as PostgreSQL would: the
