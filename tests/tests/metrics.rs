@@ -270,7 +270,7 @@ async fn rejected_clients_are_counted_by_reason() {
 }
 
 /// Every metric the README documents, with its type.
-const DOCUMENTED: [(&str, &str); 17] = [
+const DOCUMENTED: [(&str, &str); 20] = [
     ("pgrepl_queries_total", "counter"),
     ("pgrepl_query_duration_seconds", "histogram"),
     ("pgrepl_read_staleness_seconds", "histogram"),
@@ -288,6 +288,9 @@ const DOCUMENTED: [(&str, &str); 17] = [
     ("pgrepl_classify_cache_hits_total", "counter"),
     ("pgrepl_classify_cache_misses_total", "counter"),
     ("pgrepl_bytes_total", "counter"),
+    ("pgrepl_causal_wait_seconds", "histogram"),
+    ("pgrepl_causal_waits_total", "counter"),
+    ("pgrepl_primary_position_queries_total", "counter"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

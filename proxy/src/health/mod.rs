@@ -177,27 +177,6 @@ impl Health {
         }
     }
 
-    /// The WAL position `backend` had replayed at its last successful sample (for the
-    /// primary: its write position).
-    pub fn replay_lsn(&self, backend: BackendId) -> u64 {
-        self.backends[backend.index()].lsn.load(Acquire)
-    }
-
-    /// The primary's WAL position from a sample sent at or after `since_nanos`, hence at or
-    /// after every commit that had finished by then; None until there is such a sample (see
-    /// `nudge_primary`).
-    pub fn primary_lsn_since(&self, since_nanos: u64) -> Option<u64> {
-        let state = &self.backends[PRIMARY.index()];
-        let sent = state.sent.load(Acquire);
-        (sent != NEVER && sent >= since_nanos).then(|| state.lsn.load(Acquire))
-    }
-
-    /// Asks for a primary sample soon (a few milliseconds at most), e.g. after a commit whose
-    /// position a session waits to see replayed.
-    pub fn nudge_primary(&self) {
-        self.backends[PRIMARY.index()].nudge.request()
-    }
-
     /// Publishes a successful sample of `backend`, sent at `sent` and answered at `seen`.
     fn record(&self, backend: BackendId, sample: Sample, sent: u64, seen: u64) {
         let mut history = locked(&self.history);
@@ -281,7 +260,6 @@ mod tests {
         let h = Health::new(2, Duration::from_secs(1));
         assert_eq!(h.primary_state(), Ok(()));
         assert_eq!(h.readable(REPLICA), Err(Unusable::Down));
-        assert_eq!(h.primary_lsn_since(0), None);
     }
 
     #[test]
@@ -319,14 +297,5 @@ mod tests {
         assert_eq!(h.primary_state(), Err(Unusable::InRecovery));
         h.record_failure(PRIMARY);
         assert_eq!(h.primary_state(), Err(Unusable::Down));
-    }
-
-    #[test]
-    fn the_primary_position_counts_only_from_samples_sent_since() {
-        let h = pair(Duration::from_secs(1));
-        h.record(PRIMARY, sample(false, 300), 50, 60);
-        assert_eq!(h.primary_lsn_since(50), Some(300));
-        assert_eq!(h.primary_lsn_since(51), None);
-        assert_eq!(h.replay_lsn(REPLICA), 100);
     }
 }

@@ -12,6 +12,9 @@ use super::*;
 use crate::backend::BackendId;
 use crate::health::WalSample;
 
+/// How many waits back a replica's stuck replay is remembered.
+const HOPELESS_MEMORY: u64 = 10;
+
 impl<R, W> Session<R, W>
 where
     R: AsyncRead + Unpin + Send,
@@ -45,8 +48,11 @@ where
         let gate = health.replay_gate(replica);
         let replayed = gate.reached();
         let budget = nanos(self.shared.causal_wait);
+        // Replay seen stuck for longer than a wait, lately (a few waits back): waiting is
+        // hopeless, and reads go straight to the primary until the replica moves again.
         let hopeless = replayed < c.floor && {
-            let stalled = gate.stalled_for(health.now_nanos(), budget);
+            let stalled =
+                gate.stalled_for(health.now_nanos(), budget.saturating_mul(HOPELESS_MEMORY));
             stalled > budget
         };
         causal_step(CausalView {

@@ -18,6 +18,34 @@ pub struct Status {
     pub clients: Clients,
     /// The primary first, then the replicas in config order.
     pub backends: Vec<BackendStatus>,
+    #[serde(default)]
+    pub causal: CausalStatus,
+}
+
+/// Causal reads: the mode, and the positions reads wait for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CausalStatus {
+    /// `[routing] read_your_writes` (sessions may set their own).
+    pub mode: String,
+    /// `[routing] causal_wait`.
+    pub wait_seconds: f64,
+    /// A session committed asynchronously: positions cover insert positions.
+    pub async_commits: bool,
+    /// The highest flush position the proxy has seen on the primary.
+    pub primary_flush_lsn: String,
+    /// Shared look-ups of the primary's position run, and those that flushed.
+    pub position_rounds: u64,
+    pub flushes: u64,
+    /// By replica, in config order: the replay position as closely as known, and whether
+    /// reads wait for it now.
+    pub replicas: Vec<ReplayStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReplayStatus {
+    pub name: String,
+    pub replay_lsn: String,
+    pub reads_waiting: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -120,6 +148,33 @@ pub fn snapshot(shared: &Shared) -> Status {
             max: shared.clients.max(),
         },
         backends: statuses,
+        causal: causal_status(shared),
+    }
+}
+
+fn causal_status(shared: &Shared) -> CausalStatus {
+    use pgrepl_config::Named;
+    use std::sync::atomic::Ordering::Relaxed;
+    let health = &shared.health;
+    let positions = &health.positions;
+    let replicas = shared.pool.backends().iter().filter(|b| !b.id.is_primary());
+    CausalStatus {
+        mode: shared.read_your_writes.as_str().to_owned(),
+        wait_seconds: shared.causal_wait.as_secs_f64(),
+        async_commits: positions.async_commits(),
+        primary_flush_lsn: format_lsn(positions.flushed()),
+        position_rounds: positions.rounds_run.load(Relaxed),
+        flushes: positions.flushes_run.load(Relaxed),
+        replicas: replicas
+            .map(|info| {
+                let gate = health.replay_gate(info.id);
+                ReplayStatus {
+                    name: info.name.clone(),
+                    replay_lsn: format_lsn(gate.reached()),
+                    reads_waiting: gate.has_waiters(),
+                }
+            })
+            .collect(),
     }
 }
 

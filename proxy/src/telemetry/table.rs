@@ -56,6 +56,27 @@ pub fn render(status: &Status) -> String {
     for row in &rows {
         let _ = writeln!(out, "{}", line(&mut row.iter().map(String::as_str)));
     }
+    let causal = &status.causal;
+    let waiting: Vec<&str> = causal
+        .replicas
+        .iter()
+        .filter(|r| r.reads_waiting)
+        .map(|r| r.name.as_str())
+        .collect();
+    let _ = writeln!(
+        out,
+        "causal reads: {}, wait {}ms, primary flushed {}, look-ups {} ({} flushes){}",
+        causal.mode,
+        causal.wait_seconds * 1000.0,
+        causal.primary_flush_lsn,
+        causal.position_rounds,
+        causal.flushes,
+        if waiting.is_empty() {
+            String::new()
+        } else {
+            format!(", reads waiting for {}", waiting.join(", "))
+        }
+    );
     for backend in status.backends.iter().filter(|b| b.role_mismatch) {
         let _ = writeln!(
             out,
@@ -121,6 +142,7 @@ fn uptime(seconds: f64) -> String {
 mod tests {
     use super::*;
     use crate::telemetry::status::Clients;
+    use crate::telemetry::status::{CausalStatus, ReplayStatus};
 
     fn backend(name: &str, role: &str) -> BackendStatus {
         BackendStatus {
@@ -159,6 +181,19 @@ mod tests {
                 max: 100,
             },
             backends: vec![backend("db01", "primary"), replica],
+            causal: CausalStatus {
+                mode: "session".to_owned(),
+                wait_seconds: 0.005,
+                primary_flush_lsn: "0/3000148".to_owned(),
+                position_rounds: 12,
+                flushes: 1,
+                replicas: vec![ReplayStatus {
+                    name: "db02".to_owned(),
+                    replay_lsn: "0/3000148".to_owned(),
+                    reads_waiting: true,
+                }],
+                ..CausalStatus::default()
+            },
         };
         let text = render(&status);
         let lines: Vec<&str> = text.lines().collect();
@@ -178,9 +213,13 @@ mod tests {
         assert!(lines[3].contains("0.250s"), "{text}");
         assert_eq!(
             lines[4],
+            "causal reads: session, wait 5ms, primary flushed 0/3000148, look-ups 12 (1 flushes), reads waiting for db02"
+        );
+        assert_eq!(
+            lines[5],
             "warning: db02 is configured as the replica but is not in recovery"
         );
-        assert_eq!(lines.len(), 5);
+        assert_eq!(lines.len(), 6);
     }
 
     #[test]
