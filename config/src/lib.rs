@@ -24,7 +24,7 @@ pub use error::ConfigError;
 pub use model::{
     AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat, MetricsConfig,
     Named, PoolConfig, ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind,
-    TlsConfig, UserConfig,
+    TlsConfig, TransactionReads, UserConfig,
 };
 
 impl Config {

@@ -117,6 +117,8 @@ pub struct RoutingConfig {
     /// How long a read waits for its replica to replay what it must see before it goes to
     /// the primary instead (0: never waits).
     pub causal_wait: Duration,
+    /// Where the leading reads of a transaction opened by a plain `BEGIN` run.
+    pub transaction_reads: TransactionReads,
     /// How a read picks among the usable replicas.
     pub balance: Balance,
     /// Functions that send a statement to the primary, beyond the built-in list and the
@@ -154,6 +156,29 @@ impl Named for ReadYourWrites {
             ReadYourWrites::Global => "global",
             ReadYourWrites::Linearizable => "linearizable",
             ReadYourWrites::Off => "off",
+        }
+    }
+}
+
+/// `[routing] transaction_reads`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TransactionReads {
+    /// The whole transaction runs on the primary, from its `BEGIN`.
+    #[default]
+    Primary,
+    /// The proxy answers a plain `BEGIN` itself and runs the transaction's leading reads on a
+    /// replica; the real transaction opens on the primary at its first statement that is not
+    /// a plain read.
+    Replica,
+}
+
+impl Named for TransactionReads {
+    const ALL: &'static [Self] = &[TransactionReads::Primary, TransactionReads::Replica];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            TransactionReads::Primary => "primary",
+            TransactionReads::Replica => "replica",
         }
     }
 }

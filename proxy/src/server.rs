@@ -104,6 +104,7 @@ impl Proxy {
             health,
             read_your_writes: config.routing.read_your_writes,
             causal_wait: config.routing.causal_wait,
+            transaction_reads: config.routing.transaction_reads,
             commit_round: Default::default(),
             balancer: Balancer::new(
                 config.routing.balance,

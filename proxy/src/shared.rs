@@ -27,6 +27,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// `[routing] read_your_writes`.
     pub read_your_writes: ReadYourWrites,
+    /// `[routing] transaction_reads`.
+    pub transaction_reads: pgrepl_config::TransactionReads,
     /// `[routing] causal_wait`.
     pub causal_wait: std::time::Duration,
     /// For `read_your_writes = "global"`: the first primary look-up round sent after the

@@ -19,9 +19,16 @@ const LIMIT: Duration = Duration::from_secs(120);
 const NOTICE: Duration = Duration::from_secs(5);
 
 /// A cluster of the test's own with a table `t`, and a proxy with `routing` keys in front.
+/// Reads wait up to 250 ms unless `routing` says otherwise: enough for a loaded machine,
+/// where these tests must not fail for want of a few milliseconds.
 fn cluster_and_proxy(name: &str, routing: &str) -> (OwnCluster, ProxyProcess) {
+    let wait = if routing.contains("causal_wait") {
+        ""
+    } else {
+        "causal_wait = \"250ms\"\n"
+    };
     let extra = format!(
-        "\n[routing]\nmax_replica_lag = \"60s\"\n{routing}\n\n[health]\ninterval = \"100ms\"\n"
+        "\n[routing]\nmax_replica_lag = \"60s\"\n{wait}{routing}\n\n[health]\ninterval = \"100ms\"\n"
     );
     own_cluster_and_proxy(name, "CREATE TABLE t (id int);", &extra)
 }

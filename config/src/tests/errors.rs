@@ -21,7 +21,8 @@ fn unknown_keys_are_named() {
     assert_error(
         "[routing]\nmax_replica_lagg = \"1s\"\n",
         "[routing] max_replica_lagg: unknown key (known in [routing]: max_replica_lag, \
-         classify_cache_size, read_your_writes, causal_wait, balance, write_functions, read_only_functions)",
+         classify_cache_size, read_your_writes, causal_wait, \
+         transaction_reads, balance, write_functions, read_only_functions)",
     );
     assert_error(
         "[[replicas]]\nname = \"r\"\nhost = \"h\"\nport = 1\nhots = \"h\"\n",

@@ -107,6 +107,12 @@ pub enum Origin {
     /// The proxy's question for the primary's WAL position right after a unit that may have
     /// committed (`health::POSITION_SQL`): swallowed, its answer kept.
     CommitPosition,
+    /// The proxy's question whether the session's transactions default to read committed
+    /// and not deferrable, at these settings (`Settings::seq`): swallowed, its answer kept.
+    TxDefaults(u64),
+    /// The client's `BEGIN` the proxy answered itself, and what brings the real transaction
+    /// to where the client's is, sent when it opens on the primary: swallowed.
+    Opening,
 }
 
 /// What the session wants to learn from a unit's responses beyond forwarding them: whether
@@ -131,8 +137,9 @@ pub struct Watch {
     pub error: Option<String>,
     /// A CommandComplete `ROLLBACK` came (of the transaction or to a savepoint).
     pub rolled_back: bool,
-    /// The probe's answer.
-    pub holds_state: Option<bool>,
+    /// The answer to a yes-or-no question of the proxy's (the probe: whether the session
+    /// holds state; the transaction defaults question).
+    pub answer: Option<bool>,
     /// The commit position question's answer.
     pub wal: Option<crate::health::WalSample>,
     /// The ParameterStatus values a client unit's server reported, in order.
@@ -184,6 +191,9 @@ pub struct Pending {
     pub reason: Option<crate::route::Reason>,
     /// Its SQL, kept only for the slow-statement log's `statement_text`.
     pub sql: Option<Bytes>,
+    /// A leading read of a deferred transaction: the client is told `T` (or `E` if it
+    /// failed) where the server, running it in autocommit, says `I`.
+    pub in_deferred_tx: bool,
 }
 
 impl Pending {

@@ -169,7 +169,8 @@ impl PrimaryPositions {
 /// Runs rounds while anyone waits for one or needs a flush, until the proxy stops.
 pub async fn serve(health: Arc<Health>, probe: Probe) {
     let positions = &health.positions;
-    let mut geometry_known = false;
+    // Connected before the first read waits: a connection's set-up is no round trip.
+    let mut geometry_known = learn_geometry(positions, &probe).await;
     loop {
         tokio::select! {
             _ = positions.rounds.demanded() => {}

@@ -19,6 +19,10 @@ const RETRY_AFTER: Duration = Duration::from_millis(10);
 /// Watches replica `backend` for the sessions waiting on its gate, until the proxy stops.
 pub async fn watch(health: Arc<Health>, backend: BackendId, probe: Probe) {
     let gate = health.replay_gate(backend);
+    // Connected before the first read waits: a connection's set-up is no round trip.
+    if let Ok(replayed) = probe.ask(REPLAY_SQL, |row| lsn_column(row, 0)).await {
+        gate.advance(replayed);
+    }
     loop {
         gate.demanded().await;
         while gate.has_waiters() {

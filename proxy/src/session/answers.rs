@@ -63,6 +63,9 @@ where
             self.client_status = status;
             self.tx = (status != TxStatus::Idle).then_some(slot);
         }
+        if let Some(told) = seen.client_status {
+            self.deferred_read_done(told);
+        }
         // What the units answered before anything else happened counts, even if the
         // connection is lost right after (a probe's answer, a SET that took effect).
         if !seen.outcomes.is_empty() {
@@ -184,7 +187,7 @@ where
                 }
                 // A "no" from inside a transaction may be undone by its rollback.
                 Origin::Probe(epoch) => {
-                    let holds = outcome.watch.holds_state;
+                    let holds = outcome.watch.answer;
                     let valid = holds.filter(|held| *held || outcome.status == TxStatus::Idle);
                     self.state.probed(valid, epoch)
                 }
@@ -194,6 +197,10 @@ where
                     }
                 }
                 Origin::CommitPosition => self.commit_sampled(outcome.watch.wal),
+                Origin::TxDefaults(seq) => {
+                    self.tx_defaults = outcome.watch.answer.map(|plain| (seq, plain))
+                }
+                Origin::Opening => {}
                 Origin::Discard => {}
             }
         }
@@ -262,8 +269,15 @@ where
             return Err(End::Fatal(fatal));
         }
         err.encode(&mut self.cout);
-        write::ready_for_query(TxStatus::Idle, &mut self.cout);
-        self.client_status = TxStatus::Idle;
+        // The error ends an autocommit statement; it aborts a deferred transaction.
+        self.client_status = match &mut self.deferred {
+            Some(deferred) => {
+                deferred.state = DeferredState::Aborted;
+                TxStatus::Failed
+            }
+            None => TxStatus::Idle,
+        };
+        write::ready_for_query(self.client_status, &mut self.cout);
         self.tx = None;
         self.inflight = None;
         if self.stalled {

@@ -12,6 +12,7 @@ mod batch;
 mod bound;
 mod causal;
 mod decide;
+mod deferred;
 mod hint;
 mod leases;
 mod reads;
@@ -54,6 +55,7 @@ use crate::shared::Shared;
 use crate::telemetry::Tally;
 use batch::{Batch, Statements};
 use decide::{Decision, ReadPlan, Slot, Wanted};
+use deferred::{Deferred, DeferredState};
 use hint::{proxy_setting, ProxySetting, ReadPreference};
 use relay::{relay, Outcome, Rerun};
 use settings::Settings;
@@ -178,6 +180,11 @@ pub struct Session<R, W> {
     pending_write: bool,
     /// What its reads on replicas must see (read-your-writes, monotonic reads).
     causal: causal::Causal,
+    /// A transaction the proxy answered the `BEGIN` of, not opened on any server yet.
+    deferred: Option<Deferred>,
+    /// Whether its transactions default to read committed, not deferrable, as the primary
+    /// answered at these settings (`Settings::seq`).
+    tx_defaults: Option<(u64, bool)>,
     /// One entry per unit the replica owes an answer, oldest first: how to re-run it, or None
     /// when it cannot be (inside a transaction, or already partly answered).
     retries: VecDeque<Option<Retry>>,
@@ -275,6 +282,8 @@ where
             max_staleness: None,
             pending_write: false,
             causal: causal::Causal::new(shared_mode),
+            deferred: None,
+            tx_defaults: None,
             retries: VecDeque::new(),
             state,
             shutdown_wait,
@@ -415,7 +424,11 @@ where
     }
 
     fn is_idle(&self) -> bool {
-        self.inflight.is_none() && self.tx.is_none() && self.batch.is_empty() && self.cin.is_empty()
+        self.inflight.is_none()
+            && self.tx.is_none()
+            && self.deferred.is_none()
+            && self.batch.is_empty()
+            && self.cin.is_empty()
     }
 
     /// Handles every complete message the client sent, until one has to wait.

@@ -28,6 +28,9 @@ pub struct Outcome {
 pub struct Relayed {
     /// Status bytes of the ReadyForQuery messages forwarded, in order; the last one counts.
     pub last_status: Option<TxStatus>,
+    /// What the last of them told the client, where that differs (a deferred transaction's
+    /// leading read).
+    pub client_status: Option<TxStatus>,
     /// The backend sent something it had no reason to send (usually a FATAL before closing).
     pub unsolicited: Option<u8>,
     /// The client's statements whose Parse the server rejected (name, generation).
@@ -249,13 +252,21 @@ fn attend(
     match (ty, front) {
         (READY_FOR_QUERY, _) => {
             let status = msg.get(5).map(|b| TxStatus::from_byte(*b));
+            let mut told = None;
             if let Some(done) = proto.syncs.pop_front() {
+                if done.in_deferred_tx {
+                    told = Some(deferred_status(&done));
+                }
                 let status = status.unwrap_or(TxStatus::Idle);
                 unit_done(done, status, seen, &mut proto.spare_parses, timed);
             }
             seen.last_status = status;
+            seen.client_status = told;
             seen.units_done += 1;
             out.extend_from_slice(msg);
+            if let Some(told) = told {
+                tell_status(out, told);
+            }
             return Step::UnitDone;
         }
         (PARSE_COMPLETE, Some(front)) => {
@@ -446,7 +457,7 @@ fn swallow(
         // Notifications the server delivers before this ReadyForQuery are the client's.
         NOTIFICATION_RESPONSE => out.extend_from_slice(msg),
         DATA_ROW if front.origin == Origin::CommitPosition => watch.wal = wal_sample(msg),
-        DATA_ROW => watch.holds_state = column(msg, 0).map(|v| v == b"t"),
+        DATA_ROW => watch.answer = column(msg, 0).map(|v| v == b"t"),
         PARAMETER_STATUS => {
             if let Some(on) = default_read_only(msg) {
                 seen.default_read_only = Some(on);
@@ -481,6 +492,25 @@ fn swallow(
         _ => {}
     }
     Step::Next
+}
+
+/// What the client is told at the end of a deferred transaction's leading read: still in
+/// the transaction, or in one that failed.
+#[cold]
+fn deferred_status(unit: &Pending) -> TxStatus {
+    if unit.watch.as_ref().is_some_and(|w| w.error.is_some()) {
+        TxStatus::Failed
+    } else {
+        TxStatus::InTransaction
+    }
+}
+
+/// Rewrites the status byte of the ReadyForQuery just put at the end of `out`.
+#[cold]
+fn tell_status(out: &mut BytesMut, status: TxStatus) {
+    if let Some(last) = out.last_mut() {
+        *last = status.as_byte();
+    }
 }
 
 /// Records what an ErrorResponse or CommandComplete says about a watched unit.

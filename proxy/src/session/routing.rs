@@ -26,6 +26,12 @@ where
     #[inline]
     pub(super) fn take_query(&mut self, total: usize) -> QueryStep {
         let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
+        if self.may_take_deferral(sql) {
+            if let Some(step) = self.take_deferral(total) {
+                return step;
+            }
+        }
+        let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
         let mut batch_setting = None;
         match proxy_setting(sql) {
             // Inside an extended batch a Flush left open, the answer must come in order from
@@ -73,6 +79,9 @@ where
         if let Some(setting) = batch_setting {
             self.take_setting(setting);
         }
+        if let Some(deferred) = &self.deferred {
+            wanted = deferred::wanted_in_deferred(wanted, verdict.effects, deferred.state);
+        }
         match self.route(wanted) {
             Some(decision) => QueryStep::Send(decision, verdict.effects),
             None => QueryStep::Wait,
@@ -82,12 +91,15 @@ where
     /// Where the buffered extended-protocol batch goes, at its Sync or Flush.
     #[inline]
     pub(super) fn route_batch(&mut self) -> Option<Decision> {
-        let wanted = decide::wanted_by_batch(
+        let mut wanted = decide::wanted_by_batch(
             self.batch.verdict(),
             self.batch.names_primary_object(),
             self.state.pinned(),
             self.state.default_read_only,
         );
+        if let Some(deferred) = &self.deferred {
+            wanted = deferred::wanted_in_deferred(wanted, self.batch.effects, deferred.state);
+        }
         self.route(wanted)
     }
 

@@ -59,6 +59,17 @@ where
             Unit::Query(_, effects) => (*effects, true),
             Unit::Batch { .. } => (self.batch.effects, self.batch.verdict().is_some()),
         };
+        // A deferred transaction opens on the primary with its first unit there.
+        let opening = if target == Slot::Primary {
+            self.deferred.take()
+        } else {
+            None
+        };
+        if opening.is_some() {
+            self.tx = Some(Slot::Primary);
+        }
+        let leading_read = self.deferred.is_some() && self.note_leading_read();
+        let ask_defaults = target == Slot::Primary && self.asks_tx_defaults(effects);
         if effects.contains(Effects::DATABASE_DDL) {
             self.before_database_ddl(&unit);
         }
@@ -86,7 +97,15 @@ where
         };
         conn.has_temp_schema |= effects.contains(Effects::TEMP);
         if !continuing {
-            begin_unit(conn, &self.state.settings);
+            bring_settings(conn, &self.state.settings);
+            if ask_defaults {
+                let seq = self.state.settings.seq();
+                injected_query(conn, TX_DEFAULTS, Origin::TxDefaults(seq));
+            }
+            if let Some(opening) = opening {
+                open_transaction(conn, opening);
+            }
+            start_unit(conn);
         }
         // A batch that runs no statement (a Close, a lone Sync, a Describe) is no statement to
         // count; a batch continued after a Flush counts once, with its first statement. A
@@ -102,6 +121,9 @@ where
         counts.open_batch_counted =
             !synced && (counted || (continuing && counts.open_batch_counted));
         watch_unit(conn, watch);
+        if leading_read {
+            mark_leading_read(conn);
+        }
         match &unit {
             Unit::Query(msg, _) => write_query(conn, msg, &mut self.stmts),
             Unit::Batch {
@@ -329,15 +351,44 @@ pub(super) fn batch_sql(messages: &[(u8, Bytes, Verdict)], stmts: &Statements) -
     })
 }
 
-/// Starts a unit on `conn`: the settings it lacks first (units of their own), then the
-/// unit's entry among the answers owed, with Closes of the statements the client deallocated
-/// since put in front of it (their answers swallowed).
+/// Starts a unit on `conn` (after the settings it lacks): its entry among the answers owed,
+/// with Closes of the statements the client deallocated since put in front of it (their
+/// answers swallowed).
 #[inline(always)]
-pub(super) fn begin_unit(conn: &mut BackendConn, settings: &Settings) {
-    bring_settings(conn, settings);
+fn start_unit(conn: &mut BackendConn) {
     conn.proto.expect(Pending::default());
     if !conn.closes_due.is_empty() {
         close_deallocated(conn);
+    }
+}
+
+/// Whether the session's transactions default to read committed, not deferrable: only then
+/// may a plain `BEGIN` be deferred (its leading reads each take their own snapshot).
+const TX_DEFAULTS: &str = "SELECT pg_catalog.current_setting('default_transaction_isolation') \
+     IN ('read committed', 'read uncommitted') \
+     AND NOT pg_catalog.current_setting('default_transaction_deferrable')::bool";
+
+/// Opens a deferred transaction for real on `conn`: the client's own `BEGIN`, then what
+/// brings it where the client's is (a snapshot taken, if reads ran: `SET TRANSACTION` is then
+/// refused as PostgreSQL would; aborted, if a leading read failed); answers swallowed.
+#[cold]
+fn open_transaction(conn: &mut BackendConn, deferred: Deferred) {
+    conn.out.extend_from_slice(&deferred.begin);
+    conn.proto.expect(Pending::injected(Origin::Opening));
+    conn.prepared.remove(&b""[..]);
+    match deferred.state {
+        DeferredState::Reading { reads: 0 } => {}
+        DeferredState::Reading { .. } => injected_query(conn, "SELECT", Origin::Opening),
+        DeferredState::Aborted => injected_query(conn, "SELECT 1/0", Origin::Opening),
+    }
+}
+
+/// The unit just queued on `conn` is a deferred transaction's leading read.
+#[cold]
+fn mark_leading_read(conn: &mut BackendConn) {
+    if let Some(unit) = conn.proto.last_sent() {
+        unit.in_deferred_tx = true;
+        unit.watch.get_or_insert_with(Box::default);
     }
 }
 
