@@ -215,6 +215,37 @@ async fn asynchronous_commits_are_flushed_for_the_reads_that_wait_for_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_made_asynchronous_inside_its_transaction_is_covered_too() {
+    bounded_for(LIMIT, async {
+        // The session's setting says "on" when the commit's position is asked; only the
+        // transaction made it asynchronous, and its position must still cover it. (A proxy
+        // of its own: once any session commits asynchronously, every position covers such
+        // commits, which would hide this.)
+        let (_cluster, proxy) = cluster_and_proxy("causal-local-async", "");
+        let local = session(proxy.addr).await;
+        for i in 0..20 {
+            let id = 500 + i;
+            let sql = format!(
+                "BEGIN; SET LOCAL synchronous_commit = off; INSERT INTO t VALUES ({id}); COMMIT"
+            );
+            if i % 2 == 0 {
+                local.batch_execute(&sql).await.unwrap();
+            } else {
+                for statement in sql.split("; ") {
+                    local.batch_execute(statement).await.unwrap();
+                }
+            }
+            let (node, seen) = count_row(&local, id, i % 3 == 0).await;
+            assert_eq!(
+                seen, 1,
+                "commit {i}, made asynchronous locally, read on {node}"
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linearizable_reads_see_commits_made_outside_the_proxy() {
     bounded_for(LIMIT, async {
         let (cluster, proxy) =

@@ -4,7 +4,7 @@
 //! waiting sessions a look at every poll. Whoever makes the value grow parks on
 //! [`LsnGate::demanded`] while nobody waits, so it costs nothing then.
 
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -42,10 +42,12 @@ impl LsnGate {
 
     /// Raises the value to `to` (never lowers it) and wakes the waiters it satisfies.
     pub fn advance(&self, to: u64) {
-        if self.reached.fetch_max(to, AcqRel) >= to {
+        if self.reached.fetch_max(to, SeqCst) >= to {
             return;
         }
-        if self.waiters.load(Acquire) == 0 {
+        // SeqCst with `poll_reach`'s store-then-check: either this sees its waiter, or it
+        // sees this value.
+        if self.waiters.load(SeqCst) == 0 {
             return;
         }
         let mut waiting = locked(&self.waiting);
@@ -67,13 +69,6 @@ impl LsnGate {
             return Poll::Ready(());
         }
         let mut waiting = locked(&self.waiting);
-        // Checked again under the lock: an `advance` in between has either seen this waiter
-        // or raised the value before this load.
-        if self.reached() >= target {
-            drop(waiting);
-            self.forget(id);
-            return Poll::Ready(());
-        }
         match waiting.iter_mut().find(|w| w.id == id) {
             Some(w) => {
                 w.target = target;
@@ -85,7 +80,14 @@ impl LsnGate {
                 waker: cx.waker().clone(),
             }),
         }
-        let first = self.waiters.swap(waiting.len(), AcqRel) == 0;
+        let first = self.waiters.swap(waiting.len(), SeqCst) == 0;
+        // Checked again once registered: an `advance` since the first check either sees
+        // this waiter (and waits for this lock to wake it) or is seen here.
+        if self.reached.load(SeqCst) >= target {
+            waiting.retain(|w| w.id != id);
+            self.waiters.store(waiting.len(), SeqCst);
+            return Poll::Ready(());
+        }
         drop(waiting);
         if first {
             self.demand.notify_one();
@@ -135,9 +137,10 @@ impl LsnGate {
         }
     }
 
-    /// The source was asked at `now`, and the value it gave grew (or not).
+    /// The source was asked at `now`, and the value it gave grew since its last answer (or
+    /// this is the first answer of a burst of asking: nothing is known to be stuck yet).
     pub fn asked(&self, now: u64, grew: bool) {
-        if grew || self.asked_at.load(Relaxed) == 0 {
+        if grew {
             self.progressed_at.store(now, Relaxed);
         }
         self.asked_at.store(now, Relaxed);
@@ -259,7 +262,7 @@ mod tests {
     fn a_source_asked_without_progress_is_stalled_for_that_long() {
         let gate = LsnGate::default();
         assert_eq!(gate.stalled_for(100, 50), 0, "never asked");
-        gate.asked(100, false);
+        gate.asked(100, true);
         gate.asked(130, false);
         assert_eq!(gate.stalled_for(140, 50), 30);
         gate.asked(150, true);

@@ -181,6 +181,9 @@ impl Health {
     fn record(&self, backend: BackendId, sample: Sample, sent: u64, seen: u64) {
         let mut history = locked(&self.history);
         let state = &self.backends[backend.index()];
+        // A standby that replayed less than at its last sample restarted from an older
+        // point: what its gate says it had replayed no longer holds.
+        let went_back = sample.lsn < state.lsn.load(Acquire);
         state.in_recovery.store(sample.in_recovery, Relaxed);
         state.lsn.store(sample.lsn, Release);
         state.sent.store(sent, Release);
@@ -195,6 +198,9 @@ impl Health {
             }
         } else {
             update_behind(&history, state);
+            if went_back {
+                self.replay[backend.index()].restart();
+            }
             self.replay[backend.index()].advance(sample.lsn);
         }
         state.up.store(true, Relaxed);

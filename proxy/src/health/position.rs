@@ -96,7 +96,11 @@ pub struct PrimaryPositions {
     async_commits: AtomicBool,
     /// The highest position a waiting read needs flushed.
     flush_wanted: AtomicU64,
-    flush_demand: Notify,
+    /// Wakes the service for a flush, or for a round nobody waits for (`kick`).
+    demand: Notify,
+    kicked: AtomicBool,
+    /// Flushing was refused (`42501`: the function's EXECUTE revoked): no more attempts.
+    flush_refused: AtomicBool,
     block: AtomicU64,
     segment: AtomicU64,
     /// Rounds run, and those that flushed: what the proxy adds on the primary.
@@ -138,27 +142,51 @@ impl PrimaryPositions {
 
     /// Takes in a session's commit sample; returns the position its reads must see.
     pub fn commit_sample(&self, sample: WalSample) -> u64 {
-        if sample.async_commit && !self.async_commits.load(Relaxed) {
-            self.async_commits.store(true, Relaxed);
-            tracing::info!("a session commits asynchronously (synchronous_commit = off): positions now cover such commits");
+        if sample.async_commit {
+            self.note_async_commits();
         }
         self.flushed.fetch_max(sample.flush, Release);
         covering(sample, self.async_commits(), self.geometry())
     }
 
+    /// Commits may be acknowledged before they are flushed: from now on positions cover
+    /// insert positions.
+    pub fn note_async_commits(&self) {
+        if !self.async_commits.swap(true, Relaxed) {
+            tracing::info!(
+                "commits may be asynchronous (synchronous_commit = off): positions now cover them"
+            );
+        }
+    }
+
     /// A waiting read needs `target` flushed on the primary before a standby can replay it.
     pub fn want_flushed(&self, target: u64) {
         if self.flush_wanted.fetch_max(target, Relaxed) < target {
-            self.flush_demand.notify_one();
+            self.demand.notify_one();
+        }
+    }
+
+    /// Asks for a round that nobody waits for: a later read finds its position.
+    pub fn kick(&self) {
+        if !self.kicked.swap(true, Relaxed) {
+            self.demand.notify_one();
         }
     }
 
     fn flush_due(&self) -> bool {
-        self.flush_wanted.load(Relaxed) > self.flushed()
+        self.flush_wanted.load(Relaxed) > self.flushed() && !self.flush_refused.load(Relaxed)
+    }
+
+    /// Whether a round is wanted now (taking a kick).
+    fn round_due(&self) -> bool {
+        self.rounds.has_waiters() || self.flush_due() || self.kicked.swap(false, Relaxed)
     }
 
     /// Round `number` found `sample`.
     fn answered(&self, number: u64, sample: WalSample) {
+        if sample.async_commit {
+            self.note_async_commits();
+        }
         self.flushed.fetch_max(sample.flush, Release);
         let position = covering(sample, self.async_commits(), self.geometry());
         self.visible.fetch_max(position, Release);
@@ -174,9 +202,9 @@ pub async fn serve(health: Arc<Health>, probe: Probe) {
     loop {
         tokio::select! {
             _ = positions.rounds.demanded() => {}
-            _ = positions.flush_demand.notified() => {}
+            _ = positions.demand.notified() => {}
         }
-        while positions.rounds.has_waiters() || positions.flush_due() {
+        while positions.round_due() {
             if !geometry_known {
                 geometry_known = learn_geometry(positions, &probe).await;
             }
@@ -191,6 +219,10 @@ pub async fn serve(health: Arc<Health>, probe: Probe) {
                 Ok(sample) => positions.answered(number, sample),
                 Err(error) => {
                     tracing::debug!(%error, flush, "primary position look-up failed");
+                    if flush && error.is_refused() {
+                        positions.flush_refused.store(true, Relaxed);
+                        tracing::warn!(%error, "the primary refused the flush for reads waiting for asynchronous commits: they will wait for its WAL writer, or go to the primary");
+                    }
                     // Waiting reads decide anew; nobody waits for a flush that failed.
                     positions.flush_wanted.store(0, Relaxed);
                     positions.rounds.wake_all();

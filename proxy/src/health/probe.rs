@@ -43,6 +43,14 @@ pub enum ProbeError {
     Answer,
 }
 
+impl ProbeError {
+    /// The server refused the query for want of a privilege (`42501`).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ProbeError::Query(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE))
+    }
+}
+
 pub struct Probe {
     pool: Pool,
     connect_timeout: Duration,

@@ -54,6 +54,9 @@ impl Effects {
     /// `END`, `ROLLBACK`, `ABORT`, without `AND CHAIN`; not `ROLLBACK TO`): no transaction
     /// is left open when it succeeds.
     pub const ENDS_TX: Effects = Effects(1 << 13);
+    /// Names `synchronous_commit` (a `SET [LOCAL]` of it, a `set_config` of it): commits
+    /// after it may be acknowledged before their WAL is flushed.
+    pub const SYNC_COMMIT: Effects = Effects(1 << 14);
 
     pub fn contains(self, other: Effects) -> bool {
         self.0 & other.0 == other.0
@@ -145,6 +148,9 @@ pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
         }
         first = false;
         let (calls, set_configs) = calls(statement);
+        if names_synchronous_commit(statement) {
+            all |= Effects::SYNC_COMMIT;
+        }
         let settings_only =
             is_set(&words) || effect.contains(Effects::TX_CONTROL) || changes_no_setting(&words);
         only_sets &= settings_only || set_configs == SetConfigs::Constant;
@@ -161,6 +167,16 @@ pub fn effects(tokens: &[TokenWithSpan]) -> Effects {
         all |= Effects::ENDS_TX;
     }
     all
+}
+
+/// Whether the statement names the `synchronous_commit` setting, as a word or a string.
+fn names_synchronous_commit(statement: &[TokenWithSpan]) -> bool {
+    const NAME: &str = "synchronous_commit";
+    statement.iter().any(|t| match &t.token {
+        Token::Word(w) => w.value.eq_ignore_ascii_case(NAME),
+        Token::SingleQuotedString(s) => s.eq_ignore_ascii_case(NAME),
+        _ => false,
+    })
 }
 
 /// Whether a transaction control statement ends the transaction without starting another.
@@ -674,6 +690,23 @@ mod tests {
         assert!(!of("ROLLBACK").contains(Effects::PARTIAL_ROLLBACK));
         assert!(of("RELEASE SAVEPOINT p").contains(Effects::TX_CONTROL));
         assert!(!of("START pg_thing").contains(Effects::TX_CONTROL));
+    }
+
+    #[test]
+    fn statements_that_may_make_commits_asynchronous() {
+        for (sql, names) in [
+            ("SET LOCAL synchronous_commit = off", true),
+            ("set synchronous_commit to 'local'", true),
+            ("SELECT set_config('synchronous_commit', 'off', true)", true),
+            (
+                "BEGIN; SET LOCAL SYNCHRONOUS_COMMIT = off; INSERT INTO t VALUES (1)",
+                true,
+            ),
+            ("SET work_mem = '8MB'", false),
+            ("SELECT 'synchronous'", false),
+        ] {
+            assert_eq!(of(sql).contains(Effects::SYNC_COMMIT), names, "{sql}");
+        }
     }
 
     #[test]

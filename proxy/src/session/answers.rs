@@ -68,14 +68,17 @@ where
         }
         // What the units answered before anything else happened counts, even if the
         // connection is lost right after (a probe's answer, a SET that took effect).
-        if !seen.outcomes.is_empty() {
-            if let Some(error) = self.settle(slot, &seen.outcomes) {
-                let reason = format!("could not apply the session's settings there: {error}");
-                return AfterInput::Lost(reason.into());
-            }
-        }
+        let failed_replay = if seen.outcomes.is_empty() {
+            None
+        } else {
+            self.settle(slot, &seen.outcomes)
+        };
         if slot == Slot::Primary {
             self.primary_answered(seen);
+        }
+        if let Some(error) = failed_replay {
+            let reason = format!("could not apply the session's settings there: {error}");
+            return AfterInput::Lost(reason.into());
         }
         if let Some(ty) = seen.unsolicited {
             if let Some(conn) = self.leases.peek(slot) {
@@ -224,6 +227,11 @@ where
         }
         let owed = conn.proto.owed_to_client();
         let in_tx = self.tx == Some(slot);
+        // What it may have answered in part, or what the replica served before it went
+        // (restarted, perhaps at an older point), is bounded by a look-up from now on.
+        if owed > 0 || slot == Slot::Replica {
+            self.position_unknown();
+        }
         if owed == 0 && !in_tx && self.open_batch != Some(slot) {
             tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
             // Only the proxy's own questions were outstanding there.

@@ -93,6 +93,7 @@ pub fn causal_step(v: CausalView) -> CausalStep {
 /// transaction left open. Not inside a transaction: a client's cancel meant for its own
 /// statement could hit the question and abort the transaction. Not after a COPY, which may
 /// leave the connection in copy mode.
+#[inline]
 pub fn asks_commit_position(
     mode: ReadYourWrites,
     synced: bool,
@@ -101,13 +102,27 @@ pub fn asks_commit_position(
     in_tx: bool,
     effects: Effects,
 ) -> bool {
+    if !(on_primary && wrote) {
+        return false;
+    }
     let keeps_floor = matches!(mode, ReadYourWrites::Session | ReadYourWrites::Global);
     let leaves_no_tx = if in_tx || effects.contains(Effects::TX_CONTROL) {
         effects.contains(Effects::ENDS_TX)
     } else {
         true
     };
-    keeps_floor && synced && on_primary && wrote && leaves_no_tx && !effects.contains(Effects::COPY)
+    keeps_floor && synced && leaves_no_tx && !effects.contains(Effects::COPY)
+}
+
+/// Whether client units the primary just answered saw something no commit position covers:
+/// `done` of them ended in this pass, a position question was answered after `before` of
+/// them (it covers those), and `asked` questions are still on their way (each covers the
+/// units before it).
+pub fn answers_uncovered(done: usize, before: Option<usize>, asked: u32) -> bool {
+    match before {
+        Some(before) => done > before,
+        None => asked == 0 && done > 0,
+    }
 }
 
 /// What a waiting read waits for.
@@ -169,6 +184,10 @@ pub struct Causal {
     /// Commit position questions on their way behind units on the primary: those units'
     /// answer needs no look-up round.
     pub commits_asked: u32,
+    /// The open transaction (or unit) may have made its commit asynchronous where the
+    /// session's setting does not say so (`SET LOCAL synchronous_commit`, a `set_config`
+    /// of it, `DO`, `CALL`): its position must cover the insert position.
+    pub tx_async: bool,
     pub wait: Option<Box<CausalWait>>,
     /// This session's id among a gate's waiters.
     pub id: u64,
@@ -183,6 +202,7 @@ impl Causal {
             after_round: 0,
             folded: 0,
             commits_asked: 0,
+            tx_async: false,
             wait: None,
             id: NEXT_ID.fetch_add(1, Relaxed),
         }
@@ -270,6 +290,20 @@ mod tests {
         ];
         for (v, step, why) in table {
             assert_eq!(causal_step(v), step, "{why}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn which_primary_answers_a_commit_position_covers() {
+        for (done, before, asked, uncovered, why) in [
+            (0, None, 0, false, "nothing answered"),
+            (1, None, 0, true, "a read, no question"),
+            (1, None, 1, false, "the question behind it is on its way"),
+            (1, Some(1), 0, false, "answered right after it"),
+            (2, Some(1), 0, true, "a unit after the question"),
+            (0, Some(0), 0, false, "only the question"),
+        ] {
+            assert_eq!(answers_uncovered(done, before, asked), uncovered, "{why}");
         }
     }
 

@@ -79,6 +79,10 @@ where
     /// transaction; None for anything else.
     #[cold]
     pub(super) fn take_deferral(&mut self, total: usize) -> Option<QueryStep> {
+        // Inside a batch a Flush left open, the batch's server answers, in order.
+        if self.open_batch.is_some() {
+            return None;
+        }
         let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
         let (tag, status, begins) = match &self.deferred {
             Some(deferred) => (ending(sql)?.tag(deferred.state), TxStatus::Idle, false),

@@ -31,6 +31,8 @@ pub struct Relayed {
     /// What the last of them told the client, where that differs (a deferred transaction's
     /// leading read).
     pub client_status: Option<TxStatus>,
+    /// One of them said idle: whatever a unit before it wrote has committed (or rolled back).
+    pub ended_tx: bool,
     /// The backend sent something it had no reason to send (usually a FATAL before closing).
     pub unsolicited: Option<u8>,
     /// The client's statements whose Parse the server rejected (name, generation).
@@ -260,6 +262,7 @@ fn attend(
                 let status = status.unwrap_or(TxStatus::Idle);
                 unit_done(done, status, seen, &mut proto.spare_parses, timed);
             }
+            seen.ended_tx |= status == Some(TxStatus::Idle);
             seen.last_status = status;
             seen.client_status = told;
             seen.units_done += 1;
@@ -467,12 +470,12 @@ fn swallow(
             let done = proto.syncs.pop_front().unwrap_or_default();
             let failed = done.origin == Origin::Settings
                 && done.watch.as_ref().is_some_and(|w| w.error.is_some());
-            // A read the standby refused: the server skipped what followed the refusal, maybe
-            // Parses the proxy added for it. Which ones is not counted for such a unit: all
-            // are reported, and their statements prepared there again when next used.
             if done.origin == Origin::CommitPosition {
                 seen.units_before_commit_position = Some(seen.units_done);
             }
+            // A read the standby refused: the server skipped what followed the refusal, maybe
+            // Parses the proxy added for it. Which ones is not counted for such a unit: all
+            // are reported, and their statements prepared there again when next used.
             if done.origin == Origin::Discard {
                 for origin in &done.parses {
                     if let ParseOrigin::Proxy { name, generation } = origin {
@@ -532,7 +535,6 @@ fn default_read_only(msg: &[u8]) -> Option<bool> {
     (name == b"default_transaction_read_only").then_some(value == b"on")
 }
 
-/// The first column of a DataRow, unless NULL.
 /// Column `i` of a DataRow; None when it is NULL or missing.
 fn column(msg: &[u8], i: usize) -> Option<&[u8]> {
     let body = fields::body(msg);

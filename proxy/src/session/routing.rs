@@ -126,12 +126,20 @@ where
                 (false, false) => self.place_read(Reason::Read, false),
             },
         };
+        // A deferred transaction's units go one at a time: one that fails aborts the
+        // transaction, and what follows it must learn so before it runs anywhere.
+        if self.deferred.is_some() && self.inflight.is_some() && self.open_batch.is_none() {
+            return None;
+        }
         let slot = decide::join(standalone.slot, self.open_batch, self.tx, self.inflight)?;
         let decision = decide::joined(standalone, slot, self.tx);
         // A read that runs where a transaction or batch already is needs no wait.
         if let Some(awaited) = awaited {
-            if decision.slot == Slot::Replica && self.tx.is_none() && self.open_batch.is_none() {
-                self.await_position(awaited);
+            if decision.slot == Slot::Replica
+                && self.tx.is_none()
+                && self.open_batch.is_none()
+                && self.await_position(awaited)
+            {
                 return None;
             }
         }

@@ -69,6 +69,9 @@ where
             self.tx = Some(Slot::Primary);
         }
         let leading_read = self.deferred.is_some() && self.note_leading_read();
+        if target == Slot::Primary && effects.intersects(Effects::SYNC_COMMIT | Effects::OPAQUE) {
+            self.may_commit_asynchronously(effects);
+        }
         let ask_defaults = target == Slot::Primary && self.asks_tx_defaults(effects);
         if effects.contains(Effects::DATABASE_DDL) {
             self.before_database_ddl(&unit);
@@ -136,17 +139,14 @@ where
             ask_holds_state(conn, self.state.pin_epoch());
             self.state.probing();
         }
-        let wrote = target == Slot::Primary && self.pending_write;
-        if wrote
-            && causal::asks_commit_position(
-                self.causal.mode,
-                synced,
-                true,
-                true,
-                self.tx.is_some(),
-                effects,
-            )
-        {
+        if causal::asks_commit_position(
+            self.causal.mode,
+            synced,
+            target == Slot::Primary,
+            self.pending_write,
+            self.tx.is_some(),
+            effects,
+        ) {
             injected_query(conn, POSITION_SQL, Origin::CommitPosition);
             self.causal.commits_asked += 1;
             if let Some(tally) = &self.counts.tally {

@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 
 use pgrepl_config::ReadYourWrites;
 
-use super::causal::{causal_step, Awaited, CausalStep, CausalView, CausalWait, WaitOn, WaitState};
+use super::causal::{
+    self, causal_step, Awaited, CausalStep, CausalView, CausalWait, WaitOn, WaitState,
+};
 use super::*;
 use crate::backend::BackendId;
 use crate::health::WalSample;
@@ -29,12 +31,20 @@ where
         }
         let health = &self.shared.health;
         let positions = &health.positions;
-        if mode == ReadYourWrites::Linearizable && self.causal.wait.is_none() {
-            // Every commit acknowledged before the read arrived: a look-up sent after now.
-            self.causal.after_round = positions.round_now() + 1;
-        }
-        let needed = self.needed_round();
         let c = &mut self.causal;
+        if c.wait.is_none() {
+            // What this read must see besides the session's own, fixed when it arrives.
+            match mode {
+                // Every commit acknowledged before it arrived: a look-up sent after now.
+                ReadYourWrites::Linearizable => c.after_round = positions.round_now() + 1,
+                // Every commit acknowledged through this proxy before it arrived.
+                ReadYourWrites::Global => {
+                    c.after_round = c.after_round.max(self.shared.commit_round.load(Relaxed))
+                }
+                _ => {}
+            }
+        }
+        let needed = c.after_round;
         if c.floor == 0 && needed <= c.folded {
             return CausalStep::Ready;
         }
@@ -48,6 +58,10 @@ where
         let gate = health.replay_gate(replica);
         let replayed = gate.reached();
         let budget = nanos(self.shared.causal_wait);
+        if budget == 0 && pending_round {
+            // Nothing waits for it, but a later read finds it done.
+            positions.kick();
+        }
         // Replay seen stuck for longer than a wait, lately (a few waits back): waiting is
         // hopeless, and reads go straight to the primary until the replica moves again.
         let hopeless = replayed < c.floor && {
@@ -65,24 +79,15 @@ where
         })
     }
 
-    /// The look-up round whose position the next read must see (0: none).
-    fn needed_round(&self) -> u64 {
-        let own = self.causal.after_round;
-        if self.causal.mode == ReadYourWrites::Global {
-            own.max(self.shared.commit_round.load(Relaxed))
-        } else {
-            own
-        }
-    }
-
-    /// The read waits (it stays in `cin`) for `awaited`, within the unit's deadline.
-    pub(super) fn await_position(&mut self, awaited: Awaited) {
+    /// The read waits (it stays in `cin`) for `awaited`, within the unit's deadline; false
+    /// when it cannot (no replica to wait for).
+    pub(super) fn await_position(&mut self, awaited: Awaited) -> bool {
         let health = &self.shared.health;
         let (on, target) = match awaited {
-            Awaited::Round => (WaitOn::Round, self.needed_round()),
+            Awaited::Round => (WaitOn::Round, self.causal.after_round),
             Awaited::Replay(target) => {
                 let Some(replica) = self.client.replica.as_ref().map(ReplicaLease::backend) else {
-                    return;
+                    return false;
                 };
                 // An asynchronous commit a standby cannot have before the primary flushes it.
                 if target > health.positions.flushed() {
@@ -93,6 +98,9 @@ where
         };
         match &mut self.causal.wait {
             Some(wait) => {
+                if wait.on != on {
+                    gate_of(health, wait.on).forget(self.causal.id);
+                }
                 wait.on = on;
                 wait.target = target;
                 wait.state = WaitState::Waiting;
@@ -107,6 +115,7 @@ where
                 }))
             }
         }
+        true
     }
 
     /// Ready when the awaited position is reached or the wait's deadline passed.
@@ -146,28 +155,41 @@ where
     /// whatever they saw that no commit position covers must be seen by later reads.
     #[inline]
     pub(super) fn primary_answered(&mut self, seen: &relay::Relayed) {
-        let committed = seen.last_status == Some(TxStatus::Idle) && self.pending_write;
-        if committed {
-            self.pending_write = false;
-        }
-        let mode = self.causal.mode;
-        if !matches!(mode, ReadYourWrites::Session | ReadYourWrites::Global) {
-            return;
-        }
         let positions = &self.shared.health.positions;
-        if committed && mode == ReadYourWrites::Global {
-            // Published before the client hears of the commit: every read that starts
-            // after that sees a position looked up after it.
+        if seen.ended_tx && self.pending_write {
+            self.pending_write = false;
+            // Published, whatever this session's mode, before the client hears of the
+            // commit: every "global" read that starts after that sees a position looked up
+            // after it.
             self.shared
                 .commit_round
                 .fetch_max(positions.round_now() + 1, Relaxed);
         }
-        let uncovered = match seen.units_before_commit_position {
-            Some(before) => seen.units_done > before,
-            None => self.causal.commits_asked == 0 && seen.units_done > 0,
-        };
-        if uncovered {
-            self.causal.after_round = positions.round_now() + 1;
+        let c = &mut self.causal;
+        if seen.ended_tx && c.commits_asked == 0 {
+            c.tx_async = false;
+        }
+        if !matches!(c.mode, ReadYourWrites::Session | ReadYourWrites::Global) {
+            return;
+        }
+        let answered = seen.units_done;
+        if causal::answers_uncovered(answered, seen.units_before_commit_position, c.commits_asked) {
+            c.after_round = positions.round_now() + 1;
+        }
+    }
+
+    /// A unit with `effects` goes to the primary: one that may make commits asynchronous
+    /// makes this transaction's position cover the insert position, and tells the position
+    /// service when the session does not ask for its commits' positions itself.
+    #[cold]
+    pub(super) fn may_commit_asynchronously(&mut self, effects: Effects) {
+        self.causal.tx_async = true;
+        let asks = matches!(
+            self.causal.mode,
+            ReadYourWrites::Session | ReadYourWrites::Global
+        );
+        if effects.contains(Effects::SYNC_COMMIT) && !asks {
+            self.shared.health.positions.note_async_commits();
         }
     }
 
@@ -175,8 +197,10 @@ where
     pub(super) fn commit_sampled(&mut self, sample: Option<WalSample>) {
         let c = &mut self.causal;
         c.commits_asked = c.commits_asked.saturating_sub(1);
+        let tx_async = std::mem::take(&mut c.tx_async);
         match sample {
-            Some(sample) => {
+            Some(mut sample) => {
+                sample.async_commit |= tx_async;
                 let position = self.shared.health.positions.commit_sample(sample);
                 // It covers everything the session saw before it.
                 c.floor = c.floor.max(position);
