@@ -275,7 +275,13 @@ pub struct Known(Vec<Entry>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
-    Test { name: String, flaky: bool },
+    /// `routing`: the test may also differ through a proxy that pools nothing, since reads
+    /// the replica served are not the primary's.
+    Test {
+        name: String,
+        flaky: bool,
+        routing: bool,
+    },
     Output(String),
 }
 
@@ -299,11 +305,30 @@ impl Known {
                 }
                 let mut words = line.split_whitespace();
                 let name = words.next()?.to_owned();
-                let flaky = words.next() == Some("flaky");
-                Some(Entry::Test { name, flaky })
+                let tags: Vec<&str> = words.collect();
+                Some(Entry::Test {
+                    name,
+                    flaky: tags.contains(&"flaky"),
+                    routing: tags.contains(&"routing"),
+                })
             })
             .collect();
         Known(entries)
+    }
+
+    /// The tests that may differ whatever the pooling, because of where reads run.
+    pub fn routing(&self) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Test {
+                    name,
+                    routing: true,
+                    ..
+                } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Compares the tests that differ with the list; `output_of(name)` is a differing test's
@@ -416,7 +441,7 @@ mod tests {
             "# header\n\
              \n\
              sysviews   # node-local view\n\
-             \x20 stats flaky # node-local\n\
+             \x20 stats flaky routing # node-local\n\
              guc\n\
              output: sorry, too many clients already  # pool\n\
              output: never seen\n",
@@ -457,5 +482,6 @@ mod tests {
             assert_eq!(verdict.new, new, "new, for {differing:?}");
             assert_eq!(verdict.fixed, fixed, "fixed, for {differing:?}");
         }
+        assert_eq!(known.routing(), ["stats"]);
     }
 }

@@ -63,6 +63,14 @@ async fn count_row(client: &Client, id: i32, extended: bool) -> (String, i64) {
     (node, row.get(1).unwrap().parse().unwrap())
 }
 
+/// [`count_row`] with a comment in front, by the extended protocol.
+async fn hinted_count(client: &Client, comment: &str, id: i32) -> (String, i64) {
+    let sql =
+        format!("{comment} SELECT current_setting('cluster_name'), count(*) FROM t WHERE id = $1");
+    let row = client.query_one(&sql, &[&id]).await.unwrap();
+    (row.get(0), row.get(1))
+}
+
 async fn insert(client: &Client, id: i32, extended: bool) {
     if extended {
         client
@@ -304,6 +312,11 @@ async fn the_mode_can_be_set_per_session() {
             (REPLICA.to_owned(), 0),
             "off: the replica serves, stale"
         );
+        assert_eq!(
+            hinted_count(&client, "/* pgrepl:read_your_writes=session */", 400).await,
+            (PRIMARY.to_owned(), 1),
+            "a statement may ask for more than its session"
+        );
         client
             .batch_execute("RESET pgrepl.read_your_writes")
             .await
@@ -321,12 +334,34 @@ async fn the_mode_can_be_set_per_session() {
             .batch_execute("SET pgrepl.max_staleness = '50ms'")
             .await
             .unwrap();
+        let relaxed = session(proxy.addr).await;
+        relaxed
+            .batch_execute("SET pgrepl.max_staleness = '50ms'")
+            .await
+            .unwrap();
         let lenient = session(proxy.addr).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(count_row(&strict, 400, true).await, (PRIMARY.to_owned(), 1));
         assert_eq!(
             count_row(&lenient, 400, true).await,
             (REPLICA.to_owned(), 0)
+        );
+        // (Each session below reads the row once: having seen it, none may read the stale
+        // replica again.)
+        assert_eq!(
+            hinted_count(&relaxed, "-- pgrepl:max_staleness=1h\n", 400).await,
+            (REPLICA.to_owned(), 0),
+            "a statement's bound replaces its session's"
+        );
+        assert_eq!(
+            hinted_count(&lenient, "/* pgrepl:max_staleness=50ms */", 400).await,
+            (PRIMARY.to_owned(), 1),
+            "a statement's own bound"
+        );
+        assert_eq!(
+            count_row(&lenient, 400, true).await,
+            (PRIMARY.to_owned(), 1),
+            "having seen the row on the primary, the session does not read the stale replica"
         );
         on_replica(&cluster, "SELECT pg_wal_replay_resume()").await;
     })

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::catalog::UserFunctions;
 use super::ddl::CatalogChanges;
 use super::effects::Effects;
+use super::hint::CausalHint;
 use super::name::CatalogName;
 use super::reason::{Classification, Reason, Route};
 
@@ -18,6 +19,8 @@ pub struct Analysis {
     pub(super) reads: Reads,
     /// A leading `/* pgrepl:... */` comment.
     pub(super) hint: Option<Route>,
+    /// A read's own mode and staleness bound, from leading comments.
+    pub(super) causal: CausalHint,
     /// What the string changes in the catalog look-up's view.
     pub(super) changes: CatalogChanges,
     /// What it does to the session's state.
@@ -38,6 +41,10 @@ pub(super) struct Reads {
 impl Analysis {
     pub fn effects(&self) -> Effects {
         self.effects
+    }
+
+    pub fn causal_hint(&self) -> CausalHint {
+        self.causal
     }
 
     /// sqlparser could not parse the text (or it was too complex to try).

@@ -11,7 +11,8 @@ use super::catalog::{Catalog, UserFunctions};
 use super::classify::analyze;
 use super::effects::Effects;
 use super::functions::Overrides;
-use super::reason::Classification;
+use super::hint::CausalHint;
+use super::reason::{Classification, Route};
 
 pub struct Classifier {
     cache: ClassifyCache,
@@ -56,8 +57,13 @@ impl Classifier {
         self.decide(sql, functions).0
     }
 
-    /// [`Classifier::classify`], and what the statement does to the session's state.
-    pub fn decide(&self, sql: &str, functions: &UserFunctions) -> (Classification, Effects) {
+    /// [`Classifier::classify`], what the statement does to the session's state, and a
+    /// read's own causal-reads mode and staleness bound.
+    pub fn decide(
+        &self,
+        sql: &str,
+        functions: &UserFunctions,
+    ) -> (Classification, Effects, CausalHint) {
         self.cache.resolve(
             sql,
             |sql| {
@@ -67,7 +73,15 @@ impl Classifier {
                 }
                 analysis
             },
-            |analysis| (analysis.resolve(functions), analysis.effects()),
+            |analysis| {
+                let classification = analysis.resolve(functions);
+                // A hint of a read that the catalog sends to the primary means nothing.
+                let hint = match classification.route {
+                    Route::Replica => analysis.causal_hint(),
+                    Route::Primary => CausalHint::NONE,
+                };
+                (classification, analysis.effects(), hint)
+            },
         )
     }
 

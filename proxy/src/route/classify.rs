@@ -23,7 +23,7 @@ use super::catalog::UserFunctions;
 use super::ddl::{catalog_changes, CatalogChanges};
 use super::effects::{effects, Effects};
 use super::functions::{Call, Overrides};
-use super::hint::route_hint;
+use super::hint::{causal_hint, route_hint, CausalHint};
 use super::name::CatalogName;
 use super::node_local;
 use super::reason::{Classification, Reason, Route};
@@ -65,13 +65,14 @@ pub(super) fn analyze(sql: &str, overrides: &Overrides) -> Analysis {
             ),
         };
     // A hint only matters for a read.
-    let hint = match classification.route {
-        Route::Replica => route_hint(sql),
-        Route::Primary => None,
+    let (hint, causal) = match classification.route {
+        Route::Replica => (route_hint(sql), causal_hint(sql)),
+        Route::Primary => (None, CausalHint::NONE),
     };
     Analysis {
         classification,
         hint,
+        causal,
         reads,
         changes,
         effects,

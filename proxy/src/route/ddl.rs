@@ -97,12 +97,14 @@ pub fn catalog_changes(tokens: &[TokenWithSpan]) -> CatalogChanges {
                 name += 3;
             }
             sequences.extend(last_name_part(&words[name.min(words.len())..]));
-        } else if verb == "alter" && object_is("sequence") {
+        } else if verb == "alter" && (object_is("sequence") || object_is("table")) {
+            // `ALTER TABLE` renames sequences too: the new name may be one.
             let rename = (object..words.len()).find(|&i| is(i, "rename") && is(i + 1, "to"));
             if let Some(i) = rename {
                 sequences.extend(last_name_part(&words[i + 2..]));
             }
-        } else if verb != "drop" && object_is("table") {
+        }
+        if verb != "drop" && object_is("table") {
             changes.implicit_sequences |=
                 (object..words.len()).any(|i| IMPLICIT_SEQUENCE_WORDS.iter().any(|w| is(i, w)));
         }
@@ -270,6 +272,12 @@ mod sequence_tests {
             false,
         ),
         ("ALTER SEQUENCE s RENAME TO s_new", &["s_new"], false),
+        (
+            "ALTER TABLE foo_seq RENAME TO foo_seq_new",
+            &["foo_seq_new"],
+            false,
+        ),
+        ("ALTER TABLE t RENAME COLUMN a TO b", &[], false),
         ("ALTER SEQUENCE s RESTART", &[], false),
         ("CREATE TABLE t (id serial PRIMARY KEY)", &[], true),
         (

@@ -2,15 +2,52 @@
 //! `-- pgrepl:...` line form) lets the application choose where a read runs, for example a
 //! read that must see a write made a moment ago on another connection. A write ignores it.
 //!
+//! A read may also carry its own causal-reads mode and staleness bound:
+//! `/* pgrepl:read_your_writes=linearizable */`, `/* pgrepl:max_staleness=200ms */` (one
+//! directive a comment; several comments may lead the statement).
+//!
 //! Only comments before the first statement count, so the scan stops at the first token
 //! that is not a comment; most statements start with a keyword and cost one comparison.
+
+use std::time::Duration;
+
+use pgrepl_config::{Named, ReadYourWrites};
 
 use super::reason::Route;
 
 /// The route the leading comments of `sql` ask for, if one of them is a hint.
 pub fn route_hint(sql: &str) -> Option<Route> {
+    leading_comments(sql).find_map(parse)
+}
+
+/// The mode and staleness bound the leading comments of `sql` ask for.
+pub fn causal_hint(sql: &str) -> CausalHint {
+    let mut mode = None;
+    let mut max_staleness = None;
+    for body in leading_comments(sql) {
+        match directive(body) {
+            Some(("read_your_writes", value)) => {
+                mode = mode.or(ReadYourWrites::ALL
+                    .iter()
+                    .copied()
+                    .find(|m| m.as_str().eq_ignore_ascii_case(value)));
+            }
+            Some(("max_staleness", value)) => {
+                max_staleness = max_staleness.or(match value {
+                    "0" => Some(Duration::ZERO),
+                    _ => humantime::parse_duration(value).ok(),
+                });
+            }
+            _ => {}
+        }
+    }
+    CausalHint::new(mode, max_staleness)
+}
+
+/// The trimmed bodies of the comments before the first statement, in order.
+fn leading_comments(sql: &str) -> impl Iterator<Item = &str> {
     let mut rest = sql.trim_start();
-    loop {
+    std::iter::from_fn(move || {
         let (body, after) = if let Some(comment) = rest.strip_prefix("/*") {
             let end = comment.find("*/")?;
             (&comment[..end], &comment[end + 2..])
@@ -20,10 +57,67 @@ pub fn route_hint(sql: &str) -> Option<Route> {
         } else {
             return None;
         };
-        if let Some(route) = parse(body.trim()) {
-            return Some(route);
-        }
         rest = after.trim_start();
+        Some(body.trim())
+    })
+}
+
+/// `pgrepl:<key>=<value>`, the key lower-case.
+fn directive(body: &str) -> Option<(&'static str, &str)> {
+    let rest = strip_prefix_ignore_case(body, "pgrepl:")?;
+    let (key, value) = rest.split_once('=')?;
+    let key = key.trim();
+    let key = ["read_your_writes", "max_staleness"]
+        .into_iter()
+        .find(|k| k.eq_ignore_ascii_case(key))?;
+    Some((key, value.trim()))
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// A read's own causal-reads mode and staleness bound, packed into four bytes (the verdict
+/// that carries it is copied for every statement): the mode in the low three bits (0: none),
+/// the bound in milliseconds plus one above them (0: none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CausalHint(u32);
+
+impl CausalHint {
+    pub const NONE: CausalHint = CausalHint(0);
+    const MODE_BITS: u32 = 3;
+
+    pub fn new(mode: Option<ReadYourWrites>, max_staleness: Option<Duration>) -> CausalHint {
+        let mode = mode.map_or(0, |m| {
+            1 + ReadYourWrites::ALL
+                .iter()
+                .position(|&x| x == m)
+                .unwrap_or(0) as u32
+        });
+        let limit = u32::MAX >> Self::MODE_BITS;
+        let bound = max_staleness.map_or(0, |d| {
+            u32::try_from(d.as_millis())
+                .unwrap_or(u32::MAX)
+                .min(limit - 1)
+                + 1
+        });
+        CausalHint(mode | (bound << Self::MODE_BITS))
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn mode(self) -> Option<ReadYourWrites> {
+        let index = (self.0 & ((1 << Self::MODE_BITS) - 1)).checked_sub(1)?;
+        ReadYourWrites::ALL.get(index as usize).copied()
+    }
+
+    pub fn max_staleness(self) -> Option<Duration> {
+        let bound = (self.0 >> Self::MODE_BITS).checked_sub(1)?;
+        Some(Duration::from_millis(u64::from(bound)))
     }
 }
 
@@ -66,6 +160,43 @@ mod tests {
         ] {
             assert_eq!(route_hint(sql), want, "{sql:?}");
         }
+    }
+
+    #[test]
+    fn a_read_may_carry_its_own_mode_and_staleness_bound() {
+        use ReadYourWrites::*;
+        let ms = Duration::from_millis;
+        for (sql, mode, bound) in [
+            ("SELECT 1", None, None),
+            ("/* pgrepl:read_your_writes=linearizable */ SELECT 1", Some(Linearizable), None),
+            ("/* PGREPL:Read_Your_Writes = OFF */SELECT 1", Some(Off), None),
+            ("/* pgrepl:max_staleness=200ms */ SELECT 1", None, Some(ms(200))),
+            ("-- pgrepl:max_staleness=0\nSELECT 1", None, Some(ms(0))),
+            (
+                "/* pgrepl:replica */ /* pgrepl:max_staleness=2s */ /* pgrepl:read_your_writes=global */ SELECT 1",
+                Some(Global),
+                Some(ms(2000)),
+            ),
+            ("/* pgrepl:read_your_writes=sometimes */ SELECT 1", None, None),
+            ("/* pgrepl:max_staleness=soon */ SELECT 1", None, None),
+            ("SELECT 1 /* pgrepl:max_staleness=200ms */", None, None),
+        ] {
+            let hint = causal_hint(sql);
+            assert_eq!((hint.mode(), hint.max_staleness()), (mode, bound), "{sql:?}");
+            assert_eq!(hint.is_none(), mode.is_none() && bound.is_none(), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn a_hint_packs_every_mode_and_clamps_huge_bounds() {
+        for mode in ReadYourWrites::ALL {
+            let hint = CausalHint::new(Some(*mode), Some(Duration::from_millis(5)));
+            assert_eq!(hint.mode(), Some(*mode));
+            assert_eq!(hint.max_staleness(), Some(Duration::from_millis(5)));
+        }
+        let huge = CausalHint::new(None, Some(Duration::from_secs(1 << 40)));
+        assert!(huge.max_staleness().unwrap() > Duration::from_secs(86_400 * 5));
+        assert_eq!(CausalHint::NONE.mode(), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The classifier's one answer about a statement, as the session routes it: where it may
 //! run, why, and what it does to the session.
 
-use super::{Classifier, Effects, Reason, Route, UserFunctions};
+use super::{CausalHint, Classifier, Effects, Reason, Route, UserFunctions};
 
 /// What classifying a statement's SQL gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,6 +9,8 @@ pub struct Verdict {
     pub route: Route,
     pub reason: Reason,
     pub effects: Effects,
+    /// A read's own causal-reads mode and staleness bound (`/* pgrepl:max_staleness=... */`).
+    pub hint: CausalHint,
 }
 
 impl Verdict {
@@ -18,6 +20,7 @@ impl Verdict {
         route: Route::Primary,
         reason: Reason::Unparseable,
         effects: Effects::NONE,
+        hint: CausalHint::NONE,
     };
 
     /// Whether the statement may change data that later reads must see: it goes to the
@@ -53,11 +56,12 @@ impl Verdict {
                 ..Verdict::UNKNOWN
             },
             |text| {
-                let (classification, effects) = classifier.decide(text, functions);
+                let (classification, effects, hint) = classifier.decide(text, functions);
                 Verdict {
                     route: classification.route,
                     reason: classification.reason,
                     effects,
+                    hint,
                 }
             },
         )

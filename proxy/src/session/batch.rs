@@ -409,6 +409,7 @@ mod tests {
             route,
             reason,
             effects,
+            hint: crate::route::CausalHint::NONE,
         }
     }
 

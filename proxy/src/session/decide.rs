@@ -61,6 +61,7 @@ pub fn wanted(verdict: Verdict, default_read_only: bool) -> Wanted {
         route,
         reason,
         effects,
+        ..
     } = verdict;
     match (reason, route) {
         (Reason::Transaction, _)
@@ -201,6 +202,7 @@ mod tests {
             route,
             reason,
             effects,
+            hint: crate::route::CausalHint::NONE,
         }
     }
 

@@ -175,6 +175,8 @@ pub struct Session<R, W> {
     /// The session's `SET pgrepl.max_staleness`: replicas staler than this serve none of its
     /// reads (`[routing] max_replica_lag` still applies).
     max_staleness: Option<std::time::Duration>,
+    /// The unit being routed: its own mode and staleness bound, from its comments.
+    unit_hint: crate::route::CausalHint,
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
@@ -280,6 +282,7 @@ where
             cancel_key: None,
             read_pref: ReadPreference::Auto,
             max_staleness: None,
+            unit_hint: crate::route::CausalHint::NONE,
             pending_write: false,
             causal: causal::Causal::new(shared_mode),
             deferred: None,

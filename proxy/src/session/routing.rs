@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::backend::BackendId;
+use crate::route::CausalHint;
 use causal::Awaited;
 use decide::ReplicaView;
 
@@ -82,6 +83,7 @@ where
         if let Some(deferred) = &self.deferred {
             wanted = deferred::wanted_in_deferred(wanted, verdict.effects, deferred.state);
         }
+        self.unit_hint = verdict.hint;
         match self.route(wanted) {
             Some(decision) => QueryStep::Send(decision, verdict.effects),
             None => QueryStep::Wait,
@@ -91,8 +93,10 @@ where
     /// Where the buffered extended-protocol batch goes, at its Sync or Flush.
     #[inline]
     pub(super) fn route_batch(&mut self) -> Option<Decision> {
+        let verdict = self.batch.verdict();
+        self.unit_hint = verdict.map_or(CausalHint::NONE, |v| v.hint);
         let mut wanted = decide::wanted_by_batch(
-            self.batch.verdict(),
+            verdict,
             self.batch.names_primary_object(),
             self.state.pinned(),
             self.state.default_read_only,
