@@ -466,7 +466,7 @@ model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "Notes. Command: \`$cmd bash bench/causal.sh\`; run from $STARTED to $FINISHED;" \
     "$(nproc) CPUs (${model:-unknown CPU}), Linux $(uname -r), $("$PG_BIN/postgres" --version);" \
     "proxy $(revision)," \
-    "one proxy per mode, [routing] causal_wait = ${CAUSAL_WAIT:-the default (5ms)}." \
+    "one proxy per mode, [routing] causal_wait = ${CAUSAL_WAIT:-the default (20ms)}." \
     "Each cell is the median over $ROUNDS round(s) (violations: the sum), runs interleaved round > workload > clients > mode, the replica caught up before each run." \
     "Replica share: mixed, from the proxy's pgrepl_queries_total (replica route / all routes, and replica route / pgbench's select-only transactions);" \
     "checkload, the reads answered by a server other than db01 (cluster_name)." \
