@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use pgrepl_tests::endpoint::Metrics;
 use pgrepl_tests::roles::{APP, DATABASE};
+use pgrepl_tests::suite::run_with_timeout;
 use pgrepl_tests::suite::{bounded_for, code_of, eventually, on_replica, own_cluster_and_proxy};
 use pgrepl_tests::suite::{PRIMARY, REPLICA};
 use pgrepl_tests::{connect, OwnCluster, ProxyProcess};
@@ -364,6 +365,79 @@ async fn the_mode_can_be_set_per_session() {
             "having seen the row on the primary, the session does not read the stale replica"
         );
         on_replica(&cluster, "SELECT pg_wal_replay_resume()").await;
+    })
+    .await
+}
+
+/// pgbench through the proxy, as `pgbench` and its arguments would run it; its output.
+fn pgbench(addr: SocketAddr, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(pgrepl_tests::pg_bin_dir().unwrap().join("pgbench"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &addr.port().to_string(),
+        "-U",
+        APP.name,
+    ])
+    .args(args)
+    .arg(DATABASE)
+    .env("PGPASSWORD", "app-pass")
+    .env("PGPASSFILE", "/dev/null");
+    let run = run_with_timeout(cmd, b"", Duration::from_secs(120)).unwrap();
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.success,
+        "pgbench {args:?} failed:\n{out}\n{}",
+        run.stderr
+    );
+    out
+}
+
+/// The transactions pgbench ran of the script named `name` (`SQL script N: <builtin: NAME>`).
+fn script_transactions(out: &str, name: &str) -> f64 {
+    let section = out
+        .split("SQL script")
+        .find(|s| s.contains(&format!("<builtin: {name}>")))
+        .unwrap_or_else(|| panic!("no script {name} in:\n{out}"));
+    let line = section
+        .lines()
+        .find(|l| l.trim_start().starts_with("- ") && l.contains("transactions"))
+        .unwrap_or_else(|| panic!("no count for {name} in:\n{out}"));
+    line.trim_start_matches([' ', '-'])
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_mixed_script_reads_on_the_replica_between_its_writes() {
+    bounded_for(LIMIT, async {
+        let (_cluster, proxy) = cluster_and_proxy("causal-pgbench", "");
+        let addr = proxy.addr;
+        tokio::task::spawn_blocking(move || pgbench(addr, &["-i", "-s", "1", "-q"]))
+            .await
+            .unwrap();
+        for mode in ["simple", "extended"] {
+            let replica = || metric(&proxy, "pgrepl_queries_total", &[("route", "replica")]);
+            let before = replica();
+            let args = [
+                "-n", "-c", "4", "-j", "2", "-T", "3", "-M", mode, "-b", "tpcb-like@1", "-b",
+                "select-only@9",
+            ];
+            let out = tokio::task::spawn_blocking(move || pgbench(addr, &args))
+                .await
+                .unwrap();
+            let reads = script_transactions(&out, "select only");
+            let on_replica = replica() - before;
+            eprintln!("pgbench -M {mode}: {reads} select-only transactions, {on_replica} statements on the replica");
+            assert!(reads > 0.0, "{out}");
+            assert!(
+                on_replica >= 0.8 * reads,
+                "-M {mode}: {on_replica} replica statements for {reads} select-only transactions"
+            );
+        }
     })
     .await
 }
