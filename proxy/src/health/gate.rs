@@ -21,9 +21,13 @@ pub struct LsnGate {
     waiters: AtomicUsize,
     /// Signalled when the first waiter arrives.
     demand: Notify,
-    /// When the value last grew while someone waited (nanoseconds, the caller's clock), and
-    /// when its source was last asked: together they tell a source that makes no progress.
-    progressed_at: AtomicU64,
+    /// The first value wanted and not reached yet (0: none), and since when (nanoseconds,
+    /// the caller's clock); a later want does not move it, reaching it ends it: how long the
+    /// oldest unmet want has waited, across waits that gave up, tells a source that is stuck
+    /// from one that is merely behind.
+    oldest_want: AtomicU64,
+    wanted_since: AtomicU64,
+    /// When its source was last asked.
     asked_at: AtomicU64,
 }
 
@@ -44,6 +48,12 @@ impl LsnGate {
     pub fn advance(&self, to: u64) {
         if self.reached.fetch_max(to, SeqCst) >= to {
             return;
+        }
+        let oldest = self.oldest_want.load(Relaxed);
+        if oldest != 0 && oldest <= to {
+            let _ = self
+                .oldest_want
+                .compare_exchange(oldest, 0, Relaxed, Relaxed);
         }
         // SeqCst with `poll_reach`'s store-then-check: either this sees its waiter, or it
         // sees this value.
@@ -118,6 +128,7 @@ impl LsnGate {
     /// had), waking every waiter to decide anew.
     pub fn restart(&self) {
         self.reached.store(0, Release);
+        self.oldest_want.store(0, Relaxed);
         self.wake_all();
     }
 
@@ -137,23 +148,38 @@ impl LsnGate {
         }
     }
 
-    /// The source was asked at `now`, and the value it gave grew since its last answer (or
-    /// this is the first answer of a burst of asking: nothing is known to be stuck yet).
-    pub fn asked(&self, now: u64, grew: bool) {
-        if grew {
-            self.progressed_at.store(now, Relaxed);
+    /// Someone wants `target` as of `now` (before waiting for it): the start of an unmet
+    /// want, unless one is open already.
+    pub fn want(&self, target: u64, now: u64) {
+        if target <= self.reached() || self.oldest_want.load(Relaxed) != 0 {
+            return;
         }
+        if self
+            .oldest_want
+            .compare_exchange(0, target, Relaxed, Relaxed)
+            .is_ok()
+        {
+            self.wanted_since.store(now, Relaxed);
+        }
+    }
+
+    /// The source was asked at `now`.
+    pub fn asked(&self, now: u64) {
         self.asked_at.store(now, Relaxed);
     }
 
-    /// How long the source has been asked without the value growing, as of `now`, if it was
-    /// asked within `recent` (else 0: nobody knows, as nobody asked).
+    /// How long the oldest unmet want has waited as of `now`, if the source was asked within
+    /// `recent` (else 0: what the gate says may be old, as nobody asked).
     pub fn stalled_for(&self, now: u64, recent: u64) -> u64 {
         let asked = self.asked_at.load(Relaxed);
         if asked == 0 || now.saturating_sub(asked) > recent {
             return 0;
         }
-        asked.saturating_sub(self.progressed_at.load(Relaxed))
+        let oldest = self.oldest_want.load(Relaxed);
+        if oldest == 0 || oldest <= self.reached() {
+            return 0;
+        }
+        now.saturating_sub(self.wanted_since.load(Relaxed))
     }
 }
 
@@ -259,14 +285,36 @@ mod tests {
     }
 
     #[test]
-    fn a_source_asked_without_progress_is_stalled_for_that_long() {
+    fn the_oldest_unmet_want_tells_how_long_the_source_has_been_stuck() {
         let gate = LsnGate::default();
-        assert_eq!(gate.stalled_for(100, 50), 0, "never asked");
-        gate.asked(100, true);
-        gate.asked(130, false);
-        assert_eq!(gate.stalled_for(140, 50), 30);
-        gate.asked(150, true);
-        assert_eq!(gate.stalled_for(150, 50), 0);
+        gate.advance(10);
+        gate.want(5, 100);
+        assert_eq!(
+            gate.stalled_for(120, 50),
+            0,
+            "wanted what is reached; never asked"
+        );
+        gate.want(20, 100);
+        gate.asked(110);
+        assert_eq!(gate.stalled_for(130, 50), 30);
+        gate.want(40, 125);
+        assert_eq!(
+            gate.stalled_for(140, 50),
+            40,
+            "a later want does not move it"
+        );
+        gate.advance(30);
+        assert_eq!(
+            gate.stalled_for(140, 50),
+            0,
+            "reaching the oldest want ends it"
+        );
+        gate.want(40, 150);
+        gate.asked(150);
+        assert_eq!(gate.stalled_for(170, 50), 20);
         assert_eq!(gate.stalled_for(500, 50), 0, "not asked lately");
+        gate.restart();
+        gate.asked(510);
+        assert_eq!(gate.stalled_for(520, 50), 0, "a restart forgets the wants");
     }
 }

@@ -25,22 +25,16 @@ pub async fn watch(health: Arc<Health>, backend: BackendId, probe: Probe) {
     }
     loop {
         gate.demanded().await;
-        // This burst's last answer: progress is judged against it alone (the monitor's
-        // samples advance the gate too, and an idle spell says nothing of being stuck).
-        let mut last = None;
         while gate.has_waiters() {
             match probe.ask(REPLAY_SQL, |row| lsn_column(row, 0)).await {
                 Ok(replayed) => {
-                    let grew = last.is_none_or(|last| replayed > last);
-                    last = Some(replayed);
                     gate.advance(replayed);
-                    gate.asked(health.now_nanos(), grew);
+                    gate.asked(health.now_nanos());
                 }
                 Err(error) => {
                     // Restarted, perhaps at an older point: nothing it had replayed counts.
                     tracing::debug!(%backend, %error, "replay position look-up failed");
                     gate.restart();
-                    last = None;
                     tokio::time::sleep(RETRY_AFTER).await;
                 }
             }

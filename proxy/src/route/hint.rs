@@ -81,13 +81,17 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
 
 /// A read's own causal-reads mode and staleness bound, packed into four bytes (the verdict
 /// that carries it is copied for every statement): the mode in the low three bits (0: none),
-/// the bound in milliseconds plus one above them (0: none).
+/// then a bit saying the unit also runs statements without this hint (a batch of several:
+/// the session's own mode and bound count too), then the bound in milliseconds plus one (0:
+/// none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CausalHint(u32);
 
 impl CausalHint {
     pub const NONE: CausalHint = CausalHint(0);
     const MODE_BITS: u32 = 3;
+    const MIXED: u32 = 1 << Self::MODE_BITS;
+    const BOUND_SHIFT: u32 = Self::MODE_BITS + 1;
 
     pub fn new(mode: Option<ReadYourWrites>, max_staleness: Option<Duration>) -> CausalHint {
         let mode = mode.map_or(0, |m| {
@@ -96,14 +100,14 @@ impl CausalHint {
                 .position(|&x| x == m)
                 .unwrap_or(0) as u32
         });
-        let limit = u32::MAX >> Self::MODE_BITS;
+        let limit = u32::MAX >> Self::BOUND_SHIFT;
         let bound = max_staleness.map_or(0, |d| {
             u32::try_from(d.as_millis())
                 .unwrap_or(u32::MAX)
                 .min(limit - 1)
                 + 1
         });
-        CausalHint(mode | (bound << Self::MODE_BITS))
+        CausalHint(mode | (bound << Self::BOUND_SHIFT))
     }
 
     pub fn is_none(self) -> bool {
@@ -111,24 +115,74 @@ impl CausalHint {
     }
 
     pub fn mode(self) -> Option<ReadYourWrites> {
-        let index = (self.0 & ((1 << Self::MODE_BITS) - 1)).checked_sub(1)?;
+        let index = (self.0 & (Self::MIXED - 1)).checked_sub(1)?;
         ReadYourWrites::ALL.get(index as usize).copied()
     }
 
     pub fn max_staleness(self) -> Option<Duration> {
-        let bound = (self.0 >> Self::MODE_BITS).checked_sub(1)?;
+        let bound = (self.0 >> Self::BOUND_SHIFT).checked_sub(1)?;
         Some(Duration::from_millis(u64::from(bound)))
+    }
+
+    /// The hint of a unit running statements with hints `self` and `other`: whatever each
+    /// asks for, so the strongest mode and the tightest bound, and the session's own for a
+    /// statement that asks for nothing.
+    pub fn combine(self, other: CausalHint) -> CausalHint {
+        if self == other {
+            return self;
+        }
+        let mode = match (self.mode(), other.mode()) {
+            (Some(a), Some(b)) => Some(stronger(a, b)),
+            (a, b) => a.or(b),
+        };
+        let bound = match (self.max_staleness(), other.max_staleness()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mixed = (self.0 | other.0) & Self::MIXED != 0
+            || self.mode().is_none() != other.mode().is_none()
+            || self.max_staleness().is_none() != other.max_staleness().is_none();
+        let combined = CausalHint::new(mode, bound);
+        CausalHint(combined.0 | if mixed { Self::MIXED } else { 0 })
+    }
+
+    /// The mode a read runs under, in a session whose own is `session`.
+    pub fn mode_in(self, session: ReadYourWrites) -> ReadYourWrites {
+        match self.mode() {
+            Some(mode) if self.0 & Self::MIXED != 0 => stronger(mode, session),
+            Some(mode) => mode,
+            None => session,
+        }
+    }
+
+    /// The staleness bound a read runs under, in a session whose own is `session`.
+    pub fn bound_in(self, session: Option<Duration>) -> Option<Duration> {
+        match (self.max_staleness(), session) {
+            (Some(bound), Some(own)) if self.0 & Self::MIXED != 0 => Some(bound.min(own)),
+            (Some(bound), _) => Some(bound),
+            (None, own) => own,
+        }
+    }
+}
+
+/// The mode that promises more.
+fn stronger(a: ReadYourWrites, b: ReadYourWrites) -> ReadYourWrites {
+    let strength = |m| match m {
+        ReadYourWrites::Off => 0,
+        ReadYourWrites::Session => 1,
+        ReadYourWrites::Global => 2,
+        ReadYourWrites::Linearizable => 3,
+    };
+    if strength(a) >= strength(b) {
+        a
+    } else {
+        b
     }
 }
 
 /// `pgrepl:primary` or `pgrepl:replica`, in any case.
 fn parse(body: &str) -> Option<Route> {
-    const PREFIX: &str = "pgrepl:";
-    let prefix = body.get(..PREFIX.len())?;
-    if !prefix.eq_ignore_ascii_case(PREFIX) {
-        return None;
-    }
-    let value = body[PREFIX.len()..].trim();
+    let value = strip_prefix_ignore_case(body, "pgrepl:")?.trim();
     if value.eq_ignore_ascii_case("primary") {
         Some(Route::Primary)
     } else if value.eq_ignore_ascii_case("replica") {
@@ -195,8 +249,38 @@ mod tests {
             assert_eq!(hint.max_staleness(), Some(Duration::from_millis(5)));
         }
         let huge = CausalHint::new(None, Some(Duration::from_secs(1 << 40)));
-        assert!(huge.max_staleness().unwrap() > Duration::from_secs(86_400 * 5));
+        assert!(huge.max_staleness().unwrap() > Duration::from_secs(86_400 * 3));
         assert_eq!(CausalHint::NONE.mode(), None);
+    }
+
+    #[test]
+    fn a_unit_of_several_statements_asks_what_each_asks() {
+        use ReadYourWrites::*;
+        let ms = Duration::from_millis;
+        let off = CausalHint::new(Some(Off), None);
+        let lin = CausalHint::new(Some(Linearizable), None);
+        let tight = CausalHint::new(None, Some(ms(50)));
+        let loose = CausalHint::new(None, Some(ms(500)));
+        let none = CausalHint::NONE;
+        // (first, second, session mode, session bound, mode, bound)
+        for (a, b, session, own, mode, bound) in [
+            (off, off, Session, None, Off, None),
+            (off, none, Session, None, Session, None),
+            (none, off, Global, None, Global, None),
+            (off, none, Off, None, Off, None),
+            (lin, none, Session, None, Linearizable, None),
+            (off, lin, Session, None, Linearizable, None),
+            (tight, loose, Session, Some(ms(100)), Session, Some(ms(50))),
+            (loose, none, Session, Some(ms(100)), Session, Some(ms(100))),
+            (loose, none, Session, None, Session, Some(ms(500))),
+            (loose, loose, Session, Some(ms(100)), Session, Some(ms(500))),
+        ] {
+            for hint in [a.combine(b), b.combine(a)] {
+                assert_eq!(hint.mode_in(session), mode, "{a:?} {b:?}");
+                assert_eq!(hint.bound_in(own), bound, "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(off.combine(none).combine(none), off.combine(none));
     }
 
     #[test]

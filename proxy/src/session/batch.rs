@@ -265,8 +265,15 @@ fn stricter(so_far: Option<Verdict>, next: Verdict) -> Verdict {
     match so_far {
         // A batch of one statement, the usual one, ranks nothing.
         None => next,
-        Some(kept) if kept.rank() >= next.rank() => kept,
-        Some(_) => next,
+        Some(kept) => {
+            let hint = kept.hint.combine(next.hint);
+            let chosen = if kept.rank() >= next.rank() {
+                kept
+            } else {
+                next
+            };
+            Verdict { hint, ..chosen }
+        }
     }
 }
 

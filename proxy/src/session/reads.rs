@@ -31,7 +31,7 @@ where
         if forced {
             return ReplicaView::Ready;
         }
-        if let Some(bound) = self.unit_hint.max_staleness().or(self.max_staleness) {
+        if let Some(bound) = self.unit_hint.bound_in(self.max_staleness) {
             let staleness = self.shared.health.staleness_nanos(replica);
             if u128::from(staleness) > bound.as_nanos() {
                 return ReplicaView::Unavailable(Reason::Lag);

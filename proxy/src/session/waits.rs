@@ -16,9 +16,10 @@ use crate::health::WalSample;
 
 /// How many waits back a replica's stuck replay is remembered.
 const HOPELESS_MEMORY: u64 = 10;
-/// For how many waits replay must have made no progress to be taken for stuck: a standby's
-/// replay pauses for longer than one wait now and then on a busy machine (measured: at 16
-/// clients on 2 cores, a threshold of one wait sent two thirds of the reads to the primary).
+/// For how many waits the oldest position wanted of a replica must have gone unreplayed for
+/// it to be taken for stuck: a standby's replay pauses for longer than one wait now and then
+/// on a busy machine (measured: at 16 clients on 2 cores, a threshold of one wait sent two
+/// thirds of the reads to the primary).
 const HOPELESS_AFTER: u64 = 2;
 
 impl<R, W> Session<R, W>
@@ -29,7 +30,7 @@ where
     /// What a read on `replica` must do first to see what the session must see.
     #[inline]
     pub(super) fn causal_step(&mut self, replica: BackendId) -> CausalStep {
-        let mode = self.unit_hint.mode().unwrap_or(self.causal.mode);
+        let mode = self.unit_hint.mode_in(self.causal.mode);
         if mode == ReadYourWrites::Off {
             return CausalStep::Ready;
         }
@@ -47,9 +48,10 @@ where
                 }
                 _ => {}
             }
-            // A statement asks for more than its session, which kept no floor ("off"): what
-            // the session committed is bounded by a look-up from now on.
-            if c.mode == ReadYourWrites::Off && mode != ReadYourWrites::Off {
+            // A statement asks for its session's own commits, which the session's mode does
+            // not track ("off", "linearizable"): they are bounded by a look-up from now on.
+            let tracks = |m| matches!(m, ReadYourWrites::Session | ReadYourWrites::Global);
+            if tracks(mode) && !tracks(c.mode) {
                 c.after_round = c.after_round.max(positions.round_now() + 1);
             }
         }
@@ -102,6 +104,7 @@ where
                 if target > health.positions.flushed() {
                     health.positions.want_flushed(target);
                 }
+                health.replay_gate(replica).want(target, health.now_nanos());
                 (WaitOn::Replay(replica), target)
             }
         };
