@@ -234,7 +234,8 @@ fn update_behind(history: &History, replica: &BackendState) -> bool {
     before == CAUGHT_UP && since != CAUGHT_UP
 }
 
-fn nanos(d: Duration) -> u64 {
+/// `d` in nanoseconds, saturating.
+pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -112,8 +112,15 @@ impl PrimaryPositions {
     /// The number of the last round numbered: a round numbered later (above it) was sent
     /// after this call.
     #[inline]
-    pub fn round_now(&self) -> u64 {
+    fn round_now(&self) -> u64 {
         self.numbered.load(SeqCst)
+    }
+
+    /// The first round numbered after this call: its position covers everything committed
+    /// (or seen) before it.
+    #[inline]
+    pub fn next_round(&self) -> u64 {
+        self.round_now() + 1
     }
 
     pub fn rounds(&self) -> &LsnGate {

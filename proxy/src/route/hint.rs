@@ -26,22 +26,30 @@ pub fn causal_hint(sql: &str) -> CausalHint {
     let mut max_staleness = None;
     for body in leading_comments(sql) {
         match directive(body) {
-            Some(("read_your_writes", value)) => {
-                mode = mode.or(ReadYourWrites::ALL
-                    .iter()
-                    .copied()
-                    .find(|m| m.as_str().eq_ignore_ascii_case(value)));
-            }
+            Some(("read_your_writes", value)) => mode = mode.or(mode_named(value)),
             Some(("max_staleness", value)) => {
-                max_staleness = max_staleness.or(match value {
-                    "0" => Some(Duration::ZERO),
-                    _ => humantime::parse_duration(value).ok(),
-                });
+                max_staleness = max_staleness.or(staleness_bound(value))
             }
             _ => {}
         }
     }
     CausalHint::new(mode, max_staleness)
+}
+
+/// A `read_your_writes` mode by its name, in any case.
+pub fn mode_named(name: &str) -> Option<ReadYourWrites> {
+    ReadYourWrites::ALL
+        .iter()
+        .copied()
+        .find(|m| m.as_str().eq_ignore_ascii_case(name))
+}
+
+/// A staleness bound: a duration like `200ms`, or `0` (caught up).
+pub fn staleness_bound(text: &str) -> Option<Duration> {
+    match text {
+        "0" => Some(Duration::ZERO),
+        _ => humantime::parse_duration(text).ok(),
+    }
 }
 
 /// The trimmed bodies of the comments before the first statement, in order.

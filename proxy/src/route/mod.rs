@@ -21,7 +21,7 @@ pub use classifier::Classifier;
 pub use classify::classify;
 pub use ddl::database_ddl_target_sql;
 pub use effects::{set_config_template, Effects, SetConfigArg};
-pub use hint::CausalHint;
+pub use hint::{mode_named, staleness_bound, CausalHint};
 pub use reason::{Classification, Reason, Route};
 pub use verdict::Verdict;
 

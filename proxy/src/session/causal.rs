@@ -87,6 +87,12 @@ pub fn causal_step(v: CausalView) -> CausalStep {
     }
 }
 
+/// Whether `mode` keeps a floor of the session's own commits and primary reads (the others
+/// ask nothing, or look the position up for every read).
+pub fn keeps_floor(mode: ReadYourWrites) -> bool {
+    matches!(mode, ReadYourWrites::Session | ReadYourWrites::Global)
+}
+
 /// Whether the position of a commit is asked for right behind a unit on the primary: in the
 /// modes that keep per-session floors, after a unit that ran on the primary and may have
 /// written (or ends a transaction that did), with a ReadyForQuery to answer it and no
@@ -105,13 +111,12 @@ pub fn asks_commit_position(
     if !(on_primary && wrote) {
         return false;
     }
-    let keeps_floor = matches!(mode, ReadYourWrites::Session | ReadYourWrites::Global);
     let leaves_no_tx = if in_tx || effects.contains(Effects::TX_CONTROL) {
         effects.contains(Effects::ENDS_TX)
     } else {
         true
     };
-    keeps_floor && synced && leaves_no_tx && !effects.contains(Effects::COPY)
+    keeps_floor(mode) && synced && leaves_no_tx && !effects.contains(Effects::COPY)
 }
 
 /// Whether client units the primary just answered saw something no commit position covers:

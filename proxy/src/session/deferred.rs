@@ -66,13 +66,17 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    /// Whether the simple query in `cin` may begin or end a deferred transaction: one look
-    /// at the first letters, unless a transaction is deferred.
+    /// Whether the simple query of `total` bytes in `cin` may begin or end a deferred
+    /// transaction: nothing to look at with deferral off (the default), else its first
+    /// letters, unless a transaction is deferred.
     #[inline(always)]
-    pub(super) fn may_take_deferral(&self, sql: &[u8]) -> bool {
+    pub(super) fn may_take_deferral(&self, total: usize) -> bool {
         self.deferred.is_some()
             || (self.shared.transaction_reads == TransactionReads::Replica
-                && may_start_with(sql, &[b"BEGIN", b"START"]))
+                && may_start_with(
+                    fields::query_sql(&self.cin[..total]).unwrap_or_default(),
+                    &[b"BEGIN", b"START"],
+                ))
     }
 
     /// A plain `BEGIN` the proxy answers itself, or the `COMMIT`/`ROLLBACK` of a deferred

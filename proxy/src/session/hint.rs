@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use pgrepl_config::{Named, ReadYourWrites};
+use pgrepl_config::ReadYourWrites;
+
+use crate::route::{mode_named, staleness_bound};
 
 /// Where a session's reads go, as the hint says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,20 +103,12 @@ fn value_of(name: &[u8], value: &[u8]) -> Option<Result<ProxySetting, String>> {
             _ => invalid("expected primary, replica or auto"),
         },
         READ_YOUR_WRITES if default => Ok(ProxySetting::ReadYourWrites(None)),
-        READ_YOUR_WRITES => match ReadYourWrites::ALL
-            .iter()
-            .find(|mode| mode.as_str().as_bytes() == value)
-        {
-            Some(mode) => Ok(ProxySetting::ReadYourWrites(Some(*mode))),
+        READ_YOUR_WRITES => match std::str::from_utf8(&value).ok().and_then(mode_named) {
+            Some(mode) => Ok(ProxySetting::ReadYourWrites(Some(mode))),
             None => invalid("expected off, session, global, linearizable or default"),
         },
         MAX_STALENESS if default => Ok(ProxySetting::MaxStaleness(None)),
-        MAX_STALENESS => match std::str::from_utf8(&value)
-            .ok()
-            .and_then(|text| match text {
-                "0" => Some(Duration::ZERO),
-                _ => humantime::parse_duration(text).ok(),
-            }) {
+        MAX_STALENESS => match std::str::from_utf8(&value).ok().and_then(staleness_bound) {
             Some(bound) => Ok(ProxySetting::MaxStaleness(Some(bound))),
             None => invalid("expected a duration like \"200ms\", or default"),
         },

@@ -26,8 +26,7 @@ where
     /// (`SET pgrepl.route`, `DEALLOCATE` of a statement it tracks), else where it goes.
     #[inline]
     pub(super) fn take_query(&mut self, total: usize) -> QueryStep {
-        let sql = fields::query_sql(&self.cin[..total]).unwrap_or_default();
-        if self.may_take_deferral(sql) {
+        if self.may_take_deferral(total) {
             if let Some(step) = self.take_deferral(total) {
                 return step;
             }

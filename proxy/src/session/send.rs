@@ -374,8 +374,7 @@ const TX_DEFAULTS: &str = "SELECT pg_catalog.current_setting('default_transactio
 #[cold]
 fn open_transaction(conn: &mut BackendConn, deferred: Deferred) {
     conn.out.extend_from_slice(&deferred.begin);
-    conn.proto.expect(Pending::injected(Origin::Opening));
-    conn.prepared.remove(&b""[..]);
+    expect_injected(conn, Origin::Opening);
     match deferred.state {
         DeferredState::Reading { reads: 0 } => {}
         DeferredState::Reading { .. } => injected_query(conn, "SELECT", Origin::Opening),
@@ -426,6 +425,12 @@ pub(super) fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
 /// query it destroys the server's unnamed statement: a later Bind of it prepares it again.
 fn injected_query(conn: &mut BackendConn, sql: &str, origin: Origin) {
     write::query(sql, &mut conn.out);
+    expect_injected(conn, origin);
+}
+
+/// The simple query just queued on `conn` is the proxy's own: its answer is swallowed, and
+/// it destroyed the unnamed statement.
+fn expect_injected(conn: &mut BackendConn, origin: Origin) {
     conn.proto.expect(Pending::injected(origin));
     conn.prepared.remove(&b""[..]);
 }

@@ -41,7 +41,7 @@ where
             // What this read must see besides the session's own, fixed when it arrives.
             match mode {
                 // Every commit acknowledged before it arrived: a look-up sent after now.
-                ReadYourWrites::Linearizable => c.after_round = positions.round_now() + 1,
+                ReadYourWrites::Linearizable => c.after_round = positions.next_round(),
                 // Every commit acknowledged through this proxy before it arrived.
                 ReadYourWrites::Global => {
                     c.after_round = c.after_round.max(self.shared.commit_round.load(Relaxed))
@@ -50,9 +50,8 @@ where
             }
             // A statement asks for its session's own commits, which the session's mode does
             // not track ("off", "linearizable"): they are bounded by a look-up from now on.
-            let tracks = |m| matches!(m, ReadYourWrites::Session | ReadYourWrites::Global);
-            if tracks(mode) && !tracks(c.mode) {
-                c.after_round = c.after_round.max(positions.round_now() + 1);
+            if causal::keeps_floor(mode) && !causal::keeps_floor(c.mode) {
+                c.after_round = c.after_round.max(positions.next_round());
             }
         }
         let needed = c.after_round;
@@ -68,7 +67,7 @@ where
         }
         let gate = health.replay_gate(replica);
         let replayed = gate.reached();
-        let budget = nanos(self.shared.causal_wait);
+        let budget = crate::health::nanos(self.shared.causal_wait);
         if budget == 0 && pending_round {
             // Nothing waits for it, but a later read finds it done.
             positions.kick();
@@ -145,22 +144,21 @@ where
     /// The read that waited is placed: its wait ends, and is counted.
     #[cold]
     pub(super) fn waited(&mut self, decision: Decision) {
-        let Some(wait) = self.causal.wait.take() else {
+        let Some(wait) = self.stop_waiting() else {
             return;
         };
-        let health = &self.shared.health;
-        gate_of(health, wait.on).forget(self.causal.id);
         let waited = crate::telemetry::clock::now_nanos().saturating_sub(wait.started);
         if let (Some(tally), Some(replica)) = (&self.counts.tally, &self.client.replica) {
             tally.causal_wait(replica.backend(), waited, decision.slot == Slot::Replica);
         }
     }
 
-    /// The session ends: nobody waits for its read any more.
-    pub(super) fn stop_waiting(&mut self) {
-        if let Some(wait) = self.causal.wait.take() {
-            gate_of(&self.shared.health, wait.on).forget(self.causal.id);
-        }
+    /// Nobody waits for the session's read any more (placed, or the session ends): the
+    /// wait that ended, if there was one.
+    pub(super) fn stop_waiting(&mut self) -> Option<Box<CausalWait>> {
+        let wait = self.causal.wait.take()?;
+        gate_of(&self.shared.health, wait.on).forget(self.causal.id);
+        Some(wait)
     }
 
     /// The primary answered units of the client's: a commit among them is noted, and
@@ -175,18 +173,18 @@ where
             // after it.
             self.shared
                 .commit_round
-                .fetch_max(positions.round_now() + 1, Relaxed);
+                .fetch_max(positions.next_round(), Relaxed);
         }
         let c = &mut self.causal;
         if seen.ended_tx && c.commits_asked == 0 {
             c.tx_async = false;
         }
-        if !matches!(c.mode, ReadYourWrites::Session | ReadYourWrites::Global) {
+        if !causal::keeps_floor(c.mode) {
             return;
         }
         let answered = seen.units_done;
         if causal::answers_uncovered(answered, seen.units_before_commit_position, c.commits_asked) {
-            c.after_round = positions.round_now() + 1;
+            c.after_round = positions.next_round();
         }
     }
 
@@ -196,11 +194,7 @@ where
     #[cold]
     pub(super) fn may_commit_asynchronously(&mut self, effects: Effects) {
         self.causal.tx_async = true;
-        let asks = matches!(
-            self.causal.mode,
-            ReadYourWrites::Session | ReadYourWrites::Global
-        );
-        if effects.contains(Effects::SYNC_COMMIT) && !asks {
+        if effects.contains(Effects::SYNC_COMMIT) && !causal::keeps_floor(self.causal.mode) {
             self.shared.health.positions.note_async_commits();
         }
     }
@@ -225,7 +219,7 @@ where
     /// What the session saw is bounded only by a position looked up from now on.
     pub(super) fn position_unknown(&mut self) {
         if self.causal.mode != ReadYourWrites::Off {
-            self.causal.after_round = self.shared.health.positions.round_now() + 1;
+            self.causal.after_round = self.shared.health.positions.next_round();
         }
     }
 }
@@ -235,8 +229,4 @@ fn gate_of(health: &crate::health::Health, on: WaitOn) -> &crate::health::LsnGat
         WaitOn::Round => health.positions.rounds(),
         WaitOn::Replay(replica) => health.replay_gate(replica),
     }
-}
-
-fn nanos(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
