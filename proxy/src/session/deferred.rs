@@ -172,15 +172,9 @@ where
 /// reads may run elsewhere, each with its own snapshot, as read committed takes anyway.
 pub fn plain_begin(sql: &[u8]) -> Option<&'static str> {
     let mut words = Words(sql);
-    let is =
-        |w: Option<&[u8]>, expected: &[u8]| w.is_some_and(|w| w.eq_ignore_ascii_case(expected));
     let first = words.next();
     let tag = if is(first, b"BEGIN") {
-        let mut probe = Words(words.0);
-        let next = probe.next();
-        if is(next, b"WORK") || is(next, b"TRANSACTION") {
-            words = probe;
-        }
+        skip_work_or_transaction(&mut words);
         "BEGIN"
     } else if is(first, b"START") && is(words.next(), b"TRANSACTION") {
         "START TRANSACTION"
@@ -201,27 +195,35 @@ pub fn plain_begin(sql: &[u8]) -> Option<&'static str> {
 /// `ROLLBACK`/`ABORT` (`WORK`/`TRANSACTION` and `AND NO CHAIN` allowed).
 pub fn ending(sql: &[u8]) -> Option<Ending> {
     let mut words = Words(sql);
-    let verb = words.next()?;
-    let ending = if verb.eq_ignore_ascii_case(b"COMMIT") || verb.eq_ignore_ascii_case(b"END") {
+    let verb = words.next();
+    let ending = if is(verb, b"COMMIT") || is(verb, b"END") {
         Ending::Commit
-    } else if verb.eq_ignore_ascii_case(b"ROLLBACK") || verb.eq_ignore_ascii_case(b"ABORT") {
+    } else if is(verb, b"ROLLBACK") || is(verb, b"ABORT") {
         Ending::Rollback
     } else {
         return None;
     };
-    let mut rest: Vec<Vec<u8>> = Vec::new();
-    while let Some(word) = words.next() {
-        rest.push(word.to_ascii_uppercase());
+    skip_work_or_transaction(&mut words);
+    let plain = words.rest_is_empty()
+        || (is(words.next(), b"AND")
+            && is(words.next(), b"NO")
+            && is(words.next(), b"CHAIN")
+            && words.rest_is_empty());
+    plain.then_some(ending)
+}
+
+/// Whether `word` is `expected`, in any case.
+fn is(word: Option<&[u8]>, expected: &[u8]) -> bool {
+    word.is_some_and(|w| w.eq_ignore_ascii_case(expected))
+}
+
+/// Past an optional `WORK` or `TRANSACTION`.
+fn skip_work_or_transaction(words: &mut Words<'_>) {
+    let mut probe = Words(words.0);
+    let next = probe.next();
+    if is(next, b"WORK") || is(next, b"TRANSACTION") {
+        *words = probe;
     }
-    if !words.rest_is_empty() {
-        return None;
-    }
-    let rest: Vec<&[u8]> = rest.iter().map(Vec::as_slice).collect();
-    let rest = match rest.as_slice() {
-        [b"WORK" | b"TRANSACTION", tail @ ..] => tail,
-        all => all,
-    };
-    matches!(rest, [] | [b"AND", b"NO", b"CHAIN"]).then_some(ending)
 }
 
 #[cfg(test)]
