@@ -4,7 +4,7 @@ use toml::Table;
 
 use crate::error::ConfigError;
 use crate::model::{
-    AuthMethod, BackendConfig, Config, HealthConfig, LogConfig, MetricsConfig, PoolConfig,
+    AdminConfig, AuthMethod, BackendConfig, Config, HealthConfig, LogConfig, MetricsConfig, PoolConfig,
     ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
 };
 use crate::origin::Origins;
@@ -22,6 +22,7 @@ const TOP: &[&str] = &[
     "health",
     "tls",
     "provision",
+    "admin",
 ];
 
 /// Decodes `tree`, which must already hold the built-in defaults.
@@ -39,6 +40,7 @@ pub(crate) fn decode(tree: &Table, origins: &Origins) -> Result<Config, ConfigEr
         health: health(&top.require("health")?)?,
         tls: top.get("tls").map(|field| tls(&field)).transpose()?,
         provision: provision(&top.require("provision")?)?,
+        admin: admin(&top.require("admin")?)?,
     })
 }
 
@@ -182,5 +184,14 @@ fn provision(field: &Field<'_>) -> Result<ProvisionConfig, ConfigError> {
             .map(|f| f.string())
             .transpose()?,
         data_dir: s.require("data_dir")?.file_path()?,
+    })
+}
+
+fn admin(field: &Field<'_>) -> Result<AdminConfig, ConfigError> {
+    let s = field.section(&["database", "users", "pause_timeout"])?;
+    Ok(AdminConfig {
+        database: s.require("database")?.string()?,
+        users: s.require("users")?.string_list()?,
+        pause_timeout: s.require("pause_timeout")?.duration()?,
     })
 }

@@ -8,6 +8,7 @@ mod env;
 mod error;
 mod file;
 mod layers;
+mod listing;
 mod model;
 mod origin;
 mod path;
@@ -21,8 +22,9 @@ mod tests;
 use std::path::Path;
 
 pub use error::ConfigError;
+pub use listing::Setting;
 pub use model::{
-    AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat, MetricsConfig,
+    AdminConfig, AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat, MetricsConfig,
     Named, PoolConfig, ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind,
     TlsConfig, TransactionReads, UserConfig,
 };

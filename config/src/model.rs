@@ -18,6 +18,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub tls: Option<TlsConfig>,
     pub provision: ProvisionConfig,
+    pub admin: AdminConfig,
 }
 
 /// `[proxy]`: the client-facing listener and its limits.
@@ -257,6 +258,19 @@ impl Named for LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
     pub interval: Duration,
+}
+
+/// `[admin]`: the admin console, a virtual database the proxy answers itself (PgBouncer's
+/// `SHOW POOLS`, `PAUSE`... for operators' scripts and exporters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The name clients connect to for the console; no backend database of that name is
+    /// reachable through the proxy.
+    pub database: String,
+    /// `[[users]]` names allowed on the console; empty: nobody.
+    pub users: Vec<String>,
+    /// How long `PAUSE` waits for the server connections in use to be given back.
+    pub pause_timeout: Duration,
 }
 
 /// `[tls]`: present means clients may negotiate TLS with the proxy.

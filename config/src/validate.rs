@@ -55,6 +55,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
     if let Some(tls) = &config.tls {
         rules.tls(tls)?;
     }
+    rules.admin(config)?;
     Ok(())
 }
 
@@ -165,6 +166,23 @@ impl Rules<'_> {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The console's database must be a name clients can give, and its users must log in
+    /// through `[[users]]`, which is what authenticates them.
+    fn admin(&self, config: &Config) -> Result<(), ConfigError> {
+        let section = KeyPath::root().key("admin");
+        self.non_empty(&section.key("database"), &config.admin.database)?;
+        self.nonzero(&section.key("pause_timeout"), config.admin.pause_timeout)?;
+        for name in &config.admin.users {
+            self.expect(
+                config.users.iter().any(|u| u.name == *name),
+                &section.key("users"),
+                "names of [[users]] entries",
+                format_args!("{name:?}"),
+            )?;
         }
         Ok(())
     }

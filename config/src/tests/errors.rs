@@ -31,7 +31,7 @@ fn unknown_keys_are_named() {
     assert_error(
         "[metric]\nlisten = \"x\"\n",
         "unknown top-level key \"metric\" (known: proxy, primary, replicas, users, pool, \
-         routing, metrics, log, health, tls, provision)",
+         routing, metrics, log, health, tls, provision, admin)",
     );
 }
 
@@ -44,6 +44,14 @@ fn wrong_types_say_what_was_expected_and_found() {
     assert_error(
         "[routing]\nmax_replica_lag = \"10ms\"\ncausal_wait = \"20ms\"\n",
         "[routing] causal_wait: expected at most [routing] max_replica_lag, found \"20ms\"",
+    );
+    assert_error(
+        "[admin]\nusers = [\"ops\"]\n",
+        "[admin] users: expected names of [[users]] entries, found \"ops\"",
+    );
+    assert_error(
+        "[admin]\ndatabase = \" \"\n",
+        "[admin] database: expected a non-empty string, found \" \"",
     );
     assert_error(
         "[health]\ninterval = 5\n",

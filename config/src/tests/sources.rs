@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{from_file, ONE_USER};
+use super::{from_env, from_file, ONE_USER};
 use crate::{
     AuthMethod, BackendConfig, Balance, Config, Named, ReadYourWrites, RuntimeKind, TlsConfig,
     UserConfig,
@@ -37,6 +37,9 @@ fn defaults_match_the_documented_values() {
     assert_eq!(config.metrics.listen, "127.0.0.1:9187");
     assert_eq!(config.health.interval, Duration::from_secs(1));
     assert_eq!(config.tls, None);
+    assert_eq!(config.admin.database, "pgrepl");
+    assert!(config.admin.users.is_empty(), "nobody on the console by default");
+    assert_eq!(config.admin.pause_timeout, Duration::from_secs(30));
     assert_eq!(Config::default(), config);
 }
 
@@ -263,4 +266,14 @@ fn function_lists_come_from_the_environment_comma_separated() {
         "[[replicas]]\nname = \"x\"\nhost = \"h\"\nport = 1\nweight = 0\n{ONE_USER}"
     ));
     assert!(err.contains("weight: expected a weight from 1"), "{err}");
+}
+
+#[test]
+fn admin_users_come_from_the_file_or_the_environment() {
+    let file = format!("{ONE_USER}\n[admin]\ndatabase = \"console\"\nusers = [\"app\"]\n");
+    let config = from_file(&file).unwrap();
+    assert_eq!(config.admin.database, "console");
+    assert_eq!(config.admin.users, ["app"]);
+    let config = from_env(Some(ONE_USER), &[("PGREPL_ADMIN__USERS", "app")]).unwrap();
+    assert_eq!(config.admin.users, ["app"]);
 }
