@@ -4,8 +4,8 @@ use toml::Table;
 
 use crate::error::ConfigError;
 use crate::model::{
-    AdminConfig, AuthMethod, BackendConfig, Config, HealthConfig, LogConfig, MetricsConfig, PoolConfig,
-    ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
+    AdminConfig, AuthMethod, BackendConfig, Config, HealthConfig, LogConfig, MetricsConfig,
+    PoolConfig, ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
 };
 use crate::origin::Origins;
 use crate::reader::{Field, Section};

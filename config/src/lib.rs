@@ -24,9 +24,9 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use listing::Setting;
 pub use model::{
-    AdminConfig, AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat, MetricsConfig,
-    Named, PoolConfig, ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind,
-    TlsConfig, TransactionReads, UserConfig,
+    AdminConfig, AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat,
+    MetricsConfig, Named, PoolConfig, ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig,
+    RuntimeKind, TlsConfig, TransactionReads, UserConfig,
 };
 
 impl Config {

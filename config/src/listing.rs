@@ -68,7 +68,11 @@ impl Config {
         let pool = &self.pool;
         l.add("pool", "max_idle", pool.max_idle)
             .add("pool", "idle_timeout", duration(pool.idle_timeout))
-            .add("pool", "max_server_connections", pool.max_server_connections);
+            .add(
+                "pool",
+                "max_server_connections",
+                pool.max_server_connections,
+            );
         let r = &self.routing;
         l.add("routing", "max_replica_lag", duration(r.max_replica_lag))
             .add("routing", "classify_cache_size", r.classify_cache_size)
@@ -77,9 +81,16 @@ impl Config {
             .add("routing", "transaction_reads", r.transaction_reads.as_str())
             .add("routing", "balance", r.balance.as_str())
             .add("routing", "write_functions", r.write_functions.join(","))
-            .add("routing", "read_only_functions", r.read_only_functions.join(","));
-        l.add("metrics", "listen", &self.metrics.listen)
-            .add("metrics", "enabled", self.metrics.enabled);
+            .add(
+                "routing",
+                "read_only_functions",
+                r.read_only_functions.join(","),
+            );
+        l.add("metrics", "listen", &self.metrics.listen).add(
+            "metrics",
+            "enabled",
+            self.metrics.enabled,
+        );
         let log = &self.log;
         l.add("log", "level", &log.level)
             .add("log", "format", log.format.as_str())

@@ -20,16 +20,19 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
+use crate::admin;
 use crate::backend::{
     BackendError, BackendId, BackendInfo, Pool, PoolKey, ServerParams, StartupInfo, StartupSettings,
 };
 use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
 use crate::client::{negotiate, params, tls, ClientStream, Hello, NegotiateError};
+use crate::clients::{Listed, NewClient};
 use crate::health::{Health, Monitor};
 use crate::protocol::sqlstate;
 use crate::protocol::tags::TxStatus;
 use crate::protocol::write::{self, ProxyError, Severity};
+use crate::reload::ReloadRequest;
 use crate::route::Classifier;
 use crate::session::{ClientInfo, Session};
 use crate::shared::{ClientCount, ClientSlot, Shared};
@@ -94,6 +97,8 @@ impl Proxy {
         let health = Arc::new(Health::new(backends.len(), config.routing.max_replica_lag));
         let monitor = Monitor::start(&health, &backends, config)?;
         let pool = Pool::new(backends, &config.pool, config.proxy.connect_timeout);
+        // The console's SHOW ROUTES reads the tallies too.
+        let counting = config.metrics.enabled || !config.admin.users.is_empty();
         let shared = Shared {
             max_message_size: config.proxy.max_message_size,
             pool,
@@ -112,12 +117,17 @@ impl Proxy {
             ),
             clients: ClientCount::new(config.proxy.max_client_connections),
             client_meters: ClientMeters::register(),
-            counting: config.metrics.enabled,
+            counting,
             tallies: (0..workers::default_count(config.proxy.workers))
                 .map(|_| Arc::new(Tally::new(config.replicas.len() + 1)))
                 .collect(),
             listen: listener.local_addr()?.to_string(),
             started: Instant::now(),
+            registry: Default::default(),
+            pause: Default::default(),
+            reload: Default::default(),
+            averages: Default::default(),
+            config: std::sync::RwLock::new(Arc::new(config.clone())),
         };
         Ok(Proxy {
             listener,
@@ -142,6 +152,13 @@ impl Proxy {
         self.endpoint.local_addr()
     }
 
+    /// The admin console's `RELOAD` requests, for the code that reloads (and answers SIGHUP);
+    /// None after the first call. Until it is taken, `RELOAD` answers that it is not
+    /// available.
+    pub fn take_reload_requests(&self) -> Option<tokio::sync::mpsc::Receiver<ReloadRequest>> {
+        self.shared.reload.take()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting and gives sessions up to
     /// `[proxy] shutdown_timeout` to finish their transactions.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -164,9 +181,13 @@ impl Proxy {
             })
         };
         tokio::pin!(shutdown);
+        // The admin console's SHUTDOWN starts it from inside.
+        let console_shutdown = self.shared.shutdown.wait();
+        tokio::pin!(console_shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = &mut console_shutdown => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
@@ -232,8 +253,24 @@ struct Connection {
 /// A client that passed startup and authentication.
 struct Admitted {
     stream: ClientStream,
-    info: ClientInfo,
     cancel_key: (i32, i32),
+    listed: Listed,
+    serving: Serving,
+}
+
+/// What an admitted client talks to.
+enum Serving {
+    /// Its database, through a session.
+    Session(ClientInfo),
+    /// The admin console.
+    Console,
+}
+
+/// Where a client connection comes from and arrives.
+#[derive(Clone, Copy)]
+struct Ends {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
 }
 
 async fn send_fatal(stream: &mut ClientStream, err: &ProxyError) {
@@ -272,9 +309,13 @@ impl Connection {
     ) {
         let _ = tcp.set_nodelay(true);
         let started = Instant::now();
+        let ends = Ends {
+            peer,
+            local: tcp.local_addr().ok(),
+        };
         let admitted = match tokio::time::timeout(
             self.startup_timeout,
-            self.admit(tcp, slot.is_some(), worker),
+            self.admit(tcp, slot.is_some(), worker, ends),
         )
         .await
         {
@@ -288,27 +329,37 @@ impl Connection {
         };
         let Admitted {
             stream,
-            info,
             cancel_key,
+            listed,
+            serving,
         } = admitted;
-        let user = info.startup.user.clone();
-        let database = info.startup.database.clone();
-        tracing::info!(%peer, %user, %database, "client connected");
+        let entry = listed.entry().clone();
+        let (user, database, client_id) = (&entry.who.user, &entry.who.database, entry.id);
+        tracing::info!(%peer, %user, %database, client_id, "client connected");
         let shared = self.shared.clone();
-        let stats = match stream {
-            Either::Left(tcp) => {
+        let stats = match (serving, stream) {
+            (Serving::Session(info), Either::Left(tcp)) => {
                 let (r, w) = tcp.into_split();
                 Session::new(shared, info, r, w).run().await
             }
-            Either::Right(tls) => {
+            (Serving::Session(info), Either::Right(tls)) => {
                 let (r, w) = tokio::io::split(tls);
                 Session::new(shared, info, r, w).run().await
             }
+            (Serving::Console, Either::Left(tcp)) => {
+                let (r, w) = tcp.into_split();
+                admin::Console::new(shared, entry.clone(), r, w).run().await
+            }
+            (Serving::Console, Either::Right(tls)) => {
+                let (r, w) = tokio::io::split(tls);
+                admin::Console::new(shared, entry.clone(), r, w).run().await
+            }
         };
         self.shared.cancels.unregister(cancel_key);
+        drop(listed);
         drop(slot);
         tracing::info!(
-            %peer, %user, %database,
+            %peer, %user, %database, client_id,
             duration_ms = started.elapsed().as_millis() as u64,
             to_primary = stats.to_primary,
             to_replica = stats.to_replica,
@@ -319,7 +370,13 @@ impl Connection {
     }
 
     /// Negotiation, startup checks and authentication; None when the connection ends here.
-    async fn admit(&self, tcp: TcpStream, within_limit: bool, worker: usize) -> Option<Admitted> {
+    async fn admit(
+        &self,
+        tcp: TcpStream,
+        within_limit: bool,
+        worker: usize,
+        ends: Ends,
+    ) -> Option<Admitted> {
         let (mut stream, hello) = match negotiate(tcp, self.tls.as_ref()).await {
             Ok(ok) => ok,
             Err(NegotiateError::Gone) => return None,
@@ -368,6 +425,18 @@ impl Connection {
                 return None;
             }
         };
+        match admin::admission(&self.shared.config().admin, &startup) {
+            admin::Admission::Database => {}
+            admin::Admission::Console => {
+                return self.admit_console(stream, &startup, &settings, ends).await
+            }
+            admin::Admission::Refused(err) => {
+                self.reject(Rejection::Auth);
+                tracing::info!(user = %startup.user, code = err.code, "admin console refused");
+                send_fatal(&mut stream, &err).await;
+                return None;
+            }
+        }
         let server_params = match self
             .server_params(&startup, password.as_deref(), &settings)
             .await
@@ -402,6 +471,7 @@ impl Connection {
         let default_read_only = server_params
             .iter()
             .any(|(name, value)| name == "default_transaction_read_only" && value == "on");
+        let listed = self.list(&stream, &startup, &settings, ends, false);
         let info = ClientInfo {
             startup,
             settings: StartupSettings {
@@ -413,11 +483,62 @@ impl Connection {
             cancel,
             default_read_only,
             worker,
+            listed: listed.entry().clone(),
         };
         Some(Admitted {
             stream,
-            info,
             cancel_key,
+            listed,
+            serving: Serving::Session(info),
+        })
+    }
+
+    /// Greets a client of the admin console, which no backend serves.
+    async fn admit_console(
+        &self,
+        mut stream: ClientStream,
+        startup: &StartupInfo,
+        settings: &[(String, String)],
+        ends: Ends,
+    ) -> Option<Admitted> {
+        let (cancel_key, _) = self.shared.cancels.register();
+        let mut buf = BytesMut::new();
+        admin::greet(&startup.user, cancel_key, &mut buf);
+        if stream.write_all(&buf).await.is_err() {
+            self.shared.cancels.unregister(cancel_key);
+            return None;
+        }
+        let listed = self.list(&stream, startup, settings, ends, true);
+        Some(Admitted {
+            stream,
+            cancel_key,
+            listed,
+            serving: Serving::Console,
+        })
+    }
+
+    /// Lists an admitted client in the registry.
+    fn list(
+        &self,
+        stream: &ClientStream,
+        startup: &StartupInfo,
+        settings: &[(String, String)],
+        ends: Ends,
+        console: bool,
+    ) -> Listed {
+        let application_name = settings
+            .iter()
+            .find(|(name, _)| name == "application_name")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        self.shared.registry.register(NewClient {
+            user: startup.user.clone(),
+            database: startup.database.clone(),
+            peer: ends.peer,
+            local: ends.local,
+            application_name,
+            tls: matches!(stream, Either::Right(_)),
+            console,
         })
     }
 

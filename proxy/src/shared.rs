@@ -7,13 +7,16 @@ use std::time::Instant;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
-use pgrepl_config::ReadYourWrites;
+use pgrepl_config::{Config, ReadYourWrites};
 
-use crate::backend::Pool;
+use crate::admin::Averages;
+use crate::backend::{PauseGate, Pool};
 use crate::balance::{Balancer, ReplicaLease};
 use crate::cancel::CancelRegistry;
 use crate::client::auth::Users;
+use crate::clients::ClientRegistry;
 use crate::health::Health;
+use crate::reload::ReloadRequests;
 use crate::route::Classifier;
 use crate::telemetry::{ClientMeters, Tally};
 
@@ -44,6 +47,16 @@ pub struct Shared {
     /// The client listener's address, for the status page.
     pub listen: String,
     pub started: Instant,
+    /// The clients connected now, for the admin console.
+    pub registry: Arc<ClientRegistry>,
+    /// The admin console's `PAUSE` and `RESUME`.
+    pub pause: PauseGate,
+    /// The admin console's `RELOAD`, to the code that reloads.
+    pub reload: ReloadRequests,
+    /// The averages of the admin console's `SHOW STATS`.
+    pub averages: Averages,
+    /// The configuration in force (`[admin]`, `SHOW CONFIG`); replaced by a reload.
+    pub config: std::sync::RwLock<Arc<Config>>,
 }
 
 impl Shared {
@@ -53,6 +66,14 @@ impl Shared {
     pub fn pick_replica(&self) -> Option<ReplicaLease> {
         self.balancer
             .pick(|backend| self.health.readable(backend).is_ok())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

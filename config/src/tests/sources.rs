@@ -38,7 +38,10 @@ fn defaults_match_the_documented_values() {
     assert_eq!(config.health.interval, Duration::from_secs(1));
     assert_eq!(config.tls, None);
     assert_eq!(config.admin.database, "pgrepl");
-    assert!(config.admin.users.is_empty(), "nobody on the console by default");
+    assert!(
+        config.admin.users.is_empty(),
+        "nobody on the console by default"
+    );
     assert_eq!(config.admin.pause_timeout, Duration::from_secs(30));
     assert_eq!(Config::default(), config);
 }

@@ -4,13 +4,15 @@
 pub mod apply;
 mod conn;
 mod connect;
+mod pause;
 mod pool;
 mod prepared;
 mod protocol_state;
 
 pub use conn::{BackendConn, Counted};
 pub use connect::{BackendError, ServerParams};
-pub use pool::{Pool, PoolKey};
+pub use pause::{Interrupted, PauseConflict, PauseGate, Paused};
+pub use pool::{IdleServer, Pool, PoolKey};
 pub use prepared::{same_name, Prepared};
 pub use protocol_state::{Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, Watch};
 

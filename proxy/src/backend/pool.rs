@@ -377,6 +377,37 @@ impl Pool {
             .flatten()
             .for_each(|(conn, _)| close(conn));
     }
+
+    /// The idle connections now, for the admin console (read only).
+    pub fn idle_snapshot(&self) -> Vec<IdleServer> {
+        let idle = locked(&self.idle);
+        idle.conns
+            .iter()
+            .flat_map(|(key, list)| {
+                list.iter().map(move |(conn, since)| IdleServer {
+                    key: key.clone(),
+                    backend: conn.info.clone(),
+                    pid: conn.cancel_key.0,
+                    local: conn.rd.local_addr().ok(),
+                    created: conn.created,
+                    since: *since,
+                })
+            })
+            .collect()
+    }
+}
+
+/// An idle connection as the admin console shows it.
+#[derive(Debug, Clone)]
+pub struct IdleServer {
+    pub key: PoolKey,
+    pub backend: Arc<BackendInfo>,
+    /// The server process's id.
+    pub pid: i32,
+    pub local: Option<std::net::SocketAddr>,
+    pub created: Instant,
+    /// Pooled since.
+    pub since: Instant,
 }
 
 /// An idle connection the server has closed (or written to unasked) is not reused.

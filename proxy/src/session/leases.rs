@@ -2,18 +2,36 @@
 //! when done, and which one the client's cancel reaches.
 
 use super::*;
-use crate::backend::{BackendId, Pool};
+use crate::backend::{BackendId, Interrupted, Pool};
+use crate::clients::{ClientEntry, ServerLink};
 
 /// The server connections a session holds: at most one on the primary and one on its
 /// replica. Acquired from the pool on first use; released (to the pool or closed) by the
-/// session, which knows whether a connection is clean.
-#[derive(Default)]
+/// session, which knows whether a connection is clean. The client's registry entry is told
+/// of both, for the admin console.
 pub(super) struct Leases {
     primary: Option<BackendConn>,
     replica: Option<BackendConn>,
+    listed: Arc<ClientEntry>,
+}
+
+/// A slot's place in the registry entry's list of server connections.
+fn listed_index(slot: Slot) -> usize {
+    match slot {
+        Slot::Primary => 0,
+        Slot::Replica => 1,
+    }
 }
 
 impl Leases {
+    pub(super) fn new(listed: Arc<ClientEntry>) -> Leases {
+        Leases {
+            primary: None,
+            replica: None,
+            listed,
+        }
+    }
+
     fn holder(&mut self, slot: Slot) -> &mut Option<BackendConn> {
         match slot {
             Slot::Primary => &mut self.primary,
@@ -61,7 +79,11 @@ impl Leases {
 
     /// Gives up the connection in `slot`: the caller returns it to the pool or closes it.
     pub(super) fn release(&mut self, slot: Slot) -> Option<BackendConn> {
-        self.holder(slot).take()
+        let conn = self.holder(slot).take();
+        if conn.is_some() {
+            self.listed.released(listed_index(slot));
+        }
+        conn
     }
 
     /// Both connections held, to act on each.
@@ -162,8 +184,34 @@ where
         }
     }
 
-    /// Opens the lease for `slot` on first use.
+    /// Opens the lease for `slot` on first use, once no `PAUSE` holds the database back.
+    /// The registry entry shows the client waiting meanwhile.
     async fn acquire(&mut self, slot: Slot) -> Result<(), BackendError> {
+        if self.leases.holds(slot) {
+            return Ok(());
+        }
+        let listed = self.client.listed.clone();
+        listed.waiting();
+        if self.shared.pause.is_closed() {
+            let database = &self.client.startup.database;
+            let passed = self
+                .shared
+                .pause
+                .wait(database, &listed.kill, &self.shared.shutdown)
+                .await;
+            if let Err(why) = passed {
+                listed.waited(listed_index(slot), None);
+                return Err(interrupted(why));
+            }
+        }
+        let acquired = self.acquire_lease(slot).await;
+        let link = self.leases.peek(slot).map(ServerLink::of);
+        listed.waited(listed_index(slot), link);
+        acquired
+    }
+
+    /// Takes the lease for `slot` from the pool.
+    async fn acquire_lease(&mut self, slot: Slot) -> Result<(), BackendError> {
         let backend = match slot {
             Slot::Primary => BackendId::PRIMARY,
             Slot::Replica => self
@@ -205,6 +253,22 @@ where
             self.cancel_key = None;
             self.client.cancel.set(None);
         }
+    }
+}
+
+/// A unit that waited at the PAUSE gate and will not run: the session is ending.
+fn interrupted(why: Interrupted) -> BackendError {
+    let message = match why {
+        Interrupted::Killed => "terminating connection due to administrator command",
+        Interrupted::ShuttingDown => "the proxy is shutting down",
+    };
+    BackendError::Server {
+        fields: vec![
+            (b'S', "ERROR".to_owned()),
+            (b'V', "ERROR".to_owned()),
+            (b'C', sqlstate::ADMIN_SHUTDOWN.to_owned()),
+            (b'M', message.to_owned()),
+        ],
     }
 }
 

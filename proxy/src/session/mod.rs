@@ -109,6 +109,8 @@ enum Event {
     /// A read waiting for a position may go on: it was reached, or the wait ended.
     Causal,
     Shutdown,
+    /// The admin console's KILL.
+    Killed,
 }
 
 /// What a session did, for its closing log line.
@@ -135,6 +137,8 @@ pub struct ClientInfo {
     pub default_read_only: bool,
     /// The worker thread the session runs on: whose tally it counts in.
     pub worker: usize,
+    /// Its entry in the registry of clients (the admin console's view, and its KILL).
+    pub listed: Arc<crate::clients::ClientEntry>,
 }
 
 pub struct Session<R, W> {
@@ -230,6 +234,17 @@ impl Counts {
         }
     }
 
+    /// Copies the session's totals into its registry entry, for the admin console.
+    #[inline]
+    fn publish(&self, listed: &crate::clients::ClientEntry) {
+        let stats = &self.stats;
+        listed.publish(
+            stats.to_primary + stats.to_replica,
+            stats.bytes_in,
+            stats.bytes_out,
+        );
+    }
+
     #[inline]
     fn bytes_in(&mut self, n: usize) {
         self.stats.bytes_in += n as u64;
@@ -260,6 +275,7 @@ where
         let tally = shared
             .counting
             .then(|| shared.tallies[client.worker].clone());
+        let leases = Leases::new(client.listed.clone());
         Session {
             shared,
             client,
@@ -267,7 +283,7 @@ where
             client_w,
             cin: BytesMut::with_capacity(READ_CHUNK),
             cout: BytesMut::with_capacity(READ_CHUNK),
-            leases: Leases::default(),
+            leases,
             tx: None,
             client_status: TxStatus::Idle,
             inflight: None,
@@ -367,6 +383,12 @@ where
                     }
                 }
                 Event::Shutdown => self.shutting_down = true,
+                Event::Killed => {
+                    break 'session End::Fatal(ProxyError::fatal(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command",
+                    ))
+                }
             }
         };
         self.finish(end).await
@@ -388,6 +410,7 @@ where
             let flush = self.client_w.write_all(&self.cout);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
         }
+        self.counts.publish(&self.client.listed);
         // No cancel may reach the connections once another session can lease them.
         self.client.cancel.set(None);
         self.stop_waiting();
@@ -422,6 +445,11 @@ where
         }
         if ready.shutdown && self.shutdown_wait.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Shutdown);
+        }
+        // Only on the way to sleep: what the registry shows, and the admin console's KILL.
+        self.counts.publish(&self.client.listed);
+        if self.client.listed.kill.poll_fired(cx).is_ready() {
+            return Poll::Ready(Event::Killed);
         }
         Poll::Pending
     }
