@@ -183,6 +183,17 @@ impl ProxyProcess {
         Ok(self.child.wait()?)
     }
 
+    /// Waits up to `timeout` for the proxy to exit by itself (the admin console's
+    /// SHUTDOWN), returning its status; an error with the end of its log if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = &mut self.child;
+        let exited = wait_until("pgrepl-proxy to exit by itself", timeout, || {
+            Ok(child.try_wait()?.is_some())
+        });
+        exited.map_err(|e| self.with_log(e))?;
+        Ok(self.child.wait()?)
+    }
+
     fn with_log(&self, e: anyhow::Error) -> anyhow::Error {
         anyhow!(
             "{e:#}\n--- last lines of {}:\n{}",

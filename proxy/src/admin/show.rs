@@ -154,7 +154,8 @@ struct Socket<'a> {
     connect_time: SystemTime,
     request_time: SystemTime,
     wait: Duration,
-    /// The other end: the server connections' ids of a client, the client's id of a server.
+    /// The other end: the ids of a client's server connections (space-separated), the id of
+    /// a server connection's client.
     link: String,
     remote_pid: i32,
     tls: bool,
@@ -236,7 +237,7 @@ pub fn clients(view: &View) -> ResultSet {
                 .iter()
                 .map(|s| s.pid.to_string())
                 .collect::<Vec<_>>()
-                .join(","),
+                .join(" "),
             remote_pid: 0,
             tls: c.who.tls,
             application_name: &c.who.application_name,
