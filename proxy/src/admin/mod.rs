@@ -106,6 +106,8 @@ pub struct Console<R, W> {
     cout: BytesMut,
     /// An extended-protocol message was refused: skip to the next Sync.
     discarding: bool,
+    /// Commands run (the registry counts them as the console's queries), and bytes.
+    commands: u64,
     stats: SessionStats,
 }
 
@@ -123,6 +125,7 @@ where
             cin: BytesMut::with_capacity(1024),
             cout: BytesMut::with_capacity(4096),
             discarding: false,
+            commands: 0,
             stats: SessionStats::default(),
         }
     }
@@ -192,7 +195,7 @@ where
     fn publish(&self) {
         let stats = &self.stats;
         self.me
-            .publish(stats.to_primary, stats.bytes_in, stats.bytes_out);
+            .publish(self.commands, stats.bytes_in, stats.bytes_out);
     }
 
     /// Answers one message; Err when the session ends.
@@ -249,7 +252,7 @@ where
             return result::empty_query(&mut self.cout);
         }
         for command in commands {
-            self.stats.to_primary += 1;
+            self.commands += 1;
             if let Err(err) = self.execute(command).await {
                 return err.encode(&mut self.cout);
             }

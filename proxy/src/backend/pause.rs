@@ -182,9 +182,12 @@ mod tests {
     fn pause_and_resume_decisions() {
         use PauseConflict::*;
         let db = |name: &str| Some(name.to_owned());
-        // (paused before, command, resume?, result, paused after)
+        // (databases paused before, all paused before, the name given, RESUME rather than
+        // PAUSE), the answer, (all paused after, databases paused after)
         type Case = (&'static [&'static str], bool, Option<&'static str>, bool);
-        let cases: &[(Case, Result<(), PauseConflict>, (bool, &[&str]))] = &[
+        type After = (bool, &'static [&'static str]);
+        type Row = (Case, Result<(), PauseConflict>, After);
+        let cases: &[Row] = &[
             ((&[], false, Some("a"), false), Ok(()), (false, &["a"])),
             ((&[], false, None, false), Ok(()), (true, &[])),
             (
