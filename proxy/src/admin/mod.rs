@@ -154,7 +154,7 @@ where
                 break End::ClientGone;
             }
             if self.me.kill.is_fired() {
-                break End::Fatal(killed());
+                break End::Fatal(ProxyError::terminated_by_administrator());
             }
             if self.shared.shutdown.is_set() {
                 break End::Shutdown;
@@ -164,13 +164,13 @@ where
                     Ok(0) | Err(_) => break End::ClientGone,
                     Ok(n) => self.stats.bytes_in += n as u64,
                 },
-                _ = self.me.kill.fired() => break End::Fatal(killed()),
+                _ = self.me.kill.fired() => break End::Fatal(ProxyError::terminated_by_administrator()),
                 _ = &mut shutdown => break End::Shutdown,
             }
         };
         let farewell = match end {
             End::ClientGone => None,
-            End::Shutdown => Some(killed()),
+            End::Shutdown => Some(ProxyError::terminated_by_administrator()),
             End::Fatal(err) => Some(err),
         };
         if let Some(err) = farewell {
@@ -278,7 +278,7 @@ where
             Command::Reload => {
                 tokio::select! {
                     answer = control::reload(shared) => answer?,
-                    _ = self.me.kill.fired() => return Err(killed()),
+                    _ = self.me.kill.fired() => return Err(ProxyError::terminated_by_administrator()),
                 }
             }
             Command::Shutdown => control::shutdown(shared),
@@ -314,14 +314,6 @@ fn show_set(shared: &Shared, what: Show) -> ResultSet {
         Show::StatsAverages => stats::stats_averages(&stats()),
         Show::Totals => stats::totals(&stats()),
     }
-}
-
-/// What a killed console session (or one the proxy's shutdown ends) is told.
-fn killed() -> ProxyError {
-    ProxyError::fatal(
-        sqlstate::ADMIN_SHUTDOWN,
-        "terminating connection due to administrator command",
-    )
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ impl Severity {
     }
 }
 
+/// PostgreSQL's message for a session an administrator ends.
+pub const TERMINATED_BY_ADMINISTRATOR: &str = "terminating connection due to administrator command";
+
 /// A PostgreSQL-style error raised by the proxy itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyError {
@@ -47,6 +50,12 @@ impl ProxyError {
 
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Severity::Fatal, code, message)
+    }
+
+    /// What a session ended by an administrator (the proxy's shutdown, the admin console's
+    /// KILL) is told, in PostgreSQL's words.
+    pub fn terminated_by_administrator() -> Self {
+        Self::fatal(sqlstate::ADMIN_SHUTDOWN, TERMINATED_BY_ADMINISTRATOR)
     }
 
     /// What PostgreSQL answers to any statement but a transaction's end once it failed.

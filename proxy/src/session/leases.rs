@@ -259,7 +259,7 @@ where
 /// A unit that waited at the PAUSE gate and will not run: the session is ending.
 fn interrupted(why: Interrupted) -> BackendError {
     let message = match why {
-        Interrupted::Killed => "terminating connection due to administrator command",
+        Interrupted::Killed => write::TERMINATED_BY_ADMINISTRATOR,
         Interrupted::ShuttingDown => "the proxy is shutting down",
     };
     BackendError::Server {

@@ -384,10 +384,7 @@ where
                 }
                 Event::Shutdown => self.shutting_down = true,
                 Event::Killed => {
-                    break 'session End::Fatal(ProxyError::fatal(
-                        sqlstate::ADMIN_SHUTDOWN,
-                        "terminating connection due to administrator command",
-                    ))
+                    break 'session End::Fatal(ProxyError::terminated_by_administrator())
                 }
             }
         };
@@ -399,10 +396,7 @@ where
     async fn finish(mut self, end: End) -> SessionStats {
         let farewell = match end {
             End::ClientGone => None,
-            End::Shutdown => Some(ProxyError::fatal(
-                sqlstate::ADMIN_SHUTDOWN,
-                "terminating connection due to administrator command",
-            )),
+            End::Shutdown => Some(ProxyError::terminated_by_administrator()),
             End::Fatal(e) => Some(e),
         };
         if let Some(err) = farewell {
