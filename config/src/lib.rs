@@ -23,8 +23,8 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use model::{
     AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat, MetricsConfig,
-    Named, PoolConfig, ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind,
-    TlsConfig, TransactionReads, UserConfig,
+    Named, PoolConfig, PoolMode, ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig,
+    RuntimeKind, TlsConfig, TransactionReads, UserConfig,
 };
 
 impl Config {

@@ -20,6 +20,10 @@ use crate::telemetry::{ClientMeters, Tally};
 pub struct Shared {
     pub max_message_size: usize,
     pub pool: Arc<Pool>,
+    /// `[pool] mode`.
+    pub pool_mode: pgrepl_config::PoolMode,
+    /// Numbers prepared-statement definitions for every session.
+    pub statement_ids: Arc<crate::backend::StatementIds>,
     pub classifier: Classifier,
     pub cancels: CancelRegistry,
     pub users: Users,

@@ -7,12 +7,14 @@ mod connect;
 mod pool;
 mod prepared;
 mod protocol_state;
+mod statement_ids;
 
-pub use conn::{BackendConn, Counted};
+pub use conn::{BackendConn, Counted, SettingsMark};
 pub use connect::{BackendError, ServerParams};
-pub use pool::{Pool, PoolKey};
+pub use pool::{KeyFigures, KeyPool, Pool, PoolKey, NO_WORKER};
 pub use prepared::{same_name, Prepared};
 pub use protocol_state::{Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, Watch};
+pub use statement_ids::StatementIds;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -257,6 +257,7 @@ where
         let shared_mode = shared.read_your_writes;
         let functions = shared.classifier.user_functions(&client.startup.database);
         let state = SessionState::new(client.default_read_only, &client.settings);
+        let stmts = Statements::new(shared.statement_ids.clone());
         let tally = shared
             .counting
             .then(|| shared.tallies[client.worker].clone());
@@ -275,7 +276,7 @@ where
             batch: Batch::default(),
             discard_until_sync: false,
             copy_owes_sync: None,
-            stmts: Statements::default(),
+            stmts,
             functions,
             last_parse: None,
             stalled: false,

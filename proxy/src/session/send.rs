@@ -412,6 +412,13 @@ pub(super) fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
     }
 }
 
+/// Before anything else on a connection another session left with other settings: back to
+/// the values it started with, its answer swallowed.
+#[cold]
+pub(super) fn reset_settings(conn: &mut BackendConn) {
+    injected_query(conn, super::settings::DISCARDED, Origin::Settings);
+}
+
 #[cold]
 #[inline(never)]
 pub(super) fn replay_settings(conn: &mut BackendConn, settings: &Settings) {
