@@ -109,6 +109,7 @@ impl Proxy {
             transaction_reads: config.routing.transaction_reads,
             pool_mode: config.pool.mode,
             statement_ids: Arc::default(),
+            pinned_sessions: Default::default(),
             commit_round: Default::default(),
             balancer: Balancer::new(
                 config.routing.balance,

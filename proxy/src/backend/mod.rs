@@ -11,7 +11,7 @@ mod statement_ids;
 
 pub use conn::{BackendConn, Counted, SettingsMark};
 pub use connect::{BackendError, ServerParams};
-pub use pool::{KeyFigures, KeyPool, Pool, PoolKey, NO_WORKER};
+pub use pool::{close, KeyFigures, KeyPool, Pool, PoolKey, NO_WORKER};
 pub use prepared::{same_name, Prepared};
 pub use protocol_state::{Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, Watch};
 pub use statement_ids::StatementIds;

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::apply;
@@ -212,10 +213,25 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Closes a connection the pool gives up, telling its server first (best effort: a full
-/// socket buffer just closes it).
-fn close(conn: BackendConn) {
+/// How long a closed connection stays counted while its server ends its process.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Closes a connection, telling its server first (best effort: a full socket buffer just
+/// closes it). It stays counted in its pools until the server has closed its end, so that
+/// one opened in its place never makes the server hold one more than the pool's size.
+pub fn close(conn: BackendConn) {
     let _ = conn.wr.try_write(&TERMINATE);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut conn = conn;
+        let mut sink = [0u8; 512];
+        let ended = async {
+            while matches!(conn.rd.read(&mut sink).await, Ok(n) if n > 0) {}
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, ended).await;
+    });
 }
 
 /// Counts an acquire in a line while it waits.
@@ -384,7 +400,7 @@ impl Pool {
         if limits.reserve_pool_size > 0 {
             let reserve_at = started + limits.reserve_pool_timeout;
             if let Ok(handoff) = tokio::time::timeout_at(reserve_at.into(), &mut rx).await {
-                return self.waited(pool, started, handoff);
+                return self.waited(pool, started, handoff.ok());
             }
             let mut state = locked(&pool.state);
             let reserve = limits.pool_size.saturating_add(limits.reserve_pool_size);
@@ -393,34 +409,34 @@ impl Pool {
                 drop(state);
                 tracing::info!(pool = %pool.name(), "a client waited {}ms: opening a reserve connection",
                     limits.reserve_pool_timeout.as_millis());
-                return self.waited(pool, started, Ok(Handoff::Room));
+                return self.waited(pool, started, Some(Handoff::Room));
             }
         }
         match tokio::time::timeout_at(deadline.into(), &mut rx).await {
-            Ok(handoff) => self.waited(pool, started, handoff),
+            Ok(handoff) => self.waited(pool, started, handoff.ok()),
             Err(_) => {
                 let left = leave_line(&mut locked(&pool.state), id);
                 if !left {
                     // Handed something just as the wait ended: take it.
                     if let Ok(handoff) = rx.try_recv() {
-                        return self.waited(pool, started, Ok(handoff));
+                        return self.waited(pool, started, Some(handoff));
                     }
                 }
-                Err(self.timed_out(pool))
+                self.waited(pool, started, None)
             }
         }
     }
 
-    /// The end of a wait in line: counted, and what it was handed (a line is never dropped
-    /// without handing its waiters something, so the error cannot happen).
+    /// The end of a wait in line, counted: what it was handed, or the error of a wait that
+    /// ran out.
     fn waited(
         &self,
         pool: &KeyPool,
         started: Instant,
-        handoff: Result<Handoff, oneshot::error::RecvError>,
+        handoff: Option<Handoff>,
     ) -> Result<Handoff, BackendError> {
         metrics::histogram!(names::POOL_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
-        handoff.map_err(|_| self.timed_out(pool))
+        handoff.ok_or_else(|| self.timed_out(pool))
     }
 
     fn timed_out(&self, pool: &KeyPool) -> BackendError {
@@ -601,6 +617,7 @@ impl Pool {
     /// closed if its state is not clean.
     pub fn release(self: &Arc<Self>, conn: BackendConn) {
         if !conn.is_quiet() {
+            close(conn);
             return;
         }
         let pool = self.clone();
@@ -617,6 +634,7 @@ impl Pool {
     /// connections for its key are idle already.
     pub fn give_back(&self, conn: BackendConn) {
         if !conn.is_quiet() {
+            close(conn);
             return;
         }
         let pool = conn.member().clone();

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use foldhash::fast::RandomState;
 
 use super::bound::bound_set_configs;
+use super::words::{may_start_with, sql_statement_name};
 use crate::backend::{same_name, BackendConn, ParseOrigin, Pending, StatementIds};
 use crate::protocol::{fields, write};
 use crate::route::{Effects, Verdict};
@@ -140,6 +141,21 @@ impl Statements {
         if !conn.prepared.holds(name, generation) {
             if let Some(stmt) = self.get(name) {
                 Self::prepare_on(conn, name, stmt);
+            }
+        }
+    }
+
+    /// Before a simple query that names a prepared statement in SQL (`PREPARE`, `EXECUTE`,
+    /// `DEALLOCATE`): what `conn` holds by that name for another session is closed, so the
+    /// server answers as it would on a connection of this session's own.
+    #[inline(always)]
+    pub fn before_sql_naming(&self, conn: &mut BackendConn, sql: &[u8]) {
+        if !may_start_with(sql, &[b"PREPARE", b"EXECUTE", b"DEALLOCATE"]) {
+            return;
+        }
+        if let Some(name) = sql_statement_name(sql) {
+            if conn.prepared.contains_key(&name) && !self.contains(&name) {
+                Self::close_foreign(conn, &name);
             }
         }
     }

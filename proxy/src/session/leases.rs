@@ -141,13 +141,15 @@ where
             self.shared.pool.release(conn);
             return;
         }
-        if !conn.proto.syncs.is_empty() {
-            let target = cancel_of(&conn);
-            tokio::spawn(async move {
-                let _ = send_cancel(&target).await;
-                drop(conn);
-            });
+        if conn.proto.syncs.is_empty() {
+            crate::backend::close(conn);
+            return;
         }
+        let target = cancel_of(&conn);
+        tokio::spawn(async move {
+            let _ = send_cancel(&target).await;
+            crate::backend::close(conn);
+        });
     }
 
     /// Opens the lease for `target`, or, when that is a replica that cannot be reached, the
@@ -207,6 +209,9 @@ where
         if self.shared.pool_mode != PoolMode::Transaction {
             return;
         }
+        if self.state.pinned() != self.counted_pinned {
+            self.count_pinned(!self.counted_pinned);
+        }
         for slot in [Slot::Primary, Slot::Replica] {
             if !self.may_give_back(slot) {
                 continue;
@@ -216,6 +221,20 @@ where
                 self.give_back(conn);
             }
         }
+    }
+
+    /// Counts the session among those that keep their primary connection (or no more).
+    #[cold]
+    pub(super) fn count_pinned(&mut self, pinned: bool) {
+        let count = &self.shared.pinned_sessions;
+        if pinned {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("session pinned: it holds state only its primary connection has (a temporary table, LISTEN, an advisory lock, a SQL prepared statement or a cursor WITH HOLD), or settings the proxy cannot replay");
+        } else {
+            count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("session unpinned: its primary connection goes back to the pool at idle points");
+        }
+        self.counted_pinned = pinned;
     }
 
     /// Whether the connection in `slot` owes nothing, holds no transaction, batch or COPY
@@ -236,6 +255,7 @@ where
     /// that schema).
     fn give_back(&mut self, mut conn: BackendConn) {
         if conn.has_temp_schema {
+            crate::backend::close(conn);
             return;
         }
         let settings = &mut self.state.settings;

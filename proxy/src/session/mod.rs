@@ -195,6 +195,8 @@ pub struct Session<R, W> {
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
+    /// Counted in `Shared::pinned_sessions`.
+    counted_pinned: bool,
     counts: Counts,
 }
 
@@ -292,6 +294,7 @@ where
             state,
             shutdown_wait,
             shutting_down: false,
+            counted_pinned: false,
             counts: Counts {
                 stats: SessionStats::default(),
                 tally,
@@ -392,6 +395,9 @@ where
         // No cancel may reach the connections once another session can lease them.
         self.client.cancel.set(None);
         self.stop_waiting();
+        if self.counted_pinned {
+            self.count_pinned(false);
+        }
         for slot in [Slot::Primary, Slot::Replica] {
             if let Some(conn) = self.leases.release(slot) {
                 self.return_lease(slot, conn);
