@@ -99,11 +99,31 @@ fn user(field: &Field<'_>) -> Result<UserConfig, ConfigError> {
 }
 
 fn pool(field: &Field<'_>) -> Result<PoolConfig, ConfigError> {
-    let s = field.section(&["max_idle", "idle_timeout", "max_server_connections"])?;
+    let s = field.section(&[
+        "mode",
+        "default_pool_size",
+        "min_pool_size",
+        "reserve_pool_size",
+        "reserve_pool_timeout",
+        "max_server_connections",
+        "query_wait_timeout",
+        "max_idle",
+        "server_idle_timeout",
+        "server_lifetime",
+        "max_prepared_statements",
+    ])?;
     Ok(PoolConfig {
-        max_idle: s.require("max_idle")?.count()?,
-        idle_timeout: s.require("idle_timeout")?.duration()?,
+        mode: s.require("mode")?.one_of()?,
+        default_pool_size: s.require("default_pool_size")?.count()?,
+        min_pool_size: s.require("min_pool_size")?.count()?,
+        reserve_pool_size: s.require("reserve_pool_size")?.count()?,
+        reserve_pool_timeout: s.require("reserve_pool_timeout")?.duration()?,
         max_server_connections: s.require("max_server_connections")?.count()?,
+        query_wait_timeout: s.require("query_wait_timeout")?.duration()?,
+        max_idle: s.require("max_idle")?.count()?,
+        server_idle_timeout: s.require("server_idle_timeout")?.duration()?,
+        server_lifetime: s.require("server_lifetime")?.duration()?,
+        max_prepared_statements: s.require("max_prepared_statements")?.count()?,
     })
 }
 

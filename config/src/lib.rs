@@ -25,8 +25,8 @@ pub use error::ConfigError;
 pub use listing::Setting;
 pub use model::{
     AdminConfig, AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat,
-    MetricsConfig, Named, PoolConfig, ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig,
-    RuntimeKind, TlsConfig, TransactionReads, UserConfig,
+    MetricsConfig, Named, PoolConfig, PoolMode, ProvisionConfig, ProxyConfig, ReadYourWrites,
+    RoutingConfig, RuntimeKind, TlsConfig, TransactionReads, UserConfig,
 };
 
 impl Config {

@@ -66,12 +66,36 @@ impl Config {
                 .add(&section, "auth", u.auth.as_str());
         }
         let pool = &self.pool;
-        l.add("pool", "max_idle", pool.max_idle)
-            .add("pool", "idle_timeout", duration(pool.idle_timeout))
+        l.add("pool", "mode", pool.mode.as_str())
+            .add("pool", "default_pool_size", pool.default_pool_size)
+            .add("pool", "min_pool_size", pool.min_pool_size)
+            .add("pool", "reserve_pool_size", pool.reserve_pool_size)
+            .add(
+                "pool",
+                "reserve_pool_timeout",
+                duration(pool.reserve_pool_timeout),
+            )
             .add(
                 "pool",
                 "max_server_connections",
                 pool.max_server_connections,
+            )
+            .add(
+                "pool",
+                "query_wait_timeout",
+                duration(pool.query_wait_timeout),
+            )
+            .add("pool", "max_idle", pool.max_idle)
+            .add(
+                "pool",
+                "server_idle_timeout",
+                duration(pool.server_idle_timeout),
+            )
+            .add("pool", "server_lifetime", duration(pool.server_lifetime))
+            .add(
+                "pool",
+                "max_prepared_statements",
+                pool.max_prepared_statements,
             );
         let r = &self.routing;
         l.add("routing", "max_replica_lag", duration(r.max_replica_lag))

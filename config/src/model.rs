@@ -95,15 +95,58 @@ impl fmt::Display for AuthMethod {
     }
 }
 
-/// `[pool]`: idle backend connections kept for reuse, and how many a backend may have.
+/// `[pool]`: how clients share server connections, and how many a backend may have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
-    pub max_idle: usize,
-    pub idle_timeout: Duration,
+    /// When a client gives its server connections back.
+    pub mode: PoolMode,
+    /// Server connections per (backend, user, database) at most; 0: bounded only by
+    /// `max_server_connections`.
+    pub default_pool_size: usize,
+    /// Server connections per (backend, user, database) kept open once it has been used.
+    pub min_pool_size: usize,
+    /// Extra connections a pool may open for clients that waited `reserve_pool_timeout`.
+    pub reserve_pool_size: usize,
+    pub reserve_pool_timeout: Duration,
     /// Connections the proxy opens to one backend at most (leased and idle together); more
-    /// clients wait for one, up to `[proxy] connect_timeout`. Below the server's
-    /// `max_connections` (100 by default), which the monitor and catalog also use.
+    /// clients wait for one. Below the server's `max_connections` (100 by default), which the
+    /// monitor and catalog also use.
     pub max_server_connections: usize,
+    /// How long a client's statement waits for a server connection before it fails.
+    pub query_wait_timeout: Duration,
+    /// Idle connections kept per (backend, user, database) at most.
+    pub max_idle: usize,
+    /// Idle connections unused for this long are closed.
+    pub server_idle_timeout: Duration,
+    /// Connections older than this are closed when they come back idle.
+    pub server_lifetime: Duration,
+    /// Protocol-level prepared statements one server connection keeps at most; past that
+    /// the least recently used is closed (0: no bound).
+    pub max_prepared_statements: usize,
+}
+
+/// `[pool] mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum PoolMode {
+    /// A client keeps its server connections until it disconnects.
+    #[default]
+    Session,
+    /// A client holds a server connection only while a transaction, an extended-protocol
+    /// batch or a COPY is open, or while its session holds state that lives on one
+    /// connection (temporary tables, LISTEN, session advisory locks, SQL `PREPARE`,
+    /// cursors `WITH HOLD`).
+    Transaction,
+}
+
+impl Named for PoolMode {
+    const ALL: &'static [Self] = &[PoolMode::Session, PoolMode::Transaction];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
 }
 
 /// `[routing]`: when a read may go to a replica.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::address::is_host_port;
 use crate::error::ConfigError;
-use crate::model::{AuthMethod, BackendConfig, Config, TlsConfig, UserConfig};
+use crate::model::{AuthMethod, BackendConfig, Config, PoolConfig, TlsConfig, UserConfig};
 use crate::origin::Origins;
 use crate::path::KeyPath;
 
@@ -33,16 +33,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
     )?;
     rules.backends(config)?;
     rules.users(&config.users)?;
-    rules.nonzero(
-        &root.key("pool").key("idle_timeout"),
-        config.pool.idle_timeout,
-    )?;
-    rules.at_least(
-        &root.key("pool").key("max_server_connections"),
-        config.pool.max_server_connections,
-        1,
-        "",
-    )?;
+    rules.pool(&config.pool)?;
     let routing = &config.routing;
     rules.expect(
         routing.causal_wait <= routing.max_replica_lag,
@@ -120,6 +111,35 @@ impl Rules<'_> {
             path,
             "a non-empty string",
             format_args!("{value:?}"),
+        )
+    }
+
+    /// Durations a pool waits or keeps connections for, and sizes that must fit together.
+    fn pool(&self, pool: &PoolConfig) -> Result<(), ConfigError> {
+        let section = KeyPath::root().key("pool");
+        for (key, value) in [
+            ("reserve_pool_timeout", pool.reserve_pool_timeout),
+            ("query_wait_timeout", pool.query_wait_timeout),
+            ("server_idle_timeout", pool.server_idle_timeout),
+            ("server_lifetime", pool.server_lifetime),
+        ] {
+            self.nonzero(&section.key(key), value)?;
+        }
+        self.at_least(
+            &section.key("max_server_connections"),
+            pool.max_server_connections,
+            1,
+            "",
+        )?;
+        let bound = match pool.default_pool_size {
+            0 => pool.max_server_connections,
+            size => size,
+        };
+        self.expect(
+            pool.min_pool_size <= bound,
+            &section.key("min_pool_size"),
+            "at most the pool's size ([pool] default_pool_size, or max_server_connections)",
+            pool.min_pool_size,
         )
     }
 

@@ -51,9 +51,11 @@ pub struct Proxy {
     connect_timeout: Duration,
     startup_timeout: Duration,
     shutdown_timeout: Duration,
-    idle_timeout: Duration,
     workers: usize,
 }
+
+/// How often idle connections are checked for their timeouts and pools for `min_pool_size`.
+const POOL_MAINTENANCE: Duration = Duration::from_secs(1);
 
 impl Proxy {
     pub async fn bind(config: &Config) -> anyhow::Result<Proxy> {
@@ -110,6 +112,9 @@ impl Proxy {
             read_your_writes: config.routing.read_your_writes,
             causal_wait: config.routing.causal_wait,
             transaction_reads: config.routing.transaction_reads,
+            pool_mode: config.pool.mode,
+            statement_ids: Arc::default(),
+            pinned_sessions: Default::default(),
             commit_round: Default::default(),
             balancer: Balancer::new(
                 config.routing.balance,
@@ -138,7 +143,6 @@ impl Proxy {
             connect_timeout: config.proxy.connect_timeout,
             startup_timeout: config.proxy.startup_timeout,
             shutdown_timeout: config.proxy.shutdown_timeout,
-            idle_timeout: config.pool.idle_timeout,
             workers: workers::default_count(config.proxy.workers),
         })
     }
@@ -171,12 +175,11 @@ impl Proxy {
         let mut sessions = JoinSet::new();
         let reaper = {
             let pool = self.shared.pool.clone();
-            let every = (self.idle_timeout / 4).max(Duration::from_secs(1));
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
+                let mut tick = tokio::time::interval(POOL_MAINTENANCE);
                 loop {
                     tick.tick().await;
-                    pool.reap_idle();
+                    pool.maintain();
                 }
             })
         };

@@ -23,6 +23,13 @@ use crate::telemetry::{ClientMeters, Tally};
 pub struct Shared {
     pub max_message_size: usize,
     pub pool: Arc<Pool>,
+    /// `[pool] mode`.
+    pub pool_mode: pgrepl_config::PoolMode,
+    /// Sessions keeping their primary connection in transaction pooling (they hold state
+    /// only it has).
+    pub pinned_sessions: AtomicUsize,
+    /// Numbers prepared-statement definitions for every session.
+    pub statement_ids: Arc<crate::backend::StatementIds>,
     pub classifier: Classifier,
     pub cancels: CancelRegistry,
     pub users: Users,

@@ -67,6 +67,31 @@ pub fn proxy_bin() -> Result<PathBuf> {
         })
 }
 
+/// Runs every suite's proxies in one pooling mode: `transaction` or `session` (the
+/// configuration's default when unset). Not a `PGREPL_` name: the proxy would read it.
+pub const POOL_MODE_VAR: &str = "TEST_POOL_MODE";
+
+/// The `[pool] mode` the suites run in ([`POOL_MODE_VAR`]), for a configuration that does
+/// not choose one itself: a test of one mode's behaviour says so in its configuration.
+fn suite_pool_mode(config_toml: &str) -> Result<Option<String>> {
+    let Some(mode) = std::env::var_os(POOL_MODE_VAR) else {
+        return Ok(None);
+    };
+    let mode = mode
+        .into_string()
+        .map_err(|_| anyhow!("{POOL_MODE_VAR} is not UTF-8"))?;
+    anyhow::ensure!(
+        mode == "session" || mode == "transaction",
+        "{POOL_MODE_VAR}={mode}: expected session or transaction"
+    );
+    let config: toml::Table = config_toml.parse().context("the proxy configuration")?;
+    let chosen = config
+        .get("pool")
+        .and_then(|pool| pool.get("mode"))
+        .is_some();
+    Ok((!chosen).then_some(mode))
+}
+
 /// A command running the pgrepl-proxy binary. The binary's own `PGREPL_PROXY_BIN` is not
 /// passed on: the proxy would read it as configuration (an unknown key) and refuse to start.
 pub fn proxy_command() -> Command {
@@ -100,6 +125,9 @@ impl ProxyProcess {
     ) -> Result<ProxyProcess> {
         let bin = proxy_bin()?;
         let mut command = proxy_command();
+        if let Some(mode) = suite_pool_mode(config_toml)? {
+            command.env("PGREPL_POOL__MODE", mode);
+        }
         command.envs(env.iter().copied());
         let stem = run_dir().join(format!("proxy-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
         let config_path = stem.with_extension("toml");

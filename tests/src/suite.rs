@@ -643,3 +643,33 @@ pub async fn on_replica(cluster: &OwnCluster, sql: &'static str) {
         .unwrap()
         .unwrap();
 }
+
+/// pgbench through the proxy, as `pgbench` and its arguments would run it; its output.
+pub fn pgbench(addr: SocketAddr, args: &[&str]) -> String {
+    pgbench_on(addr, DATABASE, args)
+}
+
+/// [`pgbench`] on database `db`.
+pub fn pgbench_on(addr: SocketAddr, db: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new(pg_bin_dir().unwrap().join("pgbench"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &addr.port().to_string(),
+        "-U",
+        roles::APP.name,
+    ])
+    .args(args)
+    .arg(db)
+    .env("PGPASSWORD", "app-pass")
+    .env("PGPASSFILE", "/dev/null");
+    let run = run_with_timeout(cmd, b"", Duration::from_secs(120)).unwrap();
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.success,
+        "pgbench {args:?} failed:\n{out}\n{}",
+        run.stderr
+    );
+    out
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pgrepl_tests::endpoint::Metrics;
 use pgrepl_tests::roles::{APP, DATABASE};
-use pgrepl_tests::suite::run_with_timeout;
+use pgrepl_tests::suite::pgbench;
 use pgrepl_tests::suite::{bounded_for, code_of, eventually, on_replica, own_cluster_and_proxy};
 use pgrepl_tests::suite::{PRIMARY, REPLICA};
 use pgrepl_tests::{connect, OwnCluster, ProxyProcess};
@@ -373,31 +373,6 @@ async fn the_mode_can_be_set_per_session() {
         on_replica(&cluster, "SELECT pg_wal_replay_resume()").await;
     })
     .await
-}
-
-/// pgbench through the proxy, as `pgbench` and its arguments would run it; its output.
-fn pgbench(addr: SocketAddr, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(pgrepl_tests::pg_bin_dir().unwrap().join("pgbench"));
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &addr.port().to_string(),
-        "-U",
-        APP.name,
-    ])
-    .args(args)
-    .arg(DATABASE)
-    .env("PGPASSWORD", "app-pass")
-    .env("PGPASSFILE", "/dev/null");
-    let run = run_with_timeout(cmd, b"", Duration::from_secs(120)).unwrap();
-    let out = String::from_utf8_lossy(&run.stdout).into_owned();
-    assert!(
-        run.success,
-        "pgbench {args:?} failed:\n{out}\n{}",
-        run.stderr
-    );
-    out
 }
 
 /// The transactions pgbench ran of the script named `name` (`SQL script N: <builtin: NAME>`).

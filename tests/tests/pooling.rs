@@ -107,10 +107,10 @@ async fn clients_with_their_own_application_names_share_connections_within_max_c
 }
 
 /// A proxy for the shared cluster allowing `max` connections per backend, waiting `wait`
-/// for one.
+/// for one; in session mode: its clients keep their connections while idle.
 fn limited_proxy(max: usize, wait: &str) -> ProxyProcess {
     start_proxy(&format!(
-        "connect_timeout = \"{wait}\"\n\n[pool]\nmax_server_connections = {max}\n"
+        "\n[pool]\nmode = \"session\"\nmax_server_connections = {max}\nquery_wait_timeout = \"{wait}\"\n"
     ))
 }
 

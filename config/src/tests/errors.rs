@@ -185,7 +185,7 @@ fn limits_and_durations_are_range_checked() {
     for (section, key) in [
         ("proxy", "connect_timeout"),
         ("proxy", "startup_timeout"),
-        ("pool", "idle_timeout"),
+        ("pool", "server_idle_timeout"),
         ("health", "interval"),
     ] {
         assert_error(

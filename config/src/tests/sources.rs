@@ -30,7 +30,7 @@ fn defaults_match_the_documented_values() {
     assert_eq!(config.replicas, vec![backend("db02", "127.0.0.1", 5433)]);
     assert!(config.users.is_empty());
     assert_eq!(config.pool.max_idle, 50);
-    assert_eq!(config.pool.idle_timeout, Duration::from_secs(300));
+    assert_eq!(config.pool.server_idle_timeout, Duration::from_secs(300));
     assert_eq!(config.pool.max_server_connections, 90);
     assert_eq!(config.routing.max_replica_lag, Duration::from_secs(1));
     assert_eq!(config.routing.classify_cache_size, 10_000);
@@ -95,7 +95,7 @@ connect_timeout = "250ms"
 [primary]
 host = "10.0.0.1"
 [pool]
-idle_timeout = "1m 30s"
+server_idle_timeout = "1m 30s"
 [health]
 interval = "500ms"
 "#
@@ -106,7 +106,7 @@ interval = "500ms"
     assert_eq!(config.proxy.connect_timeout, Duration::from_millis(250));
     assert_eq!(config.proxy.startup_timeout, Duration::from_secs(15));
     assert_eq!(config.primary, backend("db01", "10.0.0.1", 5432));
-    assert_eq!(config.pool.idle_timeout, Duration::from_secs(90));
+    assert_eq!(config.pool.server_idle_timeout, Duration::from_secs(90));
     assert_eq!(config.health.interval, Duration::from_millis(500));
 }
 

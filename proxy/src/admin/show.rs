@@ -17,9 +17,7 @@ use crate::route::Reason;
 use crate::shared::Shared;
 use crate::telemetry::status::snapshot;
 use crate::telemetry::tally::Totals;
-
-/// How this proxy pools: a session keeps its server connections until it ends.
-pub const POOL_MODE: &str = "session";
+use pgrepl_config::Named;
 
 /// What the console knows at one moment.
 pub struct View {
@@ -135,7 +133,7 @@ pub fn pools(view: &View) -> ResultSet {
             num(0),
             num(line.maxwait.as_secs()),
             num(line.maxwait.subsec_micros()),
-            text(POOL_MODE),
+            text(view.config.pool.mode.as_str()),
             None,
         ]);
     }
@@ -325,7 +323,11 @@ pub fn databases(view: &View, shared: &Shared) -> ResultSet {
         .and_then(|p| p.parse::<u16>().ok());
     let consoles = view.clients.iter().filter(|c| c.who.console).count();
     let primary = &shared.pool.backends()[0];
-    let pool_size = view.config.pool.max_server_connections;
+    let pool = &view.config.pool;
+    let pool_size = match pool.default_pool_size {
+        0 => pool.max_server_connections,
+        size => size,
+    };
     let mut row = |name: &str, host: Cell, port: Cell, servers: usize, clients: usize| {
         set.row(vec![
             text(name),
@@ -334,10 +336,10 @@ pub fn databases(view: &View, shared: &Shared) -> ResultSet {
             text(name),
             None,
             num(pool_size),
-            num(0),
-            num(0),
-            num(0),
-            text(POOL_MODE),
+            num(pool.min_pool_size),
+            num(pool.reserve_pool_size),
+            num(pool.server_lifetime.as_secs()),
+            text(view.config.pool.mode.as_str()),
             None,
             num(0),
             num(servers),

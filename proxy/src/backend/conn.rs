@@ -11,7 +11,21 @@ use super::protocol_state::ProtocolState;
 use super::Prepared;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use super::pool::{KeyPool, Place};
 use super::{BackendInfo, PoolKey, ServerParams};
+
+/// What a pooled connection's settings are, for the next session that leases it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SettingsMark {
+    /// As the server started it (new, or reset): a session replays all of its own.
+    #[default]
+    Startup,
+    /// A session's whole settings, written as the queries that give a new connection them
+    /// (`Settings::fingerprint`): a session with the same needs nothing replayed.
+    Of(Arc<str>),
+    /// Not known: reset before another session uses it.
+    Unknown,
+}
 
 /// A connection to one backend, leased by at most one client session at a time.
 pub struct BackendConn {
@@ -40,10 +54,14 @@ pub struct BackendConn {
     /// How much of its session's settings this connection has (`Settings::seq`); 0 for the
     /// startup state a pooled connection is reset to.
     pub settings_seq: u64,
+    /// What settings it has between sessions (transaction pooling).
+    pub settings: SettingsMark,
+    /// The worker thread whose reactor its socket is registered with.
+    pub worker: usize,
     pub counted: Counted,
-    /// Its place among `[pool] max_server_connections` of its backend, given back when it
-    /// closes.
-    pub _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its place among `[pool] max_server_connections` of its backend and in its key's
+    /// pool, given back when it closes.
+    pub place: Place,
 }
 
 /// Counts a connection in its backend's open connections while it exists.
@@ -66,11 +84,21 @@ impl BackendConn {
     /// Moves the socket to the reactor of the runtime this runs on. A pooled connection may
     /// have been opened on another worker; left there, every read would be a cross-thread
     /// wake-up.
-    pub fn adopt(self) -> std::io::Result<BackendConn> {
+    pub fn adopt(self, worker: usize) -> std::io::Result<BackendConn> {
         let BackendConn { rd, wr, .. } = self;
         let stream = rd.reunite(wr).map_err(std::io::Error::other)?;
         let (rd, wr) = tokio::net::TcpStream::from_std(stream.into_std()?)?.into_split();
-        Ok(BackendConn { rd, wr, ..self })
+        Ok(BackendConn {
+            rd,
+            wr,
+            worker,
+            ..self
+        })
+    }
+
+    /// The key pool it belongs to.
+    pub fn member(&self) -> &Arc<KeyPool> {
+        self.place.member()
     }
 
     /// True when the server owes no response, the stream is at a message boundary and no

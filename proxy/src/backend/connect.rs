@@ -12,9 +12,9 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::conn::Counted;
+use super::conn::{Counted, SettingsMark};
+use super::pool::{Place, NO_WORKER};
 use super::{BackendConn, BackendInfo, PoolKey, Prepared, ProtocolState};
 use crate::protocol::sqlstate;
 use crate::protocol::write::{encode_error_fields, Severity};
@@ -99,14 +99,14 @@ impl std::fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {}
 
-/// Opens and authenticates a connection for `key`, within `timeout`; it holds `slot`, its
-/// place among the backend's connections, while it exists.
+/// Opens and authenticates a connection for `key`, within `timeout`; it holds `place`, its
+/// place among the backend's connections and in its key pool, while it exists.
 pub async fn connect(
     info: Arc<BackendInfo>,
     key: PoolKey,
     password: Option<&str>,
     timeout: Duration,
-    slot: OwnedSemaphorePermit,
+    place: Place,
 ) -> Result<BackendConn, BackendError> {
     let unreachable = |reason: String| BackendError::Unreachable {
         backend: info.to_string(),
@@ -119,7 +119,7 @@ pub async fn connect(
         stream
             .set_nodelay(true)
             .map_err(|e| unreachable(e.to_string()))?;
-        handshake(stream, &info, key.clone(), password, slot).await
+        handshake(stream, &info, key.clone(), password, place).await
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
@@ -205,7 +205,7 @@ async fn handshake(
     info: &Arc<BackendInfo>,
     key: PoolKey,
     password: Option<&str>,
-    slot: OwnedSemaphorePermit,
+    place: Place,
 ) -> Result<BackendConn, BackendError> {
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> = vec![
@@ -315,9 +315,11 @@ async fn handshake(
         prepared: Prepared::default(),
         created: Instant::now(),
         settings_seq: 0,
+        settings: SettingsMark::Startup,
+        worker: NO_WORKER,
         closes_due: Vec::new(),
         has_temp_schema: false,
         counted: Counted::new(info),
-        _slot: slot,
+        place,
     })
 }

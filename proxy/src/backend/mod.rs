@@ -8,13 +8,15 @@ mod pause;
 mod pool;
 mod prepared;
 mod protocol_state;
+mod statement_ids;
 
-pub use conn::{BackendConn, Counted};
+pub use conn::{BackendConn, Counted, SettingsMark};
 pub use connect::{BackendError, ServerParams};
 pub use pause::{Interrupted, PauseConflict, PauseGate, Paused};
-pub use pool::{IdleServer, Pool, PoolKey};
+pub use pool::{close, IdleServer, KeyFigures, KeyPool, Pool, PoolKey, NO_WORKER};
 pub use prepared::{same_name, Prepared};
 pub use protocol_state::{Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, Watch};
+pub use statement_ids::StatementIds;
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,24 +1,33 @@
-//! Pools of authenticated backend connections. A session leases at most one connection per
-//! backend; a returned connection is reset with `DISCARD ALL` before anyone else gets it, or
-//! closed when its state is not known to be clean.
+//! Pools of authenticated backend connections, one per (backend, user, database, startup
+//! parameters that cannot be set later): a [`KeyPool`].
 //!
-//! A backend has at most `[pool] max_server_connections` connections open, leased and idle
-//! together: past that, an acquire closes an idle connection another key holds there, else
-//! waits its turn (first come, first served) up to the connect timeout, then fails with
-//! 53300. Before a database is dropped or renamed, the idle connections to it are closed, so
-//! that the proxy's own connections do not hold it.
+//! A key pool opens at most `[pool] default_pool_size` connections (plus `reserve_pool_size`
+//! for clients that waited `reserve_pool_timeout`), and a backend at most
+//! `max_server_connections` over all its keys. A client that finds none idle and no room
+//! waits its turn, first come first served, up to `query_wait_timeout`: a connection given
+//! back goes straight to the first in line, and so does the room a closed one leaves.
+//!
+//! Given back, a connection is either pooled as it is (transaction pooling: the session says
+//! what settings it has, and its prepared statements are tracked), or reset with
+//! `DISCARD ALL` first (a session that ended in session mode), or closed when its state is
+//! not known to be clean. Before a database is dropped or renamed, the idle connections to
+//! it are closed, so that the proxy's own connections do not hold it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::apply;
 use super::connect::connect;
-use super::{BackendConn, BackendError, BackendId, BackendInfo, ServerParams, StartupInfo};
+use super::{
+    BackendConn, BackendError, BackendId, BackendInfo, Prepared, ServerParams, StartupInfo,
+};
+use crate::telemetry::names;
 
 /// Connections are interchangeable only for the same backend and the same startup request
 /// (user, database and the startup parameters that cannot be set later).
@@ -35,6 +44,12 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSING_GRACE: Duration = Duration::from_secs(10);
 /// What the pool remembers of ParameterStatus answers, at most: past that it starts over.
 const MAX_REMEMBERED_PARAMS: usize = 1024;
+/// Idle connections looked through for one that suits the session best (same worker
+/// thread, same settings) before the newest is taken.
+const AFFINITY_SCAN: usize = 8;
+
+/// Whether an idle connection suits the session that asks (has its settings, say).
+pub type Suits<'a> = dyn Fn(&BackendConn) -> bool + Sync + 'a;
 
 /// Startup settings a client's connections get on lease (see `client::params`).
 type Settings = Vec<(String, String)>;
@@ -45,22 +60,140 @@ type Gate = Arc<tokio::sync::Mutex<()>>;
 /// A Terminate message: a connection closed with it ends its server process at once.
 const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 
-/// The idle connections, and the databases whose connections are not pooled now.
-#[derive(Default)]
-struct Idle {
-    conns: HashMap<PoolKey, Vec<(BackendConn, Instant)>>,
-    /// Database names, with until when.
-    closing: Vec<(String, Instant)>,
+/// The sizes and times of `[pool]`.
+#[derive(Debug, Clone)]
+struct Limits {
+    /// Per key; `usize::MAX` when only the backend's bound applies.
+    pool_size: usize,
+    min_pool_size: usize,
+    reserve_pool_size: usize,
+    reserve_pool_timeout: Duration,
+    max_server_connections: usize,
+    query_wait_timeout: Duration,
+    max_idle: usize,
+    idle_timeout: Duration,
+    lifetime: Duration,
+    max_prepared_statements: usize,
 }
+
+impl Limits {
+    fn of(config: &pgrepl_config::PoolConfig) -> Limits {
+        Limits {
+            pool_size: match config.default_pool_size {
+                0 => usize::MAX,
+                size => size,
+            },
+            min_pool_size: config.min_pool_size,
+            reserve_pool_size: config.reserve_pool_size,
+            reserve_pool_timeout: config.reserve_pool_timeout,
+            max_server_connections: config.max_server_connections,
+            query_wait_timeout: config.query_wait_timeout,
+            max_idle: config.max_idle,
+            idle_timeout: config.server_idle_timeout,
+            lifetime: config.server_lifetime,
+            max_prepared_statements: config.max_prepared_statements,
+        }
+    }
+}
+
+/// What a client waiting in a key pool's line is handed.
+enum Handoff {
+    /// A connection given back (boxed: handing over is rare, and the line stays small).
+    Conn(Box<BackendConn>),
+    /// Room for one more connection, counted as open already: the waiter opens it.
+    Room,
+}
+
+struct Waiter {
+    id: u64,
+    since: Instant,
+    tx: oneshot::Sender<Handoff>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    /// Newest last, with when each came back.
+    idle: Vec<(BackendConn, Instant)>,
+    /// Connections open or being opened for this key.
+    open: usize,
+    waiting: VecDeque<Waiter>,
+    /// The password the last client of this key gave, to open `min_pool_size` connections.
+    password: Option<Arc<str>>,
+}
+
+impl KeyState {
+    /// Hands `handoff` to the first waiter still there; gives it back if nobody waits.
+    fn hand_to_first(&mut self, mut handoff: Handoff) -> Option<Handoff> {
+        while let Some(waiter) = self.waiting.pop_front() {
+            match waiter.tx.send(handoff) {
+                Ok(()) => return None,
+                Err(back) => handoff = back,
+            }
+        }
+        Some(handoff)
+    }
+
+    /// The idle connection that suits a session best: on its worker thread and with
+    /// `settings`, else on its worker, else the newest.
+    fn take_idle(&mut self, worker: usize, suits: &Suits<'_>) -> Option<BackendConn> {
+        let len = self.idle.len();
+        let recent = len.saturating_sub(AFFINITY_SCAN)..len;
+        let at = |best: &dyn Fn(&BackendConn) -> bool| {
+            recent.clone().rev().find(|&i| best(&self.idle[i].0))
+        };
+        let index = at(&|c| c.worker == worker && suits(c))
+            .or_else(|| at(&|c| c.worker == worker))
+            .or_else(|| len.checked_sub(1))?;
+        Some(self.idle.remove(index).0)
+    }
+}
+
+/// The connections of one key: its idle ones, how many are open, who waits.
+pub struct KeyPool {
+    pub key: PoolKey,
+    state: Mutex<KeyState>,
+    info: Arc<BackendInfo>,
+}
+
+/// A connection's place in its key pool: while it exists it counts as open there; when it
+/// ends, the room goes to the first client waiting.
+pub struct Member(Arc<KeyPool>);
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let mut state = locked(&self.0.state);
+        state.open = state.open.saturating_sub(1);
+        // Room nobody waits for is just counted.
+        state.hand_to_first(Handoff::Room);
+    }
+}
+
+/// A connection's places: among its backend's `max_server_connections`, and in its key pool.
+pub struct Place {
+    _slot: OwnedSemaphorePermit,
+    member: Member,
+}
+
+impl Place {
+    pub fn member(&self) -> &Arc<KeyPool> {
+        &self.member.0
+    }
+}
+
+/// The idle connections' databases that are not pooled now.
+#[derive(Default)]
+struct Closing(Vec<(String, Instant)>);
 
 pub struct Pool {
     backends: Vec<Arc<BackendInfo>>,
     /// Per backend: one permit per connection it may have open.
     slots: Vec<Arc<Semaphore>>,
     /// Per backend: acquires waiting for a permit. While some wait, returned connections
-    /// are closed rather than pooled, so the permit goes to the first in line.
+    /// nobody of their key waits for are closed rather than pooled, so the permit goes to
+    /// the first in line.
     waiting: Vec<AtomicUsize>,
-    idle: Mutex<Idle>,
+    keys: Mutex<HashMap<PoolKey, Arc<KeyPool>>>,
+    closing: Mutex<Closing>,
     /// ParameterStatus values per key and startup settings, remembered from the last
     /// connection opened for the key with the settings applied, so a client can be told them
     /// at startup without a backend connection of its own.
@@ -68,10 +201,11 @@ pub struct Pool {
     /// Per key and settings being asked about now: held while a server is asked for
     /// ParameterStatus values not remembered yet.
     asking: Mutex<HashMap<(PoolKey, Settings), Gate>>,
-    max_idle: usize,
-    max_server_connections: usize,
-    idle_timeout: Duration,
+    limits: Limits,
     connect_timeout: Duration,
+    next_waiter: AtomicU64,
+    /// Clients waiting for a connection now, over every key.
+    clients_waiting: AtomicUsize,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,13 +213,26 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Closes a connection the pool gives up, telling its server first (best effort: a full
-/// socket buffer just closes it).
-fn close(conn: BackendConn) {
+/// How long a closed connection stays counted while its server ends its process.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Closes a connection, telling its server first (best effort: a full socket buffer just
+/// closes it). It stays counted in its pools until the server has closed its end, so that
+/// one opened in its place never makes the server hold one more than the pool's size.
+pub fn close(conn: BackendConn) {
     let _ = conn.wr.try_write(&TERMINATE);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut conn = conn;
+        let mut sink = [0u8; 512];
+        let ended = async { while matches!(conn.rd.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(CLOSE_WAIT, ended).await;
+    });
 }
 
-/// Counts an acquire in its backend's line while it waits.
+/// Counts an acquire in a line while it waits.
 struct InLine<'a>(&'a AtomicUsize);
 
 impl<'a> InLine<'a> {
@@ -101,27 +248,48 @@ impl Drop for InLine<'_> {
     }
 }
 
+/// What an acquire does next, decided under the key pool's lock.
+enum Step {
+    /// An idle connection was taken.
+    Ready,
+    /// Room was counted for a new one.
+    Open,
+    Wait(u64, oneshot::Receiver<Handoff>),
+}
+
+/// A key pool's figures at one moment, for the admin console and the status page.
+#[derive(Debug, Clone)]
+pub struct KeyFigures {
+    pub key: PoolKey,
+    pub open: usize,
+    pub idle: usize,
+    pub waiting: usize,
+    /// How long the first in line has waited.
+    pub longest_wait: Duration,
+}
+
 impl Pool {
     pub fn new(
         backends: Vec<Arc<BackendInfo>>,
         config: &pgrepl_config::PoolConfig,
         connect_timeout: Duration,
     ) -> Arc<Pool> {
-        let max = config.max_server_connections;
+        let limits = Limits::of(config);
         Arc::new(Pool {
             slots: backends
                 .iter()
-                .map(|_| Arc::new(Semaphore::new(max)))
+                .map(|_| Arc::new(Semaphore::new(limits.max_server_connections)))
                 .collect(),
             waiting: backends.iter().map(|_| AtomicUsize::new(0)).collect(),
             backends,
-            idle: Mutex::default(),
+            keys: Mutex::default(),
+            closing: Mutex::default(),
             params: Mutex::new(HashMap::new()),
             asking: Mutex::default(),
-            max_idle: config.max_idle,
-            max_server_connections: max,
-            idle_timeout: config.idle_timeout,
+            limits,
             connect_timeout,
+            next_waiter: AtomicU64::new(0),
+            clients_waiting: AtomicUsize::new(0),
         })
     }
 
@@ -129,29 +297,193 @@ impl Pool {
         &self.backends
     }
 
-    /// An idle connection for `key` that is still alive, or a new one.
+    /// The pool of `key`, made on first use.
+    pub fn key_pool(&self, key: &PoolKey) -> Arc<KeyPool> {
+        let mut keys = locked(&self.keys);
+        if let Some(pool) = keys.get(key) {
+            return pool.clone();
+        }
+        let pool = Arc::new(KeyPool {
+            key: key.clone(),
+            state: Mutex::default(),
+            info: self.backends[key.backend.index()].clone(),
+        });
+        keys.insert(key.clone(), pool.clone());
+        pool
+    }
+
+    /// A connection of `pool`: an idle one still alive (on the worker thread `worker` and
+    /// `suits` the session, if one does), or a new one, or the first given back or made
+    /// room for while this client is first in line.
     pub async fn acquire(
         &self,
-        key: &PoolKey,
+        pool: &Arc<KeyPool>,
         password: Option<&str>,
+        worker: usize,
+        suits: &Suits<'_>,
     ) -> Result<BackendConn, BackendError> {
+        let started = Instant::now();
         loop {
-            let candidate = locked(&self.idle).conns.get_mut(key).and_then(|v| v.pop());
-            match candidate {
-                Some((conn, _)) if is_alive(&conn) => match conn.adopt() {
-                    Ok(conn) => return Ok(conn),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot move a pooled connection to this worker")
-                    }
+            let (idle, step) = {
+                let mut state = locked(&pool.state);
+                if password.is_some() && state.password.as_deref() != password {
+                    state.password = password.map(Arc::from);
+                }
+                // Nobody may pass those already in line.
+                let first_in_line = state.waiting.is_empty();
+                let idle = first_in_line
+                    .then(|| state.take_idle(worker, suits))
+                    .flatten();
+                let step = if idle.is_some() {
+                    Step::Ready
+                } else if first_in_line && state.open < self.limits.pool_size {
+                    state.open += 1;
+                    Step::Open
+                } else {
+                    let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+                    let (tx, rx) = oneshot::channel();
+                    let since = Instant::now();
+                    state.waiting.push_back(Waiter { id, since, tx });
+                    Step::Wait(id, rx)
+                };
+                (idle, step)
+            };
+            let conn = match (idle, step) {
+                (Some(conn), _) => conn,
+                (None, Step::Wait(id, rx)) => match self.wait_in_line(pool, id, rx, started).await?
+                {
+                    Handoff::Conn(conn) => *conn,
+                    Handoff::Room => return self.open(pool, password, worker, started).await,
                 },
-                Some(_) => continue,
-                None => break,
+                (None, _) => return self.open(pool, password, worker, started).await,
+            };
+            if let Some(conn) = self.ready(conn, worker) {
+                return Ok(conn);
             }
         }
-        let slot = self.slot(key.backend).await?;
-        let info = self.backends[key.backend.index()].clone();
-        let conn = connect(info, key.clone(), password, self.connect_timeout, slot).await?;
-        self.remember((key.clone(), Vec::new()), conn.params.clone());
+    }
+
+    /// A connection taken from the idle list or handed over, checked alive and moved to the
+    /// worker thread that uses it; None if it had died (its room is handed on).
+    fn ready(&self, conn: BackendConn, worker: usize) -> Option<BackendConn> {
+        if !is_alive(&conn) || conn.created.elapsed() >= self.limits.lifetime {
+            close(conn);
+            return None;
+        }
+        if conn.worker == worker {
+            return Some(conn);
+        }
+        match conn.adopt(worker) {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move a pooled connection to this worker");
+                None
+            }
+        }
+    }
+
+    /// Waits in `pool`'s line (entry `id`) for a connection or room, up to
+    /// `query_wait_timeout` since `started`; after `reserve_pool_timeout`, takes room in the
+    /// reserve if there is some.
+    async fn wait_in_line(
+        &self,
+        pool: &Arc<KeyPool>,
+        id: u64,
+        mut rx: oneshot::Receiver<Handoff>,
+        started: Instant,
+    ) -> Result<Handoff, BackendError> {
+        let _in_line = InLine::join(&self.clients_waiting);
+        let limits = &self.limits;
+        let deadline = started + limits.query_wait_timeout;
+        if limits.reserve_pool_size > 0 {
+            let reserve_at = started + limits.reserve_pool_timeout;
+            if let Ok(handoff) = tokio::time::timeout_at(reserve_at.into(), &mut rx).await {
+                return self.waited(pool, started, handoff.ok());
+            }
+            let mut state = locked(&pool.state);
+            let reserve = limits.pool_size.saturating_add(limits.reserve_pool_size);
+            if state.open < reserve && leave_line(&mut state, id) {
+                state.open += 1;
+                drop(state);
+                tracing::info!(pool = %pool.name(), "a client waited {}ms: opening a reserve connection",
+                    limits.reserve_pool_timeout.as_millis());
+                return self.waited(pool, started, Some(Handoff::Room));
+            }
+        }
+        match tokio::time::timeout_at(deadline.into(), &mut rx).await {
+            Ok(handoff) => self.waited(pool, started, handoff.ok()),
+            Err(_) => {
+                let left = leave_line(&mut locked(&pool.state), id);
+                if !left {
+                    // Handed something just as the wait ended: take it.
+                    if let Ok(handoff) = rx.try_recv() {
+                        return self.waited(pool, started, Some(handoff));
+                    }
+                }
+                self.waited(pool, started, None)
+            }
+        }
+    }
+
+    /// The end of a wait in line, counted: what it was handed, or the error of a wait that
+    /// ran out.
+    fn waited(
+        &self,
+        pool: &KeyPool,
+        started: Instant,
+        handoff: Option<Handoff>,
+    ) -> Result<Handoff, BackendError> {
+        metrics::histogram!(names::POOL_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+        handoff.ok_or_else(|| self.timed_out(pool))
+    }
+
+    fn timed_out(&self, pool: &KeyPool) -> BackendError {
+        let limits = &self.limits;
+        let size = match limits.pool_size {
+            usize::MAX => format!(
+                "{} ([pool] max_server_connections)",
+                limits.max_server_connections
+            ),
+            size => format!("{size} ([pool] default_pool_size)"),
+        };
+        BackendError::Full {
+            backend: pool.info.to_string(),
+            reason: format!(
+                "no server connection of pool {} came free within {}ms ([pool] \
+                 query_wait_timeout); its size is {size}",
+                pool.name(),
+                limits.query_wait_timeout.as_millis(),
+            ),
+        }
+    }
+
+    /// Opens a connection in room already counted in `pool`; on failure the room goes to
+    /// the next in line.
+    async fn open(
+        &self,
+        pool: &Arc<KeyPool>,
+        password: Option<&str>,
+        worker: usize,
+        started: Instant,
+    ) -> Result<BackendConn, BackendError> {
+        let member = Member(pool.clone());
+        let slot = self.slot(pool, started).await?;
+        let place = Place {
+            _slot: slot,
+            member,
+        };
+        let info = pool.info.clone();
+        let mut conn = connect(
+            info,
+            pool.key.clone(),
+            password,
+            self.connect_timeout,
+            place,
+        )
+        .await?;
+        conn.worker = worker;
+        conn.prepared = Prepared::bounded(self.limits.max_prepared_statements);
+        self.remember((pool.key.clone(), Vec::new()), conn.params.clone());
         Ok(conn)
     }
 
@@ -163,48 +495,61 @@ impl Pool {
         remembered.insert(key, params);
     }
 
-    /// A place for one more connection to `backend`: free at once, or made by closing an
-    /// idle connection there, or the first to come free within the connect timeout.
-    async fn slot(&self, backend: BackendId) -> Result<OwnedSemaphorePermit, BackendError> {
+    /// A place for one more connection to `pool`'s backend: free at once, or made by closing
+    /// an idle connection there, or the first to come free before the wait's deadline.
+    async fn slot(
+        &self,
+        pool: &KeyPool,
+        started: Instant,
+    ) -> Result<OwnedSemaphorePermit, BackendError> {
+        let backend = pool.key.backend;
         let slots = &self.slots[backend.index()];
         if let Ok(slot) = slots.clone().try_acquire_owned() {
             return Ok(slot);
         }
         let _in_line = InLine::join(&self.waiting[backend.index()]);
         self.close_oldest_idle(backend);
-        match tokio::time::timeout(self.connect_timeout, slots.clone().acquire_owned()).await {
+        let deadline = started + self.limits.query_wait_timeout;
+        match tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => Ok(slot),
             _ => Err(BackendError::Full {
-                backend: self.backends[backend.index()].to_string(),
+                backend: pool.info.to_string(),
                 reason: format!(
                     "sorry, too many clients already: {} connections are open there \
                      ([pool] max_server_connections) and none came free within {}ms \
-                     (connect_timeout)",
-                    self.max_server_connections,
-                    self.connect_timeout.as_millis()
+                     ([pool] query_wait_timeout)",
+                    self.limits.max_server_connections,
+                    self.limits.query_wait_timeout.as_millis()
                 ),
             }),
         }
     }
 
+    /// Every key pool, for looking through them.
+    fn key_pools(&self) -> Vec<Arc<KeyPool>> {
+        locked(&self.keys).values().cloned().collect()
+    }
+
     /// Closes the idle connection to `backend` unused the longest, if there is one.
     fn close_oldest_idle(&self, backend: BackendId) {
-        let mut idle = locked(&self.idle);
-        let oldest = idle
-            .conns
-            .iter()
-            .filter(|(key, list)| key.backend == backend && !list.is_empty())
-            .min_by_key(|(_, list)| list[0].1)
-            .map(|(key, _)| key.clone());
-        let Some(key) = oldest else { return };
-        let list = idle.conns.get_mut(&key).expect("found above");
-        let (conn, _) = list.remove(0);
-        if list.is_empty() {
-            idle.conns.remove(&key);
+        let oldest = self
+            .key_pools()
+            .into_iter()
+            .filter(|pool| pool.key.backend == backend)
+            .filter_map(|pool| {
+                let since = locked(&pool.state).idle.first().map(|(_, since)| *since)?;
+                Some((since, pool))
+            })
+            .min_by_key(|(since, _)| *since);
+        let Some((_, pool)) = oldest else { return };
+        let conn = {
+            let mut state = locked(&pool.state);
+            (!state.idle.is_empty()).then(|| state.idle.remove(0).0)
+        };
+        if let Some(conn) = conn {
+            tracing::debug!(backend = %conn.info, "closing an idle connection to make room for another");
+            close(conn);
         }
-        drop(idle);
-        tracing::debug!(backend = %conn.info, "closing an idle connection to make room for another");
-        close(conn);
     }
 
     /// The ParameterStatus values a client with the startup `settings` is told: those a
@@ -245,10 +590,11 @@ impl Pool {
         password: Option<&str>,
         settings: &[(String, String)],
     ) -> Result<Arc<ServerParams>, BackendError> {
-        let mut conn = self.acquire(key, password).await?;
+        let pool = self.key_pool(key);
+        let mut conn = self.acquire(&pool, password, NO_WORKER, &|_| true).await?;
         let Some(sql) = apply::set_config_sql(settings.iter().map(|(n, v)| (&**n, &**v))) else {
             let params = conn.params.clone();
-            self.put_idle(conn);
+            self.give_back(conn);
             return Ok(params);
         };
         let answer = apply::run(&mut conn, &sql)
@@ -265,82 +611,128 @@ impl Pool {
         }
     }
 
-    /// Takes a connection back: reset in the background and pooled, or closed if its state is
-    /// not clean.
+    /// Takes a connection back: reset with `DISCARD ALL` in the background and pooled, or
+    /// closed if its state is not clean.
     pub fn release(self: &Arc<Self>, conn: BackendConn) {
         if !conn.is_quiet() {
+            close(conn);
             return;
         }
         let pool = self.clone();
         tokio::spawn(async move {
             if let Ok(Ok(conn)) = tokio::time::timeout(RESET_TIMEOUT, reset(conn)).await {
-                pool.put_idle(conn);
+                pool.give_back(conn);
             }
         });
     }
 
-    /// Pools a clean connection, unless others wait for a place at its backend (it closes,
-    /// and the first in line gets its place), its database is being dropped, or enough
+    /// Takes a clean connection back as it is: to the first client waiting for its key, or
+    /// pooled, unless it is too old, its database is being dropped, clients wait for a place
+    /// at its backend (it closes, and the first in line there gets its place), or enough
     /// connections for its key are idle already.
-    fn put_idle(&self, conn: BackendConn) {
-        let now = Instant::now();
-        let mut idle = locked(&self.idle);
-        idle.closing.retain(|(_, until)| *until > now);
-        let closing = idle
-            .closing
-            .iter()
-            .any(|(name, _)| *name == conn.key.startup.database);
-        if closing || self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0 {
-            drop(idle);
+    pub fn give_back(&self, conn: BackendConn) {
+        if !conn.is_quiet() {
             close(conn);
             return;
         }
-        let list = idle.conns.entry(conn.key.clone()).or_default();
-        if list.len() < self.max_idle {
-            list.push((conn, now));
+        let pool = conn.member().clone();
+        let doomed = conn.created.elapsed() >= self.limits.lifetime
+            || self.is_closing(&conn.key.startup.database);
+        let mut state = locked(&pool.state);
+        let conn = if state.waiting.is_empty() {
+            conn
         } else {
-            drop(idle);
+            match state.hand_to_first(Handoff::Conn(Box::new(conn))) {
+                None => return,
+                Some(Handoff::Conn(conn)) => *conn,
+                Some(Handoff::Room) => unreachable!("handed back what was given"),
+            }
+        };
+        let backend_full = self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0;
+        if doomed || backend_full || state.idle.len() >= self.limits.max_idle {
+            drop(state);
             close(conn);
+            return;
+        }
+        state.idle.push((conn, Instant::now()));
+    }
+
+    fn is_closing(&self, database: &str) -> bool {
+        let now = Instant::now();
+        let mut closing = locked(&self.closing);
+        closing.0.retain(|(_, until)| *until > now);
+        closing.0.iter().any(|(name, _)| name == database)
+    }
+
+    /// Closes connections idle for longer than `server_idle_timeout` or older than
+    /// `server_lifetime`, and opens what keys lack of `min_pool_size`.
+    pub fn maintain(self: &Arc<Self>) {
+        let now = Instant::now();
+        let limits = &self.limits;
+        for pool in self.key_pools() {
+            let (expired, missing, password) = {
+                let mut state = locked(&pool.state);
+                let mut expired = Vec::new();
+                let mut i = 0;
+                while i < state.idle.len() {
+                    let (conn, since) = &state.idle[i];
+                    let old = conn.created.elapsed() >= limits.lifetime;
+                    if old || now.duration_since(*since) >= limits.idle_timeout {
+                        expired.push(state.idle.remove(i).0);
+                    } else {
+                        i += 1;
+                    }
+                }
+                let missing = limits
+                    .min_pool_size
+                    .saturating_sub(state.open - expired.len().min(state.open));
+                (expired, missing, state.password.clone())
+            };
+            expired.into_iter().for_each(close);
+            if missing > 0 {
+                self.fill(&pool, missing, password);
+            }
         }
     }
 
-    /// Closes connections idle for longer than the idle timeout.
-    pub fn reap_idle(&self) {
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        let mut idle = locked(&self.idle);
-        for list in idle.conns.values_mut() {
-            let keep = list
-                .iter()
-                .take_while(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
-                .count();
-            expired.extend(list.drain(..keep).map(|(conn, _)| conn));
+    /// Opens `count` connections for `pool` in the background, to keep `min_pool_size`.
+    fn fill(self: &Arc<Self>, pool: &Arc<KeyPool>, count: usize, password: Option<Arc<str>>) {
+        for _ in 0..count {
+            {
+                let mut state = locked(&pool.state);
+                if state.open >= self.limits.min_pool_size.min(self.limits.pool_size) {
+                    return;
+                }
+                state.open += 1;
+            }
+            let (this, pool, password) = (self.clone(), pool.clone(), password.clone());
+            tokio::spawn(async move {
+                match this
+                    .open(&pool, password.as_deref(), NO_WORKER, Instant::now())
+                    .await
+                {
+                    Ok(conn) => this.give_back(conn),
+                    Err(e) => {
+                        tracing::debug!(pool = %pool.name(), error = %e, "could not open a connection for [pool] min_pool_size")
+                    }
+                }
+            });
         }
-        idle.conns.retain(|_, list| !list.is_empty());
-        drop(idle);
-        expired.into_iter().for_each(close);
     }
 
     /// Before `DROP DATABASE` or `ALTER DATABASE ... RENAME` of `database`: closes the idle
     /// connections to it on every backend, and for a while closes those returned instead of
     /// pooling them (a client that just left may still be handing its connection back).
     fn close_database(&self, database: &str) {
-        let mut idle = locked(&self.idle);
-        idle.closing
+        locked(&self.closing)
+            .0
             .push((database.to_owned(), Instant::now() + CLOSING_GRACE));
-        let keys: Vec<PoolKey> = idle
-            .conns
-            .keys()
-            .filter(|key| key.startup.database == database)
-            .cloned()
-            .collect();
-        let closed: Vec<BackendConn> = keys
-            .iter()
-            .filter_map(|key| idle.conns.remove(key))
-            .flatten()
-            .map(|(conn, _)| conn)
-            .collect();
-        drop(idle);
+        let mut closed = Vec::new();
+        for pool in self.key_pools() {
+            if pool.key.startup.database == database {
+                closed.extend(locked(&pool.state).idle.drain(..).map(|(conn, _)| conn));
+            }
+        }
         tracing::info!(
             database,
             connections = closed.len(),
@@ -360,40 +752,86 @@ impl Pool {
         }
     }
 
+    /// Every key pool's figures now.
+    pub fn figures(&self) -> Vec<KeyFigures> {
+        let now = Instant::now();
+        self.key_pools()
+            .into_iter()
+            .map(|pool| {
+                let state = locked(&pool.state);
+                KeyFigures {
+                    key: pool.key.clone(),
+                    open: state.open,
+                    idle: state.idle.len(),
+                    waiting: state.waiting.len(),
+                    longest_wait: state
+                        .waiting
+                        .front()
+                        .map_or(Duration::ZERO, |w| now.duration_since(w.since)),
+                }
+            })
+            .collect()
+    }
+
     /// Pooled connections per backend (by index), for the status page and gauges.
     pub fn idle_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.backends.len()];
-        for (key, list) in locked(&self.idle).conns.iter() {
-            counts[key.backend.index()] += list.len();
+        for figures in self.figures() {
+            counts[figures.key.backend.index()] += figures.idle;
         }
         counts
     }
 
-    /// Closes every idle connection (at shutdown).
-    pub fn close_idle(&self) {
-        let conns = std::mem::take(&mut locked(&self.idle).conns);
-        conns
-            .into_values()
-            .flatten()
-            .for_each(|(conn, _)| close(conn));
+    /// Clients waiting for a server connection now.
+    pub fn clients_waiting(&self) -> usize {
+        self.clients_waiting.load(Ordering::Relaxed)
     }
 
     /// The idle connections now, for the admin console (read only).
     pub fn idle_snapshot(&self) -> Vec<IdleServer> {
-        let idle = locked(&self.idle);
-        idle.conns
-            .iter()
-            .flat_map(|(key, list)| {
-                list.iter().map(move |(conn, since)| IdleServer {
-                    key: key.clone(),
-                    backend: conn.info.clone(),
-                    pid: conn.cancel_key.0,
-                    local: conn.rd.local_addr().ok(),
-                    created: conn.created,
-                    since: *since,
-                })
-            })
-            .collect()
+        let mut servers = Vec::new();
+        for pool in self.key_pools() {
+            let state = locked(&pool.state);
+            servers.extend(state.idle.iter().map(|(conn, since)| IdleServer {
+                key: pool.key.clone(),
+                backend: conn.info.clone(),
+                pid: conn.cancel_key.0,
+                local: conn.rd.local_addr().ok(),
+                created: conn.created,
+                since: *since,
+            }));
+        }
+        servers
+    }
+
+    /// Closes every idle connection (at shutdown).
+    pub fn close_idle(&self) {
+        for pool in self.key_pools() {
+            let idle = std::mem::take(&mut locked(&pool.state).idle);
+            idle.into_iter().for_each(|(conn, _)| close(conn));
+        }
+    }
+}
+
+/// Worker index of a connection opened outside any session: whoever leases it first moves it.
+pub const NO_WORKER: usize = usize::MAX;
+
+/// Takes waiter `id` out of the line; false if it was not there any more (handed something).
+fn leave_line(state: &mut KeyState, id: u64) -> bool {
+    let Some(at) = state.waiting.iter().position(|w| w.id == id) else {
+        return false;
+    };
+    state.waiting.remove(at);
+    true
+}
+
+impl KeyPool {
+    /// `backend/user/database`, as the admin console and errors name a pool.
+    pub fn name(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.info.name, self.key.startup.user, self.key.startup.database
+        )
     }
 }
 
@@ -425,5 +863,6 @@ async fn reset(mut conn: BackendConn) -> io::Result<BackendConn> {
     conn.prepared.clear();
     conn.closes_due.clear();
     conn.settings_seq = 0;
+    conn.settings = super::SettingsMark::Startup;
     Ok(conn)
 }

@@ -38,6 +38,7 @@ where
             AfterInput::Nothing => Ok(()),
             AfterInput::Resume => {
                 self.inflight = None;
+                self.give_back_idle();
                 if self.stalled {
                     self.stalled = false;
                     self.process_client_input().await?;

@@ -6,12 +6,14 @@
 //! whichever backend runs it, and a stale one is closed first.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use foldhash::fast::RandomState;
 
 use super::bound::bound_set_configs;
-use crate::backend::{same_name, BackendConn, ParseOrigin, Pending};
+use super::words::{may_start_with, sql_statement_name};
+use crate::backend::{same_name, BackendConn, ParseOrigin, Pending, StatementIds};
 use crate::protocol::{fields, write};
 use crate::route::{Effects, Verdict};
 
@@ -24,14 +26,14 @@ pub struct Statement {
 }
 
 /// The client's prepared statements by name (the unnamed statement under "").
-#[derive(Default)]
 pub struct Statements {
     /// The named ones.
     map: HashMap<Bytes, Statement, RandomState>,
     /// The unnamed one, apart: drivers define it anew for nearly every query, and a field
     /// costs less than a hash map's insert.
     unnamed: Option<Statement>,
-    next_generation: u64,
+    /// Numbers every definition, proxy-wide.
+    ids: Arc<StatementIds>,
     /// The statement bound last (name, generation, verdict): a driver binds the same
     /// prepared statement again and again, and this spares the hash look-ups. Every change
     /// forgets it.
@@ -39,6 +41,24 @@ pub struct Statements {
 }
 
 impl Statements {
+    pub fn new(ids: Arc<StatementIds>) -> Statements {
+        Statements {
+            map: HashMap::default(),
+            unnamed: None,
+            ids,
+            recent: None,
+        }
+    }
+
+    /// The number of a new definition, `parse`: shared by every session for a named one.
+    fn number(&self, name: &[u8], parse: &Bytes) -> u64 {
+        if name.is_empty() {
+            self.ids.fresh()
+        } else {
+            self.ids.of_named(parse)
+        }
+    }
+
     fn get(&self, name: &[u8]) -> Option<&Statement> {
         if name.is_empty() {
             self.unnamed.as_ref()
@@ -111,13 +131,43 @@ impl Statements {
     #[inline(always)]
     pub fn ensure_on(&mut self, conn: &mut BackendConn, name: &[u8]) {
         let Some((_, generation)) = self.bound(name) else {
-            return; // unknown to the proxy: the server reports it, as it would directly
+            // Unknown to the session: the server reports it, as it would directly, unless a
+            // pooled connection holds another session's statement by that name.
+            if conn.prepared.contains_key(name) {
+                Self::close_foreign(conn, name);
+            }
+            return;
         };
         if !conn.prepared.holds(name, generation) {
             if let Some(stmt) = self.get(name) {
                 Self::prepare_on(conn, name, stmt);
             }
         }
+    }
+
+    /// Before a simple query that names a prepared statement in SQL (`PREPARE`, `EXECUTE`,
+    /// `DEALLOCATE`): what `conn` holds by that name for another session is closed, so the
+    /// server answers as it would on a connection of this session's own.
+    #[inline(always)]
+    pub fn before_sql_naming(&self, conn: &mut BackendConn, sql: &[u8]) {
+        if !may_start_with(sql, &[b"PREPARE", b"EXECUTE", b"DEALLOCATE"]) {
+            return;
+        }
+        if let Some(name) = sql_statement_name(sql) {
+            if conn.prepared.contains_key(&name) && !self.contains(&name) {
+                Self::close_foreign(conn, &name);
+            }
+        }
+    }
+
+    /// Closes what `conn` holds under `name` for another session, so that the server answers
+    /// this session's use of the name as it would on a connection of its own.
+    #[cold]
+    #[inline(never)]
+    fn close_foreign(conn: &mut BackendConn, name: &[u8]) {
+        write::close_statement(name, &mut conn.out);
+        current(conn).closes.push(true);
+        conn.prepared.remove(name);
     }
 
     /// Prepares `stmt` on `conn`, closing the stale version there first.
@@ -133,8 +183,7 @@ impl Statements {
             name: Bytes::copy_from_slice(name),
             generation: stmt.generation,
         });
-        conn.prepared
-            .insert(Bytes::copy_from_slice(name), stmt.generation);
+        hold(conn, Bytes::copy_from_slice(name), stmt.generation);
     }
 
     /// Forwards the client's Parse to `conn` and records the statement.
@@ -157,13 +206,12 @@ impl Statements {
             current(conn).closes.push(true);
         }
         conn.out.extend_from_slice(&msg);
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        conn.prepared.insert(name.clone(), generation);
+        let generation = self.number(&name, &msg);
         conn.proto.note_parse(ParseOrigin::Client {
             name: name.clone(),
             generation,
         });
+        hold(conn, name.clone(), generation);
         self.define(
             name,
             Statement {
@@ -181,9 +229,12 @@ impl Statements {
             return;
         };
         let name = name_of(&parse, name);
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        conn.prepared.insert(name.clone(), generation);
+        let generation = self.number(&name, &parse);
+        // Taken in between units: nothing may be written now, so no statement is given up
+        // for it (the bound is passed by one until the next definition).
+        if let Some(victim) = conn.prepared.insert(name.clone(), generation) {
+            conn.prepared.mark_unsure(&victim);
+        }
         self.define(
             name,
             Statement {
@@ -214,6 +265,15 @@ impl Statements {
         if let Some(conn) = conn {
             conn.prepared.not_sure_of(name, generation);
         }
+    }
+}
+
+/// Records that `conn` holds `name` at `generation`, closing there the statement given up
+/// to stay within `[pool] max_prepared_statements`.
+fn hold(conn: &mut BackendConn, name: Bytes, generation: u64) {
+    if let Some(victim) = conn.prepared.insert(name, generation) {
+        write::close_statement(&victim, &mut conn.out);
+        current(conn).closes.push(true);
     }
 }
 

@@ -2,8 +2,9 @@
 //! when done, and which one the client's cancel reaches.
 
 use super::*;
-use crate::backend::{BackendId, Interrupted, Pool};
+use crate::backend::{BackendId, Interrupted, KeyPool, Pool, SettingsMark};
 use crate::clients::{ClientEntry, ServerLink};
+use pgrepl_config::PoolMode;
 
 /// The server connections a session holds: at most one on the primary and one on its
 /// replica. Acquired from the pool on first use; released (to the pool or closed) by the
@@ -13,6 +14,8 @@ pub(super) struct Leases {
     primary: Option<BackendConn>,
     replica: Option<BackendConn>,
     listed: Arc<ClientEntry>,
+    /// The key pools this session has taken connections from, by backend: found once.
+    pools: Vec<Arc<KeyPool>>,
 }
 
 /// A slot's place in the registry entry's list of server connections.
@@ -29,6 +32,7 @@ impl Leases {
             primary: None,
             replica: None,
             listed,
+            pools: Vec::new(),
         }
     }
 
@@ -57,24 +61,23 @@ impl Leases {
         self.peek(slot).is_some()
     }
 
-    /// Takes a connection for `slot` to `backend` from the pool, unless one is held already.
-    pub(super) async fn acquire(
+    /// The key pool of `backend` for this session's startup request.
+    fn key_pool(
         &mut self,
-        slot: Slot,
         backend: BackendId,
         pool: &Pool,
         startup: &Arc<StartupInfo>,
-        password: Option<&str>,
-    ) -> Result<(), BackendError> {
-        let holder = self.holder(slot);
-        if holder.is_none() {
-            let key = PoolKey {
-                backend,
-                startup: startup.clone(),
-            };
-            *holder = Some(pool.acquire(&key, password).await?);
+    ) -> Arc<KeyPool> {
+        if let Some(found) = self.pools.iter().find(|p| p.key.backend == backend) {
+            return found.clone();
         }
-        Ok(())
+        let key = PoolKey {
+            backend,
+            startup: startup.clone(),
+        };
+        let found = pool.key_pool(&key);
+        self.pools.push(found.clone());
+        found
     }
 
     /// Gives up the connection in `slot`: the caller returns it to the pool or closes it.
@@ -145,24 +148,31 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    /// Pools a clean lease; closes any other, first cancelling what it still runs so no
-    /// statement or lock outlives the client.
-    pub(super) fn return_lease(&self, slot: Slot, conn: BackendConn) {
+    /// Pools a clean lease (as it is when the session holds no state on it, else reset);
+    /// closes any other, first cancelling what it still runs so no statement or lock
+    /// outlives the client.
+    pub(super) fn return_lease(&mut self, slot: Slot, conn: BackendConn) {
         let clean = conn.is_quiet()
             && !conn.has_temp_schema
             && self.tx != Some(slot)
             && self.open_batch != Some(slot);
+        if clean && self.shared.pool_mode == PoolMode::Transaction && self.may_give_back(slot) {
+            self.give_back(conn);
+            return;
+        }
         if clean {
             self.shared.pool.release(conn);
             return;
         }
-        if !conn.proto.syncs.is_empty() {
-            let target = cancel_of(&conn);
-            tokio::spawn(async move {
-                let _ = send_cancel(&target).await;
-                drop(conn);
-            });
+        if conn.proto.syncs.is_empty() {
+            crate::backend::close(conn);
+            return;
         }
+        let target = cancel_of(&conn);
+        tokio::spawn(async move {
+            let _ = send_cancel(&target).await;
+            crate::backend::close(conn);
+        });
     }
 
     /// Opens the lease for `target`, or, when that is a replica that cannot be reached, the
@@ -210,7 +220,8 @@ where
         acquired
     }
 
-    /// Takes the lease for `slot` from the pool.
+    /// Takes the lease for `slot` from the pool: a connection told what settings it must
+    /// have for this session.
     async fn acquire_lease(&mut self, slot: Slot) -> Result<(), BackendError> {
         let backend = match slot {
             Slot::Primary => BackendId::PRIMARY,
@@ -221,10 +232,89 @@ where
                 .map_or(BackendId::PRIMARY, ReplicaLease::backend),
         };
         let (pool, client) = (&self.shared.pool, &self.client);
+        let key_pool = self.leases.key_pool(backend, pool, &client.startup);
         let password = client.password.as_deref();
-        self.leases
-            .acquire(slot, backend, pool, &client.startup, password)
-            .await
+        let fingerprint = self.state.settings.fingerprint();
+        let seq = self.state.settings.seq();
+        let suits = |conn: &BackendConn| match &conn.settings {
+            SettingsMark::Startup => seq == 0,
+            SettingsMark::Of(theirs) => **theirs == *fingerprint,
+            SettingsMark::Unknown => false,
+        };
+        let mut conn = pool
+            .acquire(&key_pool, password, client.worker, &suits)
+            .await?;
+        take_on(&mut conn, seq, &fingerprint);
+        *self.leases.holder(slot) = Some(conn);
+        Ok(())
+    }
+
+    /// Transaction pooling: at an idle point, gives back each connection the session needs
+    /// no more (see [`Self::may_give_back`]).
+    pub(super) fn give_back_idle(&mut self) {
+        if self.shared.pool_mode != PoolMode::Transaction {
+            return;
+        }
+        if self.state.pinned() != self.counted_pinned {
+            self.count_pinned(!self.counted_pinned);
+        }
+        for slot in [Slot::Primary, Slot::Replica] {
+            if !self.may_give_back(slot) {
+                continue;
+            }
+            if let Some(conn) = self.leases.release(slot) {
+                self.untrack_cancel(&conn);
+                self.give_back(conn);
+            }
+        }
+    }
+
+    /// Counts the session among those that keep their primary connection (or no more).
+    #[cold]
+    pub(super) fn count_pinned(&mut self, pinned: bool) {
+        let count = &self.shared.pinned_sessions;
+        if pinned {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("session pinned: it holds state only its primary connection has (a temporary table, LISTEN, an advisory lock, a SQL prepared statement or a cursor WITH HOLD), or settings the proxy cannot replay");
+        } else {
+            count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(
+                "session unpinned: its primary connection goes back to the pool at idle points"
+            );
+        }
+        self.counted_pinned = pinned;
+    }
+
+    /// Whether the connection in `slot` owes nothing, holds no transaction, batch or COPY
+    /// of the session's, and (on the primary) no state of the session's that lives there
+    /// alone.
+    fn may_give_back(&self, slot: Slot) -> bool {
+        let Some(conn) = self.leases.peek(slot) else {
+            return false;
+        };
+        let busy = [self.tx, self.open_batch, self.copy_owes_sync, self.inflight];
+        conn.is_quiet()
+            && !busy.contains(&Some(slot))
+            && (slot == Slot::Replica || !(self.state.pinned() || self.deferred.is_some()))
+    }
+
+    /// Gives a connection the session holds no state on back to the pool as it is, saying
+    /// what settings it has; one with a temporary schema is closed (a reset cannot remove
+    /// that schema).
+    fn give_back(&mut self, mut conn: BackendConn) {
+        if conn.has_temp_schema {
+            crate::backend::close(conn);
+            return;
+        }
+        let settings = &mut self.state.settings;
+        conn.settings = if conn.settings_seq != settings.seq() {
+            SettingsMark::Unknown
+        } else if settings.seq() == 0 {
+            SettingsMark::Startup
+        } else {
+            SettingsMark::Of(settings.fingerprint())
+        };
+        self.shared.pool.give_back(conn);
     }
 
     /// Tells the client a unit could not start because its backend is unavailable.
@@ -270,6 +360,21 @@ fn interrupted(why: Interrupted) -> BackendError {
             (b'M', message.to_owned()),
         ],
     }
+}
+
+/// A connection just leased learns what settings it has in this session's numbering: all of
+/// them if another session left the same, none if it is as the server started it; else it
+/// is reset first (back to its startup values; its prepared statements stay, tracked).
+/// `seq` and `fingerprint` are the session's (`Settings`).
+fn take_on(conn: &mut BackendConn, seq: u64, fingerprint: &str) {
+    conn.settings_seq = match std::mem::replace(&mut conn.settings, SettingsMark::Unknown) {
+        SettingsMark::Startup => 0,
+        SettingsMark::Of(theirs) if *theirs == *fingerprint => seq,
+        SettingsMark::Of(_) | SettingsMark::Unknown => {
+            send::reset_settings(conn);
+            0
+        }
+    };
 }
 
 pub(super) fn cancel_of(conn: &BackendConn) -> BackendCancel {

@@ -199,6 +199,8 @@ pub struct Session<R, W> {
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
+    /// Counted in `Shared::pinned_sessions`.
+    counted_pinned: bool,
     counts: Counts,
 }
 
@@ -272,6 +274,7 @@ where
         let shared_mode = shared.read_your_writes;
         let functions = shared.classifier.user_functions(&client.startup.database);
         let state = SessionState::new(client.default_read_only, &client.settings);
+        let stmts = Statements::new(shared.statement_ids.clone());
         let tally = shared
             .counting
             .then(|| shared.tallies[client.worker].clone());
@@ -291,7 +294,7 @@ where
             batch: Batch::default(),
             discard_until_sync: false,
             copy_owes_sync: None,
-            stmts: Statements::default(),
+            stmts,
             functions,
             last_parse: None,
             stalled: false,
@@ -307,6 +310,7 @@ where
             state,
             shutdown_wait,
             shutting_down: false,
+            counted_pinned: false,
             counts: Counts {
                 stats: SessionStats::default(),
                 tally,
@@ -408,6 +412,9 @@ where
         // No cancel may reach the connections once another session can lease them.
         self.client.cancel.set(None);
         self.stop_waiting();
+        if self.counted_pinned {
+            self.count_pinned(false);
+        }
         for slot in [Slot::Primary, Slot::Replica] {
             if let Some(conn) = self.leases.release(slot) {
                 self.return_lease(slot, conn);

@@ -237,6 +237,9 @@ where
 /// statement; DISCARD ALL and DEALLOCATE ALL drop the named ones.
 #[inline(always)]
 fn write_query(conn: &mut BackendConn, msg: &Bytes, stmts: &mut Statements) {
+    if msg[0] == QUERY && !conn.prepared.is_empty() {
+        stmts.before_sql_naming(conn, fields::query_sql(msg).unwrap_or_default());
+    }
     conn.out.extend_from_slice(msg);
     if !conn.prepared.is_empty() {
         conn.prepared.remove(&b""[..]);
@@ -410,6 +413,13 @@ pub(super) fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
     if conn.settings_seq < settings.seq() {
         replay_settings(conn, settings);
     }
+}
+
+/// Before anything else on a connection another session left with other settings: back to
+/// the values it started with, its answer swallowed.
+#[cold]
+pub(super) fn reset_settings(conn: &mut BackendConn) {
+    injected_query(conn, super::settings::DISCARDED, Origin::Settings);
 }
 
 #[cold]

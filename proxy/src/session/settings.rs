@@ -16,6 +16,8 @@
 //! Each change has a sequence number; a connection records the newest one it has, so it gets
 //! only what it lacks.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::words::Words;
@@ -94,10 +96,12 @@ pub struct Settings {
     /// Reported startup settings (indexes into `startup_reported`) the unit being settled
     /// reset: brought back when it is settled, unless a later statement of it sets them.
     restoring: Vec<usize>,
+    /// The last fingerprint, with the change it was taken at.
+    fingerprint: Option<(u64, Arc<str>)>,
 }
 
 /// What `DISCARD ALL` does to settings, as a statement a standby also runs.
-const DISCARDED: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
+pub const DISCARDED: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
 
 fn same_name(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
@@ -143,6 +147,21 @@ impl Settings {
 
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// Everything the settings are, as the queries that give a new connection them (every
+    /// reported value included, so that the text does not depend on what the connection
+    /// started with): two sessions with the same text have the same settings, and a pooled
+    /// connection left with one session's suits the other as it is.
+    pub fn fingerprint(&mut self) -> Arc<str> {
+        match &self.fingerprint {
+            Some((seq, text)) if *seq == self.seq => text.clone(),
+            _ => {
+                let text: Arc<str> = self.replay_since(0, &[]).concat().into();
+                self.fingerprint = Some((self.seq, text.clone()));
+                text
+            }
+        }
     }
 
     /// Adds a `SET`/`RESET` text that took effect.

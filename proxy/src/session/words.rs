@@ -77,35 +77,64 @@ pub fn deallocate(sql: &[u8]) -> Option<Deallocate> {
     if !words.next()?.eq_ignore_ascii_case(b"DEALLOCATE") {
         return None;
     }
-    let mut rest = words.0;
-    let mut probe = Words(rest);
-    if probe
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case(b"PREPARE"))
-    {
-        rest = probe.0;
-    }
-    let rest = rest.trim_ascii_start();
-    let (name, after) = match rest.first()? {
-        b'"' => quoted_identifier(rest)?,
-        _ => {
-            let mut name = Words(rest);
-            let word = name.next()?;
-            let plain = word
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$') || *b >= 0x80);
-            if !plain || word[0].is_ascii_digit() || word[0] == b'$' {
-                return None;
-            }
-            if word.eq_ignore_ascii_case(b"ALL") {
-                return Words(name.0).rest_is_empty().then_some(Deallocate::All);
-            }
-            (word.to_ascii_lowercase(), name.0)
+    let rest = after_prepare(words.0);
+    if let Some(word) = Words(rest).next() {
+        if word.eq_ignore_ascii_case(b"ALL") {
+            let mut all = Words(rest);
+            all.next();
+            return all.rest_is_empty().then_some(Deallocate::All);
         }
-    };
+    }
+    let (name, after) = statement_name(rest)?;
     Words(after)
         .rest_is_empty()
         .then_some(Deallocate::Named(name))
+}
+
+/// The prepared statement a simple query names in SQL: `PREPARE name`, `EXECUTE name`,
+/// `DEALLOCATE [PREPARE] name` (as the server reads the name); None for anything else.
+pub fn sql_statement_name(sql: &[u8]) -> Option<Vec<u8>> {
+    let mut words = Words(sql);
+    let verb = words.next()?;
+    let rest = if verb.eq_ignore_ascii_case(b"DEALLOCATE") {
+        after_prepare(words.0)
+    } else if verb.eq_ignore_ascii_case(b"PREPARE") || verb.eq_ignore_ascii_case(b"EXECUTE") {
+        words.0
+    } else {
+        return None;
+    };
+    statement_name(rest).map(|(name, _)| name)
+}
+
+/// What follows an optional `PREPARE` keyword.
+fn after_prepare(rest: &[u8]) -> &[u8] {
+    let mut probe = Words(rest);
+    match probe.next() {
+        Some(word) if word.eq_ignore_ascii_case(b"PREPARE") => probe.0,
+        _ => rest,
+    }
+}
+
+/// A statement name at the start of `rest` as the server reads it (folded to lower case
+/// unless quoted), and what follows it.
+fn statement_name(rest: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let rest = rest.trim_ascii_start();
+    match rest.first()? {
+        b'"' => quoted_identifier(rest),
+        _ => {
+            let end = rest
+                .iter()
+                .position(|b| {
+                    !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$') || *b >= 0x80)
+                })
+                .unwrap_or(rest.len());
+            let word = &rest[..end];
+            if word.is_empty() || word[0].is_ascii_digit() || word[0] == b'$' {
+                return None;
+            }
+            Some((word.to_ascii_lowercase(), &rest[end..]))
+        }
+    }
 }
 
 /// Whether a simple query is exactly one `DISCARD` (of anything): it changes only the
@@ -212,6 +241,25 @@ mod tests {
         ];
         for (sql, want) in cases {
             assert_eq!(&deallocate(sql.as_bytes()), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn reads_the_statement_sql_names() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("PREPARE q1(int) AS SELECT $1", Some("q1")),
+            ("prepare Q2 AS SELECT 1", Some("q2")),
+            ("EXECUTE q1(1)", Some("q1")),
+            ("execute \"S_1\"", Some("S_1")),
+            ("DEALLOCATE PREPARE s_2", Some("s_2")),
+            ("DEALLOCATE s_3;", Some("s_3")),
+            ("EXECUTE", None),
+            ("EXPLAIN EXECUTE q1", None),
+            ("SELECT 1", None),
+        ];
+        for (sql, want) in cases {
+            let got = sql_statement_name(sql.as_bytes());
+            assert_eq!(got.as_deref(), want.map(str::as_bytes), "{sql}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The exported metric names (a contract: dashboards and alert rules use them) and their
 //! help texts.
 
-use metrics::{describe_counter, describe_gauge, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 pub const QUERIES: &str = "pgrepl_queries_total";
 pub const QUERY_DURATION: &str = "pgrepl_query_duration_seconds";
@@ -23,6 +23,9 @@ pub const BYTES: &str = "pgrepl_bytes_total";
 pub const CAUSAL_WAIT: &str = "pgrepl_causal_wait_seconds";
 pub const CAUSAL_WAITS: &str = "pgrepl_causal_waits_total";
 pub const POSITION_QUERIES: &str = "pgrepl_primary_position_queries_total";
+pub const POOL_WAIT_SECONDS: &str = "pgrepl_pool_wait_seconds";
+pub const CLIENTS_WAITING: &str = "pgrepl_clients_waiting";
+pub const PINNED_SESSIONS: &str = "pgrepl_pinned_sessions";
 
 /// HELP of the histograms the proxy renders itself (see `tally`).
 pub const QUERY_DURATION_HELP: &str =
@@ -120,6 +123,19 @@ pub fn describe_all() {
     describe_counter!(
         CAUSAL_WAITS,
         "Reads that waited for a replica to replay what their session must see, by where they then ran (replica, primary)"
+    );
+    describe_histogram!(
+        POOL_WAIT_SECONDS,
+        Unit::Seconds,
+        "How long a client that found no server connection free waited in its pool's line"
+    );
+    describe_gauge!(
+        CLIENTS_WAITING,
+        "Clients waiting in a pool's line for a server connection now"
+    );
+    describe_gauge!(
+        PINNED_SESSIONS,
+        "Sessions keeping their primary connection because they hold state only it has (transaction pooling)"
     );
     describe_counter!(
         POSITION_QUERIES,
