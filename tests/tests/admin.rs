@@ -21,13 +21,15 @@ const ADMIN_PASSWORD: &str = "admin-pass";
 
 /// A proxy of the test's own for the shared cluster, with an `admin` user allowed on the
 /// console and PAUSE giving up after 2 s.
+/// In session mode: the tests count the server connections clients hold while idle.
 fn admin_proxy() -> ProxyProcess {
     let cluster = Cluster::shared();
     let addr = free_addr();
     let toml = proxy_config(cluster, addr)
         + &format!(
             "\n[[users]]\nname = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
-             [admin]\nusers = [\"{ADMIN}\"]\npause_timeout = \"2s\"\n"
+             [admin]\nusers = [\"{ADMIN}\"]\npause_timeout = \"2s\"\n\n\
+             [pool]\nmode = \"session\"\n"
         );
     ProxyProcess::start(&toml, addr).unwrap_or_else(|e| panic!("cannot start a proxy: {e:#}"))
 }
