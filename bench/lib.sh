@@ -248,25 +248,27 @@ revision() {
 
 # --- PgBouncer -------------------------------------------------------------
 
-# PgBouncer's userlist: the cluster's roles that have a password, each with it in clear (so
-# PgBouncer can do SCRAM with the clients and with the server), from the proxy
-# configuration testcluster writes for the cluster.
+# PgBouncer's userlist: the SCRAM verifiers the primary stores for the cluster's login roles
+# (pg_authid, read by the superuser over the Unix socket), as PgBouncer deployments keep them.
+# A client's login then costs PgBouncer no PBKDF2 (the proxy, too, salts each password once,
+# at start), and PgBouncer logs in to the servers with the keys of the client's SCRAM proof.
 pgbouncer_userlist() {
-    "$TESTCLUSTER" proxy-config "$WORK/cluster" 127.0.0.1:1 | awk '
-        function flush() { if (user != "" && password != "") print user " " password; user = password = "" }
-        /^\[/ { flush(); users = ($0 == "[[users]]"); next }
-        users && $1 == "name" { user = $3 }
-        users && $1 == "password" { password = $3 }
-        END { flush() }'
+    "$PG_BIN/psql" -X -A -t -q -h "$WORK/cluster/db01" -p "$PRIMARY_PORT" -U postgres -d postgres -c \
+        "SELECT '\"' || rolname || '\" \"' || rolpassword || '\"' FROM pg_authid
+         WHERE rolcanlogin AND rolpassword LIKE 'SCRAM-SHA-256\$%' ORDER BY rolname"
 }
 
 # Writes $WORK/NAME.ini: PgBouncer on 127.0.0.1:PORT in front of $DB_NAME on the server at
-# SERVER_PORT, SCRAM with the userlist, NAME.log and NAME.pid in WORK; the further
+# SERVER_PORT, SCRAM with pgbouncer_userlist, NAME.log and NAME.pid in WORK; the further
 # arguments (`key = value` lines) complete the [pgbouncer] section.
 pgbouncer_ini() {
     local name=$1 port=$2 server_port=$3
     shift 3
-    [[ -s $WORK/userlist.txt ]] || pgbouncer_userlist >"$WORK/userlist.txt"
+    if [[ ! -s $WORK/userlist.txt ]]; then
+        pgbouncer_userlist >"$WORK/userlist.txt"
+        grep -q "^\"$DB_USER\" \"SCRAM-SHA-256" "$WORK/userlist.txt" ||
+            die "no SCRAM verifier of $DB_USER on the primary for PgBouncer's userlist"
+    fi
     {
         cat <<INI
 [databases]
