@@ -24,7 +24,10 @@
 # Usage: bench/pooling.sh
 # Environment:
 #   CLIENTS="1 16 100 1000"           pgbench client counts (-j 2, 1 for one client)
-#   DURATION=10                       seconds per pgbench run
+#   DURATION=10                       seconds per pgbench run, after the logins: pgbench's
+#                                     clock starts before its clients log in (SCRAM, about
+#                                     5 s for 1,000 clients here), so each run gets
+#                                     LOGIN_MS_PER_CLIENT=10 ms more per client (-T)
 #   ROUNDS=1                          rounds of the whole matrix
 #   WORKLOADS="select tpcb"           select: pgbench -S; tpcb: the default TPC-B-like script
 #   MODES="simple extended prepared"  pgbench query modes (-M)
@@ -69,6 +72,7 @@ PROXY_TOML=${PROXY_TOML:-}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 PGBOUNCER=${PGBOUNCER:-}
 PGBOUNCER_PREPARED=${PGBOUNCER_PREPARED:-200}
+LOGIN_MS_PER_CLIENT=${LOGIN_MS_PER_CLIENT:-10}
 
 # Upper bounds on the steps that could hang: a run gets its duration plus RUN_SLACK; the idle
 # clients get IDLE_LOGIN_TIMEOUT to log in.
@@ -81,6 +85,7 @@ TARGETS="proxy pgbouncer"
 STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 
 require_positive DURATION ROUNDS SCALE POOL_SIZE PGBOUNCER_PREPARED
+[[ $LOGIN_MS_PER_CLIENT =~ ^[0-9]+$ ]] || die "LOGIN_MS_PER_CLIENT must be a number, not '$LOGIN_MS_PER_CLIENT'"
 [[ -n ${CLIENTS// /} ]] || die "CLIENTS is empty"
 for c in $CLIENTS; do
     [[ $c =~ ^[1-9][0-9]*$ ]] || die "CLIENTS: '$c' is not a positive integer"
@@ -259,19 +264,26 @@ note() {
     echo "$*" >>"$NOTES"
 }
 
+# pgbench's -T for $1 clients: DURATION and time for the logins.
+run_seconds() {
+    echo $((DURATION + ($1 * LOGIN_MS_PER_CLIENT + 999) / 1000))
+}
+
 # Fields of a RESULTS line: 1 workload/mode  2 clients  3 target  4 tps  5 latency (ms)
-# 6 server connections on db01  7 on db02  8 round  (tps and latency n/a for a failed run)
+# 6 server connections on db01  7 on db02  8 round  9 pgbench's initial connection time (ms)
+# (tps and latency n/a for a failed run)
 measure() {
-    local target=$1 workload=$2 mode=$3 clients=$4 out rc=0 tps lat cp cr
+    local target=$1 workload=$2 mode=$3 clients=$4 out rc=0 tps lat cp cr logins seconds
     local threads=$((clients < 2 ? clients : 2))
+    seconds=$(run_seconds "$clients")
     local script=(-M "$mode")
     [[ $workload == tpcb ]] || script=(-S -M "$mode")
     start_target "$target"
     start_sampler "$PRIMARY_PORT"
     start_sampler "$REPLICA_PORT"
     sleep 0.5
-    out=$(timeout $((DURATION + RUN_SLACK)) "$PG_BIN/pgbench" "${script[@]}" -c "$clients" -j "$threads" \
-        -T "$DURATION" -n -h 127.0.0.1 -p "${PORT[$target]}" -U "$DB_USER" "$DB_NAME" 2>&1) || rc=$?
+    out=$(timeout $((seconds + RUN_SLACK)) "$PG_BIN/pgbench" "${script[@]}" -c "$clients" -j "$threads" \
+        -T "$seconds" -n -h 127.0.0.1 -p "${PORT[$target]}" -U "$DB_USER" "$DB_NAME" 2>&1) || rc=$?
     stop_sampler "$PRIMARY_PORT"
     stop_sampler "$REPLICA_PORT"
     stop_target "$target"
@@ -282,21 +294,26 @@ measure() {
     fi
     tps=$(pgbench_tps <<<"$out")
     lat=$(pgbench_latency <<<"$out")
+    logins=$(sed -n 's/^initial connection time = \([0-9.]*\) ms$/\1/p' <<<"$out")
     if [[ $rc -ne 0 || -z $tps || -z $lat ]]; then
-        echo "$workload/$mode $clients $target n/a n/a $cp $cr $round" >>"$RESULTS"
-        note "FAILED: $target, $workload -M $mode, $clients clients, round $round (pgbench exit $rc); its errors (count, text):"
-        grep -iE 'error|fatal|abort' <<<"$out" | sed -E 's/client [0-9]+/client N/g' | sort | uniq -c |
-            sort -rn | head -n 5 | sed 's/^/    /' | tee -a "$NOTES" >&2 || true
+        echo "$workload/$mode $clients $target n/a n/a $cp $cr $round ${logins:-n/a}" >>"$RESULTS"
+        note "FAILED: $target, $workload -M $mode, $clients clients, round $round (pgbench exit $rc); its errors (count, text) and counts:"
+        { grep -iE 'error|fatal|abort' <<<"$out" | sed -E 's/client [0-9]+/client N/g' | sort | uniq -c | sort -rn | head -n 5
+          grep -E '^(number of transactions actually processed|initial connection time|tps) ' <<<"$out" | sed 's/^/      /'
+        } | sed 's/^/    /' | tee -a "$NOTES" >&2 || true
         return 0
     fi
-    echo "$workload/$mode $clients $target $tps $lat $cp $cr $round" >>"$RESULTS"
-    say "$(printf 'round %s %-6s %-8s c=%-4s %-9s %9.0f tps %9.3f ms  server connections db01 %s db02 %s' \
-        "$round" "$workload" "$mode" "$clients" "$target" "$tps" "$lat" "$cp" "$cr")"
+    echo "$workload/$mode $clients $target $tps $lat $cp $cr $round ${logins:-n/a}" >>"$RESULTS"
+    say "$(printf 'round %s %-6s %-8s c=%-4s %-9s %9.0f tps %9.3f ms  server connections db01 %s db02 %s  (-T %s, logins %s ms)' \
+        "$round" "$workload" "$mode" "$clients" "$target" "$tps" "$lat" "$cp" "$cr" "$seconds" "${logins:-n/a}")"
 }
 
-points=0
-for _ in $WORKLOADS; do for _ in $MODES; do for _ in $CLIENTS; do points=$((points + 2)); done; done; done
-say "$((points * ROUNDS)) runs of $DURATION s: about $((points * ROUNDS * (DURATION + 3) / 60 + 1)) minutes"
+runs=0 total=0
+for _ in $WORKLOADS; do for _ in $MODES; do for c in $CLIENTS; do
+    runs=$((runs + 2 * ROUNDS))
+    total=$((total + 2 * ROUNDS * ($(run_seconds "$c") + 3)))
+done; done; done
+say "$runs pgbench runs: about $((total / 60 + 1)) minutes"
 for round in $(seq "$ROUNDS"); do
     for workload in $WORKLOADS; do
         for mode in $MODES; do
@@ -452,7 +469,7 @@ echo "Notes. Command: \`$cmd bash bench/pooling.sh\`; run from $STARTED to $FINI
     "Proxy: pgrepl-proxy $(revision) (release build), $PROXY_POOLING, [proxy] max_client_connections = $MAX_CLIENT_CONN." \
     "PgBouncer $PGBOUNCER_VERSION ($PGBOUNCER): $PGBOUNCER_POOLING, max_client_conn = $MAX_CLIENT_CONN, auth_type = scram-sha-256 (userlist: the primary's SCRAM verifiers), one process." \
     "Routing: the proxy sends pgbench -S's reads to the replica (db02) and the TPC-B-like transactions to the primary (db01); PgBouncer has no read/write split, so it sends everything to the primary (db01)." \
-    "pgbench (the same binary for both): scale $SCALE, -T $DURATION -n, -j 2 (1 for one client), file descriptor limit $NOFILE; cells are medians over $ROUNDS round(s), runs interleaved round > workload > mode > clients > target; \"failed\": a round's pgbench exited non-zero (errors below)." \
+    "pgbench (the same binary for both): scale $SCALE, -T $DURATION s plus $LOGIN_MS_PER_CLIENT ms per client for the logins (pgbench reports tps without the login time), -n, -j 2 (1 for one client), file descriptor limit $NOFILE; cells are medians over $ROUNDS round(s), runs interleaved round > workload > mode > clients > target; \"failed\": a round's pgbench exited non-zero (errors below)." \
     "Server connections: the most client backends of $DB_USER in pg_stat_activity on each server during the run, sampled every $SAMPLE_INTERVAL s by one psql session per server that does not count itself;" \
     "the proxy's include its health monitor's and catalog look-up's (they log in as $DB_USER too)." \
     "Each run starts the target afresh (empty pool) and stops it after, so only one target runs at a time."
