@@ -40,6 +40,10 @@
 # The tables go to stdout, progress to stderr.
 set -euo pipefail
 
+BENCH_TAG=causal
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 MODES_RYW=${MODES_RYW:-off session global linearizable}
 CLIENTS=${CLIENTS:-1 16}
 ROUNDS=${ROUNDS:-3}
@@ -49,25 +53,13 @@ WORKLOADS=${WORKLOADS:-mixed check2 check20}
 KEYS=${KEYS:-100}
 CAUSAL_WAIT=${CAUSAL_WAIT:-}
 
-# The login every proxy accepts; the cluster's `app` role owns appdb.
-DB_USER=app
-DB_PASSWORD=app-pass
-DB_NAME=appdb
-
 # Upper bounds on the steps that could hang: a run gets its duration plus this.
 RUN_SLACK=120
 SCRAPE_TIMEOUT=5
-CATCH_UP_TIMEOUT=300
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 
-say() { echo "[causal] $*" >&2; }
-die() { say "error: $*"; exit 1; }
-
-for n in ROUNDS DURATION SCALE KEYS; do
-    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, not '${!n}'"
-done
+require_positive ROUNDS DURATION SCALE KEYS
 for c in $CLIENTS; do
     [[ $c =~ ^[1-9][0-9]*$ ]] || die "CLIENTS: '$c' is not a positive integer"
 done
@@ -97,110 +89,23 @@ rule_of() {
 
 # --- build ---------------------------------------------------------------
 
-cd "$ROOT"
-# Ask cargo, so CARGO_TARGET_DIR and .cargo/config.toml are honoured.
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-[[ -n $TARGET_DIR ]] || die "cannot find cargo's target directory"
-say "building (release) in $TARGET_DIR"
-cargo build --release -q -p pgrepl-tests --bin testcluster --bin checkload
-cargo build --release -q -p pgrepl-proxy
+build_release -p pgrepl-tests --bin testcluster --bin checkload
+build_release -p pgrepl-proxy
 TESTCLUSTER=$TARGET_DIR/release/testcluster
 CHECKLOAD=$TARGET_DIR/release/checkload
 PROXY_BIN=$TARGET_DIR/release/pgrepl-proxy
 
 # --- scratch directory and cleanup ---------------------------------------
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgrepl-causal.XXXXXX")
-chmod 755 "$WORK"
-[[ $EUID -ne 0 ]] || chown postgres: "$WORK"
+make_workdir pgrepl-causal
 RESULTS=$WORK/results
 NOTES=$WORK/notes
 : >"$RESULTS"
 : >"$NOTES"
-declare -A PID=()
-
-cleanup() {
-    local rc=$?
-    trap - INT TERM
-    if [[ $rc -ne 0 ]]; then
-        for m in $MODES_RYW; do
-            if [[ -s $WORK/proxy-$m.log ]]; then
-                say "last lines of proxy-$m.log:"
-                tail -n 20 "$WORK/proxy-$m.log" >&2
-            fi
-        done
-    fi
-    for pid in "${PID[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PID[@]}"; do
-        # A proxy that ignores SIGTERM for 10 s is killed.
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -f $WORK/cluster/ports.env ]]; then
-        timeout 120 "$TESTCLUSTER" stop "$WORK/cluster" || true
-    fi
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-# Turn signals into a normal exit, so the EXIT trap cleans up.
-trap 'exit 130' INT TERM
-
-# Waits until 127.0.0.1:$1 accepts TCP connections; $2, if given, is the
-# pid of the server, whose death ends the wait early.
-wait_port() {
-    local port=$1 pid=${2:-}
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
-            die "the server for port $port exited"
-        fi
-        sleep 0.1
-    done
-    die "nothing accepts connections on port $port after 20 s"
-}
-
-# Sets KEY = VALUE (VALUE is written as is: quote strings yourself) in
-# [SECTION] of the TOML file FILE: replaces the key if the section has it,
-# adds it at the top of the section if the section exists, else appends the
-# section.
-set_toml() {
-    local file=$1 section=$2 key=$3 value=$4
-    awk -v s="[$section]" -v k="$key" -v v="$value" '
-        BEGIN { found = 0; done = 0 }
-        /^[[:space:]]*\[/ {
-            header = $0; sub(/[[:space:]]*(#.*)?$/, "", header); sub(/^[[:space:]]*/, "", header)
-            if (in_s && !done) { print k " = " v; done = 1 }
-            in_s = (header == s)
-            if (in_s) found = 1
-            print
-            next
-        }
-        in_s && !done && $0 ~ "^[[:space:]]*" k "[[:space:]]*=" { print k " = " v; done = 1; next }
-        { print }
-        END {
-            if (in_s && !done) { print k " = " v; done = 1 }
-            if (!found) { print ""; print s; print k " = " v }
-        }' "$file" >"$file.new"
-    mv "$file.new" "$file"
-}
-
-catch_up() {
-    timeout "$CATCH_UP_TIMEOUT" "$TESTCLUSTER" wait "$WORK/cluster" ||
-        die "the replica did not catch up within $CATCH_UP_TIMEOUT s"
-}
 
 # --- cluster, proxies and data ----------------------------------------------
 
-say "starting the cluster in $WORK/cluster"
-eval "$(timeout 300 "$TESTCLUSTER" start "$WORK/cluster")"
-[[ -n ${PRIMARY_PORT:-} && -n ${REPLICA_PORT:-} && -n ${PG_BIN:-} ]] ||
-    die "testcluster start printed no PRIMARY_PORT/REPLICA_PORT/PG_BIN"
-export PGPASSWORD=$DB_PASSWORD
+start_cluster
 
 declare -A PORT=() MPORT=()
 for m in $MODES_RYW; do
@@ -221,6 +126,7 @@ ports=$(for m in $MODES_RYW; do echo "${PORT[$m]}"; echo "${MPORT[$m]}"; done | 
 
 for m in $MODES_RYW; do
     say "starting proxy $m on port ${PORT[$m]} (metrics ${MPORT[$m]})"
+    SERVER_LOGS+=("$WORK/proxy-$m.log")
     "$PROXY_BIN" serve --config "$WORK/proxy-$m.toml" >"$WORK/proxy-$m.log" 2>&1 &
     PID[$m]=$!
 done
@@ -231,9 +137,7 @@ done
 
 FIRST_MODE=${MODES_RYW%% *}
 if [[ " $WORKLOADS " == *" mixed "* ]]; then
-    say "pgbench -i -s $SCALE on the primary"
-    timeout 900 "$PG_BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PRIMARY_PORT" -U "$DB_USER" "$DB_NAME" \
-        >"$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; die "pgbench -i failed"; }
+    pgbench_init "$SCALE"
 fi
 if [[ " $WORKLOADS " == *" check"* ]]; then
     say "checkload --prepare --keys $KEYS through proxy $FIRST_MODE"
@@ -303,10 +207,7 @@ run_mixed() {
         -h 127.0.0.1 -p "${PORT[$mode]}" -U "$DB_USER" "$DB_NAME" 2>&1) ||
         { echo "$out" >&2; die "pgbench through proxy $mode failed"; }
     after=$(scrape "$mode")
-    # PostgreSQL 15: "tps = N (excluding connections establishing)"; 14 and older print an
-    # "including" line first; 16+: "(without initial connection time)".
-    tps=$(sed -n 's/^tps = \([0-9.]*\) (excluding.*/\1/p; s/^tps = \([0-9.]*\) (without.*/\1/p' <<<"$out" | head -n 1)
-    [[ -n $tps ]] || tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n 1)
+    tps=$(pgbench_tps <<<"$out")
     # Per-script counts: "SQL script 2: <builtin: select only>" then " - N transactions (...)".
     n_sel=$(awk '/^SQL script/ { sel = /select only/ } sel && /^ - [0-9]+ transactions/ { print $2; exit }' <<<"$out")
     [[ -n $tps && -n $n_sel ]] || { echo "$out" >&2; die "cannot parse pgbench output"; }
@@ -383,32 +284,13 @@ FINISHED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 
 # --- report ------------------------------------------------------------------
 
-# Median over the rounds of field $4 for workload $1, clients $2, mode $3 (n/a, nan: skipped).
-median() {
-    awk -v w="$1" -v c="$2" -v m="$3" -v f="$4" '$1 == w && $2 == c && $3 == m && $f != "n/a" && tolower($f) != "nan" { print $f }' "$RESULTS" |
-        sort -g |
-        awk '{ v[NR] = $1 }
-             END { if (NR == 0) print "n/a"
-                   else if (NR % 2) print v[(NR + 1) / 2]
-                   else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # Sum over the rounds of field $4.
 total() {
     awk -v w="$1" -v c="$2" -v m="$3" -v f="$4" '$1 == w && $2 == c && $3 == m && $f != "n/a" { s += $f; n++ }
         END { print n ? s : "n/a" }' "$RESULTS"
 }
 
-# printf-formats $2 with $1, or passes n/a through.
-fmt() { if [[ $2 == n/a ]]; then echo n/a; else printf "$1" "$2"; fi; }
 pct() { if [[ $1 == n/a ]]; then echo n/a; else awk -v x="$1" 'BEGIN { printf "%.1f%%", 100 * x }'; fi; }
-ratio() {
-    if [[ $1 == n/a || $2 == n/a ]] || awk -v b="$2" 'BEGIN { exit !(b == 0) }'; then
-        echo n/a
-    else
-        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
-    fi
-}
 
 describe() {
     case $1 in
@@ -452,19 +334,8 @@ done
 echo
 cmd="MODES_RYW=\"$MODES_RYW\" CLIENTS=\"$CLIENTS\" ROUNDS=$ROUNDS DURATION=$DURATION SCALE=$SCALE WORKLOADS=\"$WORKLOADS\" KEYS=$KEYS"
 [[ -z $CAUSAL_WAIT ]] || cmd="$cmd CAUSAL_WAIT=$CAUSAL_WAIT"
-# The commit the proxy was built from, and whether tracked files differed from it.
-revision() {
-    local rev
-    if rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
-        git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || rev="$rev with uncommitted changes"
-        echo "$rev"
-    else
-        echo "(not a git checkout)"
-    fi
-}
-model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "Notes. Command: \`$cmd bash bench/causal.sh\`; run from $STARTED to $FINISHED;" \
-    "$(nproc) CPUs (${model:-unknown CPU}), Linux $(uname -r), $("$PG_BIN/postgres" --version);" \
+    "$(machine_summary), $("$PG_BIN/postgres" --version);" \
     "proxy $(revision)," \
     "one proxy per mode, [routing] causal_wait = ${CAUSAL_WAIT:-the default (20ms)}." \
     "Each cell is the median over $ROUNDS round(s) (violations: the sum), runs interleaved round > workload > clients > mode, the replica caught up before each run." \

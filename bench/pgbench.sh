@@ -46,6 +46,10 @@
 # The table goes to stdout, progress to stderr.
 set -euo pipefail
 
+BENCH_TAG=bench
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-1 16}
@@ -55,25 +59,9 @@ SCALE=${SCALE:-10}
 INSTRUCTIONS=${INSTRUCTIONS:-1}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 
-# The login every target accepts; the cluster's `app` role owns appdb.
-DB_USER=app
-DB_PASSWORD=app-pass
-DB_NAME=appdb
-
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-
-say() { echo "[bench] $*" >&2; }
-die() { say "error: $*"; exit 1; }
 wants() { [[ " $TARGETS " == *" $1 "* ]]; }
 
-# PostgreSQL and PgBouncer refuse to run as root.
-as_server_user() {
-    if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-for n in ROUNDS DURATION SCALE; do
-    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, not '${!n}'"
-done
+require_positive ROUNDS DURATION SCALE
 for t in $TARGETS; do
     [[ $t =~ ^(proxy|baseline|direct|pgbouncer)$ ]] || die "unknown target '$t'"
 done
@@ -90,78 +78,25 @@ fi
 
 # --- build ---------------------------------------------------------------
 
-cd "$ROOT"
-# Ask cargo, so CARGO_TARGET_DIR and .cargo/config.toml are honoured.
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-[[ -n $TARGET_DIR ]] || die "cannot find cargo's target directory"
-say "building (release) in $TARGET_DIR"
-cargo build --release -q -p pgrepl-tests --bin testcluster
+build_release -p pgrepl-tests --bin testcluster
 TESTCLUSTER=$TARGET_DIR/release/testcluster
 if wants proxy; then
-    cargo build --release -q -p pgrepl-proxy
+    build_release -p pgrepl-proxy
     PROXY_BIN=$TARGET_DIR/release/pgrepl-proxy
 fi
 
 # --- scratch directory and cleanup ---------------------------------------
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgrepl-bench.XXXXXX")
-chmod 755 "$WORK"
-[[ $EUID -ne 0 ]] || chown postgres: "$WORK"
+make_workdir pgrepl-bench
 RESULTS=$WORK/results
 SHARES=$WORK/shares
-declare -A PID=()
-
-cleanup() {
-    local rc=$?
-    if [[ $rc -ne 0 ]]; then
-        for f in "$WORK/proxy.log" "$WORK/baseline.log" "$WORK/pgbouncer.log"; do
-            if [[ -s $f ]]; then
-                say "last lines of $f:"
-                tail -n 20 "$f" >&2
-            fi
-        done
-    fi
-    for pid in "${PID[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -s $WORK/pgbouncer.pid ]]; then
-        kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
-    fi
-    if [[ -f $WORK/cluster/ports.env ]]; then
-        "$TESTCLUSTER" stop "$WORK/cluster" || true
-    fi
-    rm -rf "$WORK"
-    exit "$rc"
-}
-trap cleanup EXIT
-# Turn signals into a normal exit, so the EXIT trap cleans up.
-trap 'exit 130' INT TERM
-
-# Waits until 127.0.0.1:$1 accepts TCP connections; $2, if given, is the
-# pid of the server, whose death ends the wait early.
-wait_port() {
-    local port=$1 pid=${2:-}
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
-            die "the server for port $port exited"
-        fi
-        sleep 0.1
-    done
-    die "nothing accepts connections on port $port after 20 s"
-}
+SERVER_LOGS=("$WORK/proxy.log" "$WORK/baseline.log")
 
 # --- cluster and data ----------------------------------------------------
 
-say "starting the cluster in $WORK/cluster"
-eval "$("$TESTCLUSTER" start "$WORK/cluster")"
-export PGPASSWORD=$DB_PASSWORD
-say "pgbench -i -s $SCALE on the primary"
-"$PG_BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PRIMARY_PORT" -U "$DB_USER" "$DB_NAME" \
-    >"$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; die "pgbench -i failed"; }
-"$TESTCLUSTER" wait "$WORK/cluster"
+start_cluster
+pgbench_init "$SCALE"
+catch_up
 
 declare -A PORT=([direct]=$REPLICA_PORT)
 
@@ -189,27 +124,10 @@ done
 
 if wants pgbouncer; then
     PORT[pgbouncer]=$("$TESTCLUSTER" free-port)
-    # A cleartext userlist lets PgBouncer do SCRAM with clients and the server.
-    echo "\"$DB_USER\" \"$DB_PASSWORD\"" >"$WORK/userlist.txt"
-    cat >"$WORK/pgbouncer.ini" <<EOF
-[databases]
-$DB_NAME = host=127.0.0.1 port=$REPLICA_PORT dbname=$DB_NAME
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${PORT[pgbouncer]}
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $WORK/userlist.txt
-pool_mode = session
-max_client_conn = 200
-default_pool_size = 32
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-EOF
+    pgbouncer_ini pgbouncer "${PORT[pgbouncer]}" "$REPLICA_PORT" \
+        "pool_mode = session" "max_client_conn = 200" "default_pool_size = 32"
     say "starting PgBouncer on port ${PORT[pgbouncer]}"
-    as_server_user "$PGBOUNCER" -d -q "$WORK/pgbouncer.ini"
-    wait_port "${PORT[pgbouncer]}"
+    start_pgbouncer pgbouncer "${PORT[pgbouncer]}"
 fi
 
 # --- measurements ------------------------------------------------------------
@@ -252,8 +170,8 @@ measure() {
     out=$("$PG_BIN/pgbench" "${script[@]}" -c "$clients" -j "$threads" -T "$DURATION" -n \
         -h 127.0.0.1 -p "$port" -U "$DB_USER" "$DB_NAME" 2>&1) ||
         { echo "$out" >&2; die "pgbench against $target failed"; }
-    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out")
-    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' <<<"$out")
+    tps=$(pgbench_tps <<<"$out")
+    lat=$(pgbench_latency <<<"$out")
     [[ -n $tps && -n $lat ]] || { echo "$out" >&2; die "cannot parse pgbench output"; }
     say "$(printf 'round %s %-8s c=%-3s %-9s %10.0f tps %8.3f ms' "$round" "$mode" "$clients" "$target" "$tps" "$lat")"
     echo "$mode $clients $target $tps $lat" >>"$RESULTS"
@@ -359,23 +277,6 @@ fi
 
 # --- report ------------------------------------------------------------------
 
-# Median of column $4 (4 = tps, 5 = latency) over the rounds, or n/a.
-median() {
-    awk -v m="$1" -v c="$2" -v t="$3" -v f="$4" '$1 == m && $2 == c && $3 == t { print $f }' "$RESULTS" |
-        sort -g |
-        awk '{ v[NR] = $1 }
-             END { if (NR == 0) print "n/a"
-                   else if (NR % 2) print v[(NR + 1) / 2]
-                   else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-# printf-formats $2 with $1, or passes n/a through.
-fmt() { if [[ $2 == n/a ]]; then echo n/a; else printf "$1" "$2"; fi; }
-
-ratio() {
-    if [[ $1 == n/a || $2 == n/a ]]; then echo n/a; else awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi
-}
-
 echo
 echo "| mode | clients | tps proxy | tps direct | tps pgbouncer | latency proxy (ms) | latency pgbouncer (ms) | tps proxy/pgbouncer | tps proxy/direct |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -390,8 +291,7 @@ for mode in $MODES; do
     done
 done
 echo
-model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-echo "Machine: $(nproc) CPUs, ${model:-unknown CPU}, Linux $(uname -r); $("$PG_BIN/postgres" --version); $("$PGBOUNCER" --version | head -n 1)."
+echo "Machine: $(machine_summary); $("$PG_BIN/postgres" --version); $("$PGBOUNCER" --version | head -n 1)."
 echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S (tpcb: -b tpcb-like; mixed: -b tpcb-like@1 -b select-only@9; for both direct = the primary), scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
 if wants baseline; then
     echo

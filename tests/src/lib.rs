@@ -5,6 +5,7 @@
 //! Integration tests normally use [`Cluster::shared`], which starts one cluster
 //! per test process and removes it at exit, so suites pay the start-up cost once.
 
+mod auth;
 pub mod checker;
 pub mod checkload;
 mod client;

@@ -370,6 +370,7 @@ pub async fn expect_nodes<'c, A, F, Fut, E>(
 
 /// Hand-written protocol messages over a plain TCP stream.
 pub mod raw {
+    use crate::auth::{AuthRequest, PasswordAuth};
     use anyhow::{bail, Context, Result};
     use std::net::SocketAddr;
     use std::time::Duration;
@@ -470,15 +471,40 @@ pub mod raw {
         /// Connects and logs in as a user the proxy trusts; returns after
         /// the first ReadyForQuery.
         pub async fn login_trust(addr: SocketAddr, user: &str, db: &str) -> Result<RawClient> {
+            RawClient::login(addr, user, db, None).await
+        }
+
+        /// Connects and logs in, answering the password request the server makes
+        /// (cleartext, md5 or SCRAM-SHA-256; `password` None: a user it trusts); returns
+        /// after the first ReadyForQuery. A refusal is an error with its fields.
+        pub async fn login(
+            addr: SocketAddr,
+            user: &str,
+            db: &str,
+            password: Option<&str>,
+        ) -> Result<RawClient> {
             let mut client = RawClient::connect(addr).await?;
             client
                 .send(&startup_packet(&[("user", user), ("database", db)]))
                 .await?;
-            let messages = client.recv_until(b'Z').await?;
-            if let Some(err) = messages.iter().find(|m| m.ty == b'E') {
-                bail!("login refused: {:?}", err.fields());
+            let mut auth = PasswordAuth::new(user, password);
+            // Bounded: a login is a handful of messages and the parameters the server reports.
+            for _ in 0..1_000 {
+                let Some(m) = client.recv().await? else {
+                    bail!("the connection closed during the login");
+                };
+                match m.ty {
+                    b'R' => {
+                        if let Some(body) = auth.reply(AuthRequest::parse(&m.body)?)? {
+                            client.send(&message(b'p', &body)).await?;
+                        }
+                    }
+                    b'E' => bail!("login refused: {:?}", m.fields()),
+                    b'Z' => return Ok(client),
+                    _ => {}
+                }
             }
-            Ok(client)
+            bail!("no ReadyForQuery among 1000 messages of a login")
         }
 
         pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
