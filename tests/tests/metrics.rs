@@ -19,10 +19,11 @@ const STALENESS: &str = "pgrepl_read_staleness_seconds";
 
 /// A proxy of the test's own on the shared cluster (so nothing else moves its counters), with
 /// `proxy_keys` in `[proxy]` and read-your-writes off (each statement's route is then its own).
+/// In session mode: a test counts the connections clients hold while idle.
 fn own_proxy(proxy_keys: &str) -> ProxyProcess {
     let addr = free_addr();
     let config = proxy_config_with(Cluster::shared(), addr, proxy_keys)
-        + "\n[routing]\nread_your_writes = \"off\"\n";
+        + "\n[routing]\nread_your_writes = \"off\"\n\n[pool]\nmode = \"session\"\n";
     ProxyProcess::start(&config, addr).unwrap()
 }
 
@@ -270,7 +271,7 @@ async fn rejected_clients_are_counted_by_reason() {
 }
 
 /// Every metric the README documents, with its type.
-const DOCUMENTED: [(&str, &str); 20] = [
+const DOCUMENTED: [(&str, &str); 23] = [
     ("pgrepl_queries_total", "counter"),
     ("pgrepl_query_duration_seconds", "histogram"),
     ("pgrepl_read_staleness_seconds", "histogram"),
@@ -291,6 +292,9 @@ const DOCUMENTED: [(&str, &str); 20] = [
     ("pgrepl_causal_wait_seconds", "histogram"),
     ("pgrepl_causal_waits_total", "counter"),
     ("pgrepl_primary_position_queries_total", "counter"),
+    ("pgrepl_pool_wait_seconds", "histogram"),
+    ("pgrepl_clients_waiting", "gauge"),
+    ("pgrepl_pinned_sessions", "gauge"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

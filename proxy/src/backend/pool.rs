@@ -206,6 +206,8 @@ pub struct Pool {
     next_waiter: AtomicU64,
     /// Clients waiting for a connection now, over every key.
     clients_waiting: AtomicUsize,
+    /// `pgrepl_pool_wait_seconds`, registered at start so that it is exported from then on.
+    wait_seconds: metrics::Histogram,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -290,6 +292,7 @@ impl Pool {
             connect_timeout,
             next_waiter: AtomicU64::new(0),
             clients_waiting: AtomicUsize::new(0),
+            wait_seconds: metrics::histogram!(names::POOL_WAIT_SECONDS),
         })
     }
 
@@ -433,7 +436,7 @@ impl Pool {
         started: Instant,
         handoff: Option<Handoff>,
     ) -> Result<Handoff, BackendError> {
-        metrics::histogram!(names::POOL_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+        self.wait_seconds.record(started.elapsed().as_secs_f64());
         handoff.ok_or_else(|| self.timed_out(pool))
     }
 

@@ -67,6 +67,9 @@ const CLIENT_OUT_HIGH_WATER: usize = 1 << 20;
 /// Stop reading from the client while this much is waiting to be written to a backend.
 const BACKEND_OUT_HIGH_WATER: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
+/// What an idle session reads into: a client's next statement is nearly always small, and
+/// ten thousand idle clients each hold one (a busy session reads `READ_CHUNK` at a time).
+const IDLE_READ_CHUNK: usize = 1024;
 
 /// A read sent to a replica, kept until the replica's first reply byte so that it can be sent
 /// elsewhere if the replica dies first: the client has seen nothing of it yet.
@@ -284,8 +287,8 @@ where
             client,
             client_r,
             client_w,
-            cin: BytesMut::with_capacity(READ_CHUNK),
-            cout: BytesMut::with_capacity(READ_CHUNK),
+            cin: BytesMut::new(),
+            cout: BytesMut::new(),
             leases,
             tx: None,
             client_status: TxStatus::Idle,
@@ -333,8 +336,9 @@ where
             }
             let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
             let client_readable = !self.stalled && self.leases.backlog() < BACKEND_OUT_HIGH_WATER;
-            if client_readable && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
-                self.cin.reserve(READ_CHUNK);
+            let chunk = if idle { IDLE_READ_CHUNK } else { READ_CHUNK };
+            if client_readable && self.cin.capacity() - self.cin.len() < chunk / 2 {
+                self.cin.reserve(chunk);
             }
             let readiness = Readiness {
                 backend: backend_readable,

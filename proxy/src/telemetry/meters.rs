@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use metrics::{counter, Counter};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::clock::now_nanos;
 use super::names::{self, Rejection};
@@ -18,12 +18,23 @@ use crate::route::Reason;
 
 /// Installs the process's Prometheus recorder (once; later calls return the same handle).
 /// Must run before any handle is registered: handles taken earlier stay no-ops.
+/// Bounds of `pgrepl_pool_wait_seconds`, from a short wait to `[pool] query_wait_timeout`'s
+/// default.
+const POOL_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
 pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let handle = PrometheusBuilder::new().install_recorder()?;
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(names::POOL_WAIT_SECONDS.to_owned()),
+            POOL_WAIT_BUCKETS,
+        )?
+        .install_recorder()?;
     names::describe_all();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
