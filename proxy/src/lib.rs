@@ -8,7 +8,10 @@ pub mod client;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;
+pub mod live;
+pub mod logging;
 pub mod protocol;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod session;

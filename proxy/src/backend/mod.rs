@@ -7,20 +7,22 @@ mod connect;
 mod pool;
 mod prepared;
 mod protocol_state;
+mod registry;
 
 pub use conn::{BackendConn, Counted};
 pub use connect::{BackendError, ServerParams};
 pub use pool::{Pool, PoolKey};
 pub use prepared::{same_name, Prepared};
 pub use protocol_state::{Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, Watch};
+pub use registry::{Backends, Full};
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::telemetry::BackendMeters;
 
-/// Which configured server: the primary, or a replica by its place in the configuration.
-/// Also the index of the per-backend lists (health, tallies, pools).
+/// Which server: the primary, or a replica by the order it was configured in (see
+/// [`Backends`]). Also the index of the per-backend tables (health, tallies, pools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(usize);
 
@@ -62,10 +64,44 @@ pub struct BackendInfo {
     pub port: u16,
     /// Connections to it open now, leased or pooled.
     pub open: AtomicUsize,
+    /// A reload removed it from the configuration: it gets no new sessions or connections.
+    pub retired: AtomicBool,
     pub meters: BackendMeters,
 }
 
 impl BackendInfo {
+    /// A server configured as `config`, under id `id`.
+    pub fn new(
+        id: BackendId,
+        config: &pgrepl_config::BackendConfig,
+        primary_name: &str,
+        timing: Option<crate::telemetry::Timing>,
+    ) -> BackendInfo {
+        BackendInfo {
+            id,
+            name: config.name.clone(),
+            host: config.host.clone(),
+            port: config.port,
+            open: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            meters: BackendMeters::register(&config.name, id.is_primary(), primary_name, timing),
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Marks it removed from the configuration.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether `config` describes this server: the same name at the same address.
+    pub fn is(&self, config: &pgrepl_config::BackendConfig) -> bool {
+        self.name == config.name && self.host == config.host && self.port == config.port
+    }
+
     /// Connections to this backend open now.
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::apply;
 use super::connect::connect;
-use super::{BackendConn, BackendError, BackendId, BackendInfo, ServerParams, StartupInfo};
+use super::{BackendConn, BackendError, BackendId, Backends, ServerParams, StartupInfo};
 
 /// Connections are interchangeable only for the same backend and the same startup request
 /// (user, database and the startup parameters that cannot be set later).
@@ -54,8 +54,9 @@ struct Idle {
 }
 
 pub struct Pool {
-    backends: Vec<Arc<BackendInfo>>,
-    /// Per backend: one permit per connection it may have open.
+    backends: Arc<Backends>,
+    /// Per backend id (every id the registry may hand out): one permit per connection it may
+    /// have open.
     slots: Vec<Arc<Semaphore>>,
     /// Per backend: acquires waiting for a permit. While some wait, returned connections
     /// are closed rather than pooled, so the permit goes to the first in line.
@@ -68,10 +69,24 @@ pub struct Pool {
     /// Per key and settings being asked about now: held while a server is asked for
     /// ParameterStatus values not remembered yet.
     asking: Mutex<HashMap<(PoolKey, Settings), Gate>>,
-    max_idle: usize,
-    max_server_connections: usize,
-    idle_timeout: Duration,
+    /// `[pool]` settings, which a reload may change (see `reconfigure`).
+    max_idle: AtomicUsize,
+    max_server_connections: AtomicUsize,
+    /// In nanoseconds.
+    idle_timeout: AtomicU64,
     connect_timeout: Duration,
+}
+
+impl Idle {
+    /// Takes out the idle connections of the keys `matches` picks.
+    fn take(&mut self, matches: impl Fn(&PoolKey) -> bool) -> Vec<BackendConn> {
+        let keys: Vec<PoolKey> = self.conns.keys().filter(|k| matches(k)).cloned().collect();
+        keys.iter()
+            .filter_map(|key| self.conns.remove(key))
+            .flatten()
+            .map(|(conn, _)| conn)
+            .collect()
+    }
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,30 +118,33 @@ impl Drop for InLine<'_> {
 
 impl Pool {
     pub fn new(
-        backends: Vec<Arc<BackendInfo>>,
+        backends: Arc<Backends>,
         config: &pgrepl_config::PoolConfig,
         connect_timeout: Duration,
     ) -> Arc<Pool> {
         let max = config.max_server_connections;
+        let ids = 0..Backends::CAPACITY;
         Arc::new(Pool {
-            slots: backends
-                .iter()
-                .map(|_| Arc::new(Semaphore::new(max)))
-                .collect(),
-            waiting: backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+            slots: ids.clone().map(|_| Arc::new(Semaphore::new(max))).collect(),
+            waiting: ids.map(|_| AtomicUsize::new(0)).collect(),
             backends,
             idle: Mutex::default(),
             params: Mutex::new(HashMap::new()),
             asking: Mutex::default(),
-            max_idle: config.max_idle,
-            max_server_connections: max,
-            idle_timeout: config.idle_timeout,
+            max_idle: AtomicUsize::new(config.max_idle),
+            max_server_connections: AtomicUsize::new(max),
+            idle_timeout: AtomicU64::new(crate::health::nanos(config.idle_timeout)),
             connect_timeout,
         })
     }
 
-    pub fn backends(&self) -> &[Arc<BackendInfo>] {
+    pub fn backends(&self) -> &Backends {
         &self.backends
+    }
+
+    /// `[pool] idle_timeout` now.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_nanos(self.idle_timeout.load(Ordering::Relaxed))
     }
 
     /// An idle connection for `key` that is still alive, or a new one.
@@ -180,7 +198,7 @@ impl Pool {
                     "sorry, too many clients already: {} connections are open there \
                      ([pool] max_server_connections) and none came free within {}ms \
                      (connect_timeout)",
-                    self.max_server_connections,
+                    self.max_server_connections.load(Ordering::Relaxed),
                     self.connect_timeout.as_millis()
                 ),
             }),
@@ -266,9 +284,13 @@ impl Pool {
     }
 
     /// Takes a connection back: reset in the background and pooled, or closed if its state is
-    /// not clean.
+    /// not clean or its backend was removed from the configuration.
     pub fn release(self: &Arc<Self>, conn: BackendConn) {
         if !conn.is_quiet() {
+            return;
+        }
+        if conn.info.is_retired() {
+            close(conn);
             return;
         }
         let pool = self.clone();
@@ -280,8 +302,8 @@ impl Pool {
     }
 
     /// Pools a clean connection, unless others wait for a place at its backend (it closes,
-    /// and the first in line gets its place), its database is being dropped, or enough
-    /// connections for its key are idle already.
+    /// and the first in line gets its place), its database is being dropped, its backend was
+    /// removed from the configuration, or enough connections for its key are idle already.
     fn put_idle(&self, conn: BackendConn) {
         let now = Instant::now();
         let mut idle = locked(&self.idle);
@@ -290,13 +312,15 @@ impl Pool {
             .closing
             .iter()
             .any(|(name, _)| *name == conn.key.startup.database);
-        if closing || self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0 {
+        let waited_for = self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0;
+        // Checked under the lock `close_backend` takes after retiring the backend.
+        if closing || waited_for || conn.info.is_retired() {
             drop(idle);
             close(conn);
             return;
         }
         let list = idle.conns.entry(conn.key.clone()).or_default();
-        if list.len() < self.max_idle {
+        if list.len() < self.max_idle.load(Ordering::Relaxed) {
             list.push((conn, now));
         } else {
             drop(idle);
@@ -307,12 +331,13 @@ impl Pool {
     /// Closes connections idle for longer than the idle timeout.
     pub fn reap_idle(&self) {
         let now = Instant::now();
+        let idle_timeout = self.idle_timeout();
         let mut expired = Vec::new();
         let mut idle = locked(&self.idle);
         for list in idle.conns.values_mut() {
             let keep = list
                 .iter()
-                .take_while(|(_, since)| now.duration_since(*since) >= self.idle_timeout)
+                .take_while(|(_, since)| now.duration_since(*since) >= idle_timeout)
                 .count();
             expired.extend(list.drain(..keep).map(|(conn, _)| conn));
         }
@@ -328,18 +353,7 @@ impl Pool {
         let mut idle = locked(&self.idle);
         idle.closing
             .push((database.to_owned(), Instant::now() + CLOSING_GRACE));
-        let keys: Vec<PoolKey> = idle
-            .conns
-            .keys()
-            .filter(|key| key.startup.database == database)
-            .cloned()
-            .collect();
-        let closed: Vec<BackendConn> = keys
-            .iter()
-            .filter_map(|key| idle.conns.remove(key))
-            .flatten()
-            .map(|(conn, _)| conn)
-            .collect();
+        let closed = idle.take(|key| key.startup.database == database);
         drop(idle);
         tracing::info!(
             database,
@@ -376,6 +390,54 @@ impl Pool {
             .into_values()
             .flatten()
             .for_each(|(conn, _)| close(conn));
+    }
+
+    /// Applies `[pool]` settings a reload changed. Idle connections beyond a lower `max_idle`
+    /// go as they are reaped or reused; a lower `idle_timeout` applies at the next reaping. A
+    /// higher `max_server_connections` lets waiting acquires through at once; a lower one takes
+    /// the free places away now and the others as connections close (returned connections
+    /// are closed meanwhile rather than pooled, and no acquire gets a place before the limit
+    /// is met), so connections open over the new limit are never cut.
+    pub fn reconfigure(self: &Arc<Self>, config: &pgrepl_config::PoolConfig) {
+        self.max_idle.store(config.max_idle, Ordering::Relaxed);
+        self.idle_timeout
+            .store(crate::health::nanos(config.idle_timeout), Ordering::Relaxed);
+        let new = config.max_server_connections;
+        let old = self.max_server_connections.swap(new, Ordering::Relaxed);
+        if new > old {
+            for slots in &self.slots {
+                slots.add_permits(new - old);
+            }
+            return;
+        }
+        for (index, slots) in self.slots.iter().enumerate() {
+            let owed = (old - new) - slots.forget_permits(old - new);
+            if owed > 0 {
+                tokio::spawn(self.clone().take_places(BackendId::nth(index), owed));
+            }
+        }
+    }
+
+    /// Takes `count` places at `backend` out of use as its connections close: first in line,
+    /// so that no acquire gets one before the lower limit holds. Later changes of the limit
+    /// add or forget permits of their own, so this one always completes its count.
+    async fn take_places(self: Arc<Self>, backend: BackendId, count: usize) {
+        let _in_line = InLine::join(&self.waiting[backend.index()]);
+        for _ in 0..count {
+            self.close_oldest_idle(backend);
+        }
+        let slots = self.slots[backend.index()].clone();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        if let Ok(places) = slots.acquire_many_owned(count).await {
+            places.forget();
+        }
+    }
+
+    /// After `backend` was retired (a reload removed it): closes its idle connections; those
+    /// leased now are closed when they come back.
+    pub fn close_backend(&self, backend: BackendId) {
+        let closed = locked(&self.idle).take(|key| key.backend == backend);
+        closed.into_iter().for_each(close);
     }
 }
 

@@ -23,6 +23,8 @@ pub const BYTES: &str = "pgrepl_bytes_total";
 pub const CAUSAL_WAIT: &str = "pgrepl_causal_wait_seconds";
 pub const CAUSAL_WAITS: &str = "pgrepl_causal_waits_total";
 pub const POSITION_QUERIES: &str = "pgrepl_primary_position_queries_total";
+pub const CONFIG_RELOADS: &str = "pgrepl_config_reloads_total";
+pub const CONFIG_LAST_RELOAD: &str = "pgrepl_config_last_reload_success_timestamp_seconds";
 
 /// HELP of the histograms the proxy renders itself (see `tally`).
 pub const QUERY_DURATION_HELP: &str =
@@ -124,5 +126,14 @@ pub fn describe_all() {
     describe_counter!(
         POSITION_QUERIES,
         "Queries the proxy added on the primary to learn WAL positions, by kind (commit, round, flush)"
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads (SIGHUP or the admin console), by result (ok, rejected)"
+    );
+    describe_gauge!(
+        CONFIG_LAST_RELOAD,
+        Unit::Seconds,
+        "Unix time of the last successful configuration load: the start, then each reload that applied"
     );
 }
