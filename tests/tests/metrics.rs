@@ -270,7 +270,7 @@ async fn rejected_clients_are_counted_by_reason() {
 }
 
 /// Every metric the README documents, with its type.
-const DOCUMENTED: [(&str, &str); 20] = [
+const DOCUMENTED: [(&str, &str); 22] = [
     ("pgrepl_queries_total", "counter"),
     ("pgrepl_query_duration_seconds", "histogram"),
     ("pgrepl_read_staleness_seconds", "histogram"),
@@ -291,6 +291,11 @@ const DOCUMENTED: [(&str, &str); 20] = [
     ("pgrepl_causal_wait_seconds", "histogram"),
     ("pgrepl_causal_waits_total", "counter"),
     ("pgrepl_primary_position_queries_total", "counter"),
+    ("pgrepl_config_reloads_total", "counter"),
+    (
+        "pgrepl_config_last_reload_success_timestamp_seconds",
+        "gauge",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
