@@ -4,15 +4,14 @@
 use std::io::IsTerminal;
 
 use pgrepl_config::{LogConfig, LogFormat};
-use tracing_subscriber::EnvFilter;
-
-/// Swaps the filter of the installed subscriber.
-type Swap = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, reload, EnvFilter, Layer, Registry};
 
 /// What decides which lines are logged, from here on.
 pub struct LogLevel {
     /// None when `RUST_LOG` was set at start: it stays in force.
-    swap: Option<Swap>,
+    filter: Option<reload::Handle<EnvFilter, Registry>>,
 }
 
 /// Installs the process's subscriber (once, before anything logs).
@@ -25,32 +24,20 @@ pub fn init(log: &LogConfig) -> anyhow::Result<LogLevel> {
         ),
         Err(_) => (level_filter(&log.level)?, true),
     };
-    let ansi = std::io::stderr().is_terminal();
-    let swap: Swap = match log.format {
-        LogFormat::Text => {
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(ansi)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder.init();
-            Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
-        }
-        LogFormat::Json => {
-            let builder = tracing_subscriber::fmt()
-                .json()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(ansi)
-                .with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder.init();
-            Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
-        }
+    let (filter, handle) = reload::Layer::new(filter);
+    let lines = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let lines = match log.format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
     };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .try_init()?;
     Ok(LogLevel {
-        swap: reloadable.then_some(swap),
+        filter: reloadable.then_some(handle),
     })
 }
 
@@ -69,13 +56,13 @@ pub fn level_filter(level: &str) -> anyhow::Result<EnvFilter> {
 impl LogLevel {
     /// Whether `[log] level` decides (`RUST_LOG` was not set at start).
     pub fn follows_config(&self) -> bool {
-        self.swap.is_some()
+        self.filter.is_some()
     }
 
     /// Filters by `filter` from now on.
-    pub fn apply(&self, filter: EnvFilter) -> Result<(), String> {
-        match &self.swap {
-            Some(swap) => swap(filter),
+    pub fn apply(&self, filter: EnvFilter) -> Result<(), reload::Error> {
+        match &self.filter {
+            Some(handle) => handle.reload(filter),
             None => Ok(()),
         }
     }

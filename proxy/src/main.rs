@@ -9,6 +9,7 @@ use pgrepl_config::{Config, LogFormat};
 use pgrepl_proxy::reload::{Loader, Reloader};
 use pgrepl_proxy::route::classify;
 use pgrepl_proxy::{logging, Proxy};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 mod provisioning;
 mod status_cmd;
@@ -121,10 +122,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Reloads the configuration on each SIGHUP, until the proxy stops.
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
+/// Reloads the configuration on each SIGHUP `hangups` delivers, until the proxy stops.
+async fn reload_on_sighup(hangups: std::io::Result<Signal>, reloader: Arc<Reloader>) {
+    let mut hangups = match hangups {
         Ok(hangups) => hangups,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGHUP: the configuration cannot be reloaded by signal");
@@ -166,9 +166,11 @@ fn serve(config: Config, load: Loader) -> ExitCode {
     // This runtime only accepts clients and watches signals; sessions run on the workers.
     let result = current_thread_runtime().and_then(|runtime| {
         runtime.block_on(async {
+            // Caught from here on: SIGHUP's default action would end the process.
+            let hangups = signal(SignalKind::hangup());
             let mut proxy = Proxy::bind(&config).await?;
-            // Watched from here on: SIGHUP's default action would end the process.
-            tokio::spawn(reload_on_sighup(proxy.reloader(config.clone(), load, log)));
+            let reloader = proxy.reloader(config.clone(), load, log);
+            tokio::spawn(reload_on_sighup(hangups, reloader));
             tracing::info!(
                 listen = %proxy.local_addr()?,
                 endpoint = %proxy.endpoint_addr()?,

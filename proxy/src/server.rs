@@ -89,8 +89,7 @@ impl Proxy {
                 })?;
         }
         let health = Arc::new(Health::new(backends.len(), config.routing.max_replica_lag));
-        let initial: Vec<Arc<BackendInfo>> = backends.iter().cloned().collect();
-        let monitor = Arc::new(Monitor::start(&health, initial.iter(), config)?);
+        let monitor = Arc::new(Monitor::start(&health, &backends, config)?);
         let pool = Pool::new(backends, &config.pool, config.proxy.connect_timeout);
         let shared = Shared {
             max_message_size: AtomicUsize::new(config.proxy.max_message_size),

@@ -90,7 +90,11 @@ struct Running {
 
 impl Running {
     fn start(setup: &Setup) -> Running {
-        let proxy = ProxyProcess::start(&setup.toml(), setup.listen)
+        Running::start_with_env(setup, &[])
+    }
+
+    fn start_with_env(setup: &Setup, env: &[(&str, &str)]) -> Running {
+        let proxy = ProxyProcess::start_with_env(&setup.toml(), setup.listen, env)
             .unwrap_or_else(|e| panic!("cannot start a proxy: {e:#}"));
         Running {
             proxy,
@@ -704,6 +708,24 @@ async fn the_log_level_follows_the_configuration() {
             node_of_read(&client).await;
         }
         assert_eq!(routed(&proxy), debug_lines, "back at level info");
+
+        // RUST_LOG set at start stays in force.
+        let base = Setup::new(&[APP]);
+        let mut proxy = Running::start_with_env(&base, &[("RUST_LOG", "info")]);
+        let debug = Setup {
+            extra: "[log]\nlevel = \"debug\"\n".to_owned(),
+            ..base.clone()
+        };
+        proxy.applies(&debug).await;
+        let client = login(base.listen, APP).await.unwrap();
+        node_of_read(&client).await;
+        assert_eq!(routed(&proxy), 0, "RUST_LOG=info decides");
+        let log = proxy.proxy.log();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("need a restart") && l.contains("[log] level")),
+            "{log}"
+        );
     })
     .await
 }

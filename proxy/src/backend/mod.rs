@@ -97,11 +97,6 @@ impl BackendInfo {
         self.retired.store(true, Ordering::Release);
     }
 
-    /// Whether `config` describes this server: the same name at the same address.
-    pub fn is(&self, config: &pgrepl_config::BackendConfig) -> bool {
-        self.name == config.name && self.host == config.host && self.port == config.port
-    }
-
     /// Connections to this backend open now.
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)

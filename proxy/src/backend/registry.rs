@@ -22,8 +22,7 @@ pub struct Backends {
 /// No id is left for another backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the proxy has used all {} backend ids since it started (a removed replica's id is not \
-     reused); restart it to add more replicas",
+    "all {} backend ids are in use (a removed replica's is not reused)",
     Backends::CAPACITY
 )]
 pub struct Full;

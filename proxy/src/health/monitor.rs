@@ -16,7 +16,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::probe::{Probe, ProbeError, Sample};
 use super::{position, replay, Health, PRIMARY};
-use crate::backend::{BackendId, BackendInfo};
+use crate::backend::{BackendId, BackendInfo, Backends};
 
 /// The shortest gap between two samples of one backend, however often it is nudged.
 const MIN_GAP: Duration = Duration::from_millis(5);
@@ -40,11 +40,11 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Starts sampling every backend of `backends` (the primary first), logged in as the
-    /// first `[[users]]` entry, on the current runtime.
-    pub fn start<'a>(
+    /// Starts sampling every backend of `backends`, logged in as the first `[[users]]`
+    /// entry, on the current runtime.
+    pub fn start(
         health: &Arc<Health>,
-        backends: impl ExactSizeIterator<Item = &'a Arc<BackendInfo>>,
+        backends: &Backends,
         config: &Config,
     ) -> anyhow::Result<Monitor> {
         let login = config.users.first().context(
@@ -64,7 +64,7 @@ impl Monitor {
             query_timeout: every.min(config.proxy.connect_timeout),
             connect_timeout: config.proxy.connect_timeout,
         };
-        for backend in backends {
+        for backend in backends.iter() {
             monitor.start_watching(backend, Some(sampled.clone()))?;
         }
         Ok(monitor)

@@ -15,14 +15,12 @@ use std::sync::Arc;
 
 use pgrepl_config::Config;
 
-use crate::backend::{BackendInfo, Backends, Full};
+use crate::backend::{BackendInfo, Backends};
 use crate::health::Monitor;
 use crate::logging::{self, LogLevel};
 use crate::shared::Shared;
 use crate::telemetry::Timing;
 use plan::{Plan, ReplicaChanges, Running};
-
-pub use plan::MONITOR_LOGIN;
 
 /// Reads the configuration anew, as the proxy was started: the same file, the environment,
 /// and the command line's choices over them.
@@ -62,9 +60,12 @@ pub enum ReloadError {
     /// The configuration does not load or validate.
     #[error("{0}")]
     Config(String),
-    /// No backend id is left for the replicas it adds.
-    #[error("[[replicas]]: cannot add {adding} replica(s): {source}")]
-    Full { adding: usize, source: Full },
+    /// Not enough backend ids are left for the replicas it adds.
+    #[error(
+        "[[replicas]]: cannot add {adding} replica(s): {room} more can be added to this proxy \
+         process (a removed replica's number is not reused); restart it to add more"
+    )]
+    Full { adding: usize, room: usize },
     /// Preparing the users' keys failed.
     #[error("[[users]]: {0}")]
     Users(String),
@@ -119,7 +120,10 @@ impl Reloader {
             }
             Err(error) => {
                 self.shared.reload_meters.rejected();
-                tracing::error!(%error, "configuration reload rejected; the configuration in force is kept");
+                tracing::error!(
+                    %error,
+                    "configuration reload rejected; the configuration in force is kept"
+                );
                 Err(error)
             }
         }
@@ -150,7 +154,7 @@ impl Reloader {
         if replicas.added.len() > backends.room() {
             return Err(ReloadError::Full {
                 adding: replicas.added.len(),
-                source: Full,
+                room: backends.room(),
             });
         }
         let users = if plan.users.is_empty() {
@@ -237,7 +241,10 @@ impl Reloader {
                 .expect("room for the added replicas was checked under the reload lock");
             shared.health.admit(id);
             if let Err(e) = self.monitor.watch(&backends[id.index()]) {
-                tracing::error!(backend = %backends[id.index()], error = %e, "cannot monitor an added replica: it gets no reads");
+                tracing::error!(
+                    backend = %backends[id.index()], error = %e,
+                    "cannot monitor an added replica: it gets no reads"
+                );
             }
             members.push((id, config.weight));
         }
@@ -250,7 +257,10 @@ impl Reloader {
             self.monitor.unwatch(id).await;
             shared.health.retire(id);
             shared.pool.close_backend(id);
-            tracing::info!(backend = %info, "replica removed from the configuration: sessions reading from it move at their next read");
+            tracing::info!(
+                backend = %info,
+                "replica removed: sessions reading from it move at their next read"
+            );
         }
         let retired: Vec<&BackendInfo> = replicas
             .retired

@@ -67,7 +67,7 @@ const APPLIED: &[Key] = &[
 ];
 
 /// The name of what stays as it is when the first `[[users]]` entry changes.
-pub const MONITOR_LOGIN: &str =
+const MONITOR_LOGIN: &str =
     "the first [[users]] entry (the health monitor's and catalog's login)";
 
 /// What the reload does.
