@@ -67,8 +67,7 @@ const APPLIED: &[Key] = &[
 ];
 
 /// The name of what stays as it is when the first `[[users]]` entry changes.
-const MONITOR_LOGIN: &str =
-    "the first [[users]] entry (the health monitor's and catalog's login)";
+const MONITOR_LOGIN: &str = "the first [[users]] entry (the health monitor's and catalog's login)";
 
 /// What the reload does.
 #[derive(Debug, Clone, PartialEq)]
