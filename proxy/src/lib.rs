@@ -10,6 +10,8 @@ pub mod clients;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;
+pub mod live;
+pub mod logging;
 pub mod protocol;
 pub mod reload;
 pub mod route;

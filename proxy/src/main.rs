@@ -1,13 +1,15 @@
 //! The `pgrepl-proxy` command line.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pgrepl_config::{Config, LogConfig, LogFormat};
+use pgrepl_config::{Config, LogFormat};
+use pgrepl_proxy::reload::{Loader, Reloader};
 use pgrepl_proxy::route::classify;
-use pgrepl_proxy::Proxy;
+use pgrepl_proxy::{logging, Proxy};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 mod provisioning;
 mod status_cmd;
@@ -104,35 +106,6 @@ enum Command {
     },
 }
 
-/// Logs to stderr at the level `RUST_LOG` sets, else `[log] level`.
-fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Ok(directives) => EnvFilter::try_new(&directives)
-            .map_err(|e| anyhow::anyhow!("RUST_LOG={directives:?}: {e}"))?,
-        Err(_) => {
-            // The health monitor reports its backends' state changes itself; deadpool's own
-            // warnings about the same broken connections would only repeat them, less clearly.
-            let directives = if log.level.contains("deadpool") {
-                log.level.clone()
-            } else {
-                format!("{},deadpool=error", log.level)
-            };
-            EnvFilter::try_new(directives)
-                .map_err(|e| anyhow::anyhow!("[log] level: {:?}: {e}", log.level))?
-        }
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
-}
-
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -149,12 +122,31 @@ async fn shutdown_signal() {
     }
 }
 
-fn load_and_serve(config: Option<PathBuf>, log_format: Option<LogFormatArg>) -> ExitCode {
-    match Config::load(config.as_deref()).and_then(|c| c.require_users().map(|()| c)) {
-        Ok(mut config) => {
-            LogFormatArg::apply(log_format, &mut config);
-            serve(config)
+/// Reloads the configuration on each SIGHUP `hangups` delivers, until the proxy stops.
+async fn reload_on_sighup(hangups: std::io::Result<Signal>, reloader: Arc<Reloader>) {
+    let mut hangups = match hangups {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: the configuration cannot be reloaded by signal");
+            return;
         }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the configuration");
+        // The outcome is logged and counted by the reload itself.
+        let _ = reloader.reload().await;
+    }
+}
+
+fn load_and_serve(config: Option<PathBuf>, log_format: Option<LogFormatArg>) -> ExitCode {
+    let load = move || -> Result<Config, pgrepl_config::ConfigError> {
+        let mut config = Config::load(config.as_deref())?;
+        config.require_users()?;
+        LogFormatArg::apply(log_format, &mut config);
+        Ok(config)
+    };
+    match load() {
+        Ok(config) => serve(config, Box::new(move || Ok(load()?))),
         Err(e) => {
             eprintln!("pgrepl-proxy: {e}");
             ExitCode::from(2)
@@ -162,15 +154,23 @@ fn load_and_serve(config: Option<PathBuf>, log_format: Option<LogFormatArg>) -> 
     }
 }
 
-fn serve(config: Config) -> ExitCode {
-    if let Err(e) = init_logging(&config.log) {
-        eprintln!("pgrepl-proxy: {e}");
-        return ExitCode::from(2);
-    }
+/// Serves with `config`; `load` reads the configuration again for a reload.
+fn serve(config: Config, load: Loader) -> ExitCode {
+    let log = match logging::init(&config.log) {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("pgrepl-proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // This runtime only accepts clients and watches signals; sessions run on the workers.
     let result = current_thread_runtime().and_then(|runtime| {
         runtime.block_on(async {
-            let proxy = Proxy::bind(&config).await?;
+            // Caught from here on: SIGHUP's default action would end the process.
+            let hangups = signal(SignalKind::hangup());
+            let mut proxy = Proxy::bind(&config).await?;
+            let reloader = proxy.reloader(config.clone(), load, log);
+            tokio::spawn(reload_on_sighup(hangups, reloader));
             tracing::info!(
                 listen = %proxy.local_addr()?,
                 endpoint = %proxy.endpoint_addr()?,

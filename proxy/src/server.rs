@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,22 +22,23 @@ use tokio_util::either::Either;
 
 use crate::admin;
 use crate::backend::{
-    BackendError, BackendId, BackendInfo, Pool, PoolKey, ServerParams, StartupInfo, StartupSettings,
+    BackendError, BackendInfo, Backends, Pool, PoolKey, ServerParams, StartupInfo, StartupSettings,
 };
 use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
 use crate::client::{negotiate, params, tls, ClientStream, Hello, NegotiateError};
 use crate::clients::{Listed, NewClient};
 use crate::health::{Health, Monitor};
+use crate::live::{Published, RoutingSettings};
+use crate::logging::LogLevel;
 use crate::protocol::sqlstate;
 use crate::protocol::tags::TxStatus;
 use crate::protocol::write::{self, ProxyError, Severity};
-use crate::reload::ReloadRequest;
-use crate::route::Classifier;
+use crate::reload::{Loader, Reloader};
 use crate::session::{ClientInfo, Session};
 use crate::shared::{ClientCount, ClientSlot, Shared};
 use crate::telemetry::{
-    install_recorder, BackendMeters, ClientMeters, Endpoint, Rejection, Tally, Timing,
+    install_recorder, ClientMeters, Endpoint, Rejection, ReloadMeters, Tally, Timing,
 };
 use crate::workers::{self, Workers};
 
@@ -45,13 +46,17 @@ use crate::workers::{self, Workers};
 pub struct Proxy {
     listener: TcpListener,
     shared: Arc<Shared>,
-    monitor: Monitor,
+    monitor: Arc<Monitor>,
     endpoint: Endpoint,
     tls: Option<TlsAcceptor>,
     connect_timeout: Duration,
     startup_timeout: Duration,
     shutdown_timeout: Duration,
     workers: usize,
+    /// How statements are timed, for the meters of replicas a reload adds.
+    timing: Option<Timing>,
+    /// Kept while the proxy runs (`Shared` holds it weakly).
+    _reloader: Option<Arc<Reloader>>,
 }
 
 /// How often idle connections are checked for their timeouts and pools for `min_pool_size`.
@@ -76,42 +81,31 @@ impl Proxy {
             slow: (!slow.is_zero()).then(|| u64::try_from(slow.as_nanos()).unwrap_or(u64::MAX)),
             text: config.log.statement_text,
         });
-        let backends = std::iter::once(&config.primary)
-            .chain(&config.replicas)
-            .enumerate()
-            .map(|(index, b)| {
-                let id = BackendId::nth(index);
-                Arc::new(BackendInfo {
-                    id,
-                    name: b.name.clone(),
-                    host: b.host.clone(),
-                    port: b.port,
-                    open: AtomicUsize::new(0),
-                    meters: BackendMeters::register(
-                        &b.name,
-                        id.is_primary(),
-                        &config.primary.name,
-                        timing.clone(),
-                    ),
-                })
-            })
-            .collect::<Vec<_>>();
+        let backends = Arc::new(Backends::new());
+        for b in std::iter::once(&config.primary).chain(&config.replicas) {
+            backends
+                .add(|id| BackendInfo::new(id, b, &config.primary.name, timing.clone()))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "[[replicas]]: {} configured, at most {} are supported",
+                        config.replicas.len(),
+                        Backends::CAPACITY - 1
+                    )
+                })?;
+        }
         let health = Arc::new(Health::new(backends.len(), config.routing.max_replica_lag));
-        let monitor = Monitor::start(&health, &backends, config)?;
+        let monitor = Arc::new(Monitor::start(&health, &backends, config)?);
         let pool = Pool::new(backends, &config.pool, config.proxy.connect_timeout);
         // The console's SHOW ROUTES reads the tallies too.
         let counting = config.metrics.enabled || !config.admin.users.is_empty();
         let shared = Shared {
-            max_message_size: config.proxy.max_message_size,
+            max_message_size: AtomicUsize::new(config.proxy.max_message_size),
             pool,
-            classifier: Classifier::new(config),
             cancels: Default::default(),
-            users: Users::new(&config.users),
+            users: Published::new(Users::new(&config.users)),
             shutdown: Default::default(),
             health,
-            read_your_writes: config.routing.read_your_writes,
-            causal_wait: config.routing.causal_wait,
-            transaction_reads: config.routing.transaction_reads,
+            routing: Published::new(RoutingSettings::new(config)),
             pool_mode: config.pool.mode,
             statement_ids: Arc::default(),
             pinned_sessions: Default::default(),
@@ -122,17 +116,18 @@ impl Proxy {
             ),
             clients: ClientCount::new(config.proxy.max_client_connections),
             client_meters: ClientMeters::register(),
+            reload_meters: ReloadMeters::register(),
             counting,
             tallies: (0..workers::default_count(config.proxy.workers))
-                .map(|_| Arc::new(Tally::new(config.replicas.len() + 1)))
+                .map(|_| Arc::new(Tally::new(Backends::CAPACITY)))
                 .collect(),
             listen: listener.local_addr()?.to_string(),
             started: Instant::now(),
             registry: Default::default(),
             pause: Default::default(),
-            reload: Default::default(),
             averages: Default::default(),
             config: std::sync::RwLock::new(Arc::new(config.clone())),
+            reloader: OnceLock::new(),
         };
         Ok(Proxy {
             listener,
@@ -144,7 +139,26 @@ impl Proxy {
             startup_timeout: config.proxy.startup_timeout,
             shutdown_timeout: config.proxy.shutdown_timeout,
             workers: workers::default_count(config.proxy.workers),
+            timing,
+            _reloader: None,
         })
+    }
+
+    /// What reloads this proxy's configuration: `config` is the one it was bound with,
+    /// `load` reads it again, `log` changes the log filter. The admin console finds it in
+    /// [`Shared::reloader`].
+    pub fn reloader(&mut self, config: Config, load: Loader, log: LogLevel) -> Arc<Reloader> {
+        let reloader = Arc::new(Reloader::new(
+            self.shared.clone(),
+            self.monitor.clone(),
+            config,
+            load,
+            log,
+            self.timing.clone(),
+        ));
+        let _ = self.shared.reloader.set(Arc::downgrade(&reloader));
+        self._reloader = Some(reloader.clone());
+        reloader
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -156,16 +170,9 @@ impl Proxy {
         self.endpoint.local_addr()
     }
 
-    /// The admin console's `RELOAD` requests, for the code that reloads (and answers SIGHUP);
-    /// None after the first call. Until it is taken, `RELOAD` answers that it is not
-    /// available.
-    pub fn take_reload_requests(&self) -> Option<tokio::sync::mpsc::Receiver<ReloadRequest>> {
-        self.shared.reload.take()
-    }
-
     /// Serves until `shutdown` completes, then stops accepting and gives sessions up to
     /// `[proxy] shutdown_timeout` to finish their transactions.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         // Clients wait in the listen backlog meanwhile; the first ones then read from a replica
         // the monitor has checked.
         // Health and status answer from the start, also while the first round runs.
@@ -418,7 +425,8 @@ impl Connection {
                 return None;
             }
         };
-        let password = match authenticate(&mut stream, &self.shared.users, &startup.user).await {
+        let users = self.shared.users.get();
+        let password = match authenticate(&mut stream, &users, &startup.user).await {
             Ok(password) => password,
             Err(AuthError::Gone) => return None,
             Err(AuthError::Rejected(err)) => {
@@ -555,7 +563,8 @@ impl Connection {
         settings: &[(String, String)],
     ) -> Result<Arc<ServerParams>, BackendError> {
         let mut last_err = None;
-        for backend in BackendId::all(self.shared.pool.backends().len()) {
+        let backends: Vec<_> = self.shared.pool.backends().active().map(|b| b.id).collect();
+        for backend in backends {
             let key = PoolKey {
                 backend,
                 startup: startup.clone(),

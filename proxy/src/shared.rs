@@ -1,13 +1,13 @@
 //! State shared by every session of one running proxy.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
-use pgrepl_config::{Config, ReadYourWrites};
+use pgrepl_config::Config;
 
 use crate::admin::Averages;
 use crate::backend::{PauseGate, Pool};
@@ -16,12 +16,13 @@ use crate::cancel::CancelRegistry;
 use crate::client::auth::Users;
 use crate::clients::ClientRegistry;
 use crate::health::Health;
-use crate::reload::ReloadRequests;
-use crate::route::Classifier;
-use crate::telemetry::{ClientMeters, Tally};
+use crate::live::{Published, RoutingSettings};
+use crate::reload::Reloader;
+use crate::telemetry::{ClientMeters, ReloadMeters, Tally};
 
 pub struct Shared {
-    pub max_message_size: usize,
+    /// `[proxy] max_message_size`.
+    pub max_message_size: AtomicUsize,
     pub pool: Arc<Pool>,
     /// `[pool] mode`.
     pub pool_mode: pgrepl_config::PoolMode,
@@ -30,23 +31,19 @@ pub struct Shared {
     pub pinned_sessions: AtomicUsize,
     /// Numbers prepared-statement definitions for every session.
     pub statement_ids: Arc<crate::backend::StatementIds>,
-    pub classifier: Classifier,
     pub cancels: CancelRegistry,
-    pub users: Users,
+    pub users: Published<Users>,
     pub shutdown: Shutdown,
     pub health: Arc<Health>,
-    /// `[routing] read_your_writes`.
-    pub read_your_writes: ReadYourWrites,
-    /// `[routing] transaction_reads`.
-    pub transaction_reads: pgrepl_config::TransactionReads,
-    /// `[routing] causal_wait`.
-    pub causal_wait: std::time::Duration,
+    /// `[routing]` settings that sessions read per statement, from their own copy.
+    pub routing: Published<RoutingSettings>,
     /// For `read_your_writes = "global"`: the first primary look-up round sent after the
     /// last commit through this proxy (0 = none yet); every read must see its position.
     pub commit_round: AtomicU64,
     pub balancer: Balancer,
     pub clients: ClientCount,
     pub client_meters: ClientMeters,
+    pub reload_meters: ReloadMeters,
     /// `[metrics] enabled`: statements, bytes and staleness are counted.
     pub counting: bool,
     /// One per worker thread, by worker index: what its sessions counted.
@@ -58,12 +55,13 @@ pub struct Shared {
     pub registry: Arc<ClientRegistry>,
     /// The admin console's `PAUSE` and `RESUME`.
     pub pause: PauseGate,
-    /// The admin console's `RELOAD`, to the code that reloads.
-    pub reload: ReloadRequests,
     /// The averages of the admin console's `SHOW STATS`.
     pub averages: Averages,
     /// The configuration in force (`[admin]`, `SHOW CONFIG`); replaced by a reload.
     pub config: std::sync::RwLock<Arc<Config>>,
+    /// What applies a changed configuration (SIGHUP, the admin console's RELOAD); set once
+    /// the proxy has one.
+    pub reloader: OnceLock<Weak<Reloader>>,
 }
 
 impl Shared {
@@ -82,26 +80,37 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// What reloads this proxy's configuration, once it has one.
+    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+        self.reloader.get().and_then(Weak::upgrade)
+    }
 }
 
 /// Open client connections, against `[proxy] max_client_connections`.
 pub struct ClientCount {
     count: Arc<AtomicUsize>,
-    max: usize,
+    max: AtomicUsize,
 }
 
 impl ClientCount {
     pub fn new(max: usize) -> ClientCount {
         ClientCount {
             count: Arc::default(),
-            max,
+            max: AtomicUsize::new(max),
         }
+    }
+
+    /// A reloaded limit: clients over a lower one stay; new ones are refused until enough
+    /// have left.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// A slot for one more client, or None at the limit.
     pub fn take(&self) -> Option<ClientSlot> {
         let prev = self.count.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.max {
+        if prev >= self.max() {
             self.count.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -113,7 +122,7 @@ impl ClientCount {
     }
 
     pub fn max(&self) -> usize {
-        self.max
+        self.max.load(Ordering::Relaxed)
     }
 }
 

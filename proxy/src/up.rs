@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use pgrepl_config::{AuthMethod, BackendConfig, Config, UserConfig};
 use pgrepl_provision::app_roles::{new_app_password, DEFAULT_APP_USER};
 use pgrepl_provision::runtime::{Endpoint, Node};
+use pgrepl_proxy::reload::Loader;
 
 use crate::provisioning::{prepare_pair, Target};
 use crate::{current_thread_runtime, exit_code, serve, LogFormatArg};
@@ -14,10 +15,34 @@ pub fn up(target: &Target, image: Option<&str>, log_format: Option<LogFormatArg>
     match prepare(target, image) {
         Ok(mut config) => {
             LogFormatArg::apply(log_format, &mut config);
-            serve(config)
+            let load = reload(target, image, &config, log_format);
+            serve(config, load)
         }
         Err(e) => exit_code(Err(e)),
     }
+}
+
+/// How a reload reads the configuration under `up`: as at start, with the backends pointed
+/// at the pair provisioned then, and the generated user while the configuration names none.
+fn reload(
+    target: &Target,
+    image: Option<&str>,
+    served: &Config,
+    log_format: Option<LogFormatArg>,
+) -> Loader {
+    let (target, image) = (target.clone(), image.map(str::to_owned));
+    let (primary, replicas) = (served.primary.clone(), served.replicas.clone());
+    let generated = served.users.clone();
+    Box::new(move || {
+        let mut config = target.config(image.as_deref())?;
+        if config.users.is_empty() {
+            config.users.clone_from(&generated);
+        }
+        config.primary = primary.clone();
+        config.replicas = replicas.clone();
+        LogFormatArg::apply(log_format, &mut config);
+        Ok(config)
+    })
 }
 
 /// The config to serve with: backends pointed at the provisioned pair, and, when the config

@@ -191,6 +191,19 @@ impl ProxyProcess {
             .unwrap_or_default()
     }
 
+    /// Writes `config_toml` over the proxy's config file and sends SIGHUP: the proxy reads
+    /// its configuration again.
+    pub fn reload_with(&mut self, config_toml: &str) -> Result<()> {
+        fs::write(&self.config_path, config_toml)
+            .with_context(|| format!("cannot write {}", self.config_path.display()))?;
+        if let Some(status) = self.child.try_wait()? {
+            return Err(self.with_log(anyhow!("pgrepl-proxy exited ({status})")));
+        }
+        // SAFETY: the child has not been reaped (checked above), so the pid is still ours.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for the proxy to exit; after a timeout it is
     /// killed and an error returned, since it did not shut down gracefully.
     pub fn terminate(&mut self) -> Result<ExitStatus> {
@@ -295,15 +308,22 @@ pub fn proxy_config(cluster: &Cluster, listen: SocketAddr) -> String {
          [[replicas]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
         cluster.primary.name, cluster.primary.port, cluster.replica.name, cluster.replica.port
     );
-    for role in LOGIN_ROLES {
+    toml += &users_toml(&LOGIN_ROLES);
+    // Proxies run side by side: each gets an endpoint port of its own.
+    toml += &format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", free_port());
+    toml
+}
+
+/// `[[users]]` entries for `roles`, with their harness passwords.
+pub fn users_toml(roles: &[Role]) -> String {
+    let mut toml = String::new();
+    for role in roles {
         toml += &format!("\n[[users]]\nname = \"{}\"\n", role.name);
         if let Some(password) = role.password {
             toml += &format!("password = \"{password}\"\n");
         }
-        toml += &format!("auth = \"{}\"\n", proxy_auth(&role));
+        toml += &format!("auth = \"{}\"\n", proxy_auth(role));
     }
-    // Proxies run side by side: each gets an endpoint port of its own.
-    toml += &format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", free_port());
     toml
 }
 

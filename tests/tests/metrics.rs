@@ -271,7 +271,7 @@ async fn rejected_clients_are_counted_by_reason() {
 }
 
 /// Every metric the README documents, with its type.
-const DOCUMENTED: [(&str, &str); 23] = [
+const DOCUMENTED: [(&str, &str); 25] = [
     ("pgrepl_queries_total", "counter"),
     ("pgrepl_query_duration_seconds", "histogram"),
     ("pgrepl_read_staleness_seconds", "histogram"),
@@ -295,6 +295,11 @@ const DOCUMENTED: [(&str, &str); 23] = [
     ("pgrepl_pool_wait_seconds", "histogram"),
     ("pgrepl_clients_waiting", "gauge"),
     ("pgrepl_pinned_sessions", "gauge"),
+    ("pgrepl_config_reloads_total", "counter"),
+    (
+        "pgrepl_config_last_reload_success_timestamp_seconds",
+        "gauge",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,7 +67,10 @@ fn regression_suite_through_the_proxy_differs_from_the_direct_run_only_in_known_
     drop(proxy);
     cluster.wait_replica_caught_up().unwrap();
     // Connections of each session's own: session mode, whatever mode the suites run in.
-    let unpooled_env = [("PGREPL_POOL__MAX_IDLE", "0"), ("PGREPL_POOL__MODE", "session")];
+    let unpooled_env = [
+        ("PGREPL_POOL__MAX_IDLE", "0"),
+        ("PGREPL_POOL__MODE", "session"),
+    ];
     let unpooled = ProxyProcess::start_with_env(&config, addr, &unpooled_env).unwrap();
     let unshared = suite
         .run(addr, &run_dir().join("regress-proxy-unpooled"), RUN_TIMEOUT)

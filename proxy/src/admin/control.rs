@@ -8,7 +8,6 @@ use crate::backend::PauseConflict;
 use crate::clients::ClientEntry;
 use crate::protocol::sqlstate;
 use crate::protocol::write::ProxyError;
-use crate::reload::Unavailable;
 use crate::shared::Shared;
 
 /// How often a waiting command looks again.
@@ -106,21 +105,23 @@ pub async fn kill(shared: &Shared, me: &ClientEntry, id: u64) -> Result<&'static
     Ok("KILL")
 }
 
-/// `RELOAD`: asks the code that reloads and answers with what it did.
+/// `RELOAD`: re-reads the configuration as SIGHUP does and answers once it is applied, or
+/// with why nothing changed.
 pub async fn reload(shared: &Shared) -> Result<&'static str, ProxyError> {
     tracing::info!("RELOAD");
-    match shared.reload.request().await {
-        Ok(Ok(())) => Ok("RELOAD"),
-        Ok(Err(reason)) => Err(ProxyError::error(
+    let Some(reloader) = shared.reloader() else {
+        return Err(ProxyError::error(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "RELOAD is not available: this proxy was started without a configuration to re-read",
+        ));
+    };
+    match reloader.reload().await {
+        Ok(_) => Ok("RELOAD"),
+        Err(reason) => Err(ProxyError::error(
             sqlstate::CONFIG_FILE_ERROR,
             format!("RELOAD failed: {reason}"),
         )
         .with_detail("The configuration in force is unchanged.")),
-        Err(Unavailable) => Err(ProxyError::error(
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            "RELOAD is not available: this proxy applies no configuration change while it runs",
-        )
-        .with_detail("Restart the proxy to apply a new configuration.")),
     }
 }
 

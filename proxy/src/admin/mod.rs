@@ -136,7 +136,12 @@ where
         shutdown.as_mut().enable();
         let end = 'session: loop {
             while let Some((ty, total)) = peek_header(&self.cin) {
-                if let Err(e) = frame::check_size(total, self.shared.max_message_size) {
+                if let Err(e) = frame::check_size(
+                    total,
+                    self.shared
+                        .max_message_size
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ) {
                     break 'session End::Fatal(ProxyError::fatal(
                         sqlstate::PROTOCOL_VIOLATION,
                         format!("invalid frontend message: {e}"),

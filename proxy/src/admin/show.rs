@@ -527,7 +527,7 @@ pub fn backends(shared: &Shared) -> ResultSet {
         ("idle_connections", int),
     ]);
     let status = snapshot(shared);
-    for (backend, info) in status.backends.iter().zip(shared.pool.backends()) {
+    for (backend, info) in status.backends.iter().zip(shared.pool.backends().active()) {
         set.row(vec![
             text(&backend.name),
             text(&backend.role),
@@ -560,7 +560,7 @@ pub fn routes(shared: &Shared) -> ResultSet {
         ("queries", Type::Numeric),
     ]);
     let totals = Totals::sum(shared.tallies.iter().map(|t| &**t));
-    for info in shared.pool.backends() {
+    for info in shared.pool.backends().active() {
         let role = if info.id.is_primary() {
             "primary"
         } else {

@@ -8,6 +8,7 @@ mod pause;
 mod pool;
 mod prepared;
 mod protocol_state;
+mod registry;
 mod statement_ids;
 
 pub use conn::{BackendConn, Counted, SettingsMark};
@@ -16,15 +17,16 @@ pub use pause::{Interrupted, PauseConflict, PauseGate, Paused};
 pub use pool::{close, IdleServer, KeyFigures, KeyPool, Pool, PoolKey, NO_WORKER};
 pub use prepared::{same_name, Prepared};
 pub use protocol_state::{Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, Watch};
+pub use registry::{Backends, Full};
 pub use statement_ids::StatementIds;
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::telemetry::BackendMeters;
 
-/// Which configured server: the primary, or a replica by its place in the configuration.
-/// Also the index of the per-backend lists (health, tallies, pools).
+/// Which server: the primary, or a replica by the order it was configured in (see
+/// [`Backends`]). Also the index of the per-backend tables (health, tallies, pools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(usize);
 
@@ -66,10 +68,39 @@ pub struct BackendInfo {
     pub port: u16,
     /// Connections to it open now, leased or pooled.
     pub open: AtomicUsize,
+    /// A reload removed it from the configuration: it gets no new sessions or connections.
+    pub retired: AtomicBool,
     pub meters: BackendMeters,
 }
 
 impl BackendInfo {
+    /// A server configured as `config`, under id `id`.
+    pub fn new(
+        id: BackendId,
+        config: &pgrepl_config::BackendConfig,
+        primary_name: &str,
+        timing: Option<crate::telemetry::Timing>,
+    ) -> BackendInfo {
+        BackendInfo {
+            id,
+            name: config.name.clone(),
+            host: config.host.clone(),
+            port: config.port,
+            open: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            meters: BackendMeters::register(&config.name, id.is_primary(), primary_name, timing),
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Marks it removed from the configuration.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
     /// Connections to this backend open now.
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)

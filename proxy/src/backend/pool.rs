@@ -25,7 +25,8 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use super::apply;
 use super::connect::connect;
 use super::{
-    BackendConn, BackendError, BackendId, BackendInfo, Prepared, ServerParams, StartupInfo,
+    BackendConn, BackendError, BackendId, BackendInfo, Backends, Prepared, ServerParams,
+    StartupInfo,
 };
 use crate::telemetry::names;
 
@@ -61,7 +62,7 @@ type Gate = Arc<tokio::sync::Mutex<()>>;
 const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 
 /// The sizes and times of `[pool]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Limits {
     /// Per key; `usize::MAX` when only the backend's bound applies.
     pool_size: usize,
@@ -185,8 +186,9 @@ impl Place {
 struct Closing(Vec<(String, Instant)>);
 
 pub struct Pool {
-    backends: Vec<Arc<BackendInfo>>,
-    /// Per backend: one permit per connection it may have open.
+    backends: Arc<Backends>,
+    /// Per backend id (every id the registry may hand out): one permit per connection it may
+    /// have open.
     slots: Vec<Arc<Semaphore>>,
     /// Per backend: acquires waiting for a permit. While some wait, returned connections
     /// nobody of their key waits for are closed rather than pooled, so the permit goes to
@@ -201,7 +203,8 @@ pub struct Pool {
     /// Per key and settings being asked about now: held while a server is asked for
     /// ParameterStatus values not remembered yet.
     asking: Mutex<HashMap<(PoolKey, Settings), Gate>>,
-    limits: Limits,
+    /// `[pool]`, which a reload may change (see `reconfigure`).
+    limits: Mutex<Limits>,
     connect_timeout: Duration,
     next_waiter: AtomicU64,
     /// Clients waiting for a connection now, over every key.
@@ -272,23 +275,24 @@ pub struct KeyFigures {
 
 impl Pool {
     pub fn new(
-        backends: Vec<Arc<BackendInfo>>,
+        backends: Arc<Backends>,
         config: &pgrepl_config::PoolConfig,
         connect_timeout: Duration,
     ) -> Arc<Pool> {
         let limits = Limits::of(config);
+        let ids = 0..Backends::CAPACITY;
         Arc::new(Pool {
-            slots: backends
-                .iter()
+            slots: ids
+                .clone()
                 .map(|_| Arc::new(Semaphore::new(limits.max_server_connections)))
                 .collect(),
-            waiting: backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+            waiting: ids.map(|_| AtomicUsize::new(0)).collect(),
             backends,
             keys: Mutex::default(),
             closing: Mutex::default(),
             params: Mutex::new(HashMap::new()),
             asking: Mutex::default(),
-            limits,
+            limits: Mutex::new(limits),
             connect_timeout,
             next_waiter: AtomicU64::new(0),
             clients_waiting: AtomicUsize::new(0),
@@ -296,7 +300,12 @@ impl Pool {
         })
     }
 
-    pub fn backends(&self) -> &[Arc<BackendInfo>] {
+    /// `[pool]` now.
+    fn limits(&self) -> Limits {
+        *locked(&self.limits)
+    }
+
+    pub fn backends(&self) -> &Backends {
         &self.backends
     }
 
@@ -339,7 +348,7 @@ impl Pool {
                     .flatten();
                 let step = if idle.is_some() {
                     Step::Ready
-                } else if first_in_line && state.open < self.limits.pool_size {
+                } else if first_in_line && state.open < self.limits().pool_size {
                     state.open += 1;
                     Step::Open
                 } else {
@@ -369,7 +378,7 @@ impl Pool {
     /// A connection taken from the idle list or handed over, checked alive and moved to the
     /// worker thread that uses it; None if it had died (its room is handed on).
     fn ready(&self, conn: BackendConn, worker: usize) -> Option<BackendConn> {
-        if !is_alive(&conn) || conn.created.elapsed() >= self.limits.lifetime {
+        if !is_alive(&conn) || conn.created.elapsed() >= self.limits().lifetime {
             close(conn);
             return None;
         }
@@ -396,7 +405,7 @@ impl Pool {
         started: Instant,
     ) -> Result<Handoff, BackendError> {
         let _in_line = InLine::join(&self.clients_waiting);
-        let limits = &self.limits;
+        let limits = self.limits();
         let deadline = started + limits.query_wait_timeout;
         if limits.reserve_pool_size > 0 {
             let reserve_at = started + limits.reserve_pool_timeout;
@@ -441,7 +450,7 @@ impl Pool {
     }
 
     fn timed_out(&self, pool: &KeyPool) -> BackendError {
-        let limits = &self.limits;
+        let limits = self.limits();
         let size = match limits.pool_size {
             usize::MAX => format!(
                 "{} ([pool] max_server_connections)",
@@ -485,7 +494,7 @@ impl Pool {
         )
         .await?;
         conn.worker = worker;
-        conn.prepared = Prepared::bounded(self.limits.max_prepared_statements);
+        conn.prepared = Prepared::bounded(self.limits().max_prepared_statements);
         self.remember((pool.key.clone(), Vec::new()), conn.params.clone());
         Ok(conn)
     }
@@ -512,7 +521,8 @@ impl Pool {
         }
         let _in_line = InLine::join(&self.waiting[backend.index()]);
         self.close_oldest_idle(backend);
-        let deadline = started + self.limits.query_wait_timeout;
+        let limits = self.limits();
+        let deadline = started + limits.query_wait_timeout;
         match tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => Ok(slot),
             _ => Err(BackendError::Full {
@@ -521,8 +531,8 @@ impl Pool {
                     "sorry, too many clients already: {} connections are open there \
                      ([pool] max_server_connections) and none came free within {}ms \
                      ([pool] query_wait_timeout)",
-                    self.limits.max_server_connections,
-                    self.limits.query_wait_timeout.as_millis()
+                    limits.max_server_connections,
+                    limits.query_wait_timeout.as_millis()
                 ),
             }),
         }
@@ -617,7 +627,7 @@ impl Pool {
     /// Takes a connection back: reset with `DISCARD ALL` in the background and pooled, or
     /// closed if its state is not clean.
     pub fn release(self: &Arc<Self>, conn: BackendConn) {
-        if !conn.is_quiet() {
+        if !conn.is_quiet() || conn.info.is_retired() {
             close(conn);
             return;
         }
@@ -639,7 +649,9 @@ impl Pool {
             return;
         }
         let pool = conn.member().clone();
-        let doomed = conn.created.elapsed() >= self.limits.lifetime
+        let limits = self.limits();
+        let doomed = conn.created.elapsed() >= limits.lifetime
+            || conn.info.is_retired()
             || self.is_closing(&conn.key.startup.database);
         let mut state = locked(&pool.state);
         let conn = if state.waiting.is_empty() {
@@ -652,7 +664,8 @@ impl Pool {
             }
         };
         let backend_full = self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0;
-        if doomed || backend_full || state.idle.len() >= self.limits.max_idle {
+        // Retirement is checked under the lock `close_backend` takes after retiring.
+        if doomed || backend_full || state.idle.len() >= limits.max_idle {
             drop(state);
             close(conn);
             return;
@@ -671,7 +684,7 @@ impl Pool {
     /// `server_lifetime`, and opens what keys lack of `min_pool_size`.
     pub fn maintain(self: &Arc<Self>) {
         let now = Instant::now();
-        let limits = &self.limits;
+        let limits = self.limits();
         for pool in self.key_pools() {
             let (expired, missing, password) = {
                 let mut state = locked(&pool.state);
@@ -692,7 +705,7 @@ impl Pool {
                 (expired, missing, state.password.clone())
             };
             expired.into_iter().for_each(close);
-            if missing > 0 {
+            if missing > 0 && !pool.info.is_retired() {
                 self.fill(&pool, missing, password);
             }
         }
@@ -700,10 +713,11 @@ impl Pool {
 
     /// Opens `count` connections for `pool` in the background, to keep `min_pool_size`.
     fn fill(self: &Arc<Self>, pool: &Arc<KeyPool>, count: usize, password: Option<Arc<str>>) {
+        let limits = self.limits();
         for _ in 0..count {
             {
                 let mut state = locked(&pool.state);
-                if state.open >= self.limits.min_pool_size.min(self.limits.pool_size) {
+                if state.open >= limits.min_pool_size.min(limits.pool_size) {
                     return;
                 }
                 state.open += 1;
@@ -805,6 +819,57 @@ impl Pool {
             }));
         }
         servers
+    }
+
+    /// Applies `[pool]` settings a reload changed. Idle connections beyond a lower `max_idle`
+    /// or a shorter timeout go at the next maintenance; sizes apply to the next acquire. A
+    /// higher `max_server_connections` lets waiting acquires through at once; a lower one takes
+    /// the free places away now and the others as connections close (returned connections
+    /// are closed meanwhile rather than pooled, and no acquire gets a place before the limit
+    /// is met), so connections open over the new limit are never cut. `mode` needs a restart.
+    pub fn reconfigure(self: &Arc<Self>, config: &pgrepl_config::PoolConfig) {
+        let new_limits = Limits::of(config);
+        let old = std::mem::replace(&mut *locked(&self.limits), new_limits).max_server_connections;
+        let new = new_limits.max_server_connections;
+        if new > old {
+            for slots in &self.slots {
+                slots.add_permits(new - old);
+            }
+            return;
+        }
+        for (index, slots) in self.slots.iter().enumerate() {
+            let owed = (old - new) - slots.forget_permits(old - new);
+            if owed > 0 {
+                tokio::spawn(self.clone().take_places(BackendId::nth(index), owed));
+            }
+        }
+    }
+
+    /// Takes `count` places at `backend` out of use as its connections close: first in line,
+    /// so that no acquire gets one before the lower limit holds. Later changes of the limit
+    /// add or forget permits of their own, so this one always completes its count.
+    async fn take_places(self: Arc<Self>, backend: BackendId, count: usize) {
+        let _in_line = InLine::join(&self.waiting[backend.index()]);
+        for _ in 0..count {
+            self.close_oldest_idle(backend);
+        }
+        let slots = self.slots[backend.index()].clone();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        if let Ok(places) = slots.acquire_many_owned(count).await {
+            places.forget();
+        }
+    }
+
+    /// After `backend` was retired (a reload removed it): closes its idle connections; those
+    /// leased now are closed when they come back.
+    pub fn close_backend(&self, backend: BackendId) {
+        let mut closed = Vec::new();
+        for pool in self.key_pools() {
+            if pool.key.backend == backend {
+                closed.extend(locked(&pool.state).idle.drain(..).map(|(conn, _)| conn));
+            }
+        }
+        closed.into_iter().for_each(close);
     }
 
     /// Closes every idle connection (at shutdown).

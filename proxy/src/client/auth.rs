@@ -39,6 +39,7 @@ impl ScramKeys {
     }
 }
 
+#[derive(Clone)]
 struct UserEntry {
     method: AuthMethod,
     password: Option<Arc<str>>,
@@ -52,27 +53,48 @@ pub struct Users {
     mock: ScramKeys,
 }
 
+impl UserEntry {
+    fn new(user: &UserConfig) -> UserEntry {
+        UserEntry {
+            method: user.auth,
+            password: user.password.as_deref().map(Arc::from),
+            scram: match (user.auth, &user.password) {
+                (AuthMethod::ScramSha256, Some(pw)) => Some(ScramKeys::new(pw)),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether it authenticates `user` as configured now.
+    fn is(&self, user: &UserConfig) -> bool {
+        self.method == user.auth && self.password.as_deref() == user.password.as_deref()
+    }
+}
+
 impl Users {
     pub fn new(users: &[UserConfig]) -> Users {
+        let mock_password: [u8; 16] = rand::random();
+        Users::with_keys(users, None, ScramKeys::new(&format!("{mock_password:?}")))
+    }
+
+    /// The users of a reloaded `[[users]]`: those configured as before keep their keys (no
+    /// new salting), the others get new ones.
+    pub fn reloaded(&self, users: &[UserConfig]) -> Users {
+        Users::with_keys(users, Some(self), self.mock.clone())
+    }
+
+    fn with_keys(users: &[UserConfig], before: Option<&Users>, mock: ScramKeys) -> Users {
         let map = users
             .iter()
             .map(|u| {
-                let entry = UserEntry {
-                    method: u.auth,
-                    password: u.password.as_deref().map(Arc::from),
-                    scram: match (u.auth, &u.password) {
-                        (AuthMethod::ScramSha256, Some(pw)) => Some(ScramKeys::new(pw)),
-                        _ => None,
-                    },
-                };
+                let kept = before
+                    .and_then(|before| before.map.get(&u.name))
+                    .filter(|entry| entry.is(u));
+                let entry = kept.cloned().unwrap_or_else(|| UserEntry::new(u));
                 (u.name.clone(), entry)
             })
             .collect();
-        let mock_password: [u8; 16] = rand::random();
-        Users {
-            map,
-            mock: ScramKeys::new(&format!("{mock_password:?}")),
-        }
+        Users { map, mock }
     }
 }
 
@@ -232,5 +254,39 @@ async fn scram<S: AsyncRead + AsyncWrite + Unpin>(
             send(s, Authentication::SASLFinal(Bytes::from(server_final))).await
         }
         _ => Err(auth_failed(user).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, password: Option<&str>, auth: AuthMethod) -> UserConfig {
+        UserConfig {
+            name: name.to_owned(),
+            password: password.map(str::to_owned),
+            auth,
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_keys_of_unchanged_users_only() {
+        let before = Users::new(&[
+            user("kept", Some("a"), AuthMethod::ScramSha256),
+            user("new_password", Some("b"), AuthMethod::ScramSha256),
+            user("removed", Some("c"), AuthMethod::Md5),
+        ]);
+        let after = before.reloaded(&[
+            user("kept", Some("a"), AuthMethod::ScramSha256),
+            user("new_password", Some("B"), AuthMethod::ScramSha256),
+            user("added", None, AuthMethod::Trust),
+        ]);
+        let salt = |users: &Users, name: &str| users.map[name].scram.as_ref().unwrap().salt.clone();
+        assert_eq!(salt(&after, "kept"), salt(&before, "kept"));
+        assert_ne!(salt(&after, "new_password"), salt(&before, "new_password"));
+        assert_eq!(after.map["new_password"].password.as_deref(), Some("B"));
+        assert!(!after.map.contains_key("removed"));
+        assert_eq!(after.map["added"].method, AuthMethod::Trust);
+        assert_eq!(after.mock.salt, before.mock.salt);
     }
 }

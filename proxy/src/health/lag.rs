@@ -35,6 +35,14 @@ impl History {
         }
     }
 
+    /// A new horizon (`[routing] max_replica_lag` reloaded). Positions already merged under a
+    /// shorter one stay merged: until the new horizon has passed, a replica behind them is
+    /// charged from the newest of them, still staler than the old horizon.
+    pub fn set_horizon(&mut self, horizon: u64) {
+        self.horizon = horizon;
+        self.step = horizon / STEPS_PER_HORIZON;
+    }
+
     /// Notes that the primary was at `lsn` at time `at`. A position below the last one means
     /// another primary (rebuilt or replaced), and what was seen of the old one no longer counts.
     pub fn record(&mut self, lsn: u64, at: u64) {

@@ -1,5 +1,7 @@
 //! Backend health: a monitor task per backend samples it (reachable? in recovery? WAL
 //! position?) and publishes what it found here; sessions read it with plain atomic loads.
+//! The tables are indexed by backend id and sized for every id the registry may hand out
+//! (`Backends::CAPACITY`), so a reload adds and retires replicas without moving them.
 //!
 //! A replica is readable when it is up, in recovery and at most `[routing] max_replica_lag`
 //! stale, staleness being measured by WAL position (see `lag`): replay timestamps would call
@@ -17,6 +19,7 @@ mod state;
 
 use std::fmt;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,7 +32,7 @@ pub use lsn::format as format_lsn;
 pub use monitor::Monitor;
 pub use position::{PrimaryPositions, WalSample, POSITION_SQL};
 
-use crate::backend::BackendId;
+use crate::backend::{BackendId, Backends};
 
 const PRIMARY: BackendId = BackendId::PRIMARY;
 
@@ -44,6 +47,8 @@ pub enum Unusable {
     NotInRecovery,
     /// A primary that is a standby.
     InRecovery,
+    /// A replica a reload removed from the configuration.
+    Removed,
 }
 
 impl fmt::Display for Unusable {
@@ -53,6 +58,7 @@ impl fmt::Display for Unusable {
             Unusable::Lagging => "lagging",
             Unusable::NotInRecovery => "not in recovery",
             Unusable::InRecovery => "in recovery",
+            Unusable::Removed => "removed",
         })
     }
 }
@@ -74,9 +80,12 @@ pub struct BackendView {
 pub struct Health {
     /// Times are nanoseconds since this instant (the proxy's start).
     clock: Instant,
-    max_lag: u64,
+    /// `[routing] max_replica_lag` in nanoseconds; a reload may change it.
+    max_lag: AtomicU64,
     /// By backend index: the primary, then the replicas.
     backends: Box<[BackendState]>,
+    /// Backend ids handed out so far: the states in use are `..span`.
+    span: AtomicUsize,
     /// Only the monitor's tasks take this lock; it orders their updates of `behind_since`.
     history: Mutex<History>,
     /// By backend index: replay positions that reads wait for (the primary's is unused).
@@ -91,16 +100,44 @@ impl Health {
         let max_lag = nanos(max_replica_lag);
         Health {
             clock: Instant::now(),
-            max_lag,
-            backends: BackendId::all(backends)
+            max_lag: AtomicU64::new(max_lag),
+            backends: BackendId::all(Backends::CAPACITY)
                 .map(|id| BackendState::unsampled(id.is_primary()))
                 .collect(),
+            span: AtomicUsize::new(backends),
             history: Mutex::new(History::new(max_lag)),
-            replay: BackendId::all(backends)
+            replay: BackendId::all(Backends::CAPACITY)
                 .map(|_| LsnGate::default())
                 .collect(),
             positions: PrimaryPositions::default(),
         }
+    }
+
+    /// A replica a reload added, under a new id: unusable until its first sample.
+    pub fn admit(&self, backend: BackendId) {
+        self.span.fetch_max(backend.index() + 1, Release);
+    }
+
+    /// A replica a reload removed, once its monitor has stopped: unusable from now on
+    /// ([`Unusable::Removed`]), and reads waiting for it decide anew.
+    pub fn retire(&self, backend: BackendId) {
+        let state = &self.backends[backend.index()];
+        state.retired.store(true, Release);
+        state.up.store(false, Release);
+        self.replay[backend.index()].restart();
+    }
+
+    /// `[routing] max_replica_lag` reloaded.
+    pub fn set_max_replica_lag(&self, max_replica_lag: Duration) {
+        let max_lag = nanos(max_replica_lag);
+        let mut history = locked(&self.history);
+        history.set_horizon(max_lag);
+        self.max_lag.store(max_lag, Relaxed);
+    }
+
+    /// `[routing] max_replica_lag` in nanoseconds.
+    pub fn max_lag(&self) -> u64 {
+        self.max_lag.load(Relaxed)
     }
 
     /// What replica `backend` has replayed, as closely as known, and the sessions waiting
@@ -124,14 +161,14 @@ impl Health {
     pub fn readable(&self, backend: BackendId) -> Result<(), Unusable> {
         let state = &self.backends[backend.index()];
         if !state.up.load(Relaxed) {
-            return Err(Unusable::Down);
+            return Err(state.down_or_removed());
         }
         if !state.in_recovery.load(Relaxed) {
             return Err(Unusable::NotInRecovery);
         }
         // Behind a primary that is down, a replica cannot catch up, and its data is the
         // newest there is: it serves reads rather than none being served.
-        if self.staleness_nanos(backend) > self.max_lag
+        if self.staleness_nanos(backend) > self.max_lag.load(Relaxed)
             && self.backends[PRIMARY.index()].up.load(Relaxed)
         {
             return Err(Unusable::Lagging);
@@ -189,7 +226,8 @@ impl Health {
         state.sent.store(sent, Release);
         if backend == PRIMARY {
             history.record(sample.lsn, seen);
-            for replica in &self.backends[PRIMARY.index() + 1..] {
+            let span = self.span.load(Acquire);
+            for replica in &self.backends[PRIMARY.index() + 1..span] {
                 // One that just fell behind is rechecked at once: usually it has already
                 // replayed the write, and it need not look stale until its next tick.
                 if update_behind(&history, replica) {

@@ -3,102 +3,145 @@
 //! lack a primary position is rechecked sooner than its interval, so a healthy replica does not
 //! look stale for a whole interval after each write. Only changes of state are logged.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use pgrepl_config::Config;
+use pgrepl_config::{Config, UserConfig};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::probe::{Probe, ProbeError, Sample};
 use super::{position, replay, Health, PRIMARY};
-use crate::backend::BackendInfo;
+use crate::backend::{BackendId, BackendInfo, Backends};
 
 /// The shortest gap between two samples of one backend, however often it is nudged.
 const MIN_GAP: Duration = Duration::from_millis(5);
 
-/// The running monitor tasks; dropping it stops them too.
+/// The running monitor tasks, by backend; a reload starts those of a replica it adds and
+/// stops those of one it removes.
 pub struct Monitor {
-    tasks: JoinSet<()>,
-    /// Backends not sampled yet.
+    health: Arc<Health>,
+    /// Per backend: its sampler, and its replay watch (a replica) or the position service
+    /// (the primary).
+    tasks: Mutex<HashMap<BackendId, JoinSet<()>>>,
+    /// Backends of the first round not sampled yet.
     unsampled: watch::Receiver<usize>,
+    /// Where the tasks run, whoever starts them: the runtime that started the monitor.
+    runtime: Handle,
+    /// The first `[[users]]` entry when the monitor started: later reloads do not change it.
+    login: UserConfig,
+    every: Duration,
+    connect_timeout: Duration,
+    query_timeout: Duration,
 }
 
 impl Monitor {
-    /// Starts sampling every backend of `backends` (the primary first, as in
-    /// `Pool::backends()`), logged in as the first `[[users]]` entry.
+    /// Starts sampling every backend of `backends`, logged in as the first `[[users]]`
+    /// entry, on the current runtime.
     pub fn start(
         health: &Arc<Health>,
-        backends: &[Arc<BackendInfo>],
+        backends: &Backends,
         config: &Config,
     ) -> anyhow::Result<Monitor> {
         let login = config.users.first().context(
             "[[users]]: the health monitor logs in to the servers as the first user, and none is configured",
         )?;
         let every = config.health.interval;
-        let timing = Timing {
-            every,
-            recheck: (config.routing.max_replica_lag / 4).max(MIN_GAP).min(every),
-        };
-        // A sample that hangs counts as a failure after about an interval, and never later
-        // than a backend connection would.
-        let query_timeout = every.min(config.proxy.connect_timeout);
         let (sampled, unsampled) = watch::channel(backends.len());
-        let mut tasks = JoinSet::new();
-        for backend in backends {
-            let probe = Probe::new(
-                backend,
-                login,
-                config.proxy.connect_timeout,
-                query_timeout,
-                "health",
-            )?;
-            let watcher = Watcher {
-                health: health.clone(),
-                backend: backend.clone(),
-                probe,
-                timing,
-                first: Some(sampled.clone()),
-            };
-            tasks.spawn(watcher.run());
-            let close_watch = Probe::new(
-                backend,
-                login,
-                config.proxy.connect_timeout,
-                query_timeout,
-                if backend.id == PRIMARY {
-                    "positions"
-                } else {
-                    "replay watch"
-                },
-            )?;
-            if backend.id == PRIMARY {
-                tasks.spawn(position::serve(health.clone(), close_watch));
-            } else {
-                tasks.spawn(replay::watch(health.clone(), backend.id, close_watch));
-            }
+        let monitor = Monitor {
+            health: health.clone(),
+            tasks: Mutex::default(),
+            unsampled,
+            runtime: Handle::current(),
+            login: login.clone(),
+            every,
+            // A sample that hangs counts as a failure after about an interval, and never
+            // later than a backend connection would.
+            query_timeout: every.min(config.proxy.connect_timeout),
+            connect_timeout: config.proxy.connect_timeout,
+        };
+        for backend in backends.iter() {
+            monitor.start_watching(backend, Some(sampled.clone()))?;
         }
-        Ok(Monitor { tasks, unsampled })
+        Ok(monitor)
+    }
+
+    /// The user the monitor logs in as.
+    pub fn login(&self) -> &UserConfig {
+        &self.login
+    }
+
+    /// Starts the tasks of a replica a reload added.
+    pub fn watch(&self, backend: &Arc<BackendInfo>) -> anyhow::Result<()> {
+        self.start_watching(backend, None)
+    }
+
+    /// Starts `backend`'s tasks; `first` is told when its first sample is in.
+    fn start_watching(
+        &self,
+        backend: &Arc<BackendInfo>,
+        first: Option<watch::Sender<usize>>,
+    ) -> anyhow::Result<()> {
+        let probe = |purpose| {
+            Probe::new(
+                backend,
+                &self.login,
+                self.connect_timeout,
+                self.query_timeout,
+                purpose,
+            )
+        };
+        let watcher = Watcher {
+            health: self.health.clone(),
+            backend: backend.clone(),
+            probe: probe("health")?,
+            every: self.every,
+            first,
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn_on(watcher.run(), &self.runtime);
+        if backend.id == PRIMARY {
+            let service = position::serve(self.health.clone(), probe("positions")?);
+            tasks.spawn_on(service, &self.runtime);
+        } else {
+            let watch = replay::watch(self.health.clone(), backend.id, probe("replay watch")?);
+            tasks.spawn_on(watch, &self.runtime);
+        }
+        self.locked().insert(backend.id, tasks);
+        Ok(())
+    }
+
+    /// Stops the tasks of a replica a reload removed; once this returns, none of them
+    /// publishes anything more about it.
+    pub async fn unwatch(&self, backend: BackendId) {
+        let tasks = self.locked().remove(&backend);
+        if let Some(mut tasks) = tasks {
+            tasks.shutdown().await;
+        }
     }
 
     /// Waits until every backend has been sampled once, or `limit` has passed, so the first
     /// sessions route on what the monitor found rather than on its initial guesses.
-    pub async fn first_round(&mut self, limit: Duration) {
-        let _ = timeout(limit, self.unsampled.wait_for(|&left| left == 0)).await;
+    pub async fn first_round(&self, limit: Duration) {
+        let mut unsampled = self.unsampled.clone();
+        let _ = timeout(limit, unsampled.wait_for(|&left| left == 0)).await;
     }
 
-    pub async fn stop(mut self) {
-        self.tasks.shutdown().await;
+    pub async fn stop(&self) {
+        let all = std::mem::take(&mut *self.locked());
+        for (_, mut tasks) in all {
+            tasks.shutdown().await;
+        }
     }
-}
 
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    every: Duration,
-    /// How soon a replica that lacks a primary position is sampled again.
-    recheck: Duration,
+    fn locked(&self) -> MutexGuard<'_, HashMap<BackendId, JoinSet<()>>> {
+        // A map of task handles: a panic while holding it leaves nothing half-done.
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The monitor task of one backend.
@@ -106,7 +149,8 @@ struct Watcher {
     health: Arc<Health>,
     backend: Arc<BackendInfo>,
     probe: Probe,
-    timing: Timing,
+    /// `[health] interval`.
+    every: Duration,
     /// Told once the first sample is in.
     first: Option<watch::Sender<usize>>,
 }
@@ -152,13 +196,16 @@ impl Watcher {
     }
 
     /// Until the next sample is due: an interval after the last one (a recheck for a replica
-    /// that is behind), or shortly after it when nudged.
+    /// that is behind: a quarter of `[routing] max_replica_lag`, within the interval), or
+    /// shortly after it when nudged.
     async fn pause(&self, sent_at: Instant) {
         let index = self.backend.id;
         let wait = if self.health.is_behind(index) {
-            self.timing.recheck
+            Duration::from_nanos(self.health.max_lag() / 4)
+                .max(MIN_GAP)
+                .min(self.every)
         } else {
-            self.timing.every
+            self.every
         };
         tokio::select! {
             _ = sleep_until(sent_at + wait) => {}

@@ -1,9 +1,11 @@
 //! What the monitor last found about one backend, kept in atomics so sessions read it without
 //! taking a lock.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use super::nudge::Nudge;
+use super::Unusable;
 
 /// `behind_since` of a replica that has replayed every primary position seen.
 pub const CAUGHT_UP: u64 = u64::MAX;
@@ -22,6 +24,8 @@ pub struct BackendState {
     /// Replicas: when the proxy first saw a primary position this one has not replayed.
     pub behind_since: AtomicU64,
     pub nudge: Nudge,
+    /// A replica a reload removed (its `up` stays false).
+    pub retired: AtomicBool,
 }
 
 impl BackendState {
@@ -34,6 +38,17 @@ impl BackendState {
             sent: AtomicU64::new(NEVER),
             behind_since: AtomicU64::new(CAUGHT_UP),
             nudge: Nudge::default(),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    /// Why a backend that is not up is unusable: off the path of a usable one.
+    #[cold]
+    pub fn down_or_removed(&self) -> Unusable {
+        if self.retired.load(Relaxed) {
+            Unusable::Removed
+        } else {
+            Unusable::Down
         }
     }
 }

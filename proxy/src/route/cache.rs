@@ -14,7 +14,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::analysis::Analysis;
 use super::fingerprint::fingerprint_into;
@@ -36,6 +36,13 @@ const MAX_CACHED_SQL_LEN: usize = 16 * 1024;
 pub struct ClassifyCache {
     shards: Box<[Shard]>,
     hasher: RandomState,
+    counts: Arc<Counts>,
+}
+
+/// Look-ups answered from the cache, and not: shared with the caches a reload replaces this
+/// one with, so that the counts run on.
+#[derive(Default)]
+struct Counts {
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -43,6 +50,15 @@ pub struct ClassifyCache {
 impl ClassifyCache {
     /// A cache holding at most `capacity` statements; 0 disables caching.
     pub fn new(capacity: usize) -> Self {
+        Self::counting_into(capacity, Arc::default())
+    }
+
+    /// An empty cache of `capacity` that goes on counting where this one is.
+    pub fn replacement(&self, capacity: usize) -> Self {
+        Self::counting_into(capacity, self.counts.clone())
+    }
+
+    fn counting_into(capacity: usize, counts: Arc<Counts>) -> Self {
         let count = capacity.min(MAX_SHARDS);
         let shards = (0..count)
             .map(|i| Shard::new(capacity / count + usize::from(i < capacity % count)))
@@ -50,8 +66,7 @@ impl ClassifyCache {
         Self {
             shards,
             hasher: RandomState::default(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            counts,
         }
     }
 
@@ -65,7 +80,7 @@ impl ClassifyCache {
         resolve: impl FnOnce(&Analysis) -> R,
     ) -> R {
         if self.shards.is_empty() || sql.len() > MAX_CACHED_SQL_LEN {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.counts.misses.fetch_add(1, Ordering::Relaxed);
             return resolve(&analyze(sql));
         }
         // The fingerprint goes into this thread's buffer, taken out for the look-up (so that
@@ -96,12 +111,12 @@ impl ClassifyCache {
         let shard = &self.shards[(hash >> 32) as usize % self.shards.len()];
         let resolve = match shard.get(hash, key, resolve) {
             Ok(hit) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                self.counts.hits.fetch_add(1, Ordering::Relaxed);
                 return hit;
             }
             Err(resolve) => resolve,
         };
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.counts.misses.fetch_add(1, Ordering::Relaxed);
         // Analyze outside the lock: parsing is the slow part.
         let analysis = analyze(sql);
         let resolved = resolve(&analysis);
@@ -119,11 +134,11 @@ impl ClassifyCache {
     }
 
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.counts.hits.load(Ordering::Relaxed)
     }
 
     pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
+        self.counts.misses.load(Ordering::Relaxed)
     }
 }
 
@@ -266,6 +281,18 @@ mod tests {
     fn is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<ClassifyCache>();
+    }
+
+    #[test]
+    fn a_replacement_starts_empty_and_goes_on_counting() {
+        let cache = ClassifyCache::new(100);
+        cache.classify("SELECT 1");
+        cache.classify("SELECT 1");
+        let replacement = cache.replacement(10);
+        assert!(replacement.is_empty());
+        replacement.classify("SELECT 1");
+        assert_eq!((replacement.hits(), replacement.misses()), (1, 2));
+        assert_eq!((cache.hits(), cache.misses()), (1, 2), "one count for both");
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The classifier a running proxy shares among its sessions: the cache, the configured
-//! function lists, and the catalog look-up of user functions.
+//! function lists, and the catalog look-up of user functions. A reload that changes the
+//! function lists or the cache size replaces it (see [`Classifier::reconfigured`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use pgrepl_config::Config;
+use pgrepl_config::{Config, RoutingConfig};
 
 use super::cache::ClassifyCache;
 use super::catalog::{Catalog, UserFunctions};
@@ -19,8 +20,9 @@ pub struct Classifier {
     overrides: Overrides,
     /// None when there is nobody to log in to the catalog as.
     catalog: Option<Arc<Catalog>>,
-    /// Texts sqlparser could not parse (counted when analyzed, not per cached use).
-    parse_failures: AtomicU64,
+    /// Texts sqlparser could not parse (counted when analyzed, not per cached use); shared
+    /// with the classifiers that replace this one.
+    parse_failures: Arc<AtomicU64>,
 }
 
 impl Classifier {
@@ -37,7 +39,19 @@ impl Classifier {
                     config.proxy.connect_timeout,
                 ))
             }),
-            parse_failures: AtomicU64::new(0),
+            parse_failures: Arc::default(),
+        }
+    }
+
+    /// A classifier for the `[routing]` settings a reload brought: the new function lists
+    /// and an empty cache of the new size (what was cached was analyzed with the old lists),
+    /// the same catalog look-ups, and counts that go on from this one's.
+    pub fn reconfigured(&self, routing: &RoutingConfig) -> Classifier {
+        Classifier {
+            cache: self.cache.replacement(routing.classify_cache_size),
+            overrides: Overrides::new(&routing.write_functions, &routing.read_only_functions),
+            catalog: self.catalog.clone(),
+            parse_failures: self.parse_failures.clone(),
         }
     }
 
@@ -332,6 +346,30 @@ mod tests {
             "replica: read",
             "making sequences changes no function"
         );
+    }
+
+    #[test]
+    fn a_reconfigured_classifier_judges_by_the_new_lists_and_counts_on() {
+        let classifier = classifier();
+        let offline = UserFunctions::offline();
+        let judge = |c: &Classifier, sql| c.classify(sql, &offline).to_string();
+        assert_eq!(
+            judge(&classifier, "SELECT audit.log_it(1)"),
+            "primary: function (audit.log_it)"
+        );
+        assert_eq!(judge(&classifier, "SELECT now_log(1)"), "replica: read");
+        let mut routing = Config::default().routing;
+        routing.write_functions = vec!["now_log".into()];
+        let reloaded = classifier.reconfigured(&routing);
+        assert_eq!(judge(&reloaded, "SELECT audit.log_it(1)"), "replica: read");
+        assert_eq!(
+            judge(&reloaded, "SELECT now_log(1)"),
+            "primary: function (now_log)",
+            "not the old cached analysis"
+        );
+        judge(&reloaded, "SELECT (");
+        assert_eq!(classifier.cache_hits_misses(), (0, 5));
+        assert_eq!(classifier.parse_failures(), 1, "counted by both");
     }
 
     #[test]

@@ -156,7 +156,7 @@ where
         if !seen.redefined.is_empty() {
             for parse in std::mem::take(&mut seen.redefined) {
                 let sql = fields::parse_name_sql(&parse).map_or(&b""[..], |(_, sql)| sql);
-                let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
+                let verdict = Verdict::of(&self.routing.classifier, &self.functions, sql);
                 self.stmts.redefined(conn, parse, verdict);
             }
         }

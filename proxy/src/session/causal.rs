@@ -181,6 +181,9 @@ impl CausalWait {
 pub struct Causal {
     /// `[routing] read_your_writes`, or the session's own.
     pub mode: ReadYourWrites,
+    /// The session chose its mode (`SET pgrepl.read_your_writes`): a reloaded default does
+    /// not replace it.
+    pub chosen: bool,
     pub floor: u64,
     /// 0, or the first look-up round whose position the next replica read must also see.
     pub after_round: u64,
@@ -203,6 +206,7 @@ impl Causal {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Causal {
             mode,
+            chosen: false,
             floor: 0,
             after_round: 0,
             folded: 0,

@@ -72,7 +72,7 @@ where
     #[inline(always)]
     pub(super) fn may_take_deferral(&self, total: usize) -> bool {
         self.deferred.is_some()
-            || (self.shared.transaction_reads == TransactionReads::Replica
+            || (self.routing.transaction_reads == TransactionReads::Replica
                 && may_start_with(
                     fields::query_sql(&self.cin[..total]).unwrap_or_default(),
                     &[b"BEGIN", b"START"],
@@ -134,7 +134,7 @@ where
     /// session's transactions default to: a `BEGIN` that could have been deferred, had that
     /// been known at these settings.
     pub(super) fn asks_tx_defaults(&self, effects: Effects) -> bool {
-        self.shared.transaction_reads == TransactionReads::Replica
+        self.routing.transaction_reads == TransactionReads::Replica
             && effects.contains(Effects::DEFAULT_MODE_BEGIN)
             && self.tx.is_none()
             && self

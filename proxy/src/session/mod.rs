@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -46,6 +47,7 @@ use crate::backend::{
 use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
 use crate::health::{Health, Unusable};
+use crate::live::RoutingSettings;
 use crate::protocol::tags::frontend::*;
 use crate::protocol::tags::TxStatus;
 use crate::protocol::write::{self, ProxyError, Severity};
@@ -146,6 +148,10 @@ pub struct ClientInfo {
 
 pub struct Session<R, W> {
     shared: Arc<Shared>,
+    /// The `[routing]` settings it routes by, as published at `routing_generation`; replaced
+    /// at idle points after a reload (`refresh_routing`).
+    routing: Arc<RoutingSettings>,
+    routing_generation: u64,
     client: ClientInfo,
     client_r: R,
     client_w: W,
@@ -274,8 +280,9 @@ where
 {
     pub fn new(shared: Arc<Shared>, client: ClientInfo, client_r: R, client_w: W) -> Self {
         let shutdown_wait = Box::pin(shared.shutdown.wait());
-        let shared_mode = shared.read_your_writes;
-        let functions = shared.classifier.user_functions(&client.startup.database);
+        let (routing_generation, routing) = shared.routing.load();
+        let functions = routing.classifier.user_functions(&client.startup.database);
+        let causal = causal::Causal::new(routing.read_your_writes);
         let state = SessionState::new(client.default_read_only, &client.settings);
         let stmts = Statements::new(shared.statement_ids.clone());
         let tally = shared
@@ -284,6 +291,8 @@ where
         let leases = Leases::new(client.listed.clone());
         Session {
             shared,
+            routing,
+            routing_generation,
             client,
             client_r,
             client_w,
@@ -306,7 +315,7 @@ where
             max_staleness: None,
             unit_hint: crate::route::CausalHint::NONE,
             pending_write: false,
-            causal: causal::Causal::new(shared_mode),
+            causal,
             deferred: None,
             tx_defaults: None,
             retries: VecDeque::new(),
@@ -357,6 +366,9 @@ where
                 | Event::ClientRead(Err(_)) => break 'session End::ClientGone,
                 Event::ClientRead(Ok(n)) => {
                     self.counts.bytes_in(n);
+                    if idle {
+                        self.refresh_routing();
+                    }
                     if let Err(end) = self.process_client_input().await {
                         break 'session end;
                     }
@@ -459,6 +471,30 @@ where
         Poll::Pending
     }
 
+    /// Before the first message after an idle point: the `[routing]` settings a reload
+    /// published since the session took its copy, if any (one relaxed load when none was).
+    #[inline]
+    fn refresh_routing(&mut self) {
+        if self.shared.routing.generation() != self.routing_generation {
+            self.take_routing();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_routing(&mut self) {
+        let (generation, routing) = self.shared.routing.load();
+        if !Arc::ptr_eq(&routing.classifier, &self.routing.classifier) {
+            // Its verdict came from the classifier replaced.
+            self.last_parse = None;
+        }
+        if !self.causal.chosen {
+            self.set_causal_mode(routing.read_your_writes);
+        }
+        self.routing = routing;
+        self.routing_generation = generation;
+    }
+
     fn is_idle(&self) -> bool {
         self.inflight.is_none()
             && self.tx.is_none()
@@ -473,7 +509,8 @@ where
             let Some((ty, total)) = peek_header(&self.cin) else {
                 break;
             };
-            frame::check_size(total, self.shared.max_message_size).map_err(|e| {
+            let max_message_size = self.shared.max_message_size.load(Ordering::Relaxed);
+            frame::check_size(total, max_message_size).map_err(|e| {
                 End::Fatal(ProxyError::fatal(
                     sqlstate::PROTOCOL_VIOLATION,
                     format!("invalid frontend message: {e}"),
@@ -507,7 +544,7 @@ where
             },
             PARSE | BIND | DESCRIBE | EXECUTE | CLOSE => {
                 let msg = self.cin.split_to(total).freeze();
-                let (classifier, functions) = (&self.shared.classifier, &self.functions);
+                let (classifier, functions) = (&*self.routing.classifier, &self.functions);
                 let last = &mut self.last_parse;
                 self.batch.push(ty, msg, &mut self.stmts, |sql| {
                     remembered_verdict(last, classifier, functions, sql)

@@ -48,7 +48,7 @@ where
     /// is what the one just left or the first lagging one is).
     fn no_replica_reason(&self, left: Option<Unusable>) -> Reason {
         let backends = self.shared.pool.backends();
-        let mut replicas = backends.iter().filter(|b| !b.id.is_primary()).peekable();
+        let mut replicas = backends.active().filter(|b| !b.id.is_primary()).peekable();
         if replicas.peek().is_none() {
             return Reason::NoReplica;
         }

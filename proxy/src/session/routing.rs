@@ -6,6 +6,7 @@ use crate::backend::BackendId;
 use crate::route::CausalHint;
 use causal::Awaited;
 use decide::ReplicaView;
+use pgrepl_config::ReadYourWrites;
 
 /// What a simple Query's routing step came to.
 pub(super) enum QueryStep {
@@ -67,7 +68,7 @@ where
                 return QueryStep::Answered;
             }
         }
-        let verdict = Verdict::of(&self.shared.classifier, &self.functions, sql);
+        let verdict = Verdict::of(&self.routing.classifier, &self.functions, sql);
         let mut wanted = decide::wanted(verdict, self.state.default_read_only);
         if dropped.is_some() || (session_only && words::discards(sql)) {
             // The session's own statements and state: on the primary, but no write.
@@ -233,14 +234,19 @@ where
         match setting {
             ProxySetting::Route(pref) => self.read_pref = pref,
             ProxySetting::ReadYourWrites(mode) => {
-                let mode = mode.unwrap_or(self.shared.read_your_writes);
-                if mode != self.causal.mode {
-                    // What the old mode did not track is bounded by a look-up from now on.
-                    self.causal.mode = mode;
-                    self.position_unknown();
-                }
+                self.causal.chosen = mode.is_some();
+                self.set_causal_mode(mode.unwrap_or(self.routing.read_your_writes));
             }
             ProxySetting::MaxStaleness(bound) => self.max_staleness = bound,
+        }
+    }
+
+    /// The session's causal-reads mode from now on.
+    pub(super) fn set_causal_mode(&mut self, mode: ReadYourWrites) {
+        if mode != self.causal.mode {
+            // What the old mode did not track is bounded by a look-up from now on.
+            self.causal.mode = mode;
+            self.position_unknown();
         }
     }
 

@@ -67,7 +67,7 @@ where
         }
         let gate = health.replay_gate(replica);
         let replayed = gate.reached();
-        let budget = crate::health::nanos(self.shared.causal_wait);
+        let budget = crate::health::nanos(self.routing.causal_wait);
         if budget == 0 && pending_round {
             // Nothing waits for it, but a later read finds it done.
             positions.kick();
@@ -122,7 +122,7 @@ where
                     target,
                     state: WaitState::Waiting,
                     started: crate::telemetry::clock::now_nanos(),
-                    deadline: Box::pin(tokio::time::sleep(self.shared.causal_wait)),
+                    deadline: Box::pin(tokio::time::sleep(self.routing.causal_wait)),
                 }))
             }
         }

@@ -3,18 +3,24 @@
 //! the per-statement timing of the duration histogram and the slow-statement log. Without a
 //! recorder (`[metrics] enabled = false`) every handle is a no-op.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use metrics::{counter, Counter};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 use super::clock::now_nanos;
 use super::names::{self, Rejection};
 use super::tally::Tally;
 use crate::backend::PoolKey;
 use crate::route::Reason;
+
+/// A gauge not set for this long is dropped from the page. Every scrape sets the gauges of
+/// what exists before rendering them, so only those of a replica a reload removed go.
+const GAUGE_IDLE: Duration = Duration::from_secs(1);
 
 /// Installs the process's Prometheus recorder (once; later calls return the same handle).
 /// Must run before any handle is registered: handles taken earlier stay no-ops.
@@ -34,6 +40,7 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
             Matcher::Full(names::POOL_WAIT_SECONDS.to_owned()),
             POOL_WAIT_BUCKETS,
         )?
+        .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .install_recorder()?;
     names::describe_all();
     Ok(HANDLE.get_or_init(|| handle).clone())
@@ -62,6 +69,45 @@ impl ClientMeters {
     pub fn rejected(&self, why: Rejection) {
         self.rejected[why as usize].increment(1);
     }
+}
+
+/// Configuration reloads: counted as they end; the time of the last one that applied is
+/// published at each scrape.
+pub struct ReloadMeters {
+    ok: Counter,
+    rejected: Counter,
+    /// Unix time in milliseconds: the start, then each reload that applied.
+    last_success: AtomicU64,
+}
+
+impl ReloadMeters {
+    pub fn register() -> ReloadMeters {
+        ReloadMeters {
+            ok: counter!(names::CONFIG_RELOADS, "result" => "ok"),
+            rejected: counter!(names::CONFIG_RELOADS, "result" => "rejected"),
+            last_success: AtomicU64::new(unix_millis()),
+        }
+    }
+
+    pub fn applied(&self) {
+        self.ok.increment(1);
+        self.last_success.store(unix_millis(), Ordering::Relaxed);
+    }
+
+    pub fn rejected(&self) {
+        self.rejected.increment(1);
+    }
+
+    /// Unix time of the last successful load, in seconds.
+    pub fn last_success(&self) -> f64 {
+        self.last_success.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Per-statement timing: for the duration histogram and the slow-statement log.

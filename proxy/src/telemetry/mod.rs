@@ -12,7 +12,7 @@ pub mod table;
 pub mod tally;
 
 pub use endpoint::Endpoint;
-pub use meters::{install_recorder, BackendMeters, ClientMeters, Finished, Timing};
+pub use meters::{install_recorder, BackendMeters, ClientMeters, Finished, ReloadMeters, Timing};
 pub use names::Rejection;
 pub use status::Status;
 pub use tally::Tally;

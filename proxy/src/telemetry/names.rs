@@ -26,6 +26,8 @@ pub const POSITION_QUERIES: &str = "pgrepl_primary_position_queries_total";
 pub const POOL_WAIT_SECONDS: &str = "pgrepl_pool_wait_seconds";
 pub const CLIENTS_WAITING: &str = "pgrepl_clients_waiting";
 pub const PINNED_SESSIONS: &str = "pgrepl_pinned_sessions";
+pub const CONFIG_RELOADS: &str = "pgrepl_config_reloads_total";
+pub const CONFIG_LAST_RELOAD: &str = "pgrepl_config_last_reload_success_timestamp_seconds";
 
 /// HELP of the histograms the proxy renders itself (see `tally`).
 pub const QUERY_DURATION_HELP: &str =
@@ -140,5 +142,14 @@ pub fn describe_all() {
     describe_counter!(
         POSITION_QUERIES,
         "Queries the proxy added on the primary to learn WAL positions, by kind (commit, round, flush)"
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads (SIGHUP or the admin console), by result (ok, rejected)"
+    );
+    describe_gauge!(
+        CONFIG_LAST_RELOAD,
+        Unit::Seconds,
+        "Unix time of the last successful configuration load: the start, then each reload that applied"
     );
 }

@@ -1,8 +1,14 @@
 //! One scrape of `/metrics`: states (gauges) from the status snapshot, the counters the
 //! workers' tallies and the classifier keep in their own atomics, the exporter's text, then
 //! the histograms the proxy renders itself.
+//!
+//! Counts are published by backend name: a replica a reload moved to another address, or
+//! removed and added again, has counted under more than one id. A removed replica's counts
+//! stay on the page; its gauges go (see `meters::GAUGE_IDLE`).
 
 use std::sync::atomic::Ordering::Relaxed;
+
+use std::sync::Arc;
 
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -10,7 +16,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::names;
 use super::render::histogram_family;
 use super::status::{snapshot, Status};
-use super::tally::{Totals, DURATION_BOUNDS, STALENESS_BOUNDS};
+use super::tally::{HistogramTotals, Totals, DURATION_BOUNDS, STALENESS_BOUNDS};
+use crate::backend::{BackendId, BackendInfo, Backends};
 use crate::route::Reason;
 use crate::shared::Shared;
 
@@ -52,24 +59,59 @@ fn publish_states(status: &Status, shared: &Shared) {
             gauge!(names::REPLICA_STALENESS, "backend" => name).set(staleness);
         }
     }
-    let (hits, misses) = shared.classifier.cache_hits_misses();
+    gauge!(names::CONFIG_LAST_RELOAD).set(shared.reload_meters.last_success());
+    let classifier = shared.routing.get().classifier.clone();
+    let (hits, misses) = classifier.cache_hits_misses();
     counter!(names::CACHE_HITS).absolute(hits);
     counter!(names::CACHE_MISSES).absolute(misses);
-    counter!(names::PARSE_FAILURES).absolute(shared.classifier.parse_failures());
+    counter!(names::PARSE_FAILURES).absolute(classifier.parse_failures());
+}
+
+/// Every backend name, once, with the ids it has had: the first of them stands for the name
+/// (their meters are the same handles).
+fn by_name(backends: &Backends) -> Vec<(&Arc<BackendInfo>, Vec<BackendId>)> {
+    let mut names: Vec<(&Arc<BackendInfo>, Vec<BackendId>)> = Vec::new();
+    for info in backends.iter() {
+        match names.iter_mut().find(|(first, _)| first.name == info.name) {
+            Some((_, ids)) => ids.push(info.id),
+            None => names.push((info, vec![info.id])),
+        }
+    }
+    names
+}
+
+/// The replicas' names, with the sum of `of` over each one's ids.
+fn replica_histograms<'a>(
+    backends: &'a Backends,
+    of: &[HistogramTotals],
+) -> Vec<(Vec<(&'static str, &'a str)>, HistogramTotals)> {
+    by_name(backends)
+        .into_iter()
+        .filter(|(info, _)| !info.id.is_primary())
+        .map(|(info, ids)| {
+            let mut sum = HistogramTotals::default();
+            for id in ids {
+                if let Some(histogram) = of.get(id.index()) {
+                    sum.add(histogram);
+                }
+            }
+            (vec![("backend", info.name.as_str())], sum)
+        })
+        .collect()
 }
 
 fn publish_counts(totals: &Totals, shared: &Shared) {
-    for info in shared.pool.backends() {
+    let names = by_name(shared.pool.backends());
+    for (info, ids) in &names {
         for (reason, counter) in Reason::ALL.iter().zip(info.meters.queries.iter()) {
-            counter.absolute(totals.queries(info.id, *reason));
+            counter.absolute(ids.iter().map(|id| totals.queries(*id, *reason)).sum());
         }
     }
-    for info in shared.pool.backends().iter().filter(|b| !b.id.is_primary()) {
-        let (ran, left) = totals
-            .causal_waits
-            .get(info.id.index())
-            .copied()
-            .unwrap_or_default();
+    for (info, ids) in names.iter().filter(|(b, _)| !b.id.is_primary()) {
+        let (ran, left) = ids
+            .iter()
+            .filter_map(|id| totals.causal_waits.get(id.index()))
+            .fold((0, 0), |(ran, left), (r, l)| (ran + r, left + l));
         let name = info.name.clone();
         counter!(names::CAUSAL_WAITS, "backend" => name.clone(), "outcome" => "replica")
             .absolute(ran);
@@ -97,11 +139,9 @@ fn render_histograms(out: &mut String, totals: &Totals, shared: &Shared) {
         &DURATION_BOUNDS,
         &by_route,
     );
-    let replicas = shared.pool.backends().iter().filter(|b| !b.id.is_primary());
-    let by_replica: Vec<_> = replicas
-        .filter_map(|info| Some((info, totals.staleness.get(info.id.index())?)))
-        .map(|(info, staleness)| (vec![("backend", info.name.as_str())], staleness))
-        .collect();
+    let backends = shared.pool.backends();
+    let staleness = replica_histograms(backends, &totals.staleness);
+    let by_replica: Vec<_> = staleness.iter().map(|(l, h)| (l.clone(), h)).collect();
     histogram_family(
         out,
         names::READ_STALENESS,
@@ -109,11 +149,8 @@ fn render_histograms(out: &mut String, totals: &Totals, shared: &Shared) {
         &STALENESS_BOUNDS,
         &by_replica,
     );
-    let replicas = shared.pool.backends().iter().filter(|b| !b.id.is_primary());
-    let waits: Vec<_> = replicas
-        .filter_map(|info| Some((info, totals.causal_wait.get(info.id.index())?)))
-        .map(|(info, waited)| (vec![("backend", info.name.as_str())], waited))
-        .collect();
+    let waited = replica_histograms(backends, &totals.causal_wait);
+    let waits: Vec<_> = waited.iter().map(|(l, h)| (l.clone(), h)).collect();
     histogram_family(
         out,
         names::CAUSAL_WAIT,

@@ -16,7 +16,7 @@ pub struct Status {
     /// The proxy is shutting down: it accepts no more clients.
     pub shutting_down: bool,
     pub clients: Clients,
-    /// The primary first, then the replicas in config order.
+    /// The primary first, then the replicas configured now, in the order they were added.
     pub backends: Vec<BackendStatus>,
     #[serde(default)]
     pub causal: CausalStatus,
@@ -106,6 +106,7 @@ pub fn snapshot(shared: &Shared) -> Status {
     let statuses = backends
         .iter()
         .zip(idle)
+        .filter(|(info, _)| !info.is_retired())
         .map(|(info, idle)| {
             let is_primary = info.id.is_primary();
             let view = health.view(info.id);
@@ -157,10 +158,15 @@ fn causal_status(shared: &Shared) -> CausalStatus {
     use std::sync::atomic::Ordering::Relaxed;
     let health = &shared.health;
     let positions = &health.positions;
-    let replicas = shared.pool.backends().iter().filter(|b| !b.id.is_primary());
+    let replicas = shared
+        .pool
+        .backends()
+        .active()
+        .filter(|b| !b.id.is_primary());
+    let routing = shared.routing.get();
     CausalStatus {
-        mode: shared.read_your_writes.as_str().to_owned(),
-        wait_seconds: shared.causal_wait.as_secs_f64(),
+        mode: routing.read_your_writes.as_str().to_owned(),
+        wait_seconds: routing.causal_wait.as_secs_f64(),
         async_commits: positions.async_commits(),
         primary_flush_lsn: format_lsn(positions.flushed()),
         position_rounds: positions.rounds_run.load(Relaxed),

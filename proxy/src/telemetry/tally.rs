@@ -77,6 +77,19 @@ pub struct HistogramTotals {
     pub sum_micros: u64,
 }
 
+impl HistogramTotals {
+    /// Adds `other`'s counts and sum into these (the same histogram under another id).
+    pub fn add(&mut self, other: &HistogramTotals) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (total, count) in self.counts.iter_mut().zip(&other.counts) {
+            *total = total.wrapping_add(*count);
+        }
+        self.sum_micros = self.sum_micros.wrapping_add(other.sum_micros);
+    }
+}
+
 /// One worker's tally.
 pub struct Tally {
     backends: usize,
