@@ -403,3 +403,45 @@ async fn pgbench_in_each_protocol_over_a_small_pool() {
     })
     .await;
 }
+
+/// A client of `app` through `proxy` with `options` at startup, and the DateStyle it was
+/// told.
+async fn client_with_options(proxy: &ProxyProcess, options: &str) -> (Client, String) {
+    let conninfo = pgrepl_tests::conninfo(proxy.addr, APP.name, DATABASE);
+    let mut config: tokio_postgres::Config = conninfo.parse().unwrap();
+    config.options(options);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    let told = connection
+        .parameter("DateStyle")
+        .unwrap_or_default()
+        .to_owned();
+    tokio::spawn(connection);
+    (client, told)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_are_told_and_applied_whatever_the_last_client_left() {
+    let proxy = pooled_proxy(1, "");
+    bounded_for(LIMIT, async {
+        let date = "SELECT '2020-01-02'::date::text";
+        // The first leaves both connections with its settings...
+        let (first, told) =
+            client_with_options(&proxy, "-c DateStyle=Postgres,MDY -c TimeZone=PST8PDT").await;
+        assert_eq!(told, "Postgres, MDY");
+        assert_eq!(simple_first(&first, date).await, "01-02-2020");
+        let on_primary = format!("/* pgrepl:primary */ {date}");
+        assert_eq!(simple_first(&first, &on_primary).await, "01-02-2020");
+        // ...and the next, with some of them, is told and gets its own, not the startup
+        // values the server would have reported on a fresh connection.
+        let (next, told) = client_with_options(&proxy, "-c DateStyle=Postgres,MDY").await;
+        assert_eq!(told, "Postgres, MDY");
+        assert_eq!(simple_first(&next, date).await, "01-02-2020");
+        assert_eq!(simple_first(&next, &on_primary).await, "01-02-2020");
+        let zone = simple_first(&next, "SHOW TimeZone").await;
+        assert_ne!(
+            zone, "PST8PDT",
+            "the first client's time zone stayed with it"
+        );
+    })
+    .await;
+}

@@ -26,7 +26,7 @@ use super::apply;
 use super::connect::connect;
 use super::{
     BackendConn, BackendError, BackendId, BackendInfo, Backends, Prepared, ServerParams,
-    StartupInfo,
+    SettingsMark, StartupInfo,
 };
 use crate::telemetry::names;
 
@@ -57,6 +57,10 @@ type Settings = Vec<(String, String)>;
 
 /// Taken by whoever asks a server about one key and its settings.
 type Gate = Arc<tokio::sync::Mutex<()>>;
+
+/// Brings a connection's settings back to its startup values (what `DISCARD ALL` does to
+/// settings), as a statement a standby also runs.
+pub const RESET_SETTINGS: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
 
 /// A Terminate message: a connection closed with it ends its server process at once.
 const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
@@ -604,18 +608,29 @@ impl Pool {
         settings: &[(String, String)],
     ) -> Result<Arc<ServerParams>, BackendError> {
         let pool = self.key_pool(key);
-        let mut conn = self.acquire(&pool, password, NO_WORKER, &|_| true).await?;
+        let startup = |conn: &BackendConn| conn.settings == SettingsMark::Startup;
+        let mut conn = self.acquire(&pool, password, NO_WORKER, &startup).await?;
         let Some(sql) = apply::set_config_sql(settings.iter().map(|(n, v)| (&**n, &**v))) else {
             let params = conn.params.clone();
             self.give_back(conn);
             return Ok(params);
         };
+        let unreachable = |conn: &BackendConn, e: std::io::Error| BackendError::Unreachable {
+            backend: conn.info.to_string(),
+            reason: e.to_string(),
+        };
+        // The values reported are what the settings change from the startup values, which a
+        // connection another session left with its own settings must return to first, in a
+        // query of its own: the server reports only what differs from what it reported last.
+        if conn.settings != SettingsMark::Startup {
+            apply::run(&mut conn, RESET_SETTINGS)
+                .await
+                .map_err(|e| unreachable(&conn, e))?;
+            conn.settings = SettingsMark::Startup;
+        }
         let answer = apply::run(&mut conn, &sql)
             .await
-            .map_err(|e| BackendError::Unreachable {
-                backend: conn.info.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| unreachable(&conn, e))?;
         let params = Arc::new(apply::overlay(&conn.params, &answer.reported));
         self.release(conn);
         match answer.error {

@@ -419,7 +419,7 @@ pub(super) fn bring_settings(conn: &mut BackendConn, settings: &Settings) {
 /// the values it started with, its answer swallowed.
 #[cold]
 pub(super) fn reset_settings(conn: &mut BackendConn) {
-    injected_query(conn, super::settings::DISCARDED, Origin::Settings);
+    injected_query(conn, crate::backend::RESET_SETTINGS, Origin::Settings);
 }
 
 #[cold]

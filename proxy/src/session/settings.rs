@@ -101,7 +101,7 @@ pub struct Settings {
 }
 
 /// What `DISCARD ALL` does to settings, as a statement a standby also runs.
-pub const DISCARDED: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
+const DISCARDED: &str = crate::backend::RESET_SETTINGS;
 
 fn same_name(a: &[u8], b: &str) -> bool {
     a.eq_ignore_ascii_case(b.as_bytes())
