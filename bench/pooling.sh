@@ -23,7 +23,8 @@
 #
 # Usage: bench/pooling.sh
 # Environment:
-#   CLIENTS="1 16 100 1000"           pgbench client counts (-j 2, 1 for one client)
+#   CLIENTS="1 16 100 1000"           pgbench client counts (-j 2, 1 for one client, one
+#                                     per client with -M prepared past POOL_SIZE)
 #   DURATION=10                       seconds per pgbench run, after the logins: pgbench's
 #                                     clock starts before its clients log in (SCRAM, about
 #                                     5 s for 1,000 clients here), so each run gets
@@ -275,6 +276,12 @@ run_seconds() {
 measure() {
     local target=$1 workload=$2 mode=$3 clients=$4 out rc=0 tps lat cp cr logins seconds
     local threads=$((clients < 2 ? clients : 2))
+    # pgbench -M prepared prepares with a blocking call, which holds up its thread's other
+    # clients while they hold server connections: past the pool's size, one thread per client
+    # (for both targets alike), or a thread's clients wait on each other until a timeout.
+    if [[ $mode == prepared && $clients -gt $POOL_SIZE ]]; then
+        threads=$clients
+    fi
     seconds=$(run_seconds "$clients")
     local script=(-M "$mode")
     [[ $workload == tpcb ]] || script=(-S -M "$mode")
@@ -469,7 +476,7 @@ echo "Notes. Command: \`$cmd bash bench/pooling.sh\`; run from $STARTED to $FINI
     "Proxy: pgrepl-proxy $(revision) (release build), $PROXY_POOLING, [proxy] max_client_connections = $MAX_CLIENT_CONN." \
     "PgBouncer $PGBOUNCER_VERSION ($PGBOUNCER): $PGBOUNCER_POOLING, max_client_conn = $MAX_CLIENT_CONN, auth_type = scram-sha-256 (userlist: the primary's SCRAM verifiers), one process." \
     "Routing: the proxy sends pgbench -S's reads to the replica (db02) and the TPC-B-like transactions to the primary (db01); PgBouncer has no read/write split, so it sends everything to the primary (db01)." \
-    "pgbench (the same binary for both): scale $SCALE, -T $DURATION s plus $LOGIN_MS_PER_CLIENT ms per client for the logins (pgbench reports tps without the login time), -n, -j 2 (1 for one client), file descriptor limit $NOFILE; cells are medians over $ROUNDS round(s), runs interleaved round > workload > mode > clients > target; \"failed\": a round's pgbench exited non-zero (errors below)." \
+    "pgbench (the same binary for both): scale $SCALE, -T $DURATION s plus $LOGIN_MS_PER_CLIENT ms per client for the logins (pgbench reports tps without the login time), -n, -j 2 (1 for one client; with -M prepared past the pool size, one thread per client), file descriptor limit $NOFILE; cells are medians over $ROUNDS round(s), runs interleaved round > workload > mode > clients > target; \"failed\": a round's pgbench exited non-zero (errors below)." \
     "Server connections: the most client backends of $DB_USER in pg_stat_activity on each server during the run, sampled every $SAMPLE_INTERVAL s by one psql session per server that does not count itself;" \
     "the proxy's include its health monitor's and catalog look-up's (they log in as $DB_USER too)." \
     "Each run starts the target afresh (empty pool) and stops it after, so only one target runs at a time."

@@ -702,3 +702,47 @@ async fn shutdown_ends_the_proxy() {
     assert!(status.unwrap().success(), "exits cleanly:\n{}", proxy.log());
     assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_the_file_and_refuses_a_bad_one() {
+    let proxy = admin_proxy();
+    bounded(async {
+        let console = console(proxy.addr).await;
+        // A client of the database, so that SHOW DATABASES lists it.
+        let app = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        simple_first(&app, "SELECT 1").await;
+        let config = std::fs::read_to_string(&proxy.config_path).unwrap();
+        // A changed pool size is applied, and SHOW DATABASES says so.
+        let bigger = config.replace(
+            "[pool]\nmode = \"session\"\n",
+            "[pool]\nmode = \"session\"\ndefault_pool_size = 7\n",
+        );
+        assert_ne!(
+            bigger, config,
+            "the console's configuration has a [pool] table"
+        );
+        std::fs::write(&proxy.config_path, &bigger).unwrap();
+        console
+            .simple_query("RELOAD")
+            .await
+            .expect("RELOAD applied");
+        let databases = simple(&console, "SHOW DATABASES").await;
+        assert_eq!(databases.get("name", DATABASE, "pool_size"), "7");
+        // A configuration that does not validate is refused whole, with the reason.
+        std::fs::write(
+            &proxy.config_path,
+            bigger.replace("default_pool_size = 7", "default_pool_size = -1"),
+        )
+        .unwrap();
+        assert_eq!(fails_with(&console, "RELOAD").await, "F0000");
+        let databases = simple(&console, "SHOW DATABASES").await;
+        assert_eq!(
+            databases.get("name", DATABASE, "pool_size"),
+            "7",
+            "unchanged"
+        );
+        // The session goes on.
+        simple(&console, "SHOW VERSION").await;
+    })
+    .await;
+}
