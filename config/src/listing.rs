@@ -193,7 +193,7 @@ mod tests {
                 .map(|s| s.value.as_str())
         };
         assert_eq!(value("proxy.connect_timeout"), Some("5s"));
-        assert_eq!(value("pool.idle_timeout"), Some("5m"));
+        assert_eq!(value("pool.server_idle_timeout"), Some("5m"));
         assert_eq!(value("admin.database"), Some("pgrepl"));
         assert_eq!(value("replicas.0.host"), Some("127.0.0.1"));
         assert_eq!(value("metrics.enabled"), Some("true"));

@@ -131,6 +131,21 @@ impl Rules<'_> {
             1,
             "",
         )?;
+        self.expect(
+            pool.max_prepared_statements != 1,
+            &section.key("max_prepared_statements"),
+            "0 (no bound) or at least 2 (a batch binds the statement it parsed last)",
+            pool.max_prepared_statements,
+        )?;
+        self.expect(
+            pool.reserve_pool_timeout <= pool.query_wait_timeout,
+            &section.key("reserve_pool_timeout"),
+            "at most [pool] query_wait_timeout",
+            format_args!(
+                "\"{}\"",
+                humantime::format_duration(pool.reserve_pool_timeout)
+            ),
+        )?;
         let bound = match pool.default_pool_size {
             0 => pool.max_server_connections,
             size => size,

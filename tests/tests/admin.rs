@@ -438,8 +438,6 @@ async fn tokio_postgres_reads_the_console_and_errors_leave_the_session_usable() 
             ("RESUME", "55000"),
             ("RESUME appdb", "55000"),
             ("PAUSE pgrepl", "0A000"),
-            // Nothing in this proxy applies a new configuration while it runs yet.
-            ("RELOAD", "0A000"),
         ] {
             assert_eq!(fails_with(&console, sql).await, code, "{sql}");
             let version = simple(&console, "SHOW VERSION").await;

@@ -207,11 +207,6 @@ async fn two_hundred_clients_share_ten_connections_and_every_answer_is_right() {
 
 /// Statements that leave state on the connection, and what gives it up.
 const PINS: &[(&str, &str, &str)] = &[
-    (
-        "temporary table",
-        "CREATE TEMP TABLE pinned_tmp (a int)",
-        "DROP TABLE pinned_tmp",
-    ),
     ("LISTEN", "LISTEN pinned_channel", "UNLISTEN pinned_channel"),
     (
         "session advisory lock",
@@ -261,6 +256,22 @@ async fn each_kind_of_session_state_keeps_its_connection_until_it_is_gone() {
             pinned_sessions_become(&proxy, 0.0).await;
             simple_first(&other, PRIMARY_PID).await;
         }
+        // A temporary schema holds more than tables (statistics, functions, types...): the
+        // connection stays with the session that made one until it ends.
+        let first = simple_first(&holder, PRIMARY_PID).await;
+        for sql in [
+            "CREATE TEMP TABLE pinned_tmp (a int)",
+            "DROP TABLE pinned_tmp",
+        ] {
+            holder.batch_execute(sql).await.unwrap();
+        }
+        pinned_sessions_become(&proxy, 1.0).await;
+        let err = other.simple_query(PRIMARY_PID).await.unwrap_err();
+        assert_eq!(code_of(&err), "53300", "temporary schema: {err:?}");
+        assert_eq!(simple_first(&holder, PRIMARY_PID).await, first);
+        drop(holder);
+        pinned_sessions_become(&proxy, 0.0).await;
+        simple_first(&other, PRIMARY_PID).await;
     })
     .await;
 }

@@ -179,6 +179,18 @@ fn limits_and_durations_are_range_checked() {
         "[pool] max_server_connections: expected at least 1, found 0",
     );
     assert_error(
+        "[pool]\nmax_prepared_statements = 1\n",
+        "[pool] max_prepared_statements: expected 0 (no bound) or at least 2 (a batch binds the statement it parsed last), found 1",
+    );
+    assert_error(
+        "[pool]\nreserve_pool_timeout = \"3m\"\n",
+        "[pool] reserve_pool_timeout: expected at most [pool] query_wait_timeout, found \"3m\"",
+    );
+    assert_error(
+        "[pool]\nmin_pool_size = 5\ndefault_pool_size = 4\n",
+        "[pool] min_pool_size: expected at most the pool's size ([pool] default_pool_size, or max_server_connections), found 5",
+    );
+    assert_error(
         "[proxy]\nmax_message_size = \"1kB\"\n",
         "[proxy] max_message_size: expected at least 1024 bytes, found 1000",
     );

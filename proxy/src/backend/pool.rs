@@ -105,8 +105,9 @@ impl Limits {
 enum Handoff {
     /// A connection given back (boxed: handing over is rare, and the line stays small).
     Conn(Box<BackendConn>),
-    /// Room for one more connection, counted as open already: the waiter opens it.
-    Room,
+    /// Room for one more connection, counted as open already: the waiter opens it, or, if
+    /// it is gone, the room goes on to the next (the `Member` is that room).
+    Room(Member),
 }
 
 struct Waiter {
@@ -160,16 +161,35 @@ pub struct KeyPool {
     info: Arc<BackendInfo>,
 }
 
-/// A connection's place in its key pool: while it exists it counts as open there; when it
-/// ends, the room goes to the first client waiting.
-pub struct Member(Arc<KeyPool>);
+/// A place in a key pool, counted in its `open`: held by a connection while it exists, or
+/// by a waiter about to open one. When it ends, the room goes to the first client waiting
+/// (still counted), or, with nobody waiting, is no longer counted.
+pub struct Member(Option<Arc<KeyPool>>);
+
+impl Member {
+    /// A place already counted in `pool`'s `open`.
+    fn counted(pool: &Arc<KeyPool>) -> Member {
+        Member(Some(pool.clone()))
+    }
+
+    /// Ends without handing anything on: the caller has uncounted it.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let mut state = locked(&self.0.state);
-        state.open = state.open.saturating_sub(1);
-        // Room nobody waits for is just counted.
-        state.hand_to_first(Handoff::Room);
+        let Some(pool) = self.0.take() else { return };
+        let mut state = locked(&pool.state);
+        match state.hand_to_first(Handoff::Room(Member::counted(&pool))) {
+            None => {} // the first in line has the room now
+            Some(Handoff::Room(room)) => {
+                state.open = state.open.saturating_sub(1);
+                room.disarm();
+            }
+            Some(Handoff::Conn(_)) => unreachable!("handed back what was given"),
+        }
     }
 }
 
@@ -181,7 +201,10 @@ pub struct Place {
 
 impl Place {
     pub fn member(&self) -> &Arc<KeyPool> {
-        &self.member.0
+        self.member
+            .0
+            .as_ref()
+            .expect("a connection's place is armed")
     }
 }
 
@@ -369,9 +392,14 @@ impl Pool {
                 (None, Step::Wait(id, rx)) => match self.wait_in_line(pool, id, rx, started).await?
                 {
                     Handoff::Conn(conn) => *conn,
-                    Handoff::Room => return self.open(pool, password, worker, started).await,
+                    Handoff::Room(room) => {
+                        return self.open(pool, room, password, worker, started).await
+                    }
                 },
-                (None, _) => return self.open(pool, password, worker, started).await,
+                (None, _) => {
+                    let room = Member::counted(pool);
+                    return self.open(pool, room, password, worker, started).await;
+                }
             };
             if let Some(conn) = self.ready(conn, worker) {
                 return Ok(conn);
@@ -409,6 +437,8 @@ impl Pool {
         started: Instant,
     ) -> Result<Handoff, BackendError> {
         let _in_line = InLine::join(&self.clients_waiting);
+        // A waiter that goes away (its client left) leaves the line.
+        let _spot = Spot { pool, id };
         let limits = self.limits();
         let deadline = started + limits.query_wait_timeout;
         if limits.reserve_pool_size > 0 {
@@ -423,7 +453,8 @@ impl Pool {
                 drop(state);
                 tracing::info!(pool = %pool.name(), "a client waited {}ms: opening a reserve connection",
                     limits.reserve_pool_timeout.as_millis());
-                return self.waited(pool, started, Some(Handoff::Room));
+                let room = Handoff::Room(Member::counted(pool));
+                return self.waited(pool, started, Some(room));
             }
         }
         match tokio::time::timeout_at(deadline.into(), &mut rx).await {
@@ -478,11 +509,11 @@ impl Pool {
     async fn open(
         &self,
         pool: &Arc<KeyPool>,
+        member: Member,
         password: Option<&str>,
         worker: usize,
         started: Instant,
     ) -> Result<BackendConn, BackendError> {
-        let member = Member(pool.clone());
         let slot = self.slot(pool, started).await?;
         let place = Place {
             _slot: slot,
@@ -668,6 +699,10 @@ impl Pool {
         let doomed = conn.created.elapsed() >= limits.lifetime
             || conn.info.is_retired()
             || self.is_closing(&conn.key.startup.database);
+        if doomed {
+            close(conn);
+            return;
+        }
         let mut state = locked(&pool.state);
         let conn = if state.waiting.is_empty() {
             conn
@@ -675,12 +710,12 @@ impl Pool {
             match state.hand_to_first(Handoff::Conn(Box::new(conn))) {
                 None => return,
                 Some(Handoff::Conn(conn)) => *conn,
-                Some(Handoff::Room) => unreachable!("handed back what was given"),
+                Some(Handoff::Room(_)) => unreachable!("handed back what was given"),
             }
         };
         let backend_full = self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0;
         // Retirement is checked under the lock `close_backend` takes after retiring.
-        if doomed || backend_full || state.idle.len() >= limits.max_idle {
+        if conn.info.is_retired() || backend_full || state.idle.len() >= limits.max_idle {
             drop(state);
             close(conn);
             return;
@@ -738,9 +773,10 @@ impl Pool {
                 state.open += 1;
             }
             let (this, pool, password) = (self.clone(), pool.clone(), password.clone());
+            let room = Member::counted(&pool);
             tokio::spawn(async move {
                 match this
-                    .open(&pool, password.as_deref(), NO_WORKER, Instant::now())
+                    .open(&pool, room, password.as_deref(), NO_WORKER, Instant::now())
                     .await
                 {
                     Ok(conn) => this.give_back(conn),
@@ -898,6 +934,18 @@ impl Pool {
 
 /// Worker index of a connection opened outside any session: whoever leases it first moves it.
 pub const NO_WORKER: usize = usize::MAX;
+
+/// A waiter's place in a key pool's line: left when the wait ends, however it ends.
+struct Spot<'a> {
+    pool: &'a KeyPool,
+    id: u64,
+}
+
+impl Drop for Spot<'_> {
+    fn drop(&mut self) {
+        leave_line(&mut locked(&self.pool.state), self.id);
+    }
+}
 
 /// Takes waiter `id` out of the line; false if it was not there any more (handed something).
 fn leave_line(state: &mut KeyState, id: u64) -> bool {

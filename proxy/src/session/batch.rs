@@ -34,6 +34,9 @@ pub struct Statements {
     unnamed: Option<Statement>,
     /// Numbers every definition, proxy-wide.
     ids: Arc<StatementIds>,
+    /// The session's settings new definitions are parsed under (`Settings::fingerprint`), and
+    /// the change (`Settings::seq`) they were taken at.
+    under: (u64, Arc<str>),
     /// The statement bound last (name, generation, verdict): a driver binds the same
     /// prepared statement again and again, and this spares the hash look-ups. Every change
     /// forgets it.
@@ -46,8 +49,21 @@ impl Statements {
             map: HashMap::default(),
             unnamed: None,
             ids,
+            under: (u64::MAX, Arc::from("")),
             recent: None,
         }
+    }
+
+    /// The change of the session's settings (`Settings::seq`) new definitions are numbered
+    /// under, to compare before each unit.
+    #[inline(always)]
+    pub fn settings_seq(&self) -> u64 {
+        self.under.0
+    }
+
+    /// New definitions are parsed under these settings from now on.
+    pub fn parse_under(&mut self, seq: u64, fingerprint: Arc<str>) {
+        self.under = (seq, fingerprint);
     }
 
     /// The number of a new definition, `parse`: shared by every session for a named one.
@@ -55,7 +71,7 @@ impl Statements {
         if name.is_empty() {
             self.ids.fresh()
         } else {
-            self.ids.of_named(parse)
+            self.ids.of_named(&self.under.1, parse)
         }
     }
 
@@ -146,17 +162,22 @@ impl Statements {
     }
 
     /// Before a simple query that names a prepared statement in SQL (`PREPARE`, `EXECUTE`,
-    /// `DEALLOCATE`): what `conn` holds by that name for another session is closed, so the
-    /// server answers as it would on a connection of this session's own.
+    /// `DEALLOCATE`): the session's own statement by that name is prepared there if missing,
+    /// and what `conn` holds by that name for another session is closed, so the server
+    /// answers as it would on a connection of this session's own.
     #[inline(always)]
-    pub fn before_sql_naming(&self, conn: &mut BackendConn, sql: &[u8]) {
+    pub fn before_sql_naming(&mut self, conn: &mut BackendConn, sql: &[u8]) {
         if !may_start_with(sql, &[b"PREPARE", b"EXECUTE", b"DEALLOCATE"]) {
             return;
         }
-        if let Some(name) = sql_statement_name(sql) {
-            if conn.prepared.contains_key(&name) && !self.contains(&name) {
-                Self::close_foreign(conn, &name);
-            }
+        let Some(name) = sql_statement_name(sql) else {
+            return;
+        };
+        if self.contains(&name) {
+            // The session's own: there, as on a connection of its own.
+            self.ensure_on(conn, &name);
+        } else if conn.prepared.contains_key(&name) {
+            Self::close_foreign(conn, &name);
         }
     }
 

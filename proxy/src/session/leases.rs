@@ -156,7 +156,8 @@ where
             && !conn.has_temp_schema
             && self.tx != Some(slot)
             && self.open_batch != Some(slot);
-        if clean && self.shared.pool_mode == PoolMode::Transaction && self.may_give_back(slot) {
+        let pooling = self.shared.pool_mode == PoolMode::Transaction;
+        if clean && pooling && self.at_idle(slot, &conn) == AtIdle::GiveBack {
             self.give_back(conn);
             return;
         }
@@ -255,18 +256,34 @@ where
         if self.shared.pool_mode != PoolMode::Transaction {
             return;
         }
-        if self.state.pinned() != self.counted_pinned {
-            self.count_pinned(!self.counted_pinned);
+        let pinned = self.state.pinned() || self.keeps_temp_schema();
+        if pinned != self.counted_pinned {
+            self.count_pinned(pinned);
         }
         for slot in [Slot::Primary, Slot::Replica] {
-            if !self.may_give_back(slot) {
+            let next = match self.leases.peek(slot) {
+                Some(conn) => self.at_idle(slot, conn),
+                None => continue,
+            };
+            if next == AtIdle::Keep {
                 continue;
             }
             if let Some(conn) = self.leases.release(slot) {
                 self.untrack_cancel(&conn);
-                self.give_back(conn);
+                match next {
+                    AtIdle::GiveBack => self.give_back(conn),
+                    _ => crate::backend::close(conn),
+                }
             }
         }
+    }
+
+    /// The primary connection holds the session's temporary schema: temporary objects of
+    /// every kind (not only tables) live there until the session ends.
+    fn keeps_temp_schema(&self) -> bool {
+        self.leases
+            .peek(Slot::Primary)
+            .is_some_and(|conn| conn.has_temp_schema)
     }
 
     /// Counts the session among those that keep their primary connection (or no more).
@@ -285,17 +302,19 @@ where
         self.counted_pinned = pinned;
     }
 
-    /// Whether the connection in `slot` owes nothing, holds no transaction, batch or COPY
-    /// of the session's, and (on the primary) no state of the session's that lives there
-    /// alone.
-    fn may_give_back(&self, slot: Slot) -> bool {
-        let Some(conn) = self.leases.peek(slot) else {
-            return false;
-        };
+    /// What becomes of `conn`, the session's connection in `slot`, at an idle point.
+    fn at_idle(&self, slot: Slot, conn: &BackendConn) -> AtIdle {
         let busy = [self.tx, self.open_batch, self.copy_owes_sync, self.inflight];
-        conn.is_quiet()
-            && !busy.contains(&Some(slot))
-            && (slot == Slot::Replica || !(self.state.pinned() || self.deferred.is_some()))
+        let holds_state = self.state.pinned() || self.deferred.is_some() || conn.has_temp_schema;
+        at_idle(Idle {
+            busy: busy.contains(&Some(slot)),
+            answers_owed: !conn.proto.is_quiet(),
+            cancel_in_flight: conn
+                .cancels_in_flight
+                .load(std::sync::atomic::Ordering::Acquire)
+                > 0,
+            holds_state: slot == Slot::Primary && holds_state,
+        })
     }
 
     /// Gives a connection the session holds no state on back to the pool as it is, saying
@@ -306,8 +325,9 @@ where
             crate::backend::close(conn);
             return;
         }
+        let known = self.state.settings_known();
         let settings = &mut self.state.settings;
-        conn.settings = if conn.settings_seq != settings.seq() {
+        conn.settings = if conn.settings_seq != settings.seq() || !known {
             SettingsMark::Unknown
         } else if settings.seq() == 0 {
             SettingsMark::Startup
@@ -362,6 +382,39 @@ fn interrupted(why: Interrupted) -> BackendError {
     }
 }
 
+/// What becomes of a connection a session holds at an idle point (transaction pooling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AtIdle {
+    /// The session still needs it.
+    Keep,
+    /// Back to the pool, as it is.
+    GiveBack,
+    /// Closed: a client's cancel meant for the statement just finished may still land on it.
+    Close,
+}
+
+/// What decides [`AtIdle`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Idle {
+    /// A transaction, a batch or a COPY of the session's is open on it, or it runs a unit.
+    busy: bool,
+    /// The server still owes answers (the proxy's own pipelined questions included).
+    answers_owed: bool,
+    cancel_in_flight: bool,
+    /// It holds state of the session's that lives there alone (the primary, pinned).
+    holds_state: bool,
+}
+
+fn at_idle(idle: Idle) -> AtIdle {
+    if idle.busy || idle.answers_owed || idle.holds_state {
+        AtIdle::Keep
+    } else if idle.cancel_in_flight {
+        AtIdle::Close
+    } else {
+        AtIdle::GiveBack
+    }
+}
+
 /// A connection just leased learns what settings it has in this session's numbering: all of
 /// them if another session left the same, none if it is as the server started it; else it
 /// is reset first (back to its startup values; its prepared statements stay, tracked).
@@ -384,5 +437,51 @@ pub(super) fn cancel_of(conn: &BackendConn) -> BackendCancel {
         pid: conn.cancel_key.0,
         secret: conn.cancel_key.1,
         in_flight: conn.cancels_in_flight.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_goes_back_only_when_the_session_needs_nothing_of_it() {
+        let free = Idle::default();
+        let cases = [
+            (free, AtIdle::GiveBack),
+            (Idle { busy: true, ..free }, AtIdle::Keep),
+            (
+                Idle {
+                    answers_owed: true,
+                    ..free
+                },
+                AtIdle::Keep,
+            ),
+            (
+                Idle {
+                    holds_state: true,
+                    ..free
+                },
+                AtIdle::Keep,
+            ),
+            (
+                Idle {
+                    cancel_in_flight: true,
+                    ..free
+                },
+                AtIdle::Close,
+            ),
+            (
+                Idle {
+                    cancel_in_flight: true,
+                    answers_owed: true,
+                    ..free
+                },
+                AtIdle::Keep,
+            ),
+        ];
+        for (idle, want) in cases {
+            assert_eq!(at_idle(idle), want, "{idle:?}");
+        }
     }
 }

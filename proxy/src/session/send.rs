@@ -127,6 +127,12 @@ where
         if leading_read {
             mark_leading_read(conn);
         }
+        if self.stmts.settings_seq() != self.state.settings.seq() {
+            self.number_under_settings();
+        }
+        let Some(conn) = self.leases.get(target) else {
+            return self.not_sent(unit);
+        };
         match &unit {
             Unit::Query(msg, _) => write_query(conn, msg, &mut self.stmts),
             Unit::Batch {
@@ -157,6 +163,14 @@ where
         self.inflight = Some(target);
         self.track_cancel(target);
         self.keep_for_rerun(target, !continuing, retryable, unit);
+    }
+
+    /// Statements defined from now on are numbered under the session's settings as they are.
+    #[cold]
+    fn number_under_settings(&mut self) {
+        let seq = self.state.settings.seq();
+        let fingerprint = self.state.settings.fingerprint();
+        self.stmts.parse_under(seq, fingerprint);
     }
 
     /// A unit refused, or with no server to run it: the client is answered as the server

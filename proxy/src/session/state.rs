@@ -58,6 +58,12 @@ impl SessionState {
         self.holds_state || self.settings_unknown
     }
 
+    /// The settings the proxy follows are all the session has (none it could not replay, no
+    /// rollback to a savepoint it could not follow).
+    pub fn settings_known(&self) -> bool {
+        !self.settings_unknown && !self.provisional_uncertain
+    }
+
     /// Every unit is watched while a transaction holds settings not yet committed.
     pub fn watching(&self) -> bool {
         !self.provisional.is_empty()
