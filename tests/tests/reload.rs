@@ -730,18 +730,26 @@ async fn the_log_level_follows_the_configuration() {
     .await
 }
 
+/// `[pool]` of a proxy in session mode with `n` connections per backend, that refuses a
+/// statement after a second's wait for one.
+fn limit_toml(n: usize) -> String {
+    format!(
+        "[pool]\nmode = \"session\"\nmax_server_connections = {n}\nquery_wait_timeout = \"1s\"\nreserve_pool_timeout = \"1s\"\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lower_connection_limit_waits_for_connections_to_close_and_a_higher_one_applies_at_once()
 {
     bounded_for(TEST_LIMIT, async {
         let base = Setup {
             replicas: vec![],
-            proxy: "connect_timeout = \"1s\"".to_owned(),
-            extra: "[pool]\nmax_server_connections = 3\n".to_owned(),
+            // Session mode: each session keeps its connection while it lasts.
+            extra: limit_toml(3),
             ..Setup::new(&[APP])
         };
         let limit = |n: usize| Setup {
-            extra: format!("[pool]\nmax_server_connections = {n}\n"),
+            extra: limit_toml(n),
             ..base.clone()
         };
         let mut proxy = Running::start(&base);
