@@ -5,6 +5,7 @@ pub mod backend;
 pub mod balance;
 pub mod cancel;
 pub mod client;
+pub mod fd_limit;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;

@@ -167,6 +167,7 @@ fn serve(config: Config) -> ExitCode {
         eprintln!("pgrepl-proxy: {e}");
         return ExitCode::from(2);
     }
+    pgrepl_proxy::fd_limit::raise_and_report(&config);
     // This runtime only accepts clients and watches signals; sessions run on the workers.
     let result = current_thread_runtime().and_then(|runtime| {
         runtime.block_on(async {

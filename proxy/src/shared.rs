@@ -13,6 +13,7 @@ use crate::backend::Pool;
 use crate::balance::{Balancer, ReplicaLease};
 use crate::cancel::CancelRegistry;
 use crate::client::auth::Users;
+use crate::client::logins::Logins;
 use crate::health::Health;
 use crate::route::Classifier;
 use crate::telemetry::{ClientMeters, Tally};
@@ -35,7 +36,10 @@ pub struct Shared {
     /// last commit through this proxy (0 = none yet); every read must see its position.
     pub commit_round: AtomicU64,
     pub balancer: Balancer,
+    /// Authenticated clients, against `[proxy] max_client_connections`.
     pub clients: ClientCount,
+    /// Connections not yet authenticated, against `[proxy] max_pending_logins`.
+    pub logins: Arc<Logins>,
     pub client_meters: ClientMeters,
     /// `[metrics] enabled`: statements, bytes and staleness are counted.
     pub counting: bool,
@@ -56,7 +60,7 @@ impl Shared {
     }
 }
 
-/// Open client connections, against `[proxy] max_client_connections`.
+/// Authenticated clients, against `[proxy] max_client_connections`.
 pub struct ClientCount {
     count: Arc<AtomicUsize>,
     max: usize,
@@ -89,7 +93,7 @@ impl ClientCount {
     }
 }
 
-/// Counts a client against `max_client_connections` while it lives.
+/// Counts an authenticated client against `max_client_connections` while it lives.
 pub struct ClientSlot(Arc<AtomicUsize>);
 
 impl Drop for ClientSlot {

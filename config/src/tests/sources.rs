@@ -22,7 +22,10 @@ fn defaults_match_the_documented_values() {
     assert_eq!(config.proxy.listen, "127.0.0.1:6432");
     assert_eq!(config.proxy.max_client_connections, 1000);
     assert_eq!(config.proxy.max_pending_logins, 10_000);
-    assert_eq!(config.proxy.max_pending_logins_per_address, 0, "no per-address bound");
+    assert_eq!(
+        config.proxy.max_pending_logins_per_address, 0,
+        "no per-address bound"
+    );
     assert_eq!(config.proxy.connect_timeout, Duration::from_secs(5));
     assert_eq!(config.proxy.startup_timeout, Duration::from_secs(5));
     assert_eq!(config.proxy.shutdown_timeout, Duration::from_secs(30));

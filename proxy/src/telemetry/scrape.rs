@@ -30,6 +30,7 @@ pub fn render(shared: &Shared, prometheus: &PrometheusHandle) -> String {
 fn publish_states(status: &Status, shared: &Shared) {
     gauge!(names::CLIENT_CONNECTIONS).set(status.clients.connected as f64);
     gauge!(names::CLIENT_CONNECTIONS_MAX).set(status.clients.max as f64);
+    gauge!(names::CLIENT_LOGINS_PENDING).set(status.clients.logging_in as f64);
     for backend in &status.backends {
         let name = backend.name.clone();
         gauge!(names::BACKEND_UP, "backend" => name.clone(), "role" => backend.role.clone())
