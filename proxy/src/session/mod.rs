@@ -265,8 +265,9 @@ where
             client,
             client_r,
             client_w,
-            cin: BytesMut::with_capacity(READ_CHUNK),
-            cout: BytesMut::with_capacity(READ_CHUNK),
+            // Allocated as the client sends and is answered: an idle client costs little.
+            cin: BytesMut::new(),
+            cout: BytesMut::new(),
             leases: Leases::default(),
             tx: None,
             client_status: TxStatus::Idle,
@@ -313,7 +314,12 @@ where
             }
             let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
             let client_readable = !self.stalled && self.leases.backlog() < BACKEND_OUT_HIGH_WATER;
-            if client_readable && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
+            // A client that has sent nothing yet waits with the few bytes a read reserves
+            // itself (64); a chunk once it has talked.
+            if client_readable
+                && self.counts.stats.bytes_in > 0
+                && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2
+            {
                 self.cin.reserve(READ_CHUNK);
             }
             let readiness = Readiness {
