@@ -10,6 +10,7 @@
 mod answers;
 mod batch;
 mod bound;
+mod buffers;
 mod causal;
 mod decide;
 mod deferred;
@@ -100,6 +101,9 @@ struct Readiness {
     client: bool,
     /// The proxy shutting down: the session is idle, and has not seen it yet.
     shutdown: bool,
+    /// Nothing in flight, nothing read and not handled: if it waits now, it waits on its
+    /// client.
+    idle: bool,
 }
 
 enum Event {
@@ -315,17 +319,18 @@ where
             let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
             let client_readable = !self.stalled && self.leases.backlog() < BACKEND_OUT_HIGH_WATER;
             // A client that has sent nothing yet waits with the few bytes a read reserves
-            // itself (64); a chunk once it has talked.
+            // itself (64); one that has talked reads a chunk at a time.
             if client_readable
                 && self.counts.stats.bytes_in > 0
                 && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2
             {
-                self.cin.reserve(READ_CHUNK);
+                buffers::room_to_read(&mut self.cin, READ_CHUNK);
             }
             let readiness = Readiness {
                 backend: backend_readable,
                 client: client_readable,
                 shutdown: idle && !self.shutting_down,
+                idle,
             };
             // Polled by hand, in priority order: this runs for every message.
             let event = poll_fn(|cx| self.poll_event(cx, readiness)).await;
@@ -428,6 +433,9 @@ where
         }
         if ready.shutdown && self.shutdown_wait.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::Shutdown);
+        }
+        if ready.idle && self.cout.is_empty() {
+            buffers::release_idle(&mut self.cin, &mut self.cout);
         }
         Poll::Pending
     }
