@@ -15,6 +15,7 @@ use pgrepl_tests::suite::{
     bounded, code_of, eventually, node_of_read, start_proxy, PRIMARY, REPLICA,
 };
 use pgrepl_tests::{connect, conninfo};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +30,21 @@ const REJECTED: &str = "pgrepl_client_rejected_total";
 
 /// A second loopback address: a source other than 127.0.0.1 (all of 127/8 is local).
 const OTHER_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// Raises this process's open-file limit to its hard limit: the floods hold a thousand
+/// sockets or more here, with tests running side by side (the usual soft limit is 1024).
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit, which `limit` is.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
 
 /// A TCP connection from `source` that never sends anything.
 async fn silent_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
@@ -145,6 +161,7 @@ async fn settled_rejected(endpoint: SocketAddr, reason: &str, count: f64) -> Met
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unauthenticated_connections_takes_no_client_slot() {
+    raise_fd_limit();
     bounded(async {
         let proxy = start_proxy("max_client_connections = 50\nstartup_timeout = \"60s\"");
         let (addr, endpoint) = (proxy.addr, proxy.endpoint());
@@ -206,23 +223,35 @@ async fn a_flood_of_unauthenticated_connections_takes_no_client_slot() {
 }
 
 /// Opens silent and SCRAM-stalled connections, alternately, one every `pace`, until
-/// `stop`; returns them.
-async fn keep_flooding(addr: SocketAddr, pace: Duration, stop: Arc<AtomicBool>) -> Vec<TcpStream> {
-    let mut opened = Vec::new();
+/// `stop`, keeping the newest `kept` open (the proxy has closed the older ones); returns how
+/// many it opened.
+async fn keep_flooding(
+    addr: SocketAddr,
+    pace: Duration,
+    kept: usize,
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let mut open = VecDeque::new();
+    let mut opened = 0;
     let mut tick = tokio::time::interval(pace);
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        opened.push(if opened.len() % 2 == 0 {
+        open.push_back(if opened % 2 == 0 {
             silent(addr).await
         } else {
             stalled_in_scram(addr).await
         });
+        opened += 1;
+        if open.len() > kept {
+            open.pop_front();
+        }
     }
     opened
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_pending_logins_the_oldest_are_closed_and_real_clients_get_in() {
+    raise_fd_limit();
     bounded(async {
         let proxy = start_proxy(
             "max_client_connections = 50\nmax_pending_logins = 500\nstartup_timeout = \"60s\"",
@@ -240,12 +269,19 @@ async fn past_max_pending_logins_the_oldest_are_closed_and_real_clients_get_in()
             let closed = closed_within(conn, Duration::from_millis(200)).await;
             assert_eq!(closed, i < 300, "connection {i} of the burst");
         }
+        // Its 500 survivors stay pending: the flood below closes them first.
+        burst.drain(..300);
 
         // Then a flood that goes on, 200 connections a second from the same address, while
         // real clients (SCRAM) log in one after another: each has 2.5 s before it would be
         // the oldest, and takes 0.2-0.7 s here (a debug build on a busy machine).
         let stop = Arc::new(AtomicBool::new(false));
-        let flood = tokio::spawn(keep_flooding(addr, Duration::from_millis(5), stop.clone()));
+        let flood = tokio::spawn(keep_flooding(
+            addr,
+            Duration::from_millis(5),
+            600,
+            stop.clone(),
+        ));
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut clients = Vec::new();
         let mut slowest = Duration::ZERO;
@@ -259,16 +295,12 @@ async fn past_max_pending_logins_the_oldest_are_closed_and_real_clients_get_in()
         let metrics = Metrics::scrape(endpoint);
         let closed = rejected(&metrics, "pending_limit");
         eprintln!(
-            "max_pending_logins = 500: a burst of 800 then {} more at 200/s; {closed} logins \
-             closed to make room; 20 of 20 real clients in and answered, slowest login \
-             {slowest:?}",
-            opened.len()
+            "max_pending_logins = 500: a burst of 800 then {opened} more at 200/s; {closed} \
+             logins closed to make room; 20 of 20 real clients in and answered, slowest login \
+             {slowest:?}"
         );
-        assert!(opened.len() >= 100, "the flood opened {}", opened.len());
-        assert!(
-            closed >= 300.0 + opened.len() as f64 - 500.0 - 1.0,
-            "{closed}"
-        );
+        assert!(opened >= 100, "the flood opened {opened}");
+        assert!(closed >= 300.0 + opened as f64 - 500.0 - 1.0, "{closed}");
         assert!(metrics.value(PENDING, &[]) <= 500.0);
         assert_eq!(clients.len(), 20);
     })
@@ -307,6 +339,7 @@ async fn the_login_timeout_closes_connections_that_do_not_authenticate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_address_bound_closes_only_that_address_s_oldest_logins() {
+    raise_fd_limit();
     bounded(async {
         let proxy = start_proxy("max_pending_logins_per_address = 20\nstartup_timeout = \"60s\"");
         let (addr, endpoint) = (proxy.addr, proxy.endpoint());

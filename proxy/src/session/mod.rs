@@ -318,14 +318,6 @@ where
             }
             let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
             let client_readable = !self.stalled && self.leases.backlog() < BACKEND_OUT_HIGH_WATER;
-            // A client that has sent nothing yet waits with the few bytes a read reserves
-            // itself (64); one that has talked reads a chunk at a time.
-            if client_readable
-                && self.counts.stats.bytes_in > 0
-                && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2
-            {
-                buffers::room_to_read(&mut self.cin, READ_CHUNK);
-            }
             let readiness = Readiness {
                 backend: backend_readable,
                 client: client_readable,
@@ -426,6 +418,15 @@ where
             return Poll::Ready(Event::Causal);
         }
         if ready.client {
+            // Here, not before the poll: a wake-up polls this again without the loop, and the
+            // read buffer may have gone back to the worker at the last wait (below). A client
+            // that has sent nothing yet waits with the few bytes a read reserves itself (64);
+            // one that has talked reads a chunk at a time.
+            if self.counts.stats.bytes_in > 0
+                && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2
+            {
+                buffers::room_to_read(&mut self.cin, READ_CHUNK);
+            }
             let read = poll_read_buf(Pin::new(&mut self.client_r), cx, &mut self.cin);
             if let Poll::Ready(r) = read {
                 return Poll::Ready(Event::ClientRead(r));
@@ -435,7 +436,7 @@ where
             return Poll::Ready(Event::Shutdown);
         }
         if ready.idle && self.cout.is_empty() {
-            buffers::release_idle(&mut self.cin, &mut self.cout);
+            buffers::release_idle(&mut self.cin, &mut self.cout, READ_CHUNK);
         }
         Poll::Pending
     }
