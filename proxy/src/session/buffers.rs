@@ -1,8 +1,9 @@
 //! The client buffers of a session that waits on an idle client go back to its worker, so that
 //! thousands of idle clients hold none: the read buffer to a short per-thread stack the next
 //! reading session of the worker takes it from (no allocation either way), a large write
-//! buffer (a big result's) to the allocator. A small write buffer stays: answers to small
-//! queries then need no allocation.
+//! buffer (a big result's) to the allocator. A small write buffer (`OUT_CHUNK`) stays: answers
+//! to small queries then need no allocation, nor the buffer's space reclaimed at every answer
+//! (as a buffer just the size of one answer would).
 
 use std::cell::RefCell;
 
@@ -10,18 +11,31 @@ use bytes::BytesMut;
 
 /// Read buffers kept per worker thread; more are freed.
 const KEPT: usize = 64;
-/// Write buffers up to this stay with an idle session.
-const KEPT_OUT: usize = 1024;
+/// The write buffer a session that has talked starts with, and keeps while idle.
+const OUT_CHUNK: usize = 2048;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Room in `cin` for a read of `chunk` bytes: a kept buffer (room for half a chunk at
-/// least) if it has none, else more of its own. Out of line, like `release_idle`: the
-/// session's hot loop stays as the compiler laid it out before.
+/// Whether a session that has talked needs [`room`] before it reads: less than half a `chunk`
+/// free in `cin`, or no write buffer.
+#[inline(always)]
+pub(super) fn wants_room(cin: &BytesMut, cout: &BytesMut, chunk: usize) -> bool {
+    cin.capacity() - cin.len() < chunk / 2 || cout.capacity() == 0
+}
+
+/// Room in `cin` for a read of `chunk` bytes (a kept buffer if it has none, else more of its
+/// own), and a write buffer. Out of line, like `release_idle`: the session's hot loop stays as
+/// the compiler laid it out before.
 #[inline(never)]
-pub(super) fn room_to_read(cin: &mut BytesMut, chunk: usize) {
+pub(super) fn room(cin: &mut BytesMut, cout: &mut BytesMut, chunk: usize) {
+    if cout.capacity() == 0 {
+        cout.reserve(OUT_CHUNK);
+    }
+    if cin.capacity() - cin.len() >= chunk / 2 {
+        return;
+    }
     if cin.capacity() == 0 {
         if let Some(kept) = SPARE.with(|spare| spare.borrow_mut().pop()) {
             *cin = kept;
@@ -37,7 +51,7 @@ pub(super) fn room_to_read(cin: &mut BytesMut, chunk: usize) {
 #[inline(never)]
 pub(super) fn release_idle(cin: &mut BytesMut, cout: &mut BytesMut, chunk: usize) {
     debug_assert!(cin.is_empty() && cout.is_empty());
-    if cout.capacity() > KEPT_OUT {
+    if cout.capacity() > OUT_CHUNK {
         *cout = BytesMut::new();
     }
     if cin.capacity() == 0 {
@@ -67,13 +81,16 @@ mod tests {
         release_idle(&mut idle, &mut out, 16 * 1024);
         assert_eq!(idle.capacity(), 0, "the idle session holds no read buffer");
         assert_eq!(out.capacity(), 512, "a small write buffer stays");
-        let mut reader = BytesMut::new();
-        room_to_read(&mut reader, 16 * 1024);
+        let (mut reader, mut out) = (BytesMut::new(), BytesMut::new());
+        assert!(wants_room(&reader, &out, 16 * 1024));
+        room(&mut reader, &mut out, 16 * 1024);
         assert_eq!(reader.as_ptr(), kept_at, "the kept buffer, not a new one");
         assert!(reader.capacity() >= 16 * 1024);
+        assert_eq!(out.capacity(), OUT_CHUNK);
+        assert!(!wants_room(&reader, &out, 16 * 1024));
         // None kept: a new one.
         let mut another = BytesMut::new();
-        room_to_read(&mut another, 16 * 1024);
+        room(&mut another, &mut out, 16 * 1024);
         assert!(another.capacity() >= 16 * 1024);
     }
 

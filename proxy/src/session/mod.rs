@@ -421,11 +421,11 @@ where
             // Here, not before the poll: a wake-up polls this again without the loop, and the
             // read buffer may have gone back to the worker at the last wait (below). A client
             // that has sent nothing yet waits with the few bytes a read reserves itself (64);
-            // one that has talked reads a chunk at a time.
+            // one that has talked reads a chunk at a time, and has a write buffer.
             if self.counts.stats.bytes_in > 0
-                && self.cin.capacity() - self.cin.len() < READ_CHUNK / 2
+                && buffers::wants_room(&self.cin, &self.cout, READ_CHUNK)
             {
-                buffers::room_to_read(&mut self.cin, READ_CHUNK);
+                buffers::room(&mut self.cin, &mut self.cout, READ_CHUNK);
             }
             let read = poll_read_buf(Pin::new(&mut self.client_r), cx, &mut self.cin);
             if let Poll::Ready(r) = read {
