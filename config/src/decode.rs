@@ -55,6 +55,8 @@ fn proxy(field: &Field<'_>) -> Result<ProxyConfig, ConfigError> {
     let s = field.section(&[
         "listen",
         "max_client_connections",
+        "max_pending_logins",
+        "max_pending_logins_per_address",
         "connect_timeout",
         "startup_timeout",
         "shutdown_timeout",
@@ -64,6 +66,8 @@ fn proxy(field: &Field<'_>) -> Result<ProxyConfig, ConfigError> {
     Ok(ProxyConfig {
         listen: s.require("listen")?.string()?,
         max_client_connections: s.require("max_client_connections")?.count()?,
+        max_pending_logins: s.require("max_pending_logins")?.count()?,
+        max_pending_logins_per_address: s.require("max_pending_logins_per_address")?.count()?,
         connect_timeout: s.require("connect_timeout")?.duration()?,
         startup_timeout: s.require("startup_timeout")?.duration()?,
         shutdown_timeout: s.require("shutdown_timeout")?.duration()?,

@@ -26,10 +26,18 @@ pub struct Config {
 pub struct ProxyConfig {
     /// `host:port` to accept clients on.
     pub listen: String,
+    /// Authenticated clients at most; connections still logging in do not count.
     pub max_client_connections: usize,
+    /// Connections accepted and not yet authenticated, at most: past this the oldest of them
+    /// is closed to make room.
+    pub max_pending_logins: usize,
+    /// Pending logins from one source address, at most (0: no per-address bound); past this
+    /// that address's oldest is closed.
+    pub max_pending_logins_per_address: usize,
     /// Backend TCP connect plus authentication.
     pub connect_timeout: Duration,
-    /// A client must finish startup and authentication within this.
+    /// A client must finish startup and authentication within this from its accept (the
+    /// login timeout).
     pub startup_timeout: Duration,
     /// How long a graceful shutdown waits for sessions to end.
     pub shutdown_timeout: Duration,

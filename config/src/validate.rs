@@ -23,6 +23,19 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
         1,
         "",
     )?;
+    rules.at_least(
+        &proxy.key("max_pending_logins"),
+        config.proxy.max_pending_logins,
+        1,
+        "",
+    )?;
+    let per_address = config.proxy.max_pending_logins_per_address;
+    rules.expect(
+        per_address <= config.proxy.max_pending_logins,
+        &proxy.key("max_pending_logins_per_address"),
+        "0 (no bound) or at most [proxy] max_pending_logins",
+        per_address,
+    )?;
     rules.nonzero(&proxy.key("connect_timeout"), config.proxy.connect_timeout)?;
     rules.nonzero(&proxy.key("startup_timeout"), config.proxy.startup_timeout)?;
     rules.at_least(

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod cancel;
 pub mod client;
 pub mod clients;
+pub mod fd_limit;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod health;

@@ -163,6 +163,7 @@ fn serve(config: Config, load: Loader) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    pgrepl_proxy::fd_limit::raise_and_report(&config);
     // This runtime only accepts clients and watches signals; sessions run on the workers.
     let result = current_thread_runtime().and_then(|runtime| {
         runtime.block_on(async {

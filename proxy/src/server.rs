@@ -1,5 +1,6 @@
-//! The listener: accepts clients, enforces the client limit, runs startup and hands each
-//! authenticated client to its session; on shutdown stops accepting and lets sessions finish.
+//! The listener: accepts clients, bounds those still logging in (`client::logins`, the login
+//! timeout), enforces the client limit on those that authenticated, and hands each to its
+//! session; on shutdown stops accepting and lets sessions finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::backend::{
 };
 use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
+use crate::client::logins::{Evicted, LoginTicket, Logins};
 use crate::client::{negotiate, params, tls, ClientStream, Hello, NegotiateError};
 use crate::clients::{Listed, NewClient};
 use crate::health::{Health, Monitor};
@@ -36,7 +38,7 @@ use crate::protocol::tags::TxStatus;
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::reload::{Loader, Reloader};
 use crate::session::{ClientInfo, Session};
-use crate::shared::{ClientCount, ClientSlot, Shared};
+use crate::shared::{ClientCount, Shared};
 use crate::telemetry::{
     install_recorder, ClientMeters, Endpoint, Rejection, ReloadMeters, Tally, Timing,
 };
@@ -115,6 +117,10 @@ impl Proxy {
                 config.replicas.iter().map(|r| r.weight),
             ),
             clients: ClientCount::new(config.proxy.max_client_connections),
+            logins: Logins::new(
+                config.proxy.max_pending_logins,
+                config.proxy.max_pending_logins_per_address,
+            ),
             client_meters: ClientMeters::register(),
             reload_meters: ReloadMeters::register(),
             counting,
@@ -202,17 +208,18 @@ impl Proxy {
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         self.shared.client_meters.accepted.increment(1);
-                        let slot = self.shared.clients.take();
+                        let ticket = self.shared.logins.enter(peer.ip());
                         let conn = Connection {
                             shared: self.shared.clone(),
                             tls: self.tls.clone(),
                             startup_timeout: self.startup_timeout,
+                            connect_timeout: self.connect_timeout,
                         };
                         // Re-registered with the worker's own reactor.
                         match tcp.into_std() {
                             Ok(tcp) => {
                                 let (worker, runtime) = workers.next();
-                                sessions.spawn_on(conn.start(tcp, peer, slot, worker), runtime);
+                                sessions.spawn_on(conn.start(tcp, peer, ticket, worker), runtime);
                             }
                             Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a client to a worker"),
                         }
@@ -258,6 +265,17 @@ struct Connection {
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
     startup_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+/// A client that authenticated: what it asked for at startup.
+struct LoggedIn {
+    stream: ClientStream,
+    startup: Arc<StartupInfo>,
+    /// Its startup settings, applied on every lease.
+    settings: Vec<(String, String)>,
+    /// The proxy's password for its backend connections.
+    password: Option<Arc<str>>,
 }
 
 /// A client that passed startup and authentication.
@@ -295,47 +313,48 @@ impl Connection {
         self.shared.client_meters.rejected(why);
     }
 
-    /// Runs on the worker that got the client.
     /// Runs on worker `worker`, which got the client.
     async fn start(
         self,
         tcp: std::net::TcpStream,
         peer: SocketAddr,
-        slot: Option<ClientSlot>,
+        ticket: LoginTicket,
         worker: usize,
     ) {
         match TcpStream::from_std(tcp) {
-            Ok(tcp) => self.serve(tcp, peer, slot, worker).await,
+            Ok(tcp) => self.serve(tcp, peer, ticket, worker).await,
             Err(e) => tracing::warn!(%peer, error = %e, "cannot register a client socket"),
         }
     }
 
-    async fn serve(
-        self,
-        tcp: TcpStream,
-        peer: SocketAddr,
-        slot: Option<ClientSlot>,
-        worker: usize,
-    ) {
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr, ticket: LoginTicket, worker: usize) {
         let _ = tcp.set_nodelay(true);
         let started = Instant::now();
         let ends = Ends {
             peer,
             local: tcp.local_addr().ok(),
         };
-        let admitted = match tokio::time::timeout(
-            self.startup_timeout,
-            self.admit(tcp, slot.is_some(), worker, ends),
-        )
-        .await
-        {
-            Ok(Some(admitted)) => admitted,
-            Ok(None) => return,
-            Err(_) => {
-                self.reject(Rejection::Protocol);
-                tracing::info!(%peer, "client did not finish startup in time");
-                return;
-            }
+        // The login's and the admission's futures are boxed: inline, the task would keep their
+        // room (11 kB of 30) for as long as the session lives.
+        let Some(mut login) = Box::pin(self.pending_login(tcp, peer, ticket)).await else {
+            return;
+        };
+        // Only now, authenticated, does it count against max_client_connections.
+        let Some(slot) = self.shared.clients.take() else {
+            self.reject(Rejection::Limit);
+            tracing::info!(user = %login.startup.user, "client refused: [proxy] max_client_connections reached");
+            send_fatal(
+                &mut login.stream,
+                &ProxyError::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    "sorry, too many clients already",
+                ),
+            )
+            .await;
+            return;
+        };
+        let Some(admitted) = Box::pin(self.admit(login, worker, ends)).await else {
+            return;
         };
         let Admitted {
             stream,
@@ -379,14 +398,38 @@ impl Connection {
         );
     }
 
-    /// Negotiation, startup checks and authentication; None when the connection ends here.
-    async fn admit(
+    /// The client's part of startup while it counts as a pending login: it ends at the login
+    /// timeout (`[proxy] startup_timeout`), or when newer logins need its place. Closed
+    /// without a word then, as PostgreSQL does at its authentication timeout: the client may
+    /// be anywhere in the exchange.
+    async fn pending_login(
         &self,
         tcp: TcpStream,
-        within_limit: bool,
-        worker: usize,
-        ends: Ends,
-    ) -> Option<Admitted> {
+        peer: SocketAddr,
+        mut ticket: LoginTicket,
+    ) -> Option<LoggedIn> {
+        tokio::select! {
+            biased;
+            login = self.log_in(tcp) => login,
+            bound = ticket.evicted() => {
+                let (why, key) = match bound {
+                    Evicted::Overall => (Rejection::PendingLimit, "max_pending_logins"),
+                    Evicted::PerAddress => (Rejection::AddressLimit, "max_pending_logins_per_address"),
+                };
+                self.reject(why);
+                tracing::debug!(%peer, "login closed to make room: [proxy] {key} reached");
+                None
+            }
+            () = tokio::time::sleep(self.startup_timeout) => {
+                self.reject(Rejection::Timeout);
+                tracing::debug!(%peer, "client did not authenticate within [proxy] startup_timeout");
+                None
+            }
+        }
+    }
+
+    /// Negotiation, startup checks and authentication; None when the connection ends here.
+    async fn log_in(&self, tcp: TcpStream) -> Option<LoggedIn> {
         let (mut stream, hello) = match negotiate(tcp, self.tls.as_ref()).await {
             Ok(ok) => ok,
             Err(NegotiateError::Gone) => return None,
@@ -403,19 +446,6 @@ impl Connection {
             }
             Hello::Startup { minor, params } => (minor, params),
         };
-        if !within_limit {
-            self.reject(Rejection::Limit);
-            tracing::info!(user = ?user_of(&params), "client refused: [proxy] max_client_connections reached");
-            send_fatal(
-                &mut stream,
-                &ProxyError::fatal(
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    "sorry, too many clients already",
-                ),
-            )
-            .await;
-            return None;
-        }
         let (startup, settings) = match startup_info(params, minor, &mut stream).await {
             Ok((startup, settings)) => (Arc::new(startup), settings),
             Err(err) => {
@@ -436,6 +466,23 @@ impl Connection {
                 return None;
             }
         };
+        Some(LoggedIn {
+            stream,
+            startup,
+            settings,
+            password,
+        })
+    }
+
+    /// Tells an authenticated client the server parameters and its cancel key (or greets a
+    /// client of the admin console); None when no backend accepted it.
+    async fn admit(&self, login: LoggedIn, worker: usize, ends: Ends) -> Option<Admitted> {
+        let LoggedIn {
+            mut stream,
+            startup,
+            settings,
+            password,
+        } = login;
         match admin::admission(&self.shared.config().admin, &startup) {
             admin::Admission::Database => {}
             admin::Admission::Console => {
@@ -555,7 +602,9 @@ impl Connection {
 
     /// The server parameters the client is told: the primary's with the client's startup
     /// `settings` applied, or a replica's while the primary is unreachable. A server's own
-    /// refusal (no such database, a bad setting...) is final.
+    /// refusal (no such database, a bad setting...) is final. Each backend gets twice
+    /// `[proxy] connect_timeout` to answer (a place there, then a connection), waiting for
+    /// another login's question to it included.
     async fn server_params(
         &self,
         startup: &Arc<StartupInfo>,
@@ -569,12 +618,16 @@ impl Connection {
                 backend,
                 startup: startup.clone(),
             };
-            match self
-                .shared
-                .pool
-                .server_params(&key, password, settings)
+            let asked = self.shared.pool.server_params(&key, password, settings);
+            let answer = tokio::time::timeout(2 * self.connect_timeout, asked)
                 .await
-            {
+                .unwrap_or_else(|_| {
+                    Err(BackendError::Unreachable {
+                        backend: self.shared.pool.backends()[backend.index()].to_string(),
+                        reason: "no answer within twice [proxy] connect_timeout".to_owned(),
+                    })
+                });
+            match answer {
                 Ok(params) => return Ok(params),
                 Err(err @ (BackendError::Server { .. } | BackendError::Full { .. })) => {
                     return Err(err)
@@ -590,14 +643,6 @@ impl Connection {
             reason: "no backend is configured".to_owned(),
         }))
     }
-}
-
-/// The user a startup packet names, for logs.
-fn user_of(params: &[(String, String)]) -> Option<&str> {
-    params
-        .iter()
-        .find(|(name, _)| name == "user")
-        .map(|(_, value)| value.as_str())
 }
 
 /// Validates the startup parameters; tells the client about protocol features it asked for

@@ -14,6 +14,7 @@ use crate::backend::{PauseGate, Pool};
 use crate::balance::{Balancer, ReplicaLease};
 use crate::cancel::CancelRegistry;
 use crate::client::auth::Users;
+use crate::client::logins::Logins;
 use crate::clients::ClientRegistry;
 use crate::health::Health;
 use crate::live::{Published, RoutingSettings};
@@ -41,7 +42,10 @@ pub struct Shared {
     /// last commit through this proxy (0 = none yet); every read must see its position.
     pub commit_round: AtomicU64,
     pub balancer: Balancer,
+    /// Authenticated clients, against `[proxy] max_client_connections`.
     pub clients: ClientCount,
+    /// Connections not yet authenticated, against `[proxy] max_pending_logins`.
+    pub logins: Arc<Logins>,
     pub client_meters: ClientMeters,
     pub reload_meters: ReloadMeters,
     /// `[metrics] enabled`: statements, bytes and staleness are counted.
@@ -87,7 +91,7 @@ impl Shared {
     }
 }
 
-/// Open client connections, against `[proxy] max_client_connections`.
+/// Authenticated clients, against `[proxy] max_client_connections`.
 pub struct ClientCount {
     count: Arc<AtomicUsize>,
     max: AtomicUsize,
@@ -126,7 +130,7 @@ impl ClientCount {
     }
 }
 
-/// Counts a client against `max_client_connections` while it lives.
+/// Counts an authenticated client against `max_client_connections` while it lives.
 pub struct ClientSlot(Arc<AtomicUsize>);
 
 impl Drop for ClientSlot {

@@ -63,7 +63,7 @@ pub fn start_proxy(keys: &str) -> ProxyProcess {
 /// first use with the standard configuration (and stopped at exit), except
 /// that read-your-writes is off (these suites check where each statement runs,
 /// right after writes the replica may not have replayed yet; read-your-writes
-/// has a suite of its own) and that backend logins may take 20 s: a hundred
+/// has a suite of its own) and that backend and client logins may take 20 s: a hundred
 /// clients opening SCRAM logins at once in a debug build on a busy 2-core
 /// machine can exceed the default 5 s, which is not what these suites test; and that it may
 /// open 200 connections per backend (the harness's servers take 300), so that a hundred
@@ -75,8 +75,11 @@ pub fn shared_proxy() -> SocketAddr {
         .get_or_init(|| {
             let cluster = Cluster::shared();
             let addr = free_addr();
-            let toml = proxy_config_with(cluster, addr, "connect_timeout = \"20s\"")
-                + "\n[routing]\nread_your_writes = \"off\"\n\n[pool]\nmax_server_connections = 200\n";
+            let toml = proxy_config_with(
+                cluster,
+                addr,
+                "connect_timeout = \"20s\"\nstartup_timeout = \"20s\"",
+            ) + "\n[routing]\nread_your_writes = \"off\"\n\n[pool]\nmax_server_connections = 200\n";
             ProxyProcess::start(&toml, addr)
                 .unwrap_or_else(|e| panic!("cannot start the shared proxy: {e:#}"))
         })

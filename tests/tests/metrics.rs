@@ -33,6 +33,7 @@ async fn settled(endpoint: SocketAddr) -> Metrics {
     let probe_taken = |m: &Metrics| {
         m.value("pgrepl_client_connections_total", &[]) >= 1.0
             && m.value("pgrepl_client_connections", &[]) == 0.0
+            && m.value("pgrepl_client_logins_pending", &[]) == 0.0
     };
     eventually(
         "the start-up probe to be taken",
@@ -271,12 +272,13 @@ async fn rejected_clients_are_counted_by_reason() {
 }
 
 /// Every metric the README documents, with its type.
-const DOCUMENTED: [(&str, &str); 25] = [
+const DOCUMENTED: [(&str, &str); 26] = [
     ("pgrepl_queries_total", "counter"),
     ("pgrepl_query_duration_seconds", "histogram"),
     ("pgrepl_read_staleness_seconds", "histogram"),
     ("pgrepl_client_connections", "gauge"),
     ("pgrepl_client_connections_max", "gauge"),
+    ("pgrepl_client_logins_pending", "gauge"),
     ("pgrepl_client_connections_total", "counter"),
     ("pgrepl_client_rejected_total", "counter"),
     ("pgrepl_backend_connections", "gauge"),

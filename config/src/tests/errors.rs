@@ -175,6 +175,15 @@ fn limits_and_durations_are_range_checked() {
         "[proxy] max_client_connections: expected at least 1, found 0",
     );
     assert_error(
+        "[proxy]\nmax_pending_logins = 0\n",
+        "[proxy] max_pending_logins: expected at least 1, found 0",
+    );
+    assert_error(
+        "[proxy]\nmax_pending_logins = 100\nmax_pending_logins_per_address = 101\n",
+        "[proxy] max_pending_logins_per_address: expected 0 (no bound) or at most \
+         [proxy] max_pending_logins, found 101",
+    );
+    assert_error(
         "[pool]\nmax_server_connections = 0\n",
         "[pool] max_server_connections: expected at least 1, found 0",
     );

@@ -21,8 +21,13 @@ fn defaults_match_the_documented_values() {
     let config = Config::defaults();
     assert_eq!(config.proxy.listen, "127.0.0.1:6432");
     assert_eq!(config.proxy.max_client_connections, 1000);
+    assert_eq!(config.proxy.max_pending_logins, 10_000);
+    assert_eq!(
+        config.proxy.max_pending_logins_per_address, 0,
+        "no per-address bound"
+    );
     assert_eq!(config.proxy.connect_timeout, Duration::from_secs(5));
-    assert_eq!(config.proxy.startup_timeout, Duration::from_secs(15));
+    assert_eq!(config.proxy.startup_timeout, Duration::from_secs(5));
     assert_eq!(config.proxy.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(config.proxy.max_message_size, 256 << 20);
     assert_eq!(config.proxy.workers, 0, "one worker per CPU by default");
@@ -104,7 +109,7 @@ interval = "500ms"
     assert_eq!(config.proxy.listen, "0.0.0.0:7000");
     assert_eq!(config.proxy.max_message_size, 65536);
     assert_eq!(config.proxy.connect_timeout, Duration::from_millis(250));
-    assert_eq!(config.proxy.startup_timeout, Duration::from_secs(15));
+    assert_eq!(config.proxy.startup_timeout, Duration::from_secs(5));
     assert_eq!(config.primary, backend("db01", "10.0.0.1", 5432));
     assert_eq!(config.pool.server_idle_timeout, Duration::from_secs(90));
     assert_eq!(config.health.interval, Duration::from_millis(500));

@@ -2,6 +2,7 @@
 //! client is told before its session starts.
 
 pub mod auth;
+pub mod logins;
 pub mod params;
 pub mod startup;
 pub mod tls;

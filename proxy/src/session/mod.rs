@@ -10,6 +10,7 @@
 mod answers;
 mod batch;
 mod bound;
+mod buffers;
 mod causal;
 mod decide;
 mod deferred;
@@ -69,9 +70,6 @@ const CLIENT_OUT_HIGH_WATER: usize = 1 << 20;
 /// Stop reading from the client while this much is waiting to be written to a backend.
 const BACKEND_OUT_HIGH_WATER: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
-/// What an idle session reads into: a client's next statement is nearly always small, and
-/// ten thousand idle clients each hold one (a busy session reads `READ_CHUNK` at a time).
-const IDLE_READ_CHUNK: usize = 1024;
 
 /// A read sent to a replica, kept until the replica's first reply byte so that it can be sent
 /// elsewhere if the replica dies first: the client has seen nothing of it yet.
@@ -105,6 +103,9 @@ struct Readiness {
     client: bool,
     /// The proxy shutting down: the session is idle, and has not seen it yet.
     shutdown: bool,
+    /// Nothing in flight, nothing read and not handled: if it waits now, it waits on its
+    /// client.
+    idle: bool,
 }
 
 enum Event {
@@ -296,6 +297,7 @@ where
             client,
             client_r,
             client_w,
+            // Allocated as the client sends and is answered: an idle client costs little.
             cin: BytesMut::new(),
             cout: BytesMut::new(),
             leases,
@@ -345,14 +347,11 @@ where
             }
             let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
             let client_readable = !self.stalled && self.leases.backlog() < BACKEND_OUT_HIGH_WATER;
-            let chunk = if idle { IDLE_READ_CHUNK } else { READ_CHUNK };
-            if client_readable && self.cin.capacity() - self.cin.len() < chunk / 2 {
-                self.cin.reserve(chunk);
-            }
             let readiness = Readiness {
                 backend: backend_readable,
                 client: client_readable,
                 shutdown: idle && !self.shutting_down,
+                idle,
             };
             // Polled by hand, in priority order: this runs for every message.
             let event = poll_fn(|cx| self.poll_event(cx, readiness)).await;
@@ -455,6 +454,15 @@ where
             return Poll::Ready(Event::Causal);
         }
         if ready.client {
+            // Here, not before the poll: a wake-up polls this again without the loop, and the
+            // read buffer may have gone back to the worker at the last wait (below). A client
+            // that has sent nothing yet waits with the few bytes a read reserves itself (64);
+            // one that has talked reads a chunk at a time, and has a write buffer.
+            if self.counts.stats.bytes_in > 0
+                && buffers::wants_room(&self.cin, &self.cout, READ_CHUNK)
+            {
+                buffers::room(&mut self.cin, &mut self.cout, READ_CHUNK);
+            }
             let read = poll_read_buf(Pin::new(&mut self.client_r), cx, &mut self.cin);
             if let Poll::Ready(r) = read {
                 return Poll::Ready(Event::ClientRead(r));
@@ -467,6 +475,9 @@ where
         self.counts.publish(&self.client.listed);
         if self.client.listed.kill.poll_fired(cx).is_ready() {
             return Poll::Ready(Event::Killed);
+        }
+        if ready.idle && self.cout.is_empty() {
+            buffers::release_idle(&mut self.cin, &mut self.cout, READ_CHUNK);
         }
         Poll::Pending
     }

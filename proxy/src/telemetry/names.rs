@@ -10,6 +10,7 @@ pub const CLIENT_CONNECTIONS: &str = "pgrepl_client_connections";
 pub const CLIENT_CONNECTIONS_MAX: &str = "pgrepl_client_connections_max";
 pub const CLIENT_CONNECTIONS_TOTAL: &str = "pgrepl_client_connections_total";
 pub const CLIENT_REJECTED: &str = "pgrepl_client_rejected_total";
+pub const CLIENT_LOGINS_PENDING: &str = "pgrepl_client_logins_pending";
 pub const BACKEND_CONNECTIONS: &str = "pgrepl_backend_connections";
 pub const BACKEND_UP: &str = "pgrepl_backend_up";
 pub const BACKEND_ROLE_MISMATCH: &str = "pgrepl_backend_role_mismatch";
@@ -42,20 +43,30 @@ pub const CAUSAL_WAIT_HELP: &str =
 pub enum Rejection {
     /// Wrong password, unknown user, or a method the user may not use.
     Auth,
-    /// `[proxy] max_client_connections` reached.
+    /// Authenticated, but `[proxy] max_client_connections` reached.
     Limit,
-    /// A malformed or unsupported startup, or none within `[proxy] startup_timeout`.
+    /// A malformed or unsupported startup.
     Protocol,
     /// No backend accepted the client's user and database (down, or the database is missing).
     Backend,
+    /// Not authenticated within `[proxy] startup_timeout`.
+    Timeout,
+    /// Still logging in, closed as the oldest when `[proxy] max_pending_logins` was reached.
+    PendingLimit,
+    /// Still logging in, closed as its address's oldest when
+    /// `[proxy] max_pending_logins_per_address` was reached.
+    AddressLimit,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 4] = [
+    pub const ALL: [Rejection; 7] = [
         Rejection::Auth,
         Rejection::Limit,
         Rejection::Protocol,
         Rejection::Backend,
+        Rejection::Timeout,
+        Rejection::PendingLimit,
+        Rejection::AddressLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +75,9 @@ impl Rejection {
             Rejection::Limit => "limit",
             Rejection::Protocol => "protocol",
             Rejection::Backend => "backend",
+            Rejection::Timeout => "timeout",
+            Rejection::PendingLimit => "pending_limit",
+            Rejection::AddressLimit => "address_limit",
         }
     }
 }
@@ -75,12 +89,19 @@ pub fn describe_all() {
         QUERIES,
         "Statements (simple queries or extended-protocol batches) routed, by route, backend and reason"
     );
-    describe_gauge!(CLIENT_CONNECTIONS, "Client connections open now");
+    describe_gauge!(
+        CLIENT_CONNECTIONS,
+        "Authenticated client connections open now"
+    );
+    describe_gauge!(
+        CLIENT_LOGINS_PENDING,
+        "Client connections accepted and not yet authenticated"
+    );
     describe_gauge!(CLIENT_CONNECTIONS_MAX, "[proxy] max_client_connections");
     describe_counter!(CLIENT_CONNECTIONS_TOTAL, "Client connections accepted");
     describe_counter!(
         CLIENT_REJECTED,
-        "Client connections turned away, by reason (auth, limit, protocol, backend)"
+        "Client connections turned away, by reason (auth, limit, protocol, backend, timeout, pending_limit, address_limit)"
     );
     describe_gauge!(
         BACKEND_CONNECTIONS,

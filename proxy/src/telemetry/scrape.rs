@@ -39,6 +39,7 @@ fn publish_states(status: &Status, shared: &Shared) {
     gauge!(names::CLIENT_CONNECTIONS_MAX).set(status.clients.max as f64);
     gauge!(names::CLIENTS_WAITING).set(shared.pool.clients_waiting() as f64);
     gauge!(names::PINNED_SESSIONS).set(shared.pinned_sessions.load(Relaxed) as f64);
+    gauge!(names::CLIENT_LOGINS_PENDING).set(status.clients.logging_in as f64);
     for backend in &status.backends {
         let name = backend.name.clone();
         gauge!(names::BACKEND_UP, "backend" => name.clone(), "role" => backend.role.clone())

@@ -50,10 +50,13 @@ pub struct ReplayStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Clients {
-    /// Open now, including those still authenticating.
+    /// Authenticated clients connected now.
     pub connected: usize,
     /// `[proxy] max_client_connections`.
     pub max: usize,
+    /// Connections accepted and not yet authenticated (`[proxy] max_pending_logins`).
+    #[serde(default)]
+    pub logging_in: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,6 +150,7 @@ pub fn snapshot(shared: &Shared) -> Status {
         clients: Clients {
             connected: shared.clients.count(),
             max: shared.clients.max(),
+            logging_in: shared.logins.count(),
         },
         backends: statuses,
         causal: causal_status(shared),

@@ -23,12 +23,16 @@ pub fn render(status: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pgrepl-proxy {} serving {}, up {}, clients {}/{}{}",
+        "pgrepl-proxy {} serving {}, up {}, clients {}/{}{}{}",
         status.version,
         status.listen,
         uptime(status.uptime_seconds),
         status.clients.connected,
         status.clients.max,
+        match status.clients.logging_in {
+            0 => String::new(),
+            n => format!(", {n} logging in"),
+        },
         if status.shutting_down {
             " (shutting down)"
         } else {
@@ -179,6 +183,7 @@ mod tests {
             clients: Clients {
                 connected: 3,
                 max: 100,
+                logging_in: 0,
             },
             backends: vec![backend("db01", "primary"), replica],
             causal: CausalStatus {
@@ -200,6 +205,17 @@ mod tests {
         assert_eq!(
             lines[0],
             "pgrepl-proxy 0.1.0 serving 127.0.0.1:6432, up 1h02m, clients 3/100"
+        );
+        let flooded = Status {
+            clients: Clients {
+                logging_in: 250,
+                ..status.clients.clone()
+            },
+            ..status.clone()
+        };
+        assert_eq!(
+            render(&flooded).lines().next(),
+            Some("pgrepl-proxy 0.1.0 serving 127.0.0.1:6432, up 1h02m, clients 3/100, 250 logging in")
         );
         assert!(
             lines[1].starts_with("BACKEND  ROLE     ADDRESS"),
