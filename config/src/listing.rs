@@ -45,7 +45,13 @@ impl Config {
             .add("proxy", "startup_timeout", duration(p.startup_timeout))
             .add("proxy", "shutdown_timeout", duration(p.shutdown_timeout))
             .add("proxy", "max_message_size", p.max_message_size)
-            .add("proxy", "workers", p.workers);
+            .add("proxy", "workers", p.workers)
+            .add("proxy", "max_pending_logins", p.max_pending_logins)
+            .add(
+                "proxy",
+                "max_pending_logins_per_address",
+                p.max_pending_logins_per_address,
+            );
         let backends = std::iter::once(("primary".to_owned(), &self.primary)).chain(
             self.replicas
                 .iter()

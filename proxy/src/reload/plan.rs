@@ -31,6 +31,11 @@ const NEEDS_RESTART: &[Key] = &[
     key!("[proxy] connect_timeout", proxy.connect_timeout),
     key!("[proxy] startup_timeout", proxy.startup_timeout),
     key!("[proxy] shutdown_timeout", proxy.shutdown_timeout),
+    key!("[proxy] max_pending_logins", proxy.max_pending_logins),
+    key!(
+        "[proxy] max_pending_logins_per_address",
+        proxy.max_pending_logins_per_address
+    ),
     key!("[primary] name", primary.name),
     key!("[primary] host", primary.host),
     key!("[primary] port", primary.port),
