@@ -151,9 +151,9 @@ impl Rules<'_> {
             pool.max_prepared_statements,
         )?;
         self.expect(
-            pool.reserve_pool_timeout <= pool.query_wait_timeout,
+            pool.reserve_pool_size == 0 || pool.reserve_pool_timeout <= pool.query_wait_timeout,
             &section.key("reserve_pool_timeout"),
-            "at most [pool] query_wait_timeout",
+            "at most [pool] query_wait_timeout when there is a reserve",
             format_args!(
                 "\"{}\"",
                 humantime::format_duration(pool.reserve_pool_timeout)

@@ -192,8 +192,8 @@ fn limits_and_durations_are_range_checked() {
         "[pool] max_prepared_statements: expected 0 (no bound) or at least 2 (a batch binds the statement it parsed last), found 1",
     );
     assert_error(
-        "[pool]\nreserve_pool_timeout = \"3m\"\n",
-        "[pool] reserve_pool_timeout: expected at most [pool] query_wait_timeout, found \"3m\"",
+        "[pool]\nreserve_pool_size = 2\nreserve_pool_timeout = \"3m\"\n",
+        "[pool] reserve_pool_timeout: expected at most [pool] query_wait_timeout when there is a reserve, found \"3m\"",
     );
     assert_error(
         "[pool]\nmin_pool_size = 5\ndefault_pool_size = 4\n",
