@@ -95,6 +95,9 @@ where
             && target == Slot::Primary
             && self.state.wants_probe(effects)
             && may_probe(self.tx.is_some(), effects);
+        if self.stmts.settings_seq() != self.state.settings.seq() {
+            self.number_under_settings();
+        }
         let Some(conn) = self.leases.get(target) else {
             return self.not_sent(unit);
         };
@@ -127,12 +130,6 @@ where
         if leading_read {
             mark_leading_read(conn);
         }
-        if self.stmts.settings_seq() != self.state.settings.seq() {
-            self.number_under_settings();
-        }
-        let Some(conn) = self.leases.get(target) else {
-            return self.not_sent(unit);
-        };
         match &unit {
             Unit::Query(msg, _) => write_query(conn, msg, &mut self.stmts),
             Unit::Batch {
