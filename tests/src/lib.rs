@@ -17,6 +17,7 @@ mod net;
 mod node;
 mod poll;
 mod process;
+pub mod program;
 pub mod provisioning;
 mod proxy;
 pub mod regress;

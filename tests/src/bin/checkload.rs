@@ -127,24 +127,5 @@ async fn run(args: Args) -> Result<bool> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse(&args) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("checkload: {e:#}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("checkload: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    pgrepl_tests::program::main("checkload", USAGE, parse, run).await
 }
