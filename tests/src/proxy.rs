@@ -246,6 +246,21 @@ impl ProxyProcess {
 
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
+        // A failing test's proxy says what it saw: whether it was still running (a reset
+        // connection may be its exit) and the end of its log.
+        if std::thread::panicking() {
+            let status = match self.child.try_wait() {
+                Ok(Some(status)) => format!("exited ({status})"),
+                Ok(None) => "running".to_owned(),
+                Err(e) => format!("unknown ({e})"),
+            };
+            eprintln!(
+                "--- pgrepl-proxy on {} was {status} when its test failed; last lines of {}:\n{}",
+                self.addr,
+                self.log_path.display(),
+                tail(&self.log_path, LOG_TAIL_LINES)
+            );
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();

@@ -21,6 +21,9 @@ use crate::backend::{BackendId, BackendInfo, Backends};
 /// The shortest gap between two samples of one backend, however often it is nudged.
 const MIN_GAP: Duration = Duration::from_millis(5);
 
+/// The shortest time a sample may take before it counts as a failure.
+const QUERY_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+
 /// The running monitor tasks, by backend; a reload starts those of a replica it adds and
 /// stops those of one it removes.
 pub struct Monitor {
@@ -60,8 +63,11 @@ impl Monitor {
             login: login.clone(),
             every,
             // A sample that hangs counts as a failure after about an interval, and never
-            // later than a backend connection would.
-            query_timeout: every.min(config.proxy.connect_timeout),
+            // later than a backend connection would; but never before QUERY_TIMEOUT_FLOOR:
+            // with a short interval, a busy machine's slow answer is not a server down.
+            query_timeout: every
+                .max(QUERY_TIMEOUT_FLOOR)
+                .min(config.proxy.connect_timeout),
             connect_timeout: config.proxy.connect_timeout,
         };
         for backend in backends.iter() {
