@@ -145,7 +145,7 @@ impl ServerLink {
         ServerLink {
             backend: conn.info.clone(),
             pid: conn.cancel_key.0,
-            local: conn.rd.local_addr().ok(),
+            local: conn.local,
             connected: wall_time(conn.created),
         }
     }

@@ -1,6 +1,7 @@
 //! An authenticated backend connection: its socket, what it has prepared and replayed, and
 //! its place in the pool.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +46,8 @@ pub struct BackendConn {
     /// Prepared statements present on this server.
     pub prepared: Prepared,
     pub created: Instant,
+    /// Its own address, read once: the admin console lists it for every lease.
+    pub local: Option<SocketAddr>,
     /// A session made temporary objects here: the server's temporary schema outlives any
     /// reset, so the connection is closed, not pooled, when the session ends.
     pub has_temp_schema: bool,

@@ -301,6 +301,7 @@ async fn handshake(
             _ => return Err(io_protocol(info, "unexpected message during startup")),
         }
     }
+    let local = stream.local_addr().ok();
     let (rd, wr) = stream.into_split();
     Ok(BackendConn {
         rd,
@@ -314,6 +315,7 @@ async fn handshake(
         params: Arc::new(server_params),
         prepared: Prepared::default(),
         created: Instant::now(),
+        local,
         settings_seq: 0,
         settings: SettingsMark::Startup,
         worker: NO_WORKER,

@@ -864,7 +864,7 @@ impl Pool {
                 key: pool.key.clone(),
                 backend: conn.info.clone(),
                 pid: conn.cancel_key.0,
-                local: conn.rd.local_addr().ok(),
+                local: conn.local,
                 created: conn.created,
                 since: *since,
             }));
