@@ -1,11 +1,13 @@
 //! Turns the merged tree into typed sections; each section lists the keys it allows.
 
+use std::collections::BTreeMap;
+
 use toml::Table;
 
 use crate::error::ConfigError;
 use crate::model::{
     AdminConfig, AuthMethod, BackendConfig, Config, HealthConfig, LogConfig, MetricsConfig,
-    PoolConfig, ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
+    PoolConfig, PoolOverride, ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
 };
 use crate::origin::Origins;
 use crate::reader::{Field, Section};
@@ -115,6 +117,8 @@ fn pool(field: &Field<'_>) -> Result<PoolConfig, ConfigError> {
         "server_idle_timeout",
         "server_lifetime",
         "max_prepared_statements",
+        "databases",
+        "users",
     ])?;
     Ok(PoolConfig {
         mode: s.require("mode")?.one_of()?,
@@ -128,7 +132,33 @@ fn pool(field: &Field<'_>) -> Result<PoolConfig, ConfigError> {
         server_idle_timeout: s.require("server_idle_timeout")?.duration()?,
         server_lifetime: s.require("server_lifetime")?.duration()?,
         max_prepared_statements: s.require("max_prepared_statements")?.count()?,
+        databases: overrides(&s.require("databases")?)?,
+        users: overrides(&s.require("users")?)?,
     })
+}
+
+/// `[pool.databases]` or `[pool.users]`: a table of overrides by database or user name.
+fn overrides(field: &Field<'_>) -> Result<BTreeMap<String, PoolOverride>, ConfigError> {
+    field
+        .entries()?
+        .into_iter()
+        .map(|(name, field)| {
+            let s = field.section(&[
+                "mode",
+                "default_pool_size",
+                "min_pool_size",
+                "reserve_pool_size",
+            ])?;
+            let count = |key| s.get(key).map(|f| f.count()).transpose();
+            let over = PoolOverride {
+                mode: s.get("mode").map(|f| f.one_of()).transpose()?,
+                default_pool_size: count("default_pool_size")?,
+                min_pool_size: count("min_pool_size")?,
+                reserve_pool_size: count("reserve_pool_size")?,
+            };
+            Ok((name.to_owned(), over))
+        })
+        .collect()
 }
 
 fn routing(field: &Field<'_>) -> Result<RoutingConfig, ConfigError> {

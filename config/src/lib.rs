@@ -12,6 +12,7 @@ mod listing;
 mod model;
 mod origin;
 mod path;
+mod pool;
 mod reader;
 mod units;
 mod validate;
@@ -25,9 +26,10 @@ pub use error::ConfigError;
 pub use listing::Setting;
 pub use model::{
     AdminConfig, AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat,
-    MetricsConfig, Named, PoolConfig, PoolMode, ProvisionConfig, ProxyConfig, ReadYourWrites,
-    RoutingConfig, RuntimeKind, TlsConfig, TransactionReads, UserConfig,
+    MetricsConfig, Named, PoolConfig, PoolMode, PoolOverride, ProvisionConfig, ProxyConfig,
+    ReadYourWrites, RoutingConfig, RuntimeKind, TlsConfig, TransactionReads, UserConfig,
 };
+pub use pool::PoolSettings;
 
 impl Config {
     /// Defaults + optional TOML file + the process environment, then validation.

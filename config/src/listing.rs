@@ -103,6 +103,23 @@ impl Config {
                 "max_prepared_statements",
                 pool.max_prepared_statements,
             );
+        for (kind, table) in [("databases", &pool.databases), ("users", &pool.users)] {
+            for (name, over) in table {
+                let section = format!("pool.{kind}.{name}");
+                if let Some(mode) = over.mode {
+                    l.add(&section, "mode", mode.as_str());
+                }
+                for (key, size) in [
+                    ("default_pool_size", over.default_pool_size),
+                    ("min_pool_size", over.min_pool_size),
+                    ("reserve_pool_size", over.reserve_pool_size),
+                ] {
+                    if let Some(size) = size {
+                        l.add(&section, key, size);
+                    }
+                }
+            }
+        }
         let r = &self.routing;
         l.add("routing", "max_replica_lag", duration(r.max_replica_lag))
             .add("routing", "classify_cache_size", r.classify_cache_size)
@@ -203,6 +220,27 @@ mod tests {
         assert_eq!(value("admin.database"), Some("pgrepl"));
         assert_eq!(value("replicas.0.host"), Some("127.0.0.1"));
         assert_eq!(value("metrics.enabled"), Some("true"));
+    }
+
+    #[test]
+    fn overrides_are_listed_with_the_keys_they_set() {
+        let text = "[[users]]\nname = \"app\"\npassword = \"p\"\n\n\
+                    [pool.databases.reports]\nmode = \"transaction\"\n\n\
+                    [pool.users.app]\ndefault_pool_size = 3\n";
+        let config =
+            Config::from_sources(Some((std::path::Path::new("x.toml"), text)), &[]).unwrap();
+        let listed: Vec<(String, String)> = config
+            .settings()
+            .into_iter()
+            .filter(|s| s.key.starts_with("pool.databases.") || s.key.starts_with("pool.users."))
+            .map(|s| (s.key, s.value))
+            .collect();
+        let expected = [
+            ("pool.databases.reports.mode", "transaction"),
+            ("pool.users.app.default_pool_size", "3"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(listed, expected);
     }
 
     #[test]

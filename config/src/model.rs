@@ -1,5 +1,6 @@
 //! The typed configuration the proxy runs with, one struct per TOML section.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -131,6 +132,22 @@ pub struct PoolConfig {
     /// Protocol-level prepared statements one server connection keeps at most; past that
     /// the least recently used is closed (0: no bound).
     pub max_prepared_statements: usize,
+    /// `[pool.databases.<name>]`: what the pools of one database do differently.
+    pub databases: BTreeMap<String, PoolOverride>,
+    /// `[pool.users.<name>]`: what the pools of one user do differently; wins over
+    /// `databases` (see `PoolConfig::settings_for`).
+    pub users: BTreeMap<String, PoolOverride>,
+}
+
+/// `[pool.databases.<name>]` or `[pool.users.<name>]`: the `[pool]` keys one database or
+/// user may set for itself, as PgBouncer's `[databases]` and `[users]` do; None keeps the
+/// value from below.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolOverride {
+    pub mode: Option<PoolMode>,
+    pub default_pool_size: Option<usize>,
+    pub min_pool_size: Option<usize>,
+    pub reserve_pool_size: Option<usize>,
 }
 
 /// `[pool] mode`.

@@ -95,6 +95,25 @@ impl<'a> Field<'a> {
         }
     }
 
+    /// A table's entries by name, for tables keyed by names the user chooses (databases,
+    /// users) rather than by a fixed list of keys.
+    pub(crate) fn entries(&self) -> Result<Vec<(&'a str, Field<'a>)>, ConfigError> {
+        match self.value {
+            Value::Table(table) => Ok(table
+                .iter()
+                .map(|(name, value)| {
+                    let field = Field {
+                        value,
+                        path: self.path.key(name),
+                        origins: self.origins,
+                    };
+                    (name.as_str(), field)
+                })
+                .collect()),
+            _ => Err(self.mismatch("a table")),
+        }
+    }
+
     pub(crate) fn elements(&self) -> Result<Vec<Field<'a>>, ConfigError> {
         match self.value {
             Value::Array(items) => Ok(items

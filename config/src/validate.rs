@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::address::is_host_port;
 use crate::error::ConfigError;
-use crate::model::{AuthMethod, BackendConfig, Config, PoolConfig, TlsConfig, UserConfig};
+use crate::model::{AuthMethod, BackendConfig, Config, TlsConfig, UserConfig};
 use crate::origin::Origins;
 use crate::path::KeyPath;
 
@@ -46,7 +46,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
     )?;
     rules.backends(config)?;
     rules.users(&config.users)?;
-    rules.pool(&config.pool)?;
+    rules.pool(config)?;
     let routing = &config.routing;
     rules.expect(
         routing.causal_wait <= routing.max_replica_lag,
@@ -127,8 +127,10 @@ impl Rules<'_> {
         )
     }
 
-    /// Durations a pool waits or keeps connections for, and sizes that must fit together.
-    fn pool(&self, pool: &PoolConfig) -> Result<(), ConfigError> {
+    /// Durations a pool waits or keeps connections for, and sizes that must fit together,
+    /// in `[pool]` and in each override over it.
+    fn pool(&self, config: &Config) -> Result<(), ConfigError> {
+        let pool = &config.pool;
         let section = KeyPath::root().key("pool");
         for (key, value) in [
             ("reserve_pool_timeout", pool.reserve_pool_timeout),
@@ -150,8 +152,26 @@ impl Rules<'_> {
             "0 (no bound) or at least 2 (a batch binds the statement it parsed last)",
             pool.max_prepared_statements,
         )?;
+        // Each table over [pool] alone; where a user's and a database's overrides meet, the
+        // pool caps min_pool_size at its size.
+        let mut levels = vec![(section.clone(), pool.settings_for(None, None))];
+        for name in pool.databases.keys() {
+            let settings = pool.settings_for(None, Some(name));
+            levels.push((section.key("databases").key(name), settings));
+        }
+        for name in pool.users.keys() {
+            let path = section.key("users").key(name);
+            self.expect(
+                config.users.iter().any(|u| u.name == *name),
+                &path,
+                "the name of a [[users]] entry",
+                format_args!("{name:?}"),
+            )?;
+            levels.push((path, pool.settings_for(Some(name), None)));
+        }
         self.expect(
-            pool.reserve_pool_size == 0 || pool.reserve_pool_timeout <= pool.query_wait_timeout,
+            levels.iter().all(|(_, s)| s.reserve_pool_size == 0)
+                || pool.reserve_pool_timeout <= pool.query_wait_timeout,
             &section.key("reserve_pool_timeout"),
             "at most [pool] query_wait_timeout when there is a reserve",
             format_args!(
@@ -159,16 +179,15 @@ impl Rules<'_> {
                 humantime::format_duration(pool.reserve_pool_timeout)
             ),
         )?;
-        let bound = match pool.default_pool_size {
-            0 => pool.max_server_connections,
-            size => size,
-        };
-        self.expect(
-            pool.min_pool_size <= bound,
-            &section.key("min_pool_size"),
-            "at most the pool's size ([pool] default_pool_size, or max_server_connections)",
-            pool.min_pool_size,
-        )
+        for (path, settings) in &levels {
+            self.expect(
+                settings.min_pool_size <= settings.pool_size(pool.max_server_connections),
+                &path.key("min_pool_size"),
+                "at most the pool's size (default_pool_size, or [pool] max_server_connections)",
+                settings.min_pool_size,
+            )?;
+        }
+        Ok(())
     }
 
     /// Names identify backends in logs and metrics, so they must be unique.

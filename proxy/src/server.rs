@@ -108,7 +108,6 @@ impl Proxy {
             shutdown: Default::default(),
             health,
             routing: Published::new(RoutingSettings::new(config)),
-            pool_mode: config.pool.mode,
             statement_ids: Arc::default(),
             pinned_sessions: Default::default(),
             commit_round: Default::default(),
@@ -530,6 +529,12 @@ impl Connection {
             .iter()
             .any(|(name, value)| name == "default_transaction_read_only" && value == "on");
         let listed = self.list(&stream, &startup, &settings, ends, false);
+        let pool_mode = self
+            .shared
+            .config()
+            .pool
+            .settings_for(Some(&startup.user), Some(&startup.database))
+            .mode;
         let info = ClientInfo {
             startup,
             settings: StartupSettings {
@@ -538,6 +543,7 @@ impl Connection {
             },
             password,
             replica: self.shared.pick_replica(),
+            pool_mode,
             cancel,
             default_read_only,
             worker,

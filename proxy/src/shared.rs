@@ -25,8 +25,6 @@ pub struct Shared {
     /// `[proxy] max_message_size`.
     pub max_message_size: AtomicUsize,
     pub pool: Arc<Pool>,
-    /// `[pool] mode`.
-    pub pool_mode: pgrepl_config::PoolMode,
     /// Sessions keeping their primary connection in transaction pooling (they hold state
     /// only it has).
     pub pinned_sessions: AtomicUsize,

@@ -739,6 +739,18 @@ async fn reload_applies_the_file_and_refuses_a_bad_one() {
             "7",
             "unchanged"
         );
+        // A database's override: its size applies, its mode waits for a restart.
+        let overridden = format!(
+            "{bigger}\n[pool.databases.{DATABASE}]\nmode = \"transaction\"\ndefault_pool_size = 3\n"
+        );
+        std::fs::write(&proxy.config_path, overridden).unwrap();
+        console
+            .simple_query("RELOAD")
+            .await
+            .expect("RELOAD applied");
+        let databases = simple(&console, "SHOW DATABASES").await;
+        assert_eq!(databases.get("name", DATABASE, "pool_size"), "3");
+        assert_eq!(databases.get("name", DATABASE, "pool_mode"), "session");
         // The session goes on.
         simple(&console, "SHOW VERSION").await;
     })

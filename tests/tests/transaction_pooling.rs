@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgrepl_tests::endpoint::Metrics;
-use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
+use pgrepl_tests::roles::{APP, DATABASE, MD5USER, SUPERUSER};
 use pgrepl_tests::suite::{
     bounded_for, code_of, eventually, pgbench_on, simple_first, start_proxy, text_rows, unique,
 };
@@ -452,6 +452,43 @@ async fn startup_settings_are_told_and_applied_whatever_the_last_client_left() {
         assert_ne!(
             zone, "PST8PDT",
             "the first client's time zone stayed with it"
+        );
+    })
+    .await;
+}
+
+/// The primary's server process ids of two clients of `user` in `db` that take turns, both
+/// connected: one process in transaction mode (the first gave its connection back), two in
+/// session mode (the first keeps its own).
+async fn pids_of_two_clients(proxy: &ProxyProcess, user: &str, db: &str) -> [String; 2] {
+    let first = connect(proxy.addr, user, db).await.unwrap();
+    let second = connect(proxy.addr, user, db).await.unwrap();
+    let pid = simple_first(&first, PRIMARY_PID).await;
+    [pid, simple_first(&second, PRIMARY_PID).await]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_choose_the_mode_per_database_and_user() {
+    let pooled = own_database("tx_override");
+    // Session mode, but transaction pooling over one connection for one database, except
+    // for one user there (with room for both its clients). A client that found the pooled
+    // connection kept would fail soon.
+    let proxy = start_proxy(&format!(
+        "\n[pool]\nmode = \"session\"\nquery_wait_timeout = \"5s\"\n\n\
+         [pool.databases.{pooled}]\nmode = \"transaction\"\ndefault_pool_size = 1\n\n\
+         [pool.users.{}]\nmode = \"session\"\ndefault_pool_size = 2\n",
+        MD5USER.name
+    ));
+    bounded_for(LIMIT, async {
+        let [first, second] = pids_of_two_clients(&proxy, APP.name, &pooled).await;
+        assert_eq!(first, second, "{pooled} is pooled by transaction");
+        let [first, second] = pids_of_two_clients(&proxy, APP.name, DATABASE).await;
+        assert_ne!(first, second, "{DATABASE} keeps session mode");
+        let [first, second] = pids_of_two_clients(&proxy, MD5USER.name, &pooled).await;
+        assert_ne!(
+            first, second,
+            "{} keeps session mode in {pooled}",
+            MD5USER.name
         );
     })
     .await;

@@ -197,7 +197,7 @@ fn limits_and_durations_are_range_checked() {
     );
     assert_error(
         "[pool]\nmin_pool_size = 5\ndefault_pool_size = 4\n",
-        "[pool] min_pool_size: expected at most the pool's size ([pool] default_pool_size, or max_server_connections), found 5",
+        "[pool] min_pool_size: expected at most the pool's size (default_pool_size, or [pool] max_server_connections), found 5",
     );
     assert_error(
         "[proxy]\nmax_message_size = \"1kB\"\n",

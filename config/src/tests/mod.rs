@@ -2,6 +2,7 @@
 
 mod env;
 mod errors;
+mod overrides;
 mod sources;
 
 use std::path::Path;

@@ -117,6 +117,11 @@ pub fn pools(view: &View) -> ResultSet {
         ("load_balance_hosts", Type::Text),
     ]);
     for ((database, user), line) in lines {
+        let mode = view
+            .config
+            .pool
+            .settings_for(Some(user), Some(database))
+            .mode;
         set.row(vec![
             text(database),
             text(user),
@@ -133,7 +138,7 @@ pub fn pools(view: &View) -> ResultSet {
             num(0),
             num(line.maxwait.as_secs()),
             num(line.maxwait.subsec_micros()),
-            text(view.config.pool.mode.as_str()),
+            text(mode.as_str()),
             None,
         ]);
     }
@@ -324,22 +329,20 @@ pub fn databases(view: &View, shared: &Shared) -> ResultSet {
     let consoles = view.clients.iter().filter(|c| c.who.console).count();
     let primary = &shared.pool.backends()[0];
     let pool = &view.config.pool;
-    let pool_size = match pool.default_pool_size {
-        0 => pool.max_server_connections,
-        size => size,
-    };
     let mut row = |name: &str, host: Cell, port: Cell, servers: usize, clients: usize| {
+        // The database's own settings: a user's override shows in SHOW POOLS and SHOW USERS.
+        let settings = pool.settings_for(None, Some(name));
         set.row(vec![
             text(name),
             host,
             port,
             text(name),
             None,
-            num(pool_size),
-            num(pool.min_pool_size),
-            num(pool.reserve_pool_size),
+            num(settings.pool_size(pool.max_server_connections)),
+            num(settings.min_pool_size),
+            num(settings.reserve_pool_size),
             num(pool.server_lifetime.as_secs()),
-            text(view.config.pool.mode.as_str()),
+            text(settings.mode.as_str()),
             None,
             num(0),
             num(servers),
@@ -407,7 +410,9 @@ pub fn lists(view: &View, shared: &Shared) -> ResultSet {
     set
 }
 
-/// `SHOW USERS`: every `[[users]]` entry; the proxy has no per-user limits (0: none).
+/// `SHOW USERS`: every `[[users]]` entry, with what its `[pool.users.<name>]` sets (empty or
+/// NULL: nothing, as PgBouncer shows a user with no settings of its own); the proxy has no
+/// per-user connection limits (0: none).
 pub fn users(view: &View) -> ResultSet {
     let int = Type::Int4;
     let mut set = ResultSet::new(&[
@@ -429,11 +434,19 @@ pub fn users(view: &View) -> ResultSet {
             .iter()
             .filter(|s| s.key.startup.user == name)
             .count();
+        let own = view
+            .config
+            .pool
+            .users
+            .get(name)
+            .copied()
+            .unwrap_or_default();
+        let size = |size: Option<usize>| text(size.map(|n| n.to_string()).unwrap_or_default());
         set.row(vec![
             text(name),
-            text(""),
-            text(""),
-            None,
+            size(own.default_pool_size),
+            size(own.reserve_pool_size),
+            own.mode.and_then(|mode| text(mode.as_str())),
             num(0),
             num(held + idle),
             num(0),

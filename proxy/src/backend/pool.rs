@@ -1,8 +1,9 @@
 //! Pools of authenticated backend connections, one per (backend, user, database, startup
 //! parameters that cannot be set later): a [`KeyPool`].
 //!
-//! A key pool opens at most `[pool] default_pool_size` connections (plus `reserve_pool_size`
-//! for clients that waited `reserve_pool_timeout`), and a backend at most
+//! A key pool opens at most `default_pool_size` connections (plus `reserve_pool_size` for
+//! clients that waited `reserve_pool_timeout`): `[pool]`'s, or its database's or user's
+//! override (see `PoolConfig::settings_for`). A backend opens at most
 //! `max_server_connections` over all its keys. A client that finds none idle and no room
 //! waits its turn, first come first served, up to `query_wait_timeout`: a connection given
 //! back goes straight to the first in line, and so does the room a closed one leaves.
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use pgrepl_config::PoolConfig;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -65,13 +67,9 @@ pub const RESET_SETTINGS: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL";
 /// A Terminate message: a connection closed with it ends its server process at once.
 const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 
-/// The sizes and times of `[pool]`.
+/// The sizes and times of `[pool]` that apply to every key alike.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
-    /// Per key; `usize::MAX` when only the backend's bound applies.
-    pool_size: usize,
-    min_pool_size: usize,
-    reserve_pool_size: usize,
     reserve_pool_timeout: Duration,
     max_server_connections: usize,
     query_wait_timeout: Duration,
@@ -82,14 +80,8 @@ struct Limits {
 }
 
 impl Limits {
-    fn of(config: &pgrepl_config::PoolConfig) -> Limits {
+    fn of(config: &PoolConfig) -> Limits {
         Limits {
-            pool_size: match config.default_pool_size {
-                0 => usize::MAX,
-                size => size,
-            },
-            min_pool_size: config.min_pool_size,
-            reserve_pool_size: config.reserve_pool_size,
             reserve_pool_timeout: config.reserve_pool_timeout,
             max_server_connections: config.max_server_connections,
             query_wait_timeout: config.query_wait_timeout,
@@ -97,6 +89,30 @@ impl Limits {
             idle_timeout: config.server_idle_timeout,
             lifetime: config.server_lifetime,
             max_prepared_statements: config.max_prepared_statements,
+        }
+    }
+}
+
+/// The sizes of one key pool, which its database or user may override.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// `usize::MAX` when only the backend's bound applies.
+    pool_size: usize,
+    min_pool_size: usize,
+    reserve_pool_size: usize,
+}
+
+impl Sizes {
+    fn of(config: &PoolConfig, key: &PoolKey) -> Sizes {
+        let startup = &key.startup;
+        let settings = config.settings_for(Some(&startup.user), Some(&startup.database));
+        Sizes {
+            pool_size: match settings.default_pool_size {
+                0 => usize::MAX,
+                size => size,
+            },
+            min_pool_size: settings.min_pool_size,
+            reserve_pool_size: settings.reserve_pool_size,
         }
     }
 }
@@ -116,7 +132,6 @@ struct Waiter {
     tx: oneshot::Sender<Handoff>,
 }
 
-#[derive(Default)]
 struct KeyState {
     /// Newest last, with when each came back.
     idle: Vec<(BackendConn, Instant)>,
@@ -125,9 +140,21 @@ struct KeyState {
     waiting: VecDeque<Waiter>,
     /// The password the last client of this key gave, to open `min_pool_size` connections.
     password: Option<Arc<str>>,
+    /// Set when the key pool is made, and by a reload.
+    sizes: Sizes,
 }
 
 impl KeyState {
+    fn new(sizes: Sizes) -> KeyState {
+        KeyState {
+            idle: Vec::new(),
+            open: 0,
+            waiting: VecDeque::new(),
+            password: None,
+            sizes,
+        }
+    }
+
     /// Hands `handoff` to the first waiter still there; gives it back if nobody waits.
     fn hand_to_first(&mut self, mut handoff: Handoff) -> Option<Handoff> {
         while let Some(waiter) = self.waiting.pop_front() {
@@ -232,6 +259,8 @@ pub struct Pool {
     asking: Mutex<HashMap<(PoolKey, Settings), Gate>>,
     /// `[pool]`, which a reload may change (see `reconfigure`).
     limits: Mutex<Limits>,
+    /// `[pool]` with its overrides, which decide each key pool's sizes.
+    config: Mutex<PoolConfig>,
     connect_timeout: Duration,
     next_waiter: AtomicU64,
     /// Clients waiting for a connection now, over every key.
@@ -303,7 +332,7 @@ pub struct KeyFigures {
 impl Pool {
     pub fn new(
         backends: Arc<Backends>,
-        config: &pgrepl_config::PoolConfig,
+        config: &PoolConfig,
         connect_timeout: Duration,
     ) -> Arc<Pool> {
         let limits = Limits::of(config);
@@ -320,6 +349,7 @@ impl Pool {
             params: Mutex::new(HashMap::new()),
             asking: Mutex::default(),
             limits: Mutex::new(limits),
+            config: Mutex::new(config.clone()),
             connect_timeout,
             next_waiter: AtomicU64::new(0),
             clients_waiting: AtomicUsize::new(0),
@@ -342,9 +372,10 @@ impl Pool {
         if let Some(pool) = keys.get(key) {
             return pool.clone();
         }
+        let sizes = Sizes::of(&locked(&self.config), key);
         let pool = Arc::new(KeyPool {
             key: key.clone(),
-            state: Mutex::default(),
+            state: Mutex::new(KeyState::new(sizes)),
             info: self.backends[key.backend.index()].clone(),
         });
         keys.insert(key.clone(), pool.clone());
@@ -375,7 +406,7 @@ impl Pool {
                     .flatten();
                 let step = if idle.is_some() {
                     Step::Ready
-                } else if first_in_line && state.open < self.limits().pool_size {
+                } else if first_in_line && state.open < state.sizes.pool_size {
                     state.open += 1;
                     Step::Open
                 } else {
@@ -441,13 +472,16 @@ impl Pool {
         let _spot = Spot { pool, id };
         let limits = self.limits();
         let deadline = started + limits.query_wait_timeout;
-        if limits.reserve_pool_size > 0 {
+        if locked(&pool.state).sizes.reserve_pool_size > 0 {
             let reserve_at = started + limits.reserve_pool_timeout;
             if let Ok(handoff) = tokio::time::timeout_at(reserve_at.into(), &mut rx).await {
                 return self.waited(pool, started, handoff.ok());
             }
             let mut state = locked(&pool.state);
-            let reserve = limits.pool_size.saturating_add(limits.reserve_pool_size);
+            let reserve = state
+                .sizes
+                .pool_size
+                .saturating_add(state.sizes.reserve_pool_size);
             if state.open < reserve && leave_line(&mut state, id) {
                 state.open += 1;
                 drop(state);
@@ -486,12 +520,12 @@ impl Pool {
 
     fn timed_out(&self, pool: &KeyPool) -> BackendError {
         let limits = self.limits();
-        let size = match limits.pool_size {
+        let size = match locked(&pool.state).sizes.pool_size {
             usize::MAX => format!(
                 "{} ([pool] max_server_connections)",
                 limits.max_server_connections
             ),
-            size => format!("{size} ([pool] default_pool_size)"),
+            size => format!("{size} (default_pool_size)"),
         };
         BackendError::Full {
             backend: pool.info.to_string(),
@@ -749,7 +783,8 @@ impl Pool {
                         i += 1;
                     }
                 }
-                let missing = limits
+                let missing = state
+                    .sizes
                     .min_pool_size
                     .saturating_sub(state.open - expired.len().min(state.open));
                 (expired, missing, state.password.clone())
@@ -763,11 +798,11 @@ impl Pool {
 
     /// Opens `count` connections for `pool` in the background, to keep `min_pool_size`.
     fn fill(self: &Arc<Self>, pool: &Arc<KeyPool>, count: usize, password: Option<Arc<str>>) {
-        let limits = self.limits();
         for _ in 0..count {
             {
                 let mut state = locked(&pool.state);
-                if state.open >= limits.min_pool_size.min(limits.pool_size) {
+                let sizes = state.sizes;
+                if state.open >= sizes.min_pool_size.min(sizes.pool_size) {
                     return;
                 }
                 state.open += 1;
@@ -872,13 +907,20 @@ impl Pool {
         servers
     }
 
-    /// Applies `[pool]` settings a reload changed. Idle connections beyond a lower `max_idle`
-    /// or a shorter timeout go at the next maintenance; sizes apply to the next acquire. A
-    /// higher `max_server_connections` lets waiting acquires through at once; a lower one takes
-    /// the free places away now and the others as connections close (returned connections
-    /// are closed meanwhile rather than pooled, and no acquire gets a place before the limit
-    /// is met), so connections open over the new limit are never cut. `mode` needs a restart.
-    pub fn reconfigure(self: &Arc<Self>, config: &pgrepl_config::PoolConfig) {
+    /// Applies `[pool]` settings a reload changed, overrides included. Idle connections beyond
+    /// a lower `max_idle` or a shorter timeout go at the next maintenance; each key pool's
+    /// sizes apply to its next acquire. A higher `max_server_connections` lets waiting
+    /// acquires through at once; a lower one takes the free places away now and the others as
+    /// connections close (returned connections are closed meanwhile rather than pooled, and
+    /// no acquire gets a place before the limit is met), so connections open over the new
+    /// limit are never cut. `mode` needs a restart.
+    pub fn reconfigure(self: &Arc<Self>, config: &PoolConfig) {
+        // The config first: a key pool made meanwhile is in the list below if it still got
+        // the old one.
+        *locked(&self.config) = config.clone();
+        for pool in self.key_pools() {
+            locked(&pool.state).sizes = Sizes::of(config, &pool.key);
+        }
         let new_limits = Limits::of(config);
         let old = std::mem::replace(&mut *locked(&self.limits), new_limits).max_server_connections;
         let new = new_limits.max_server_connections;

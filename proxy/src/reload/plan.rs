@@ -1,7 +1,9 @@
 //! What a reload changes: the configuration loaded anew compared with the one in force, key
 //! by key, user by user and replica by replica. Pure: the reloader applies it.
 
-use pgrepl_config::{BackendConfig, Config, UserConfig};
+use std::collections::BTreeMap;
+
+use pgrepl_config::{BackendConfig, Config, PoolOverride, UserConfig};
 
 use crate::backend::BackendId;
 
@@ -21,6 +23,54 @@ macro_rules! key {
             keep: |new, old| new.$($field).+ = old.$($field).+.clone(),
         }
     };
+}
+
+/// One key of the `[pool.databases.*]` or `[pool.users.*]` tables, compared over every
+/// table that sets it, and kept table by table.
+macro_rules! override_key {
+    ($name:literal, $tables:ident . $field:ident) => {
+        Key {
+            name: $name,
+            differs: |a, b| {
+                overridden(&a.pool.$tables, |o| &mut o.$field)
+                    != overridden(&b.pool.$tables, |o| &mut o.$field)
+            },
+            keep: |new, old| {
+                keep_overridden(&mut new.pool.$tables, &old.pool.$tables, |o| &mut o.$field)
+            },
+        }
+    };
+}
+
+/// One key of a pool override.
+type OverrideKey<T> = fn(&mut PoolOverride) -> &mut Option<T>;
+
+/// The tables of `overrides` that set `key`, with its value.
+fn overridden<T: Copy>(
+    overrides: &BTreeMap<String, PoolOverride>,
+    key: OverrideKey<T>,
+) -> Vec<(&str, T)> {
+    overrides
+        .iter()
+        .filter_map(|(name, over)| {
+            let mut over = *over;
+            key(&mut over).map(|value| (name.as_str(), value))
+        })
+        .collect()
+}
+
+/// Sets `key` in `new`'s tables as `old`'s have it.
+fn keep_overridden<T: Copy>(
+    new: &mut BTreeMap<String, PoolOverride>,
+    old: &BTreeMap<String, PoolOverride>,
+    key: OverrideKey<T>,
+) {
+    for over in new.values_mut() {
+        *key(over) = None;
+    }
+    for (name, value) in overridden(old, key) {
+        *key(new.entry(name.to_owned()).or_default()) = Some(value);
+    }
 }
 
 /// Keys a running proxy cannot change: a reload names them in a warning and keeps the values
@@ -47,6 +97,8 @@ const NEEDS_RESTART: &[Key] = &[
     key!("[health] interval", health.interval),
     key!("[tls]", tls),
     key!("[pool] mode", pool.mode),
+    override_key!("[pool.databases.*] mode", databases.mode),
+    override_key!("[pool.users.*] mode", users.mode),
 ];
 
 /// `[log] level`: applied, unless `RUST_LOG` was set at start.
@@ -62,6 +114,18 @@ const APPLIED: &[Key] = &[
     key!("[pool] default_pool_size", pool.default_pool_size),
     key!("[pool] min_pool_size", pool.min_pool_size),
     key!("[pool] reserve_pool_size", pool.reserve_pool_size),
+    override_key!(
+        "[pool.databases.*] default_pool_size",
+        databases.default_pool_size
+    ),
+    override_key!("[pool.databases.*] min_pool_size", databases.min_pool_size),
+    override_key!(
+        "[pool.databases.*] reserve_pool_size",
+        databases.reserve_pool_size
+    ),
+    override_key!("[pool.users.*] default_pool_size", users.default_pool_size),
+    override_key!("[pool.users.*] min_pool_size", users.min_pool_size),
+    override_key!("[pool.users.*] reserve_pool_size", users.reserve_pool_size),
     key!("[pool] reserve_pool_timeout", pool.reserve_pool_timeout),
     key!("[pool] max_server_connections", pool.max_server_connections),
     key!("[pool] query_wait_timeout", pool.query_wait_timeout),
@@ -155,9 +219,9 @@ impl Plan {
         })
     }
 
-    /// Whether it changes any `[pool]` key.
+    /// Whether it changes any `[pool]` key, overrides included.
     pub fn changes_pool(&self) -> bool {
-        self.keys.iter().any(|key| key.starts_with("[pool]"))
+        self.keys.iter().any(|key| key.starts_with("[pool"))
     }
 }
 
@@ -237,7 +301,7 @@ impl<'a> ReplicaChanges<'a> {
 mod tests {
     use std::time::Duration;
 
-    use pgrepl_config::{AuthMethod, Balance, LogFormat, ReadYourWrites, TlsConfig};
+    use pgrepl_config::{AuthMethod, Balance, LogFormat, PoolMode, ReadYourWrites, TlsConfig};
 
     use super::*;
 
@@ -335,6 +399,46 @@ mod tests {
             }
             assert_eq!(plan.config, expected, "case {i}");
         }
+    }
+
+    #[test]
+    fn override_modes_are_kept_until_a_restart_their_sizes_apply() {
+        let over = |mode, size, min| PoolOverride {
+            mode,
+            default_pool_size: size,
+            min_pool_size: min,
+            reserve_pool_size: None,
+        };
+        let (session, transaction) = (Some(PoolMode::Session), Some(PoolMode::Transaction));
+        let mut old = in_force();
+        old.pool.databases = [("a".into(), over(transaction, None, None))].into();
+        old.pool.users = [("app".into(), over(session, Some(3), None))].into();
+        let mut loaded = old.clone();
+        loaded.pool.databases = [("b".into(), over(transaction, None, Some(1)))].into();
+        loaded.pool.users = [("app".into(), over(None, Some(5), None))].into();
+        let plan = Plan::new(&old, loaded, &old.users[0], false);
+        assert_eq!(
+            plan.needs_restart,
+            ["[pool.databases.*] mode", "[pool.users.*] mode"]
+        );
+        assert_eq!(
+            plan.keys,
+            [
+                "[pool.databases.*] min_pool_size",
+                "[pool.users.*] default_pool_size"
+            ]
+        );
+        assert!(plan.changes_pool());
+        let pool = &plan.config.pool;
+        let databases = [
+            ("a".into(), over(transaction, None, None)),
+            ("b".into(), over(None, None, Some(1))),
+        ];
+        assert_eq!(pool.databases, databases.into());
+        assert_eq!(
+            pool.users,
+            [("app".into(), over(session, Some(5), None))].into()
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ where
             && !conn.has_temp_schema
             && self.tx != Some(slot)
             && self.open_batch != Some(slot);
-        let pooling = self.shared.pool_mode == PoolMode::Transaction;
+        let pooling = self.client.pool_mode == PoolMode::Transaction;
         if clean && pooling && self.at_idle(slot, &conn) == AtIdle::GiveBack {
             self.give_back(conn);
             return;
@@ -253,7 +253,7 @@ where
     /// Transaction pooling: at an idle point, gives back each connection the session needs
     /// no more (see [`Self::may_give_back`]).
     pub(super) fn give_back_idle(&mut self) {
-        if self.shared.pool_mode != PoolMode::Transaction {
+        if self.client.pool_mode != PoolMode::Transaction {
             return;
         }
         let pinned = self.state.pinned() || self.keeps_temp_schema();

@@ -38,6 +38,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use pgrepl_config::PoolMode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::futures::OwnedNotified;
 use tokio_util::io::poll_read_buf;
@@ -138,6 +139,9 @@ pub struct ClientInfo {
     pub password: Option<Arc<str>>,
     /// The replica this session reads from, if any; it counts the session as a reader.
     pub replica: Option<ReplicaLease>,
+    /// `[pool] mode` for its user and database, overrides applied; fixed at login, as a
+    /// session in transaction mode counts on giving its connections back.
+    pub pool_mode: PoolMode,
     pub cancel: Arc<CancelTarget>,
     /// The servers reported `default_transaction_read_only = on` at startup.
     pub default_read_only: bool,
