@@ -11,11 +11,13 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::backend::BackendInfo;
+
 /// Where and how to cancel a statement on a backend.
 #[derive(Debug, Clone)]
 pub struct BackendCancel {
-    pub host: String,
-    pub port: u16,
+    /// Where to send it (shared, not copied: a session sets its target for every unit).
+    pub backend: Arc<BackendInfo>,
     pub pid: i32,
     pub secret: i32,
     /// The cancels forwarded to this connection and not yet delivered (its
@@ -88,7 +90,7 @@ impl CancelRegistry {
         };
         if let Some(Forwarding(target)) = &forwarding {
             if let Err(e) = send_cancel(target).await {
-                tracing::warn!(host = %target.host, port = target.port, error = %e, "cancel request failed");
+                tracing::warn!(backend = %target.backend, error = %e, "cancel request failed");
             }
         }
     }
@@ -97,7 +99,8 @@ impl CancelRegistry {
 /// Sends a CancelRequest to a backend and waits for it to close the connection.
 pub async fn send_cancel(target: &BackendCancel) -> std::io::Result<()> {
     let attempt = async {
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let mut stream =
+            TcpStream::connect((target.backend.host.as_str(), target.backend.port)).await?;
         let mut buf = BytesMut::new();
         frontend::cancel_request(target.pid, target.secret, &mut buf);
         stream.write_all(&buf).await?;
@@ -113,14 +116,20 @@ pub async fn send_cancel(target: &BackendCancel) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendId;
 
     #[test]
     fn a_cancel_on_its_way_is_counted_on_its_connection_until_dropped() {
         let connection = Arc::new(AtomicUsize::new(0));
         let target = CancelTarget::default();
-        target.set(Some(BackendCancel {
+        let config = pgrepl_config::BackendConfig {
+            name: "db01".into(),
             host: "127.0.0.1".into(),
             port: 5432,
+            weight: 1,
+        };
+        target.set(Some(BackendCancel {
+            backend: Arc::new(BackendInfo::new(BackendId::PRIMARY, &config, "db01", None)),
             pid: 7,
             secret: 9,
             in_flight: connection.clone(),

@@ -107,7 +107,7 @@ pub async fn connect(
     password: Option<&str>,
     timeout: Duration,
     place: Place,
-) -> Result<BackendConn, BackendError> {
+) -> Result<Box<BackendConn>, BackendError> {
     let unreachable = |reason: String| BackendError::Unreachable {
         backend: info.to_string(),
         reason,
@@ -206,7 +206,7 @@ async fn handshake(
     key: PoolKey,
     password: Option<&str>,
     place: Place,
-) -> Result<BackendConn, BackendError> {
+) -> Result<Box<BackendConn>, BackendError> {
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> = vec![
         ("user", key.startup.user.as_str()),
@@ -303,7 +303,7 @@ async fn handshake(
     }
     let local = stream.local_addr().ok();
     let (rd, wr) = stream.into_split();
-    Ok(BackendConn {
+    Ok(Box::new(BackendConn {
         rd,
         wr,
         proto: ProtocolState::new(buf),
@@ -323,5 +323,5 @@ async fn handshake(
         has_temp_schema: false,
         counted: Counted::new(info),
         place,
-    })
+    }))
 }

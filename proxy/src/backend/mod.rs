@@ -4,6 +4,7 @@
 pub mod apply;
 mod conn;
 mod connect;
+mod line;
 mod pause;
 mod pool;
 mod prepared;

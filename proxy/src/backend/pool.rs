@@ -14,7 +14,7 @@
 //! not known to be clean. Before a database is dropped or renamed, the idle connections to
 //! it are closed, so that the proxy's own connections do not hold it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +26,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::apply;
 use super::connect::connect;
+use super::line::{Line, Waiter};
 use super::{
     BackendConn, BackendError, BackendId, BackendInfo, Backends, Prepared, ServerParams,
     SettingsMark, StartupInfo,
@@ -119,25 +120,19 @@ impl Sizes {
 
 /// What a client waiting in a key pool's line is handed.
 enum Handoff {
-    /// A connection given back (boxed: handing over is rare, and the line stays small).
+    /// A connection given back.
     Conn(Box<BackendConn>),
     /// Room for one more connection, counted as open already: the waiter opens it, or, if
     /// it is gone, the room goes on to the next (the `Member` is that room).
     Room(Member),
 }
 
-struct Waiter {
-    id: u64,
-    since: Instant,
-    tx: oneshot::Sender<Handoff>,
-}
-
 struct KeyState {
     /// Newest last, with when each came back.
-    idle: Vec<(BackendConn, Instant)>,
+    idle: Vec<(Box<BackendConn>, Instant)>,
     /// Connections open or being opened for this key.
     open: usize,
-    waiting: VecDeque<Waiter>,
+    waiting: Line<Handoff>,
     /// The password the last client of this key gave, to open `min_pool_size` connections.
     password: Option<Arc<str>>,
     /// Set when the key pool is made, and by a reload.
@@ -149,26 +144,32 @@ impl KeyState {
         KeyState {
             idle: Vec::new(),
             open: 0,
-            waiting: VecDeque::new(),
+            waiting: Line::default(),
             password: None,
             sizes,
         }
     }
 
-    /// Hands `handoff` to the first waiter still there; gives it back if nobody waits.
-    fn hand_to_first(&mut self, mut handoff: Handoff) -> Option<Handoff> {
-        while let Some(waiter) = self.waiting.pop_front() {
-            match waiter.tx.send(handoff) {
-                Ok(()) => return None,
-                Err(back) => handoff = back,
-            }
+    /// The idle connection that suits a session best (see [`Self::take_idle`]), if nobody
+    /// waits in line: nobody may pass them. Notes the password connections it opens use.
+    fn take_idle_first(
+        &mut self,
+        password: Option<&str>,
+        worker: usize,
+        suits: &Suits<'_>,
+    ) -> Option<Box<BackendConn>> {
+        if password.is_some() && self.password.as_deref() != password {
+            self.password = password.map(Arc::from);
         }
-        Some(handoff)
+        if !self.waiting.is_empty() {
+            return None;
+        }
+        self.take_idle(worker, suits)
     }
 
     /// The idle connection that suits a session best: on its worker thread and with
     /// `settings`, else on its worker, else the newest.
-    fn take_idle(&mut self, worker: usize, suits: &Suits<'_>) -> Option<BackendConn> {
+    fn take_idle(&mut self, worker: usize, suits: &Suits<'_>) -> Option<Box<BackendConn>> {
         let len = self.idle.len();
         let recent = len.saturating_sub(AFFINITY_SCAN)..len;
         let at = |best: &dyn Fn(&BackendConn) -> bool| {
@@ -209,7 +210,10 @@ impl Drop for Member {
     fn drop(&mut self) {
         let Some(pool) = self.0.take() else { return };
         let mut state = locked(&pool.state);
-        match state.hand_to_first(Handoff::Room(Member::counted(&pool))) {
+        match state
+            .waiting
+            .hand_over(Handoff::Room(Member::counted(&pool)), None)
+        {
             None => {} // the first in line has the room now
             Some(Handoff::Room(room)) => {
                 state.open = state.open.saturating_sub(1);
@@ -280,7 +284,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Closes a connection, telling its server first (best effort: a full socket buffer just
 /// closes it). It stays counted in its pools until the server has closed its end, so that
 /// one opened in its place never makes the server hold one more than the pool's size.
-pub fn close(conn: BackendConn) {
+pub fn close(conn: Box<BackendConn>) {
     let _ = conn.wr.try_write(&TERMINATE);
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
@@ -391,19 +395,13 @@ impl Pool {
         password: Option<&str>,
         worker: usize,
         suits: &Suits<'_>,
-    ) -> Result<BackendConn, BackendError> {
+    ) -> Result<Box<BackendConn>, BackendError> {
         let started = Instant::now();
         loop {
             let (idle, step) = {
                 let mut state = locked(&pool.state);
-                if password.is_some() && state.password.as_deref() != password {
-                    state.password = password.map(Arc::from);
-                }
-                // Nobody may pass those already in line.
                 let first_in_line = state.waiting.is_empty();
-                let idle = first_in_line
-                    .then(|| state.take_idle(worker, suits))
-                    .flatten();
+                let idle = state.take_idle_first(password, worker, suits);
                 let step = if idle.is_some() {
                     Step::Ready
                 } else if first_in_line && state.open < state.sizes.pool_size {
@@ -412,8 +410,7 @@ impl Pool {
                 } else {
                     let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
                     let (tx, rx) = oneshot::channel();
-                    let since = Instant::now();
-                    state.waiting.push_back(Waiter { id, since, tx });
+                    state.waiting.join(Waiter::new(id, worker, tx));
                     Step::Wait(id, rx)
                 };
                 (idle, step)
@@ -422,7 +419,7 @@ impl Pool {
                 (Some(conn), _) => conn,
                 (None, Step::Wait(id, rx)) => match self.wait_in_line(pool, id, rx, started).await?
                 {
-                    Handoff::Conn(conn) => *conn,
+                    Handoff::Conn(conn) => conn,
                     Handoff::Room(room) => {
                         return self.open(pool, room, password, worker, started).await
                     }
@@ -438,9 +435,26 @@ impl Pool {
         }
     }
 
+    /// An idle connection of `pool` still alive, taken at once (chosen as by
+    /// [`Self::acquire`]); None when there is none or clients are in line before this one.
+    pub fn take_idle(
+        &self,
+        pool: &Arc<KeyPool>,
+        password: Option<&str>,
+        worker: usize,
+        suits: &Suits<'_>,
+    ) -> Option<Box<BackendConn>> {
+        loop {
+            let conn = locked(&pool.state).take_idle_first(password, worker, suits)?;
+            if let Some(conn) = self.ready(conn, worker) {
+                return Some(conn);
+            }
+        }
+    }
+
     /// A connection taken from the idle list or handed over, checked alive and moved to the
     /// worker thread that uses it; None if it had died (its room is handed on).
-    fn ready(&self, conn: BackendConn, worker: usize) -> Option<BackendConn> {
+    fn ready(&self, conn: Box<BackendConn>, worker: usize) -> Option<Box<BackendConn>> {
         if !is_alive(&conn) || conn.created.elapsed() >= self.limits().lifetime {
             close(conn);
             return None;
@@ -449,7 +463,7 @@ impl Pool {
             return Some(conn);
         }
         match conn.adopt(worker) {
-            Ok(conn) => Some(conn),
+            Ok(conn) => Some(Box::new(conn)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot move a pooled connection to this worker");
                 None
@@ -482,7 +496,7 @@ impl Pool {
                 .sizes
                 .pool_size
                 .saturating_add(state.sizes.reserve_pool_size);
-            if state.open < reserve && leave_line(&mut state, id) {
+            if state.open < reserve && state.waiting.leave(id) {
                 state.open += 1;
                 drop(state);
                 tracing::info!(pool = %pool.name(), "a client waited {}ms: opening a reserve connection",
@@ -494,7 +508,7 @@ impl Pool {
         match tokio::time::timeout_at(deadline.into(), &mut rx).await {
             Ok(handoff) => self.waited(pool, started, handoff.ok()),
             Err(_) => {
-                let left = leave_line(&mut locked(&pool.state), id);
+                let left = locked(&pool.state).waiting.leave(id);
                 if !left {
                     // Handed something just as the wait ended: take it.
                     if let Ok(handoff) = rx.try_recv() {
@@ -547,7 +561,7 @@ impl Pool {
         password: Option<&str>,
         worker: usize,
         started: Instant,
-    ) -> Result<BackendConn, BackendError> {
+    ) -> Result<Box<BackendConn>, BackendError> {
         let slot = self.slot(pool, started).await?;
         let place = Place {
             _slot: slot,
@@ -706,7 +720,7 @@ impl Pool {
 
     /// Takes a connection back: reset with `DISCARD ALL` in the background and pooled, or
     /// closed if its state is not clean.
-    pub fn release(self: &Arc<Self>, conn: BackendConn) {
+    pub fn release(self: &Arc<Self>, conn: Box<BackendConn>) {
         if !conn.is_quiet() || conn.info.is_retired() {
             close(conn);
             return;
@@ -723,7 +737,7 @@ impl Pool {
     /// pooled, unless it is too old, its database is being dropped, clients wait for a place
     /// at its backend (it closes, and the first in line there gets its place), or enough
     /// connections for its key are idle already.
-    pub fn give_back(&self, conn: BackendConn) {
+    pub fn give_back(&self, conn: Box<BackendConn>) {
         if !conn.is_quiet() {
             close(conn);
             return;
@@ -741,9 +755,10 @@ impl Pool {
         let conn = if state.waiting.is_empty() {
             conn
         } else {
-            match state.hand_to_first(Handoff::Conn(Box::new(conn))) {
+            let worker = conn.worker;
+            match state.waiting.hand_over(Handoff::Conn(conn), Some(worker)) {
                 None => return,
-                Some(Handoff::Conn(conn)) => *conn,
+                Some(Handoff::Conn(conn)) => conn,
                 Some(Handoff::Room(_)) => unreachable!("handed back what was given"),
             }
         };
@@ -869,7 +884,7 @@ impl Pool {
                     waiting: state.waiting.len(),
                     longest_wait: state
                         .waiting
-                        .front()
+                        .first()
                         .map_or(Duration::ZERO, |w| now.duration_since(w.since)),
                 }
             })
@@ -985,17 +1000,8 @@ struct Spot<'a> {
 
 impl Drop for Spot<'_> {
     fn drop(&mut self) {
-        leave_line(&mut locked(&self.pool.state), self.id);
+        locked(&self.pool.state).waiting.leave(self.id);
     }
-}
-
-/// Takes waiter `id` out of the line; false if it was not there any more (handed something).
-fn leave_line(state: &mut KeyState, id: u64) -> bool {
-    let Some(at) = state.waiting.iter().position(|w| w.id == id) else {
-        return false;
-    };
-    state.waiting.remove(at);
-    true
 }
 
 impl KeyPool {
@@ -1028,7 +1034,7 @@ fn is_alive(conn: &BackendConn) -> bool {
 }
 
 /// Runs `DISCARD ALL` and checks the server is idle and error-free afterwards.
-async fn reset(mut conn: BackendConn) -> io::Result<BackendConn> {
+async fn reset(mut conn: Box<BackendConn>) -> io::Result<Box<BackendConn>> {
     let answer = apply::run(&mut conn, "DISCARD ALL").await?;
     if answer.error.is_some() {
         return Err(io::Error::other("reset failed"));

@@ -11,8 +11,8 @@ use pgrepl_config::PoolMode;
 /// session, which knows whether a connection is clean. The client's registry entry is told
 /// of both, for the admin console.
 pub(super) struct Leases {
-    primary: Option<BackendConn>,
-    replica: Option<BackendConn>,
+    primary: Option<Box<BackendConn>>,
+    replica: Option<Box<BackendConn>>,
     listed: Arc<ClientEntry>,
     /// The key pools this session has taken connections from, by backend: found once.
     pools: Vec<Arc<KeyPool>>,
@@ -36,7 +36,7 @@ impl Leases {
         }
     }
 
-    fn holder(&mut self, slot: Slot) -> &mut Option<BackendConn> {
+    fn holder(&mut self, slot: Slot) -> &mut Option<Box<BackendConn>> {
         match slot {
             Slot::Primary => &mut self.primary,
             Slot::Replica => &mut self.replica,
@@ -46,14 +46,14 @@ impl Leases {
     /// The connection in `slot`, if the session holds one.
     #[inline]
     pub(super) fn get(&mut self, slot: Slot) -> Option<&mut BackendConn> {
-        self.holder(slot).as_mut()
+        self.holder(slot).as_deref_mut()
     }
 
     /// The connection in `slot`, to look at.
     pub(super) fn peek(&self, slot: Slot) -> Option<&BackendConn> {
         match slot {
-            Slot::Primary => self.primary.as_ref(),
-            Slot::Replica => self.replica.as_ref(),
+            Slot::Primary => self.primary.as_deref(),
+            Slot::Replica => self.replica.as_deref(),
         }
     }
 
@@ -81,7 +81,7 @@ impl Leases {
     }
 
     /// Gives up the connection in `slot`: the caller returns it to the pool or closes it.
-    pub(super) fn release(&mut self, slot: Slot) -> Option<BackendConn> {
+    pub(super) fn release(&mut self, slot: Slot) -> Option<Box<BackendConn>> {
         let conn = self.holder(slot).take();
         if conn.is_some() {
             self.listed.released(listed_index(slot));
@@ -91,7 +91,7 @@ impl Leases {
 
     /// Both connections held, to act on each.
     pub(super) fn each_mut(&mut self) -> impl Iterator<Item = &mut BackendConn> {
-        [self.primary.as_mut(), self.replica.as_mut()]
+        [self.primary.as_deref_mut(), self.replica.as_deref_mut()]
             .into_iter()
             .flatten()
     }
@@ -120,7 +120,7 @@ impl Leases {
 #[inline(always)]
 fn poll_backend(
     cx: &mut Context<'_>,
-    conn: &mut Option<BackendConn>,
+    conn: &mut Option<Box<BackendConn>>,
     can_read: bool,
 ) -> Poll<BackendIo> {
     let Some(conn) = conn else {
@@ -151,7 +151,7 @@ where
     /// Pools a clean lease (as it is when the session holds no state on it, else reset);
     /// closes any other, first cancelling what it still runs so no statement or lock
     /// outlives the client.
-    pub(super) fn return_lease(&mut self, slot: Slot, conn: BackendConn) {
+    pub(super) fn return_lease(&mut self, slot: Slot, conn: Box<BackendConn>) {
         let clean = conn.is_quiet()
             && !conn.has_temp_schema
             && self.tx != Some(slot)
@@ -216,14 +216,49 @@ where
             }
         }
         let acquired = self.acquire_lease(slot).await;
-        let link = self.leases.peek(slot).map(ServerLink::of);
-        listed.waited(listed_index(slot), link);
+        if acquired.is_err() {
+            listed.waited(listed_index(slot), None);
+        }
         acquired
     }
 
     /// Takes the lease for `slot` from the pool: a connection told what settings it must
     /// have for this session.
     async fn acquire_lease(&mut self, slot: Slot) -> Result<(), BackendError> {
+        let key_pool = self.key_pool_for(slot);
+        let (seq, fingerprint) = (self.state.settings.seq(), self.state.settings.fingerprint());
+        let (pool, client) = (&self.shared.pool, &self.client);
+        let password = client.password.as_deref();
+        let suits = |conn: &BackendConn| has_settings(conn, seq, &fingerprint);
+        let conn = pool
+            .acquire(&key_pool, password, client.worker, &suits)
+            .await?;
+        self.hold(slot, conn, seq, &fingerprint);
+        Ok(())
+    }
+
+    /// Opens the lease for `slot` at once with an idle connection, when one is at hand and
+    /// nothing holds the session back (no `PAUSE`, nobody before it in the pool's line): in
+    /// transaction mode, nearly every unit, without the boxed async path of
+    /// [`Self::open_lease`]. False when it must take that path.
+    pub(super) fn take_idle_lease(&mut self, slot: Slot) -> bool {
+        if self.shared.pause.is_closed() {
+            return false;
+        }
+        let key_pool = self.key_pool_for(slot);
+        let (seq, fingerprint) = (self.state.settings.seq(), self.state.settings.fingerprint());
+        let (pool, client) = (&self.shared.pool, &self.client);
+        let password = client.password.as_deref();
+        let suits = |conn: &BackendConn| has_settings(conn, seq, &fingerprint);
+        let Some(conn) = pool.take_idle(&key_pool, password, client.worker, &suits) else {
+            return false;
+        };
+        self.hold(slot, conn, seq, &fingerprint);
+        true
+    }
+
+    /// The key pool a lease for `slot` comes from.
+    fn key_pool_for(&mut self, slot: Slot) -> Arc<KeyPool> {
         let backend = match slot {
             Slot::Primary => BackendId::PRIMARY,
             Slot::Replica => self
@@ -233,21 +268,16 @@ where
                 .map_or(BackendId::PRIMARY, ReplicaLease::backend),
         };
         let (pool, client) = (&self.shared.pool, &self.client);
-        let key_pool = self.leases.key_pool(backend, pool, &client.startup);
-        let password = client.password.as_deref();
-        let fingerprint = self.state.settings.fingerprint();
-        let seq = self.state.settings.seq();
-        let suits = |conn: &BackendConn| match &conn.settings {
-            SettingsMark::Startup => seq == 0,
-            SettingsMark::Of(theirs) => **theirs == *fingerprint,
-            SettingsMark::Unknown => false,
-        };
-        let mut conn = pool
-            .acquire(&key_pool, password, client.worker, &suits)
-            .await?;
-        take_on(&mut conn, seq, &fingerprint);
+        self.leases.key_pool(backend, pool, &client.startup)
+    }
+
+    /// Holds `conn` as the lease for `slot`, told what settings it has in this session
+    /// (`seq`, `fingerprint`: the session's), and shown in the registry.
+    fn hold(&mut self, slot: Slot, mut conn: Box<BackendConn>, seq: u64, fingerprint: &str) {
+        take_on(&mut conn, seq, fingerprint);
+        let link = ServerLink::of(&conn);
         *self.leases.holder(slot) = Some(conn);
-        Ok(())
+        self.client.listed.waited(listed_index(slot), Some(link));
     }
 
     /// Transaction pooling: at an idle point, gives back each connection the session needs
@@ -320,7 +350,7 @@ where
     /// Gives a connection the session holds no state on back to the pool as it is, saying
     /// what settings it has; one with a temporary schema is closed (a reset cannot remove
     /// that schema).
-    fn give_back(&mut self, mut conn: BackendConn) {
+    fn give_back(&mut self, mut conn: Box<BackendConn>) {
         if conn.has_temp_schema {
             crate::backend::close(conn);
             return;
@@ -415,6 +445,15 @@ fn at_idle(idle: Idle) -> AtIdle {
     }
 }
 
+/// Whether `conn` has the settings of a session at `seq` with `fingerprint` already.
+fn has_settings(conn: &BackendConn, seq: u64, fingerprint: &str) -> bool {
+    match &conn.settings {
+        SettingsMark::Startup => seq == 0,
+        SettingsMark::Of(theirs) => **theirs == *fingerprint,
+        SettingsMark::Unknown => false,
+    }
+}
+
 /// A connection just leased learns what settings it has in this session's numbering: all of
 /// them if another session left the same, none if it is as the server started it; else it
 /// is reset first (back to its startup values; its prepared statements stay, tracked).
@@ -432,8 +471,7 @@ fn take_on(conn: &mut BackendConn, seq: u64, fingerprint: &str) {
 
 pub(super) fn cancel_of(conn: &BackendConn) -> BackendCancel {
     BackendCancel {
-        host: conn.info.host.clone(),
-        port: conn.info.port,
+        backend: conn.info.clone(),
         pid: conn.cancel_key.0,
         secret: conn.cancel_key.1,
         in_flight: conn.cancels_in_flight.clone(),

@@ -41,7 +41,7 @@ where
             self.not_sent(unit);
             return;
         }
-        if !self.leases.holds(decision.slot) {
+        if !self.leases.holds(decision.slot) && !self.take_idle_lease(decision.slot) {
             if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
                 self.report_unavailable(&e);
                 self.not_sent(unit);
