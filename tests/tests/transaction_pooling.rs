@@ -493,3 +493,31 @@ async fn overrides_choose_the_mode_per_database_and_user() {
     })
     .await;
 }
+
+/// A statement the proxy gives up to stay within `max_prepared_statements` is closed on the
+/// server in the client's batch; when an error earlier in that batch makes the server skip
+/// the Close, the statement is still there, and preparing it again must not fail with
+/// 42P05 (`prepared statement already exists`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_an_error_skipped_does_not_break_the_statement_later() {
+    let proxy = pooled_proxy(1, "max_prepared_statements = 2");
+    bounded_for(LIMIT, async {
+        let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        let one = client.prepare("SELECT 1::int").await.unwrap();
+        let two = client.prepare("SELECT 2::int").await.unwrap();
+        // A read like the others (same server connection), whose Parse fails; the Close of
+        // `one`, given up for it, comes after it in its batch.
+        let bad = client
+            .prepare("SELECT 3 FROM no_such_table")
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code().map(|c| c.code()), Some("42P01"), "{bad}");
+        for _ in 0..2 {
+            for (statement, want) in [(&one, 1), (&two, 2)] {
+                let row = client.query_one(statement, &[]).await.unwrap();
+                assert_eq!(row.get::<_, i32>(0), want);
+            }
+        }
+    })
+    .await
+}

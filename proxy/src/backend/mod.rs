@@ -17,7 +17,9 @@ pub use connect::{BackendError, ServerParams};
 pub use pause::{Interrupted, PauseConflict, PauseGate, Paused};
 pub use pool::{close, IdleServer, KeyFigures, KeyPool, Pool, PoolKey, NO_WORKER, RESET_SETTINGS};
 pub use prepared::{same_name, Prepared};
-pub use protocol_state::{Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, Watch};
+pub use protocol_state::{
+    Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, StatementClose, Watch,
+};
 pub use registry::{Backends, Full};
 pub use statement_ids::StatementIds;
 

@@ -176,8 +176,8 @@ pub enum SavepointOp {
 pub struct Pending {
     pub parses: Vec<ParseOrigin>,
     pub parses_done: usize,
-    /// Closes in order: true for one the proxy injected.
-    pub closes: Vec<bool>,
+    /// Closes of statements in order.
+    pub closes: Vec<StatementClose>,
     pub closes_done: usize,
     /// An extended-protocol batch ended by Sync. If its Execute starts COPY FROM STDIN, the
     /// server ignores that Sync (it arrives during copy mode) and answers the client's next one.
@@ -194,6 +194,14 @@ pub struct Pending {
     /// A leading read of a deferred transaction: the client is told `T` (or `E` if it
     /// failed) where the server, running it in autocommit, says `I`.
     pub in_deferred_tx: bool,
+}
+
+/// A Close of a prepared statement sent in a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementClose {
+    pub name: Bytes,
+    /// The proxy's own (its CloseComplete is not the client's to see).
+    pub by_proxy: bool,
 }
 
 impl Pending {

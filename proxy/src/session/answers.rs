@@ -153,6 +153,9 @@ where
         for (name, generation) in &seen.skipped_parses {
             conn.prepared.not_sure_of(name, *generation);
         }
+        for name in &seen.skipped_closes {
+            conn.prepared.mark_unsure(name);
+        }
         if !seen.redefined.is_empty() {
             for parse in std::mem::take(&mut seen.redefined) {
                 let sql = fields::parse_name_sql(&parse).map_or(&b""[..], |(_, sql)| sql);

@@ -13,7 +13,7 @@ use foldhash::fast::RandomState;
 
 use super::bound::bound_set_configs;
 use super::words::{may_start_with, sql_statement_name};
-use crate::backend::{same_name, BackendConn, ParseOrigin, Pending, StatementIds};
+use crate::backend::{same_name, BackendConn, ParseOrigin, Pending, StatementClose, StatementIds};
 use crate::protocol::{fields, write};
 use crate::route::{Effects, Verdict};
 
@@ -187,7 +187,7 @@ impl Statements {
     #[inline(never)]
     fn close_foreign(conn: &mut BackendConn, name: &[u8]) {
         write::close_statement(name, &mut conn.out);
-        current(conn).closes.push(true);
+        closing(conn, Bytes::copy_from_slice(name), true);
         conn.prepared.remove(name);
     }
 
@@ -197,7 +197,7 @@ impl Statements {
     fn prepare_on(conn: &mut BackendConn, name: &[u8], stmt: &Statement) {
         if !name.is_empty() && conn.prepared.contains_key(name) {
             write::close_statement(name, &mut conn.out);
-            current(conn).closes.push(true);
+            closing(conn, Bytes::copy_from_slice(name), true);
         }
         conn.out.extend_from_slice(&stmt.parse);
         conn.proto.note_parse(ParseOrigin::Proxy {
@@ -224,7 +224,7 @@ impl Statements {
         }
         if !name.is_empty() && conn.prepared.contains_key(&name) {
             write::close_statement(&name, &mut conn.out);
-            current(conn).closes.push(true);
+            closing(conn, name.clone(), true);
         }
         conn.out.extend_from_slice(&msg);
         let generation = self.number(&name, &msg);
@@ -269,13 +269,18 @@ impl Statements {
     /// Forwards the client's Close (of a statement or portal); a closed statement is
     /// forgotten. Other backends keep their copy, marked by its old generation, and close it
     /// before the name is reused there.
-    pub fn close_on(&mut self, conn: &mut BackendConn, msg: &[u8]) {
-        if let Some((b'S', name)) = fields::target(msg) {
-            self.undefine(name);
-            conn.prepared.remove(name);
-        }
+    pub fn close_on(&mut self, conn: &mut BackendConn, msg: &Bytes) {
+        let name = match fields::target(msg) {
+            Some((b'S', name)) => {
+                self.undefine(name);
+                conn.prepared.remove(name);
+                msg.slice_ref(name)
+            }
+            // A portal's Close: nothing prepared is at stake.
+            _ => Bytes::new(),
+        };
         conn.out.extend_from_slice(msg);
-        current(conn).closes.push(false);
+        closing(conn, name, false);
     }
 
     /// Forgets a statement whose Parse the server rejected, unless it was redefined since.
@@ -294,8 +299,14 @@ impl Statements {
 fn hold(conn: &mut BackendConn, name: Bytes, generation: u64) {
     if let Some(victim) = conn.prepared.insert(name, generation) {
         write::close_statement(&victim, &mut conn.out);
-        current(conn).closes.push(true);
+        closing(conn, victim, true);
     }
+}
+
+/// Notes a Close of statement `name` (empty: of a portal) written to `conn` in the batch
+/// being sent.
+fn closing(conn: &mut BackendConn, name: Bytes, by_proxy: bool) {
+    current(conn).closes.push(StatementClose { name, by_proxy });
 }
 
 /// A statement's name, as a part of its message; the unnamed statement, which drivers parse

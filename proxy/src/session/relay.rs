@@ -40,6 +40,9 @@ pub struct Relayed {
     /// Statements the proxy prepared that the server skipped after an error (name,
     /// generation): what the connection holds under their names is unknown.
     pub skipped_parses: Vec<(Bytes, u64)>,
+    /// Statements closed (by the client or the proxy) whose Close the server skipped after
+    /// an error: the connection may still hold them.
+    pub skipped_closes: Vec<Bytes>,
     /// Redefinitions of statements the server accepted, their Parse messages.
     pub redefined: Vec<Bytes>,
     /// COPY FROM STDIN started in a Sync-ended batch: the server ignored that Sync, so the
@@ -290,7 +293,11 @@ fn attend(
             out.extend_from_slice(msg);
         }
         (CLOSE_COMPLETE, Some(front)) => {
-            if front.closes.get(front.closes_done) != Some(&true) {
+            if !front
+                .closes
+                .get(front.closes_done)
+                .is_some_and(|c| c.by_proxy)
+            {
                 out.extend_from_slice(msg);
             }
             front.closes_done += 1;
@@ -341,6 +348,9 @@ fn unit_done(
             status,
         });
     }
+    if done.closes.len() > done.closes_done {
+        skipped_closes(&done, done.closes_done, seen);
+    }
     // A simple query has no list: nothing to walk or free. A batch's goes back, emptied, for
     // the next batch.
     if done.parses.capacity() == 0 {
@@ -364,6 +374,15 @@ fn unit_done(
             *spare_parses = std::mem::take(&mut done.parses);
         }
     }
+}
+
+/// Reports the statement Closes of `done` from the `from`th on as skipped.
+#[cold]
+#[inline(never)]
+fn skipped_closes(done: &Pending, from: usize, seen: &mut Relayed) {
+    let names = done.closes.iter().skip(from).map(|c| c.name.clone());
+    seen.skipped_closes
+        .extend(names.filter(|name| !name.is_empty()));
 }
 
 /// What the start of a unit's answer in `inbuf` says.
@@ -482,6 +501,7 @@ fn swallow(
                         seen.skipped_parses.push((name.clone(), *generation));
                     }
                 }
+                skipped_closes(&done, 0, seen);
             }
             seen.outcomes.push(Outcome {
                 origin: done.origin,

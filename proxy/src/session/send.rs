@@ -2,6 +2,7 @@
 //! the proxy must ask after it; and what the session notes about it.
 
 use super::*;
+use crate::backend::StatementClose;
 use crate::health::POSITION_SQL;
 
 /// A unit to send, as the client sent it.
@@ -411,7 +412,10 @@ fn close_deallocated(conn: &mut BackendConn) {
     for name in std::mem::take(&mut conn.closes_due) {
         write::close_statement(&name, &mut conn.out);
         if let Some(unit) = conn.proto.last_sent() {
-            unit.closes.push(true);
+            unit.closes.push(StatementClose {
+                name,
+                by_proxy: true,
+            });
         }
     }
 }

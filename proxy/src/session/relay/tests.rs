@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::*;
-use crate::backend::Pending;
+use crate::backend::{Pending, StatementClose};
 
 use crate::protocol::frame::typed_message as msg;
 
@@ -254,10 +254,17 @@ fn a_timed_unit_is_reported_once_with_its_start() {
     assert_eq!(seen.units_done, 2);
 }
 
+fn close_of(name: &'static [u8], by_proxy: bool) -> StatementClose {
+    StatementClose {
+        name: Bytes::from_static(name),
+        by_proxy,
+    }
+}
+
 #[test]
 fn the_close_complete_of_a_close_the_proxy_added_is_swallowed() {
     let unit = Pending {
-        closes: vec![true, false],
+        closes: vec![close_of(b"evicted", true), close_of(b"s1", false)],
         ..Pending::default()
     };
     let closed = msg(b'3', b"");
@@ -268,6 +275,32 @@ fn the_close_complete_of_a_close_the_proxy_added_is_swallowed() {
         out,
         answers[1..].concat(),
         "the client's CloseComplete only"
+    );
+}
+
+#[test]
+fn closes_an_error_skipped_are_reported_the_proxy_s_and_the_client_s() {
+    let unit = Pending {
+        closes: vec![
+            close_of(b"done", true),
+            close_of(b"evicted", true),
+            close_of(b"", false),
+            close_of(b"s1", false),
+        ],
+        ..Pending::default()
+    };
+    let answers = [
+        msg(b'3', b""),
+        error("ERROR", "42601", "syntax error"),
+        ready(b'I'),
+    ];
+    let mut state = conn(vec![unit], &answers);
+    let (seen, out) = relayed(&mut state, Rerun::No);
+    assert_eq!(out, answers[1..].concat());
+    assert_eq!(
+        seen.skipped_closes,
+        [&b"evicted"[..], b"s1"],
+        "a portal's Close (no name) holds nothing prepared"
     );
 }
 
