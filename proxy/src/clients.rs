@@ -146,7 +146,7 @@ impl ServerLink {
             backend: conn.info.clone(),
             pid: conn.cancel_key.0,
             local: conn.local,
-            connected: wall_time(conn.created),
+            connected: conn.connected,
         }
     }
 }

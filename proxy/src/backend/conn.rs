@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
@@ -46,6 +46,8 @@ pub struct BackendConn {
     /// Prepared statements present on this server.
     pub prepared: Prepared,
     pub created: Instant,
+    /// The same, by the wall clock: the admin console shows it for every lease.
+    pub connected: SystemTime,
     /// Its own address, read once: the admin console lists it for every lease.
     pub local: Option<SocketAddr>,
     /// A session made temporary objects here: the server's temporary schema outlives any

@@ -2,7 +2,7 @@
 //! for (SCRAM-SHA-256, md5, cleartext, trust), then its ParameterStatus and BackendKeyData.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -315,6 +315,7 @@ async fn handshake(
         params: Arc::new(server_params),
         prepared: Prepared::default(),
         created: Instant::now(),
+        connected: SystemTime::now(),
         local,
         settings_seq: 0,
         settings: SettingsMark::Startup,

@@ -773,8 +773,11 @@ impl Pool {
     }
 
     fn is_closing(&self, database: &str) -> bool {
-        let now = Instant::now();
         let mut closing = locked(&self.closing);
+        if closing.0.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
         closing.0.retain(|(_, until)| *until > now);
         closing.0.iter().any(|(name, _)| name == database)
     }
