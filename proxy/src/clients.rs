@@ -210,7 +210,8 @@ impl ClientEntry {
         self.changed.store(now, Relaxed);
     }
 
-    /// It stopped waiting: with the connection now held in `slot`, or without one.
+    /// It holds a connection in `slot` now (whether it had to wait or not), or stopped
+    /// waiting without one.
     pub fn waited(&self, slot: usize, got: Option<ServerLink>) {
         let now = now_micros();
         let since = self.waiting_since.swap(0, Relaxed);

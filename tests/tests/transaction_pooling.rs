@@ -521,3 +521,29 @@ async fn a_close_an_error_skipped_does_not_break_the_statement_later() {
     })
     .await
 }
+
+/// A reload that makes a pool larger gives the new room to the clients already waiting in
+/// its line, not only to later ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_a_reload_makes_larger_serves_those_already_waiting() {
+    let mut proxy = pooled_proxy(1, "query_wait_timeout = \"120s\"");
+    let config = std::fs::read_to_string(&proxy.config_path).unwrap();
+    bounded_for(LIMIT, async {
+        let holder = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        holder.batch_execute("BEGIN").await.unwrap();
+        holder.query_one(PRIMARY_PID, &[]).await.unwrap();
+        let waiter = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        let waiting = tokio::spawn(async move { waiter.query_one(PRIMARY_PID, &[]).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "the only connection is held");
+
+        let larger = config.replace("default_pool_size = 1\n", "default_pool_size = 2\n");
+        assert_ne!(larger, config);
+        proxy.reload_with(&larger).unwrap();
+        let served = tokio::time::timeout(Duration::from_secs(30), waiting).await;
+        let row = served.expect("served after the reload").unwrap().unwrap();
+        assert!(row.get::<_, i32>(0) > 0);
+        holder.batch_execute("COMMIT").await.unwrap();
+    })
+    .await
+}

@@ -284,7 +284,7 @@ pub fn servers(view: &View) -> ResultSet {
             addr: server.backend.host.clone(),
             port: server.backend.port,
             local: server.local,
-            connect_time: wall_time(server.created),
+            connect_time: server.connected,
             request_time: wall_time(server.since),
             wait: Duration::ZERO,
             link: String::new(),

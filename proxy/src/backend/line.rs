@@ -1,10 +1,9 @@
 //! The clients of one key pool waiting for a connection, first come first served, with one
-//! bounded exception: a connection given back goes to the first client on its own worker
-//! thread if that client is near the front. Handing it to a client on another thread costs a
-//! cross-thread wake-up and moving the socket to that thread's reactor (two `epoll_ctl`),
-//! about as much as the statement itself; with the exception, a client is passed over at
-//! most [`MAY_PASS`] times, so nobody waits more than that many hand-overs longer (about a
-//! millisecond under load).
+//! bounded exception: a connection given back goes to the first client in line on its own
+//! worker thread. Handing it to a client on another thread costs a cross-thread wake-up and
+//! moving the socket to that thread's reactor (two `epoll_ctl`), about as much as the
+//! statement itself. A client is passed over that way at most [`MAY_PASS`] times: nobody
+//! waits more than that many hand-overs longer than strict order would make them.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -88,11 +87,13 @@ impl<T> Line<T> {
             let Some(waiter) = self.0.remove(at) else {
                 return Some(item);
             };
-            for passed in self.0.range_mut(..at) {
-                passed.passed += 1;
-            }
             match waiter.tx.send(item) {
-                Ok(()) => return None,
+                Ok(()) => {
+                    for passed in self.0.range_mut(..at) {
+                        passed.passed += 1;
+                    }
+                    return None;
+                }
                 // Its client went away meanwhile.
                 Err(back) => item = back,
             }

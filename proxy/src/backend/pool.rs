@@ -5,8 +5,9 @@
 //! clients that waited `reserve_pool_timeout`): `[pool]`'s, or its database's or user's
 //! override (see `PoolConfig::settings_for`). A backend opens at most
 //! `max_server_connections` over all its keys. A client that finds none idle and no room
-//! waits its turn, first come first served, up to `query_wait_timeout`: a connection given
-//! back goes straight to the first in line, and so does the room a closed one leaves.
+//! waits its turn, first come first served (but see `line`: a connection may go to a client on
+//! its own worker thread first), up to `query_wait_timeout`: a connection given back goes
+//! straight to a client in line, and so does the room a closed one leaves.
 //!
 //! Given back, a connection is either pooled as it is (transaction pooling: the session says
 //! what settings it has, and its prepared statements are tracked), or reset with
@@ -150,7 +151,7 @@ impl KeyState {
         }
     }
 
-    /// The idle connection that suits a session best (see [`Self::take_idle`]), if nobody
+    /// The idle connection that suits a session best (see [`Self::pick_idle`]), if nobody
     /// waits in line: nobody may pass them. Notes the password connections it opens use.
     fn take_idle_first(
         &mut self,
@@ -164,12 +165,12 @@ impl KeyState {
         if !self.waiting.is_empty() {
             return None;
         }
-        self.take_idle(worker, suits)
+        self.pick_idle(worker, suits)
     }
 
     /// The idle connection that suits a session best: on its worker thread and with
     /// `settings`, else on its worker, else the newest.
-    fn take_idle(&mut self, worker: usize, suits: &Suits<'_>) -> Option<Box<BackendConn>> {
+    fn pick_idle(&mut self, worker: usize, suits: &Suits<'_>) -> Option<Box<BackendConn>> {
         let len = self.idle.len();
         let recent = len.saturating_sub(AFFINITY_SCAN)..len;
         let at = |best: &dyn Fn(&BackendConn) -> bool| {
@@ -387,8 +388,8 @@ impl Pool {
     }
 
     /// A connection of `pool`: an idle one still alive (on the worker thread `worker` and
-    /// `suits` the session, if one does), or a new one, or the first given back or made
-    /// room for while this client is first in line.
+    /// `suits` the session, if one does), or a new one, or one given back or made room for
+    /// while this client waits in line.
     pub async fn acquire(
         &self,
         pool: &Arc<KeyPool>,
@@ -918,7 +919,7 @@ impl Pool {
                 backend: conn.info.clone(),
                 pid: conn.cancel_key.0,
                 local: conn.local,
-                created: conn.created,
+                connected: conn.connected,
                 since: *since,
             }));
         }
@@ -937,7 +938,20 @@ impl Pool {
         // the old one.
         *locked(&self.config) = config.clone();
         for pool in self.key_pools() {
-            locked(&pool.state).sizes = Sizes::of(config, &pool.key);
+            let mut state = locked(&pool.state);
+            state.sizes = Sizes::of(config, &pool.key);
+            // A pool made larger makes room for those already in line at once: a client
+            // opens a connection only when nobody is waiting before it.
+            while !state.waiting.is_empty() && state.open < state.sizes.pool_size {
+                state.open += 1;
+                if let Some(Handoff::Room(room)) = state
+                    .waiting
+                    .hand_over(Handoff::Room(Member::counted(&pool)), None)
+                {
+                    state.open -= 1;
+                    room.disarm();
+                }
+            }
         }
         let new_limits = Limits::of(config);
         let old = std::mem::replace(&mut *locked(&self.limits), new_limits).max_server_connections;
@@ -1025,7 +1039,7 @@ pub struct IdleServer {
     /// The server process's id.
     pub pid: i32,
     pub local: Option<std::net::SocketAddr>,
-    pub created: Instant,
+    pub connected: std::time::SystemTime,
     /// Pooled since.
     pub since: Instant,
 }

@@ -62,9 +62,9 @@ impl Monitor {
             runtime: Handle::current(),
             login: login.clone(),
             every,
-            // A sample that hangs counts as a failure after about an interval, and never
-            // later than a backend connection would; but never before QUERY_TIMEOUT_FLOOR:
-            // with a short interval, a busy machine's slow answer is not a server down.
+            // A sample that hangs counts as a failure after about an interval, but not before
+            // QUERY_TIMEOUT_FLOOR (with a short interval, a busy machine's slow answer is not
+            // a server down), and never later than a backend connection would.
             query_timeout: every
                 .max(QUERY_TIMEOUT_FLOOR)
                 .min(config.proxy.connect_timeout),

@@ -153,8 +153,12 @@ where
         for (name, generation) in &seen.skipped_parses {
             conn.prepared.not_sure_of(name, *generation);
         }
-        for name in &seen.skipped_closes {
-            conn.prepared.mark_unsure(name);
+        // The server still holds them: closed before the connection's next unit. (One
+        // prepared again meanwhile, in a unit sent before this answer, was closed first.)
+        for name in std::mem::take(&mut seen.skipped_closes) {
+            if !conn.prepared.contains_key(&name) {
+                conn.closes_due.push(name);
+            }
         }
         if !seen.redefined.is_empty() {
             for parse in std::mem::take(&mut seen.redefined) {

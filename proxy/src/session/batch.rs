@@ -195,7 +195,7 @@ impl Statements {
     #[cold]
     #[inline(never)]
     fn prepare_on(conn: &mut BackendConn, name: &[u8], stmt: &Statement) {
-        if !name.is_empty() && conn.prepared.contains_key(name) {
+        if !name.is_empty() && may_hold(conn, name) {
             write::close_statement(name, &mut conn.out);
             closing(conn, Bytes::copy_from_slice(name), true);
         }
@@ -222,7 +222,7 @@ impl Statements {
             conn.proto.note_parse(ParseOrigin::ClientRedefines(msg));
             return;
         }
-        if !name.is_empty() && conn.prepared.contains_key(&name) {
+        if !name.is_empty() && may_hold(conn, &name) {
             write::close_statement(&name, &mut conn.out);
             closing(conn, name.clone(), true);
         }
@@ -273,8 +273,13 @@ impl Statements {
         let name = match fields::target(msg) {
             Some((b'S', name)) => {
                 self.undefine(name);
-                conn.prepared.remove(name);
-                msg.slice_ref(name)
+                let held = conn.prepared.remove(name).is_some();
+                // If skipped, what the connection held stays there, to be closed.
+                if held {
+                    msg.slice_ref(name)
+                } else {
+                    Bytes::new()
+                }
             }
             // A portal's Close: nothing prepared is at stake.
             _ => Bytes::new(),
@@ -303,8 +308,18 @@ fn hold(conn: &mut BackendConn, name: Bytes, generation: u64) {
     }
 }
 
-/// Notes a Close of statement `name` (empty: of a portal) written to `conn` in the batch
-/// being sent.
+/// Whether `conn` may hold a statement `name`: it does, or a Close of it is still unanswered
+/// (an error before it in its batch may yet make the server skip it).
+fn may_hold(conn: &BackendConn, name: &[u8]) -> bool {
+    conn.prepared.contains_key(name)
+        || conn.proto.syncs.iter().any(|unit| {
+            let unanswered = unit.closes.get(unit.closes_done..).unwrap_or_default();
+            unanswered.iter().any(|close| same_name(&close.name, name))
+        })
+}
+
+/// Notes a Close of statement `name` written to `conn` in the batch being sent (empty: one
+/// that leaves nothing behind if skipped, of a portal or of a statement not held there).
 fn closing(conn: &mut BackendConn, name: Bytes, by_proxy: bool) {
     current(conn).closes.push(StatementClose { name, by_proxy });
 }

@@ -225,8 +225,7 @@ where
     /// Takes the lease for `slot` from the pool: a connection told what settings it must
     /// have for this session.
     async fn acquire_lease(&mut self, slot: Slot) -> Result<(), BackendError> {
-        let key_pool = self.key_pool_for(slot);
-        let (seq, fingerprint) = (self.state.settings.seq(), self.state.settings.fingerprint());
+        let (key_pool, seq, fingerprint) = self.lease_wanted(slot);
         let (pool, client) = (&self.shared.pool, &self.client);
         let password = client.password.as_deref();
         let suits = |conn: &BackendConn| has_settings(conn, seq, &fingerprint);
@@ -245,8 +244,7 @@ where
         if self.shared.pause.is_closed() {
             return false;
         }
-        let key_pool = self.key_pool_for(slot);
-        let (seq, fingerprint) = (self.state.settings.seq(), self.state.settings.fingerprint());
+        let (key_pool, seq, fingerprint) = self.lease_wanted(slot);
         let (pool, client) = (&self.shared.pool, &self.client);
         let password = client.password.as_deref();
         let suits = |conn: &BackendConn| has_settings(conn, seq, &fingerprint);
@@ -255,6 +253,13 @@ where
         };
         self.hold(slot, conn, seq, &fingerprint);
         true
+    }
+
+    /// What a lease for `slot` is taken with: the key pool it comes from, and the session's
+    /// settings (`Settings::seq` and `fingerprint`), which an idle connection best has.
+    fn lease_wanted(&mut self, slot: Slot) -> (Arc<KeyPool>, u64, Arc<str>) {
+        let settings = (self.state.settings.seq(), self.state.settings.fingerprint());
+        (self.key_pool_for(slot), settings.0, settings.1)
     }
 
     /// The key pool a lease for `slot` comes from.
