@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What idle clients cost the proxy in memory: starts a throwaway db01/db02 cluster and a
-# release-built proxy, logs CLIENTS clients in (bench/idle_clients.py: raw protocol, SCRAM),
+# release-built proxy, logs CLIENTS clients in (tests/src/bin/idleclients.rs: raw protocol, SCRAM),
 # holds them idle, and prints the proxy's resident memory (VmRSS) before and with them, and
 # per client.
 #
@@ -44,18 +44,24 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
 [[ -n $TARGET_DIR ]] || die "cannot find cargo's target directory"
 say "building (release) in $TARGET_DIR"
 cargo build --release -q -p pgrepl-proxy --bin pgrepl-proxy
-cargo build -q -p pgrepl-tests --bin testcluster
+cargo build -q -p pgrepl-tests --bin testcluster --bin idleclients
 PROXY_BIN=$TARGET_DIR/release/pgrepl-proxy
 TESTCLUSTER=$TARGET_DIR/debug/testcluster
+IDLECLIENTS=$TARGET_DIR/debug/idleclients
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pgrepl-idle.XXXXXX")
 chmod 755 "$WORK"
 PROXY_PID=
+CLIENTS_PID=
 cleanup() {
     local rc=$?
     if [[ $rc -ne 0 && -s $WORK/proxy.log ]]; then
         say "last lines of the proxy's log:"
         tail -n 20 "$WORK/proxy.log" >&2
+    fi
+    if [[ -n $CLIENTS_PID ]]; then
+        kill "$CLIENTS_PID" 2>/dev/null || true
+        wait "$CLIENTS_PID" 2>/dev/null || true
     fi
     if [[ -n $PROXY_PID ]]; then
         kill "$PROXY_PID" 2>/dev/null || true
@@ -91,7 +97,22 @@ sleep 2
 say "$(grep -m1 'open file limit' "$WORK/proxy.log" | sed 's/.*INFO //')"
 
 say "logging in $CLIENTS clients as $USER_NAME (query: $QUERY)"
-ARGS=(--addr "$LISTEN" --pid "$PROXY_PID" --clients "$CLIENTS" --user "$USER_NAME"
-    --password "$PASSWORD")
+ulimit -n "$((CLIENTS + 1000))" 2>/dev/null || die "cannot raise the open file limit to $((CLIENTS + 1000)): run as root"
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$PROXY_PID/status"; }
+BEFORE=$(rss_kb)
+ARGS=(--addr "$LISTEN" --clients "$CLIENTS" --user "$USER_NAME" --password "$PASSWORD")
 [[ $QUERY == 1 ]] && ARGS+=(--query)
-python3 "$ROOT/bench/idle_clients.py" "${ARGS[@]}"
+"$IDLECLIENTS" "${ARGS[@]}" >"$WORK/clients.out" 2>"$WORK/clients.err" &
+CLIENTS_PID=$!
+# Bounded: 10,000 SCRAM logins take seconds here.
+for _ in $(seq 3000); do
+    grep -q '^ready ' "$WORK/clients.out" && break
+    kill -0 "$CLIENTS_PID" 2>/dev/null || { cat "$WORK/clients.err" >&2; die "idleclients failed"; }
+    sleep 0.2
+done
+READY=$(grep '^ready ' "$WORK/clients.out") || die "the clients did not log in within 600 s"
+# Idle for a while before reading: what the logins left behind settles.
+sleep 5
+IDLE=$(rss_kb)
+echo "clients=$CLIENTS query=$QUERY login_seconds=${READY##*seconds=} rss_before_kb=$BEFORE" \
+    "rss_idle_kb=$IDLE per_client_bytes=$(((IDLE - BEFORE) * 1024 / CLIENTS))"

@@ -3,7 +3,9 @@
 //! holds them idle, so the benchmark script can read what idle clients cost the other side.
 //!
 //! `idleclients --addr HOST:PORT --clients N [--user app] [--database appdb]
-//! [--password P] [--concurrency 64] [--hold-seconds 600]` prints
+//! [--password P] [--concurrency 64] [--hold-seconds 600] [--query]` (`--query`: each client
+//! runs `SELECT 1` once logged in, so that under transaction pooling it has used and given
+//! back a server connection) prints
 //! `ready clients=N seconds=S` once every client is logged in, then holds them until it is
 //! stopped (SIGTERM, SIGINT) or `--hold-seconds` have passed, and exits 0. The password
 //! defaults to the harness role's. Exits with 1 if a login failed (up to 10 errors on stderr)
@@ -11,7 +13,7 @@
 
 use anyhow::{bail, Context, Result};
 use pgrepl_tests::roles::{self, DATABASE};
-use pgrepl_tests::suite::raw::RawClient;
+use pgrepl_tests::suite::raw::{self, RawClient};
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -22,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 const USAGE: &str = "usage: idleclients --addr HOST:PORT --clients N [--user app] \
-    [--database appdb] [--password P] [--concurrency 64] [--hold-seconds 600]";
+    [--database appdb] [--password P] [--concurrency 64] [--hold-seconds 600] [--query]";
 
 /// How many login errors are printed.
 const SHOWN: usize = 10;
@@ -37,6 +39,8 @@ struct Args {
     password: Option<String>,
     concurrency: usize,
     hold: Duration,
+    /// Run `SELECT 1` on each client after its login.
+    query: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -47,8 +51,13 @@ fn parse(args: &[String]) -> Result<Args> {
     let mut password = None;
     let mut concurrency = 64;
     let mut hold = Duration::from_secs(600);
+    let mut query = false;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
+        if flag == "--query" {
+            query = true;
+            continue;
+        }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
@@ -80,6 +89,7 @@ fn parse(args: &[String]) -> Result<Args> {
         password,
         concurrency,
         hold,
+        query,
     })
 }
 
@@ -118,10 +128,14 @@ async fn open_all(args: &Args) -> std::result::Result<Vec<RawClient>, Vec<String
     for _ in 0..args.clients {
         let permits = Arc::clone(&permits);
         let (addr, user, database) = (args.addr, args.user.clone(), args.database.clone());
-        let password = args.password.clone();
+        let (password, query) = (args.password.clone(), args.query);
         logins.spawn(async move {
             let _permit = permits.acquire_owned().await?;
-            RawClient::login(addr, &user, &database, password.as_deref()).await
+            let mut client = RawClient::login(addr, &user, &database, password.as_deref()).await?;
+            if query {
+                select_one(&mut client).await?;
+            }
+            Ok::<_, anyhow::Error>(client)
         });
     }
     let mut clients = Vec::with_capacity(args.clients);
@@ -142,6 +156,17 @@ async fn open_all(args: &Args) -> std::result::Result<Vec<RawClient>, Vec<String
     } else {
         Err(errors)
     }
+}
+
+/// Runs `SELECT 1` on `client`; fails on an error or an unexpected answer.
+async fn select_one(client: &mut RawClient) -> Result<()> {
+    client.send(&raw::query("SELECT 1")).await?;
+    let answers = client.recv_until(b'Z').await?;
+    let kinds: Vec<u8> = answers.iter().map(|m| m.ty).collect();
+    if kinds != b"TDCZ" {
+        bail!("SELECT 1 answered {:?}", raw::summary(&answers));
+    }
+    Ok(())
 }
 
 /// Returns when SIGTERM or SIGINT arrives, or after `hold`.
