@@ -151,6 +151,22 @@ impl KeyState {
         }
     }
 
+    /// Hands room counted in `open` (of `pool`, whose state this is) to the first client in
+    /// line; with nobody there, it is no longer counted.
+    fn hand_room(&mut self, pool: &Arc<KeyPool>) {
+        match self
+            .waiting
+            .hand_over(Handoff::Room(Member::counted(pool)), None)
+        {
+            None => {} // the first in line has the room now
+            Some(Handoff::Room(room)) => {
+                self.open = self.open.saturating_sub(1);
+                room.disarm();
+            }
+            Some(Handoff::Conn(_)) => unreachable!("handed back what was given"),
+        }
+    }
+
     /// The idle connection that suits a session best (see [`Self::pick_idle`]), if nobody
     /// waits in line: nobody may pass them. Notes the password connections it opens use.
     fn take_idle_first(
@@ -210,18 +226,7 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         let Some(pool) = self.0.take() else { return };
-        let mut state = locked(&pool.state);
-        match state
-            .waiting
-            .hand_over(Handoff::Room(Member::counted(&pool)), None)
-        {
-            None => {} // the first in line has the room now
-            Some(Handoff::Room(room)) => {
-                state.open = state.open.saturating_sub(1);
-                room.disarm();
-            }
-            Some(Handoff::Conn(_)) => unreachable!("handed back what was given"),
-        }
+        locked(&pool.state).hand_room(&pool);
     }
 }
 
@@ -944,13 +949,7 @@ impl Pool {
             // opens a connection only when nobody is waiting before it.
             while !state.waiting.is_empty() && state.open < state.sizes.pool_size {
                 state.open += 1;
-                if let Some(Handoff::Room(room)) = state
-                    .waiting
-                    .hand_over(Handoff::Room(Member::counted(&pool)), None)
-                {
-                    state.open -= 1;
-                    room.disarm();
-                }
+                state.hand_room(&pool);
             }
         }
         let new_limits = Limits::of(config);
