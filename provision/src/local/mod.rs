@@ -3,6 +3,7 @@
 //!
 //! `programs` finds PostgreSQL and runs server programs as `postgres` when we are root,
 //! `layout` says where each node's files are, `pg_ctl` builds the server command lines,
+//! `network` puts a node in a network namespace (for the test harness's partitions),
 //! `command` runs programs, `files` reads and writes node files, `log` and `shell` are small
 //! helpers the test harness shares.
 
@@ -10,6 +11,7 @@ mod command;
 mod files;
 pub mod layout;
 pub mod log;
+mod network;
 mod pg_ctl;
 pub mod programs;
 
@@ -26,6 +28,8 @@ use crate::runtime::{Endpoint, ExecOutput, Node, NodeFile, NodeState, Runtime};
 use crate::tutorial::password::random_password;
 use command::{checked, output};
 use layout::Layout;
+use network::Networks;
+pub use network::NodeNetwork;
 use pg_ctl::Server;
 pub use programs::{pg_bin_dir, Programs};
 
@@ -36,7 +40,7 @@ const LOG_TAIL_LINES: usize = 20;
 /// initdb reads the superuser's password from this file in the node directory; it is
 /// removed right after.
 const PWFILE: &str = "initdb.pwfile";
-/// Every server listens here only.
+/// Every server listens here only, unless it runs in a network namespace of its own.
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 /// db01 and db02 as local processes.
@@ -48,6 +52,8 @@ pub struct LocalRuntime {
     replica_port: u16,
     /// Extra `-c name=value` server settings given at every start.
     settings: Vec<(String, String)>,
+    /// Nodes whose servers run in a network namespace instead of on the loopback.
+    networks: Networks,
 }
 
 impl LocalRuntime {
@@ -62,6 +68,7 @@ impl LocalRuntime {
             primary_port: config.primary_port,
             replica_port: config.replica_port,
             settings: Vec::new(),
+            networks: Networks::default(),
         })
     }
 
@@ -73,6 +80,15 @@ impl LocalRuntime {
         self
     }
 
+    /// Runs `node`'s server, and its offline programs (the base backup), in the network
+    /// namespace `network.netns`, listening on `network.ip` (and its Unix socket) instead of
+    /// 127.0.0.1: the other node and the proxy reach it there, and pg_hba.conf sees its
+    /// connections come from there. The namespace must exist and reach the other nodes.
+    pub fn with_node_network(mut self, node: Node, network: NodeNetwork) -> LocalRuntime {
+        self.networks.insert(node.name(), network);
+        self
+    }
+
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
@@ -81,7 +97,7 @@ impl LocalRuntime {
         &self.programs
     }
 
-    /// The port `node` listens on (127.0.0.1 and its Unix socket).
+    /// The port `node` listens on (its address and its Unix socket).
     pub fn port(&self, node: Node) -> u16 {
         match node {
             Node::Primary => self.primary_port,
@@ -89,10 +105,16 @@ impl LocalRuntime {
         }
     }
 
+    /// Where `node` listens and is reached: 127.0.0.1, or its namespace address.
+    fn ip(&self, node: Node) -> Ipv4Addr {
+        self.networks.ip(node.name(), LOOPBACK)
+    }
+
     fn server(&self, node: Node) -> Server<'_> {
         Server {
             node,
             port: self.port(node),
+            listen: self.ip(node),
             layout: &self.layout,
             settings: &self.settings,
         }
@@ -201,6 +223,7 @@ impl Runtime for LocalRuntime {
     async fn start(&self, node: Node) -> Result<()> {
         let mut cmd = self.pg_ctl(node, self.server(node).start_args());
         cmd.env("PGPASSFILE", self.layout.file(node, NodeFile::Pgpass));
+        let cmd = self.networks.on_node(node.name(), cmd);
         let started = async {
             checked(cmd).await?;
             self.wait_ready(node).await
@@ -246,8 +269,8 @@ impl Runtime for LocalRuntime {
         self.layout.file(node, file).display().to_string()
     }
 
-    async fn address(&self, _node: Node) -> Result<Ipv4Addr> {
-        Ok(LOOPBACK)
+    async fn address(&self, node: Node) -> Result<Ipv4Addr> {
+        Ok(self.ip(node))
     }
 
     fn peer_endpoint(&self, node: Node) -> Endpoint {
@@ -256,13 +279,13 @@ impl Runtime for LocalRuntime {
 
     fn host_endpoint(&self, node: Node) -> Endpoint {
         Endpoint {
-            host: LOOPBACK.to_string(),
+            host: self.ip(node).to_string(),
             port: self.port(node),
         }
     }
 
-    /// `sh -c script` as the server user in the node's directory, with PostgreSQL's programs
-    /// first on PATH.
+    /// `sh -c script` as the server user in the node's directory (and network), with
+    /// PostgreSQL's programs first on PATH.
     async fn run_offline(&self, node: Node, script: &str) -> Result<ExecOutput> {
         let mut cmd = self.programs.as_server_user("sh");
         let path = std::env::var_os("PATH").unwrap_or_default();
@@ -274,7 +297,7 @@ impl Runtime for LocalRuntime {
             .env("PGDATA", self.layout.data_dir(node))
             .env("PGPASSFILE", self.layout.file(node, NodeFile::Pgpass))
             .env("PATH", path);
-        output(cmd).await
+        output(self.networks.on_node(node.name(), cmd)).await
     }
 
     /// Stops what runs, then removes both node directories, and the base directory when

@@ -4,6 +4,7 @@
 //! settings also win over postgresql.auto.conf.
 
 use std::ffi::OsString;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::layout::Layout;
@@ -21,6 +22,8 @@ const SUPERUSER: &str = "postgres";
 pub(super) struct Server<'a> {
     pub node: Node,
     pub port: u16,
+    /// `listen_addresses`: 127.0.0.1, or the node's address in its network namespace.
+    pub listen: Ipv4Addr,
     pub layout: &'a Layout,
     pub settings: &'a [(String, String)],
 }
@@ -78,8 +81,9 @@ impl Server<'_> {
             self.port,
             quote(&socket_dir.to_string_lossy())
         );
+        let listen = self.listen.to_string();
         let identity = [
-            ("listen_addresses", "127.0.0.1"),
+            ("listen_addresses", listen.as_str()),
             ("cluster_name", self.node.name()),
         ];
         let settings = self.settings.iter().map(|(n, v)| (n.as_str(), v.as_str()));
@@ -112,6 +116,7 @@ mod tests {
         let server = Server {
             node: Node::Replica,
             port: 54322,
+            listen: Ipv4Addr::new(10, 77, 1, 2),
             layout: &layout,
             settings: &settings,
         };
@@ -126,7 +131,7 @@ mod tests {
                 "-t",
                 "60",
                 "-o",
-                "-p 54322 -k '/srv/my pg/db02' -c listen_addresses=127.0.0.1 \
+                "-p 54322 -k '/srv/my pg/db02' -c listen_addresses=10.77.1.2 \
                  -c cluster_name=db02 -c fsync=off",
                 "start",
             ]
@@ -139,6 +144,7 @@ mod tests {
         let server = Server {
             node: Node::Primary,
             port: 54321,
+            listen: Ipv4Addr::LOCALHOST,
             layout: &layout,
             settings: &[],
         };
