@@ -3,6 +3,7 @@
 
 use crate::local::{block_on, local_runtime};
 use crate::net::free_port;
+use crate::netns::Rig;
 use crate::node::Node;
 use crate::poll::wait_until;
 use crate::roles::{self, SUPERUSER};
@@ -44,6 +45,34 @@ impl Cluster {
     /// Like [`Cluster::start`], with server `settings` on top of the harness's (a lower
     /// `max_connections`...), given to both servers at every start.
     pub fn start_with(base_dir: &Path, settings: &[(&str, &str)]) -> Result<Cluster> {
+        Cluster::create(base_dir, settings, roles::LOOPBACK_CLIENTS, Ok)
+    }
+
+    /// Like [`Cluster::start_with`], with each node's server in its namespace of `rig` (which
+    /// has `db01` and `db02`), listening on its address there: the replica streams from the
+    /// primary's address, the proxy reaches both at theirs ([`Node::addr`]), and pg_hba.conf
+    /// lets in the rig's subnet. psql as the superuser keeps using the Unix sockets.
+    pub fn start_in_netns(
+        base_dir: &Path,
+        rig: &Rig,
+        settings: &[(&str, &str)],
+    ) -> Result<Cluster> {
+        Cluster::create(base_dir, settings, &rig.subnet(), |mut rt| {
+            for id in [runtime::Node::Primary, runtime::Node::Replica] {
+                rt = rt.with_node_network(id, rig.node(id.name())?.network());
+            }
+            Ok(rt)
+        })
+    }
+
+    /// Builds the cluster with the runtime `place` returns (where its servers run), TCP
+    /// logins let in from `clients`.
+    fn create(
+        base_dir: &Path,
+        settings: &[(&str, &str)],
+        clients: &str,
+        place: impl FnOnce(LocalRuntime) -> Result<LocalRuntime>,
+    ) -> Result<Cluster> {
         fs::create_dir_all(base_dir)
             .with_context(|| format!("cannot create {}", base_dir.display()))?;
         let base_dir = base_dir.canonicalize()?;
@@ -55,30 +84,30 @@ impl Cluster {
             }
         };
         let rt = local_runtime(&base_dir, primary_port, replica_port)?.with_settings(settings);
-        let cluster = Cluster::new(rt);
+        let cluster = Cluster::new(place(rt)?)?;
         let primary_dir = cluster.rt.layout().node_dir(runtime::Node::Primary);
         ensure!(
             !primary_dir.exists(),
             "{} already exists: a cluster needs a fresh directory",
             primary_dir.display()
         );
-        if let Err(e) = cluster.bootstrap() {
+        if let Err(e) = cluster.bootstrap(clients) {
             cluster.stop();
             return Err(e);
         }
         Ok(cluster)
     }
 
-    fn new(rt: LocalRuntime) -> Cluster {
-        Cluster {
+    fn new(rt: LocalRuntime) -> Result<Cluster> {
+        Ok(Cluster {
             base_dir: rt.layout().base().to_owned(),
-            primary: Node::new(&rt, runtime::Node::Primary),
-            replica: Node::new(&rt, runtime::Node::Replica),
+            primary: Node::new(&rt, runtime::Node::Primary)?,
+            replica: Node::new(&rt, runtime::Node::Replica)?,
             rt,
-        }
+        })
     }
 
-    fn bootstrap(&self) -> Result<()> {
+    fn bootstrap(&self, clients: &str) -> Result<()> {
         // Written first, so a crashed start can still be found and stopped.
         fs::write(self.base_dir.join(PORTS_FILE), self.env_lines())?;
         block_on(async {
@@ -86,7 +115,7 @@ impl Cluster {
         })?;
         self.primary
             .psql(SUPERUSER, "postgres", &roles::setup_sql())?;
-        let hba = roles::pg_hba();
+        let hba = roles::pg_hba(clients);
         for node in [&self.primary, &self.replica] {
             node.replace_pg_hba(&hba)?;
         }
@@ -144,7 +173,7 @@ impl Cluster {
                 .with_context(|| format!("{} has no {key}", path.display()))
         };
         let rt = local_runtime(&base_dir, port("PRIMARY_PORT")?, port("REPLICA_PORT")?)?;
-        Ok(Cluster::new(rt))
+        Cluster::new(rt)
     }
 
     /// `PRIMARY_PORT=…` and `REPLICA_PORT=…` lines, for shells to eval.
@@ -171,6 +200,13 @@ impl OwnCluster {
     /// Like [`OwnCluster::start`], with server `settings` on top of the harness's.
     pub fn start_with(name: &str, settings: &[(&str, &str)]) -> Result<OwnCluster> {
         Cluster::start_with(&run_dir().join(name), settings).map(OwnCluster)
+    }
+
+    /// Like [`OwnCluster::start_with`], each node in its namespace of `rig`
+    /// ([`Cluster::start_in_netns`]). Drop it before the rig, whose namespaces its servers
+    /// run in.
+    pub fn start_in_netns(name: &str, rig: &Rig, settings: &[(&str, &str)]) -> Result<OwnCluster> {
+        Cluster::start_in_netns(&run_dir().join(name), rig, settings).map(OwnCluster)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod drivers;
 pub mod endpoint;
 mod local;
 mod net;
+pub mod netns;
 mod node;
 mod poll;
 mod process;

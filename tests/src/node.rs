@@ -6,14 +6,17 @@ use crate::roles::{self, SUPERUSER};
 use anyhow::Result;
 use pgrepl_provision::local::LocalRuntime;
 use pgrepl_provision::runtime::{self, Runtime};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-/// A PostgreSQL server listening on 127.0.0.1, run by the provision crate's local runtime.
+/// A PostgreSQL server listening on 127.0.0.1 (or on its address in the partition rig), run
+/// by the provision crate's local runtime.
 #[derive(Debug, Clone)]
 pub struct Node {
     /// Also its `cluster_name`: "db01" (primary) or "db02" (replica).
     pub name: String,
+    /// Where it listens and the proxy reaches it: 127.0.0.1, or its network namespace's address.
+    pub ip: IpAddr,
     pub port: u16,
     pub data_dir: PathBuf,
     /// The server log (pg_ctl -l).
@@ -26,21 +29,23 @@ pub struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(rt: &LocalRuntime, id: runtime::Node) -> Node {
+    pub(crate) fn new(rt: &LocalRuntime, id: runtime::Node) -> Result<Node> {
         let layout = rt.layout();
-        Node {
+        let endpoint = rt.host_endpoint(id);
+        Ok(Node {
             name: id.name().to_owned(),
-            port: rt.port(id),
+            ip: endpoint.host.parse()?,
+            port: endpoint.port,
             data_dir: layout.data_dir(id),
             log_file: layout.log_file(id),
             id,
             socket_dir: layout.node_dir(id),
             rt: rt.clone(),
-        }
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     /// Starts the server, with the same identity and settings provisioning gave it, and
@@ -70,8 +75,8 @@ impl Node {
     /// Runs `sql` as a psql script (statements one by one, stopping at the
     /// first error) and returns the unaligned, tuples-only output.
     ///
-    /// The superuser logs in over the Unix socket; other users over TCP with
-    /// their harness password, so their pg_hba.conf method applies.
+    /// The superuser logs in over the Unix socket; other users over TCP (at
+    /// [`Node::ip`]) with their harness password, so their pg_hba.conf method applies.
     pub fn psql(&self, user: &str, db: &str, sql: &str) -> Result<String> {
         let mut cmd = self.rt.programs().client("psql");
         cmd.args(["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1"])
@@ -93,7 +98,7 @@ impl Node {
         if user == SUPERUSER {
             cmd.arg("-h").arg(&self.socket_dir);
         } else {
-            cmd.args(["-h", "127.0.0.1"]);
+            cmd.args(["-h", &self.ip.to_string()]);
         }
         match roles::password(user) {
             Some(password) => cmd.env("PGPASSWORD", password),

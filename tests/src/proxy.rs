@@ -319,9 +319,14 @@ pub(crate) fn kill_stale_proxies(dir: &Path) {
 pub fn proxy_config(cluster: &Cluster, listen: SocketAddr) -> String {
     let mut toml = format!(
         "[proxy]\nlisten = \"{listen}\"\n\n\
-         [primary]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n\n\
-         [[replicas]]\nname = \"{}\"\nhost = \"127.0.0.1\"\nport = {}\n",
-        cluster.primary.name, cluster.primary.port, cluster.replica.name, cluster.replica.port
+         [primary]\nname = \"{}\"\nhost = \"{}\"\nport = {}\n\n\
+         [[replicas]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\n",
+        cluster.primary.name,
+        cluster.primary.ip,
+        cluster.primary.port,
+        cluster.replica.name,
+        cluster.replica.ip,
+        cluster.replica.port
     );
     toml += &users_toml(&LOGIN_ROLES);
     // Proxies run side by side: each gets an endpoint port of its own.

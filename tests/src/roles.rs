@@ -70,18 +70,22 @@ pub fn password(user: &str) -> Option<&'static str> {
         .and_then(|r| r.password)
 }
 
+/// Where the TCP logins of a cluster on the loopback come from: the proxy, psql, the standby.
+pub(crate) const LOOPBACK_CLIENTS: &str = "127.0.0.1/32";
+
 /// pg_hba.conf for both nodes, replacing the tutorial's (which trusts every
-/// TCP login from 127.0.0.1). The first matching line wins, so the
-/// per-role lines come before the catch-all that lets roles created by tests
-/// log in with SCRAM.
-pub(crate) fn pg_hba() -> String {
+/// TCP login from 127.0.0.1), for TCP logins from `clients` (a CIDR: the
+/// loopback, or the partition rig's subnet). The first matching line wins, so
+/// the per-role lines come before the catch-all that lets roles created by
+/// tests log in with SCRAM.
+pub(crate) fn pg_hba(clients: &str) -> String {
     let mut hba = format!("local all {SUPERUSER} trust\nlocal replication {SUPERUSER} trust\n");
     for role in LOGIN_ROLES {
-        hba += &format!("host all {} 127.0.0.1/32 {}\n", role.name, role.hba_method);
+        hba += &format!("host all {} {clients} {}\n", role.name, role.hba_method);
     }
-    // The tutorial's line, so the standby can reconnect; 127.0.0.1 is where it comes from.
-    hba += &format!("host replication {REPLICATION_USER} 127.0.0.1/32 md5\n");
-    hba += "host all all 127.0.0.1/32 scram-sha-256\n";
+    // The tutorial's line, so the standby can reconnect from where its connections come from.
+    hba += &format!("host replication {REPLICATION_USER} {clients} md5\n");
+    hba += &format!("host all all {clients} scram-sha-256\n");
     hba
 }
 
