@@ -4,7 +4,8 @@
 # the benchmark), openssl (the TLS test makes a self-signed certificate), debootstrap (the
 # local PostgreSQL image the Docker tests use: scripts/build-pg-image.sh) and Prometheus (for
 # promtool, which checks deploy/'s alert rules and scrape configuration; its service is not
-# started) and python3-venv; then the Python drivers of the client suite, from PyPI.
+# started), python3-venv, and iproute2 and nftables (the partition suite's network namespaces
+# and firewalls: tests/src/netns.rs); then the Python drivers of the client suite, from PyPI.
 set -euo pipefail
 
 missing=()
@@ -14,6 +15,8 @@ command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbou
 command -v openssl >/dev/null || missing+=(openssl)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
 # The Python driver suite's virtualenv (scripts/install-python-drivers.sh).
 python3 -c 'import venv, ensurepip' 2>/dev/null ||
   /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
