@@ -299,9 +299,10 @@ async fn a_cut_between_the_proxy_and_the_primary_fails_writes_and_keeps_reads() 
         let reads = readers.stop_without_errors().await;
         eprintln!(
             "cut proxy-db01: monitor found db01 down {down_after:?} after the cut; first 08006 \
-             {:?} after the cut; {held} of {} writes held until the heal; writes back \
-             {writes_back:?} after healing; {reads} reads, 0 errors, all on db02",
+             {:?} after the cut; {} of {} writes held until the heal, committed {held:?} after \
+             it; writes back {writes_back:?} after healing; {reads} reads, 0 errors, all on db02",
             first_error - cut_at,
+            held.len(),
             writes_ended.len()
         );
     })
@@ -313,9 +314,13 @@ async fn a_cut_between_the_proxy_and_the_primary_fails_writes_and_keeps_reads() 
 /// [`WRITE_FAILS_WITHIN`], except that a write sent before `down_at` may have been held until
 /// the heal and then committed (it went out on a pooled connection to db01, whose packets
 /// were dropped, and was delivered when the network came back). Returns when the first 08006
-/// came and how many writes were held.
-fn check_writes(writes: &[Write], down_at: Instant, healed_at: Instant) -> (Instant, usize) {
-    let mut held = 0;
+/// came and, for each held write, how long after the heal it committed.
+fn check_writes(
+    writes: &[Write],
+    down_at: Instant,
+    healed_at: Instant,
+) -> (Instant, Vec<Duration>) {
+    let mut held = Vec::new();
     for write in writes {
         match &write.result {
             Err(err) if err.starts_with("08006 ") && err.contains("db01") => assert!(
@@ -323,10 +328,12 @@ fn check_writes(writes: &[Write], down_at: Instant, healed_at: Instant) -> (Inst
                 "a write failed only after {:?}: {err}",
                 write.took
             ),
-            Ok(()) if write.sent < down_at && write.sent + write.took > healed_at => held += 1,
+            Ok(()) if write.sent < down_at && write.sent + write.took > healed_at => {
+                held.push(write.sent + write.took - healed_at);
+            }
             other => panic!(
-                "a write sent {:?} before db01 was found down got {other:?} after {:?}",
-                down_at.saturating_duration_since(write.sent),
+                "a write got {other:?} after {:?}: neither 08006 naming db01 nor, sent before \
+                 db01 was found down, held until the heal",
                 write.took
             ),
         }
