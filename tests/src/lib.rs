@@ -1,6 +1,7 @@
 //! Test harness for pgrepl-proxy: a real PostgreSQL primary (`db01`) with a
-//! streaming replica (`db02`) on loopback ports, plus helpers to run the proxy
-//! binary against it.
+//! streaming replica (`db02`) on loopback ports (or, for the partition suite,
+//! each in a network namespace of its own: [`netns`]), plus helpers to run the
+//! proxy binary against it.
 //!
 //! Integration tests normally use [`Cluster::shared`], which starts one cluster
 //! per test process and removes it at exit, so suites pay the start-up cost once.

@@ -179,6 +179,9 @@ impl Rig {
     /// each node side drops every packet from and to the other side (the proxy's side has no
     /// firewall of its own: the node's table cuts both directions).
     pub fn cut(&self, a: Side, b: Side) -> Result<Cut<'_>> {
+        if a == b {
+            bail!("a cut needs two different sides, not {a:?} twice");
+        }
         let mut cut = Cut {
             rig: self,
             tables: Vec::new(),
@@ -208,6 +211,7 @@ impl Drop for Rig {
 /// A network cut made by [`Rig::cut`]; healed when dropped, so a failing test leaves none.
 #[derive(Debug)]
 pub struct Cut<'r> {
+    /// Borrowed so that a cut cannot outlive the namespaces its tables are in.
     rig: &'r Rig,
     /// `(namespace, nft table)` of each firewall the cut added.
     tables: Vec<(String, String)>,
