@@ -42,6 +42,11 @@ impl Config {
         l.add("proxy", "listen", &p.listen)
             .add("proxy", "max_client_connections", p.max_client_connections)
             .add("proxy", "connect_timeout", duration(p.connect_timeout))
+            .add(
+                "proxy",
+                "server_tcp_user_timeout",
+                duration(p.server_tcp_user_timeout),
+            )
             .add("proxy", "startup_timeout", duration(p.startup_timeout))
             .add("proxy", "shutdown_timeout", duration(p.shutdown_timeout))
             .add("proxy", "max_message_size", p.max_message_size)

@@ -37,6 +37,10 @@ pub struct ProxyConfig {
     pub max_pending_logins_per_address: usize,
     /// Backend TCP connect plus authentication.
     pub connect_timeout: Duration,
+    /// A server connection whose data stays unacknowledged this long, or that answers no
+    /// keepalive probe, is closed (TCP_USER_TIMEOUT and keepalive): a silent network cut
+    /// fails its statement instead of hanging. Zero: the operating system's defaults.
+    pub server_tcp_user_timeout: Duration,
     /// A client must finish startup and authentication within this from its accept (the
     /// login timeout).
     pub startup_timeout: Duration,

@@ -23,7 +23,8 @@ use tokio_util::either::Either;
 
 use crate::admin;
 use crate::backend::{
-    BackendError, BackendInfo, Backends, Pool, PoolKey, ServerParams, StartupInfo, StartupSettings,
+    BackendError, BackendInfo, Backends, CutDetection, Pool, PoolKey, ServerParams, StartupInfo,
+    StartupSettings,
 };
 use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
@@ -97,7 +98,12 @@ impl Proxy {
         }
         let health = Arc::new(Health::new(backends.len(), config.routing.max_replica_lag));
         let monitor = Arc::new(Monitor::start(&health, &backends, config)?);
-        let pool = Pool::new(backends, &config.pool, config.proxy.connect_timeout);
+        let pool = Pool::new(
+            backends,
+            &config.pool,
+            config.proxy.connect_timeout,
+            CutDetection::for_timeout(config.proxy.server_tcp_user_timeout),
+        );
         // The console's SHOW ROUTES reads the tallies too.
         let counting = config.metrics.enabled || !config.admin.users.is_empty();
         let shared = Shared {

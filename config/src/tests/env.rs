@@ -140,7 +140,7 @@ fn unknown_variables_are_named() {
         env_error(Some(ONE_USER), &[("PGREPL_PROXY__LISTNE", "x")]),
         "environment variable PGREPL_PROXY__LISTNE: [proxy] listne: unknown key (known in [proxy]: \
          listen, max_client_connections, max_pending_logins, max_pending_logins_per_address, \
-         connect_timeout, startup_timeout, shutdown_timeout, max_message_size, workers)"
+         connect_timeout, server_tcp_user_timeout, startup_timeout, shutdown_timeout, max_message_size, workers)"
     );
     let err = env_error(Some(ONE_USER), &[("PGREPL_CONFIG", "/etc/x.toml")]);
     assert!(

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 use super::conn::{Counted, SettingsMark};
 use super::pool::{Place, NO_WORKER};
+use super::socket::CutDetection;
 use super::{BackendConn, BackendInfo, PoolKey, Prepared, ProtocolState};
 use crate::protocol::sqlstate;
 use crate::protocol::write::{encode_error_fields, Severity};
@@ -106,6 +107,7 @@ pub async fn connect(
     key: PoolKey,
     password: Option<&str>,
     timeout: Duration,
+    cut_detection: Option<CutDetection>,
     place: Place,
 ) -> Result<Box<BackendConn>, BackendError> {
     let unreachable = |reason: String| BackendError::Unreachable {
@@ -119,6 +121,9 @@ pub async fn connect(
         stream
             .set_nodelay(true)
             .map_err(|e| unreachable(e.to_string()))?;
+        if let Some(cut) = cut_detection {
+            cut.apply(&stream).map_err(|e| unreachable(e.to_string()))?;
+        }
         handshake(stream, &info, key.clone(), password, place).await
     };
     match tokio::time::timeout(timeout, attempt).await {

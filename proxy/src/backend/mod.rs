@@ -10,6 +10,7 @@ mod pool;
 mod prepared;
 mod protocol_state;
 mod registry;
+mod socket;
 mod statement_ids;
 
 pub use conn::{BackendConn, Counted, SettingsMark};
@@ -21,6 +22,7 @@ pub use protocol_state::{
     Origin, ParseOrigin, Pending, ProtocolState, SavepointOp, StatementClose, Watch,
 };
 pub use registry::{Backends, Full};
+pub use socket::CutDetection;
 pub use statement_ids::StatementIds;
 
 use std::fmt;

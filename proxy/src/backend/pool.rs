@@ -29,8 +29,8 @@ use super::apply;
 use super::connect::connect;
 use super::line::{Line, Waiter};
 use super::{
-    BackendConn, BackendError, BackendId, BackendInfo, Backends, Prepared, ServerParams,
-    SettingsMark, StartupInfo,
+    BackendConn, BackendError, BackendId, BackendInfo, Backends, CutDetection, Prepared,
+    ServerParams, SettingsMark, StartupInfo,
 };
 use crate::telemetry::names;
 
@@ -272,6 +272,8 @@ pub struct Pool {
     /// `[pool]` with its overrides, which decide each key pool's sizes.
     config: Mutex<PoolConfig>,
     connect_timeout: Duration,
+    /// `[proxy] server_tcp_user_timeout`, for every connection opened.
+    cut_detection: Option<CutDetection>,
     next_waiter: AtomicU64,
     /// Clients waiting for a connection now, over every key.
     clients_waiting: AtomicUsize,
@@ -344,6 +346,7 @@ impl Pool {
         backends: Arc<Backends>,
         config: &PoolConfig,
         connect_timeout: Duration,
+        cut_detection: Option<CutDetection>,
     ) -> Arc<Pool> {
         let limits = Limits::of(config);
         let ids = 0..Backends::CAPACITY;
@@ -361,6 +364,7 @@ impl Pool {
             limits: Mutex::new(limits),
             config: Mutex::new(config.clone()),
             connect_timeout,
+            cut_detection,
             next_waiter: AtomicU64::new(0),
             clients_waiting: AtomicUsize::new(0),
             wait_seconds: metrics::histogram!(names::POOL_WAIT_SECONDS),
@@ -579,6 +583,7 @@ impl Pool {
             pool.key.clone(),
             password,
             self.connect_timeout,
+            self.cut_detection,
             place,
         )
         .await?;

@@ -79,6 +79,10 @@ const NEEDS_RESTART: &[Key] = &[
     key!("[proxy] listen", proxy.listen),
     key!("[proxy] workers", proxy.workers),
     key!("[proxy] connect_timeout", proxy.connect_timeout),
+    key!(
+        "[proxy] server_tcp_user_timeout",
+        proxy.server_tcp_user_timeout
+    ),
     key!("[proxy] startup_timeout", proxy.startup_timeout),
     key!("[proxy] shutdown_timeout", proxy.shutdown_timeout),
     key!("[proxy] max_pending_logins", proxy.max_pending_logins),
