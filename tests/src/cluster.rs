@@ -56,7 +56,7 @@ impl Cluster {
         };
         let rt = local_runtime(&base_dir, primary_port, replica_port)?.with_settings(settings);
         let cluster = Cluster::new(rt);
-        let primary_dir = cluster.rt.layout().node_dir(runtime::Node::Primary);
+        let primary_dir = cluster.rt.layout().node_dir(runtime::NodeId::DB01);
         ensure!(
             !primary_dir.exists(),
             "{} already exists: a cluster needs a fresh directory",
@@ -72,8 +72,8 @@ impl Cluster {
     fn new(rt: LocalRuntime) -> Cluster {
         Cluster {
             base_dir: rt.layout().base().to_owned(),
-            primary: Node::new(&rt, runtime::Node::Primary),
-            replica: Node::new(&rt, runtime::Node::Replica),
+            primary: Node::new(&rt, runtime::NodeId::DB01),
+            replica: Node::new(&rt, runtime::NodeId::DB02),
             rt,
         }
     }

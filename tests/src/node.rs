@@ -19,17 +19,17 @@ pub struct Node {
     /// The server log (pg_ctl -l).
     pub log_file: PathBuf,
     /// Which of the tutorial's nodes it is, for the runtime.
-    id: runtime::Node,
+    id: runtime::NodeId,
     /// Holds the node's Unix socket.
     socket_dir: PathBuf,
     rt: LocalRuntime,
 }
 
 impl Node {
-    pub(crate) fn new(rt: &LocalRuntime, id: runtime::Node) -> Node {
+    pub(crate) fn new(rt: &LocalRuntime, id: runtime::NodeId) -> Node {
         let layout = rt.layout();
         Node {
-            name: id.name().to_owned(),
+            name: id.name(),
             port: rt.port(id),
             data_dir: layout.data_dir(id),
             log_file: layout.log_file(id),

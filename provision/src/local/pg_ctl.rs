@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::Path;
 
 use super::layout::Layout;
-use crate::runtime::Node;
+use crate::runtime::NodeId;
 use crate::text::quote;
 
 /// How long pg_ctl waits for a start or stop, in seconds.
@@ -19,7 +19,7 @@ const SUPERUSER: &str = "postgres";
 /// What one server is started with: its node and port, and the settings every start gets.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Server<'a> {
-    pub node: Node,
+    pub node: NodeId,
     pub port: u16,
     pub layout: &'a Layout,
     pub settings: &'a [(String, String)],
@@ -78,9 +78,10 @@ impl Server<'_> {
             self.port,
             quote(&socket_dir.to_string_lossy())
         );
+        let name = self.node.name();
         let identity = [
             ("listen_addresses", "127.0.0.1"),
-            ("cluster_name", self.node.name()),
+            ("cluster_name", name.as_str()),
         ];
         let settings = self.settings.iter().map(|(n, v)| (n.as_str(), v.as_str()));
         for (name, value) in identity.into_iter().chain(settings) {
@@ -110,7 +111,7 @@ mod tests {
         let layout = Layout::new(PathBuf::from("/srv/my pg"));
         let settings = [("fsync".to_owned(), "off".to_owned())];
         let server = Server {
-            node: Node::Replica,
+            node: NodeId::DB02,
             port: 54322,
             layout: &layout,
             settings: &settings,
@@ -137,7 +138,7 @@ mod tests {
     fn initdb_is_like_the_images() {
         let layout = Layout::new(PathBuf::from("/srv/pg"));
         let server = Server {
-            node: Node::Primary,
+            node: NodeId::DB01,
             port: 54321,
             layout: &layout,
             settings: &[],
