@@ -228,6 +228,8 @@ fn provision(field: &Field<'_>) -> Result<ProvisionConfig, ConfigError> {
         "replica_port",
         "replication_password",
         "data_dir",
+        "replicas",
+        "sync",
     ])?;
     Ok(ProvisionConfig {
         runtime: s.require("runtime")?.one_of()?,
@@ -240,6 +242,8 @@ fn provision(field: &Field<'_>) -> Result<ProvisionConfig, ConfigError> {
             .map(|f| f.string())
             .transpose()?,
         data_dir: s.require("data_dir")?.file_path()?,
+        replicas: s.require("replicas")?.replica_count()?,
+        sync: s.require("sync")?.boolean()?,
     })
 }
 

@@ -159,7 +159,9 @@ impl Config {
             .add("provision", "network", &pr.network)
             .add("provision", "primary_port", pr.primary_port)
             .add("provision", "replica_port", pr.replica_port)
-            .add("provision", "data_dir", pr.data_dir.display());
+            .add("provision", "data_dir", pr.data_dir.display())
+            .add("provision", "replicas", pr.replicas)
+            .add("provision", "sync", pr.sync);
         let a = &self.admin;
         l.add("admin", "database", &a.database)
             .add("admin", "users", a.users.join(","))

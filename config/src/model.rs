@@ -369,6 +369,11 @@ pub struct ProvisionConfig {
     pub replication_password: Option<String>,
     /// Local runtime: where the data directories `db01/` and `db02/` live.
     pub data_dir: PathBuf,
+    /// How many replicas: db02..db(N+1); dbNN listens on `replica_port + NN - 2`.
+    pub replicas: u8,
+    /// Synchronous replication: a commit waits until one replica has flushed it
+    /// (`synchronous_standby_names = 'ANY 1 (...)'` on every node).
+    pub sync: bool,
 }
 
 /// Where the pair runs.

@@ -189,6 +189,14 @@ impl<'a> Field<'a> {
             .ok_or_else(|| self.mismatch("a weight from 1 to 4294967295"))
     }
 
+    /// How many replicas `provision` builds: db02..db99 at most, as nodes are named `dbNN`.
+    pub(crate) fn replica_count(&self) -> Result<u8, ConfigError> {
+        self.integer()
+            .and_then(|n| u8::try_from(n).ok())
+            .filter(|n| (1..=98).contains(n))
+            .ok_or_else(|| self.mismatch("a replica count from 1 to 98"))
+    }
+
     pub(crate) fn port(&self) -> Result<u16, ConfigError> {
         self.integer()
             .and_then(|n| u16::try_from(n).ok())

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 
 use crate::psql::sql;
-use crate::runtime::{Node, Runtime};
+use crate::runtime::{NodeId, Runtime};
 use crate::tutorial::password::random_password;
 use crate::tutorial::sql::literal;
 
@@ -20,11 +20,12 @@ pub enum RoleChange {
     Unchanged,
 }
 
-/// Makes sure `name` can log in with `password` and owns a database of the same name.
+/// Makes sure `name` can log in on `primary` with `password` and owns a database of the same name.
 /// `reset_password` sets the password on an existing role too; otherwise an existing role
 /// is left as it is (its password is the user's business).
 pub async fn ensure_login_role<R: Runtime>(
     rt: &R,
+    primary: NodeId,
     name: &str,
     password: &str,
     reset_password: bool,
@@ -32,7 +33,7 @@ pub async fn ensure_login_role<R: Runtime>(
     let (ident, lit) = (identifier(name), literal(name));
     let exists = sql(
         rt,
-        Node::Primary,
+        primary,
         &format!("SELECT count(*) FROM pg_roles WHERE rolname = {lit}"),
     )
     .await?
@@ -40,19 +41,19 @@ pub async fn ensure_login_role<R: Runtime>(
     let change = match (exists, reset_password) {
         (false, _) => {
             let create = format!("CREATE ROLE {ident} LOGIN PASSWORD {}", literal(password));
-            sql(rt, Node::Primary, &create).await?;
+            sql(rt, primary, &create).await?;
             RoleChange::Created
         }
         (true, true) => {
             let alter = format!("ALTER ROLE {ident} PASSWORD {}", literal(password));
-            sql(rt, Node::Primary, &alter).await?;
+            sql(rt, primary, &alter).await?;
             RoleChange::PasswordSet
         }
         (true, false) => RoleChange::Unchanged,
     };
     let has_db = sql(
         rt,
-        Node::Primary,
+        primary,
         &format!("SELECT count(*) FROM pg_database WHERE datname = {lit}"),
     )
     .await?
@@ -61,7 +62,7 @@ pub async fn ensure_login_role<R: Runtime>(
         // CREATE DATABASE cannot run in a transaction block, so on its own.
         sql(
             rt,
-            Node::Primary,
+            primary,
             &format!("CREATE DATABASE {ident} OWNER {ident}"),
         )
         .await

@@ -14,5 +14,6 @@ pub mod runtime;
 pub mod status;
 pub mod steps;
 pub mod text;
+pub mod topology;
 pub mod tutorial;
 pub mod verify;

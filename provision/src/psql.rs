@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::runtime::{ExecOutput, Node, Runtime};
+use crate::runtime::{ExecOutput, NodeId, Runtime};
 
 /// `psql` arguments shared by every call: no ~/.psqlrc, unaligned tuples only, stop at the
 /// first error (without it psql exits 0 on SQL errors).
@@ -25,7 +25,7 @@ const PSQL: &[&str] = &[
 ];
 
 /// Runs `sql` on `node` and returns what psql answered, success or not.
-pub async fn try_sql<R: Runtime>(rt: &R, node: Node, sql: &str) -> Result<ExecOutput> {
+pub async fn try_sql<R: Runtime>(rt: &R, node: NodeId, sql: &str) -> Result<ExecOutput> {
     let mut argv = PSQL.to_vec();
     argv.extend(["-c", sql]);
     rt.exec(node, &argv).await
@@ -33,18 +33,18 @@ pub async fn try_sql<R: Runtime>(rt: &R, node: Node, sql: &str) -> Result<ExecOu
 
 /// Runs `sql` on `node` and returns its output, trimmed; an SQL error is an error naming the
 /// node and what the server said.
-pub async fn sql<R: Runtime>(rt: &R, node: Node, sql: &str) -> Result<String> {
+pub async fn sql<R: Runtime>(rt: &R, node: NodeId, sql: &str) -> Result<String> {
     expect_success(node, try_sql(rt, node, sql).await?)
 }
 
 /// Runs the script file at `path` (as `node` sees it) with `psql -f`.
-pub async fn sql_file<R: Runtime>(rt: &R, node: Node, path: &str) -> Result<String> {
+pub async fn sql_file<R: Runtime>(rt: &R, node: NodeId, path: &str) -> Result<String> {
     let mut argv = PSQL.to_vec();
     argv.extend(["-f", path]);
     expect_success(node, rt.exec(node, &argv).await?)
 }
 
-fn expect_success(node: Node, out: ExecOutput) -> Result<String> {
+fn expect_success(node: NodeId, out: ExecOutput) -> Result<String> {
     if !out.success() {
         bail!(
             "psql on {node} failed (exit {}): {}",

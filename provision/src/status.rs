@@ -1,34 +1,41 @@
-//! `pgrepl-proxy status`: what each node is, where it is in the WAL, how far db02 lags and
-//! the state of the slot, read from the servers themselves.
+//! `pgrepl-proxy status`: what each node is, where it is in the WAL, how far each replica
+//! lags and the state of its slot, read from the servers themselves.
 
 use anyhow::Result;
 
 use crate::psql::sql;
-use crate::runtime::{Node, NodeState, Runtime};
-use crate::tutorial::SLOT;
-use crate::verify::STREAMING_SQL;
+use crate::runtime::{NodeId, NodeState, Runtime};
+use crate::tutorial::slot_name;
+use crate::verify::streaming_sql;
 
-/// One line per node, then the slot and the replication link.
+/// One line per node, then, from the primary, a slot line and a stream line per replica.
 pub async fn status<R: Runtime>(rt: &R) -> Result<()> {
     println!("runtime  {}", rt.describe());
-    let mut running = [false; 2];
-    for (i, node) in [Node::Primary, Node::Replica].into_iter().enumerate() {
+    let nodes = rt.nodes().await?;
+    let mut primary = None;
+    for &node in &nodes {
         let endpoint = rt.host_endpoint(node);
         let state = rt.state(node).await?;
         if state != NodeState::Running {
             println!("{node}     {}  {endpoint}", state_name(state));
             continue;
         }
-        running[i] = true;
-        println!(
-            "{node}     running  {endpoint}  {}",
-            node_line(rt, node).await?
-        );
+        let line = node_line(rt, node).await?;
+        if line.starts_with("primary") && primary.is_none() {
+            primary = Some(node);
+        }
+        println!("{node}     running  {endpoint}  {line}");
     }
-    if running[0] {
-        println!("slot     {}", slot_line(rt).await?);
-        let state = sql(rt, Node::Primary, STREAMING_SQL).await?;
-        println!("stream   {state}  {}", lag_line(rt).await?);
+    let Some(primary) = primary else {
+        return Ok(());
+    };
+    for &replica in nodes.iter().filter(|&&n| n != primary) {
+        println!("slot     {}", slot_line(rt, primary, replica).await?);
+        let state = sql(rt, primary, &streaming_sql(replica)).await?;
+        println!(
+            "stream   {replica}  {state}  {}",
+            lag_line(rt, primary, replica).await?
+        );
     }
     Ok(())
 }
@@ -42,7 +49,7 @@ fn state_name(state: NodeState) -> &'static str {
 }
 
 /// Role and WAL position: the primary's current LSN, a standby's received and replayed LSNs.
-async fn node_line<R: Runtime>(rt: &R, node: Node) -> Result<String> {
+async fn node_line<R: Runtime>(rt: &R, node: NodeId) -> Result<String> {
     let row = sql(
         rt,
         node,
@@ -55,29 +62,34 @@ async fn node_line<R: Runtime>(rt: &R, node: Node) -> Result<String> {
     Ok(row)
 }
 
-async fn slot_line<R: Runtime>(rt: &R) -> Result<String> {
+async fn slot_line<R: Runtime>(rt: &R, primary: NodeId, replica: NodeId) -> Result<String> {
+    let slot = slot_name(replica);
     let row = sql(
         rt,
-        Node::Primary,
+        primary,
         &format!(
             "SELECT coalesce(max(slot_name || CASE WHEN active THEN '  active' ELSE '  inactive' END \
-               || '  restart_lsn ' || coalesce(restart_lsn::text, '-')), '{SLOT}  missing') \
-             FROM pg_replication_slots WHERE slot_name = '{SLOT}'"
+               || '  restart_lsn ' || coalesce(restart_lsn::text, '-')), '{slot}  missing') \
+             FROM pg_replication_slots WHERE slot_name = '{slot}'"
         ),
     )
     .await?;
     Ok(row)
 }
 
-/// Bytes db02 has yet to replay and the replay delay the primary measures, when streaming.
-async fn lag_line<R: Runtime>(rt: &R) -> Result<String> {
+/// Bytes `replica` has yet to replay and the replay delay the primary measures, when
+/// streaming.
+async fn lag_line<R: Runtime>(rt: &R, primary: NodeId, replica: NodeId) -> Result<String> {
     let row = sql(
         rt,
-        Node::Primary,
-        "SELECT coalesce(max('lag ' || pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn) \
-           || ' bytes, replay_lag ' || coalesce(r.replay_lag::text, '0')), '') \
-         FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid \
-         WHERE s.slot_name = 'rideshare_slot'",
+        primary,
+        &format!(
+            "SELECT coalesce(max('lag ' || pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn) \
+               || ' bytes, replay_lag ' || coalesce(r.replay_lag::text, '0')), '') \
+             FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid \
+             WHERE s.slot_name = '{}'",
+            slot_name(replica)
+        ),
     )
     .await?;
     Ok(row)

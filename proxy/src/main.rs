@@ -77,6 +77,8 @@ enum Command {
         /// Print the replication user's password when step 4 sets it.
         #[arg(long)]
         show_password: bool,
+        #[command(flatten)]
+        shape: provisioning::Shape,
     },
     /// Check the pair: db02 refuses writes, a row written on db01 appears on db02, the slot is
     /// active, db02 streams.
@@ -195,8 +197,13 @@ fn current_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs a provisioning command to completion.
 fn provisioning(target: &Target, image: Option<&str>, action: Action) -> ExitCode {
-    let result = target.config(image).and_then(|config| {
-        current_thread_runtime()?.block_on(provisioning::run(&config, target.adopt, action))
+    run_provisioning(target.config(image), target.adopt, action)
+}
+
+/// Runs a provisioning command on `config` to completion.
+fn run_provisioning(config: anyhow::Result<Config>, adopt: bool, action: Action) -> ExitCode {
+    let result = config.and_then(|config| {
+        current_thread_runtime()?.block_on(provisioning::run(&config, adopt, action))
     });
     exit_code(result)
 }
@@ -223,20 +230,22 @@ fn main() -> ExitCode {
             target,
             image,
             dry_run: true,
+            shape,
             ..
         } => exit_code(
             target
                 .config(image.as_deref())
-                .and_then(|c| provisioning::dry_run(&c)),
+                .and_then(|c| provisioning::dry_run(&shape.apply(c))),
         ),
         Command::Provision {
             target,
             image,
             dry_run: false,
             show_password,
-        } => provisioning(
-            &target,
-            image.as_deref(),
+            shape,
+        } => run_provisioning(
+            target.config(image.as_deref()).map(|c| shape.apply(c)),
+            target.adopt,
             Action::Provision { show_password },
         ),
         Command::Verify { target } => provisioning(&target, None, Action::Verify),

@@ -8,7 +8,8 @@ use clap::Args;
 use pgrepl_config::{Config, Named, RuntimeKind};
 use pgrepl_provision::docker::{plan, DockerRuntime};
 use pgrepl_provision::local::LocalRuntime;
-use pgrepl_provision::runtime::{Endpoint, Node, Runtime};
+use pgrepl_provision::runtime::{check_ports, Endpoint, NodeId, Runtime};
+use pgrepl_provision::topology::Topology;
 use pgrepl_provision::{status, steps, verify};
 
 /// Where the pair runs: shared by every provisioning command.
@@ -47,7 +48,26 @@ impl Target {
     }
 }
 
-/// What to do with the pair.
+/// How many nodes `provision` builds, over `[provision]`.
+#[derive(Args, Debug, Clone)]
+pub struct Shape {
+    /// How many replicas: db02 up to db(N+1), each with its own slot and port
+    /// (replica_port and up) [default: [provision] replicas, 1].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=98))]
+    pub replicas: Option<u8>,
+}
+
+impl Shape {
+    /// `config` with the command line's choices over it.
+    pub fn apply(&self, mut config: Config) -> Config {
+        if let Some(replicas) = self.replicas {
+            config.provision.replicas = replicas;
+        }
+        config
+    }
+}
+
+/// What to do with the nodes.
 pub enum Action {
     Provision { show_password: bool },
     Verify,
@@ -73,13 +93,22 @@ pub async fn run(config: &Config, adopt: bool, action: Action) -> Result<()> {
 async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<()> {
     match action {
         Action::Provision { show_password } => {
+            let p = &config.provision;
+            check_ports(p.primary_port, p.replica_port, p.replicas)?;
             let options = steps::Options {
-                replication_password: config.provision.replication_password.clone(),
+                replication_password: p.replication_password.clone(),
                 show_password,
+                replicas: p.replicas,
             };
-            println!("provisioning db01 and db02 with {}", rt.describe());
+            let topology = Topology::tutorial(p.replicas);
+            println!(
+                "provisioning {} and {} with {}",
+                topology.primary,
+                topology.replica_list(),
+                rt.describe()
+            );
             steps::provision(rt, &options, &mut std::io::stdout()).await?;
-            print_endpoints(rt);
+            print_endpoints(rt, &topology.nodes());
         }
         Action::Verify => verify::verify(rt).await?,
         Action::Status => status::status(rt).await?,
@@ -96,8 +125,8 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
     Ok(())
 }
 
-fn print_endpoints<R: Runtime>(rt: &R) {
-    for node in [Node::Primary, Node::Replica] {
+fn print_endpoints<R: Runtime>(rt: &R, nodes: &[NodeId]) {
+    for &node in nodes {
         println!("{node} listens on {}", rt.host_endpoint(node));
     }
 }
@@ -106,6 +135,12 @@ fn print_endpoints<R: Runtime>(rt: &R) {
 pub fn dry_run(config: &Config) -> Result<()> {
     if config.provision.runtime != RuntimeKind::Docker {
         anyhow::bail!("--dry-run prints docker CLI commands; it needs --runtime docker");
+    }
+    if config.provision.replicas != 1 {
+        anyhow::bail!(
+            "--dry-run prints the tutorial's db01 and db02 only; it takes no --replicas \
+             (each more replica repeats db02's steps with its own name, slot and port)"
+        );
     }
     for line in plan::docker_commands(&config.provision) {
         println!("{line}");
@@ -140,15 +175,22 @@ async fn endpoints<R: Runtime>(
     config: &Config,
     reset_passwords: bool,
 ) -> Result<(Endpoint, Endpoint)> {
+    let primary = Topology::discover(rt).await?.primary;
     for user in &config.users {
         let password = user.password.as_deref().with_context(|| {
             format!("user {} has no password to create its role with", user.name)
         })?;
-        pgrepl_provision::app_roles::ensure_login_role(rt, &user.name, password, reset_passwords)
-            .await?;
+        pgrepl_provision::app_roles::ensure_login_role(
+            rt,
+            primary,
+            &user.name,
+            password,
+            reset_passwords,
+        )
+        .await?;
     }
     Ok((
-        rt.host_endpoint(Node::Primary),
-        rt.host_endpoint(Node::Replica),
+        rt.host_endpoint(NodeId::DB01),
+        rt.host_endpoint(NodeId::DB02),
     ))
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use pgrepl_config::{AuthMethod, BackendConfig, Config, UserConfig};
 use pgrepl_provision::app_roles::{new_app_password, DEFAULT_APP_USER};
-use pgrepl_provision::runtime::{Endpoint, Node};
+use pgrepl_provision::runtime::{Endpoint, NodeId};
 use pgrepl_proxy::reload::Loader;
 
 use crate::provisioning::{prepare_pair, Target};
@@ -60,15 +60,15 @@ fn prepare(target: &Target, image: Option<&str>) -> anyhow::Result<Config> {
     }
     let (primary, replica) =
         current_thread_runtime()?.block_on(prepare_pair(&config, target.adopt, generated))?;
-    config.primary = backend(Node::Primary, &primary);
-    config.replicas = vec![backend(Node::Replica, &replica)];
+    config.primary = backend(NodeId::DB01, &primary);
+    config.replicas = vec![backend(NodeId::DB02, &replica)];
     print_how_to_connect(&config, generated);
     Ok(config)
 }
 
-fn backend(node: Node, endpoint: &Endpoint) -> BackendConfig {
+fn backend(node: NodeId, endpoint: &Endpoint) -> BackendConfig {
     BackendConfig {
-        name: node.name().to_owned(),
+        name: node.name(),
         host: endpoint.host.clone(),
         port: endpoint.port,
         weight: 1,

@@ -58,8 +58,8 @@ impl Cluster {
         settings: &[(&str, &str)],
     ) -> Result<Cluster> {
         Cluster::create(base_dir, settings, &rig.subnet(), |mut rt| {
-            for id in [runtime::Node::Primary, runtime::Node::Replica] {
-                rt = rt.with_node_network(id, rig.node(id.name())?.network());
+            for id in [runtime::NodeId::DB01, runtime::NodeId::DB02] {
+                rt = rt.with_node_network(id, rig.node(&id.name())?.network());
             }
             Ok(rt)
         })
@@ -85,7 +85,7 @@ impl Cluster {
         };
         let rt = local_runtime(&base_dir, primary_port, replica_port)?.with_settings(settings);
         let cluster = Cluster::new(place(rt)?)?;
-        let primary_dir = cluster.rt.layout().node_dir(runtime::Node::Primary);
+        let primary_dir = cluster.rt.layout().node_dir(runtime::NodeId::DB01);
         ensure!(
             !primary_dir.exists(),
             "{} already exists: a cluster needs a fresh directory",
@@ -101,8 +101,8 @@ impl Cluster {
     fn new(rt: LocalRuntime) -> Result<Cluster> {
         Ok(Cluster {
             base_dir: rt.layout().base().to_owned(),
-            primary: Node::new(&rt, runtime::Node::Primary)?,
-            replica: Node::new(&rt, runtime::Node::Replica)?,
+            primary: Node::new(&rt, runtime::NodeId::DB01)?,
+            replica: Node::new(&rt, runtime::NodeId::DB02)?,
             rt,
         })
     }

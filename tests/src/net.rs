@@ -27,6 +27,20 @@ pub fn free_port() -> u16 {
     panic!("no free loopback TCP port between {low} and {}", low + span);
 }
 
+/// The first of `count` consecutive free loopback ports, for `provision --replicas N`, whose
+/// replicas take `replica_port` and the ports after it. They are taken from [`free_port`]'s
+/// turn, so it hands none of them out again.
+pub fn free_ports(count: u16) -> u16 {
+    for _ in 0..1000 {
+        let first = free_port();
+        let consecutive = (1..count).all(|i| Some(free_port()) == first.checked_add(i));
+        if consecutive {
+            return first;
+        }
+    }
+    panic!("no {count} consecutive free loopback TCP ports");
+}
+
 /// The first port and the number of ports to hand out: below the kernel's ephemeral range
 /// (Linux's default 32768-60999 when it cannot be read), or above it when it starts too low.
 fn outside_ephemeral_range() -> (u32, u32) {

@@ -22,18 +22,18 @@ pub struct Node {
     /// The server log (pg_ctl -l).
     pub log_file: PathBuf,
     /// Which of the tutorial's nodes it is, for the runtime.
-    id: runtime::Node,
+    id: runtime::NodeId,
     /// Holds the node's Unix socket.
     socket_dir: PathBuf,
     rt: LocalRuntime,
 }
 
 impl Node {
-    pub(crate) fn new(rt: &LocalRuntime, id: runtime::Node) -> Result<Node> {
+    pub(crate) fn new(rt: &LocalRuntime, id: runtime::NodeId) -> Result<Node> {
         let layout = rt.layout();
         let endpoint = rt.host_endpoint(id);
         Ok(Node {
-            name: id.name().to_owned(),
+            name: id.name(),
             ip: endpoint.host.parse()?,
             port: endpoint.port,
             data_dir: layout.data_dir(id),

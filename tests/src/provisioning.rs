@@ -2,11 +2,18 @@
 //! docker CLI (to look at what provisioning built from outside, as a user would), and the
 //! rules about when Docker tests may be skipped.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use pgrepl_config::{Config, ProvisionConfig, RuntimeKind};
+use pgrepl_provision::local::LocalRuntime;
+use pgrepl_provision::runtime::NodeId;
+
+use crate::local::block_on;
+use crate::net::{free_port, free_ports};
 use crate::proxy::proxy_command;
+use crate::shared::run_dir;
 use crate::suite::{run_with_timeout, PsqlRun};
 
 /// The only way to skip the Docker suites, for machines without Docker. CI never sets it: there
@@ -82,29 +89,134 @@ pub fn docker_psql(container: &str, sql: &str) -> PsqlRun {
     ])
 }
 
-/// The `[n/11] ...` lines of a provisioning run, checked to be the 11 steps in order, each
-/// ending in `done in X s` (possibly with a note) or `already done`. Returns how each ended:
-/// true for already done.
+/// The `[n/11] ...` lines of a provisioning run with the tutorial's one replica, checked to be
+/// the 11 steps in order, one line each (see [`step_lines`]). Returns how each ended: true
+/// for already done.
 pub fn step_outcomes(stdout: &str) -> Vec<bool> {
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('[')).collect();
+    let lines = step_lines(stdout);
     assert_eq!(lines.len(), 11, "expected 11 step lines in:\n{stdout}");
-    lines
-        .iter()
-        .enumerate()
-        .map(|(i, line)| {
+    lines.into_iter().map(|(_, already)| already).collect()
+}
+
+/// The `[n/11] ...` lines of a provisioning run, checked to be the 11 steps in order (a step
+/// about one replica has a line per replica), each ending in `done in X s` (possibly with a
+/// note) or `already done`. Returns each line's step and whether it was already done.
+pub fn step_lines(stdout: &str) -> Vec<(usize, bool)> {
+    let mut previous = 0;
+    let lines: Vec<(usize, bool)> = stdout
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .map(|line| {
+            let step: usize = line[1..]
+                .split('/')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no step number in {line}"));
             assert!(
-                line.starts_with(&format!("[{}/11] ", i + 1)),
-                "step {} out of order: {line}",
-                i + 1
+                line.starts_with(&format!("[{step}/11] "))
+                    && (step == previous || step == previous + 1),
+                "step {step} out of order after {previous}: {line}"
             );
+            previous = step;
             let already = line.ends_with("... already done");
             assert!(
                 already || line.contains("... done in "),
                 "step line without an outcome: {line}"
             );
-            already
+            (step, already)
         })
-        .collect()
+        .collect();
+    assert_eq!(previous, 11, "not every step ran:\n{stdout}");
+    lines
+}
+
+/// A set of nodes built by `pgrepl-proxy provision --runtime local` in its own directory,
+/// torn down when dropped, passed or not.
+pub struct LocalSet {
+    env: Vec<(String, String)>,
+    pub dir: PathBuf,
+    config: ProvisionConfig,
+}
+
+impl LocalSet {
+    /// db01 and `replicas` replicas in `run_dir()/name`, on free ports.
+    pub fn new(name: &str, replicas: u8) -> LocalSet {
+        let dir = run_dir().join(name);
+        let mut config = Config::defaults().provision;
+        config.runtime = RuntimeKind::Local;
+        config.data_dir = dir.clone();
+        config.primary_port = free_port();
+        config.replica_port = free_ports(replicas.into());
+        config.replicas = replicas;
+        let env = vec![
+            ("PGREPL_PROVISION__RUNTIME".into(), "local".into()),
+            (
+                "PGREPL_PROVISION__DATA_DIR".into(),
+                dir.to_string_lossy().into_owned(),
+            ),
+            (
+                "PGREPL_PROVISION__PRIMARY_PORT".into(),
+                config.primary_port.to_string(),
+            ),
+            (
+                "PGREPL_PROVISION__REPLICA_PORT".into(),
+                config.replica_port.to_string(),
+            ),
+            ("PGREPL_PROVISION__REPLICAS".into(), replicas.to_string()),
+            // Where `status` looks for a running proxy: nothing listens there.
+            (
+                "PGREPL_METRICS__LISTEN".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+        ];
+        LocalSet { env, dir, config }
+    }
+
+    /// Runs `pgrepl-proxy ARGS` on this set.
+    pub fn run(&self, args: &[&str]) -> PsqlRun {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pgrepl(args, &env)
+    }
+
+    /// Runs `pgrepl-proxy ARGS`, which must succeed, and returns its output.
+    pub fn expect(&self, args: &[&str]) -> String {
+        let run = self.run(args);
+        assert!(
+            run.success,
+            "pgrepl-proxy {args:?} failed:\n{}{}",
+            run.stdout, run.stderr
+        );
+        run.stdout
+    }
+
+    /// `provision`, which must succeed; returns its step lines (see [`step_lines`]).
+    pub fn provision(&self) -> Vec<(usize, bool)> {
+        step_lines(&self.expect(&["provision"]))
+    }
+
+    /// The runtime the commands use, for what a test does to the nodes directly.
+    pub fn runtime(&self) -> LocalRuntime {
+        LocalRuntime::new(&self.config).expect("no local PostgreSQL")
+    }
+
+    /// `sql` run by the superuser on `node`, its output trimmed.
+    pub fn sql(&self, node: NodeId, sql: &str) -> anyhow::Result<String> {
+        let rt = self.runtime();
+        block_on(async { pgrepl_provision::psql::sql(&rt, node, sql).await })
+    }
+}
+
+impl Drop for LocalSet {
+    fn drop(&mut self) {
+        let run = self.run(&["teardown"]);
+        if !run.success {
+            eprintln!("teardown of {} failed: {}", self.dir.display(), run.stderr);
+        }
+    }
 }
 
 /// Checks `pgrepl-proxy status` output for a healthy pair: a primary, a streaming standby and

@@ -6,13 +6,13 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::{mpsc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pgrepl_tests::free_port;
 use pgrepl_tests::provisioning::{
-    assert_healthy_status, docker, docker_psql, docker_suite_enabled, pgrepl, step_outcomes,
-    LOCAL_IMAGE,
+    assert_healthy_status, docker, docker_psql, docker_suite_enabled, pgrepl, step_lines,
+    step_outcomes, LOCAL_IMAGE,
 };
+use pgrepl_tests::{free_port, free_ports};
 use pgrepl_tests::{proxy_command, wait_until};
 use tokio_postgres::NoTls;
 
@@ -355,7 +355,7 @@ fn nothing_left() {
         !volumes
             .stdout
             .lines()
-            .any(|v| v == "db01-data" || v == "db02-data"),
+            .any(|v| v.starts_with("db0") && v.ends_with("-data")),
         "volumes left behind: {}",
         volumes.stdout
     );
@@ -364,6 +364,118 @@ fn nothing_left() {
         !networks.stdout.lines().any(|n| n == "rideshare-net"),
         "network left behind"
     );
+}
+
+/// `provision --replicas 3` twice: db02..db04 stream through their own slots, each on its
+/// own port, and the second run changes nothing (every step already done, the same
+/// containers, none restarted); teardown removes all four.
+#[test]
+fn three_replicas_provision_twice_and_tear_down() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    teardown();
+    let began = Instant::now();
+    let replica_port = free_ports(3);
+    let env = [
+        ("PGREPL_PROVISION__PRIMARY_PORT", free_port().to_string()),
+        ("PGREPL_PROVISION__REPLICA_PORT", replica_port.to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = ["provision", "--image", LOCAL_IMAGE, "--replicas", "3"];
+    let first = pgrepl(&args, &env);
+    assert!(
+        first.success,
+        "provision failed:\n{}{}",
+        first.stdout, first.stderr
+    );
+    let lines = step_lines(&first.stdout);
+    assert_eq!(lines.len(), 5 + 6 * 3, "{}", first.stdout);
+    assert!(
+        lines.iter().all(|(_, already)| !already),
+        "{}",
+        first.stdout
+    );
+
+    let nodes = ["db01", "db02", "db03", "db04"];
+    let containers = ids_and_start_times(&nodes);
+    let streams = docker_psql(
+        "db01",
+        "SELECT string_agg(s.slot_name || '=' || r.application_name || ':' || r.state, ',' \
+         ORDER BY s.slot_name) FROM pg_replication_slots s \
+         JOIN pg_stat_replication r ON r.pid = s.active_pid",
+    );
+    assert_eq!(
+        streams.stdout.trim(),
+        "rideshare_slot=db02:streaming,rideshare_slot_db03=db03:streaming,\
+         rideshare_slot_db04=db04:streaming",
+        "{}",
+        streams.stderr
+    );
+    let port = docker(&["port", "db04", "5432/tcp"]);
+    assert_eq!(
+        port.stdout.trim(),
+        format!("127.0.0.1:{}", replica_port + 2)
+    );
+    for node in &nodes[1..] {
+        let refused = docker_psql(node, "CREATE TABLE nope (id INT)");
+        assert!(
+            refused.stderr.contains("read-only transaction"),
+            "{node}: {}",
+            refused.stderr
+        );
+        assert_eq!(
+            docker_psql(node, "SHOW wal_log_hints").stdout.trim(),
+            "on",
+            "{node}"
+        );
+    }
+
+    let second = pgrepl(&args, &env);
+    assert!(
+        second.success,
+        "second provision failed:\n{}{}",
+        second.stdout, second.stderr
+    );
+    assert!(
+        step_lines(&second.stdout)
+            .iter()
+            .all(|(_, already)| *already),
+        "a provisioned set is left as it is:\n{}",
+        second.stdout
+    );
+    assert_eq!(
+        ids_and_start_times(&nodes),
+        containers,
+        "the second run replaced or restarted a container"
+    );
+
+    let removed = teardown();
+    for item in ["db03", "db04", "db03-data", "db04-data"] {
+        assert!(
+            removed.contains(item),
+            "teardown did not report {item}:\n{removed}"
+        );
+    }
+    nothing_left();
+    assert!(
+        began.elapsed() < Duration::from_secs(180),
+        "three replicas took {:?}, more than 180 s",
+        began.elapsed()
+    );
+}
+
+/// Each container's id and when it last started.
+fn ids_and_start_times(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|name| {
+            let run = docker(&["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", name]);
+            assert!(run.success, "{name}: {}", run.stderr);
+            run.stdout.trim().to_owned()
+        })
+        .collect()
 }
 
 #[test]

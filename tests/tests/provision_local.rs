@@ -2,85 +2,30 @@
 //! programs, a second run that changes nothing, a lost replica rebuilt by re-running, verify,
 //! status and teardown.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use pgrepl_tests::provisioning::{assert_healthy_status, pgrepl, step_outcomes};
-use pgrepl_tests::{free_port, run_dir};
-
-/// A local pair in its own directory, torn down when the test ends, passed or not.
-struct LocalPair {
-    env: Vec<(String, String)>,
-    dir: PathBuf,
-}
-
-impl LocalPair {
-    fn new(name: &str) -> LocalPair {
-        let dir = run_dir().join(name);
-        let env = vec![
-            ("PGREPL_PROVISION__RUNTIME".into(), "local".into()),
-            (
-                "PGREPL_PROVISION__DATA_DIR".into(),
-                dir.to_string_lossy().into_owned(),
-            ),
-            (
-                "PGREPL_PROVISION__PRIMARY_PORT".into(),
-                free_port().to_string(),
-            ),
-            (
-                "PGREPL_PROVISION__REPLICA_PORT".into(),
-                free_port().to_string(),
-            ),
-            // Where `status` looks for a running proxy: nothing listens there.
-            (
-                "PGREPL_METRICS__LISTEN".into(),
-                format!("127.0.0.1:{}", free_port()),
-            ),
-        ];
-        LocalPair { env, dir }
-    }
-
-    fn run(&self, args: &[&str]) -> pgrepl_tests::suite::PsqlRun {
-        let env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        pgrepl(args, &env)
-    }
-
-    fn provision(&self) -> Vec<bool> {
-        let run = self.run(&["provision"]);
-        assert!(
-            run.success,
-            "provision failed:\n{}{}",
-            run.stdout, run.stderr
-        );
-        step_outcomes(&run.stdout)
-    }
-}
-
-impl Drop for LocalPair {
-    fn drop(&mut self) {
-        let run = self.run(&["teardown"]);
-        if !run.success {
-            eprintln!("teardown of {} failed: {}", self.dir.display(), run.stderr);
-        }
-    }
-}
+use pgrepl_provision::runtime::NodeId;
+use pgrepl_tests::provisioning::{assert_healthy_status, step_outcomes, LocalSet};
 
 #[test]
 fn local_pair_provisions_reprovisions_and_tears_down() {
-    let pair = LocalPair::new("local-pair");
-    assert!(pair.provision().iter().all(|already| !already));
+    let pair = LocalSet::new("local-pair", 1);
+    let first = pair.expect(&["provision"]);
+    assert!(
+        step_outcomes(&first).iter().all(|already| !already),
+        "{first}"
+    );
 
     let pgpass = std::fs::metadata(pair.dir.join("db02/.pgpass")).expect("no .pgpass for db02");
     assert_eq!(pgpass.mode() & 0o777, 0o600, ".pgpass must be private");
     assert!(pair.dir.join("db02/data/standby.signal").exists());
 
+    let second = pair.expect(&["provision"]);
     assert!(
-        pair.provision().iter().all(|already| *already),
-        "a provisioned pair is left as it is"
+        step_outcomes(&second).iter().all(|already| *already),
+        "a provisioned pair is left as it is:\n{second}"
     );
 
     let verify = pair.run(&["verify"]);
@@ -117,15 +62,16 @@ fn local_pair_provisions_reprovisions_and_tears_down() {
 
 #[test]
 fn a_lost_replica_is_rebuilt_by_running_provision_again() {
-    let pair = LocalPair::new("lost-replica");
+    let pair = LocalSet::new("lost-replica", 1);
     pair.provision();
     stop_and_remove(&pair.dir.join("db02"));
 
-    let outcomes = pair.provision();
-    // The primary's steps (1, 3, 5, 6) and the tutorial's table (11) are there already; the
-    // replica is created again, gets a new .pgpass (and password) and a fresh base backup.
+    let outcomes = step_outcomes(&pair.expect(&["provision"]));
+    // The primary's steps (1, 3, 5) and the tutorial's table (11) are there already; the
+    // replica is created again, gets db01's copy of .pgpass, the pg_hba.conf every node has
+    // and a fresh base backup.
     let redone: Vec<usize> = (1..=11).filter(|n| !outcomes[n - 1]).collect();
-    assert_eq!(redone, vec![2, 4, 7, 8, 9, 10], "{outcomes:?}");
+    assert_eq!(redone, vec![2, 4, 6, 7, 8, 9, 10], "{outcomes:?}");
     let verify = pair.run(&["verify"]);
     assert!(
         verify.success,
@@ -152,4 +98,102 @@ fn stop_and_remove(node_dir: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     std::fs::remove_dir_all(node_dir).expect("cannot remove db02");
+}
+
+/// `provision --replicas 3`: db02..db04, each with its slot, port and .pgpass, the same
+/// pg_hba.conf and wal_log_hints on every node, the tutorial's check on each replica; a
+/// second run finds everything done and restarts nothing.
+#[test]
+fn three_replicas_provision_and_reprovision_without_restarts() {
+    let set = LocalSet::new("three-replicas", 3);
+    let first = set.provision();
+    let mut lines_per_step = HashMap::new();
+    for (step, already) in &first {
+        assert!(!already, "a fresh set has every step to do: step {step}");
+        *lines_per_step.entry(*step).or_insert(0) += 1;
+    }
+    for step in 1..=11 {
+        let wanted = if [2, 5, 7, 8, 9, 10].contains(&step) {
+            3
+        } else {
+            1
+        };
+        assert_eq!(lines_per_step[&step], wanted, "lines of step {step}");
+    }
+
+    let nodes = NodeId::first(3);
+    let started = start_times(&set, &nodes);
+    let hba = std::fs::read(set.dir.join("db01/data/pg_hba.conf")).unwrap();
+    for &node in &nodes {
+        let home = set.dir.join(node.name());
+        let pgpass = std::fs::metadata(home.join(".pgpass")).expect("no .pgpass");
+        assert_eq!(
+            pgpass.mode() & 0o777,
+            0o600,
+            "{node}'s .pgpass must be private"
+        );
+        assert_eq!(
+            std::fs::read(home.join("data/pg_hba.conf")).unwrap(),
+            hba,
+            "{node} has the same pg_hba.conf as db01"
+        );
+        assert_eq!(set.sql(node, "SHOW wal_log_hints").unwrap(), "on", "{node}");
+        let grants = "SELECT has_function_privilege('replication_user', \
+                      'pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)', 'EXECUTE')";
+        assert_eq!(set.sql(node, grants).unwrap(), "t", "{node}");
+    }
+    assert!(String::from_utf8_lossy(&hba).contains("replication_user  127.0.0.1/32  md5"));
+    let streams = set
+        .sql(
+            NodeId::DB01,
+            "SELECT string_agg(s.slot_name || '=' || r.application_name || ':' || r.state, ',' \
+             ORDER BY s.slot_name) FROM pg_replication_slots s \
+             JOIN pg_stat_replication r ON r.pid = s.active_pid",
+        )
+        .unwrap();
+    assert_eq!(
+        streams,
+        "rideshare_slot=db02:streaming,rideshare_slot_db03=db03:streaming,\
+         rideshare_slot_db04=db04:streaming"
+    );
+
+    let second = set.provision();
+    assert_eq!(second.len(), first.len());
+    assert!(
+        second.iter().all(|(_, already)| *already),
+        "a provisioned set is left as it is: {second:?}"
+    );
+    assert_eq!(
+        start_times(&set, &nodes),
+        started,
+        "the second run restarted a node"
+    );
+
+    let verify = set.expect(&["verify"]);
+    let oks = verify.lines().filter(|l| l.starts_with("ok  ")).count();
+    assert_eq!(oks, 12, "four checks per replica:\n{verify}");
+    let status = set.expect(&["status", "--pair"]);
+    for part in [
+        "db04     running",
+        "rideshare_slot_db04  active",
+        "stream   db04  streaming",
+    ] {
+        assert!(status.contains(part), "status lacks {part:?}:\n{status}");
+    }
+
+    let removed = set.expect(&["teardown"]);
+    for &node in &nodes {
+        assert!(
+            !set.dir.join(node.name()).exists(),
+            "{node} left:\n{removed}"
+        );
+    }
+}
+
+/// When each node's postmaster started.
+fn start_times(set: &LocalSet, nodes: &[NodeId]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|&node| set.sql(node, "SELECT pg_postmaster_start_time()").unwrap())
+        .collect()
 }

@@ -218,6 +218,11 @@ fn provision_defaults_follow_the_tutorial_and_can_be_overridden() {
     assert_eq!(p.network, "rideshare-net");
     assert_eq!((p.primary_port, p.replica_port), (54321, 54322));
     assert_eq!(p.replication_password, None);
+    assert_eq!(
+        (p.replicas, p.sync),
+        (1, false),
+        "the tutorial's one asynchronous replica"
+    );
     let config = from_file(&format!(
         "[provision]\nruntime = \"local\"\nimage = \"pg:x\"\nreplication_password = \"s3cret\"\n{ONE_USER}"
     ))
@@ -232,6 +237,25 @@ fn provision_defaults_follow_the_tutorial_and_can_be_overridden() {
         config.provision.primary_port, 54321,
         "unset keys keep their defaults"
     );
+}
+
+#[test]
+fn replicas_and_sync_are_read_and_bounded() {
+    let config = from_file(&format!(
+        "[provision]\nreplicas = 3\nsync = true\n{ONE_USER}"
+    ))
+    .unwrap();
+    assert_eq!(
+        (config.provision.replicas, config.provision.sync),
+        (3, true)
+    );
+    for bad in ["0", "99", "-1", "\"two\""] {
+        let err = super::file_error(&format!("[provision]\nreplicas = {bad}\n{ONE_USER}"));
+        assert!(
+            err.contains("[provision] replicas") && err.contains("from 1 to 98"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -16,16 +16,13 @@ use super::error::{optional, port_changed};
 use super::names::{port_key, Resource, LOOPBACK, STOP_SIGNAL, STOP_TIMEOUT_SECS};
 use super::objects::Owner;
 use super::DockerRuntime;
-use crate::runtime::{Node, NodeState};
+use crate::runtime::{NodeId, NodeState};
 use crate::tutorial::password::random_password;
 use crate::tutorial::PGDATA;
 
 /// The host port `node` is published on.
-pub(super) fn host_port(config: &ProvisionConfig, node: Node) -> u16 {
-    match node {
-        Node::Primary => config.primary_port,
-        Node::Replica => config.replica_port,
-    }
+pub(super) fn host_port(config: &ProvisionConfig, node: NodeId) -> u16 {
+    node.port(config.primary_port, config.replica_port)
 }
 
 /// Whether the container's server process runs.
@@ -38,7 +35,7 @@ impl DockerRuntime {
     /// error unless adopting.
     pub(super) async fn inspect_node(
         &self,
-        node: Node,
+        node: NodeId,
     ) -> Result<Option<ContainerInspectResponse>> {
         let container = Resource::container(node);
         let info = optional(self.docker.inspect_container(&container.name, None).await)
@@ -50,13 +47,13 @@ impl DockerRuntime {
     }
 
     /// Like [`DockerRuntime::inspect_node`], for steps that need the container to be there.
-    pub(super) async fn existing(&self, node: Node) -> Result<ContainerInspectResponse> {
+    pub(super) async fn existing(&self, node: NodeId) -> Result<ContainerInspectResponse> {
         self.inspect_node(node)
             .await?
             .with_context(|| format!("container {node} does not exist (provision creates it)"))
     }
 
-    pub(super) async fn node_state(&self, node: Node) -> Result<NodeState> {
+    pub(super) async fn node_state(&self, node: NodeId) -> Result<NodeState> {
         Ok(match self.inspect_node(node).await? {
             None => NodeState::Missing,
             Some(info) if is_running(&info) => NodeState::Running,
@@ -67,7 +64,7 @@ impl DockerRuntime {
     /// Steps 1 and 2: the network, the data volume and the container, each only if missing
     /// (an existing container is looked at first, so a refused one leaves nothing behind);
     /// then the server is started and waited for.
-    pub(super) async fn create_node(&self, node: Node) -> Result<()> {
+    pub(super) async fn create_node(&self, node: NodeId) -> Result<()> {
         let port = host_port(&self.config, node);
         if let Some(info) = self.inspect_node(node).await? {
             let published = published_port(&info);
@@ -80,7 +77,7 @@ impl DockerRuntime {
         self.ensure_volume(node).await?;
         let password = random_password().context("cannot get random bytes for a password")?;
         let options = CreateContainerOptionsBuilder::new()
-            .name(node.name())
+            .name(&node.name())
             .build();
         let spec = node_spec(&self.config, node, &password);
         self.docker
@@ -97,7 +94,7 @@ impl DockerRuntime {
     }
 
     /// The address `node` has on the pair's network (`docker inspect`'s IPAddress).
-    pub(super) async fn node_address(&self, node: Node) -> Result<Ipv4Addr> {
+    pub(super) async fn node_address(&self, node: NodeId) -> Result<Ipv4Addr> {
         let info = self.existing(node).await?;
         let network = &self.config.network;
         let ip = info
@@ -124,8 +121,8 @@ fn published_port(info: &ContainerInspectResponse) -> Option<u16> {
 /// `docker run -d --name NODE --hostname NODE --network NET -p 127.0.0.1:PORT:5432
 /// -v NODE-data:PGDATA -e POSTGRES_PASSWORD=... --stop-signal SIGINT IMAGE`, labelled, with
 /// no restart policy: a restart would bring db02 back in the middle of step 7.
-fn node_spec(config: &ProvisionConfig, node: Node, password: &str) -> ContainerCreateBody {
-    let name = node.name().to_owned();
+fn node_spec(config: &ProvisionConfig, node: NodeId, password: &str) -> ContainerCreateBody {
+    let name = node.name();
     let binding = PortBinding {
         host_ip: Some(LOOPBACK.to_owned()),
         host_port: Some(host_port(config, node).to_string()),
@@ -173,12 +170,14 @@ pub(super) mod tests {
             replica_port: 54322,
             replication_password: Some("s3cret-rep".into()),
             data_dir: "/tmp/unused".into(),
+            replicas: 1,
+            sync: false,
         }
     }
 
     #[test]
     fn the_replica_is_published_on_loopback_only_with_no_restart_policy() {
-        let spec = node_spec(&config(), Node::Replica, "pw");
+        let spec = node_spec(&config(), NodeId::DB02, "pw");
         let host = spec.host_config.clone().unwrap();
         let bindings = host.port_bindings.unwrap();
         assert_eq!(
@@ -210,7 +209,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_published_port_is_read_back() {
-        let spec = node_spec(&config(), Node::Primary, "pw");
+        let spec = node_spec(&config(), NodeId::DB01, "pw");
         let info = ContainerInspectResponse {
             host_config: spec.host_config,
             ..Default::default()

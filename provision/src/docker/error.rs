@@ -5,7 +5,7 @@ use anyhow::anyhow;
 use bollard::errors::Error;
 
 use super::names::{Kind, Resource, LOOPBACK};
-use crate::runtime::Node;
+use crate::runtime::NodeId;
 
 /// The HTTP status Docker answered with, when the error is an answer at all.
 fn status(err: &Error) -> Option<u16> {
@@ -31,16 +31,17 @@ pub(super) fn is_port_in_use(err: &Error) -> bool {
     text.contains("port is already allocated") || text.contains("address already in use")
 }
 
-/// The config key that sets `node`'s host port.
-fn port_setting(node: Node) -> &'static str {
+/// The setting `node`'s port comes from: db01's `primary_port`, the replicas' `replica_port`
+/// (db02 on it, the others on the ports after it).
+fn port_setting(node: NodeId) -> &'static str {
     match node {
-        Node::Primary => "primary_port",
-        Node::Replica => "replica_port",
+        NodeId::DB01 => "primary_port",
+        _ => "replica_port",
     }
 }
 
 /// How to choose another host port for `node`.
-fn choose_port(node: Node) -> String {
+fn choose_port(node: NodeId) -> String {
     let key = port_setting(node);
     format!(
         "set `[provision] {key}` in the config file or PGREPL_PROVISION__{}",
@@ -49,7 +50,7 @@ fn choose_port(node: Node) -> String {
 }
 
 /// `node` could not start because its host port is taken.
-pub(super) fn port_in_use(node: Node, port: u16) -> anyhow::Error {
+pub(super) fn port_in_use(node: NodeId, port: u16) -> anyhow::Error {
     anyhow!(
         "{node} cannot publish PostgreSQL on {LOOPBACK}:{port}: that address is already in use \
          on this machine. Stop what listens there, or choose another port: {}",
@@ -59,7 +60,7 @@ pub(super) fn port_in_use(node: Node, port: u16) -> anyhow::Error {
 
 /// `node`'s existing container publishes another port than the configured one, so the
 /// endpoints provision reports would be wrong.
-pub(super) fn port_changed(node: Node, published: Option<u16>, port: u16) -> anyhow::Error {
+pub(super) fn port_changed(node: NodeId, published: Option<u16>, port: u16) -> anyhow::Error {
     let published = published.map_or("no port".to_owned(), |p| format!("port {p}"));
     anyhow!(
         "container {node} already exists and publishes {published}, but the configured port is \
@@ -130,18 +131,18 @@ mod tests {
 
     #[test]
     fn the_port_message_names_the_address_and_how_to_change_it() {
-        let text = port_in_use(Node::Replica, 54322).to_string();
+        let text = port_in_use(NodeId::DB02, 54322).to_string();
         assert!(text.contains("127.0.0.1:54322"), "{text}");
         assert!(text.contains("[provision] replica_port"), "{text}");
         assert!(text.contains("PGREPL_PROVISION__REPLICA_PORT"), "{text}");
-        let text = port_changed(Node::Primary, Some(54321), 6000).to_string();
+        let text = port_changed(NodeId::DB01, Some(54321), 6000).to_string();
         assert!(text.contains("54321") && text.contains("6000"), "{text}");
         assert!(text.contains("PGREPL_PROVISION__PRIMARY_PORT"), "{text}");
     }
 
     #[test]
     fn a_foreign_object_is_named_with_what_to_do() {
-        let text = foreign(&Resource::container(Node::Primary), "image postgres:15").to_string();
+        let text = foreign(&Resource::container(NodeId::DB01), "image postgres:15").to_string();
         assert!(
             text.starts_with("container db01 (image postgres:15) exists"),
             "{text}"

@@ -13,7 +13,7 @@ use super::exec::{collect, joined};
 use super::names::{PG_ISREADY, STOP_TIMEOUT_SECS};
 use super::DockerRuntime;
 use crate::psql::wait_until;
-use crate::runtime::Node;
+use crate::runtime::NodeId;
 
 /// How long a started server may take to accept connections (the first start runs initdb).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -24,9 +24,9 @@ const LOG_TAIL_LINES: &str = "20";
 
 impl DockerRuntime {
     /// Starts the container; a taken host port is explained rather than passed on raw.
-    pub(super) async fn launch(&self, node: Node) -> Result<()> {
+    pub(super) async fn launch(&self, node: NodeId) -> Result<()> {
         self.docker
-            .start_container(node.name(), None)
+            .start_container(&node.name(), None)
             .await
             .map_err(|e| {
                 if is_port_in_use(&e) {
@@ -37,20 +37,20 @@ impl DockerRuntime {
             })
     }
 
-    pub(super) async fn start_node(&self, node: Node) -> Result<()> {
+    pub(super) async fn start_node(&self, node: NodeId) -> Result<()> {
         self.existing(node).await?;
         self.launch(node).await?;
         self.wait_ready(node).await
     }
 
     /// Stops the container (SIGINT: a fast shutdown) and waits until Docker agrees it has.
-    pub(super) async fn stop_node(&self, node: Node) -> Result<()> {
+    pub(super) async fn stop_node(&self, node: NodeId) -> Result<()> {
         self.existing(node).await?;
         let options = StopContainerOptionsBuilder::new()
             .t(STOP_TIMEOUT_SECS)
             .build();
         self.docker
-            .stop_container(node.name(), Some(options))
+            .stop_container(&node.name(), Some(options))
             .await
             .with_context(|| format!("cannot stop container {node}"))?;
         wait_until(
@@ -63,7 +63,7 @@ impl DockerRuntime {
 
     /// Waits until the server answers on TCP; fails as soon as the container exits, with the
     /// end of its log, where the server or the entrypoint says why.
-    pub(super) async fn wait_ready(&self, node: Node) -> Result<()> {
+    pub(super) async fn wait_ready(&self, node: NodeId) -> Result<()> {
         let what = format!("{node} to accept connections");
         match wait_until(&what, READY_TIMEOUT, || self.is_ready(node)).await {
             Ok(()) => Ok(()),
@@ -71,13 +71,13 @@ impl DockerRuntime {
         }
     }
 
-    async fn is_ready(&self, node: Node) -> Result<bool> {
+    async fn is_ready(&self, node: NodeId) -> Result<bool> {
         let info = self.existing(node).await?;
         if !is_running(&info) {
             let code = info.state.and_then(|s| s.exit_code).unwrap_or_default();
             bail!("container {node} exited (code {code}) before accepting connections");
         }
-        match self.exec_in(node.name(), PG_ISREADY).await {
+        match self.exec_in(&node.name(), PG_ISREADY).await {
             Ok(out) if out.code == 0 => Ok(true),
             // 1: starting up or shutting down; 2: no answer yet.
             Ok(out) if matches!(out.code, 1 | 2) => Ok(false),
@@ -94,13 +94,13 @@ impl DockerRuntime {
     }
 
     /// `e` with the last lines of the container's log.
-    async fn with_log(&self, node: Node, e: anyhow::Error) -> anyhow::Error {
+    async fn with_log(&self, node: NodeId, e: anyhow::Error) -> anyhow::Error {
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
             .tail(LOG_TAIL_LINES)
             .build();
-        match collect(self.docker.logs(node.name(), Some(options))).await {
+        match collect(self.docker.logs(&node.name(), Some(options))).await {
             Ok(chunks) => anyhow!(
                 "{e:#}\n--- last lines of container {node}'s log:\n{}",
                 joined(&chunks).trim_end()

@@ -1,4 +1,4 @@
-//! The Docker runtime: db01 and db02 as containers on a user-defined network, as the tutorial
+//! The Docker runtime: db01, db02, ... as containers on a user-defined network, as the tutorial
 //! runs them, driven through the Docker Engine API (bollard) instead of the docker CLI.
 //!
 //! Everything it creates carries a label (`names`), so re-runs and teardown touch only what
@@ -29,10 +29,10 @@ use anyhow::Result;
 use bollard::Docker;
 use pgrepl_config::ProvisionConfig;
 
-use crate::runtime::{Endpoint, ExecOutput, Node, NodeFile, NodeState, Runtime};
-use names::{container_path, LOOPBACK, PG_PORT};
+use crate::runtime::{Endpoint, ExecOutput, NodeFile, NodeId, NodeState, Runtime};
+use names::{container_path, Resource, LOOPBACK, PG_PORT};
 
-/// db01 and db02 as Docker containers.
+/// db01, db02, ... as Docker containers.
 pub struct DockerRuntime {
     docker: Docker,
     config: ProvisionConfig,
@@ -47,69 +47,83 @@ impl Runtime for DockerRuntime {
         format!("docker ({})", self.location)
     }
 
-    async fn state(&self, node: Node) -> Result<NodeState> {
+    async fn state(&self, node: NodeId) -> Result<NodeState> {
         self.node_state(node).await
     }
 
-    async fn create(&self, node: Node) -> Result<()> {
+    async fn create(&self, node: NodeId) -> Result<()> {
         self.create_node(node).await
     }
 
-    async fn start(&self, node: Node) -> Result<()> {
+    async fn start(&self, node: NodeId) -> Result<()> {
         self.start_node(node).await
     }
 
-    async fn stop(&self, node: Node) -> Result<()> {
+    async fn stop(&self, node: NodeId) -> Result<()> {
         self.stop_node(node).await
     }
 
-    async fn exec(&self, node: Node, argv: &[&str]) -> Result<ExecOutput> {
+    async fn exec(&self, node: NodeId, argv: &[&str]) -> Result<ExecOutput> {
         self.existing(node).await?;
-        self.exec_in(node.name(), argv).await
+        self.exec_in(&node.name(), argv).await
     }
 
-    async fn read_file(&self, node: Node, file: NodeFile) -> Result<Option<Vec<u8>>> {
+    async fn read_file(&self, node: NodeId, file: NodeFile) -> Result<Option<Vec<u8>>> {
         self.existing(node).await?;
-        self.download(node.name(), &container_path(file)).await
+        self.download(&node.name(), &container_path(file)).await
     }
 
     async fn write_file(
         &self,
-        node: Node,
+        node: NodeId,
         file: NodeFile,
         contents: &[u8],
         mode: u32,
     ) -> Result<()> {
         self.existing(node).await?;
-        self.upload(node.name(), &container_path(file), contents, mode)
+        self.upload(&node.name(), &container_path(file), contents, mode)
             .await
     }
 
-    fn path(&self, _node: Node, file: NodeFile) -> String {
+    fn path(&self, _node: NodeId, file: NodeFile) -> String {
         container_path(file)
     }
 
-    async fn address(&self, node: Node) -> Result<Ipv4Addr> {
+    async fn address(&self, node: NodeId) -> Result<Ipv4Addr> {
         self.node_address(node).await
     }
 
     /// The node's name: the network's DNS resolves it for the other container.
-    fn peer_endpoint(&self, node: Node) -> Endpoint {
+    fn peer_endpoint(&self, node: NodeId) -> Endpoint {
         Endpoint {
-            host: node.name().to_owned(),
+            host: node.name(),
             port: PG_PORT,
         }
     }
 
-    fn host_endpoint(&self, node: Node) -> Endpoint {
+    fn host_endpoint(&self, node: NodeId) -> Endpoint {
         Endpoint {
             host: LOOPBACK.to_owned(),
             port: container::host_port(&self.config, node),
         }
     }
 
-    async fn run_offline(&self, node: Node, script: &str) -> Result<ExecOutput> {
+    async fn run_offline(&self, node: NodeId, script: &str) -> Result<ExecOutput> {
         self.offline(node, script).await
+    }
+
+    /// The labelled nodes, and the tutorial's two when containers of those names exist (an
+    /// adopted pair has no labels).
+    async fn nodes(&self) -> Result<Vec<NodeId>> {
+        let mut nodes = self.labelled_nodes().await?;
+        for node in [NodeId::DB01, NodeId::DB02] {
+            if self.lookup(&Resource::container(node)).await?.is_some() {
+                nodes.push(node);
+            }
+        }
+        nodes.sort();
+        nodes.dedup();
+        Ok(nodes)
     }
 
     async fn teardown(&self) -> Result<Vec<String>> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::runtime::{Node, NodeFile};
+use crate::runtime::{NodeFile, NodeId};
 use crate::tutorial::{PGDATA, PGPASS_PATH};
 
 /// Marks containers and volumes provision made, with the node they belong to as the value, so
@@ -82,17 +82,17 @@ pub(super) struct Resource {
 
 impl Resource {
     /// The node's container, named as the tutorial names it.
-    pub fn container(node: Node) -> Resource {
-        Resource::of_node(Kind::Container, node.name().to_owned(), node)
+    pub fn container(node: NodeId) -> Resource {
+        Resource::of_node(Kind::Container, node.name(), node)
     }
 
     /// The one-shot container step 7 runs on the node's data volume.
-    pub fn offline(node: Node) -> Resource {
+    pub fn offline(node: NodeId) -> Resource {
         Resource::of_node(Kind::Container, format!("{node}-basebackup"), node)
     }
 
     /// The named volume holding the node's data directory.
-    pub fn volume(node: Node) -> Resource {
+    pub fn volume(node: NodeId) -> Resource {
         Resource::of_node(Kind::Volume, format!("{node}-data"), node)
     }
 
@@ -105,11 +105,11 @@ impl Resource {
         }
     }
 
-    fn of_node(kind: Kind, name: String, node: Node) -> Resource {
+    fn of_node(kind: Kind, name: String, node: NodeId) -> Resource {
         Resource {
             kind,
             name,
-            label: (NODE_LABEL, node.name().to_owned()),
+            label: (NODE_LABEL, node.name()),
         }
     }
 
@@ -175,14 +175,14 @@ mod tests {
     #[test]
     fn names_and_labels() {
         assert_eq!(
-            Resource::container(Node::Primary).to_string(),
+            Resource::container(NodeId::DB01).to_string(),
             "container db01"
         );
         assert_eq!(
-            Resource::volume(Node::Replica).to_string(),
+            Resource::volume(NodeId::DB02).to_string(),
             "volume db02-data"
         );
-        assert_eq!(Resource::offline(Node::Replica).name, "db02-basebackup");
+        assert_eq!(Resource::offline(NodeId::DB02).name, "db02-basebackup");
         let net = Resource::network("rideshare-net");
         assert_eq!(net.label_arg(), "io.pgrepl-proxy.network=rideshare-net");
         assert!(net.is_marked(Some(&net.labels())));
@@ -190,11 +190,11 @@ mod tests {
 
     #[test]
     fn only_our_label_with_the_right_node_marks_it_ours() {
-        let db01 = Resource::container(Node::Primary);
+        let db01 = Resource::container(NodeId::DB01);
         assert!(db01.is_marked(Some(&db01.labels())));
         assert!(!db01.is_marked(None));
         assert!(!db01.is_marked(Some(&HashMap::new())));
-        let db02_labels = Resource::container(Node::Replica).labels();
+        let db02_labels = Resource::container(NodeId::DB02).labels();
         assert!(!db01.is_marked(Some(&db02_labels)));
     }
 }

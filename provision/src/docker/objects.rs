@@ -10,7 +10,7 @@ use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveVolumeOptio
 use super::error::{foreign, optional};
 use super::names::{Kind, Resource};
 use super::DockerRuntime;
-use crate::runtime::Node;
+use crate::runtime::NodeId;
 
 /// Who made an object found under one of provision's names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl DockerRuntime {
     }
 
     /// The named volume for `node`'s data directory, so the data outlives its container.
-    pub(super) async fn ensure_volume(&self, node: Node) -> Result<()> {
+    pub(super) async fn ensure_volume(&self, node: NodeId) -> Result<()> {
         let volume = Resource::volume(node);
         if let Some(owner) = self.lookup(&volume).await? {
             return self.claim(&volume, &owner);

@@ -12,14 +12,14 @@ use super::container::is_running;
 use super::exec::{collect, split};
 use super::names::{container_path, home_dir, Resource, SERVER_USER};
 use super::DockerRuntime;
-use crate::runtime::{ExecOutput, Node, NodeFile};
+use crate::runtime::{ExecOutput, NodeFile, NodeId};
 use crate::tutorial::PGDATA;
 
 impl DockerRuntime {
     /// Runs `script` with `sh -c` in a fresh container of the node's image on its data volume
     /// and network, as the server's user, with the node's `.pgpass`; removes the container
     /// afterwards, whatever happened.
-    pub(super) async fn offline(&self, node: Node, script: &str) -> Result<ExecOutput> {
+    pub(super) async fn offline(&self, node: NodeId, script: &str) -> Result<ExecOutput> {
         let info = self.existing(node).await?;
         if is_running(&info) {
             bail!("container {node} is running: stop it before its data directory is replaced");
@@ -33,7 +33,7 @@ impl DockerRuntime {
             self.remove(&one_shot).await?;
         }
         let pgpass = self
-            .download(node.name(), &container_path(NodeFile::Pgpass))
+            .download(&node.name(), &container_path(NodeFile::Pgpass))
             .await?;
         let options = CreateContainerOptionsBuilder::new()
             .name(&one_shot.name)
@@ -82,7 +82,7 @@ impl DockerRuntime {
 
     /// `sh -c SCRIPT` (the image's entrypoint is bypassed: it would start a server), as the
     /// server's user, with PGDATA and HOME set, the node's volume at PGDATA, on the network.
-    fn offline_spec(&self, node: Node, image: &str, script: &str) -> ContainerCreateBody {
+    fn offline_spec(&self, node: NodeId, image: &str, script: &str) -> ContainerCreateBody {
         ContainerCreateBody {
             image: Some(image.to_owned()),
             user: Some(SERVER_USER.to_owned()),

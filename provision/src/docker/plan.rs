@@ -11,14 +11,19 @@ use super::names::{
     container_path, home_dir, Resource, LOOPBACK, PG_ISREADY, PG_PORT, SERVER_USER, STOP_SIGNAL,
     STOP_TIMEOUT_SECS,
 };
-use crate::runtime::{Node, NodeFile};
-use crate::steps::{base_backup_script, STEPS, TITLES};
+use crate::runtime::{NodeFile, NodeId};
+use crate::steps::{base_backup_script, title, STEPS};
 use crate::text::quote;
+use crate::topology::Topology;
 use crate::tutorial::conf::WAL_SETTINGS;
 use crate::tutorial::hba::pg_hba;
 use crate::tutorial::pgpass::pgpass;
-use crate::tutorial::sql::replication_user_sql;
-use crate::tutorial::{PGDATA, PRIMARY, REPLICA, SLOT};
+use crate::tutorial::sql::{replication_user_sql, rewind_grants_sql};
+use crate::tutorial::{PGDATA, SLOT};
+
+/// The tutorial's pair: the plan shows it, not more replicas.
+const PRIMARY: NodeId = NodeId::DB01;
+const REPLICA: NodeId = NodeId::DB02;
 
 /// The permission every file the steps write gets (they are all server configuration or
 /// secrets).
@@ -28,11 +33,13 @@ const PSQL: &str = "psql -v ON_ERROR_STOP=1 -U postgres";
 /// A fresh random password, as long as provision's own.
 const RANDOM_PASSWORD: &str = "$(openssl rand -hex 24)";
 
-/// Each step as a `# [n/11] title` line followed by its commands.
+/// Each step as a `# [n/11] title` line followed by its commands, for the tutorial's pair
+/// (more replicas repeat the replica's steps with their own names, slots and ports).
 pub fn docker_commands(config: &ProvisionConfig) -> Vec<String> {
+    let pair = Topology::tutorial(1);
     let steps: [Vec<String>; STEPS] = [
-        [network(config), run_node(config, Node::Primary)].concat(),
-        run_node(config, Node::Replica),
+        [network(config), run_node(config, PRIMARY)].concat(),
+        run_node(config, REPLICA),
         enable_wal(),
         replication_user(config),
         vec![format!(
@@ -42,14 +49,15 @@ pub fn docker_commands(config: &ProvisionConfig) -> Vec<String> {
         base_backup(config),
         vec![recovery_setting("primary_conninfo = .*user=replication_user")],
         vec![recovery_setting(&format!("primary_slot_name = '{SLOT}'"))],
-        vec![format!("docker start {REPLICA}"), wait_ready(Node::Replica)],
+        vec![format!("docker start {REPLICA}"), wait_ready(REPLICA)],
         verify(),
     ];
     steps
         .into_iter()
         .enumerate()
         .flat_map(|(i, commands)| {
-            iter::once(format!("# [{}/{STEPS}] {}", i + 1, TITLES[i])).chain(commands)
+            let title = title(i + 1, &pair, Some(REPLICA));
+            iter::once(format!("# [{}/{STEPS}] {title}", i + 1)).chain(commands)
         })
         .collect()
 }
@@ -64,7 +72,7 @@ fn network(config: &ProvisionConfig) -> Vec<String> {
 }
 
 /// Steps 1 and 2: the node's volume and container, then a wait until it accepts connections.
-fn run_node(config: &ProvisionConfig, node: Node) -> Vec<String> {
+fn run_node(config: &ProvisionConfig, node: NodeId) -> Vec<String> {
     let container = Resource::container(node);
     let volume = Resource::volume(node);
     vec![
@@ -89,7 +97,7 @@ fn run_node(config: &ProvisionConfig, node: Node) -> Vec<String> {
     ]
 }
 
-fn wait_ready(node: Node) -> String {
+fn wait_ready(node: NodeId) -> String {
     format!(
         "until docker exec -u {SERVER_USER} {node} {}; do sleep 1; done",
         PG_ISREADY.join(" ")
@@ -102,7 +110,7 @@ fn write_local(file: &str, text: &str) -> String {
 }
 
 /// `docker cp` of a local file into a node, then the owner and permission the steps give it.
-fn copy_in(node: Node, local: &str, file: NodeFile) -> Vec<String> {
+fn copy_in(node: NodeId, local: &str, file: NodeFile) -> Vec<String> {
     let path = container_path(file);
     vec![
         format!("docker cp {local} {node}:{path}"),
@@ -126,16 +134,14 @@ fn enable_wal() -> Vec<String> {
             ),
             format!("printf '%s\\n' {} >> postgresql.conf", settings.join(" ")),
         ],
-        copy_in(Node::Primary, "postgresql.conf", file),
-        vec![
-            format!("docker restart {PRIMARY}"),
-            wait_ready(Node::Primary),
-        ],
+        copy_in(PRIMARY, "postgresql.conf", file),
+        vec![format!("docker restart {PRIMARY}"), wait_ready(PRIMARY)],
     ]
     .concat()
 }
 
-/// Step 4: the tutorial's SQL file run on db01, and the password in db02's .pgpass.
+/// Step 4: the tutorial's SQL file run on db01, the password in both nodes' .pgpass, and
+/// the grants pg_rewind needs.
 fn replication_user(config: &ProvisionConfig) -> Vec<String> {
     let password = match config.replication_password {
         Some(_) => "read -rs REP_USER_PASSWORD  # type [provision] replication_password".to_owned(),
@@ -150,32 +156,53 @@ fn replication_user(config: &ProvisionConfig) -> Vec<String> {
                 &replication_user_sql("$REP_USER_PASSWORD"),
             ),
         ],
-        copy_in(Node::Primary, "replication_user.sql", script),
+        copy_in(PRIMARY, "replication_user.sql", script),
         vec![
             format!("docker exec {PRIMARY} {PSQL} -f {}", container_path(script)),
+            write_local("rewind_grants.sql", &rewind_grants_sql()),
+        ],
+        copy_in(
+            PRIMARY,
+            "rewind_grants.sql",
+            NodeFile::Script("rewind_grants.sql"),
+        ),
+        vec![
+            format!("docker exec {PRIMARY} {PSQL} -f /rewind_grants.sql"),
             write_local(".pgpass", &pgpass("$REP_USER_PASSWORD")),
         ],
-        copy_in(Node::Replica, ".pgpass", NodeFile::Pgpass),
+        copy_in(PRIMARY, ".pgpass", NodeFile::Pgpass),
+        copy_in(REPLICA, ".pgpass", NodeFile::Pgpass),
     ]
     .concat()
 }
 
-/// Step 6: db02's address on the network, the tutorial's pg_hba.conf with it, a reload.
+/// Step 6: both nodes' addresses on the network, the tutorial's pg_hba.conf with a line for
+/// each, the same file on both, a reload.
 fn allow_replication(config: &ProvisionConfig) -> Vec<String> {
-    // pg_hba takes an address; the placeholder's /32 is swapped for the shell variable.
-    let hba = pg_hba(Ipv4Addr::UNSPECIFIED).replace("0.0.0.0/32", "$DB02_IP/32");
+    // pg_hba takes addresses; the placeholders' /32 are swapped for the shell variables.
+    let placeholders = [Ipv4Addr::new(0, 0, 0, 1), Ipv4Addr::new(0, 0, 0, 2)];
+    let hba = pg_hba(&placeholders)
+        .replace("0.0.0.1/32", "$DB01_IP/32")
+        .replace("0.0.0.2/32", "$DB02_IP/32");
+    let address = |node: NodeId| {
+        format!(
+            "{}_IP=$(docker inspect -f '{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}' {node})",
+            node.name().to_uppercase(),
+            config.network
+        )
+    };
+    let file = NodeFile::Data("pg_hba.conf");
+    let reload = |node: NodeId| format!("docker exec {node} {PSQL} -c \"SELECT pg_reload_conf()\"");
     [
         vec![
-            format!(
-                "DB02_IP=$(docker inspect -f '{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}' {REPLICA})",
-                config.network
-            ),
+            address(PRIMARY),
+            address(REPLICA),
             write_local("pg_hba.conf", &hba),
         ],
-        copy_in(Node::Primary, "pg_hba.conf", NodeFile::Data("pg_hba.conf")),
-        vec![format!(
-            "docker exec {PRIMARY} {PSQL} -c \"SELECT pg_reload_conf()\""
-        )],
+        copy_in(PRIMARY, "pg_hba.conf", file),
+        vec![reload(PRIMARY)],
+        copy_in(REPLICA, "pg_hba.conf", file),
+        vec![reload(REPLICA)],
     ]
     .concat()
 }
@@ -183,9 +210,9 @@ fn allow_replication(config: &ProvisionConfig) -> Vec<String> {
 /// Step 7: db02 stopped, then a one-shot container on its volume, as postgres, with its
 /// .pgpass (piped as a tar, so owner and mode survive), empties it and takes the backup.
 fn base_backup(config: &ProvisionConfig) -> Vec<String> {
-    let one_shot = Resource::offline(Node::Replica);
+    let one_shot = Resource::offline(REPLICA);
     let pgpass = container_path(NodeFile::Pgpass);
-    let script = base_backup_script(PRIMARY, PG_PORT);
+    let script = base_backup_script(&PRIMARY.name(), PG_PORT, REPLICA);
     vec![
         format!("docker stop {REPLICA}"),
         format!(
@@ -195,7 +222,7 @@ fn base_backup(config: &ProvisionConfig) -> Vec<String> {
             name = one_shot.name,
             label = one_shot.label_arg(),
             network = config.network,
-            volume = Resource::volume(Node::Replica).name,
+            volume = Resource::volume(REPLICA).name,
             home = home_dir(),
             image = config.image,
             script = quote(&script),
@@ -299,6 +326,10 @@ mod tests {
             "docker exec db02 chmod 0600 /var/lib/postgresql/.pgpass",
             "PG_CREATE_PHYSICAL_REPLICATION_SLOT('rideshare_slot')",
             "host    replication  replication_user  $DB02_IP/32  md5",
+            "host    replication  replication_user  $DB01_IP/32  md5",
+            "docker cp .pgpass db01:/var/lib/postgresql/.pgpass",
+            "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO replication_user;",
+            "wal_log_hints = 'on'",
             "SELECT pg_reload_conf()",
             "wal_level = 'replica'",
             "docker restart db01",

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::runtime::{Node, NodeFile};
+use anyhow::{Context, Result};
+
+use crate::runtime::{NodeFile, NodeId};
 
 /// The paths of both nodes under one base directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,22 +25,40 @@ impl Layout {
     }
 
     /// `<base>/db01`: the node's home, and its Unix socket directory.
-    pub fn node_dir(&self, node: Node) -> PathBuf {
+    pub fn node_dir(&self, node: NodeId) -> PathBuf {
         self.base.join(node.name())
     }
 
+    /// The nodes with a directory under the base directory, in order.
+    pub fn existing_nodes(&self) -> Result<Vec<NodeId>> {
+        let entries = match std::fs::read_dir(&self.base) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot list {}", self.base.display()))
+            }
+        };
+        let mut nodes: Vec<NodeId> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| NodeId::parse(e.file_name().to_str()?))
+            .collect();
+        nodes.sort();
+        Ok(nodes)
+    }
+
     /// `PGDATA`.
-    pub fn data_dir(&self, node: Node) -> PathBuf {
+    pub fn data_dir(&self, node: NodeId) -> PathBuf {
         self.node_dir(node).join("data")
     }
 
     /// Where pg_ctl sends the server's output; outside PGDATA so step 7 keeps it.
-    pub fn log_file(&self, node: Node) -> PathBuf {
+    pub fn log_file(&self, node: NodeId) -> PathBuf {
         self.node_dir(node).join("server.log")
     }
 
     /// The real path of one of the tutorial's files.
-    pub fn file(&self, node: Node, file: NodeFile) -> PathBuf {
+    pub fn file(&self, node: NodeId, file: NodeFile) -> PathBuf {
         match file {
             NodeFile::Data(name) => self.data_dir(node).join(name),
             NodeFile::Pgpass => self.node_dir(node).join(".pgpass"),
@@ -54,15 +74,32 @@ mod tests {
     #[test]
     fn each_node_has_its_own_home() {
         let layout = Layout::new(PathBuf::from("/srv/pg"));
-        assert_eq!(layout.node_dir(Node::Primary), Path::new("/srv/pg/db01"));
+        assert_eq!(layout.node_dir(NodeId::DB01), Path::new("/srv/pg/db01"));
         assert_eq!(
-            layout.data_dir(Node::Replica),
+            layout.data_dir(NodeId::DB02),
             Path::new("/srv/pg/db02/data")
         );
         assert_eq!(
-            layout.log_file(Node::Replica),
+            layout.log_file(NodeId::DB02),
             Path::new("/srv/pg/db02/server.log")
         );
+    }
+
+    #[test]
+    fn existing_nodes_are_the_dbnn_directories() {
+        let base = std::env::temp_dir().join(format!("pgrepl-layout-{}", std::process::id()));
+        let layout = Layout::new(base.clone());
+        assert!(
+            layout.existing_nodes().unwrap().is_empty(),
+            "no base directory yet"
+        );
+        for dir in ["db03", "db01", "other", "db1"] {
+            std::fs::create_dir_all(base.join(dir)).unwrap();
+        }
+        std::fs::write(base.join("db02"), "a file, not a node").unwrap();
+        let nodes = layout.existing_nodes().unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(nodes, [NodeId::DB01, NodeId::new(3).unwrap()]);
     }
 
     #[test]
@@ -80,7 +117,7 @@ mod tests {
             ),
         ];
         for (file, path) in cases {
-            assert_eq!(layout.file(Node::Primary, file), Path::new(path));
+            assert_eq!(layout.file(NodeId::DB01, file), Path::new(path));
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The local runtime: the two servers as processes of the installed PostgreSQL (initdb,
+//! The local runtime: the servers as processes of the installed PostgreSQL (initdb,
 //! pg_ctl, pg_basebackup, psql), each node in its own directory under a base directory.
 //!
 //! `programs` finds PostgreSQL and runs server programs as `postgres` when we are root,
@@ -24,7 +24,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use pgrepl_config::ProvisionConfig;
 
 use crate::psql::wait_until;
-use crate::runtime::{Endpoint, ExecOutput, Node, NodeFile, NodeState, Runtime};
+use crate::runtime::{Endpoint, ExecOutput, NodeFile, NodeId, NodeState, Runtime};
 use crate::tutorial::password::random_password;
 use command::{checked, output};
 use layout::Layout;
@@ -43,7 +43,7 @@ const PWFILE: &str = "initdb.pwfile";
 /// Every server listens here only, unless it runs in a network namespace of its own.
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
-/// db01 and db02 as local processes.
+/// db01, db02, ... as local processes.
 #[derive(Debug, Clone)]
 pub struct LocalRuntime {
     layout: Layout,
@@ -57,8 +57,8 @@ pub struct LocalRuntime {
 }
 
 impl LocalRuntime {
-    /// The pair under `config.data_dir` (made absolute) on `config.primary_port` and
-    /// `config.replica_port`; fails when no installed PostgreSQL is found.
+    /// The nodes under `config.data_dir` (made absolute) on `config.primary_port` and
+    /// `config.replica_port` and up; fails when no installed PostgreSQL is found.
     pub fn new(config: &ProvisionConfig) -> Result<LocalRuntime> {
         let base = std::path::absolute(&config.data_dir)
             .with_context(|| format!("cannot resolve {}", config.data_dir.display()))?;
@@ -84,8 +84,8 @@ impl LocalRuntime {
     /// namespace `network.netns`, listening on `network.ip` (and its Unix socket) instead of
     /// 127.0.0.1: the other node and the proxy reach it there, and pg_hba.conf sees its
     /// connections come from there. The namespace must exist and reach the other nodes.
-    pub fn with_node_network(mut self, node: Node, network: NodeNetwork) -> LocalRuntime {
-        self.networks.insert(node.name(), network);
+    pub fn with_node_network(mut self, node: NodeId, network: NodeNetwork) -> LocalRuntime {
+        self.networks.insert(&node.name(), network);
         self
     }
 
@@ -97,20 +97,18 @@ impl LocalRuntime {
         &self.programs
     }
 
-    /// The port `node` listens on (its address and its Unix socket).
-    pub fn port(&self, node: Node) -> u16 {
-        match node {
-            Node::Primary => self.primary_port,
-            Node::Replica => self.replica_port,
-        }
+    /// The port `node` listens on (its address and its Unix socket): `primary_port` for db01,
+    /// `replica_port` for db02, the ports after it for the other replicas.
+    pub fn port(&self, node: NodeId) -> u16 {
+        node.port(self.primary_port, self.replica_port)
     }
 
     /// Where `node` listens and is reached: 127.0.0.1, or its namespace address.
-    fn ip(&self, node: Node) -> Ipv4Addr {
-        self.networks.ip(node.name(), LOOPBACK)
+    fn ip(&self, node: NodeId) -> Ipv4Addr {
+        self.networks.ip(&node.name(), LOOPBACK)
     }
 
-    fn server(&self, node: Node) -> Server<'_> {
+    fn server(&self, node: NodeId) -> Server<'_> {
         Server {
             node,
             port: self.port(node),
@@ -122,13 +120,13 @@ impl LocalRuntime {
 
     /// A server program run as the server user in the node's directory, which that user
     /// may enter even when it may not enter ours.
-    fn server_program(&self, node: Node, program: &str) -> Command {
+    fn server_program(&self, node: NodeId, program: &str) -> Command {
         let mut cmd = self.programs.server(program);
         cmd.current_dir(self.layout.node_dir(node));
         cmd
     }
 
-    fn pg_ctl(&self, node: Node, args: Vec<OsString>) -> Command {
+    fn pg_ctl(&self, node: NodeId, args: Vec<OsString>) -> Command {
         let mut cmd = self.server_program(node, "pg_ctl");
         cmd.args(args);
         cmd
@@ -136,7 +134,7 @@ impl LocalRuntime {
 
     /// The node directory, owned by the server user, and an initialized data directory in
     /// it, with a random superuser password like the image's POSTGRES_PASSWORD (never shown).
-    async fn init(&self, node: Node) -> Result<()> {
+    async fn init(&self, node: NodeId) -> Result<()> {
         let dir = self.layout.node_dir(node);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -160,7 +158,7 @@ impl LocalRuntime {
 
     /// Waits until `node` accepts connections (pg_isready exits 0; a standby does once it
     /// accepts read-only ones).
-    async fn wait_ready(&self, node: Node) -> Result<()> {
+    async fn wait_ready(&self, node: NodeId) -> Result<()> {
         let what = format!("{node} to accept connections");
         wait_until(&what, READY_TIMEOUT, || async {
             let mut cmd = self.programs.client("pg_isready");
@@ -174,7 +172,7 @@ impl LocalRuntime {
     }
 
     /// `e` with the end of `node`'s server log, where the server says why it did not start.
-    fn with_log(&self, node: Node, e: anyhow::Error) -> anyhow::Error {
+    fn with_log(&self, node: NodeId, e: anyhow::Error) -> anyhow::Error {
         let log = self.layout.log_file(node);
         anyhow!(
             "{e:#}\n--- last lines of {}:\n{}",
@@ -191,7 +189,7 @@ impl Runtime for LocalRuntime {
 
     /// Missing until initdb has made the data directory; a data directory emptied by step 7
     /// is Stopped, as the tutorial's stopped container is.
-    async fn state(&self, node: Node) -> Result<NodeState> {
+    async fn state(&self, node: NodeId) -> Result<NodeState> {
         if !self.layout.data_dir(node).is_dir() {
             return Ok(NodeState::Missing);
         }
@@ -207,7 +205,7 @@ impl Runtime for LocalRuntime {
         }
     }
 
-    async fn create(&self, node: Node) -> Result<()> {
+    async fn create(&self, node: NodeId) -> Result<()> {
         let state = self.state(node).await?;
         if state == NodeState::Missing {
             self.init(node).await?;
@@ -220,10 +218,10 @@ impl Runtime for LocalRuntime {
 
     /// PGPASSFILE is set for the server because the standby's walreceiver logs in with the
     /// password in the node's `.pgpass`.
-    async fn start(&self, node: Node) -> Result<()> {
+    async fn start(&self, node: NodeId) -> Result<()> {
         let mut cmd = self.pg_ctl(node, self.server(node).start_args());
         cmd.env("PGPASSFILE", self.layout.file(node, NodeFile::Pgpass));
-        let cmd = self.networks.on_node(node.name(), cmd);
+        let cmd = self.networks.on_node(&node.name(), cmd);
         let started = async {
             checked(cmd).await?;
             self.wait_ready(node).await
@@ -231,12 +229,12 @@ impl Runtime for LocalRuntime {
         started.await.map_err(|e| self.with_log(node, e))
     }
 
-    async fn stop(&self, node: Node) -> Result<()> {
+    async fn stop(&self, node: NodeId) -> Result<()> {
         checked(self.pg_ctl(node, self.server(node).stop_args())).await
     }
 
     /// Runs as the current user; PGHOST and PGPORT point client programs at `node`.
-    async fn exec(&self, node: Node, argv: &[&str]) -> Result<ExecOutput> {
+    async fn exec(&self, node: NodeId, argv: &[&str]) -> Result<ExecOutput> {
         let (program, args) = argv.split_first().context("exec needs a program")?;
         let mut cmd = self.programs.client(program);
         cmd.args(args)
@@ -245,13 +243,13 @@ impl Runtime for LocalRuntime {
         output(cmd).await
     }
 
-    async fn read_file(&self, node: Node, file: NodeFile) -> Result<Option<Vec<u8>>> {
+    async fn read_file(&self, node: NodeId, file: NodeFile) -> Result<Option<Vec<u8>>> {
         files::read(&self.layout.file(node, file)).await
     }
 
     async fn write_file(
         &self,
-        node: Node,
+        node: NodeId,
         file: NodeFile,
         contents: &[u8],
         mode: u32,
@@ -265,19 +263,19 @@ impl Runtime for LocalRuntime {
         .await
     }
 
-    fn path(&self, node: Node, file: NodeFile) -> String {
+    fn path(&self, node: NodeId, file: NodeFile) -> String {
         self.layout.file(node, file).display().to_string()
     }
 
-    async fn address(&self, node: Node) -> Result<Ipv4Addr> {
+    async fn address(&self, node: NodeId) -> Result<Ipv4Addr> {
         Ok(self.ip(node))
     }
 
-    fn peer_endpoint(&self, node: Node) -> Endpoint {
+    fn peer_endpoint(&self, node: NodeId) -> Endpoint {
         self.host_endpoint(node)
     }
 
-    fn host_endpoint(&self, node: Node) -> Endpoint {
+    fn host_endpoint(&self, node: NodeId) -> Endpoint {
         Endpoint {
             host: self.ip(node).to_string(),
             port: self.port(node),
@@ -286,7 +284,7 @@ impl Runtime for LocalRuntime {
 
     /// `sh -c script` as the server user in the node's directory (and network), with
     /// PostgreSQL's programs first on PATH.
-    async fn run_offline(&self, node: Node, script: &str) -> Result<ExecOutput> {
+    async fn run_offline(&self, node: NodeId, script: &str) -> Result<ExecOutput> {
         let mut cmd = self.programs.as_server_user("sh");
         let path = std::env::var_os("PATH").unwrap_or_default();
         let bin = std::iter::once(self.programs.bin().to_path_buf());
@@ -297,23 +295,25 @@ impl Runtime for LocalRuntime {
             .env("PGDATA", self.layout.data_dir(node))
             .env("PGPASSFILE", self.layout.file(node, NodeFile::Pgpass))
             .env("PATH", path);
-        output(self.networks.on_node(node.name(), cmd)).await
+        output(self.networks.on_node(&node.name(), cmd)).await
     }
 
-    /// Stops what runs, then removes both node directories, and the base directory when
-    /// nothing else is left in it.
+    async fn nodes(&self) -> Result<Vec<NodeId>> {
+        self.layout.existing_nodes()
+    }
+
+    /// Stops what runs, then removes every node directory (replicas first), and the base
+    /// directory when nothing else is left in it.
     async fn teardown(&self) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for node in [Node::Replica, Node::Primary] {
+        for node in self.layout.existing_nodes()?.into_iter().rev() {
             if self.state(node).await? == NodeState::Running {
                 self.stop(node).await?;
             }
             let dir = self.layout.node_dir(node);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot remove {}", dir.display()))?;
-                removed.push(dir.display().to_string());
-            }
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+            removed.push(dir.display().to_string());
         }
         let base = self.layout.base();
         // Fails, and so keeps it, when it is missing or holds other files.

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::layout::Layout;
-use crate::runtime::Node;
+use crate::runtime::NodeId;
 use crate::text::quote;
 
 /// How long pg_ctl waits for a start or stop, in seconds.
@@ -20,7 +20,7 @@ const SUPERUSER: &str = "postgres";
 /// What one server is started with: its node and port, and the settings every start gets.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Server<'a> {
-    pub node: Node,
+    pub node: NodeId,
     pub port: u16,
     /// `listen_addresses`: 127.0.0.1, or the node's address in its network namespace.
     pub listen: Ipv4Addr,
@@ -82,9 +82,10 @@ impl Server<'_> {
             quote(&socket_dir.to_string_lossy())
         );
         let listen = self.listen.to_string();
+        let name = self.node.name();
         let identity = [
             ("listen_addresses", listen.as_str()),
-            ("cluster_name", self.node.name()),
+            ("cluster_name", name.as_str()),
         ];
         let settings = self.settings.iter().map(|(n, v)| (n.as_str(), v.as_str()));
         for (name, value) in identity.into_iter().chain(settings) {
@@ -114,7 +115,7 @@ mod tests {
         let layout = Layout::new(PathBuf::from("/srv/my pg"));
         let settings = [("fsync".to_owned(), "off".to_owned())];
         let server = Server {
-            node: Node::Replica,
+            node: NodeId::DB02,
             port: 54322,
             listen: Ipv4Addr::new(10, 77, 1, 2),
             layout: &layout,
@@ -142,7 +143,7 @@ mod tests {
     fn initdb_is_like_the_images() {
         let layout = Layout::new(PathBuf::from("/srv/pg"));
         let server = Server {
-            node: Node::Primary,
+            node: NodeId::DB01,
             port: 54321,
             listen: Ipv4Addr::LOCALHOST,
             layout: &layout,

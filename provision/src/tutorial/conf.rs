@@ -2,13 +2,16 @@
 //! file, edits it and uploads it back), reporting whether a restart-only setting changed so
 //! the primary is restarted only when it must be.
 
-/// The settings step 3 makes sure of. All of them take effect only at server start. In
-/// PostgreSQL 16 they are already the defaults, so on a fresh image nothing changes.
+/// The settings step 3 makes sure of. All of them take effect only at server start. The
+/// tutorial's four are PostgreSQL's defaults already; `wal_log_hints` is not, and is there
+/// because `pg_rewind` (switchover, failover, rejoin) needs it on a node whose data pages
+/// have no checksums, as initdb makes them by default.
 pub const WAL_SETTINGS: &[(&str, &str)] = &[
     ("wal_level", "replica"),
     ("max_wal_senders", "10"),
     ("max_replication_slots", "10"),
     ("hot_standby", "on"),
+    ("wal_log_hints", "on"),
 ];
 
 /// The result of editing a configuration file.
@@ -88,7 +91,7 @@ mod tests {
 
     #[test]
     fn an_equal_value_is_no_change_so_no_restart() {
-        let text = "wal_level = 'replica'\nmax_wal_senders=10\nmax_replication_slots = 10\nhot_standby = on\n";
+        let text = "wal_level = 'replica'\nmax_wal_senders=10\nmax_replication_slots = 10\nhot_standby = on\nwal_log_hints = on\n";
         let edited = set_settings(text, WAL_SETTINGS);
         assert!(edited.changed.is_empty(), "{:?}", edited.changed);
         assert_eq!(edited.text, text);

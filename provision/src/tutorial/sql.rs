@@ -27,6 +27,34 @@ pub fn replication_password_sql(password: &str) -> String {
     )
 }
 
+/// The functions pg_rewind calls on its source server, which a role that is not a superuser
+/// may call only when granted (PostgreSQL's pg_rewind documentation lists them). With them
+/// replication_user can read the source's data files, as it can through a base backup.
+pub const REWIND_FUNCTIONS: [&str; 4] = [
+    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+    "pg_catalog.pg_stat_file(text, boolean)",
+    "pg_catalog.pg_read_binary_file(text)",
+    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+];
+
+/// How many of [`REWIND_FUNCTIONS`] replication_user may not execute yet.
+pub fn missing_rewind_grants_sql() -> String {
+    let functions: Vec<String> = REWIND_FUNCTIONS.iter().map(|f| literal(f)).collect();
+    format!(
+        "SELECT count(*) FROM unnest(ARRAY[{}]) AS f \
+         WHERE NOT has_function_privilege('{REPLICATION_USER}', f, 'EXECUTE')",
+        functions.join(", ")
+    )
+}
+
+/// Grants replication_user every one of [`REWIND_FUNCTIONS`].
+pub fn rewind_grants_sql() -> String {
+    REWIND_FUNCTIONS
+        .iter()
+        .map(|f| format!("GRANT EXECUTE ON FUNCTION {f} TO {REPLICATION_USER};\n"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +79,21 @@ mod tests {
         assert!(sql.starts_with(
             "CREATE USER replication_user WITH ENCRYPTED PASSWORD 'it''s''; DROP TABLE x; --' REPLICATION LOGIN;"
         ));
+    }
+
+    #[test]
+    fn pg_rewinds_functions_are_granted_and_checked_by_signature() {
+        let grants = rewind_grants_sql();
+        assert_eq!(grants.lines().count(), 4);
+        assert!(grants.contains(
+            "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO replication_user;"
+        ));
+        let check = missing_rewind_grants_sql();
+        assert!(
+            check.contains("'pg_catalog.pg_ls_dir(text, boolean, boolean)'"),
+            "{check}"
+        );
+        assert!(check.contains("has_function_privilege('replication_user', f, 'EXECUTE')"));
     }
 
     #[test]
