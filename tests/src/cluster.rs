@@ -1,8 +1,9 @@
-//! The primary `db01` and its streaming replica `db02`, built by the tutorial's provisioning
-//! steps with the local runtime, plus the harness's roles, database and pg_hba.conf.
+//! The primary `db01` and its streaming replica `db02` (or replicas `db02`..`db(N+1)`), built
+//! by the tutorial's provisioning steps with the local runtime, plus the harness's roles,
+//! database and pg_hba.conf.
 
 use crate::local::{block_on, local_runtime};
-use crate::net::free_port;
+use crate::net::{free_port, free_ports};
 use crate::netns::Rig;
 use crate::node::Node;
 use crate::poll::wait_until;
@@ -21,12 +22,15 @@ use std::time::Duration;
 const PORTS_FILE: &str = "ports.env";
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running primary/replica pair whose files all live in `base_dir`.
+/// A running primary with its replicas, whose files all live in `base_dir`.
 #[derive(Debug)]
 pub struct Cluster {
     pub base_dir: PathBuf,
     pub primary: Node,
+    /// The first replica, `db02`: the tutorial's pair is `primary` and `replica`.
     pub replica: Node,
+    /// Every replica, `db02` (`replica`) first, in order.
+    pub replicas: Vec<Node>,
     rt: LocalRuntime,
 }
 
@@ -45,7 +49,7 @@ impl Cluster {
     /// Like [`Cluster::start`], with server `settings` on top of the harness's (a lower
     /// `max_connections`...), given to both servers at every start.
     pub fn start_with(base_dir: &Path, settings: &[(&str, &str)]) -> Result<Cluster> {
-        Cluster::create(base_dir, settings, roles::LOOPBACK_CLIENTS, Ok)
+        Cluster::start_replicas(base_dir, 1, None, settings)
     }
 
     /// Like [`Cluster::start_with`], with each node's server in its namespace of `rig` (which
@@ -57,73 +61,93 @@ impl Cluster {
         rig: &Rig,
         settings: &[(&str, &str)],
     ) -> Result<Cluster> {
-        Cluster::create(base_dir, settings, &rig.subnet(), |mut rt| {
-            for id in [runtime::NodeId::DB01, runtime::NodeId::DB02] {
-                rt = rt.with_node_network(id, rig.node(&id.name())?.network());
-            }
-            Ok(rt)
-        })
+        Cluster::start_replicas(base_dir, 1, Some(rig), settings)
     }
 
-    /// Builds the cluster with the runtime `place` returns (where its servers run), TCP
-    /// logins let in from `clients`.
-    fn create(
+    /// A cluster of db01 and `replicas` replicas, db02..db(N+1), built by `provision
+    /// --replicas N`'s steps (each replica streams through a slot of its own), on loopback
+    /// ports, or with each node in its namespace of `rig` as [`Cluster::start_in_netns`] puts
+    /// them (the rig has every node); returns once every replica has replayed the harness's
+    /// setup. Must not be called from inside an async runtime's thread (it blocks).
+    pub fn start_replicas(
         base_dir: &Path,
+        replicas: u8,
+        rig: Option<&Rig>,
         settings: &[(&str, &str)],
-        clients: &str,
-        place: impl FnOnce(LocalRuntime) -> Result<LocalRuntime>,
     ) -> Result<Cluster> {
         fs::create_dir_all(base_dir)
             .with_context(|| format!("cannot create {}", base_dir.display()))?;
         let base_dir = base_dir.canonicalize()?;
+        // free_port hands out each port once in a process, so the replicas' range misses it.
         let primary_port = free_port();
-        let replica_port = loop {
-            let port = free_port();
-            if port != primary_port {
-                break port;
+        let replica_port = free_ports(replicas.into());
+        let mut rt = local_runtime(&base_dir, primary_port, replica_port)?.with_settings(settings);
+        let nodes = runtime::NodeId::first(replicas);
+        if let Some(rig) = rig {
+            for &id in &nodes {
+                rt = rt.with_node_network(id, rig.node(&id.name())?.network());
             }
-        };
-        let rt = local_runtime(&base_dir, primary_port, replica_port)?.with_settings(settings);
-        let cluster = Cluster::new(place(rt)?)?;
+        }
+        let cluster = Cluster::new(rt, &nodes)?;
         let primary_dir = cluster.rt.layout().node_dir(runtime::NodeId::DB01);
         ensure!(
             !primary_dir.exists(),
             "{} already exists: a cluster needs a fresh directory",
             primary_dir.display()
         );
-        if let Err(e) = cluster.bootstrap(clients) {
+        let clients = rig.map_or(roles::LOOPBACK_CLIENTS.to_owned(), Rig::subnet);
+        if let Err(e) = cluster.bootstrap(replicas, &clients) {
             cluster.stop();
             return Err(e);
         }
         Ok(cluster)
     }
 
-    fn new(rt: LocalRuntime) -> Result<Cluster> {
+    /// The cluster of `nodes` (db01, then its replicas, db02 among them) run by `rt`.
+    fn new(rt: LocalRuntime, nodes: &[runtime::NodeId]) -> Result<Cluster> {
+        let replicas = nodes
+            .iter()
+            .filter(|&&id| id != runtime::NodeId::DB01)
+            .map(|&id| Node::new(&rt, id))
+            .collect::<Result<Vec<Node>>>()?;
         Ok(Cluster {
             base_dir: rt.layout().base().to_owned(),
             primary: Node::new(&rt, runtime::NodeId::DB01)?,
-            replica: Node::new(&rt, runtime::NodeId::DB02)?,
+            replica: replicas
+                .first()
+                .context("a cluster needs a replica")?
+                .clone(),
+            replicas,
             rt,
         })
     }
 
-    fn bootstrap(&self, clients: &str) -> Result<()> {
+    /// The primary, then the replicas.
+    fn nodes(&self) -> impl DoubleEndedIterator<Item = &Node> {
+        std::iter::once(&self.primary).chain(&self.replicas)
+    }
+
+    fn bootstrap(&self, replicas: u8, clients: &str) -> Result<()> {
         // Written first, so a crashed start can still be found and stopped.
         fs::write(self.base_dir.join(PORTS_FILE), self.env_lines())?;
+        let options = Options {
+            replicas,
+            ..Options::default()
+        };
         block_on(async {
-            Ok(steps::provision(&self.rt, &Options::default(), &mut std::io::stderr()).await?)
+            Ok(steps::provision(&self.rt, &options, &mut std::io::stderr()).await?)
         })?;
         self.primary
             .psql(SUPERUSER, "postgres", &roles::setup_sql())?;
         let hba = roles::pg_hba(clients);
-        for node in [&self.primary, &self.replica] {
+        for node in self.nodes() {
             node.replace_pg_hba(&hba)?;
         }
         self.wait_replica_caught_up()
     }
 
-    /// Waits until the replica has replayed all WAL the primary had written
-    /// when called, so reads on the replica see every committed write.
+    /// Waits until every replica has replayed all WAL the primary had written
+    /// when called, so reads on any replica see every committed write.
     ///
     /// With `synchronous_commit = off` the last commits may still sit in the
     /// primary's WAL buffers, so first a transaction that writes WAL (a
@@ -139,18 +163,21 @@ impl Cluster {
         let out = self.primary.psql(SUPERUSER, "postgres", flush)?;
         let target = out.trim();
         let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn");
-        wait_until(
-            &format!("the replica to replay up to {target}"),
-            REPLICATION_TIMEOUT,
-            || Ok(self.replica.psql(SUPERUSER, "postgres", &sql)?.trim() == "t"),
-        )
+        for replica in &self.replicas {
+            wait_until(
+                &format!("{} to replay up to {target}", replica.name),
+                REPLICATION_TIMEOUT,
+                || Ok(replica.psql(SUPERUSER, "postgres", &sql)?.trim() == "t"),
+            )?;
+        }
+        Ok(())
     }
 
-    /// Stops both servers (fast mode, through the runtime); nodes that are not
-    /// running are skipped and failures are only reported on stderr, because
+    /// Stops every server (fast mode, through the runtime), the replicas first; nodes that
+    /// are not running are skipped and failures are only reported on stderr, because
     /// this runs in teardown.
     pub fn stop(&self) {
-        for node in [&self.replica, &self.primary] {
+        for node in self.nodes().rev() {
             if let Err(e) = node
                 .is_running()
                 .and_then(|up| if up { node.stop() } else { Ok(()) })
@@ -160,7 +187,8 @@ impl Cluster {
         }
     }
 
-    /// The cluster started earlier in `base_dir`, e.g. by another process.
+    /// The cluster started earlier in `base_dir`, e.g. by another process: db01, db02 and
+    /// the other replicas whose directory is there.
     pub fn attach(base_dir: &Path) -> Result<Cluster> {
         let base_dir = base_dir.canonicalize()?;
         let path = base_dir.join(PORTS_FILE);
@@ -173,10 +201,14 @@ impl Cluster {
                 .with_context(|| format!("{} has no {key}", path.display()))
         };
         let rt = local_runtime(&base_dir, port("PRIMARY_PORT")?, port("REPLICA_PORT")?)?;
-        Cluster::new(rt)
+        let mut nodes = runtime::NodeId::first(1);
+        let more = rt.layout().existing_nodes()?.into_iter();
+        nodes.extend(more.filter(|&id| id > runtime::NodeId::DB02));
+        Cluster::new(rt, &nodes)
     }
 
-    /// `PRIMARY_PORT=…` and `REPLICA_PORT=…` lines, for shells to eval.
+    /// `PRIMARY_PORT=…` and `REPLICA_PORT=…` (db02's; the other replicas' follow it) lines,
+    /// for shells to eval.
     pub fn env_lines(&self) -> String {
         format!(
             "PRIMARY_PORT={}\nREPLICA_PORT={}\n",
@@ -207,6 +239,17 @@ impl OwnCluster {
     /// run in.
     pub fn start_in_netns(name: &str, rig: &Rig, settings: &[(&str, &str)]) -> Result<OwnCluster> {
         Cluster::start_in_netns(&run_dir().join(name), rig, settings).map(OwnCluster)
+    }
+
+    /// Like [`OwnCluster::start_with`], with `replicas` replicas, in `rig` if given
+    /// ([`Cluster::start_replicas`]).
+    pub fn start_replicas(
+        name: &str,
+        replicas: u8,
+        rig: Option<&Rig>,
+        settings: &[(&str, &str)],
+    ) -> Result<OwnCluster> {
+        Cluster::start_replicas(&run_dir().join(name), replicas, rig, settings).map(OwnCluster)
     }
 }
 

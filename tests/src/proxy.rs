@@ -2,6 +2,7 @@
 
 use crate::cluster::Cluster;
 use crate::net::free_port;
+use crate::node::Node;
 use crate::poll::wait_until;
 use crate::roles::{Role, LOGIN_ROLES};
 use crate::shared::run_dir;
@@ -314,20 +315,22 @@ pub(crate) fn kill_stale_proxies(dir: &Path) {
 }
 
 /// The standard proxy configuration for `cluster`: listen on `listen`, the
-/// primary and the replica as backends, and one user per harness role.
+/// primary and every replica as backends, and one user per harness role.
 /// Callers may append more TOML tables.
 pub fn proxy_config(cluster: &Cluster, listen: SocketAddr) -> String {
+    let node = |n: &Node| {
+        format!(
+            "name = \"{}\"\nhost = \"{}\"\nport = {}\n",
+            n.name, n.ip, n.port
+        )
+    };
     let mut toml = format!(
-        "[proxy]\nlisten = \"{listen}\"\n\n\
-         [primary]\nname = \"{}\"\nhost = \"{}\"\nport = {}\n\n\
-         [[replicas]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\n",
-        cluster.primary.name,
-        cluster.primary.ip,
-        cluster.primary.port,
-        cluster.replica.name,
-        cluster.replica.ip,
-        cluster.replica.port
+        "[proxy]\nlisten = \"{listen}\"\n\n[primary]\n{}",
+        node(&cluster.primary)
     );
+    for replica in &cluster.replicas {
+        toml += &format!("\n[[replicas]]\n{}", node(replica));
+    }
     toml += &users_toml(&LOGIN_ROLES);
     // Proxies run side by side: each gets an endpoint port of its own.
     toml += &format!("\n[metrics]\nlisten = \"127.0.0.1:{}\"\n", free_port());
