@@ -23,9 +23,11 @@ pub mod program;
 pub mod provisioning;
 mod proxy;
 pub mod regress;
+pub mod rigged;
 pub mod roles;
 mod shared;
 pub mod suite;
+pub mod traffic;
 
 pub use client::{connect, conninfo};
 pub use cluster::{Cluster, OwnCluster};

@@ -11,21 +11,16 @@
 //! fails at once once the monitor has found the primary down). Figures each test measured are
 //! printed (`--nocapture` shows them).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgrepl_tests::endpoint::get_json;
-use pgrepl_tests::netns::{Rig, Side};
+use pgrepl_tests::netns::Side;
+use pgrepl_tests::rigged::Rigged;
 use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
-use pgrepl_tests::suite::{bounded_for, eventually, free_addr, proxy_config_with, sqlstate};
+use pgrepl_tests::suite::{bounded_for, eventually, sqlstate};
 use pgrepl_tests::suite::{PRIMARY, REPLICA};
-use pgrepl_tests::{connect, Node, OwnCluster, ProxyProcess};
-use tokio::task::JoinHandle;
+use pgrepl_tests::traffic::{Readers, Writer};
+use pgrepl_tests::{connect, Node};
 
-/// The monitor samples every 100 ms, as in `primary_down.rs`; a sample not answered within
-/// 1 s (the floor) counts as down.
-const HEALTH: &str = "\n[health]\ninterval = \"100ms\"\n";
 /// How long the monitor may take to find the primary down: the 1 s floor of its sample
 /// timeout, one interval, and slack for a busy 2-core machine.
 const DOWN_WITHIN: Duration = Duration::from_millis(1600);
@@ -34,9 +29,6 @@ const DOWN_WITHIN: Duration = Duration::from_millis(1600);
 /// out, whether or not the monitor has found the primary down; design §4 (the writer
 /// pointer) is to fail it at once once the monitor has.
 const WRITE_FAILS_WITHIN: Duration = Duration::from_secs(5 + 1);
-/// `[proxy] server_tcp_user_timeout`: a write sent on a server connection the cut silences
-/// fails after this (the default, 10 s, would outlast these tests' cuts).
-const USER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client waits for a write: past the whole cut, so that a write held until the
 /// heal would be seen as such.
 const WRITE_DEADLINE: Duration = Duration::from_secs(25);
@@ -49,140 +41,10 @@ const LEAVE_WITHIN: Duration = Duration::from_millis(1000);
 /// Readers reading in a loop through the proxy.
 const READERS: usize = 4;
 
-/// A cluster whose nodes are in namespaces of a rig, with a proxy in front of it. Fields drop
-/// in order: the proxy, then the servers, then the namespaces they ran in.
-struct Rigged {
-    proxy: ProxyProcess,
-    cluster: OwnCluster,
-    rig: Rig,
-}
-
-impl Rigged {
-    /// Builds the rig and the cluster, creates table `w` directly on the primary (so the proxy
-    /// holds no connection to it but its monitor's) and starts the proxy with `toml` added.
-    fn start(name: &str, toml: &str) -> Rigged {
-        let rig = Rig::create(&[PRIMARY, REPLICA]).unwrap();
-        let cluster = OwnCluster::start_in_netns(name, &rig, &[]).unwrap();
-        cluster
-            .primary
-            .psql(APP.name, DATABASE, "CREATE TABLE w (id bigint);")
-            .unwrap();
-        cluster.wait_replica_caught_up().unwrap();
-        let addr = free_addr();
-        let user_timeout = format!(
-            "server_tcp_user_timeout = \"{}ms\"",
-            USER_TIMEOUT.as_millis()
-        );
-        let config = proxy_config_with(&cluster, addr, &user_timeout) + HEALTH + toml;
-        let proxy = ProxyProcess::start(&config, addr).unwrap();
-        Rigged {
-            proxy,
-            cluster,
-            rig,
-        }
-    }
-
-    /// A backend's entry in `/status`.
-    fn status(&self, name: &str) -> serde_json::Value {
-        let status = get_json(self.proxy.endpoint(), "/status");
-        let backends = status["backends"].as_array().unwrap().clone();
-        backends
-            .into_iter()
-            .find(|b| b["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} in /status: {status}"))
-    }
-}
-
-/// What one read through the proxy gave: where it ran, or its error.
-type Read = (Instant, Result<String, String>);
-
-/// Clients reading `cluster_name` in a loop, each read noted with when it was sent.
-struct Readers {
-    reads: Arc<Mutex<Vec<Read>>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Readers {
-    async fn start(rigged: &Rigged) -> Readers {
-        let reads = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for _ in 0..READERS {
-            let client = connect(rigged.proxy.addr, APP.name, DATABASE)
-                .await
-                .unwrap();
-            let (reads, stop) = (reads.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
-                    let read = client.query_one("SELECT current_setting('cluster_name')", &[]);
-                    let got = match tokio::time::timeout(Duration::from_secs(5), read).await {
-                        Ok(Ok(row)) => Ok(row.get::<_, String>(0)),
-                        Ok(Err(e)) => Err(format!("{e:?}")),
-                        Err(_) => Err("no answer within 5 s".to_owned()),
-                    };
-                    let failed = got.is_err();
-                    reads.lock().unwrap().push((sent, got));
-                    if failed && client.is_closed() {
-                        break; // no spinning on a dead connection
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }));
-        }
-        Readers { reads, stop, tasks }
-    }
-
-    /// Where the reads sent at or after `since` ran, in order.
-    fn since(&self, since: Instant) -> Vec<Result<String, String>> {
-        let reads = self.reads.lock().unwrap();
-        let after = reads.iter().filter(|(sent, _)| *sent >= since);
-        after.map(|(_, got)| got.clone()).collect()
-    }
-
-    /// Waits until a read sent at or after `since` ran on `node`; returns when it was sent.
-    async fn first_on(&self, node: &str, since: Instant, within: Duration) -> Instant {
-        let deadline = since + within;
-        loop {
-            let found = self.reads.lock().unwrap().iter().find_map(|(sent, got)| {
-                (*sent >= since && got.as_deref() == Ok(node)).then_some(*sent)
-            });
-            if let Some(sent) = found {
-                return sent;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no read ran on {node} within {within:?}; reads: {:?}",
-                self.since(since)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Stops the readers; fails if any read failed.
-    async fn stop_without_errors(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        let reads = self.reads.lock().unwrap();
-        let errors: Vec<&String> = reads.iter().filter_map(|(_, r)| r.as_ref().err()).collect();
-        assert!(
-            errors.is_empty(),
-            "{} of {} autocommit reads failed; first: {}",
-            errors.len(),
-            reads.len(),
-            errors[0]
-        );
-        reads.len()
-    }
-}
-
 /// A rigged cluster and proxy ([`Rigged::start`]) with readers reading on the replica.
 async fn reading(name: &str, toml: &str) -> (Rigged, Readers) {
-    let rigged = Rigged::start(name, toml);
-    let readers = Readers::start(&rigged).await;
+    let rigged = Rigged::start(name, 1, toml);
+    let readers = Readers::start(rigged.proxy.addr, READERS).await;
     let start = Instant::now();
     readers
         .first_on(REPLICA, start, Duration::from_secs(10))
@@ -317,8 +179,9 @@ async fn a_cut_between_the_proxy_and_the_primary_fails_writes_and_keeps_reads() 
 
 /// Checks the writes sent while the proxy was cut off from the primary: each failed with
 /// 08006 naming db01 within [`WRITE_FAILS_WITHIN`], a write that went out on a pooled
-/// connection to db01 (whose packets the cut drops) once [`USER_TIMEOUT`] ended that
-/// connection, any other when its connection attempt timed out. None is held until the heal.
+/// connection to db01 (whose packets the cut drops) once
+/// [`pgrepl_tests::rigged::USER_TIMEOUT`] ended that connection, any other when its
+/// connection attempt timed out. None is held until the heal.
 /// Returns when the first 08006 came.
 fn check_writes(writes: &[Write]) -> Instant {
     for write in writes {
@@ -351,24 +214,7 @@ async fn a_cut_between_the_primary_and_the_replica_moves_reads_until_it_streams_
         let (rigged, readers) = reading("cut-primary-replica", &lag).await;
         let addr = rigged.proxy.addr;
         // The primary's WAL moves all along: a write every 20 ms through the proxy.
-        let stop_writing = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let stop = stop_writing.clone();
-            tokio::spawn(async move {
-                let client = connect(addr, APP.name, DATABASE).await.unwrap();
-                let mut errors = Vec::new();
-                for id in 0i64.. {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if let Err(e) = client.execute("INSERT INTO w VALUES ($1)", &[&id]).await {
-                        errors.push(format!("{e:?}"));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                errors
-            })
-        };
+        let writer = Writer::start(addr).await;
 
         let cut = rigged
             .rig
@@ -423,9 +269,7 @@ async fn a_cut_between_the_primary_and_the_replica_moves_reads_until_it_streams_
         let back = readers
             .first_on(REPLICA, healed_at, Duration::from_secs(15))
             .await;
-        stop_writing.store(true, Ordering::Relaxed);
-        let write_errors = writer.await.unwrap();
-        assert!(write_errors.is_empty(), "writes failed: {write_errors:?}");
+        writer.stop_without_errors().await;
         let reads = readers.stop_without_errors().await;
         eprintln!(
             "cut db01-db02: reads left db02 {:?} after the cut (lag {lag_then} then \
