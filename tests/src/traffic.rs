@@ -95,15 +95,17 @@ impl Readers {
         counts
     }
 
-    /// How long after `at` the reads of the sessions reading on `node` then (their last read
-    /// sent before `at` ran there) had all left it: for each such session, when its first
-    /// read answered elsewhere ended; the latest of those. None when a session has had none
-    /// yet, or no session read there.
+    /// How long after `at` the sessions reading on `node` then (the last read each had
+    /// answered before `at` ran there) had all left it: for each, when its first read
+    /// answered elsewhere ended; the latest of those. None when one has not had such a read
+    /// yet, or when no session read there.
     pub fn left(&self, node: &str, at: Instant) -> Option<Duration> {
         let reads = self.reads.lock().unwrap();
+        let ended = |r: &Read| r.sent + r.took;
         let on_node = |r: &Read| r.got.as_deref() == Ok(node);
+        // Reads are noted as they end, so each session's last one before `at` comes last.
         let mut sessions: Vec<usize> = Vec::new();
-        for read in reads.iter().filter(|r| r.sent < at) {
+        for read in reads.iter().filter(|r| ended(r) < at) {
             sessions.retain(|&s| s != read.reader);
             if on_node(read) {
                 sessions.push(read.reader);
@@ -111,10 +113,9 @@ impl Readers {
         }
         let mut latest = None;
         for session in sessions {
-            let ended = |r: &Read| r.sent + r.took;
             let elsewhere = reads
                 .iter()
-                .find(|r| r.reader == session && ended(r) > at && r.got.is_ok() && !on_node(r))?;
+                .find(|r| r.reader == session && ended(r) >= at && r.got.is_ok() && !on_node(r))?;
             latest = latest.max(Some(ended(elsewhere) - at));
         }
         latest

@@ -115,8 +115,8 @@ async fn one_replica_killed_and_one_cut_off_leave_reads_on_the_third() {
         killed.restart().await;
         cut.heal().unwrap();
         let back = found_readable(&rigged, &[KILLED, CUT_OFF]).await;
-        // Sessions keep the replica they have while it is readable: new sessions spread to
-        // the replicas with the fewest readers, the two that came back.
+        // Sessions keep the replica they have while it is readable, so all six read on db02:
+        // new sessions go to the replicas with the fewest readers, the two that came back.
         let fresh = Readers::start(addr, READERS).await;
         let fresh_at = Instant::now();
         for node in [KILLED, CUT_OFF] {
@@ -126,6 +126,12 @@ async fn one_replica_killed_and_one_cut_off_leave_reads_on_the_third() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let spread = fresh.count_by_node(fresh_at);
+        assert!(
+            spread
+                .keys()
+                .all(|node| [KILLED, CUT_OFF].contains(&node.as_str())),
+            "new sessions read on db03 and db04 only: {spread:?}"
+        );
         let writes = writer.stop_without_errors().await;
         let reads = readers.stop_without_errors().await + fresh.stop_without_errors().await;
         eprintln!(
