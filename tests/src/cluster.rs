@@ -68,7 +68,7 @@ impl Cluster {
     /// --replicas N`'s steps (each replica streams through a slot of its own), on loopback
     /// ports, or with each node in its namespace of `rig` as [`Cluster::start_in_netns`] puts
     /// them (the rig has every node); returns once every replica has replayed the harness's
-    /// setup. Must not be called from inside an async runtime's thread (it blocks).
+    /// setup.
     pub fn start_replicas(
         base_dir: &Path,
         replicas: u8,
