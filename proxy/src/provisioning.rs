@@ -55,6 +55,11 @@ pub struct Shape {
     /// (replica_port and up) [default: [provision] replicas, 1].
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=98))]
     pub replicas: Option<u8>,
+    /// Synchronous replication: a commit on the primary waits until one other node has
+    /// flushed it, so a failover to the most advanced replica loses no acknowledged commit;
+    /// while every replica is down, commits wait [default: [provision] sync, false].
+    #[arg(long)]
+    pub sync: bool,
 }
 
 impl Shape {
@@ -62,6 +67,9 @@ impl Shape {
     pub fn apply(&self, mut config: Config) -> Config {
         if let Some(replicas) = self.replicas {
             config.provision.replicas = replicas;
+        }
+        if self.sync {
+            config.provision.sync = true;
         }
         config
     }
@@ -99,6 +107,7 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
                 replication_password: p.replication_password.clone(),
                 show_password,
                 replicas: p.replicas,
+                sync: p.sync,
             };
             let topology = Topology::tutorial(p.replicas);
             println!(
