@@ -1,12 +1,14 @@
-//! The provisioning commands (`provision`, `verify`, `status`, `teardown`, and the first half
-//! of `up`): pick the runtime the user chose, then run the same code over either.
+//! The provisioning commands (`provision`, `switchover`, `failover`, `rejoin`, `verify`,
+//! `status`, `teardown`, and the first half of `up`): pick the runtime the user chose, then run the same code over either.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use pgrepl_config::{Config, Named, RuntimeKind};
 use pgrepl_provision::docker::{plan, DockerRuntime};
+use pgrepl_provision::failover::{self, WithoutProxy};
 use pgrepl_provision::local::LocalRuntime;
 use pgrepl_provision::runtime::{check_ports, Endpoint, NodeId, Runtime};
 use pgrepl_provision::topology::Topology;
@@ -75,9 +77,27 @@ impl Shape {
     }
 }
 
+/// A node's name on the command line: `db01`, `db02`, ...
+pub fn parse_node(text: &str) -> Result<NodeId, String> {
+    NodeId::parse(text).ok_or_else(|| format!("expected a node name such as db02, found {text:?}"))
+}
+
 /// What to do with the nodes.
 pub enum Action {
-    Provision { show_password: bool },
+    Provision {
+        show_password: bool,
+    },
+    Switchover {
+        to: Option<NodeId>,
+        without_proxy: bool,
+    },
+    Failover {
+        to: Option<NodeId>,
+        force: bool,
+    },
+    Rejoin {
+        node: NodeId,
+    },
     Verify,
     Status,
     Teardown,
@@ -119,6 +139,22 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
             steps::provision(rt, &options, &mut std::io::stdout()).await?;
             print_endpoints(rt, &topology.nodes());
         }
+        Action::Switchover { to, without_proxy } => {
+            println!("switching over with {}", rt.describe());
+            if without_proxy {
+                failover::switchover(rt, to, &mut WithoutProxy, &mut std::io::stdout()).await?;
+            } else {
+                match console_write_hold(config)? {}
+            }
+        }
+        Action::Failover { to, force } => {
+            println!("failing over with {}", rt.describe());
+            failover::failover(rt, to, force, &mut std::io::stdout()).await?;
+        }
+        Action::Rejoin { node } => {
+            println!("rejoining {node} with {}", rt.describe());
+            failover::rejoin(rt, node, &mut std::io::stdout()).await?;
+        }
         Action::Verify => verify::verify(rt).await?,
         Action::Status => status::status(rt).await?,
         Action::Teardown => {
@@ -132,6 +168,24 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Switchover's write hold through the proxy's admin console: `HOLD WRITES` and `RELEASE
+/// WRITES` (design §6) at `[proxy] listen`, as the first `[admin] users` entry. Those console
+/// commands are being built in another work stream; until this function connects there and
+/// returns a `failover::WriteHold` over that connection, it stops the switchover before
+/// anything changes, so no switchover goes on believing writes are held when they are not.
+fn console_write_hold(config: &Config) -> Result<Infallible> {
+    let listen = &config.proxy.listen;
+    let user = config.admin.users.first().map_or_else(
+        || "no [admin] users entry to log in as".to_owned(),
+        |u| format!("as {u}"),
+    );
+    anyhow::bail!(
+        "switchover holds writes through the proxy's admin console ({listen}, {user}) with \
+         HOLD WRITES, which this build cannot do yet; run `pgrepl-proxy switchover \
+         --without-proxy` to go on without a proxy (writes are then not held)"
+    )
 }
 
 fn print_endpoints<R: Runtime>(rt: &R, nodes: &[NodeId]) {
