@@ -154,15 +154,29 @@ pub(crate) async fn progress_line(
     outcome.map(drop)
 }
 
-/// Runs the 11 steps in order for db01 and `options.replicas` replicas, writing `[n/11]
-/// title` and how each ended to `progress` (the terminal for the CLI; the harness sends it to
+/// Runs the 11 steps in order for db01 and `options.replicas` replicas (the primary being
+/// whichever of them is one now, see [`Topology::current`]), writing `[n/11] title` and how
+/// each ended to `progress` (the terminal for the CLI; the harness sends it to
 /// stderr).
 pub async fn provision<R: Runtime>(
     rt: &R,
     options: &Options,
     progress: &mut (dyn Write + Send),
 ) -> Result<(), StepFailed> {
-    let topology = Topology::tutorial(options.replicas);
+    let topology = match Topology::current(rt, options.replicas).await {
+        Ok(topology) => topology,
+        Err(cause) => {
+            let title = format!(
+                "find the primary among {}",
+                list(&NodeId::first(options.replicas))
+            );
+            return Err(StepFailed {
+                step: 1,
+                title,
+                cause,
+            });
+        }
+    };
     let mut backups_taken = HashSet::new();
     for step in 1..=STEPS {
         let targets: Vec<Option<NodeId>> = if PER_REPLICA.contains(&step) {
@@ -603,7 +617,9 @@ fn sync_title(topology: &Topology) -> String {
 /// rejoined. (A primary never counts itself; a list naming only the current replicas would
 /// leave a promoted one waiting for nobody that can ever answer.)
 pub fn synchronous_standby_names(topology: &Topology) -> String {
-    format!("ANY 1 ({})", list(&topology.nodes()))
+    let mut nodes = topology.nodes();
+    nodes.sort();
+    format!("ANY 1 ({})", list(&nodes))
 }
 
 /// `--sync`: each replica's `primary_conninfo` carries `application_name=dbNN` (what

@@ -129,7 +129,7 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
                 replicas: p.replicas,
                 sync: p.sync,
             };
-            let topology = Topology::tutorial(p.replicas);
+            let topology = Topology::current(rt, p.replicas).await?;
             println!(
                 "provisioning {} and {} with {}",
                 topology.primary,

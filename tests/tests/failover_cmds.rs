@@ -168,6 +168,16 @@ fn kill_the_primary_fail_over_then_rejoin_it() {
         "{auto_conf}"
     );
     all_already_done(&set.expect(&["rejoin", "db01"]));
+
+    // provision finds the promoted primary and has nothing left to do.
+    let out = set.expect(&["provision", "--sync"]);
+    assert!(
+        out.contains(&format!(
+            "[1/11] run the primary {new_primary} ... already done"
+        )),
+        "{out}"
+    );
+    all_already_done(&out);
     assert!(
         began.elapsed() < Duration::from_secs(120),
         "took {:?}",
