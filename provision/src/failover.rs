@@ -514,8 +514,13 @@ async fn streams<R: Runtime>(rt: &R, primary: NodeId, replica: NodeId) -> Result
 /// the node was not shut down cleanly, PostgreSQL 13+); when it fails, a new base backup.
 async fn rewind_or_rebuild<R: Runtime>(rt: &R, primary: NodeId, replica: NodeId) -> Result<String> {
     let source = conninfo::rewind_source(&rt.peer_endpoint(primary));
+    // The node is stopped (it was stopped, or crashed). A crashed server's lock file stays,
+    // naming its old pid; in a one-shot container that pid (1) is the shell running this
+    // script, so the single-user crash recovery pg_rewind starts would take it for a live
+    // postmaster and refuse. Nothing runs on this data directory: the lock file goes.
     let rewind = format!(
-        "pg_rewind --target-pgdata=\"$PGDATA\" --source-server={} --progress",
+        "rm -f \"$PGDATA/postmaster.pid\" && \
+         pg_rewind --target-pgdata=\"$PGDATA\" --source-server={} --progress",
         quote(&source)
     );
     let out = rt.run_offline(replica, &rewind).await?;
