@@ -7,7 +7,9 @@
 //! implement it.
 
 pub mod app_roles;
+pub mod conninfo;
 pub mod docker;
+pub mod failover;
 pub mod local;
 pub mod psql;
 pub mod runtime;

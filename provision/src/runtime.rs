@@ -21,8 +21,12 @@ impl NodeId {
     const LAST: u8 = 99;
 
     /// `dbNN` for `number` NN from 1 to 99.
-    pub fn new(number: u8) -> Option<NodeId> {
-        (1..=Self::LAST).contains(&number).then_some(NodeId(number))
+    pub const fn new(number: u8) -> Option<NodeId> {
+        if number >= 1 && number <= Self::LAST {
+            Some(NodeId(number))
+        } else {
+            None
+        }
     }
 
     /// The NN of `dbNN`.
@@ -166,6 +170,14 @@ pub trait Runtime {
 
     /// Stops a running node and waits until its server has really exited.
     async fn stop(&self, node: NodeId) -> Result<()>;
+
+    /// Stops `node` in immediate mode (no shutdown checkpoint; the next start runs crash
+    /// recovery), as `failover` fences a primary that must stop writing at once.
+    async fn stop_immediate(&self, node: NodeId) -> Result<()>;
+
+    /// Kills `node`'s server and every process of it with SIGKILL, as a crash would, and
+    /// waits until they are gone; for tests of what happens when a primary dies.
+    async fn kill(&self, node: NodeId) -> Result<()>;
 
     /// Runs `argv` in the running `node` (a PostgreSQL client program such as `psql`, which
     /// reaches the node's own server by default), capturing its output and exit code.

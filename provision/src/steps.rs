@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::psql::{sql, sql_file};
+use crate::psql::{sql, sql_file, wait_until};
 use crate::runtime::{NodeFile, NodeId, NodeState, Runtime};
 use crate::text::{last_lines, quote};
 use crate::topology::{list, Topology};
@@ -20,7 +20,8 @@ use crate::tutorial::hba::pg_hba;
 use crate::tutorial::password::random_password;
 use crate::tutorial::pgpass::pgpass;
 use crate::tutorial::sql::{
-    missing_rewind_grants_sql, replication_password_sql, replication_user_sql, rewind_grants_sql,
+    literal, missing_rewind_grants_sql, replication_password_sql, replication_user_sql,
+    rewind_grants_sql,
 };
 use crate::tutorial::{slot_name, PGDATA, REPLICATION_USER};
 use crate::verify;
@@ -30,6 +31,10 @@ pub const STEPS: usize = 11;
 
 /// The steps that run once for each replica, with the replica in their title.
 const PER_REPLICA: [usize; 6] = [2, 5, 7, 8, 9, 10];
+
+/// With `--sync`, synchronous replication is switched on once every standby streams: the
+/// step that starts them gets one more line.
+const SYNC_STEP: usize = 10;
 
 /// Waits longer than this for streaming or replay mean something is wrong.
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,6 +79,9 @@ pub struct Options {
     pub show_password: bool,
     /// How many replicas: db02..db(replicas+1).
     pub replicas: u8,
+    /// Synchronous replication: `synchronous_standby_names` on every node (see
+    /// [`synchronous_replication`]).
+    pub sync: bool,
 }
 
 impl Default for Options {
@@ -83,6 +91,7 @@ impl Default for Options {
             replication_password: None,
             show_password: false,
             replicas: 1,
+            sync: false,
         }
     }
 }
@@ -145,15 +154,29 @@ pub(crate) async fn progress_line(
     outcome.map(drop)
 }
 
-/// Runs the 11 steps in order for db01 and `options.replicas` replicas, writing `[n/11]
-/// title` and how each ended to `progress` (the terminal for the CLI; the harness sends it to
+/// Runs the 11 steps in order for db01 and `options.replicas` replicas (the primary being
+/// whichever of them is one now, see [`Topology::current`]), writing `[n/11] title` and how
+/// each ended to `progress` (the terminal for the CLI; the harness sends it to
 /// stderr).
 pub async fn provision<R: Runtime>(
     rt: &R,
     options: &Options,
     progress: &mut (dyn Write + Send),
 ) -> Result<(), StepFailed> {
-    let topology = Topology::tutorial(options.replicas);
+    let topology = match Topology::current(rt, options.replicas).await {
+        Ok(topology) => topology,
+        Err(cause) => {
+            let title = format!(
+                "find the primary among {}",
+                list(&NodeId::first(options.replicas))
+            );
+            return Err(StepFailed {
+                step: 1,
+                title,
+                cause,
+            });
+        }
+    };
     let mut backups_taken = HashSet::new();
     for step in 1..=STEPS {
         let targets: Vec<Option<NodeId>> = if PER_REPLICA.contains(&step) {
@@ -164,6 +187,13 @@ pub async fn provision<R: Runtime>(
         for replica in targets {
             let title = title(step, &topology, replica);
             let work = run_step(rt, options, &topology, step, replica, &mut backups_taken);
+            if let Err(cause) = progress_line(progress, step, STEPS, &title, work).await {
+                return Err(StepFailed { step, title, cause });
+            }
+        }
+        if step == SYNC_STEP && options.sync {
+            let title = sync_title(&topology);
+            let work = synchronous_replication(rt, &topology);
             if let Err(cause) = progress_line(progress, step, STEPS, &title, work).await {
                 return Err(StepFailed { step, title, cause });
             }
@@ -573,6 +603,98 @@ async fn start_standby<R: Runtime>(rt: &R, primary: NodeId, replica: NodeId) -> 
     Ok(outcome)
 }
 
+/// The title of `--sync`'s line.
+fn sync_title(topology: &Topology) -> String {
+    format!(
+        "synchronous replication: {} on every node",
+        synchronous_standby_names(topology)
+    )
+}
+
+/// `ANY 1 (db01, db02, ...)`: a commit waits until any one other node has flushed it. Every
+/// node is listed, the primary too, and the same value goes on every node, so that after a
+/// failover the new primary waits for the others, the old one among them once it has
+/// rejoined. (A primary never counts itself; a list naming only the current replicas would
+/// leave a promoted one waiting for nobody that can ever answer.)
+pub fn synchronous_standby_names(topology: &Topology) -> String {
+    let mut nodes = topology.nodes();
+    nodes.sort();
+    format!("ANY 1 ({})", list(&nodes))
+}
+
+/// `--sync`: each replica's `primary_conninfo` carries `application_name=dbNN` (what
+/// `synchronous_standby_names` names it by; standbys provisioned before have none and get it
+/// with ALTER SYSTEM + reload, which restarts their walreceiver), then
+/// `synchronous_standby_names` is set with ALTER SYSTEM on every node (allowed on a standby:
+/// it only writes `postgresql.auto.conf`) and reloaded, and the primary must report a quorum
+/// standby. From then on a commit on the primary waits while every replica is down, as
+/// PostgreSQL does.
+async fn synchronous_replication<R: Runtime>(rt: &R, topology: &Topology) -> Result<Outcome> {
+    let mut notes = Vec::new();
+    for &replica in &topology.replicas {
+        if set_application_name(rt, replica).await? {
+            notes.push(format!(
+                "application_name={replica} in {replica}'s primary_conninfo"
+            ));
+        }
+    }
+    let wanted = synchronous_standby_names(topology);
+    let mut changed = Vec::new();
+    for node in topology.nodes() {
+        if set_reloadable(rt, node, "synchronous_standby_names", &wanted).await? {
+            changed.push(node);
+        }
+    }
+    if !changed.is_empty() {
+        notes.push(format!("set on {}", list(&changed)));
+    }
+    let p = topology.primary;
+    wait_until("a synchronous standby", REPLICATION_TIMEOUT, || async {
+        let quorum =
+            "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')";
+        Ok(sql(rt, p, quorum).await? != "0")
+    })
+    .await?;
+    Ok(match notes.is_empty() {
+        true => Outcome::AlreadyDone,
+        false => Outcome::Done(Some(notes.join("; "))),
+    })
+}
+
+/// Adds `application_name=<replica>` to the standby's `primary_conninfo` when it has none;
+/// whether it did.
+async fn set_application_name<R: Runtime>(rt: &R, replica: NodeId) -> Result<bool> {
+    let conninfo = sql(rt, replica, "SHOW primary_conninfo").await?;
+    if conninfo.contains("application_name=") {
+        return Ok(false);
+    }
+    let wanted = format!("{conninfo} application_name={replica}");
+    set_reloadable(rt, replica, "primary_conninfo", wanted.trim_start()).await
+}
+
+/// Sets a reloadable `setting` on `node` with ALTER SYSTEM and waits until the server runs
+/// with it (a reload is only signalled); whether it had another value.
+pub(crate) async fn set_reloadable<R: Runtime>(
+    rt: &R,
+    node: NodeId,
+    setting: &str,
+    value: &str,
+) -> Result<bool> {
+    let show = format!("SHOW {setting}");
+    if sql(rt, node, &show).await? == value {
+        return Ok(false);
+    }
+    let alter = format!("ALTER SYSTEM SET {setting} = {}", literal(value));
+    sql(rt, node, &alter).await?;
+    sql(rt, node, "SELECT pg_reload_conf()").await?;
+    let what = format!("{node} to run with the new {setting}");
+    wait_until(&what, REPLICATION_TIMEOUT, || async {
+        Ok(sql(rt, node, &show).await? == value)
+    })
+    .await?;
+    Ok(true)
+}
+
 async fn read_text<R: Runtime>(rt: &R, node: NodeId, file: NodeFile) -> Result<String> {
     let bytes = rt
         .read_file(node, file)
@@ -649,6 +771,19 @@ mod tests {
         assert_eq!(
             title(11, &three, None),
             "verify: db02, db03, db04 refuse writes, a row written on db01 appears on each"
+        );
+    }
+
+    #[test]
+    fn synchronous_replication_names_every_node() {
+        let three = Topology::tutorial(2);
+        assert_eq!(
+            synchronous_standby_names(&three),
+            "ANY 1 (db01, db02, db03)"
+        );
+        assert_eq!(
+            sync_title(&Topology::tutorial(1)),
+            "synchronous replication: ANY 1 (db01, db02) on every node"
         );
     }
 

@@ -7,6 +7,12 @@ use anyhow::{bail, Result};
 use crate::psql::sql;
 use crate::runtime::{NodeId, NodeState, Runtime};
 
+/// Whether the node is in recovery and, out of recovery, its timeline: the first 8 hex
+/// digits of the current WAL file's name, right as soon as a promotion ends (the control
+/// file's timeline changes only at the next checkpoint).
+const TIMELINE_SQL: &str = "SELECT CASE WHEN pg_is_in_recovery() THEN 't|' ELSE 'f|' || \
+     ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int END";
+
 /// The primary, then its replicas in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -23,6 +29,31 @@ impl Topology {
             primary,
             replicas: nodes,
         }
+    }
+
+    /// db01 and `replicas` replicas as `provision` finds them: the primary is the running
+    /// node out of recovery on the highest timeline (db01 on a tie, as a replica not yet made
+    /// a standby is out of recovery on timeline 1 too), else db01. So after a failover,
+    /// `provision` builds and checks the replicas from the promoted node.
+    pub async fn current<R: Runtime>(rt: &R, replicas: u8) -> Result<Topology> {
+        let nodes = NodeId::first(replicas);
+        let mut best: Option<(u32, NodeId)> = None;
+        for &node in &nodes {
+            if rt.state(node).await? != NodeState::Running {
+                continue;
+            }
+            let row = sql(rt, node, TIMELINE_SQL).await?;
+            if let Some(timeline) = row.strip_prefix("f|").and_then(|t| t.parse().ok()) {
+                if best.is_none_or(|(highest, _)| timeline > highest) {
+                    best = Some((timeline, node));
+                }
+            }
+        }
+        let primary = best.map_or(NodeId::DB01, |(_, node)| node);
+        Ok(Topology {
+            primary,
+            replicas: nodes.into_iter().filter(|&n| n != primary).collect(),
+        })
     }
 
     /// Every node, the primary first.

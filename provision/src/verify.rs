@@ -87,6 +87,16 @@ async fn refuses_writes<R: Runtime>(rt: &R, replica: NodeId) -> Result<String> {
     Ok(message)
 }
 
+/// The tutorial's checks on every replica of `topology`, quietly: each refuses writes as
+/// read-only, and a fresh `riders` row written on the primary appears on each (then is
+/// deleted).
+pub async fn check<R: Runtime>(rt: &R, topology: &Topology) -> Result<()> {
+    for &replica in &topology.replicas {
+        refuses_writes(rt, replica).await?;
+    }
+    row_round_trip(rt, topology).await.map(drop)
+}
+
 /// `pgrepl-proxy verify`: each check on its own line, four per replica; an error when one
 /// fails.
 pub async fn verify<R: Runtime>(rt: &R) -> Result<()> {

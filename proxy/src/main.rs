@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pgrepl_config::{Config, LogFormat};
+use pgrepl_provision::runtime::NodeId;
 use pgrepl_proxy::reload::{Loader, Reloader};
 use pgrepl_proxy::route::classify;
 use pgrepl_proxy::{logging, Proxy};
@@ -79,6 +80,43 @@ enum Command {
         show_password: bool,
         #[command(flatten)]
         shape: provisioning::Shape,
+    },
+    /// Planned change of primary, losing nothing: the primary stops cleanly, the target
+    /// replays all of its WAL and is promoted, the old primary (rewound) and the other replicas
+    /// follow it. Writes are held through the proxy's admin console, or not with
+    /// --without-proxy.
+    Switchover {
+        #[command(flatten)]
+        target: Target,
+        /// The replica to promote [default: the one that has replayed the most].
+        #[arg(long, value_parser = provisioning::parse_node)]
+        to: Option<NodeId>,
+        /// Go on without a proxy: writes are not held, and writes sent to the primary fail
+        /// while it stops.
+        #[arg(long)]
+        without_proxy: bool,
+    },
+    /// The primary is dead: promote the most advanced replica (or --to), fence the old
+    /// primary, make the other replicas follow the new one.
+    Failover {
+        #[command(flatten)]
+        target: Target,
+        /// The replica to promote [default: the one that has received the most WAL].
+        #[arg(long, value_parser = provisioning::parse_node)]
+        to: Option<NodeId>,
+        /// Go on although the primary answers, a replica cannot be asked how far it got
+        /// under --sync, or --to is behind another replica.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Turn a node that is not the primary (a former primary) into a replica of the primary,
+    /// with pg_rewind, or a new base backup when rewinding cannot work.
+    Rejoin {
+        #[command(flatten)]
+        target: Target,
+        /// The node, e.g. db01.
+        #[arg(value_parser = provisioning::parse_node)]
+        node: NodeId,
     },
     /// Check the pair: db02 refuses writes, a row written on db01 appears on db02, the slot is
     /// active, db02 streams.
@@ -248,6 +286,15 @@ fn main() -> ExitCode {
             target.adopt,
             Action::Provision { show_password },
         ),
+        Command::Switchover {
+            target,
+            to,
+            without_proxy,
+        } => provisioning(&target, None, Action::Switchover { to, without_proxy }),
+        Command::Failover { target, to, force } => {
+            provisioning(&target, None, Action::Failover { to, force })
+        }
+        Command::Rejoin { target, node } => provisioning(&target, None, Action::Rejoin { node }),
         Command::Verify { target } => provisioning(&target, None, Action::Verify),
         Command::Status(args) => status_cmd::status(&args),
         Command::Teardown { target } => provisioning(&target, None, Action::Teardown),

@@ -1,12 +1,14 @@
-//! The provisioning commands (`provision`, `verify`, `status`, `teardown`, and the first half
-//! of `up`): pick the runtime the user chose, then run the same code over either.
+//! The provisioning commands (`provision`, `switchover`, `failover`, `rejoin`, `verify`,
+//! `status`, `teardown`, and the first half of `up`): pick the runtime the user chose, then run the same code over either.
 
+use std::convert::Infallible;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use pgrepl_config::{Config, Named, RuntimeKind};
 use pgrepl_provision::docker::{plan, DockerRuntime};
+use pgrepl_provision::failover::{self, WithoutProxy};
 use pgrepl_provision::local::LocalRuntime;
 use pgrepl_provision::runtime::{check_ports, Endpoint, NodeId, Runtime};
 use pgrepl_provision::topology::Topology;
@@ -55,6 +57,11 @@ pub struct Shape {
     /// (replica_port and up) [default: [provision] replicas, 1].
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=98))]
     pub replicas: Option<u8>,
+    /// Synchronous replication: a commit on the primary waits until one other node has
+    /// flushed it, so a failover to the most advanced replica loses no acknowledged commit;
+    /// while every replica is down, commits wait [default: [provision] sync, false].
+    #[arg(long)]
+    pub sync: bool,
 }
 
 impl Shape {
@@ -63,13 +70,34 @@ impl Shape {
         if let Some(replicas) = self.replicas {
             config.provision.replicas = replicas;
         }
+        if self.sync {
+            config.provision.sync = true;
+        }
         config
     }
 }
 
+/// A node's name on the command line: `db01`, `db02`, ...
+pub fn parse_node(text: &str) -> Result<NodeId, String> {
+    NodeId::parse(text).ok_or_else(|| format!("expected a node name such as db02, found {text:?}"))
+}
+
 /// What to do with the nodes.
 pub enum Action {
-    Provision { show_password: bool },
+    Provision {
+        show_password: bool,
+    },
+    Switchover {
+        to: Option<NodeId>,
+        without_proxy: bool,
+    },
+    Failover {
+        to: Option<NodeId>,
+        force: bool,
+    },
+    Rejoin {
+        node: NodeId,
+    },
     Verify,
     Status,
     Teardown,
@@ -99,8 +127,9 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
                 replication_password: p.replication_password.clone(),
                 show_password,
                 replicas: p.replicas,
+                sync: p.sync,
             };
-            let topology = Topology::tutorial(p.replicas);
+            let topology = Topology::current(rt, p.replicas).await?;
             println!(
                 "provisioning {} and {} with {}",
                 topology.primary,
@@ -109,6 +138,22 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
             );
             steps::provision(rt, &options, &mut std::io::stdout()).await?;
             print_endpoints(rt, &topology.nodes());
+        }
+        Action::Switchover { to, without_proxy } => {
+            println!("switching over with {}", rt.describe());
+            if without_proxy {
+                failover::switchover(rt, to, &mut WithoutProxy, &mut std::io::stdout()).await?;
+            } else {
+                match console_write_hold(config)? {}
+            }
+        }
+        Action::Failover { to, force } => {
+            println!("failing over with {}", rt.describe());
+            failover::failover(rt, to, force, &mut std::io::stdout()).await?;
+        }
+        Action::Rejoin { node } => {
+            println!("rejoining {node} with {}", rt.describe());
+            failover::rejoin(rt, node, &mut std::io::stdout()).await?;
         }
         Action::Verify => verify::verify(rt).await?,
         Action::Status => status::status(rt).await?,
@@ -123,6 +168,24 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Switchover's write hold through the proxy's admin console: `HOLD WRITES` and `RELEASE
+/// WRITES` (design §6) at `[proxy] listen`, as the first `[admin] users` entry. Those console
+/// commands are being built in another work stream; until this function connects there and
+/// returns a `failover::WriteHold` over that connection, it stops the switchover before
+/// anything changes, so no switchover goes on believing writes are held when they are not.
+fn console_write_hold(config: &Config) -> Result<Infallible> {
+    let listen = &config.proxy.listen;
+    let user = config.admin.users.first().map_or_else(
+        || "no [admin] users entry to log in as".to_owned(),
+        |u| format!("as {u}"),
+    );
+    anyhow::bail!(
+        "switchover holds writes through the proxy's admin console ({listen}, {user}) with \
+         HOLD WRITES, which this build cannot do yet; run `pgrepl-proxy switchover \
+         --without-proxy` to go on without a proxy (writes are then not held)"
+    )
 }
 
 fn print_endpoints<R: Runtime>(rt: &R, nodes: &[NodeId]) {

@@ -31,6 +31,7 @@ pub mod traffic;
 
 pub use client::{connect, conninfo};
 pub use cluster::{Cluster, OwnCluster};
+pub use local::block_on;
 pub use net::{free_port, free_ports};
 pub use node::Node;
 pub use pgrepl_provision::local::pg_bin_dir;

@@ -40,7 +40,7 @@ pub(crate) fn local_runtime(
 /// Runs `future` to completion on a current-thread tokio runtime of its own thread: the
 /// harness is blocking code, and is also called from inside async tests, where a runtime
 /// may not be started on the test's own thread.
-pub(crate) fn block_on<T: Send>(future: impl Future<Output = Result<T>> + Send) -> Result<T> {
+pub fn block_on<T: Send>(future: impl Future<Output = Result<T>> + Send) -> Result<T> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {

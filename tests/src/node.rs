@@ -3,7 +3,7 @@
 use crate::local::block_on;
 use crate::process::run;
 use crate::roles::{self, SUPERUSER};
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use pgrepl_provision::local::LocalRuntime;
 use pgrepl_provision::runtime::{self, Runtime};
 use std::net::{IpAddr, SocketAddr};
@@ -59,30 +59,11 @@ impl Node {
         block_on(self.rt.stop(self.id))
     }
 
-    /// Kills the server's postmaster with SIGKILL, as a crash or the OOM killer would: the
-    /// pid is the first line of `postmaster.pid` in its data directory (the harness runs as
-    /// root, the server as `postgres`). Its children exit when they notice it gone; a later
-    /// [`Node::start`] runs crash recovery.
-    pub fn kill_postmaster(&self) -> Result<()> {
-        let path = self.data_dir.join("postmaster.pid");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let pid: libc::pid_t = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .with_context(|| format!("no pid in {}", path.display()))?;
-        // SAFETY: kill has no memory-safety preconditions; the pid is the postmaster's, whose
-        // file says it runs (a stale file's pid may be reused: only tests call this, on
-        // servers they started).
-        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
-            bail!(
-                "cannot kill {}'s postmaster {pid}: {}",
-                self.name,
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(())
+    /// Kills its server as a crash would (SIGKILL to the postmaster and its children, by the
+    /// runtime's `kill`) and waits until they are gone; a later [`Node::start`] runs crash
+    /// recovery.
+    pub fn kill(&self) -> Result<()> {
+        block_on(self.rt.kill(self.id))
     }
 
     /// Replaces the server's pg_hba.conf with `text` and reloads it.

@@ -61,6 +61,31 @@ fn build_local_image() {
     );
 }
 
+/// The Docker suites' turn on the engine: the tutorial's names are fixed (db01, db02,
+/// rideshare-net), so tests that create them take turns, across test processes too (another
+/// checkout's suite on the same engine would remove them mid-run). An exclusive `flock` on a
+/// file in the temporary directory, held until dropped (or the process ends).
+pub struct EngineTurn {
+    /// Closing it (on drop) releases the lock.
+    _lock: std::fs::File,
+}
+
+/// Waits for the engine's turn.
+pub fn engine_turn() -> EngineTurn {
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join("pgrepl-docker-engine.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    // SAFETY: flock(2) on a descriptor this File owns; no memory is shared.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "cannot lock {}", path.display());
+    EngineTurn { _lock: file }
+}
+
 /// Runs `pgrepl-proxy ARGS` with extra environment variables, to completion.
 pub fn pgrepl(args: &[&str], env: &[(&str, &str)]) -> PsqlRun {
     let mut cmd = proxy_command();

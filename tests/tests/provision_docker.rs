@@ -5,20 +5,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pgrepl_tests::provisioning::{
-    assert_healthy_status, docker, docker_psql, docker_suite_enabled, pgrepl, step_lines,
-    step_outcomes, LOCAL_IMAGE,
+    assert_healthy_status, docker, docker_psql, docker_suite_enabled, engine_turn, pgrepl,
+    step_lines, step_outcomes, EngineTurn, LOCAL_IMAGE,
 };
 use pgrepl_tests::{free_port, free_ports};
 use pgrepl_tests::{proxy_command, wait_until};
 use tokio_postgres::NoTls;
-
-/// The tutorial's names are fixed (db01, db02, rideshare-net), so tests that create them take
-/// turns.
-static ENGINE: Mutex<()> = Mutex::new(());
 
 /// Ports for db01 and db02 that nothing else uses, as `[provision]` overrides.
 fn port_env() -> Vec<(String, String)> {
@@ -38,6 +34,17 @@ fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
+/// The engine's turn with nothing of provision's on it, or `None` when the Docker suites are
+/// skipped (see `SKIP_DOCKER_TESTS`).
+fn fresh_engine() -> Option<EngineTurn> {
+    if !docker_suite_enabled() {
+        return None;
+    }
+    let turn = engine_turn();
+    teardown();
+    Some(turn)
+}
+
 fn teardown() -> String {
     let run = pgrepl(&["teardown"], &[]);
     assert!(run.success, "teardown failed: {}", run.stderr);
@@ -46,11 +53,9 @@ fn teardown() -> String {
 
 #[test]
 fn provision_verify_serve_reprovision_teardown() {
-    if !docker_suite_enabled() {
+    let Some(_turn) = fresh_engine() else {
         return;
-    }
-    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    teardown();
+    };
     let env = port_env();
     let env = as_refs(&env);
 
@@ -371,11 +376,9 @@ fn nothing_left() {
 /// containers, none restarted); teardown removes all four.
 #[test]
 fn three_replicas_provision_twice_and_tear_down() {
-    if !docker_suite_enabled() {
+    let Some(_turn) = fresh_engine() else {
         return;
-    }
-    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    teardown();
+    };
     let began = Instant::now();
     let replica_port = free_ports(3);
     let env = [
@@ -466,6 +469,103 @@ fn three_replicas_provision_twice_and_tear_down() {
     );
 }
 
+/// failover, rejoin and switchover on containers: db01 killed (`docker kill`), the most
+/// advanced replica promoted with every acknowledged write, db01 rewound back in, then a
+/// switchover back to db01 without a proxy; every rerun only "already done".
+#[test]
+fn failover_rejoin_and_switchover_on_containers() {
+    let Some(_turn) = fresh_engine() else {
+        return;
+    };
+    let began = Instant::now();
+    let env = [
+        ("PGREPL_PROVISION__PRIMARY_PORT", free_port().to_string()),
+        ("PGREPL_PROVISION__REPLICA_PORT", free_ports(2).to_string()),
+        ("PGREPL_PROVISION__REPLICAS", "2".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |args: &[&str]| {
+        let run = pgrepl(args, &env);
+        assert!(
+            run.success,
+            "{args:?} failed:\n{}{}",
+            run.stdout, run.stderr
+        );
+        eprintln!("{}", run.stdout);
+        run.stdout
+    };
+    let all_already = |stdout: &str| {
+        for line in stdout.lines().filter(|l| l.starts_with('[')) {
+            assert!(
+                line.ends_with("... already done"),
+                "a rerun changed something: {line}"
+            );
+        }
+    };
+    run(&["provision", "--image", LOCAL_IMAGE, "--sync"]);
+    let create = docker_psql("db01", "CREATE TABLE acked (id int PRIMARY KEY)");
+    assert!(create.success, "{}", create.stderr);
+    for id in 1..=20 {
+        let insert = docker_psql("db01", &format!("INSERT INTO acked VALUES ({id})"));
+        assert!(insert.success, "{}", insert.stderr);
+    }
+    let killed = docker(&["kill", "db01"]);
+    assert!(killed.success, "{}", killed.stderr);
+
+    let out = run(&["failover"]);
+    let promoted = if out.contains("promote db02") {
+        "db02"
+    } else {
+        "db03"
+    };
+    let count = docker_psql(promoted, "SELECT count(*) FROM acked");
+    assert_eq!(
+        count.stdout.trim(),
+        "20",
+        "acknowledged writes on {promoted}"
+    );
+    all_already(&run(&["failover"]));
+
+    let out = run(&["rejoin", "db01"]);
+    assert!(out.contains("(rewound with pg_rewind)"), "{out}");
+    assert_eq!(
+        docker_psql("db01", "SELECT pg_is_in_recovery()")
+            .stdout
+            .trim(),
+        "t"
+    );
+    all_already(&run(&["rejoin", "db01"]));
+
+    run(&["switchover", "--to", "db01", "--without-proxy"]);
+    assert_eq!(
+        docker_psql("db01", "SELECT pg_is_in_recovery()")
+            .stdout
+            .trim(),
+        "f"
+    );
+    assert_eq!(
+        docker_psql("db01", "SELECT count(*) FROM acked")
+            .stdout
+            .trim(),
+        "20"
+    );
+    all_already(&run(&["switchover", "--to", "db01", "--without-proxy"]));
+    let verify = run(&["verify"]);
+    assert_eq!(
+        verify.lines().filter(|l| l.starts_with("ok  ")).count(),
+        8,
+        "{verify}"
+    );
+
+    teardown();
+    nothing_left();
+    assert!(
+        began.elapsed() < Duration::from_secs(300),
+        "took {:?}",
+        began.elapsed()
+    );
+}
+
 /// Each container's id and when it last started.
 fn ids_and_start_times(names: &[&str]) -> Vec<String> {
     names
@@ -480,11 +580,9 @@ fn ids_and_start_times(names: &[&str]) -> Vec<String> {
 
 #[test]
 fn dry_run_prints_docker_commands_and_changes_nothing() {
-    if !docker_suite_enabled() {
+    let Some(_turn) = fresh_engine() else {
         return;
-    }
-    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    teardown();
+    };
     let run = pgrepl(&["provision", "--dry-run", "--image", LOCAL_IMAGE], &[]);
     assert!(run.success, "{}", run.stderr);
     for part in [
@@ -505,11 +603,9 @@ fn dry_run_prints_docker_commands_and_changes_nothing() {
 
 #[test]
 fn a_foreign_db01_is_left_alone() {
-    if !docker_suite_enabled() {
+    let Some(_turn) = fresh_engine() else {
         return;
-    }
-    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    teardown();
+    };
     let created = docker(&["create", "--name", "db01", LOCAL_IMAGE]);
     assert!(created.success, "{}", created.stderr);
     let env = port_env();
@@ -532,11 +628,9 @@ fn a_foreign_db01_is_left_alone() {
 
 #[test]
 fn a_port_in_use_is_named() {
-    if !docker_suite_enabled() {
+    let Some(_turn) = fresh_engine() else {
         return;
-    }
-    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    teardown();
+    };
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
     let env = [

@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use pgrepl_provision::runtime::NodeId;
-use pgrepl_tests::provisioning::{assert_healthy_status, step_outcomes, LocalSet};
+use std::time::{Duration, Instant};
+
+use pgrepl_provision::psql::try_sql;
+use pgrepl_provision::runtime::{NodeId, Runtime};
+use pgrepl_tests::provisioning::{assert_healthy_status, step_lines, step_outcomes, LocalSet};
+use pgrepl_tests::{block_on, wait_until};
 
 #[test]
 fn local_pair_provisions_reprovisions_and_tears_down() {
@@ -196,4 +200,94 @@ fn start_times(set: &LocalSet, nodes: &[NodeId]) -> Vec<String> {
         .iter()
         .map(|&node| set.sql(node, "SELECT pg_postmaster_start_time()").unwrap())
         .collect()
+}
+
+/// `provision --sync`: `synchronous_standby_names` naming every node on every node, each
+/// replica known by its name; a commit then waits while every replica is down (seen in
+/// `pg_stat_activity` as the `SyncRep` wait, then cancelled, which ends the wait with
+/// PostgreSQL's warning: `statement_timeout` cannot bound it, as PostgreSQL disables that
+/// timer before committing), and no longer once they are back.
+#[test]
+fn sync_sets_every_node_and_commits_wait_for_a_replica() {
+    let set = LocalSet::new("sync", 2);
+    let first = set.expect(&["provision", "--sync"]);
+    let sync_line = first
+        .lines()
+        .find(|l| l.starts_with("[10/11] synchronous replication: "))
+        .unwrap_or_else(|| panic!("no synchronous replication line:\n{first}"));
+    assert!(
+        sync_line.contains("ANY 1 (db01, db02, db03) on every node ... done in"),
+        "{sync_line}"
+    );
+    let nodes = NodeId::first(2);
+    for &node in &nodes {
+        let names = set.sql(node, "SHOW synchronous_standby_names").unwrap();
+        assert_eq!(names, "ANY 1 (db01, db02, db03)", "{node}");
+    }
+    let standbys = set
+        .sql(
+            NodeId::DB01,
+            "SELECT string_agg(application_name || ':' || sync_state, ',' ORDER BY application_name) \
+             FROM pg_stat_replication",
+        )
+        .unwrap();
+    assert_eq!(standbys, "db02:quorum,db03:quorum");
+    let again = set.expect(&["provision", "--sync"]);
+    assert!(
+        step_lines(&again).iter().all(|(_, already)| *already),
+        "{again}"
+    );
+
+    let rt = set.runtime();
+    for &replica in &nodes[1..] {
+        block_on(rt.stop(replica)).unwrap();
+    }
+    let insert = "INSERT INTO riders (id) VALUES (100)";
+    let waited = std::thread::scope(|scope| {
+        let commit = scope.spawn(|| block_on(try_sql(&rt, NodeId::DB01, insert)));
+        let waiting = "SELECT pid FROM pg_stat_activity \
+                       WHERE wait_event = 'SyncRep' AND query LIKE 'INSERT INTO riders%'";
+        let mut pid = String::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            pid = set.sql(NodeId::DB01, waiting).unwrap();
+        }
+        // Ends the wait whether it was seen or not, so the test never hangs.
+        let cancel = "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
+                      WHERE query LIKE 'INSERT INTO riders%' AND pid <> pg_backend_pid()";
+        set.sql(NodeId::DB01, cancel).unwrap();
+        assert!(!pid.is_empty(), "the commit never waited for a replica");
+        commit.join().unwrap().unwrap()
+    });
+    assert!(
+        waited
+            .stderr
+            .contains("canceling wait for synchronous replication"),
+        "{waited:?}"
+    );
+
+    for &replica in &nodes[1..] {
+        block_on(rt.start(replica)).unwrap();
+    }
+    // Back and streaming (bounded) before the commit that must not wait.
+    let quorum = "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'quorum'";
+    wait_until(
+        "the replicas to stream again",
+        Duration::from_secs(30),
+        || Ok(set.sql(NodeId::DB01, quorum)? == "2"),
+    )
+    .unwrap();
+    let began = Instant::now();
+    let committed = block_on(try_sql(
+        &rt,
+        NodeId::DB01,
+        "INSERT INTO riders (id) VALUES (101)",
+    ))
+    .unwrap();
+    assert!(
+        committed.success() && committed.stderr.is_empty(),
+        "with the replicas back a commit is acknowledged: {committed:?}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(30));
 }

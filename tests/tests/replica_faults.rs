@@ -1,6 +1,6 @@
 //! Three replicas, one killed and one cut off: db01 and db02..db04, each on a "host" of its own
 //! (a network namespace of the partition rig), a proxy in front with all three replicas,
-//! sessions reading in autocommit and one writing. db03's postmaster is killed with SIGKILL
+//! sessions reading in autocommit and one writing. db03 is killed with SIGKILL (postmaster and children)
 //! and the network between the proxy and db04 is cut silently (packets dropped), both for a
 //! few seconds; then db03 is started again and the cut healed, each by a guard, so a failing
 //! test leaves neither behind. Design §10, the part that needs no failover.
@@ -60,8 +60,8 @@ async fn one_replica_killed_and_one_cut_off_leave_reads_on_the_third() {
         let writer = Writer::start(addr).await;
 
         let before = Metrics::scrape(rigged.proxy.endpoint());
-        let killed = Killed::kill(&replicas[1]);
         let kill_at = Instant::now();
+        let killed = Killed::kill(&replicas[1]).await;
         let cut = rigged.rig.cut(Side::Proxy, Side::Node(CUT_OFF)).unwrap();
         let cut_at = Instant::now();
         let down = found_down(&rigged, &[KILLED, CUT_OFF]).await;
@@ -194,8 +194,14 @@ struct Killed<'n> {
 }
 
 impl<'n> Killed<'n> {
-    fn kill(node: &'n Node) -> Killed<'n> {
-        node.kill_postmaster().unwrap();
+    /// Kills the server, off the async runtime's thread (the runtime waits until its
+    /// processes are gone).
+    async fn kill(node: &'n Node) -> Killed<'n> {
+        let owned = node.clone();
+        tokio::task::spawn_blocking(move || owned.kill())
+            .await
+            .unwrap()
+            .unwrap();
         Killed { node: Some(node) }
     }
 

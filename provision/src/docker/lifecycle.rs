@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use bollard::query_parameters::{LogsOptionsBuilder, StopContainerOptionsBuilder};
+use bollard::query_parameters::{
+    KillContainerOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
+};
 
 use super::container::{host_port, is_running};
 use super::error::{is_port_in_use, port_in_use};
@@ -53,6 +55,23 @@ impl DockerRuntime {
             .stop_container(&node.name(), Some(options))
             .await
             .with_context(|| format!("cannot stop container {node}"))?;
+        self.wait_stopped(node).await
+    }
+
+    /// Sends `signal` to the container's PID 1 (the postmaster) and waits until Docker
+    /// reports it stopped: SIGQUIT is PostgreSQL's immediate shutdown, SIGKILL a crash.
+    pub(super) async fn signal_node(&self, node: NodeId, signal: &str) -> Result<()> {
+        self.existing(node).await?;
+        let options = KillContainerOptionsBuilder::new().signal(signal).build();
+        self.docker
+            .kill_container(&node.name(), Some(options))
+            .await
+            .with_context(|| format!("cannot send {signal} to container {node}"))?;
+        self.wait_stopped(node).await
+    }
+
+    /// Waits until Docker reports the container not running.
+    async fn wait_stopped(&self, node: NodeId) -> Result<()> {
         wait_until(
             &format!("container {node} to stop"),
             STOPPED_TIMEOUT,

@@ -63,6 +63,14 @@ impl Runtime for DockerRuntime {
         self.stop_node(node).await
     }
 
+    async fn stop_immediate(&self, node: NodeId) -> Result<()> {
+        self.signal_node(node, "SIGQUIT").await
+    }
+
+    async fn kill(&self, node: NodeId) -> Result<()> {
+        self.signal_node(node, "SIGKILL").await
+    }
+
     async fn exec(&self, node: NodeId, argv: &[&str]) -> Result<ExecOutput> {
         self.existing(node).await?;
         self.exec_in(&node.name(), argv).await

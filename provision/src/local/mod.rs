@@ -4,7 +4,8 @@
 //! `programs` finds PostgreSQL and runs server programs as `postgres` when we are root,
 //! `layout` says where each node's files are, `pg_ctl` builds the server command lines,
 //! `network` puts a node in a network namespace (for the test harness's partitions),
-//! `command` runs programs, `files` reads and writes node files, `log` and `shell` are small
+//! `command` runs programs, `files` reads and writes node files, `process` kills a server,
+//! `log` and `shell` are small
 //! helpers the test harness shares.
 
 mod command;
@@ -13,6 +14,7 @@ pub mod layout;
 pub mod log;
 mod network;
 mod pg_ctl;
+mod process;
 pub mod programs;
 
 use std::ffi::OsString;
@@ -231,6 +233,41 @@ impl Runtime for LocalRuntime {
 
     async fn stop(&self, node: NodeId) -> Result<()> {
         checked(self.pg_ctl(node, self.server(node).stop_args())).await
+    }
+
+    async fn stop_immediate(&self, node: NodeId) -> Result<()> {
+        checked(self.pg_ctl(node, self.server(node).stop_immediate_args())).await
+    }
+
+    /// SIGKILL to the postmaster's process group (pg_ctl starts it in a session of its own,
+    /// so its children share the group), then a wait until no process of the group is left:
+    /// a start before that would find the old shared memory still in use.
+    async fn kill(&self, node: NodeId) -> Result<()> {
+        let pid_file = self.layout.file(node, NodeFile::Data("postmaster.pid"));
+        let text = files::read(&pid_file)
+            .await?
+            .with_context(|| format!("{node} is not running: no {}", pid_file.display()))?;
+        let pid: i32 = String::from_utf8_lossy(&text)
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .with_context(|| format!("no pid in {}", pid_file.display()))?;
+        process::kill_group(pid)?;
+        wait_until(
+            &format!("{node}'s processes to exit"),
+            READY_TIMEOUT,
+            || async { Ok(!process::group_alive(pid)) },
+        )
+        .await?;
+        // The postmaster was orphaned when pg_ctl exited; where nothing reaps orphans (a
+        // container's init may not), it stays a zombie, which pg_ctl and the next postmaster
+        // take for a live server holding the lock file. A crashed server's lock file names a
+        // process that is gone: make it so.
+        if process::is_zombie(pid) {
+            std::fs::remove_file(&pid_file)
+                .with_context(|| format!("cannot remove {}", pid_file.display()))?;
+        }
+        Ok(())
     }
 
     /// Runs as the current user; PGHOST and PGPORT point client programs at `node`.

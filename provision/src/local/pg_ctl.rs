@@ -57,8 +57,17 @@ impl Server<'_> {
     /// `pg_ctl stop` in fast mode (sessions are ended, nothing committed is lost), waiting
     /// until the server has exited.
     pub fn stop_args(&self) -> Vec<OsString> {
+        self.stop_in("fast")
+    }
+
+    /// `pg_ctl stop` in immediate mode (no shutdown checkpoint), waiting until it has exited.
+    pub fn stop_immediate_args(&self) -> Vec<OsString> {
+        self.stop_in("immediate")
+    }
+
+    fn stop_in(&self, mode: &str) -> Vec<OsString> {
         let mut args = self.data_arg();
-        args.extend(["-m", "fast", "-w", "-t", TIMEOUT_SECS, "stop"].map(OsString::from));
+        args.extend(["-m", mode, "-w", "-t", TIMEOUT_SECS, "stop"].map(OsString::from));
         args
     }
 

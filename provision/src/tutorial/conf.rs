@@ -63,6 +63,29 @@ pub fn set_settings(text: &str, settings: &[(&str, &str)]) -> Edited {
     Edited { text, changed }
 }
 
+/// Removes every active assignment of each of `names` (as `ALTER SYSTEM RESET` would in
+/// `postgresql.auto.conf`, for a server that is not running).
+pub fn unset_settings(text: &str, names: &[&str]) -> Edited {
+    let mut changed = Vec::new();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(
+            |line| match names.iter().find(|n| assigned(line, n).is_some()) {
+                Some(name) => {
+                    if !changed.iter().any(|c| c == name) {
+                        changed.push((*name).to_owned());
+                    }
+                    false
+                }
+                None => true,
+            },
+        )
+        .collect();
+    let mut text = kept.join("\n");
+    text.push('\n');
+    Edited { text, changed }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +120,23 @@ mod tests {
         assert_eq!(edited.text, text);
         // Editing again is idempotent.
         assert_eq!(set_settings(&edited.text, WAL_SETTINGS), edited);
+    }
+
+    #[test]
+    fn unsetting_removes_every_active_assignment_only() {
+        let text = "# Do not edit\nprimary_slot_name = 'x'\n#default_transaction_read_only = on\n\
+                    default_transaction_read_only = 'on'\ndefault_transaction_read_only = 'on'\n";
+        let edited = unset_settings(text, &["default_transaction_read_only"]);
+        assert_eq!(edited.changed, ["default_transaction_read_only"]);
+        assert_eq!(
+            edited.text,
+            "# Do not edit\nprimary_slot_name = 'x'\n#default_transaction_read_only = on\n"
+        );
+        assert!(
+            unset_settings(&edited.text, &["default_transaction_read_only"])
+                .changed
+                .is_empty()
+        );
     }
 
     #[test]
