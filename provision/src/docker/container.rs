@@ -172,6 +172,7 @@ pub(super) mod tests {
             data_dir: "/tmp/unused".into(),
             replicas: 1,
             sync: false,
+            nodes: Default::default(),
         }
     }
 
