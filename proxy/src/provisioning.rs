@@ -142,6 +142,12 @@ pub fn dry_run(config: &Config) -> Result<()> {
              (each more replica repeats db02's steps with its own name, slot and port)"
         );
     }
+    if !config.provision.nodes.is_empty() {
+        anyhow::bail!(
+            "--dry-run prints the tutorial's pair on one Docker engine and network; it does not \
+             show [provision.nodes.*] settings (remove them to see the plan)"
+        );
+    }
     for line in plan::docker_commands(&config.provision) {
         println!("{line}");
     }

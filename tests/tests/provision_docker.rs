@@ -581,3 +581,326 @@ fn an_unreachable_engine_says_where_it_looked() {
     );
     assert!(run.stderr.contains("DOCKER_HOST"), "{}", run.stderr);
 }
+
+/// The across-hosts rig on one engine: each node on a network of its own (its "host"), and
+/// a shared "wan" network where each has a fixed address, its `peer_address`. Removed when
+/// dropped, passed or not.
+struct WanRig {
+    env: Vec<(String, String)>,
+    wan: String,
+    /// The wan addresses of db01 and db02.
+    ips: [String; 2],
+    /// The published addresses (`listen`) of db01 and db02.
+    listen: [String; 2],
+}
+
+impl WanRig {
+    /// Networks named `pgrepl-<test>-...`; the wan gets a /24 of 10.213.0.0/16 picked from
+    /// the pid (another one if Docker finds it in use).
+    fn new(test: &str) -> WanRig {
+        let wan = format!("pgrepl-{test}-wan");
+        docker(&["network", "rm", &wan]);
+        let mut third = std::process::id() % 250;
+        let subnet = loop {
+            let subnet = format!("10.213.{third}");
+            let made = docker(&[
+                "network",
+                "create",
+                "--subnet",
+                &format!("{subnet}.0/24"),
+                &wan,
+            ]);
+            if made.success {
+                break subnet;
+            }
+            assert!(
+                made.stderr.contains("overlap") && third < 500,
+                "cannot create {wan}: {}",
+                made.stderr
+            );
+            third = (third + 1) % 250;
+        };
+        let ips = [format!("{subnet}.11"), format!("{subnet}.12")];
+        let listen = [
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        let mut env = Vec::new();
+        for (i, node) in ["DB01", "DB02"].iter().enumerate() {
+            let key = |k: &str| format!("PGREPL_PROVISION__NODES__{node}__{k}");
+            env.push((
+                key("NETWORK"),
+                format!("pgrepl-{test}-{}", node.to_lowercase()),
+            ));
+            env.push((key("PEER_ADDRESS"), ips[i].clone()));
+            env.push((key("LISTEN"), listen[i].clone()));
+        }
+        // The same engine through another path: a second client, as a second host would get.
+        env.push((
+            "PGREPL_PROVISION__NODES__DB02__DOCKER_HOST".into(),
+            "unix:///run/docker.sock".into(),
+        ));
+        WanRig {
+            env,
+            wan,
+            ips,
+            listen,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> pgrepl_tests::suite::PsqlRun {
+        pgrepl(args, &as_refs(&self.env))
+    }
+}
+
+impl Drop for WanRig {
+    fn drop(&mut self) {
+        let run = self.run(&["teardown"]);
+        if !run.success {
+            eprintln!("teardown of the wan rig failed: {}", run.stderr);
+        }
+        docker(&["network", "rm", &self.wan]);
+    }
+}
+
+/// A cut of `node` from the wan (`docker network disconnect`), healed when dropped, passed or
+/// not, by connecting it again with the same address.
+struct WanCut<'a> {
+    rig: &'a WanRig,
+    node: &'static str,
+    ip: String,
+}
+
+impl<'a> WanCut<'a> {
+    fn new(rig: &'a WanRig, node: &'static str, ip: &str) -> WanCut<'a> {
+        let cut = docker(&["network", "disconnect", &rig.wan, node]);
+        assert!(cut.success, "cannot cut {node}: {}", cut.stderr);
+        WanCut {
+            rig,
+            node,
+            ip: ip.to_owned(),
+        }
+    }
+}
+
+impl Drop for WanCut<'_> {
+    fn drop(&mut self) {
+        let healed = docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &self.ip,
+            &self.rig.wan,
+            self.node,
+        ]);
+        if !healed.success {
+            eprintln!("cannot heal the cut of {}: {}", self.node, healed.stderr);
+        }
+    }
+}
+
+/// Whether a PostgreSQL server answers at `address` (an SSLRequest gets its one-byte answer):
+/// the proxy's path to a node, which no wan cut touches.
+fn server_answers(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let ssl_request = [0, 0, 0, 8, 4, 210, 22, 47];
+    let mut answer = [0u8; 1];
+    stream.write_all(&ssl_request).is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && matches!(&answer, b"N" | b"S")
+}
+
+/// db02's row in db01's pg_stat_replication: `client_addr|state`, or empty.
+fn replication_row() -> String {
+    docker_psql(
+        "db01",
+        "SELECT host(client_addr) || '|' || state FROM pg_stat_replication \
+         WHERE application_name = 'db02'",
+    )
+    .stdout
+    .trim()
+    .to_owned()
+}
+
+/// Nodes on several "hosts" (`[provision.nodes.dbNN]`): db01 and db02 each on a network of
+/// its own, replicating over a shared wan where each has a fixed `peer_address`, published
+/// where `listen` says, db02 through a second engine client. A cut of db02 from the wan stops
+/// its replication (lag grows) while its published port still answers; healed, it streams
+/// again through its slot, from the same address.
+#[test]
+fn nodes_on_their_own_networks_replicate_over_the_wan_and_survive_a_cut() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let _turn = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    teardown();
+    let began = Instant::now();
+    let rig = WanRig::new("hosts");
+    let first = rig.run(&["provision", "--image", LOCAL_IMAGE]);
+    assert!(
+        first.success,
+        "provision failed:\n{}{}",
+        first.stdout, first.stderr
+    );
+    assert!(
+        step_outcomes(&first.stdout).iter().all(|already| !already),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first
+            .stdout
+            .contains(&format!("db02 listens on {}", rig.listen[1])),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stdout.contains("unix:///run/docker.sock"),
+        "two engine clients are named: {}",
+        first.stdout
+    );
+    for (i, node) in ["db01", "db02"].iter().enumerate() {
+        let networks = docker(&[
+            "inspect",
+            "-f",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}} {{end}}",
+            node,
+        ]);
+        let networks = networks.stdout.trim();
+        assert!(
+            networks.contains(&format!("{}={}", rig.wan, rig.ips[i]))
+                && networks.contains(&format!("pgrepl-hosts-{node}=")),
+            "{node} is not on its own network and the wan: {networks}"
+        );
+        assert!(!networks.contains("rideshare-net"), "{networks}");
+        let port = docker(&["port", node, "5432/tcp"]);
+        assert_eq!(port.stdout.trim(), rig.listen[i], "{node}");
+    }
+    assert_eq!(
+        replication_row(),
+        format!("{}|streaming", rig.ips[1]),
+        "db02 streams from its wan address"
+    );
+    let conninfo = docker_psql("db02", "SHOW primary_conninfo").stdout;
+    assert!(
+        conninfo.contains(&format!("host={}", rig.ips[0])),
+        "db02 reaches db01 at its wan address: {conninfo}"
+    );
+    let hba = docker(&[
+        "exec",
+        "db01",
+        "cat",
+        "/var/lib/postgresql/data/pg_hba.conf",
+    ])
+    .stdout;
+    assert!(hba.contains(&format!("{}/32", rig.ips[1])), "{hba}");
+
+    let second = rig.run(&["provision", "--image", LOCAL_IMAGE]);
+    assert!(
+        second.success && step_outcomes(&second.stdout).iter().all(|already| *already),
+        "a second provision changes nothing:\n{}{}",
+        second.stdout,
+        second.stderr
+    );
+
+    // The cut: db02 off the wan. Its receiver loses db01, writes on db01 stop reaching it,
+    // and the proxy's path (the published port, through db02's own network) still answers.
+    let cut_at = Instant::now();
+    let cut = WanCut::new(&rig, "db02", &rig.ips[1]);
+    assert!(docker_psql("db01", "INSERT INTO riders (id) VALUES (42)").success);
+    let receiving = || {
+        docker_psql(
+            "db02",
+            "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+        )
+        .stdout
+        .trim()
+            == "1"
+    };
+    wait_until(
+        "db02's receiver or db01's sender to drop the stream",
+        Duration::from_secs(30),
+        || Ok(!receiving() || replication_row().is_empty()),
+    )
+    .unwrap();
+    let dropped_after = cut_at.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        docker_psql("db02", "SELECT count(*) FROM riders WHERE id = 42")
+            .stdout
+            .trim(),
+        "0",
+        "a write made during the cut reached db02"
+    );
+    let lag = docker_psql(
+        "db01",
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) > 0 \
+         FROM pg_replication_slots WHERE slot_name = 'rideshare_slot'",
+    );
+    assert_eq!(
+        lag.stdout.trim(),
+        "t",
+        "db02's slot is behind: {}",
+        lag.stderr
+    );
+    assert!(
+        server_answers(&rig.listen[1]),
+        "db02's published port stopped answering during a wan cut"
+    );
+
+    let healed_at = Instant::now();
+    drop(cut);
+    wait_until("db02 to stream again", Duration::from_secs(60), || {
+        Ok(replication_row() == format!("{}|streaming", rig.ips[1]))
+    })
+    .unwrap();
+    let streaming_after = healed_at.elapsed();
+    wait_until(
+        "the write made during the cut on db02",
+        Duration::from_secs(30),
+        || {
+            Ok(
+                docker_psql("db02", "SELECT count(*) FROM riders WHERE id = 42")
+                    .stdout
+                    .trim()
+                    == "1",
+            )
+        },
+    )
+    .unwrap();
+    let active = docker_psql(
+        "db01",
+        "SELECT active FROM pg_replication_slots WHERE slot_name = 'rideshare_slot'",
+    );
+    assert_eq!(active.stdout.trim(), "t");
+    eprintln!(
+        "wan cut: stream dropped {:.2} s after the cut; streaming again {:.2} s after the heal",
+        dropped_after.as_secs_f64(),
+        streaming_after.as_secs_f64()
+    );
+
+    let removed = rig.run(&["teardown"]);
+    assert!(removed.success, "{}", removed.stderr);
+    for item in [
+        "network pgrepl-hosts-db01",
+        "network pgrepl-hosts-db02",
+        "db02-data",
+    ] {
+        assert!(
+            removed.stdout.contains(item),
+            "teardown did not report {item}:\n{}",
+            removed.stdout
+        );
+    }
+    drop(rig);
+    nothing_left();
+    assert!(
+        began.elapsed() < Duration::from_secs(240),
+        "the wan rig took {:?}",
+        began.elapsed()
+    );
+}
