@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use pgrepl_config::{Config, Named, RuntimeKind};
+use pgrepl_config::{Config, Named, ProvisionConfig, RuntimeKind};
 use pgrepl_provision::docker::{plan, DockerRuntime};
 use pgrepl_provision::local::LocalRuntime;
 use pgrepl_provision::runtime::{check_ports, Endpoint, NodeId, Runtime};
@@ -86,7 +86,7 @@ pub async fn run(config: &Config, adopt: bool, action: Action) -> Result<()> {
             }
             run_on(&rt, config, action).await
         }
-        RuntimeKind::Local => run_on(&LocalRuntime::new(p)?, config, action).await,
+        RuntimeKind::Local => run_on(&local_runtime(p)?, config, action).await,
     }
 }
 
@@ -131,6 +131,19 @@ fn print_endpoints<R: Runtime>(rt: &R, nodes: &[NodeId]) {
     }
 }
 
+/// The local runtime, which runs every node on this machine: per-node hosts are refused
+/// rather than ignored.
+fn local_runtime(p: &ProvisionConfig) -> Result<LocalRuntime> {
+    if let Some(name) = p.nodes.keys().next() {
+        anyhow::bail!(
+            "[provision.nodes.{name}] places a node on a Docker engine or network: it needs \
+             --runtime docker ([provision] runtime = \"docker\"); the local runtime runs every \
+             node on this machine"
+        );
+    }
+    LocalRuntime::new(p)
+}
+
 /// `provision --dry-run`: the docker CLI commands equivalent to the steps, changing nothing.
 pub fn dry_run(config: &Config) -> Result<()> {
     if config.provision.runtime != RuntimeKind::Docker {
@@ -172,7 +185,7 @@ pub async fn prepare_pair(
             let rt = DockerRuntime::connect(p, adopt).await?;
             endpoints(&rt, config, reset_passwords).await
         }
-        RuntimeKind::Local => endpoints(&LocalRuntime::new(p)?, config, reset_passwords).await,
+        RuntimeKind::Local => endpoints(&local_runtime(p)?, config, reset_passwords).await,
     }
 }
 

@@ -41,6 +41,7 @@ impl DockerRuntime {
             } else {
                 format!("[provision.nodes.{node}] docker_host")
             };
+            refuse_tls(&location, &source, tls_asked())?;
             let docker = handshake(&location)
                 .await
                 .map_err(|e| unreachable(&location, &source, e))?;
@@ -81,6 +82,29 @@ impl DockerRuntime {
     }
 }
 
+/// Whether the environment asks for TLS to tcp:// engines, as the docker CLI reads it: a
+/// non-empty DOCKER_TLS_VERIFY (or DOCKER_TLS).
+fn tls_asked() -> bool {
+    ["DOCKER_TLS_VERIFY", "DOCKER_TLS"]
+        .iter()
+        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+}
+
+/// This build speaks plain HTTP to tcp:// engines (bollard without its `ssl` feature): when
+/// TLS is asked for, it refuses rather than send requests in clear to a TLS port.
+fn refuse_tls(location: &str, source: &str, tls_asked: bool) -> Result<()> {
+    if tls_asked && location.starts_with("tcp://") {
+        return Err(anyhow!(
+            "the Docker engine at {location} ({source}) is to be reached with TLS \
+             (DOCKER_TLS_VERIFY or DOCKER_TLS is set), which pgrepl-proxy does not support yet: \
+             reach it over an SSH tunnel or a Unix socket forwarded to this machine \
+             (docker_host = \"unix:///path/to/forwarded.sock\"), or unset DOCKER_TLS_VERIFY for \
+             an engine that listens without TLS"
+        ));
+    }
+    Ok(())
+}
+
 async fn handshake(location: &str) -> Result<Docker, bollard::errors::Error> {
     let docker = Docker::connect_with_host(location)?;
     let usual = docker.timeout();
@@ -119,5 +143,21 @@ mod tests {
         assert!(text.contains("Socket not found"), "{text}");
         assert!(text.contains("DOCKER_HOST"), "{text}");
         assert!(text.contains("--runtime local"), "{text}");
+    }
+
+    #[test]
+    fn tls_is_refused_rather_than_spoken_in_clear() {
+        let tcp = "tcp://10.0.0.12:2376";
+        let err = refuse_tls(tcp, "[provision.nodes.db02] docker_host", true).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(tcp) && text.contains("DOCKER_TLS_VERIFY"),
+            "{text}"
+        );
+        assert!(refuse_tls(tcp, "x", false).is_ok());
+        assert!(
+            refuse_tls(DEFAULT_HOST, "x", true).is_ok(),
+            "a socket needs no TLS"
+        );
     }
 }
