@@ -26,6 +26,7 @@ pub mod regress;
 pub mod roles;
 mod shared;
 pub mod suite;
+pub mod tls_engine;
 
 pub use client::{connect, conninfo};
 pub use cluster::{Cluster, OwnCluster};

@@ -103,6 +103,11 @@ fn build_local_image() {
     );
 }
 
+/// A directory of this test process's own for `name` (certificates, data).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    run_dir().join(name)
+}
+
 /// Runs `pgrepl-proxy ARGS` with extra environment variables, to completion.
 pub fn pgrepl(args: &[&str], env: &[(&str, &str)]) -> PsqlRun {
     let mut cmd = proxy_command();

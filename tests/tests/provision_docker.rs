@@ -978,8 +978,8 @@ fn nodes_on_their_own_networks_replicate_over_the_wan_and_survive_a_cut() {
 type Refusal<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a [&'a str]);
 
 /// Per-node settings that cannot apply are refused before anything is touched: on the local
-/// runtime, in a dry run, nodes on different networks with no peer addresses, and TLS to a
-/// tcp:// engine (not supported, so never spoken in clear).
+/// runtime, in a dry run, nodes on different networks with no peer addresses, and TLS without
+/// verification to a tcp:// engine (not supported, so never spoken in clear).
 #[test]
 fn per_node_settings_are_refused_where_they_cannot_apply() {
     let network = ("PGREPL_PROVISION__NODES__DB02__NETWORK", "elsewhere");
@@ -1010,12 +1010,12 @@ fn per_node_settings_are_refused_where_they_cannot_apply() {
                     "PGREPL_PROVISION__NODES__DB02__DOCKER_HOST",
                     "tcp://127.0.0.1:9",
                 ),
-                ("DOCKER_TLS_VERIFY", "1"),
+                ("DOCKER_TLS", "1"),
             ],
             &[
                 "tcp://127.0.0.1:9",
                 "[provision.nodes.db02] docker_host",
-                "TLS",
+                "DOCKER_TLS_VERIFY=1",
             ],
         ),
     ];
@@ -1030,4 +1030,46 @@ fn per_node_settings_are_refused_where_they_cannot_apply() {
             );
         }
     }
+}
+
+/// A node's engine reached over TLS as the docker CLI does (`DOCKER_TLS_VERIFY`, the
+/// certificates in `DOCKER_CERT_PATH`): the local engine behind a forwarder that requires a
+/// client certificate. `status` lists through it; without TLS the same engine is unreachable.
+#[test]
+fn a_nodes_engine_is_reached_over_tls() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let dir = pgrepl_tests::provisioning::scratch_dir("tls-engine");
+    let engine = pgrepl_tests::tls_engine::TlsEngine::start(&dir);
+    let cert_path = engine.cert_path.to_string_lossy().into_owned();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let base = [
+        (
+            "PGREPL_PROVISION__NODES__DB02__DOCKER_HOST",
+            engine.location.as_str(),
+        ),
+        ("PGREPL_METRICS__LISTEN", metrics.as_str()),
+    ];
+    let mut tls = base.to_vec();
+    tls.extend([
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", cert_path.as_str()),
+    ]);
+    let run = pgrepl(&["status", "--pair"], &tls);
+    assert!(run.success, "{}{}", run.stdout, run.stderr);
+    let described = format!("db02 on {}", engine.location);
+    assert!(run.stdout.contains(&described), "{}", run.stdout);
+
+    let clear = pgrepl(&["status", "--pair"], &base);
+    assert!(
+        !clear.success,
+        "plain HTTP reached a TLS engine:\n{}",
+        clear.stdout
+    );
+    assert!(
+        clear.stderr.contains(&engine.location) && clear.stderr.contains("docker_host"),
+        "{}",
+        clear.stderr
+    );
 }

@@ -41,7 +41,7 @@ impl DockerRuntime {
             } else {
                 format!("[provision.nodes.{node}] docker_host")
             };
-            refuse_tls(&location, &source, tls_asked())?;
+            refuse_unverified_tls(&location, &source, unverified_tls_asked())?;
             let docker = handshake(&location)
                 .await
                 .map_err(|e| unreachable(&location, &source, e))?;
@@ -82,24 +82,24 @@ impl DockerRuntime {
     }
 }
 
-/// Whether the environment asks for TLS to tcp:// engines, as the docker CLI reads it: a
-/// non-empty DOCKER_TLS_VERIFY (or DOCKER_TLS).
-fn tls_asked() -> bool {
-    ["DOCKER_TLS_VERIFY", "DOCKER_TLS"]
-        .iter()
-        .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()))
+/// Whether the environment asks for TLS without verifying the engine's certificate, as the
+/// docker CLI reads it: DOCKER_TLS set, DOCKER_TLS_VERIFY not. (With DOCKER_TLS_VERIFY set,
+/// bollard speaks TLS to tcp:// engines as the CLI does: DOCKER_CERT_PATH's ca.pem,
+/// cert.pem and key.pem, or ~/.docker's.)
+fn unverified_tls_asked() -> bool {
+    let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+    set("DOCKER_TLS") && std::env::var_os("DOCKER_TLS_VERIFY").is_none()
 }
 
-/// This build speaks plain HTTP to tcp:// engines (bollard without its `ssl` feature): when
-/// TLS is asked for, it refuses rather than send requests in clear to a TLS port.
-fn refuse_tls(location: &str, source: &str, tls_asked: bool) -> Result<()> {
-    if tls_asked && location.starts_with("tcp://") {
+/// TLS without verification is not supported: bollard would speak plain HTTP instead, so a
+/// tcp:// engine is refused rather than sent requests in clear.
+fn refuse_unverified_tls(location: &str, source: &str, asked: bool) -> Result<()> {
+    if asked && location.starts_with("tcp://") {
         return Err(anyhow!(
-            "the Docker engine at {location} ({source}) is to be reached with TLS \
-             (DOCKER_TLS_VERIFY or DOCKER_TLS is set), which pgrepl-proxy does not support yet: \
-             reach it over an SSH tunnel or a Unix socket forwarded to this machine \
-             (docker_host = \"unix:///path/to/forwarded.sock\"), or unset DOCKER_TLS_VERIFY for \
-             an engine that listens without TLS"
+            "the Docker engine at {location} ({source}) is to be reached with TLS without \
+             verifying its certificate (DOCKER_TLS is set, DOCKER_TLS_VERIFY is not), which \
+             pgrepl-proxy does not do: set DOCKER_TLS_VERIFY=1 with the engine's CA, the client \
+             certificate and key in DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)"
         ));
     }
     Ok(())
@@ -146,17 +146,19 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_rather_than_spoken_in_clear() {
+    fn unverified_tls_is_refused_rather_than_spoken_in_clear() {
         let tcp = "tcp://10.0.0.12:2376";
-        let err = refuse_tls(tcp, "[provision.nodes.db02] docker_host", true).unwrap_err();
-        let text = err.to_string();
+        let source = "[provision.nodes.db02] docker_host";
+        let text = refuse_unverified_tls(tcp, source, true)
+            .unwrap_err()
+            .to_string();
         assert!(
-            text.contains(tcp) && text.contains("DOCKER_TLS_VERIFY"),
+            text.contains(tcp) && text.contains("DOCKER_TLS_VERIFY=1"),
             "{text}"
         );
-        assert!(refuse_tls(tcp, "x", false).is_ok());
+        assert!(refuse_unverified_tls(tcp, "x", false).is_ok());
         assert!(
-            refuse_tls(DEFAULT_HOST, "x", true).is_ok(),
+            refuse_unverified_tls(DEFAULT_HOST, "x", true).is_ok(),
             "a socket needs no TLS"
         );
     }
