@@ -55,7 +55,8 @@ impl DockerRuntime {
         })
     }
 
-    /// The engine `node` runs on.
+    /// The engine `node` runs on. A node none of whose settings were reached at connect (one
+    /// found by its labels beyond the configured ones) is looked for on the first engine.
     pub(super) fn engine(&self, node: NodeId) -> &Docker {
         let location = engine_of(&self.config, node, &self.default);
         self.engines
