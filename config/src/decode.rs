@@ -7,7 +7,8 @@ use toml::Table;
 use crate::error::ConfigError;
 use crate::model::{
     AdminConfig, AuthMethod, BackendConfig, Config, HealthConfig, LogConfig, MetricsConfig,
-    PoolConfig, PoolOverride, ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig, UserConfig,
+    NodeSettings, PoolConfig, PoolOverride, ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig,
+    UserConfig,
 };
 use crate::origin::Origins;
 use crate::reader::{Field, Section};
@@ -230,6 +231,7 @@ fn provision(field: &Field<'_>) -> Result<ProvisionConfig, ConfigError> {
         "data_dir",
         "replicas",
         "sync",
+        "nodes",
     ])?;
     Ok(ProvisionConfig {
         runtime: s.require("runtime")?.one_of()?,
@@ -244,7 +246,27 @@ fn provision(field: &Field<'_>) -> Result<ProvisionConfig, ConfigError> {
         data_dir: s.require("data_dir")?.file_path()?,
         replicas: s.require("replicas")?.replica_count()?,
         sync: s.require("sync")?.boolean()?,
+        nodes: node_settings(&s.require("nodes")?)?,
     })
+}
+
+/// `[provision.nodes]`: a table of per-node settings by node name.
+fn node_settings(field: &Field<'_>) -> Result<BTreeMap<String, NodeSettings>, ConfigError> {
+    field
+        .entries()?
+        .into_iter()
+        .map(|(name, field)| {
+            field.node_name(name)?;
+            let s = field.section(&["docker_host", "network", "peer_address", "listen"])?;
+            let settings = NodeSettings {
+                docker_host: s.get("docker_host").map(|f| f.docker_host()).transpose()?,
+                network: s.get("network").map(|f| f.string()).transpose()?,
+                peer_address: s.get("peer_address").map(|f| f.ipv4()).transpose()?,
+                listen: s.get("listen").map(|f| f.socket_address()).transpose()?,
+            };
+            Ok((name.to_owned(), settings))
+        })
+        .collect()
 }
 
 fn admin(field: &Field<'_>) -> Result<AdminConfig, ConfigError> {

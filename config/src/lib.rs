@@ -26,8 +26,9 @@ pub use error::ConfigError;
 pub use listing::Setting;
 pub use model::{
     AdminConfig, AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat,
-    MetricsConfig, Named, PoolConfig, PoolMode, PoolOverride, ProvisionConfig, ProxyConfig,
-    ReadYourWrites, RoutingConfig, RuntimeKind, TlsConfig, TransactionReads, UserConfig,
+    MetricsConfig, Named, NodeSettings, PoolConfig, PoolMode, PoolOverride, ProvisionConfig,
+    ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind, TlsConfig, TransactionReads,
+    UserConfig,
 };
 pub use pool::PoolSettings;
 

@@ -162,6 +162,20 @@ impl Config {
             .add("provision", "data_dir", pr.data_dir.display())
             .add("provision", "replicas", pr.replicas)
             .add("provision", "sync", pr.sync);
+        for (name, node) in &pr.nodes {
+            let section = format!("provision.nodes.{name}");
+            let keys = [
+                ("docker_host", node.docker_host.clone()),
+                ("network", node.network.clone()),
+                ("peer_address", node.peer_address.map(|a| a.to_string())),
+                ("listen", node.listen.map(|a| a.to_string())),
+            ];
+            for (key, value) in keys {
+                if let Some(value) = value {
+                    l.add(&section, key, value);
+                }
+            }
+        }
         let a = &self.admin;
         l.add("admin", "database", &a.database)
             .add("admin", "users", a.users.join(","))

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -374,6 +375,32 @@ pub struct ProvisionConfig {
     /// Synchronous replication: a commit waits until one replica has flushed it
     /// (`synchronous_standby_names = 'ANY 1 (...)'` on every node).
     pub sync: bool,
+    /// `[provision.nodes.dbNN]`: where each node runs when they are not all on one Docker
+    /// engine and network, by node name (`db01`..`db99`); nodes not listed keep the defaults.
+    pub nodes: BTreeMap<String, NodeSettings>,
+}
+
+impl ProvisionConfig {
+    /// `node`'s `[provision.nodes.<node>]` settings; all unset when it has none.
+    pub fn node(&self, node: &str) -> NodeSettings {
+        self.nodes.get(node).cloned().unwrap_or_default()
+    }
+}
+
+/// `[provision.nodes.dbNN]`: one node's place on several hosts (Docker runtime). Every key is
+/// optional; unset, the node is where a single-host `provision` puts it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The Docker engine the node runs on, as DOCKER_HOST would name it (`unix://` or
+    /// `tcp://`); unset: DOCKER_HOST, else the local socket.
+    pub docker_host: Option<String>,
+    /// The Docker network the node joins; unset: `[provision] network`.
+    pub network: Option<String>,
+    /// Where the other nodes reach it (port 5432), and where its own connections to them come
+    /// from (their pg_hba.conf line); unset: its address on its network.
+    pub peer_address: Option<Ipv4Addr>,
+    /// The published address the proxy connects to; unset: 127.0.0.1 and the node's port.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Where the pair runs.

@@ -1,5 +1,6 @@
 //! Typed, path-aware access to the merged tree, so every decoding error names key and source.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -202,6 +203,54 @@ impl<'a> Field<'a> {
             .and_then(|n| u16::try_from(n).ok())
             .filter(|port| *port != 0)
             .ok_or_else(|| self.mismatch("a port number from 1 to 65535"))
+    }
+
+    /// A Docker engine's endpoint as DOCKER_HOST gives it: a Unix socket or a TCP address.
+    pub(crate) fn docker_host(&self) -> Result<String, ConfigError> {
+        let text = self.string()?.trim().to_owned();
+        let known = ["unix:///", "tcp://"]
+            .iter()
+            .any(|scheme| text.len() > scheme.len() && text.starts_with(scheme));
+        if !known {
+            return Err(self.mismatch(
+                r#"a Docker engine like "unix:///var/run/docker.sock" or "tcp://10.0.0.12:2376""#,
+            ));
+        }
+        Ok(text)
+    }
+
+    /// An IPv4 address such as `10.0.0.12`.
+    pub(crate) fn ipv4(&self) -> Result<Ipv4Addr, ConfigError> {
+        self.parsed(r#"an IPv4 address like "10.0.0.12""#)
+    }
+
+    /// An address and port such as `127.0.0.1:54321` (IPv6 in brackets); no host name, as
+    /// Docker publishes ports on addresses.
+    pub(crate) fn socket_address(&self) -> Result<SocketAddr, ConfigError> {
+        self.parsed(r#"an address and port like "127.0.0.1:54321""#)
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, expected: &str) -> Result<T, ConfigError> {
+        match self.value {
+            Value::String(text) => text.trim().parse().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| self.mismatch(expected))
+    }
+
+    /// Checks that this table's own name, `name`, is a provisioned node's: `db01` to `db99`.
+    pub(crate) fn node_name(&self, name: &str) -> Result<(), ConfigError> {
+        let number = name
+            .strip_prefix("db")
+            .filter(|digits| digits.len() == 2 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<u8>().ok());
+        match number {
+            Some(1..=99) => Ok(()),
+            _ => Err(ConfigError::new(
+                self.origins.blame(&self.path),
+                format!("{}: expected a node name from db01 to db99", self.path),
+            )),
+        }
     }
 
     /// One of a fixed set of names (case-insensitive), e.g. an auth method or a runtime.

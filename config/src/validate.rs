@@ -60,6 +60,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
         rules.tls(tls)?;
     }
     rules.admin(config)?;
+    rules.provision_nodes(config)?;
     Ok(())
 }
 
@@ -250,6 +251,27 @@ impl Rules<'_> {
                 "names of [[users]] entries",
                 format_args!("{name:?}"),
             )?;
+        }
+        Ok(())
+    }
+
+    /// A node's network must be named, and its published address must be one the proxy can
+    /// connect to: a real interface (not 0.0.0.0) and a fixed port (not 0).
+    fn provision_nodes(&self, config: &Config) -> Result<(), ConfigError> {
+        let nodes = KeyPath::root().key("provision").key("nodes");
+        for (name, node) in &config.provision.nodes {
+            let path = nodes.key(name);
+            if let Some(network) = &node.network {
+                self.non_empty(&path.key("network"), network)?;
+            }
+            if let Some(listen) = node.listen {
+                self.expect(
+                    !listen.ip().is_unspecified() && listen.port() != 0,
+                    &path.key("listen"),
+                    "the address and port the proxy connects to (not 0.0.0.0, not port 0)",
+                    format_args!("\"{listen}\""),
+                )?;
+            }
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use pgrepl_config::{Config, Named, RuntimeKind};
+use pgrepl_config::{Config, Named, ProvisionConfig, RuntimeKind};
 use pgrepl_provision::docker::{plan, DockerRuntime};
 use pgrepl_provision::failover::{self, WithoutProxy};
 use pgrepl_provision::local::LocalRuntime;
@@ -114,7 +114,7 @@ pub async fn run(config: &Config, adopt: bool, action: Action) -> Result<()> {
             }
             run_on(&rt, config, action).await
         }
-        RuntimeKind::Local => run_on(&LocalRuntime::new(p)?, config, action).await,
+        RuntimeKind::Local => run_on(&local_runtime(p)?, config, action).await,
     }
 }
 
@@ -194,6 +194,19 @@ fn print_endpoints<R: Runtime>(rt: &R, nodes: &[NodeId]) {
     }
 }
 
+/// The local runtime, which runs every node on this machine: per-node hosts are refused
+/// rather than ignored.
+fn local_runtime(p: &ProvisionConfig) -> Result<LocalRuntime> {
+    if let Some(name) = p.nodes.keys().next() {
+        anyhow::bail!(
+            "[provision.nodes.{name}] places a node on a Docker engine or network: it needs \
+             --runtime docker ([provision] runtime = \"docker\"); the local runtime runs every \
+             node on this machine"
+        );
+    }
+    LocalRuntime::new(p)
+}
+
 /// `provision --dry-run`: the docker CLI commands equivalent to the steps, changing nothing.
 pub fn dry_run(config: &Config) -> Result<()> {
     if config.provision.runtime != RuntimeKind::Docker {
@@ -203,6 +216,12 @@ pub fn dry_run(config: &Config) -> Result<()> {
         anyhow::bail!(
             "--dry-run prints the tutorial's db01 and db02 only; it takes no --replicas \
              (each more replica repeats db02's steps with its own name, slot and port)"
+        );
+    }
+    if !config.provision.nodes.is_empty() {
+        anyhow::bail!(
+            "--dry-run prints the tutorial's pair on one Docker engine and network; it does not \
+             show [provision.nodes.*] settings (remove them to see the plan)"
         );
     }
     for line in plan::docker_commands(&config.provision) {
@@ -229,7 +248,7 @@ pub async fn prepare_pair(
             let rt = DockerRuntime::connect(p, adopt).await?;
             endpoints(&rt, config, reset_passwords).await
         }
-        RuntimeKind::Local => endpoints(&LocalRuntime::new(p)?, config, reset_passwords).await,
+        RuntimeKind::Local => endpoints(&local_runtime(p)?, config, reset_passwords).await,
     }
 }
 

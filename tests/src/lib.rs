@@ -27,6 +27,7 @@ pub mod rigged;
 pub mod roles;
 mod shared;
 pub mod suite;
+pub mod tls_engine;
 pub mod traffic;
 
 pub use client::{connect, conninfo};

@@ -2,9 +2,12 @@
 //! docker CLI (to look at what provisioning built from outside, as a user would), and the
 //! rules about when Docker tests may be skipped.
 
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use pgrepl_config::{Config, ProvisionConfig, RuntimeKind};
 use pgrepl_provision::local::LocalRuntime;
@@ -27,6 +30,45 @@ pub const LOCAL_IMAGE: &str = "pgrepl/postgres:local";
 
 /// Long enough for a first provisioning on a slow machine; a hang fails instead of blocking CI.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where test processes that create the fixed names take turns (a file every checkout's
+/// suite locks).
+const ENGINE_LOCK: &str = "/tmp/pgrepl-docker-engine.lock";
+/// How long a test waits for its turn on the engine before failing.
+const TURN_TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// A test's turn on the Docker engine, held until dropped.
+pub struct EngineTurn {
+    _file: File,
+    _guard: MutexGuard<'static, ()>,
+}
+
+/// Waits for this test's turn on the engine: the tutorial's names (db01, db02,
+/// rideshare-net) are fixed, so tests that create them take turns, within this process and
+/// with other test processes (another checkout's suite, run at the same time).
+pub fn engine_turn() -> EngineTurn {
+    static ENGINE: Mutex<()> = Mutex::new(());
+    let guard = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ENGINE_LOCK)
+        .unwrap_or_else(|e| panic!("cannot open {ENGINE_LOCK}: {e}"));
+    let deadline = Instant::now() + TURN_TIMEOUT;
+    // SAFETY: flock(2) on a descriptor this function owns; it has no memory preconditions.
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "another test process held {ENGINE_LOCK} for {TURN_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    EngineTurn {
+        _file: file,
+        _guard: guard,
+    }
+}
 
 /// True when the Docker suites must run: always, unless [`SKIP_DOCKER_VAR`] is set to 1. When
 /// they must run, Docker has to answer, and the local image has to exist (built if missing).
@@ -61,29 +103,9 @@ fn build_local_image() {
     );
 }
 
-/// The Docker suites' turn on the engine: the tutorial's names are fixed (db01, db02,
-/// rideshare-net), so tests that create them take turns, across test processes too (another
-/// checkout's suite on the same engine would remove them mid-run). An exclusive `flock` on a
-/// file in the temporary directory, held until dropped (or the process ends).
-pub struct EngineTurn {
-    /// Closing it (on drop) releases the lock.
-    _lock: std::fs::File,
-}
-
-/// Waits for the engine's turn.
-pub fn engine_turn() -> EngineTurn {
-    use std::os::fd::AsRawFd;
-    let path = std::env::temp_dir().join("pgrepl-docker-engine.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-    // SAFETY: flock(2) on a descriptor this File owns; no memory is shared.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(locked, 0, "cannot lock {}", path.display());
-    EngineTurn { _lock: file }
+/// A directory of this test process's own for `name` (certificates, data).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    run_dir().join(name)
 }
 
 /// Runs `pgrepl-proxy ARGS` with extra environment variables, to completion.

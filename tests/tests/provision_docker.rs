@@ -675,3 +675,499 @@ fn an_unreachable_engine_says_where_it_looked() {
     );
     assert!(run.stderr.contains("DOCKER_HOST"), "{}", run.stderr);
 }
+
+/// The across-hosts rig on one engine: each node on a network of its own (its "host"), and
+/// a shared "wan" network where each has a fixed address, its `peer_address`. Removed when
+/// dropped, passed or not.
+struct WanRig {
+    env: Vec<(String, String)>,
+    wan: String,
+    /// The wan's subnet, `10.213.N.0/24`.
+    subnet: String,
+    /// The wan addresses of db01 and db02.
+    ips: [String; 2],
+    /// The published addresses (`listen`) of db01 and db02.
+    listen: [String; 2],
+}
+
+impl WanRig {
+    /// Networks named `pgrepl-<test>-...`; the wan gets a /24 of 10.213.0.0/16 picked from
+    /// the pid (another one if Docker finds it in use).
+    fn new(test: &str) -> WanRig {
+        let wan = format!("pgrepl-{test}-wan");
+        docker(&["network", "rm", &wan]);
+        let mut third = std::process::id() % 250;
+        let subnet = loop {
+            let subnet = format!("10.213.{third}");
+            let made = docker(&[
+                "network",
+                "create",
+                "--subnet",
+                &format!("{subnet}.0/24"),
+                &wan,
+            ]);
+            if made.success {
+                break subnet;
+            }
+            assert!(
+                made.stderr.contains("overlap") && third < 500,
+                "cannot create {wan}: {}",
+                made.stderr
+            );
+            third = (third + 1) % 250;
+        };
+        let ips = [format!("{subnet}.11"), format!("{subnet}.12")];
+        let listen = [
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        let mut env = Vec::new();
+        for (i, node) in ["DB01", "DB02"].iter().enumerate() {
+            let key = |k: &str| format!("PGREPL_PROVISION__NODES__{node}__{k}");
+            env.push((
+                key("NETWORK"),
+                format!("pgrepl-{test}-{}", node.to_lowercase()),
+            ));
+            env.push((key("PEER_ADDRESS"), ips[i].clone()));
+            env.push((key("LISTEN"), listen[i].clone()));
+        }
+        // The same engine through another path: a second client, as a second host would get.
+        env.push((
+            "PGREPL_PROVISION__NODES__DB02__DOCKER_HOST".into(),
+            "unix:///run/docker.sock".into(),
+        ));
+        WanRig {
+            env,
+            wan,
+            subnet: format!("{subnet}.0/24"),
+            ips,
+            listen,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> pgrepl_tests::suite::PsqlRun {
+        pgrepl(args, &as_refs(&self.env))
+    }
+}
+
+impl Drop for WanRig {
+    fn drop(&mut self) {
+        let run = self.run(&["teardown"]);
+        if !run.success {
+            eprintln!("teardown of the wan rig failed: {}", run.stderr);
+        }
+        docker(&["network", "rm", &self.wan]);
+    }
+}
+
+/// A cut of `node` from the wan, healed when dropped, passed or not, by connecting it again
+/// with the same address. `docker network disconnect` alone would leave the node a default
+/// route to the wan's addresses through its own network: a connection opened during the cut
+/// would take that network's source address and stay unanswered after the heal, for as long
+/// as its SYN retries last (about 2 minutes), which no real partition does. So while cut the
+/// wan's subnet is a blackhole inside the node's network namespace: packets to it vanish, as
+/// in a partition, and new connections fail at once.
+struct WanCut<'a> {
+    rig: &'a WanRig,
+    node: &'static str,
+    ip: String,
+}
+
+impl<'a> WanCut<'a> {
+    fn new(rig: &'a WanRig, node: &'static str, ip: &str) -> WanCut<'a> {
+        let cut = WanCut {
+            rig,
+            node,
+            ip: ip.to_owned(),
+        };
+        let off = docker(&["network", "disconnect", &rig.wan, node]);
+        assert!(off.success, "cannot cut {node}: {}", off.stderr);
+        let blackhole = cut.route("add");
+        assert!(
+            blackhole.success,
+            "cannot blackhole the wan in {node}: {}",
+            blackhole.stderr
+        );
+        cut
+    }
+
+    /// `ip route add|del blackhole <wan subnet>` in the node's network namespace.
+    fn route(&self, action: &str) -> pgrepl_tests::suite::PsqlRun {
+        let pid = docker(&["inspect", "-f", "{{.State.Pid}}", self.node]);
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args([
+            "-t",
+            pid.stdout.trim(),
+            "-n",
+            "ip",
+            "route",
+            action,
+            "blackhole",
+        ])
+        .arg(&self.rig.subnet);
+        pgrepl_tests::suite::run_with_timeout(cmd, b"", Duration::from_secs(30))
+            .expect("cannot run nsenter")
+            .into_text()
+    }
+}
+
+impl Drop for WanCut<'_> {
+    fn drop(&mut self) {
+        let unrouted = self.route("del");
+        if !unrouted.success {
+            eprintln!(
+                "cannot remove the blackhole in {}: {}",
+                self.node, unrouted.stderr
+            );
+        }
+        let healed = docker(&[
+            "network",
+            "connect",
+            "--ip",
+            &self.ip,
+            &self.rig.wan,
+            self.node,
+        ]);
+        if !healed.success {
+            eprintln!("cannot heal the cut of {}: {}", self.node, healed.stderr);
+        }
+    }
+}
+
+/// Whether a PostgreSQL server answers at `address` (an SSLRequest gets its one-byte answer):
+/// the proxy's path to a node, which no wan cut touches.
+fn server_answers(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let ssl_request = [0, 0, 0, 8, 4, 210, 22, 47];
+    let mut answer = [0u8; 1];
+    stream.write_all(&ssl_request).is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && matches!(&answer, b"N" | b"S")
+}
+
+/// db02's row in db01's pg_stat_replication: `client_addr|state`, or empty.
+fn replication_row() -> String {
+    docker_psql(
+        "db01",
+        "SELECT host(client_addr) || '|' || state FROM pg_stat_replication \
+         WHERE application_name = 'db02'",
+    )
+    .stdout
+    .trim()
+    .to_owned()
+}
+
+/// Whether db01 shows db02 streaming from `ip`.
+fn streams_from(ip: &str) -> bool {
+    replication_row() == format!("{ip}|streaming")
+}
+
+/// How many copies of the row written during the cut db02 has.
+fn cut_rows_on_db02() -> String {
+    docker_psql("db02", "SELECT count(*) FROM riders WHERE id = 42")
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+/// Nodes on several "hosts" (`[provision.nodes.dbNN]`): db01 and db02 each on a network of
+/// its own, replicating over a shared wan where each has a fixed `peer_address`, published
+/// where `listen` says, db02 through a second engine client. A cut of db02 from the wan stops
+/// its replication (lag grows) while its published port still answers; healed, it streams
+/// again through its slot, from the same address.
+#[test]
+fn nodes_on_their_own_networks_replicate_over_the_wan_and_survive_a_cut() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let _turn = engine_turn();
+    teardown();
+    let began = Instant::now();
+    let rig = WanRig::new("hosts");
+    let first = rig.run(&["provision", "--image", LOCAL_IMAGE]);
+    assert!(
+        first.success,
+        "provision failed:\n{}{}",
+        first.stdout, first.stderr
+    );
+    assert!(
+        step_outcomes(&first.stdout).iter().all(|already| !already),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first
+            .stdout
+            .contains(&format!("db02 listens on {}", rig.listen[1])),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stdout.contains("unix:///run/docker.sock"),
+        "two engine clients are named: {}",
+        first.stdout
+    );
+    for (i, node) in ["db01", "db02"].iter().enumerate() {
+        let networks = docker(&[
+            "inspect",
+            "-f",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}} {{end}}",
+            node,
+        ]);
+        let networks = networks.stdout.trim();
+        assert!(
+            networks.contains(&format!("{}={}", rig.wan, rig.ips[i]))
+                && networks.contains(&format!("pgrepl-hosts-{node}=")),
+            "{node} is not on its own network and the wan: {networks}"
+        );
+        assert!(!networks.contains("rideshare-net"), "{networks}");
+        let port = docker(&["port", node, "5432/tcp"]);
+        assert_eq!(port.stdout.trim(), rig.listen[i], "{node}");
+    }
+    assert!(
+        streams_from(&rig.ips[1]),
+        "db02 streams from its wan address: {}",
+        replication_row()
+    );
+    let conninfo = docker_psql("db02", "SHOW primary_conninfo").stdout;
+    assert!(
+        conninfo.contains(&format!("host={}", rig.ips[0])),
+        "db02 reaches db01 at its wan address: {conninfo}"
+    );
+    let hba = docker(&[
+        "exec",
+        "db01",
+        "cat",
+        "/var/lib/postgresql/data/pg_hba.conf",
+    ])
+    .stdout;
+    assert!(hba.contains(&format!("{}/32", rig.ips[1])), "{hba}");
+
+    let second = rig.run(&["provision", "--image", LOCAL_IMAGE]);
+    assert!(
+        second.success && step_outcomes(&second.stdout).iter().all(|already| *already),
+        "a second provision changes nothing:\n{}{}",
+        second.stdout,
+        second.stderr
+    );
+
+    // The cut: db02 off the wan (see WanCut). Its packets to db01 vanish, as in a real
+    // partition, so the stream is found dead by the replication timeouts (60 s by default,
+    // 5 s here). Writes on db01 stop reaching db02, and the proxy's path (the published port,
+    // through db02's own network) still answers.
+    for node in ["db01", "db02"] {
+        for sql in [
+            "ALTER SYSTEM SET wal_receiver_timeout = '5s'",
+            "ALTER SYSTEM SET wal_sender_timeout = '5s'",
+            "SELECT pg_reload_conf()",
+        ] {
+            let set = docker_psql(node, sql);
+            assert!(set.success, "{node}: {}", set.stderr);
+        }
+    }
+    let cut_at = Instant::now();
+    let cut = WanCut::new(&rig, "db02", &rig.ips[1]);
+    assert!(docker_psql("db01", "INSERT INTO riders (id) VALUES (42)").success);
+    let receiving = || {
+        docker_psql(
+            "db02",
+            "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+        )
+        .stdout
+        .trim()
+            == "1"
+    };
+    wait_until(
+        "db02's receiver or db01's sender to drop the stream",
+        Duration::from_secs(30),
+        || Ok(!receiving() || replication_row().is_empty()),
+    )
+    .unwrap();
+    let dropped_after = cut_at.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        cut_rows_on_db02(),
+        "0",
+        "a write made during the cut reached db02"
+    );
+    let primary_at = docker_psql("db01", "SELECT pg_current_wal_lsn()").stdout;
+    let behind = docker_psql(
+        "db02",
+        &format!(
+            "SELECT pg_wal_lsn_diff('{}', pg_last_wal_replay_lsn())",
+            primary_at.trim()
+        ),
+    );
+    let lag_bytes: f64 = behind.stdout.trim().parse().unwrap_or(0.0);
+    assert!(lag_bytes > 0.0, "db02 is not behind db01: {behind:?}");
+    assert!(
+        server_answers(&rig.listen[1]),
+        "db02's published port stopped answering during a wan cut"
+    );
+
+    let healed_at = Instant::now();
+    drop(cut);
+    let streams_again = wait_until("db02 to stream again", Duration::from_secs(60), || {
+        Ok(streams_from(&rig.ips[1]))
+    });
+    if let Err(e) = streams_again {
+        let networks = docker(&[
+            "inspect",
+            "-f",
+            "{{json .NetworkSettings.Networks}}",
+            "db02",
+        ]);
+        let log = docker(&["logs", "--tail", "15", "db02"]);
+        panic!(
+            "{e:#}: db01 shows {:?}; db02 is on {}; db02's log:\n{}{}",
+            replication_row(),
+            networks.stdout.trim(),
+            log.stdout,
+            log.stderr
+        );
+    }
+    let streaming_after = healed_at.elapsed();
+    wait_until(
+        "the write made during the cut on db02",
+        Duration::from_secs(30),
+        || Ok(cut_rows_on_db02() == "1"),
+    )
+    .unwrap();
+    let active = docker_psql(
+        "db01",
+        "SELECT active FROM pg_replication_slots WHERE slot_name = 'rideshare_slot'",
+    );
+    assert_eq!(active.stdout.trim(), "t");
+    eprintln!(
+        "wan cut: stream dropped {:.2} s after the cut, db02 {lag_bytes} bytes behind; \
+         streaming again {:.2} s after the heal",
+        dropped_after.as_secs_f64(),
+        streaming_after.as_secs_f64()
+    );
+
+    let removed = rig.run(&["teardown"]);
+    assert!(removed.success, "{}", removed.stderr);
+    for item in [
+        "network pgrepl-hosts-db01",
+        "network pgrepl-hosts-db02",
+        "db02-data",
+    ] {
+        assert!(
+            removed.stdout.contains(item),
+            "teardown did not report {item}:\n{}",
+            removed.stdout
+        );
+    }
+    drop(rig);
+    nothing_left();
+    eprintln!("wan rig: {:.1} s in all", began.elapsed().as_secs_f64());
+    assert!(
+        began.elapsed() < Duration::from_secs(240),
+        "the wan rig took {:?}",
+        began.elapsed()
+    );
+}
+
+/// A command, its extra environment, and words its error must contain.
+type Refusal<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a [&'a str]);
+
+/// Per-node settings that cannot apply are refused before anything is touched: on the local
+/// runtime, in a dry run, nodes on different networks with no peer addresses, and TLS without
+/// verification to a tcp:// engine (not supported, so never spoken in clear).
+#[test]
+fn per_node_settings_are_refused_where_they_cannot_apply() {
+    let network = ("PGREPL_PROVISION__NODES__DB02__NETWORK", "elsewhere");
+    // (arguments, extra environment, words the error must contain)
+    let cases: [Refusal; 4] = [
+        (
+            &["provision", "--runtime", "local"],
+            vec![network],
+            &["[provision.nodes.db02]", "--runtime docker"],
+        ),
+        (
+            &["provision", "--dry-run"],
+            vec![network],
+            &["--dry-run", "[provision.nodes.*]"],
+        ),
+        (
+            &["provision"],
+            vec![network],
+            &[
+                "db01 on rideshare-net, db02 on elsewhere",
+                "[provision.nodes.db01] peer_address, [provision.nodes.db02] peer_address",
+            ],
+        ),
+        (
+            &["status"],
+            vec![
+                (
+                    "PGREPL_PROVISION__NODES__DB02__DOCKER_HOST",
+                    "tcp://127.0.0.1:9",
+                ),
+                ("DOCKER_TLS", "1"),
+            ],
+            &[
+                "tcp://127.0.0.1:9",
+                "[provision.nodes.db02] docker_host",
+                "DOCKER_TLS_VERIFY=1",
+            ],
+        ),
+    ];
+    for (args, env, words) in cases {
+        let run = pgrepl(args, &env);
+        assert!(!run.success, "{args:?} {env:?} succeeded:\n{}", run.stdout);
+        for word in words {
+            assert!(
+                run.stderr.contains(word),
+                "{args:?} {env:?}: {}",
+                run.stderr
+            );
+        }
+    }
+}
+
+/// A node's engine reached over TLS as the docker CLI does (`DOCKER_TLS_VERIFY`, the
+/// certificates in `DOCKER_CERT_PATH`): the local engine behind a forwarder that requires a
+/// client certificate. `status` lists through it; without TLS the same engine is unreachable.
+#[test]
+fn a_nodes_engine_is_reached_over_tls() {
+    if !docker_suite_enabled() {
+        return;
+    }
+    let dir = pgrepl_tests::provisioning::scratch_dir("tls-engine");
+    let engine = pgrepl_tests::tls_engine::TlsEngine::start(&dir);
+    let cert_path = engine.cert_path.to_string_lossy().into_owned();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let base = [
+        (
+            "PGREPL_PROVISION__NODES__DB02__DOCKER_HOST",
+            engine.location.as_str(),
+        ),
+        ("PGREPL_METRICS__LISTEN", metrics.as_str()),
+    ];
+    let mut tls = base.to_vec();
+    tls.extend([
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", cert_path.as_str()),
+    ]);
+    let run = pgrepl(&["status", "--pair"], &tls);
+    assert!(run.success, "{}{}", run.stdout, run.stderr);
+    let described = format!("db02 on {}", engine.location);
+    assert!(run.stdout.contains(&described), "{}", run.stdout);
+
+    let clear = pgrepl(&["status", "--pair"], &base);
+    assert!(
+        !clear.success,
+        "plain HTTP reached a TLS engine:\n{}",
+        clear.stdout
+    );
+    assert!(
+        clear.stderr.contains(&engine.location) && clear.stderr.contains("docker_host"),
+        "{}",
+        clear.stderr
+    );
+}

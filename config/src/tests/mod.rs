@@ -3,6 +3,7 @@
 mod env;
 mod errors;
 mod overrides;
+mod provision_nodes;
 mod sources;
 
 use std::path::Path;

@@ -15,15 +15,21 @@ use futures_util::TryStreamExt;
 use super::error::optional;
 use super::names::SERVER_USER;
 use super::DockerRuntime;
+use crate::runtime::NodeId;
 
 impl DockerRuntime {
-    /// The file at `path` in `container`, or `None` when there is none.
-    pub(super) async fn download(&self, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
+    /// The file at `path` in `container` on `node`'s engine, or `None` when there is none.
+    pub(super) async fn download(
+        &self,
+        node: NodeId,
+        container: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>> {
         let options = DownloadFromContainerOptionsBuilder::new()
             .path(path)
             .build();
         let stream = self
-            .docker
+            .engine(node)
             .download_from_container(container, Some(options));
         let tar = stream
             .try_fold(Vec::new(), |mut tar, chunk| async move {
@@ -38,10 +44,11 @@ impl DockerRuntime {
         }
     }
 
-    /// Writes `contents` to `path` in `container`, owned by the server's user and group root
-    /// (the tutorial's `chown postgres:root`), with permission `mode`.
+    /// Writes `contents` to `path` in `container` on `node`'s engine, owned by the server's
+    /// user and group root (the tutorial's `chown postgres:root`), with permission `mode`.
     pub(super) async fn upload(
         &self,
+        node: NodeId,
         container: &str,
         path: &str,
         contents: &[u8],
@@ -49,10 +56,10 @@ impl DockerRuntime {
     ) -> Result<()> {
         let what = || format!("cannot write {path} in container {container}");
         let (dir, name) = split_path(path).with_context(what)?;
-        let uid = self.server_uid(container).await.with_context(what)?;
+        let uid = self.server_uid(node, container).await.with_context(what)?;
         let tar = one_file_tar(name, contents, uid, mode).with_context(what)?;
         let options = UploadToContainerOptionsBuilder::new().path(dir).build();
-        self.docker
+        self.engine(node)
             .upload_to_container(container, Some(options), body_full(tar.into()))
             .await
             .with_context(what)
@@ -60,9 +67,9 @@ impl DockerRuntime {
 
     /// The server user's uid in `container`, from its /etc/passwd: readable before the
     /// container first runs, when there is nothing to exec `id` in.
-    async fn server_uid(&self, container: &str) -> Result<u32> {
+    async fn server_uid(&self, node: NodeId, container: &str) -> Result<u32> {
         let passwd = self
-            .download(container, "/etc/passwd")
+            .download(node, container, "/etc/passwd")
             .await?
             .context("the image has no /etc/passwd")?;
         passwd_uid(&String::from_utf8_lossy(&passwd), SERVER_USER)

@@ -4,7 +4,9 @@
 use anyhow::anyhow;
 use bollard::errors::Error;
 
-use super::names::{Kind, Resource, LOOPBACK};
+use std::net::SocketAddr;
+
+use super::names::{Kind, Resource};
 use crate::runtime::NodeId;
 
 /// The HTTP status Docker answered with, when the error is an answer at all.
@@ -31,42 +33,55 @@ pub(super) fn is_port_in_use(err: &Error) -> bool {
     text.contains("port is already allocated") || text.contains("address already in use")
 }
 
-/// The setting `node`'s port comes from: db01's `primary_port`, the replicas' `replica_port`
-/// (db02 on it, the others on the ports after it).
-fn port_setting(node: NodeId) -> &'static str {
-    match node {
+/// The setting `node`'s published address comes from: its `listen` when it has one, else
+/// db01's `primary_port` or the replicas' `replica_port` (db02 on it, the others after it).
+fn listen_setting(node: NodeId, own_listen: bool) -> (String, String) {
+    let key = match node {
+        _ if own_listen => {
+            return (
+                format!("[provision.nodes.{node}] listen"),
+                format!(
+                    "PGREPL_PROVISION__NODES__{}__LISTEN",
+                    node.name().to_uppercase()
+                ),
+            )
+        }
         NodeId::DB01 => "primary_port",
         _ => "replica_port",
-    }
-}
-
-/// How to choose another host port for `node`.
-fn choose_port(node: NodeId) -> String {
-    let key = port_setting(node);
-    format!(
-        "set `[provision] {key}` in the config file or PGREPL_PROVISION__{}",
-        key.to_uppercase()
+    };
+    (
+        format!("[provision] {key}"),
+        format!("PGREPL_PROVISION__{}", key.to_uppercase()),
     )
 }
 
-/// `node` could not start because its host port is taken.
-pub(super) fn port_in_use(node: NodeId, port: u16) -> anyhow::Error {
+/// How to choose another published address for `node`.
+fn choose_listen(node: NodeId, own_listen: bool) -> String {
+    let (key, var) = listen_setting(node, own_listen);
+    format!("set `{key}` in the config file or {var}")
+}
+
+/// `node` could not start because its published address is taken; `own_listen` says whether
+/// it came from the node's `listen`.
+pub(super) fn port_in_use(node: NodeId, listen: SocketAddr, own_listen: bool) -> anyhow::Error {
     anyhow!(
-        "{node} cannot publish PostgreSQL on {LOOPBACK}:{port}: that address is already in use \
-         on this machine. Stop what listens there, or choose another port: {}",
-        choose_port(node)
+        "{node} cannot publish PostgreSQL on {listen}: that address is already in use on its          Docker host. Stop what listens there, or choose another port: {}",
+        choose_listen(node, own_listen)
     )
 }
 
-/// `node`'s existing container publishes another port than the configured one, so the
+/// `node`'s existing container publishes another address than the configured one, so the
 /// endpoints provision reports would be wrong.
-pub(super) fn port_changed(node: NodeId, published: Option<u16>, port: u16) -> anyhow::Error {
-    let published = published.map_or("no port".to_owned(), |p| format!("port {p}"));
+pub(super) fn port_changed(
+    node: NodeId,
+    published: Option<SocketAddr>,
+    wanted: SocketAddr,
+    own_listen: bool,
+) -> anyhow::Error {
+    let published = published.map_or("no port".to_owned(), |p| p.to_string());
     anyhow!(
-        "container {node} already exists and publishes {published}, but the configured port is \
-         {port}. Put the setting back ({}), or remove the container (`docker rm -f {node}`; \
-         its data volume stays) so it is created with the new port",
-        choose_port(node)
+        "container {node} already exists and publishes {published}, but the configured address          is {wanted}. Put the setting back ({}), or remove the container (`docker rm -f {node}`;          its data volume stays) so it is created with the new one",
+        choose_listen(node, own_listen)
     )
 }
 
@@ -131,13 +146,27 @@ mod tests {
 
     #[test]
     fn the_port_message_names_the_address_and_how_to_change_it() {
-        let text = port_in_use(NodeId::DB02, 54322).to_string();
+        let at = |text: &str| text.parse::<SocketAddr>().unwrap();
+        let text = port_in_use(NodeId::DB02, at("127.0.0.1:54322"), false).to_string();
         assert!(text.contains("127.0.0.1:54322"), "{text}");
         assert!(text.contains("[provision] replica_port"), "{text}");
         assert!(text.contains("PGREPL_PROVISION__REPLICA_PORT"), "{text}");
-        let text = port_changed(NodeId::DB01, Some(54321), 6000).to_string();
+        let text = port_changed(
+            NodeId::DB01,
+            Some(at("127.0.0.1:54321")),
+            at("127.0.0.1:6000"),
+            false,
+        )
+        .to_string();
         assert!(text.contains("54321") && text.contains("6000"), "{text}");
         assert!(text.contains("PGREPL_PROVISION__PRIMARY_PORT"), "{text}");
+        let text = port_in_use(NodeId::DB02, at("10.0.0.12:5432"), true).to_string();
+        assert!(text.contains("on 10.0.0.12:5432"), "{text}");
+        assert!(text.contains("[provision.nodes.db02] listen"), "{text}");
+        assert!(
+            text.contains("PGREPL_PROVISION__NODES__DB02__LISTEN"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -7,11 +7,12 @@ use anyhow::{bail, Context, Result};
 use bollard::container::LogOutput;
 use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
+use bollard::Docker;
 use futures_util::{Stream, TryStreamExt};
 
 use super::names::SERVER_USER;
 use super::DockerRuntime;
-use crate::runtime::ExecOutput;
+use crate::runtime::{ExecOutput, NodeId};
 
 /// How often, and how many times, to ask for an exit code Docker has not recorded yet when the
 /// output has already ended.
@@ -19,9 +20,11 @@ const EXIT_POLL: Duration = Duration::from_millis(20);
 const EXIT_POLLS: usize = 250;
 
 impl DockerRuntime {
-    /// Runs `argv` in `container` as the server's user (so client programs reach the server
-    /// as `postgres` by default), capturing stdout, stderr and the exit code.
-    pub(super) async fn exec_in(&self, container: &str, argv: &[&str]) -> Result<ExecOutput> {
+    /// Runs `argv` in `node`'s container as the server's user (so client programs reach the
+    /// server as `postgres` by default), capturing stdout, stderr and the exit code.
+    pub(super) async fn exec_in(&self, node: NodeId, argv: &[&str]) -> Result<ExecOutput> {
+        let docker = self.engine(node);
+        let container = node.name();
         let config = ExecConfig {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -30,32 +33,31 @@ impl DockerRuntime {
             ..Default::default()
         };
         let what = || format!("cannot run {} in container {container}", argv.join(" "));
-        let id = self
-            .docker
-            .create_exec(container, config)
+        let id = docker
+            .create_exec(&container, config)
             .await
             .with_context(what)?
             .id;
         let StartExecResults::Attached { output, .. } =
-            self.docker.start_exec(&id, None).await.with_context(what)?
+            docker.start_exec(&id, None).await.with_context(what)?
         else {
             bail!("Docker started {} detached", argv.join(" "));
         };
         let chunks = collect(output).await.with_context(what)?;
-        let code = self.exit_code(&id).await.with_context(what)?;
+        let code = exit_code(docker, &id).await.with_context(what)?;
         Ok(split(code, &chunks))
     }
+}
 
-    async fn exit_code(&self, exec_id: &str) -> Result<i64> {
-        for _ in 0..EXIT_POLLS {
-            let info = self.docker.inspect_exec(exec_id).await?;
-            match (info.running, info.exit_code) {
-                (Some(false), Some(code)) => return Ok(code),
-                _ => tokio::time::sleep(EXIT_POLL).await,
-            }
+async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64> {
+    for _ in 0..EXIT_POLLS {
+        let info = docker.inspect_exec(exec_id).await?;
+        match (info.running, info.exit_code) {
+            (Some(false), Some(code)) => return Ok(code),
+            _ => tokio::time::sleep(EXIT_POLL).await,
         }
-        bail!("Docker recorded no exit code")
     }
+    bail!("Docker recorded no exit code")
 }
 
 /// Every chunk of a container output stream, in order.

@@ -6,51 +6,63 @@ use std::io::{IsTerminal, Write};
 use anyhow::{anyhow, Context, Result};
 use bollard::models::CreateImageInfo;
 use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::error::optional;
 use super::DockerRuntime;
 
 impl DockerRuntime {
-    /// Makes sure the configured image is on this machine, pulling it when it is not. Called
-    /// before step 1, so a missing image is reported before anything is created.
+    /// Makes sure the configured image is on every engine, pulling it where it is not.
+    /// Called before step 1, so a missing image is reported before anything is created.
     pub async fn ensure_image(&self) -> Result<()> {
-        let image = &self.config.image;
-        let found = optional(self.docker.inspect_image(image).await)
-            .with_context(|| format!("cannot inspect image {image}"))?;
-        if found.is_some() {
-            return Ok(());
+        for engine in &self.engines {
+            let place = match self.engines.len() {
+                1 => "this machine".to_owned(),
+                _ => format!("the Docker engine at {}", engine.location),
+            };
+            ensure_image_on(&engine.docker, &self.config.image, &place).await?;
         }
-        self.pull(image).await.map_err(|e| {
-            anyhow!(
-                "image {image} is not on this machine and cannot be pulled: {e:#}\n\
-                 Choose another image with --image ([provision] image); on a machine without a \
-                 registry, scripts/build-pg-image.sh builds pgrepl/postgres:local"
-            )
-        })
+        Ok(())
     }
+}
 
-    async fn pull(&self, image: &str) -> Result<()> {
-        let mut options = CreateImageOptionsBuilder::new().from_image(image);
-        if !names_tag_or_digest(image) {
-            // Without a tag Docker would pull every tag of the repository.
-            options = options.tag("latest");
-        }
-        let mut stream = self.docker.create_image(Some(options.build()), None, None);
-        let mut line = ProgressLine::new(image);
-        let mut result = Ok(());
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(info) => line.show(&info),
-                Err(e) => {
-                    result = Err(e.into());
-                    break;
-                }
+/// Makes sure `image` is on the engine `docker` (at `place`, for the message).
+async fn ensure_image_on(docker: &Docker, image: &str, place: &str) -> Result<()> {
+    let found = optional(docker.inspect_image(image).await)
+        .with_context(|| format!("cannot inspect image {image} on {place}"))?;
+    if found.is_some() {
+        return Ok(());
+    }
+    pull(docker, image).await.map_err(|e| {
+        anyhow!(
+            "image {image} is not on {place} and cannot be pulled: {e:#}\n\
+             Choose another image with --image ([provision] image); on a machine without a \
+             registry, scripts/build-pg-image.sh builds pgrepl/postgres:local"
+        )
+    })
+}
+
+async fn pull(docker: &Docker, image: &str) -> Result<()> {
+    let mut options = CreateImageOptionsBuilder::new().from_image(image);
+    if !names_tag_or_digest(image) {
+        // Without a tag Docker would pull every tag of the repository.
+        options = options.tag("latest");
+    }
+    let mut stream = docker.create_image(Some(options.build()), None, None);
+    let mut line = ProgressLine::new(image);
+    let mut result = Ok(());
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(info) => line.show(&info),
+            Err(e) => {
+                result = Err(e.into());
+                break;
             }
         }
-        line.finish();
-        result
     }
+    line.finish();
+    result
 }
 
 /// Whether the reference ends in `:tag` or `@digest` (a `:` before the last `/` is a

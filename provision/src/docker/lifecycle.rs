@@ -9,10 +9,11 @@ use bollard::query_parameters::{
     KillContainerOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
 };
 
-use super::container::{host_port, is_running};
+use super::container::is_running;
 use super::error::{is_port_in_use, port_in_use};
 use super::exec::{collect, joined};
 use super::names::{PG_ISREADY, STOP_TIMEOUT_SECS};
+use super::placement::listen_of;
 use super::DockerRuntime;
 use crate::psql::wait_until;
 use crate::runtime::NodeId;
@@ -27,12 +28,12 @@ const LOG_TAIL_LINES: &str = "20";
 impl DockerRuntime {
     /// Starts the container; a taken host port is explained rather than passed on raw.
     pub(super) async fn launch(&self, node: NodeId) -> Result<()> {
-        self.docker
+        self.engine(node)
             .start_container(&node.name(), None)
             .await
             .map_err(|e| {
                 if is_port_in_use(&e) {
-                    port_in_use(node, host_port(&self.config, node))
+                    port_in_use(node, listen_of(&self.config, node), self.own_listen(node))
                 } else {
                     anyhow::Error::from(e).context(format!("cannot start container {node}"))
                 }
@@ -51,7 +52,7 @@ impl DockerRuntime {
         let options = StopContainerOptionsBuilder::new()
             .t(STOP_TIMEOUT_SECS)
             .build();
-        self.docker
+        self.engine(node)
             .stop_container(&node.name(), Some(options))
             .await
             .with_context(|| format!("cannot stop container {node}"))?;
@@ -63,7 +64,7 @@ impl DockerRuntime {
     pub(super) async fn signal_node(&self, node: NodeId, signal: &str) -> Result<()> {
         self.existing(node).await?;
         let options = KillContainerOptionsBuilder::new().signal(signal).build();
-        self.docker
+        self.engine(node)
             .kill_container(&node.name(), Some(options))
             .await
             .with_context(|| format!("cannot send {signal} to container {node}"))?;
@@ -96,7 +97,7 @@ impl DockerRuntime {
             let code = info.state.and_then(|s| s.exit_code).unwrap_or_default();
             bail!("container {node} exited (code {code}) before accepting connections");
         }
-        match self.exec_in(&node.name(), PG_ISREADY).await {
+        match self.exec_in(node, PG_ISREADY).await {
             Ok(out) if out.code == 0 => Ok(true),
             // 1: starting up or shutting down; 2: no answer yet.
             Ok(out) if matches!(out.code, 1 | 2) => Ok(false),
@@ -119,7 +120,7 @@ impl DockerRuntime {
             .stderr(true)
             .tail(LOG_TAIL_LINES)
             .build();
-        match collect(self.docker.logs(&node.name(), Some(options))).await {
+        match collect(self.engine(node).logs(&node.name(), Some(options))).await {
             Ok(chunks) => anyhow!(
                 "{e:#}\n--- last lines of container {node}'s log:\n{}",
                 joined(&chunks).trim_end()

@@ -4,7 +4,10 @@
 //! Everything it creates carries a label (`names`), so re-runs and teardown touch only what
 //! provision made; a same-named object of someone else's is refused unless `--adopt` is given.
 //!
-//! `connect` reaches the daemon, `image` makes sure of the image, `objects` looks up, creates
+//! The nodes may be spread over several engines and networks (`[provision.nodes.dbNN]`):
+//! `placement` says where each one is, and every call goes to the node's own engine.
+//!
+//! `connect` reaches the daemons, `image` makes sure of the image, `objects` looks up, creates
 //! and removes the labelled objects (the network, the volumes), `container` creates the
 //! nodes, `lifecycle` starts and stops them, `exec` runs commands in them, `archive` moves
 //! files in and out, `offline` runs step 7's one-shot container, `teardown` removes it all,
@@ -20,31 +23,34 @@ mod lifecycle;
 mod names;
 mod objects;
 mod offline;
+mod placement;
 pub mod plan;
 mod teardown;
 
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
-use bollard::Docker;
 use pgrepl_config::ProvisionConfig;
 
 use crate::runtime::{Endpoint, ExecOutput, NodeFile, NodeId, NodeState, Runtime};
-use names::{container_path, Resource, LOOPBACK, PG_PORT};
+use connect::Engine;
+use names::{container_path, Resource, PG_PORT};
+use placement::{listen_of, peer_address_of};
 
 /// db01, db02, ... as Docker containers.
 pub struct DockerRuntime {
-    docker: Docker,
+    /// One client per engine a node runs on; never empty.
+    engines: Vec<Engine>,
+    /// The engine of nodes without a `docker_host`: DOCKER_HOST or the default socket.
+    default: String,
     config: ProvisionConfig,
     /// Whether same-named objects provision did not create may be used and removed.
     adopt: bool,
-    /// Where the daemon was reached (DOCKER_HOST or the default socket), for messages.
-    location: String,
 }
 
 impl Runtime for DockerRuntime {
     fn describe(&self) -> String {
-        format!("docker ({})", self.location)
+        format!("docker ({})", self.locations())
     }
 
     async fn state(&self, node: NodeId) -> Result<NodeState> {
@@ -73,12 +79,13 @@ impl Runtime for DockerRuntime {
 
     async fn exec(&self, node: NodeId, argv: &[&str]) -> Result<ExecOutput> {
         self.existing(node).await?;
-        self.exec_in(&node.name(), argv).await
+        self.exec_in(node, argv).await
     }
 
     async fn read_file(&self, node: NodeId, file: NodeFile) -> Result<Option<Vec<u8>>> {
         self.existing(node).await?;
-        self.download(&node.name(), &container_path(file)).await
+        self.download(node, &node.name(), &container_path(file))
+            .await
     }
 
     async fn write_file(
@@ -89,7 +96,7 @@ impl Runtime for DockerRuntime {
         mode: u32,
     ) -> Result<()> {
         self.existing(node).await?;
-        self.upload(&node.name(), &container_path(file), contents, mode)
+        self.upload(node, &node.name(), &container_path(file), contents, mode)
             .await
     }
 
@@ -101,18 +108,22 @@ impl Runtime for DockerRuntime {
         self.node_address(node).await
     }
 
-    /// The node's name: the network's DNS resolves it for the other container.
+    /// Its `peer_address`, else the node's name: the shared network's DNS resolves it for
+    /// the other containers.
     fn peer_endpoint(&self, node: NodeId) -> Endpoint {
         Endpoint {
-            host: node.name(),
+            host: peer_address_of(&self.config, node)
+                .map_or_else(|| node.name(), |ip| ip.to_string()),
             port: PG_PORT,
         }
     }
 
+    /// The published address: its `listen`, else 127.0.0.1 and its port.
     fn host_endpoint(&self, node: NodeId) -> Endpoint {
+        let listen = listen_of(&self.config, node);
         Endpoint {
-            host: LOOPBACK.to_owned(),
-            port: container::host_port(&self.config, node),
+            host: listen.ip().to_string(),
+            port: listen.port(),
         }
     }
 
@@ -125,7 +136,11 @@ impl Runtime for DockerRuntime {
     async fn nodes(&self) -> Result<Vec<NodeId>> {
         let mut nodes = self.labelled_nodes().await?;
         for node in [NodeId::DB01, NodeId::DB02] {
-            if self.lookup(&Resource::container(node)).await?.is_some() {
+            if self
+                .lookup(node, &Resource::container(node))
+                .await?
+                .is_some()
+            {
                 nodes.push(node);
             }
         }

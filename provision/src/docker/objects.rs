@@ -3,12 +3,15 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
 use bollard::models::{ContainerInspectResponse, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder};
 
 use super::error::{foreign, optional};
 use super::names::{Kind, Resource};
+use super::placement::{network_of, subnet_contains};
 use super::DockerRuntime;
 use crate::runtime::NodeId;
 
@@ -44,15 +47,16 @@ impl Owner {
 }
 
 impl DockerRuntime {
-    /// Who made `resource`, or `None` when nothing has its name.
-    pub(super) async fn lookup(&self, resource: &Resource) -> Result<Option<Owner>> {
+    /// Who made `resource` on `node`'s engine, or `None` when nothing there has its name.
+    pub(super) async fn lookup(&self, node: NodeId, resource: &Resource) -> Result<Option<Owner>> {
         let name = resource.name.as_str();
+        let docker = self.engine(node);
         let found = match resource.kind {
-            Kind::Container => optional(self.docker.inspect_container(name, None).await)?
+            Kind::Container => optional(docker.inspect_container(name, None).await)?
                 .map(|info| Owner::of_container(resource, &info)),
-            Kind::Volume => optional(self.docker.inspect_volume(name).await)?
+            Kind::Volume => optional(docker.inspect_volume(name).await)?
                 .map(|v| Owner::of(resource, Some(&v.labels), format!("driver {}", v.driver))),
-            Kind::Network => optional(self.docker.inspect_network(name, None).await)?.map(|n| {
+            Kind::Network => optional(docker.inspect_network(name, None).await)?.map(|n| {
                 let driver = n.driver.unwrap_or_default();
                 Owner::of(resource, n.labels.as_ref(), format!("driver {driver}"))
             }),
@@ -68,9 +72,10 @@ impl DockerRuntime {
         }
     }
 
-    /// Removes `resource` (a container even while it runs).
-    pub(super) async fn remove(&self, resource: &Resource) -> Result<()> {
+    /// Removes `resource` from `node`'s engine (a container even while it runs).
+    pub(super) async fn remove(&self, node: NodeId, resource: &Resource) -> Result<()> {
         let name = resource.name.as_str();
+        let docker = self.engine(node);
         let removed = match resource.kind {
             Kind::Container => {
                 // With its anonymous volumes, which an adopted container may have.
@@ -78,23 +83,24 @@ impl DockerRuntime {
                     .force(true)
                     .v(true)
                     .build();
-                self.docker.remove_container(name, Some(force)).await
+                docker.remove_container(name, Some(force)).await
             }
             Kind::Volume => {
                 let options = RemoveVolumeOptionsBuilder::new().build();
-                self.docker.remove_volume(name, Some(options)).await
+                docker.remove_volume(name, Some(options)).await
             }
-            Kind::Network => self.docker.remove_network(name).await,
+            Kind::Network => docker.remove_network(name).await,
         };
         removed.with_context(|| format!("cannot remove {resource}"))
     }
 
-    /// The tutorial's user-defined bridge network, where the containers find each other by
-    /// name. One that is already there (say, the user's own `docker network create`) is joined
-    /// as it is; teardown removes it only when provision made it or adopting.
-    pub(super) async fn ensure_network(&self) -> Result<()> {
-        let network = Resource::network(&self.config.network);
-        if self.lookup(&network).await?.is_some() {
+    /// `node`'s user-defined bridge network on its engine (the tutorial's, where the
+    /// containers find each other by name, unless the node has its own). One that is already
+    /// there (say, the user's own `docker network create`) is joined as it is; teardown
+    /// removes it only when provision made it or adopting.
+    pub(super) async fn ensure_network(&self, node: NodeId) -> Result<()> {
+        let network = Resource::network(&network_of(&self.config, node));
+        if self.lookup(node, &network).await?.is_some() {
             return Ok(());
         }
         let request = NetworkCreateRequest {
@@ -103,7 +109,7 @@ impl DockerRuntime {
             labels: Some(network.labels()),
             ..Default::default()
         };
-        self.docker
+        self.engine(node)
             .create_network(request)
             .await
             .with_context(|| format!("cannot create {network}"))?;
@@ -113,7 +119,7 @@ impl DockerRuntime {
     /// The named volume for `node`'s data directory, so the data outlives its container.
     pub(super) async fn ensure_volume(&self, node: NodeId) -> Result<()> {
         let volume = Resource::volume(node);
-        if let Some(owner) = self.lookup(&volume).await? {
+        if let Some(owner) = self.lookup(node, &volume).await? {
             return self.claim(&volume, &owner);
         }
         let request = VolumeCreateRequest {
@@ -121,10 +127,44 @@ impl DockerRuntime {
             labels: Some(volume.labels()),
             ..Default::default()
         };
-        self.docker
+        self.engine(node)
             .create_volume(request)
             .await
             .with_context(|| format!("cannot create {volume}"))?;
         Ok(())
+    }
+
+    /// The network of `node`'s engine whose subnet holds `ip`, if any: where a peer address
+    /// that belongs to no host is the container's own.
+    pub(super) async fn network_holding(
+        &self,
+        node: NodeId,
+        ip: Ipv4Addr,
+    ) -> Result<Option<String>> {
+        let networks = self
+            .engine(node)
+            .list_networks(None)
+            .await
+            .context("cannot list networks")?;
+        let holding: Vec<String> = networks
+            .into_iter()
+            .filter(|n| {
+                let subnets = n.ipam.as_ref().and_then(|i| i.config.as_ref());
+                subnets
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.subnet.as_deref().is_some_and(|s| subnet_contains(s, ip)))
+            })
+            .filter_map(|n| n.name)
+            .collect();
+        match &holding[..] {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            several => bail!(
+                "{node}'s peer_address {ip} is in the subnets of several networks ({}): which \
+                 one should it join?",
+                several.join(", ")
+            ),
+        }
     }
 }

@@ -6,11 +6,11 @@ use std::net::Ipv4Addr;
 
 use pgrepl_config::ProvisionConfig;
 
-use super::container::host_port;
 use super::names::{
-    container_path, home_dir, Resource, LOOPBACK, PG_ISREADY, PG_PORT, SERVER_USER, STOP_SIGNAL,
+    container_path, home_dir, Resource, PG_ISREADY, PG_PORT, SERVER_USER, STOP_SIGNAL,
     STOP_TIMEOUT_SECS,
 };
+use super::placement::listen_of;
 use crate::runtime::{NodeFile, NodeId};
 use crate::steps::{base_backup_script, title, STEPS};
 use crate::text::quote;
@@ -84,12 +84,12 @@ fn run_node(config: &ProvisionConfig, node: NodeId) -> Vec<String> {
         format!("POSTGRES_PASSWORD={RANDOM_PASSWORD}"),
         format!(
             "docker run -d --name {node} --hostname {node} --label {label} \
-             --network {network} --network-alias {node} -p {LOOPBACK}:{port}:{PG_PORT} \
+             --network {network} --network-alias {node} -p {listen}:{PG_PORT} \
              -v {volume}:{PGDATA} -e POSTGRES_PASSWORD=\"$POSTGRES_PASSWORD\" \
              --stop-signal {STOP_SIGNAL} --stop-timeout {STOP_TIMEOUT_SECS} {image}",
             label = container.label_arg(),
             network = config.network,
-            port = host_port(config, node),
+            listen = listen_of(config, node),
             volume = volume.name,
             image = config.image,
         ),
