@@ -2,6 +2,7 @@
 
 mod env;
 mod errors;
+mod nodes;
 mod overrides;
 mod sources;
 

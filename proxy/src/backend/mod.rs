@@ -69,6 +69,8 @@ pub struct BackendInfo {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// May be chosen as the writer (`promotable` in the configuration).
+    pub promotable: bool,
     /// Connections to it open now, leased or pooled.
     pub open: AtomicUsize,
     /// A reload removed it from the configuration: it gets no new sessions or connections.
@@ -89,6 +91,7 @@ impl BackendInfo {
             name: config.name.clone(),
             host: config.host.clone(),
             port: config.port,
+            promotable: config.promotable,
             open: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             meters: BackendMeters::register(&config.name, id.is_primary(), primary_name, timing),

@@ -148,6 +148,7 @@ impl Reloader {
                 name: &b.name,
                 host: &b.host,
                 port: b.port,
+                promotable: b.promotable,
             })
             .collect();
         let replicas = ReplicaChanges::between(&running, &plan.config.replicas);
