@@ -222,6 +222,19 @@ impl Health {
         // point: what its gate says it had replayed no longer holds.
         let went_back = sample.lsn < state.lsn.load(Acquire);
         state.in_recovery.store(sample.in_recovery, Relaxed);
+        // Unknown when the login may not read it (a standby's timeline, the system
+        // identifier): the last one known is kept.
+        if let Some(timeline) = sample.timeline {
+            state.timeline.store(timeline, Relaxed);
+        }
+        if let Some(sysid) = sample.sysid {
+            state.sysid.store(sysid, Relaxed);
+        }
+        if sample.in_recovery {
+            state.streak.store(0, Relaxed);
+        } else {
+            state.streak.fetch_add(1, Relaxed);
+        }
         state.lsn.store(sample.lsn, Release);
         state.sent.store(sent, Release);
         if backend == PRIMARY {
@@ -245,7 +258,9 @@ impl Health {
     }
 
     fn record_failure(&self, backend: BackendId) {
-        self.backends[backend.index()].up.store(false, Relaxed);
+        let state = &self.backends[backend.index()];
+        state.up.store(false, Relaxed);
+        state.streak.store(0, Relaxed);
         if backend != PRIMARY {
             self.replay[backend.index()].restart();
         }
@@ -289,7 +304,12 @@ mod tests {
     const REPLICA: BackendId = BackendId::nth(1);
 
     fn sample(in_recovery: bool, lsn: u64) -> Sample {
-        Sample { in_recovery, lsn }
+        Sample {
+            in_recovery,
+            lsn,
+            timeline: Some(1),
+            sysid: Some(7),
+        }
     }
 
     /// A primary and a replica, both sampled once at position 100.

@@ -2,13 +2,16 @@
 //! taking a lock.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 use super::nudge::Nudge;
 use super::Unusable;
 
 /// `behind_since` of a replica that has replayed every primary position seen.
 pub const CAUGHT_UP: u64 = u64::MAX;
+/// A timeline or system identifier not known (0 is neither: timelines start at 1, and a
+/// system identifier is made of the initdb time).
+pub const UNKNOWN: u64 = 0;
 /// `sent` before the first successful sample.
 pub const NEVER: u64 = 0;
 
@@ -19,6 +22,12 @@ pub struct BackendState {
     /// The WAL position of the last successful sample: the primary's write position, a
     /// standby's replay position.
     pub lsn: AtomicU64,
+    /// Its timeline at the last successful sample; `UNKNOWN` if never known.
+    pub timeline: AtomicU32,
+    /// Its system identifier at the last successful sample; `UNKNOWN` if never known.
+    pub sysid: AtomicU64,
+    /// Successful samples in a row that found it out of recovery.
+    pub streak: AtomicU32,
     /// When the last successful sample's query was sent (monitor clock), stored after `lsn`.
     pub sent: AtomicU64,
     /// Replicas: when the proxy first saw a primary position this one has not replayed.
@@ -35,6 +44,9 @@ impl BackendState {
             up: AtomicBool::new(primary),
             in_recovery: AtomicBool::new(!primary),
             lsn: AtomicU64::new(0),
+            timeline: AtomicU32::new(UNKNOWN as u32),
+            sysid: AtomicU64::new(UNKNOWN),
+            streak: AtomicU32::new(0),
             sent: AtomicU64::new(NEVER),
             behind_since: AtomicU64::new(CAUGHT_UP),
             nudge: Nudge::default(),

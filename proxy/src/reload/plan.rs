@@ -553,7 +553,11 @@ mod tests {
         let mut promoted = wanted[..1].to_vec();
         promoted[0].promotable = true;
         let changes = ReplicaChanges::between(&now[1..2], &promoted);
-        assert_eq!(changes.retired, [BackendId::nth(2)], "made promotable: anew");
+        assert_eq!(
+            changes.retired,
+            [BackendId::nth(2)],
+            "made promotable: anew"
+        );
         assert_eq!(changes.added.len(), 1);
         let same = ReplicaChanges::between(&now[..1], &wanted[..0]);
         assert_eq!(same.retired, [BackendId::nth(1)]);
