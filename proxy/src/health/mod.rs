@@ -7,6 +7,9 @@
 //! stale, staleness being measured by WAL position (see `lag`): replay timestamps would call
 //! an idle, fully caught-up replica stale.
 
+// Wired in with the writer pointer (the next step).
+#[allow(dead_code)]
+mod elect;
 mod gate;
 mod lag;
 mod lsn;
