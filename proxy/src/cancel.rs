@@ -130,7 +130,7 @@ mod tests {
             promotable: true,
         };
         target.set(Some(BackendCancel {
-            backend: Arc::new(BackendInfo::new(BackendId::PRIMARY, &config, "db01", None)),
+            backend: Arc::new(BackendInfo::new(BackendId::FIRST, &config, "db01", None)),
             pid: 7,
             secret: 9,
             in_flight: connection.clone(),

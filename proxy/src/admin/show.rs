@@ -573,8 +573,9 @@ pub fn routes(shared: &Shared) -> ResultSet {
         ("queries", Type::Numeric),
     ]);
     let totals = Totals::sum(shared.tallies.iter().map(|t| &**t));
+    let writer = shared.health.writer().backend;
     for info in shared.pool.backends().active() {
-        let role = if info.id.is_primary() {
+        let role = if Some(info.id) == writer {
             "primary"
         } else {
             "replica"

@@ -28,13 +28,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::telemetry::BackendMeters;
 
-/// Which server: the primary, or a replica by the order it was configured in (see
+/// Which server: by the order it was configured in, the first node first (see
 /// [`Backends`]). Also the index of the per-backend tables (health, tallies, pools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(usize);
 
 impl BackendId {
-    pub const PRIMARY: BackendId = BackendId(0);
+    /// The first configured node: the writer without `[routing] follow_primary`.
+    pub const FIRST: BackendId = BackendId(0);
 
     /// The `n`-th configured server: the primary, then the replicas in order.
     pub const fn nth(n: usize) -> BackendId {
@@ -46,7 +47,8 @@ impl BackendId {
         (0..count).map(BackendId)
     }
 
-    pub const fn is_primary(self) -> bool {
+    /// The first configured node (the writer only without `follow_primary`).
+    pub const fn is_first(self) -> bool {
         self.0 == 0
     }
 
@@ -94,7 +96,7 @@ impl BackendInfo {
             promotable: config.promotable,
             open: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
-            meters: BackendMeters::register(&config.name, id.is_primary(), primary_name, timing),
+            meters: BackendMeters::register(&config.name, id.is_first(), primary_name, timing),
         }
     }
 

@@ -33,6 +33,32 @@ pub enum WriterState {
     Fenced = 6,
 }
 
+impl WriterState {
+    /// By discriminant.
+    pub const ALL: [WriterState; 7] = [
+        WriterState::Serving,
+        WriterState::Down,
+        WriterState::ReadOnly,
+        WriterState::Confirming,
+        WriterState::Conflict,
+        WriterState::NoCandidate,
+        WriterState::Fenced,
+    ];
+
+    /// As `/status`, `SHOW BACKENDS` and the logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriterState::Serving => "serving",
+            WriterState::Down => "down",
+            WriterState::ReadOnly => "read_only",
+            WriterState::Confirming => "confirming",
+            WriterState::Conflict => "conflict",
+            WriterState::NoCandidate => "no_candidate",
+            WriterState::Fenced => "fenced",
+        }
+    }
+}
+
 /// What the monitor last found about one node, as the election reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NodeView {
@@ -144,16 +170,18 @@ pub fn elect(prev: &Election, nodes: &[NodeView], confirmations: u32) -> Electio
             next.timeline = nodes[only].timeline;
             next.state = WriterState::Serving;
             next.epoch += 1;
-            next.established = true;
-            if next.sysid == 0 {
-                next.sysid = nodes[only].sysid;
-            }
         }
         [only] => {
             next.state = WriterState::Confirming;
             next.candidates = vec![only];
         }
         [] => next.state = without_candidate(prev, nodes, high_water),
+    }
+    if let (WriterState::Serving, Some(writer)) = (next.state, next.writer) {
+        next.established = true;
+        if next.sysid == 0 {
+            next.sysid = nodes[writer].sysid;
+        }
     }
     next
 }
@@ -372,6 +400,12 @@ mod tests {
                 (Some(1), Serving, 1, 2, &[], &[]),
             ),
             (
+                "9: first round: the first node out of recovery stays the writer",
+                Election::assumed(),
+                vec![primary(1, 1), standby(1)],
+                (Some(0), Serving, 0, 1, &[], &[]),
+            ),
+            (
                 "9: first round: an old primary is fenced at once",
                 Election::assumed(),
                 vec![primary(1, 1), primary(2, 1)],
@@ -423,6 +457,15 @@ mod tests {
                 "row {row}"
             );
         }
+    }
+
+    #[test]
+    fn once_a_writer_is_known_a_new_one_needs_confirmations() {
+        let e = elect(&Election::assumed(), &[primary(1, 1), standby(1)], N);
+        assert!(e.established);
+        assert_eq!(e.sysid, 7);
+        let e = elect(&e, &[primary(1, 2), primary(2, 1)], N);
+        assert_eq!((e.state, e.writer), (WriterState::Confirming, Some(0)));
     }
 
     #[test]

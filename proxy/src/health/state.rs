@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
+use super::elect::NodeView;
 use super::nudge::Nudge;
 use super::Unusable;
 
@@ -35,6 +36,8 @@ pub struct BackendState {
     pub nudge: Nudge,
     /// A replica a reload removed (its `up` stays false).
     pub retired: AtomicBool,
+    /// May be chosen as the writer (`promotable`).
+    pub promotable: AtomicBool,
 }
 
 impl BackendState {
@@ -51,6 +54,19 @@ impl BackendState {
             behind_since: AtomicU64::new(CAUGHT_UP),
             nudge: Nudge::default(),
             retired: AtomicBool::new(false),
+            promotable: AtomicBool::new(false),
+        }
+    }
+
+    /// What the election reads of it.
+    pub fn view(&self) -> NodeView {
+        NodeView {
+            up: self.up.load(Relaxed),
+            in_recovery: self.in_recovery.load(Relaxed),
+            timeline: self.timeline.load(Relaxed),
+            sysid: self.sysid.load(Relaxed),
+            streak: self.streak.load(Relaxed),
+            promotable: self.promotable.load(Relaxed),
         }
     }
 

@@ -264,14 +264,13 @@ where
 
     /// The key pool a lease for `slot` comes from.
     fn key_pool_for(&mut self, slot: Slot) -> Arc<KeyPool> {
+        let writer = || self.shared.health.writer().backend;
         let backend = match slot {
-            Slot::Primary => BackendId::PRIMARY,
-            Slot::Replica => self
-                .client
-                .replica
-                .as_ref()
-                .map_or(BackendId::PRIMARY, ReplicaLease::backend),
-        };
+            Slot::Primary => writer(),
+            Slot::Replica => self.client.replica.as_ref().map(ReplicaLease::backend),
+        }
+        .or_else(writer)
+        .unwrap_or(BackendId::FIRST);
         let (pool, client) = (&self.shared.pool, &self.client);
         self.leases.key_pool(backend, pool, &client.startup)
     }

@@ -48,7 +48,7 @@ use crate::backend::{
 };
 use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
-use crate::health::{Health, Unusable};
+use crate::health::{Health, WriterState};
 use crate::live::RoutingSettings;
 use crate::protocol::tags::frontend::*;
 use crate::protocol::tags::TxStatus;
@@ -230,22 +230,22 @@ struct Counts {
 }
 
 impl Counts {
-    /// A unit sent on `conn` for `why`; for a read on a replica, also the staleness that
-    /// replica had.
+    /// A unit sent on `conn` (the session's write lease: `on_writer`) for `why`; for a read
+    /// on a replica, also the staleness that replica had.
     #[inline]
-    fn unit(&mut self, conn: &BackendConn, why: Reason, health: &Health) {
+    fn unit(&mut self, conn: &BackendConn, on_writer: bool, why: Reason, health: &Health) {
         if self.rerun {
             return;
         }
         let backend = conn.info.id;
-        if backend.is_primary() {
+        if on_writer {
             self.stats.to_primary += 1;
         } else {
             self.stats.to_replica += 1;
         }
         let Some(tally) = &self.tally else { return };
         tally.routed(backend, why);
-        if !backend.is_primary() {
+        if !on_writer {
             tally.read_staleness(backend, health.staleness_nanos(backend));
         }
     }

@@ -2,7 +2,6 @@
 //! steps), and the statements the proxy answers itself instead of routing them.
 
 use super::*;
-use crate::backend::BackendId;
 use crate::route::CausalHint;
 use causal::Awaited;
 use decide::ReplicaView;
@@ -276,12 +275,13 @@ where
         if decision.slot != Slot::Primary || !decision.writes {
             return None;
         }
-        match self.shared.health.primary_state() {
-            Err(Unusable::InRecovery) => Some(ProxyError::error(
+        let writer = self.shared.health.writer();
+        match (writer.state, writer.backend) {
+            (WriterState::ReadOnly, Some(backend)) => Some(ProxyError::error(
                 sqlstate::READ_ONLY_SQL_TRANSACTION,
                 format!(
                     "pgrepl-proxy: {} is in recovery, not a primary; statements that may write are not sent to it",
-                    self.shared.pool.backends()[BackendId::PRIMARY.index()]
+                    self.shared.pool.backends()[backend.index()]
                 ),
             )),
             _ => None,

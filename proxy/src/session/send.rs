@@ -122,7 +122,12 @@ where
         let is_query = matches!(unit, Unit::Query(..));
         let counted = is_query || (runs_statement && !(continuing && counts.open_batch_counted));
         if counted {
-            counts.unit(conn, decision.reason, &self.shared.health);
+            counts.unit(
+                conn,
+                target == Slot::Primary,
+                decision.reason,
+                &self.shared.health,
+            );
             start_timing(conn, decision.reason, || unit_sql(&unit, &self.stmts));
         }
         counts.open_batch_counted =

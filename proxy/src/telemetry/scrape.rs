@@ -88,7 +88,7 @@ fn replica_histograms<'a>(
 ) -> Vec<(Vec<(&'static str, &'a str)>, HistogramTotals)> {
     by_name(backends)
         .into_iter()
-        .filter(|(info, _)| !info.id.is_primary())
+        .filter(|(info, _)| !info.id.is_first())
         .map(|(info, ids)| {
             let mut sum = HistogramTotals::default();
             for id in ids {
@@ -108,7 +108,7 @@ fn publish_counts(totals: &Totals, shared: &Shared) {
             counter.absolute(ids.iter().map(|id| totals.queries(*id, *reason)).sum());
         }
     }
-    for (info, ids) in names.iter().filter(|(b, _)| !b.id.is_primary()) {
+    for (info, ids) in names.iter().filter(|(b, _)| !b.id.is_first()) {
         let (ran, left) = ids
             .iter()
             .filter_map(|id| totals.causal_waits.get(id.index()))

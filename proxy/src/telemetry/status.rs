@@ -105,18 +105,21 @@ pub fn snapshot(shared: &Shared) -> Status {
     let health = &shared.health;
     let backends = shared.pool.backends();
     let idle = shared.pool.idle_counts();
-    let primary = health.view(BackendId::PRIMARY);
+    let writer = health.writer().backend;
+    let primary = health.view(writer.unwrap_or(BackendId::FIRST));
     let statuses = backends
         .iter()
         .zip(idle)
         .filter(|(info, _)| !info.is_retired())
         .map(|(info, idle)| {
-            let is_primary = info.id.is_primary();
+            let is_primary = Some(info.id) == writer;
             let view = health.view(info.id);
             let known_recovery = view.sampled.then_some(view.in_recovery);
-            let role_mismatch = known_recovery.is_some_and(|r| r == is_primary);
+            // Following the primary, roles are what the servers say.
+            let role_mismatch =
+                !health.follows() && known_recovery.is_some_and(|r| r == is_primary);
             let usable = if is_primary {
-                health.primary_state()
+                health.write_state()
             } else {
                 health.readable(info.id)
             };
@@ -166,7 +169,7 @@ fn causal_status(shared: &Shared) -> CausalStatus {
         .pool
         .backends()
         .active()
-        .filter(|b| !b.id.is_primary());
+        .filter(|b| Some(b.id) != shared.health.writer().backend);
     let routing = shared.routing.get();
     CausalStatus {
         mode: routing.read_your_writes.as_str().to_owned(),
