@@ -272,20 +272,33 @@ where
             return self.resend(retries, target).await;
         }
         tracing::warn!(backend = %conn.info, reason, "backend connection lost during a statement");
-        let err = ProxyError::error(
-            sqlstate::CONNECTION_FAILURE,
-            format!(
-                "pgrepl-proxy: lost the connection to backend {}: {reason}",
-                conn.info
-            ),
+        let lost = format!(
+            "pgrepl-proxy: lost the connection to backend {}: {reason}",
+            conn.info
         );
-        if in_tx || owed > 1 || conn.proto.body_remaining > 0 || self.open_batch == Some(slot) {
-            let mut fatal = err;
-            fatal.severity = Severity::Fatal;
-            return Err(End::Fatal(fatal));
+        let one_unit = owed == 1 && conn.proto.body_remaining == 0 && self.open_batch != Some(slot);
+        // Following the primary, the writer may have moved: the monitor looks again now, and
+        // the session goes on with the unit's outcome told as well as it is known.
+        let follows = slot == Slot::Primary && self.shared.health.follows();
+        if follows {
+            self.shared.health.recheck(conn.info.id);
         }
-        err.encode(&mut self.cout);
-        // The error ends an autocommit statement; it aborts a deferred transaction.
+        if !one_unit || (in_tx && !follows) {
+            return Err(End::Fatal(ProxyError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                lost,
+            )));
+        }
+        let (code, aborted) = match (follows, in_tx) {
+            (true, _) if self.ending_tx || (!in_tx && self.pending_write) => {
+                (sqlstate::TRANSACTION_RESOLUTION_UNKNOWN, false)
+            }
+            (true, true) => (sqlstate::SERIALIZATION_FAILURE, true),
+            _ => (sqlstate::CONNECTION_FAILURE, false),
+        };
+        ProxyError::error(code, lost).encode(&mut self.cout);
+        // The error ends an autocommit statement (or the commit whose outcome is unknown);
+        // it aborts a deferred transaction, and one lost on the writer.
         self.client_status = match &mut self.deferred {
             Some(deferred) => {
                 deferred.state = DeferredState::Aborted;
@@ -293,6 +306,9 @@ where
             }
             None => TxStatus::Idle,
         };
+        if aborted {
+            self.abort_transaction();
+        }
         write::ready_for_query(self.client_status, &mut self.cout);
         self.tx = None;
         self.inflight = None;
@@ -351,7 +367,7 @@ where
     ) -> Result<(), End> {
         self.counts.rerun = true;
         for retry in retries {
-            match retry {
+            let sent = match retry {
                 Retry::Query(msg) => self.send(target, Unit::Query(msg, Effects::NONE)).await,
                 Retry::Batch(messages, sync) => {
                     // The statements the batch defined died with the replica: define them anew.
@@ -366,8 +382,12 @@ where
                         terminator: sync,
                         synced: true,
                     };
-                    self.send(target, unit).await;
+                    self.send(target, unit).await
                 }
+            };
+            if sent.is_err() {
+                self.counts.rerun = false;
+                return sent;
             }
         }
         self.counts.rerun = false;

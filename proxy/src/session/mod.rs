@@ -24,6 +24,7 @@ mod settings;
 mod state;
 mod waits;
 mod words;
+mod writer;
 
 use leases::Leases;
 use routing::QueryStep;
@@ -198,6 +199,12 @@ pub struct Session<R, W> {
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
+    /// The last unit sent on the write lease ends a transaction (`COMMIT`...): lost on its
+    /// way, whether it committed is unknown.
+    ending_tx: bool,
+    /// The writer word the session adopted (`writer::NOT_SEEN` before it adopted a serving
+    /// one): units on the write lease go as long as the word is unchanged.
+    writer_seen: u64,
     /// What its reads on replicas must see (read-your-writes, monotonic reads).
     causal: causal::Causal,
     /// A transaction the proxy answered the `BEGIN` of, not opened on any server yet.
@@ -294,6 +301,7 @@ where
             .counting
             .then(|| shared.tallies[client.worker].clone());
         let leases = Leases::new(client.listed.clone());
+        let shared_writer = shared.health.writer();
         Session {
             shared,
             routing,
@@ -321,6 +329,15 @@ where
             max_staleness: None,
             unit_hint: crate::route::CausalHint::NONE,
             pending_write: false,
+            ending_tx: false,
+            writer_seen: {
+                let writer = shared_writer;
+                if writer.serves() {
+                    writer.pack()
+                } else {
+                    writer::NOT_SEEN
+                }
+            },
             causal,
             deferred: None,
             tx_defaults: None,
@@ -554,7 +571,7 @@ where
                 QueryStep::Answered => {}
                 QueryStep::Send(decision, effects) => {
                     let msg = self.cin.split_to(total).freeze();
-                    self.send(decision, Unit::Query(msg, effects)).await;
+                    self.send(decision, Unit::Query(msg, effects)).await?;
                 }
             },
             PARSE | BIND | DESCRIBE | EXECUTE | CLOSE => {
@@ -583,7 +600,7 @@ where
                     terminator,
                     synced: ty == SYNC,
                 };
-                self.send(decision, unit).await;
+                self.send(decision, unit).await?;
             }
             COPY_DATA | COPY_DONE | COPY_FAIL => {
                 let msg = self.cin.split_to(total);
@@ -601,7 +618,7 @@ where
                     return Ok(false);
                 };
                 let msg = self.cin.split_to(total).freeze();
-                self.send(decision, Unit::Query(msg, Effects::NONE)).await;
+                self.send(decision, Unit::Query(msg, Effects::NONE)).await?;
             }
             TERMINATE => return Err(End::ClientGone),
             other => {

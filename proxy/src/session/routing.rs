@@ -269,22 +269,4 @@ where
         }
         write::ready_for_query(self.client_status, &mut self.cout);
     }
-
-    /// A unit that may write is never sent to a primary the monitor found in recovery.
-    pub(super) fn refuse_write(&self, decision: Decision) -> Option<ProxyError> {
-        if decision.slot != Slot::Primary || !decision.writes {
-            return None;
-        }
-        let writer = self.shared.health.writer();
-        match (writer.state, writer.backend) {
-            (WriterState::ReadOnly, Some(backend)) => Some(ProxyError::error(
-                sqlstate::READ_ONLY_SQL_TRANSACTION,
-                format!(
-                    "pgrepl-proxy: {} is in recovery, not a primary; statements that may write are not sent to it",
-                    self.shared.pool.backends()[backend.index()]
-                ),
-            )),
-            _ => None,
-        }
-    }
 }

@@ -1,0 +1,225 @@
+//! Following the primary (`[routing] follow_primary`, both nodes promotable in `[[nodes]]`):
+//! db02 promoted by hand while db01 stays up. Writes move to db02 within a few samples,
+//! db01 (out of recovery on timeline 1, timeline 2 existing) is fenced and gets nothing, a
+//! transaction open across the promotion fails with 40001 and the session goes on, and a
+//! session's prepared statements and settings work on the new writer. Uses a cluster of its
+//! own; run in both pool modes by scripts/test.sh.
+
+use std::time::Duration;
+
+use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
+use pgrepl_tests::suite::{bounded_for, eventually, free_addr, node_of_read, sqlstate};
+use pgrepl_tests::{connect, proxy_config, OwnCluster, ProxyProcess};
+use tokio_postgres::Client;
+
+/// Samples every 100 ms, a new writer confirmed by 3 of them.
+const FOLLOW: &str = "\n[health]\ninterval = \"100ms\"\n\n[routing]\nwriter_confirmations = 3\n";
+
+/// Starting a cluster takes a few seconds; the rest of the test well under a minute.
+const LIMIT: Duration = Duration::from_secs(120);
+/// How long writes may take to reach db02 after its promotion: 3 samples 100 ms apart,
+/// with room for a slow machine.
+const MOVE: Duration = Duration::from_secs(5);
+
+/// Where a write of `client` runs, and the row it wrote there.
+async fn write_on(client: &Client, n: i32) -> Result<String, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "INSERT INTO t VALUES ($1, current_setting('cluster_name')) RETURNING node",
+            &[&n],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// A cluster of the test's own with a table `t`, and a proxy in front of it with both
+/// nodes in `[[nodes]]`: promotable, so it follows the primary.
+fn following(name: &str) -> (OwnCluster, ProxyProcess) {
+    let cluster = OwnCluster::start(name).unwrap();
+    cluster
+        .primary
+        .psql(APP.name, DATABASE, "CREATE TABLE t (n int, node text);")
+        .unwrap();
+    cluster.wait_replica_caught_up().unwrap();
+    let addr = free_addr();
+    let config = proxy_config(&cluster, addr)
+        .replace("[primary]", "[[nodes]]")
+        .replace("[[replicas]]", "[[nodes]]");
+    let proxy = ProxyProcess::start(&(config + FOLLOW), addr).unwrap();
+    (cluster, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
+    bounded_for(LIMIT, async {
+        let (cluster, proxy) = following("follow-primary");
+
+        let open = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        let prepared = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        prepared
+            .batch_execute("SET statement_timeout = '17s'")
+            .await
+            .unwrap();
+        let insert = prepared
+            .prepare("INSERT INTO t VALUES ($1, current_setting('cluster_name')) RETURNING node")
+            .await
+            .unwrap();
+        let row = prepared.query_one(&insert, &[&1i32]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "db01");
+        open.batch_execute("BEGIN; INSERT INTO t VALUES (2, 'open')")
+            .await
+            .unwrap();
+        let pinned = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        pinned
+            .batch_execute("CREATE TEMP TABLE mine (x int)")
+            .await
+            .unwrap();
+
+        let promoted = cluster
+            .replica
+            .psql(SUPERUSER, "postgres", "SELECT pg_promote()")
+            .unwrap();
+        assert_eq!(promoted.trim(), "t", "pg_promote answered {promoted:?}");
+
+        let writer = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        eventually("writes to go to db02", MOVE, || async {
+            write_on(&writer, 3).await.is_ok_and(|node| node == "db02")
+        })
+        .await
+        .unwrap();
+
+        // The transaction open on db01 is lost: 40001, then the session goes on.
+        let lost = open
+            .batch_execute("INSERT INTO t VALUES (4, 'open')")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&lost).as_deref(), Some("40001"), "{lost}");
+        let message = lost.as_db_error().map(|e| e.message().to_owned());
+        assert!(
+            message
+                .as_deref()
+                .is_some_and(|m| m.contains("from db01 to db02")),
+            "names both: {message:?}"
+        );
+        let aborted = open.batch_execute("SELECT 1").await.unwrap_err();
+        assert_eq!(
+            sqlstate(&aborted).as_deref(),
+            Some("25P02"),
+            "still in the aborted transaction: {aborted}"
+        );
+        open.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(write_on(&open, 5).await.unwrap(), "db02");
+
+        // A session whose temporary table was on db01 cannot go on without it.
+        let gone = pinned
+            .batch_execute("SELECT * FROM mine")
+            .await
+            .unwrap_err();
+        let fatal = gone.as_db_error().expect("an error from the proxy");
+        assert_eq!(
+            (fatal.code().code(), fatal.severity()),
+            ("08006", "FATAL"),
+            "{gone:?}"
+        );
+        assert!(fatal.message().contains("temporary tables"), "{gone:?}");
+
+        // The prepared statement and the setting, brought to db02.
+        let row = prepared.query_one(&insert, &[&6i32]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "db02");
+        let row = prepared
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('cluster_name')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("17s".to_owned(), "db02".to_owned())
+        );
+
+        // db01 is fenced: it gets neither reads nor writes, though it is up.
+        for _ in 0..5 {
+            let session = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+            assert_eq!(node_of_read(&session).await, "db02");
+            assert_eq!(write_on(&session, 7).await.unwrap(), "db02");
+        }
+        let on_db01 = cluster
+            .primary
+            .psql(
+                SUPERUSER,
+                DATABASE,
+                "SELECT string_agg(n::text, ',' ORDER BY n) FROM t",
+            )
+            .unwrap();
+        assert_eq!(on_db01.trim(), "1", "db01 got writes after the promotion");
+        let on_db02 = cluster
+            .replica
+            .psql(
+                SUPERUSER,
+                DATABASE,
+                "SELECT count(*) FROM t WHERE n = 4 OR node = 'open'",
+            )
+            .unwrap();
+        assert_eq!(on_db02.trim(), "0", "the lost transaction was resent");
+    })
+    .await;
+}
+
+/// The pid of the db01 backend running a statement that starts with `start`, once it runs.
+async fn backend_running(cluster: &OwnCluster, start: &str) -> i32 {
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE '{start}%' AND state = 'active'"
+    );
+    let mut pid = 0;
+    eventually(&format!("{start:?} to run on db01"), MOVE, || {
+        let found = cluster.primary.psql(SUPERUSER, "postgres", &sql).unwrap();
+        pid = found.trim().parse().unwrap_or(0);
+        async move { pid > 0 }
+    })
+    .await
+    .unwrap();
+    pid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_says_what_became_of_the_unit_and_the_session_goes_on() {
+    bounded_for(LIMIT, async {
+        let (cluster, proxy) = following("follow-lost");
+
+        let in_tx = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        in_tx
+            .batch_execute("BEGIN; INSERT INTO t VALUES (1, 'tx')")
+            .await
+            .unwrap();
+        let autocommit = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        let kill = async {
+            backend_running(&cluster, "SELECT pg_sleep(60)").await;
+            let pid = backend_running(&cluster, "INSERT INTO t SELECT 2").await;
+            // A backend killed: the server resets every connection and recovers.
+            // SAFETY: a pid of db01's, read from pg_stat_activity just now.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        };
+        let (tx_unit, write_unit, ()) = tokio::join!(
+            in_tx.batch_execute("SELECT pg_sleep(60)"),
+            autocommit.batch_execute("INSERT INTO t SELECT 2, pg_sleep(60)::text"),
+            kill
+        );
+        let lost = tx_unit.unwrap_err();
+        assert_eq!(sqlstate(&lost).as_deref(), Some("40001"), "{lost:?}");
+        let unknown = write_unit.unwrap_err();
+        assert_eq!(sqlstate(&unknown).as_deref(), Some("08007"), "{unknown:?}");
+
+        // Both sessions go on: the transaction is ended by the client, and writes work once
+        // db01 has recovered.
+        in_tx.batch_execute("ROLLBACK").await.unwrap();
+        for session in [&in_tx, &autocommit] {
+            eventually("writes to work again", Duration::from_secs(20), || async {
+                write_on(session, 3).await.is_ok_and(|node| node == "db01")
+            })
+            .await
+            .unwrap();
+        }
+    })
+    .await;
+}
