@@ -207,6 +207,18 @@ impl Proxy {
                 }
             })
         };
+        // A fenced node's idle connections close as soon as it is fenced: nobody may use them.
+        let fencer = {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    shared.health.writer_moved().await;
+                    for node in shared.health.election().fenced {
+                        shared.pool.close_backend(BackendId::nth(node));
+                    }
+                }
+            })
+        };
         tokio::pin!(shutdown);
         // The admin console's SHUTDOWN starts it from inside.
         let console_shutdown = self.shared.shutdown.wait();
@@ -262,6 +274,7 @@ impl Proxy {
             sessions.shutdown().await;
         }
         reaper.abort();
+        fencer.abort();
         endpoint.abort();
         self.monitor.stop().await;
         workers.stop();

@@ -7,9 +7,11 @@
 
 use std::time::Duration;
 
+use pgrepl_tests::endpoint::{get_json, Metrics};
 use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
 use pgrepl_tests::suite::{bounded_for, eventually, free_addr, node_of_read, sqlstate};
 use pgrepl_tests::{connect, proxy_config, OwnCluster, ProxyProcess};
+use serde_json::json;
 use tokio_postgres::Client;
 
 /// Samples every 100 ms, a new writer confirmed by 3 of them.
@@ -49,6 +51,14 @@ fn following(name: &str) -> (OwnCluster, ProxyProcess) {
     (cluster, proxy)
 }
 
+/// The proxy's metrics now.
+async fn scrape(proxy: &ProxyProcess) -> Metrics {
+    let endpoint = proxy.endpoint();
+    tokio::task::spawn_blocking(move || Metrics::scrape(endpoint))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
     bounded_for(LIMIT, async {
@@ -74,6 +84,25 @@ async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
             .batch_execute("CREATE TEMP TABLE mine (x int)")
             .await
             .unwrap();
+
+        let before = scrape(&proxy).await;
+        for node in ["db01", "db02"] {
+            let labels = [("backend", node)];
+            assert_eq!(
+                before.value("pgrepl_backend_timeline", &labels),
+                1.0,
+                "{node}"
+            );
+            assert_eq!(
+                before.value("pgrepl_backend_fenced", &labels),
+                0.0,
+                "{node}"
+            );
+        }
+        assert_eq!(
+            before.value("pgrepl_backend_writer", &[("backend", "db01")]),
+            1.0
+        );
 
         let promoted = cluster
             .replica
@@ -144,6 +173,45 @@ async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
             assert_eq!(node_of_read(&session).await, "db02");
             assert_eq!(write_on(&session, 7).await.unwrap(), "db02");
         }
+        // Reported: gauges, the status page, one log line each.
+        let after = scrape(&proxy).await;
+        let value = |name, node| after.value(name, &[("backend", node)]);
+        assert_eq!(value("pgrepl_backend_fenced", "db01"), 1.0);
+        assert_eq!(value("pgrepl_backend_writer", "db01"), 0.0);
+        assert_eq!(value("pgrepl_backend_writer", "db02"), 1.0);
+        assert_eq!(value("pgrepl_backend_timeline", "db02"), 2.0);
+        assert_eq!(value("pgrepl_backend_timeline", "db01"), 1.0);
+        assert_eq!(after.value("pgrepl_writer_changes_total", &[]), 1.0);
+        let lost = [("outcome", "not_committed")];
+        assert_eq!(
+            after.value("pgrepl_writer_lost_transactions_total", &lost),
+            1.0
+        );
+        let endpoint = proxy.endpoint();
+        let status = tokio::task::spawn_blocking(move || get_json(endpoint, "/status"))
+            .await
+            .unwrap();
+        let writer = &status["writer"];
+        assert_eq!(
+            (
+                &writer["name"],
+                &writer["timeline"],
+                &writer["epoch"],
+                &writer["state"]
+            ),
+            (&json!("db02"), &json!(2), &json!(1), &json!("serving")),
+            "{status}"
+        );
+        let db01 = &status["backends"][0];
+        assert_eq!(
+            (&db01["fenced"], &db01["state"]),
+            (&json!(true), &json!("fenced"))
+        );
+        let log = proxy.log();
+        for line in ["writer changed", "backend fenced"] {
+            assert_eq!(log.matches(line).count(), 1, "{line:?} once in:\n{log}");
+        }
+
         let on_db01 = cluster
             .primary
             .psql(

@@ -137,10 +137,11 @@ pub fn elect(prev: &Election, nodes: &[NodeView], confirmations: u32) -> Electio
     let high_water = next.high_water;
     for &i in &up {
         let node = &nodes[i];
-        if node.in_recovery {
-            next.fenced.remove(&i);
-        } else if node.timeline < high_water {
+        if !node.in_recovery && node.timeline < high_water {
             next.fenced.insert(i);
+        } else {
+            // In recovery (rejoined), or promoted onto the highest timeline.
+            next.fenced.remove(&i);
         }
     }
     let on_top: Vec<usize> = up
@@ -434,6 +435,12 @@ mod tests {
                 fenced_1(),
                 vec![down(primary(1, 9)), primary(2, 9)],
                 (Some(1), Serving, 2, 2, &[0], &[]),
+            ),
+            (
+                "10: a fenced node promoted onto a newer timeline is a candidate, not fenced",
+                fenced_1(),
+                vec![primary(3, 1), standby(2)],
+                (Some(1), Confirming, 2, 3, &[], &[0]),
             ),
             (
                 "c: high_water never decreases, so an older writer never comes back",

@@ -19,6 +19,7 @@ mod nudge;
 mod position;
 mod probe;
 mod replay;
+mod report;
 mod state;
 mod writer;
 
@@ -57,6 +58,8 @@ pub enum Unusable {
     InRecovery,
     /// A replica a reload removed from the configuration.
     Removed,
+    /// Out of recovery on a timeline older than another node's (an old primary back).
+    Fenced,
     /// The writer, in a state that takes no writes (conflict, confirming another...).
     Writer(WriterState),
 }
@@ -69,6 +72,7 @@ impl fmt::Display for Unusable {
             Unusable::NotInRecovery => "not in recovery",
             Unusable::InRecovery => "in recovery",
             Unusable::Removed => "removed",
+            Unusable::Fenced => "fenced",
             Unusable::Writer(state) => state.as_str(),
         })
     }
@@ -86,6 +90,10 @@ pub struct BackendView {
     pub lsn: Option<u64>,
     /// Replicas: see [`Health::staleness`].
     pub staleness: Option<Duration>,
+    /// Its timeline at the last successful check, if known.
+    pub timeline: Option<u32>,
+    /// Out of recovery on an older timeline than another node's: no reads, no writes.
+    pub fenced: bool,
 }
 
 pub struct Health {
@@ -198,17 +206,17 @@ impl Health {
         self.follow.is_some()
     }
 
-    /// Node `backend` may (not) be chosen as the writer: for every node before the monitor
-    /// starts, and for a replica a reload adds.
-    pub fn set_promotable(&self, backend: BackendId, promotable: bool) {
-        self.backends[backend.index()]
-            .promotable
-            .store(promotable, Relaxed);
+    /// Node `backend`'s name and whether it may be chosen as the writer: for every node
+    /// before the monitor starts, and for a replica a reload adds.
+    pub fn describe(&self, backend: BackendId, name: &str, promotable: bool) {
+        let state = &self.backends[backend.index()];
+        state.promotable.store(promotable, Relaxed);
+        let _ = state.name.set(name.into());
     }
 
     /// A replica a reload added, under a new id: unusable until its first sample.
-    pub fn admit(&self, backend: BackendId, promotable: bool) {
-        self.set_promotable(backend, promotable);
+    pub fn admit(&self, backend: BackendId, name: &str, promotable: bool) {
+        self.describe(backend, name, promotable);
         self.span.fetch_max(backend.index() + 1, Release);
     }
 
@@ -284,7 +292,11 @@ impl Health {
             return Err(state.down_or_removed());
         }
         if !state.in_recovery.load(Relaxed) {
-            return Err(Unusable::NotInRecovery);
+            return Err(if state.fenced.load(Relaxed) {
+                Unusable::Fenced
+            } else {
+                Unusable::NotInRecovery
+            });
         }
         // Behind a writer that is down, a replica cannot catch up, and its data is the
         // newest there is: it serves reads rather than none being served.
@@ -323,6 +335,11 @@ impl Health {
             lsn: sampled.then(|| state.lsn.load(Acquire)),
             staleness: (Some(backend) != self.writer().backend)
                 .then(|| Duration::from_nanos(self.staleness_nanos(backend))),
+            timeline: match state.timeline.load(Relaxed) {
+                0 => None,
+                timeline => Some(timeline),
+            },
+            fenced: state.fenced.load(Relaxed),
         }
     }
 
@@ -420,6 +437,10 @@ impl Health {
                 self.replay[i].restart();
             }
         }
+        for (i, node) in self.backends[..span].iter().enumerate() {
+            node.fenced.store(next.fenced.contains(&i), Relaxed);
+        }
+        report::transition(&monitored.election, &next, &|i| self.backends[i].name(i));
         monitored.election = next;
         self.writer
             .store(Writer::of(&monitored.election).pack(), Release);
@@ -538,8 +559,8 @@ mod tests {
     #[test]
     fn following_the_primary_the_writer_moves_and_lag_is_measured_afresh() {
         let h = Health::new(2, Duration::from_millis(1)).following(2, Duration::from_secs(1));
-        h.set_promotable(PRIMARY, true);
-        h.set_promotable(REPLICA, true);
+        h.describe(PRIMARY, "db01", true);
+        h.describe(REPLICA, "db02", true);
         h.record(PRIMARY, sample(false, 100), 1, 1);
         h.record(REPLICA, sample(true, 100), 1, 1);
         assert_eq!(h.writer(), Writer::FIRST, "the first node, as assumed");
@@ -563,6 +584,9 @@ mod tests {
             (WriterState::Serving, Some(REPLICA), 1)
         );
         assert_eq!(h.election().fenced, [0].into());
+        assert_eq!(h.readable(PRIMARY), Err(Unusable::Fenced));
+        assert!(h.view(PRIMARY).fenced);
+        assert_eq!(h.view(REPLICA).timeline, Some(2));
         assert_eq!(
             h.staleness_nanos(PRIMARY),
             0,

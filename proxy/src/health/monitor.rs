@@ -96,7 +96,7 @@ impl Monitor {
             connect_timeout: config.proxy.connect_timeout,
         };
         for backend in backends.iter() {
-            health.set_promotable(backend.id, backend.promotable);
+            health.describe(backend.id, &backend.name, backend.promotable);
             monitor.start_watching(backend, Some(sampled.clone()))?;
         }
         let service = position::serve(health.clone(), monitor.positions.clone());
@@ -137,12 +137,15 @@ impl Monitor {
             first,
         };
         let positions = Arc::new(probe("positions")?);
-        let watch = replay::watch(self.health.clone(), backend.id, probe("replay watch")?);
         let mut tasks = JoinSet::new();
         tasks.spawn_on(watcher.run(), &self.runtime);
-        // Any node may be the writer or a standby one day: each has both connections, used
-        // only in that role (the replay watch asks only while a read waits for the node).
-        tasks.spawn_on(watch, &self.runtime);
+        // Following the primary, any node may be the writer or a standby one day: each has
+        // both connections, used only in that role (the position service's is opened at its
+        // first round there). Otherwise the first node is never read from as a standby.
+        if self.health.follows() || !backend.id.is_first() {
+            let watch = replay::watch(self.health.clone(), backend.id, probe("replay watch")?);
+            tasks.spawn_on(watch, &self.runtime);
+        }
         self.positions.locked().insert(backend.id, positions);
         lock(&self.tasks).insert(backend.id, tasks);
         Ok(())

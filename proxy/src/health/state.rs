@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::{Arc, OnceLock};
 
 use super::elect::NodeView;
 use super::nudge::Nudge;
@@ -38,6 +39,10 @@ pub struct BackendState {
     pub retired: AtomicBool,
     /// May be chosen as the writer (`promotable`).
     pub promotable: AtomicBool,
+    /// Out of recovery on a timeline older than another node's: no reads, no writes.
+    pub fenced: AtomicBool,
+    /// Its configured name, for the election's log lines.
+    pub name: OnceLock<Arc<str>>,
 }
 
 impl BackendState {
@@ -55,19 +60,31 @@ impl BackendState {
             nudge: Nudge::default(),
             retired: AtomicBool::new(false),
             promotable: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
+            name: OnceLock::new(),
         }
     }
 
     /// What the election reads of it.
     pub fn view(&self) -> NodeView {
         NodeView {
-            up: self.up.load(Relaxed),
+            // Before its first sample a node is assumed up (the first node), but nothing is
+            // known of its role.
+            up: self.up.load(Relaxed) && self.sent.load(Relaxed) != NEVER,
             in_recovery: self.in_recovery.load(Relaxed),
             timeline: self.timeline.load(Relaxed),
             sysid: self.sysid.load(Relaxed),
             streak: self.streak.load(Relaxed),
             promotable: self.promotable.load(Relaxed),
         }
+    }
+
+    /// Its name (its index before it was told one).
+    pub fn name(&self, index: usize) -> Arc<str> {
+        self.name
+            .get()
+            .cloned()
+            .unwrap_or_else(|| index.to_string().into())
     }
 
     /// Why a backend that is not up is unusable: off the path of a usable one.

@@ -260,7 +260,7 @@ impl Reloader {
                     BackendInfo::new(id, config, &plan.config.primary.name, self.timing.clone())
                 })
                 .expect("room for the added replicas was checked under the reload lock");
-            shared.health.admit(id, config.promotable);
+            shared.health.admit(id, &config.name, config.promotable);
             if let Err(e) = self.monitor.watch(&backends[id.index()]) {
                 tracing::error!(
                     backend = %backends[id.index()], error = %e,

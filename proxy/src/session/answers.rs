@@ -291,9 +291,13 @@ where
         }
         let (code, aborted) = match (follows, in_tx) {
             (true, _) if self.ending_tx || (!in_tx && self.pending_write) => {
+                writer::count_lost(writer::LostOutcome::Unknown);
                 (sqlstate::TRANSACTION_RESOLUTION_UNKNOWN, false)
             }
-            (true, true) => (sqlstate::SERIALIZATION_FAILURE, true),
+            (true, true) => {
+                writer::count_lost(writer::LostOutcome::NotCommitted);
+                (sqlstate::SERIALIZATION_FAILURE, true)
+            }
             _ => (sqlstate::CONNECTION_FAILURE, false),
         };
         ProxyError::error(code, lost).encode(&mut self.cout);

@@ -3,8 +3,11 @@
 //! moved, cannot take writes now, or is being confirmed) takes the cold path here, which
 //! decides by `step` what becomes of the unit and of the lease on the old writer.
 
+use metrics::counter;
+
 use super::*;
 use crate::health::Writer;
+use crate::telemetry::names;
 
 /// `writer_seen` before the session adopted a serving writer: never equal to a word.
 pub(super) const NOT_SEEN: u64 = u64::MAX;
@@ -64,6 +67,38 @@ pub(super) enum Leave {
     Abort,
     /// The session's state there is gone: it ends with FATAL 08006.
     End,
+}
+
+impl Refusal {
+    /// `reason` of `pgrepl_writes_refused_total`.
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::ReadOnly => "read_only",
+            Refusal::Down => "down",
+            Refusal::WaitTimeout => "wait_timeout",
+            Refusal::NoWriter(WriterState::Conflict) => "conflict",
+            Refusal::NoWriter(WriterState::Fenced) => "fenced",
+            Refusal::NoWriter(_) => "no_candidate",
+        }
+    }
+}
+
+/// What became of a transaction lost with its writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LostOutcome {
+    /// It was not committed (40001).
+    NotCommitted,
+    /// Its commit was on its way (08007).
+    Unknown,
+}
+
+/// Counts a transaction (or autocommit write) lost with its writer.
+pub(super) fn count_lost(outcome: LostOutcome) {
+    let outcome = match outcome {
+        LostOutcome::NotCommitted => "not_committed",
+        LostOutcome::Unknown => "unknown",
+    };
+    counter!(names::WRITER_LOST_TRANSACTIONS, "outcome" => outcome).increment(1);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +215,7 @@ where
                 None
             }
             Leave::Abort => {
+                count_lost(LostOutcome::NotCommitted);
                 let lost = ProxyError::error(
                     sqlstate::SERIALIZATION_FAILURE,
                     format!(
@@ -250,8 +286,9 @@ where
         )
     }
 
-    /// The error a unit refused gets.
+    /// The error a unit refused gets; counted.
     fn refusal(&self, why: Refusal, writer: Writer) -> ProxyError {
+        counter!(names::WRITES_REFUSED, "reason" => why.as_str()).increment(1);
         let name = self.backend_name(writer);
         let no_primary = |message: String| {
             ProxyError::error(

@@ -20,6 +20,24 @@ pub struct Status {
     pub backends: Vec<BackendStatus>,
     #[serde(default)]
     pub causal: CausalStatus,
+    /// The node writes go to, and whether it takes them now.
+    #[serde(default)]
+    pub writer: WriterStatus,
+}
+
+/// The writer pointer (`[routing] follow_primary`; without it, always the first node).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WriterStatus {
+    /// None when no node may be the writer (two primaries).
+    pub name: Option<String>,
+    /// Its timeline when it was chosen or last seen (0: not known).
+    pub timeline: u32,
+    /// Writers chosen since the proxy started.
+    pub epoch: u64,
+    /// serving, down, read_only, confirming, conflict, no_candidate or fenced.
+    pub state: String,
+    /// Following the primary.
+    pub follows: bool,
 }
 
 /// Causal reads: the mode, and the positions reads wait for.
@@ -87,6 +105,15 @@ pub struct BackendStatus {
     pub active_connections: usize,
     /// Backend connections pooled now.
     pub idle_connections: usize,
+    /// Its timeline at the last successful check, if known.
+    #[serde(default)]
+    pub timeline: Option<u32>,
+    /// It takes writes (the writer).
+    #[serde(default)]
+    pub writer: bool,
+    /// Out of recovery on an older timeline than another node's: no reads, no writes.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 impl Status {
@@ -142,9 +169,13 @@ pub fn snapshot(shared: &Shared) -> Status {
                 readers: (!is_primary).then(|| shared.balancer.readers(info.id)),
                 active_connections: open.saturating_sub(idle),
                 idle_connections: idle,
+                timeline: view.timeline,
+                writer: is_primary,
+                fenced: view.fenced,
             }
         })
         .collect();
+    let current = health.writer();
     Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         listen: shared.listen.clone(),
@@ -157,6 +188,16 @@ pub fn snapshot(shared: &Shared) -> Status {
         },
         backends: statuses,
         causal: causal_status(shared),
+        writer: WriterStatus {
+            name: current.backend.map(|b| backends[b.index()].name.clone()),
+            timeline: current
+                .backend
+                .and_then(|b| health.view(b).timeline)
+                .unwrap_or(0),
+            epoch: current.epoch,
+            state: current.state.as_str().to_owned(),
+            follows: health.follows(),
+        },
     }
 }
 
