@@ -291,3 +291,55 @@ async fn a_lost_connection_says_what_became_of_the_unit_and_the_session_goes_on(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_refusing_a_write_is_sampled_again_and_its_own_refusal_reaches_the_client() {
+    bounded_for(LIMIT, async {
+        let (cluster, proxy) = following("follow-read-only");
+        let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        assert_eq!(write_on(&client, 1).await.unwrap(), "db01");
+        // db01 stays the primary, but its transactions are read-only now: the monitor
+        // still sees it out of recovery on the highest timeline, so it stays the writer,
+        // and its refusal is the client's, once the write was tried again.
+        let read_only =
+            "ALTER SYSTEM SET default_transaction_read_only = on; SELECT pg_reload_conf()";
+        cluster
+            .primary
+            .psql(SUPERUSER, "postgres", read_only)
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + MOVE;
+        let refused = loop {
+            match write_on(&client, 2).await {
+                Err(refused) => break refused,
+                Ok(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Ok(node) => panic!("{node} still takes writes"),
+            }
+        };
+        let error = refused.as_db_error().expect("a server error");
+        assert_eq!(error.code().code(), "25006", "{refused:?}");
+        assert!(
+            error
+                .message()
+                .starts_with("cannot execute INSERT in a read-only transaction"),
+            "the server's own words: {refused:?}"
+        );
+        let log = proxy.log();
+        assert!(
+            log.contains("the writer refused a write as a standby"),
+            "sampled again before the write was sent once more:\n{log}"
+        );
+        let writable = "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()";
+        cluster
+            .primary
+            .psql(SUPERUSER, "postgres", writable)
+            .unwrap();
+        eventually("writes to work again", MOVE, || async {
+            write_on(&client, 3).await.is_ok_and(|node| node == "db01")
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+}

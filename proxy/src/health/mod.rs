@@ -452,6 +452,21 @@ impl Health {
         self.nudge(backend).request();
     }
 
+    /// Samples `backend` again at once and waits (at most `limit`) until that sample is
+    /// in and the writer decided from it.
+    pub async fn next_sample(&self, backend: BackendId, limit: Duration) {
+        let state = &self.backends[backend.index()];
+        let since = self.now_nanos();
+        self.recheck(backend);
+        let deadline = tokio::time::Instant::now() + limit;
+        while state.sent.load(Acquire) < since && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A sample's record decides the writer under this lock: once it is free, the word
+        // says what that sample showed.
+        drop(locked(&self.monitored));
+    }
+
     /// An up replica that lacks a primary position seen: worth sampling more often.
     fn is_behind(&self, backend: BackendId) -> bool {
         let state = &self.backends[backend.index()];

@@ -46,6 +46,7 @@ where
                 Ok(())
             }
             AfterInput::Lost(reason) => self.backend_lost(slot, &reason).await,
+            AfterInput::Rerun(retry) if slot == Slot::Primary => self.writer_refused(retry).await,
             AfterInput::Rerun(retry) => self.rerun_refused(retry).await,
         }
     }
@@ -117,8 +118,15 @@ where
         // Re-sending a batch goes through the batch buffer: only while the client has not
         // begun its next batch there.
         let alone = self.batch.is_empty();
+        let writer_retry = self.writer_retry.is_some();
         let may_rerun = |answered: usize| {
-            if slot != Slot::Replica || !retries.get(answered).is_some_and(Option::is_some) {
+            if slot == Slot::Primary {
+                if writer_retry && answered == 0 && alone {
+                    Rerun::IfRefused
+                } else {
+                    Rerun::No
+                }
+            } else if !retries.get(answered).is_some_and(Option::is_some) {
                 Rerun::No
             } else if alone && retries.len() == answered + 1 {
                 Rerun::IfFatalOrRefused
@@ -146,6 +154,10 @@ where
             if seen.misrouted {
                 misrouted = self.retries.pop_front().flatten();
             }
+        } else if seen.misrouted {
+            misrouted = self.writer_retry.take();
+        } else if self.writer_retry.is_some() && (seen.units_done > 0 || seen.open_unit_answered) {
+            self.writer_retry = None;
         }
         for (name, generation) in &seen.failed_parses {
             self.stmts.parse_failed(Some(&mut *conn), name, *generation);

@@ -202,6 +202,11 @@ pub struct Session<R, W> {
     /// The last unit sent on the write lease ends a transaction (`COMMIT`...): lost on its
     /// way, whether it committed is unknown.
     ending_tx: bool,
+    /// The autocommit unit on the write lease, kept while nothing of its answer has come
+    /// (following the primary): sent again if the writer refuses it as a standby.
+    writer_retry: Option<Retry>,
+    /// Sending such a unit again: it is not kept a second time.
+    writer_resending: bool,
     /// The writer word the session adopted (`writer::NOT_SEEN` before it adopted a serving
     /// one): units on the write lease go as long as the word is unchanged.
     writer_seen: u64,
@@ -330,6 +335,8 @@ where
             unit_hint: crate::route::CausalHint::NONE,
             pending_write: false,
             ending_tx: false,
+            writer_retry: None,
+            writer_resending: false,
             writer_seen: {
                 let writer = shared_writer;
                 if writer.serves() {

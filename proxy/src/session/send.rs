@@ -91,10 +91,18 @@ where
         let continuing = self.open_batch.take().is_some();
         // A Parse that redefines a known statement must reach the server that refuses it,
         // once: such a batch is not retried. (Checked before the batch's Parses are recorded.)
-        let retryable = target == Slot::Replica
-            && synced
-            && self.tx.is_none()
-            && !redefines(&unit, &self.stmts);
+        let retryable = match target {
+            Slot::Replica => synced && self.tx.is_none(),
+            // Following the primary: one autocommit unit alone on the write lease.
+            Slot::Primary => {
+                self.shared.health.follows()
+                    && !self.writer_resending
+                    && synced
+                    && self.tx.is_none()
+                    && opening.is_none()
+                    && self.inflight.is_none()
+            }
+        } && !redefines(&unit, &self.stmts);
         // As nearly every statement: one that changes nothing the session follows.
         let watch = if effects.is_none() && !self.state.watching() {
             None
@@ -253,8 +261,9 @@ where
                 }
             }
         };
-        if target == Slot::Replica {
-            self.note_replica_unit(new_unit, retry);
+        match target {
+            Slot::Replica => self.note_replica_unit(new_unit, retry),
+            Slot::Primary => self.writer_retry = retry,
         }
     }
 }

@@ -178,6 +178,32 @@ where
         }
     }
 
+    /// The writer refused an autocommit unit as a standby, before anything of its answer
+    /// reached the client: the monitor may not know yet. It samples that node again at
+    /// once, and the unit is sent once more, to whichever node is the writer after that
+    /// round (the writer step decides, as for any unit): a standby ran nothing of it, so it
+    /// is no duplicate. If the node is still the writer (out of recovery: a read-only
+    /// transaction, say), its refusal comes again and goes to the client as it is.
+    #[cold]
+    #[inline(never)]
+    pub(super) async fn writer_refused(&mut self, retry: Retry) -> Result<(), End> {
+        let health = self.shared.health.clone();
+        if let Some(info) = self.leases.peek(Slot::Primary).map(|c| c.info.clone()) {
+            tracing::info!(backend = %info, "the writer refused a write as a standby: sampling it again before sending the write once more");
+            health.next_sample(info.id, health.writer_wait()).await;
+        }
+        self.inflight = None;
+        self.writer_resending = true;
+        let write = Decision {
+            slot: Slot::Primary,
+            reason: Reason::Write,
+            writes: true,
+        };
+        let sent = self.resend(std::iter::once(retry), write).await;
+        self.writer_resending = false;
+        sent
+    }
+
     /// The session's write lease, against `writer`.
     fn write_lease(&self, writer: Writer) -> Lease {
         let Some(conn) = self.leases.peek(Slot::Primary) else {
