@@ -96,11 +96,12 @@ impl Proxy {
                     )
                 })?;
         }
-        let mut health = Health::new(backends.len(), config.routing.max_replica_lag);
+        let mut health = Health::new(backends.len(), config.routing.max_replica_lag)
+            .waiting_up_to(config.routing.writer_wait);
         if config.routing.follow_primary {
             let confirmations =
                 u32::try_from(config.routing.writer_confirmations).unwrap_or(u32::MAX);
-            health = health.following(confirmations, config.routing.writer_wait);
+            health = health.following(confirmations);
         }
         let health = Arc::new(health);
         let monitor = Arc::new(Monitor::start(&health, &backends, config)?);

@@ -41,6 +41,7 @@ pub use gate::LsnGate;
 pub use lsn::format as format_lsn;
 pub use monitor::Monitor;
 pub use position::{PrimaryPositions, WalSample, POSITION_SQL};
+pub use probe::{column, Probe, ProbeError};
 pub use writer::Writer;
 
 use crate::backend::{BackendId, Backends};
@@ -115,8 +116,11 @@ pub struct Health {
     follow: Option<u32>,
     /// `[routing] writer_wait`.
     writer_wait: Duration,
-    /// Told each time the writer word changes (following the primary).
+    /// Told each time the writer word changes (following the primary, or a hold lifted).
     moved: Notify,
+    /// The admin console session holding writes (`HOLD WRITES`); 0: none. Changed under
+    /// `monitored`'s lock, with the word's `HELD` bit.
+    hold: AtomicU64,
     /// By backend index: replay positions that reads wait for (the primary's is unused).
     replay: Box<[LsnGate]>,
     /// The primary's position, looked up for waiting reads.
@@ -149,6 +153,7 @@ impl Health {
             follow: None,
             writer_wait: Duration::ZERO,
             moved: Notify::new(),
+            hold: AtomicU64::new(0),
             replay: BackendId::all(Backends::CAPACITY)
                 .map(|_| LsnGate::default())
                 .collect(),
@@ -157,10 +162,14 @@ impl Health {
     }
 
     /// The writer is chosen among the nodes by what they say (`[routing] follow_primary`),
-    /// a new one after `confirmations` samples in a row agree; writes wait up to
-    /// `writer_wait` meanwhile.
-    pub fn following(mut self, confirmations: u32, writer_wait: Duration) -> Health {
+    /// a new one after `confirmations` samples in a row agree.
+    pub fn following(mut self, confirmations: u32) -> Health {
         self.follow = Some(confirmations);
+        self
+    }
+
+    /// Writes wait up to `writer_wait` while a new writer is confirmed or writes are held.
+    pub fn waiting_up_to(mut self, writer_wait: Duration) -> Health {
         self.writer_wait = writer_wait;
         self
     }
@@ -415,7 +424,7 @@ impl Health {
                 state,
                 ..Writer::FIRST
             };
-            self.writer.store(writer.pack(), Release);
+            self.publish(writer);
             return;
         };
         let span = self.span.load(Acquire);
@@ -442,9 +451,49 @@ impl Health {
         }
         report::transition(&monitored.election, &next, &|i| self.backends[i].name(i));
         monitored.election = next;
-        self.writer
-            .store(Writer::of(&monitored.election).pack(), Release);
+        self.publish(Writer::of(&monitored.election));
         self.moved.notify_waiters();
+    }
+
+    /// Stores `writer` as the word, held as it is now; under `monitored`'s lock.
+    fn publish(&self, writer: Writer) {
+        let held = self.writer.load(Relaxed) & writer::HELD;
+        self.writer.store(writer.pack() | held, Release);
+    }
+
+    /// `HOLD WRITES` by console session `owner`: units on the write lease outside a
+    /// transaction wait from now on. Err: another session holds them (its id).
+    pub fn hold_writes(&self, owner: u64) -> Result<(), u64> {
+        let _monitored = locked(&self.monitored);
+        match self.hold.load(Relaxed) {
+            0 => {}
+            holder if holder == owner => return Ok(()),
+            holder => return Err(holder),
+        }
+        self.hold.store(owner, Relaxed);
+        self.writer.fetch_or(writer::HELD, Release);
+        Ok(())
+    }
+
+    /// `RELEASE WRITES` by `owner` (or its session ended): waiting units go on. False if
+    /// `owner` held nothing.
+    pub fn release_writes(&self, owner: u64) -> bool {
+        let _monitored = locked(&self.monitored);
+        if self.hold.load(Relaxed) != owner {
+            return false;
+        }
+        self.hold.store(0, Relaxed);
+        self.writer.fetch_and(!writer::HELD, Release);
+        self.moved.notify_waiters();
+        true
+    }
+
+    /// The console session holding writes, if any.
+    pub fn writes_held_by(&self) -> Option<u64> {
+        match self.hold.load(Relaxed) {
+            0 => None,
+            holder => Some(holder),
+        }
     }
 
     /// Brings `backend`'s next sample forward: a session found something amiss there.
@@ -573,7 +622,7 @@ mod tests {
 
     #[test]
     fn following_the_primary_the_writer_moves_and_lag_is_measured_afresh() {
-        let h = Health::new(2, Duration::from_millis(1)).following(2, Duration::from_secs(1));
+        let h = Health::new(2, Duration::from_millis(1)).following(2);
         h.describe(PRIMARY, "db01", true);
         h.describe(REPLICA, "db02", true);
         h.record(PRIMARY, sample(false, 100), 1, 1);
@@ -608,5 +657,19 @@ mod tests {
             "measured against the new writer"
         );
         assert_eq!(h.view(REPLICA).staleness, None, "the writer has none");
+    }
+
+    #[test]
+    fn a_hold_belongs_to_one_console_session_and_outlives_elections() {
+        let h = pair(Duration::from_secs(1));
+        assert_eq!(h.hold_writes(7), Ok(()));
+        assert_eq!(h.hold_writes(8), Err(7));
+        assert!(h.writer().held);
+        h.record(PRIMARY, sample(false, 300), 2, 2);
+        assert!(h.writer().held, "a sample keeps the hold");
+        assert!(!h.release_writes(8));
+        assert!(h.release_writes(7));
+        assert_eq!(h.writer(), Writer::FIRST);
+        assert_eq!(h.writes_held_by(), None);
     }
 }

@@ -340,7 +340,11 @@ where
             writer_seen: {
                 let writer = shared_writer;
                 if writer.serves() {
-                    writer.pack()
+                    crate::health::Writer {
+                        held: false,
+                        ..writer
+                    }
+                    .pack()
                 } else {
                     writer::NOT_SEEN
                 }

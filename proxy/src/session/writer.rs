@@ -39,8 +39,12 @@ pub(super) struct UnitView {
     /// The unit may write.
     pub writes: bool,
     pub lease: Lease,
-    /// It already waited `writer_wait` for a writer to be confirmed.
+    /// It already waited `writer_wait` for a writer to be confirmed or a hold lifted.
     pub waited: bool,
+    /// Writes are held (`HOLD WRITES`).
+    pub held: bool,
+    /// The client's transaction is open on the write lease.
+    pub in_transaction: bool,
 }
 
 /// Why a unit is not sent.
@@ -52,6 +56,8 @@ pub(super) enum Refusal {
     Down,
     /// A new writer was not confirmed within `writer_wait` (08006).
     WaitTimeout,
+    /// Writes stayed held for longer than `writer_wait` (08006).
+    Held,
     /// Conflict, NoCandidate or Fenced: no writer may be chosen (08006).
     NoWriter(WriterState),
 }
@@ -75,7 +81,7 @@ impl Refusal {
         match self {
             Refusal::ReadOnly => "read_only",
             Refusal::Down => "down",
-            Refusal::WaitTimeout => "wait_timeout",
+            Refusal::WaitTimeout | Refusal::Held => "wait_timeout",
             Refusal::NoWriter(WriterState::Conflict) => "conflict",
             Refusal::NoWriter(WriterState::Fenced) => "fenced",
             Refusal::NoWriter(_) => "no_candidate",
@@ -114,6 +120,14 @@ pub(super) enum Step {
 
 /// The per-unit step (a pure function; the session gathers `view` and carries it out).
 pub(super) fn step(view: UnitView) -> Step {
+    // Held writes wait, but a transaction already open goes on so that it can finish.
+    if view.held && !view.in_transaction {
+        return if view.waited {
+            Step::Refuse(Refusal::Held)
+        } else {
+            Step::Wait
+        };
+    }
     if !view.following {
         // The first node is the writer whatever it says: only a standby refuses writes.
         return match view.state {
@@ -166,6 +180,8 @@ where
                 writes: decision.writes,
                 lease: self.write_lease(writer),
                 waited,
+                held: writer.held,
+                in_transaction: self.tx == Some(Slot::Primary),
             };
             match step(view) {
                 Step::Send => return Ok(None),
@@ -230,7 +246,11 @@ where
     /// Makes `writer` the session's, leaving the old one's lease as `leave` says.
     fn adopt(&mut self, writer: Writer, leave: Leave) -> Result<Option<ProxyError>, End> {
         let was = self.writer_seen;
-        self.writer_seen = writer.pack();
+        self.writer_seen = Writer {
+            held: false,
+            ..writer
+        }
+        .pack();
         let old = self.leases.peek(Slot::Primary).map(|c| c.info.clone());
         let from = old.as_ref().map_or("the old primary", |info| &info.name);
         let to = self.backend_name(writer);
@@ -334,6 +354,14 @@ where
                 "a new primary was not confirmed within [routing] writer_wait ({})",
                 humantime::format_duration(self.shared.health.writer_wait())
             )),
+            Refusal::Held => ProxyError::error(
+                sqlstate::CONNECTION_FAILURE,
+                format!(
+                    "pgrepl-proxy: writes were held (the admin console's HOLD WRITES) for \
+                     longer than [routing] writer_wait ({})",
+                    humantime::format_duration(self.shared.health.writer_wait())
+                ),
+            ),
             Refusal::NoWriter(state) => no_primary(self.shared.health.why_no_writer(
                 state,
                 &|i| self.shared.pool.backends()[i].name.clone(),
@@ -356,6 +384,12 @@ mod tests {
             writes,
             lease,
             waited,
+            held: false,
+            in_transaction: lease == InTransaction,
+        };
+        let held = |following, state, lease, waited| UnitView {
+            held: true,
+            ..view(following, state, true, lease, waited)
         };
         let cases = [
             // Without follow_primary: today's behaviour.
@@ -419,7 +453,19 @@ mod tests {
                 Step::Refuse(Refusal::NoWriter(NoCandidate)),
             ),
         ];
-        for (view, expected) in cases {
+        let holds = [
+            // Held: units outside a transaction wait, whether following or not.
+            (held(false, Serving, OnWriter, false), Step::Wait),
+            (held(true, Serving, None, false), Step::Wait),
+            (held(true, Serving, Idle, true), Step::Refuse(Refusal::Held)),
+            // A transaction open goes on: on the writer, or lost with the old one.
+            (held(false, Serving, InTransaction, false), Step::Send),
+            (
+                held(true, Serving, InTransaction, false),
+                Step::Adopt(Leave::Abort),
+            ),
+        ];
+        for (view, expected) in cases.into_iter().chain(holds) {
             assert_eq!(step(view), expected, "{view:?}");
         }
     }
