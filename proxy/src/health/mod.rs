@@ -660,6 +660,40 @@ mod tests {
     }
 
     #[test]
+    fn writes_refused_for_want_of_a_writer_name_why() {
+        let h = Health::new(3, Duration::from_secs(1)).following(3);
+        for (i, name) in ["db01", "db02", "db03"].into_iter().enumerate() {
+            h.describe(BackendId::nth(i), name, true);
+        }
+        let name = |i: usize| format!("db0{}", i + 1);
+        let on = |timeline| Sample {
+            timeline: Some(timeline),
+            ..sample(false, 100)
+        };
+        h.record(PRIMARY, on(1), 1, 1);
+        h.record(REPLICA, sample(true, 100), 1, 1);
+        h.record(BackendId::nth(2), sample(true, 100), 1, 1);
+        // db02 promoted, seen once, then unreachable: db01 is out of recovery on an older
+        // timeline.
+        h.record(REPLICA, on(2), 2, 2);
+        h.record_failure(REPLICA);
+        assert_eq!(h.writer().state, WriterState::Fenced);
+        assert_eq!(
+            h.why_no_writer(WriterState::Fenced, &name),
+            "db01 is fenced: out of recovery on timeline 1 but timeline 2 exists; \
+             run `pgrepl-proxy rejoin db01`"
+        );
+        // Two promoted onto the same timeline.
+        h.record(REPLICA, on(2), 3, 3);
+        h.record(BackendId::nth(2), on(2), 3, 3);
+        assert_eq!(h.writer().state, WriterState::Conflict);
+        assert_eq!(
+            h.why_no_writer(WriterState::Conflict, &name),
+            "db02 and db03 are both out of recovery on timeline 2; no writes until one is gone"
+        );
+    }
+
+    #[test]
     fn a_hold_belongs_to_one_console_session_and_outlives_elections() {
         let h = pair(Duration::from_secs(1));
         assert_eq!(h.hold_writes(7), Ok(()));
