@@ -261,6 +261,11 @@ async fn a_lost_connection_says_what_became_of_the_unit_and_the_session_goes_on(
             .await
             .unwrap();
         let autocommit = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        let idle_in_tx = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        idle_in_tx
+            .batch_execute("BEGIN; INSERT INTO t VALUES (4, 'idle')")
+            .await
+            .unwrap();
         let kill = async {
             backend_running(&cluster, "SELECT pg_sleep(60)").await;
             let pid = backend_running(&cluster, "INSERT INTO t SELECT 2").await;
@@ -278,10 +283,22 @@ async fn a_lost_connection_says_what_became_of_the_unit_and_the_session_goes_on(
         let unknown = write_unit.unwrap_err();
         assert_eq!(sqlstate(&unknown).as_deref(), Some("08007"), "{unknown:?}");
 
-        // Both sessions go on: the transaction is ended by the client, and writes work once
+        // The transaction lost while idle is told at its next statement.
+        let idle_lost = idle_in_tx
+            .batch_execute("INSERT INTO t VALUES (5, 'idle')")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            sqlstate(&idle_lost).as_deref(),
+            Some("40001"),
+            "{idle_lost:?}"
+        );
+
+        // The sessions go on: the transactions are ended by the client, and writes work once
         // db01 has recovered.
         in_tx.batch_execute("ROLLBACK").await.unwrap();
-        for session in [&in_tx, &autocommit] {
+        idle_in_tx.batch_execute("ROLLBACK").await.unwrap();
+        for session in [&in_tx, &autocommit, &idle_in_tx] {
             eventually("writes to work again", Duration::from_secs(20), || async {
                 write_on(session, 3).await.is_ok_and(|node| node == "db01")
             })

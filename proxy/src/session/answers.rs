@@ -232,7 +232,10 @@ where
 
     /// A backend connection broke. An idle one is just dropped (the next use opens another);
     /// one that owed the client an answer ends that unit with 08006, or the session when the
-    /// client's transaction or a partly sent message died with it.
+    /// client's transaction or a partly sent message died with it. Following the primary, a
+    /// transaction lost with the writer is not committed (40001: at once, or at the client's
+    /// next statement if it was idle), a commit or autocommit write on its way is of unknown
+    /// outcome (08007), and the session goes on.
     pub(super) async fn backend_lost(&mut self, slot: Slot, reason: &str) -> Result<(), End> {
         let Some(conn) = self.leases.release(slot) else {
             return Ok(());
@@ -252,8 +255,23 @@ where
         if owed > 0 || slot == Slot::Replica {
             self.position_unknown();
         }
-        if owed == 0 && !in_tx && self.open_batch != Some(slot) {
-            tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
+        // Following the primary, the writer may have moved: the monitor looks again now, and
+        // the session goes on with what became of its units told as well as it is known.
+        let follows = slot == Slot::Primary && self.shared.health.follows();
+        if follows {
+            self.shared.health.recheck(conn.info.id);
+        }
+        let idle = owed == 0 && self.open_batch != Some(slot);
+        if idle && (!in_tx || follows) {
+            if in_tx {
+                // The client's next statement is told (`follow_writer`).
+                tracing::warn!(backend = %conn.info, reason, "connection to the writer lost with a transaction open: it was not committed");
+                writer::count_lost(writer::LostOutcome::NotCommitted);
+                self.lost_tx = Some(conn.info.name.clone());
+                self.writer_seen = writer::NOT_SEEN;
+            } else {
+                tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
+            }
             // Only the proxy's own questions were outstanding there.
             if self.inflight == Some(slot) {
                 self.inflight = None;
@@ -289,12 +307,6 @@ where
             conn.info
         );
         let one_unit = owed == 1 && conn.proto.body_remaining == 0 && self.open_batch != Some(slot);
-        // Following the primary, the writer may have moved: the monitor looks again now, and
-        // the session goes on with the unit's outcome told as well as it is known.
-        let follows = slot == Slot::Primary && self.shared.health.follows();
-        if follows {
-            self.shared.health.recheck(conn.info.id);
-        }
         if !one_unit || (in_tx && !follows) {
             return Err(End::Fatal(ProxyError::fatal(
                 sqlstate::CONNECTION_FAILURE,

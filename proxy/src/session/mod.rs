@@ -207,6 +207,9 @@ pub struct Session<R, W> {
     writer_retry: Option<Retry>,
     /// Sending such a unit again: it is not kept a second time.
     writer_resending: bool,
+    /// The transaction open on this writer was lost with its connection while idle: the
+    /// client's next statement is told (40001).
+    lost_tx: Option<String>,
     /// The writer word the session adopted (`writer::NOT_SEEN` before it adopted a serving
     /// one): units on the write lease go as long as the word is unchanged.
     writer_seen: u64,
@@ -337,6 +340,7 @@ where
             ending_tx: false,
             writer_retry: None,
             writer_resending: false,
+            lost_tx: None,
             writer_seen: {
                 let writer = shared_writer;
                 if writer.serves() {

@@ -168,6 +168,16 @@ where
         &mut self,
         decision: Decision,
     ) -> Result<Option<ProxyError>, End> {
+        if let Some(node) = self.lost_tx.take() {
+            self.abort_transaction();
+            return Ok(Some(ProxyError::error(
+                sqlstate::SERIALIZATION_FAILURE,
+                format!(
+                    "pgrepl-proxy: the connection to {node} was lost during this transaction; \
+                     it was not committed"
+                ),
+            )));
+        }
         let health = self.shared.health.clone();
         let deadline = tokio::time::Instant::now() + health.writer_wait();
         let mut waited = false;
