@@ -73,6 +73,9 @@ pub struct NodeView {
     pub streak: u32,
     /// May be chosen as the writer.
     pub promotable: bool,
+    /// Sampled at least once, successfully or not: until every node is, the first round
+    /// is not over.
+    pub known: bool,
 }
 
 impl NodeView {
@@ -179,7 +182,9 @@ pub fn elect(prev: &Election, nodes: &[NodeView], confirmations: u32) -> Electio
         [] => next.state = without_candidate(prev, nodes, high_water),
     }
     if let (WriterState::Serving, Some(writer)) = (next.state, next.writer) {
-        next.established = true;
+        // The first round takes the node out of recovery on the highest timeline of all
+        // it sampled; a node answering later could show a newer one.
+        next.established |= nodes.iter().all(|node| node.known);
         if next.sysid == 0 {
             next.sysid = nodes[writer].sysid;
         }
@@ -220,6 +225,7 @@ mod tests {
             sysid: 7,
             streak,
             promotable: true,
+            known: true,
         }
     }
 
@@ -464,6 +470,23 @@ mod tests {
                 "row {row}"
             );
         }
+    }
+
+    #[test]
+    fn the_first_round_lasts_until_every_node_answered_once() {
+        let unknown = NodeView::default();
+        let e = elect(&Election::assumed(), &[primary(1, 1), unknown], N);
+        assert_eq!(
+            (e.writer, e.state, e.established),
+            (Some(0), WriterState::Serving, false)
+        );
+        let e = elect(&e, &[primary(1, 1), primary(2, 1)], N);
+        assert_eq!(
+            (e.writer, e.state, e.epoch, e.established),
+            (Some(1), WriterState::Serving, 1, true),
+            "no confirmation in the first round"
+        );
+        assert_eq!(e.fenced, [0].into());
     }
 
     #[test]

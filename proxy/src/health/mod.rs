@@ -394,6 +394,7 @@ impl Health {
             self.replay[backend.index()].advance(sample.lsn);
         }
         state.up.store(true, Relaxed);
+        state.tried.store(true, Relaxed);
         self.decide(&mut monitored);
     }
 
@@ -401,6 +402,7 @@ impl Health {
         let mut monitored = locked(&self.monitored);
         let state = &self.backends[backend.index()];
         state.up.store(false, Relaxed);
+        state.tried.store(true, Relaxed);
         state.streak.store(0, Relaxed);
         if Some(backend) != self.writer().backend {
             self.replay[backend.index()].restart();

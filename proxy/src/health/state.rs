@@ -41,6 +41,8 @@ pub struct BackendState {
     pub promotable: AtomicBool,
     /// Out of recovery on a timeline older than another node's: no reads, no writes.
     pub fenced: AtomicBool,
+    /// Sampled at least once, successfully or not.
+    pub tried: AtomicBool,
     /// Its configured name, for the election's log lines.
     pub name: OnceLock<Arc<str>>,
 }
@@ -61,6 +63,7 @@ impl BackendState {
             retired: AtomicBool::new(false),
             promotable: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            tried: AtomicBool::new(false),
             name: OnceLock::new(),
         }
     }
@@ -76,6 +79,7 @@ impl BackendState {
             sysid: self.sysid.load(Relaxed),
             streak: self.streak.load(Relaxed),
             promotable: self.promotable.load(Relaxed),
+            known: self.tried.load(Relaxed),
         }
     }
 
