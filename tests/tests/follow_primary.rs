@@ -5,6 +5,7 @@
 //! session's prepared statements and settings work on the new writer. Uses a cluster of its
 //! own; run in both pool modes by scripts/test.sh.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use pgrepl_tests::endpoint::{get_json, Metrics};
@@ -44,11 +45,16 @@ fn following(name: &str) -> (OwnCluster, ProxyProcess) {
         .unwrap();
     cluster.wait_replica_caught_up().unwrap();
     let addr = free_addr();
-    let config = proxy_config(&cluster, addr)
-        .replace("[primary]", "[[nodes]]")
-        .replace("[[replicas]]", "[[nodes]]");
-    let proxy = ProxyProcess::start(&(config + FOLLOW), addr).unwrap();
+    let proxy = ProxyProcess::start(&nodes_config(&cluster, addr), addr).unwrap();
     (cluster, proxy)
+}
+
+/// The proxy configuration of [`following`].
+fn nodes_config(cluster: &OwnCluster, addr: SocketAddr) -> String {
+    proxy_config(cluster, addr)
+        .replace("[primary]", "[[nodes]]")
+        .replace("[[replicas]]", "[[nodes]]")
+        + FOLLOW
 }
 
 /// The proxy's metrics now.
@@ -62,7 +68,7 @@ async fn scrape(proxy: &ProxyProcess) -> Metrics {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
     bounded_for(LIMIT, async {
-        let (cluster, proxy) = following("follow-primary");
+        let (cluster, mut proxy) = following("follow-primary");
 
         let open = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
         let prepared = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
@@ -211,6 +217,17 @@ async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
         for line in ["writer changed", "backend fenced"] {
             assert_eq!(log.matches(line).count(), 1, "{line:?} once in:\n{log}");
         }
+
+        // A reload may not take the writer away (db02 moved elsewhere is a new node).
+        let moved = nodes_config(&cluster, proxy.addr)
+            .replace(&format!("port = {}", cluster.replica.port), "port = 1");
+        proxy.reload_with(&moved).unwrap();
+        eventually("the reload to be rejected", MOVE, || {
+            let log = proxy.log();
+            async move { log.contains("db02 is the writer now") }
+        })
+        .await
+        .unwrap();
 
         let on_db01 = cluster
             .primary
