@@ -7,8 +7,8 @@ use toml::Table;
 use crate::error::ConfigError;
 use crate::model::{
     AdminConfig, AuthMethod, BackendConfig, Config, HealthConfig, LogConfig, MetricsConfig,
-    NodeSettings, PoolConfig, PoolOverride, ProvisionConfig, ProxyConfig, RoutingConfig, TlsConfig,
-    UserConfig,
+    NodeSettings, NodesForm, PoolConfig, PoolOverride, ProvisionConfig, ProxyConfig, RoutingConfig,
+    TlsConfig, UserConfig,
 };
 use crate::origin::Origins;
 use crate::reader::{Field, Section};
@@ -17,6 +17,7 @@ const TOP: &[&str] = &[
     "proxy",
     "primary",
     "replicas",
+    "nodes",
     "users",
     "pool",
     "routing",
@@ -31,13 +32,19 @@ const TOP: &[&str] = &[
 /// Decodes `tree`, which must already hold the built-in defaults.
 pub(crate) fn decode(tree: &Table, origins: &Origins) -> Result<Config, ConfigError> {
     let top = Section::root(tree, origins, TOP)?;
+    let (primary, replicas, nodes_form) = nodes(&top, origins)?;
+    let promotable = std::iter::once(&primary)
+        .chain(&replicas)
+        .filter(|node| node.promotable)
+        .count();
     Ok(Config {
         proxy: proxy(&top.require("proxy")?)?,
-        primary: backend(&top.require("primary")?)?,
-        replicas: each(&top.require("replicas")?, backend)?,
+        primary,
+        replicas,
+        nodes_form,
         users: each(&top.require("users")?, user)?,
         pool: pool(&top.require("pool")?)?,
-        routing: routing(&top.require("routing")?)?,
+        routing: routing(&top.require("routing")?, promotable)?,
         metrics: metrics(&top.require("metrics")?)?,
         log: log(&top.require("log")?)?,
         health: health(&top.require("health")?)?,
@@ -49,7 +56,7 @@ pub(crate) fn decode(tree: &Table, origins: &Origins) -> Result<Config, ConfigEr
 
 fn each<T>(
     field: &Field<'_>,
-    decode: fn(&Field<'_>) -> Result<T, ConfigError>,
+    decode: impl Fn(&Field<'_>) -> Result<T, ConfigError>,
 ) -> Result<Vec<T>, ConfigError> {
     field.elements()?.iter().map(decode).collect()
 }
@@ -81,8 +88,49 @@ fn proxy(field: &Field<'_>) -> Result<ProxyConfig, ConfigError> {
     })
 }
 
-fn backend(field: &Field<'_>) -> Result<BackendConfig, ConfigError> {
-    let s = field.section(&["name", "host", "port", "weight"])?;
+/// The servers, the first node apart: `[[nodes]]` if the file or the environment sets it,
+/// else `[primary]` and `[[replicas]]` (the defaults have those, and do not count as setting
+/// them). Setting both forms is an error naming where each was set.
+fn nodes(
+    top: &Section<'_>,
+    origins: &Origins,
+) -> Result<(BackendConfig, Vec<BackendConfig>, NodesForm), ConfigError> {
+    let Some(field) = top.get("nodes") else {
+        return Ok((
+            backend(&top.require("primary")?, true)?,
+            each(&top.require("replicas")?, |f| backend(f, false))?,
+            NodesForm::PrimaryReplicas,
+        ));
+    };
+    let legacy = [("[primary]", "primary"), ("[[replicas]]", "replicas")]
+        .into_iter()
+        .find_map(|(name, key)| origins.setter(key).map(|origin| (name, origin)));
+    let set_by = origins.setter("nodes");
+    if let Some((name, origin)) = legacy {
+        let other = if set_by.as_ref() == Some(&origin) {
+            String::new()
+        } else {
+            format!(" ({name} by {origin})")
+        };
+        return Err(ConfigError::new(
+            set_by,
+            format!("[[nodes]] and {name} are both set{other}: list the servers in one form"),
+        ));
+    }
+    let mut nodes = each(&field, |f| backend(f, true))?;
+    if nodes.is_empty() {
+        return Err(ConfigError::new(
+            set_by,
+            "[[nodes]]: expected at least one node, found none",
+        ));
+    }
+    let first = nodes.remove(0);
+    Ok((first, nodes, NodesForm::Nodes))
+}
+
+/// One server; `promotable` unless it says otherwise.
+fn backend(field: &Field<'_>, promotable: bool) -> Result<BackendConfig, ConfigError> {
+    let s = field.section(&["name", "host", "port", "weight", "promotable"])?;
     Ok(BackendConfig {
         name: s.require("name")?.string()?,
         host: s.require("host")?.string()?,
@@ -92,6 +140,11 @@ fn backend(field: &Field<'_>) -> Result<BackendConfig, ConfigError> {
             .map(|f| f.weight())
             .transpose()?
             .unwrap_or(1),
+        promotable: s
+            .get("promotable")
+            .map(|f| f.boolean())
+            .transpose()?
+            .unwrap_or(promotable),
     })
 }
 
@@ -164,7 +217,8 @@ fn overrides(field: &Field<'_>) -> Result<BTreeMap<String, PoolOverride>, Config
         .collect()
 }
 
-fn routing(field: &Field<'_>) -> Result<RoutingConfig, ConfigError> {
+/// `promotable`: how many nodes may be the writer, which decides `follow_primary`'s default.
+fn routing(field: &Field<'_>, promotable: usize) -> Result<RoutingConfig, ConfigError> {
     let s = field.section(&[
         "max_replica_lag",
         "classify_cache_size",
@@ -174,6 +228,9 @@ fn routing(field: &Field<'_>) -> Result<RoutingConfig, ConfigError> {
         "balance",
         "write_functions",
         "read_only_functions",
+        "follow_primary",
+        "writer_confirmations",
+        "writer_wait",
     ])?;
     Ok(RoutingConfig {
         max_replica_lag: s.require("max_replica_lag")?.duration()?,
@@ -184,6 +241,13 @@ fn routing(field: &Field<'_>) -> Result<RoutingConfig, ConfigError> {
         balance: s.require("balance")?.one_of()?,
         write_functions: s.require("write_functions")?.string_list()?,
         read_only_functions: s.require("read_only_functions")?.string_list()?,
+        follow_primary: s
+            .get("follow_primary")
+            .map(|f| f.boolean())
+            .transpose()?
+            .unwrap_or(promotable >= 2),
+        writer_confirmations: s.require("writer_confirmations")?.count()?,
+        writer_wait: s.require("writer_wait")?.duration()?,
     })
 }
 

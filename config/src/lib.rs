@@ -26,9 +26,9 @@ pub use error::ConfigError;
 pub use listing::Setting;
 pub use model::{
     AdminConfig, AuthMethod, BackendConfig, Balance, Config, HealthConfig, LogConfig, LogFormat,
-    MetricsConfig, Named, NodeSettings, PoolConfig, PoolMode, PoolOverride, ProvisionConfig,
-    ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind, TlsConfig, TransactionReads,
-    UserConfig,
+    MetricsConfig, Named, NodeSettings, NodesForm, PoolConfig, PoolMode, PoolOverride,
+    ProvisionConfig, ProxyConfig, ReadYourWrites, RoutingConfig, RuntimeKind, TlsConfig,
+    TransactionReads, UserConfig,
 };
 pub use pool::PoolSettings;
 
@@ -48,7 +48,9 @@ impl Config {
         let mut origins = origin::Origins::new(file.map(|(path, _)| path));
         let mut tree = layers::defaults();
         if let Some((path, text)) = file {
-            layers::overlay(&mut tree, file::parse(path, text)?);
+            let table = file::parse(path, text)?;
+            origins.record_file(&table);
+            layers::overlay(&mut tree, table);
         }
         env::overlay(&mut tree, env, &mut origins)?;
         let config = decode::decode(&tree, &origins)?;
@@ -67,6 +69,11 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Every node in `BackendId` order: the first (`[primary]`), then the others.
+    pub fn nodes(&self) -> impl Iterator<Item = &BackendConfig> {
+        std::iter::once(&self.primary).chain(&self.replicas)
     }
 
     /// All defaults, with no users and no validation; for commands that need no file.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::model::{Config, Named};
+use crate::model::{Config, Named, NodesForm};
 
 /// One key and its value, written as a config file would set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,19 +57,19 @@ impl Config {
                 "max_pending_logins_per_address",
                 p.max_pending_logins_per_address,
             );
-        let backends = std::iter::once(("primary".to_owned(), &self.primary)).chain(
-            self.replicas
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (format!("replicas.{i}"), r)),
-        );
-        for (section, b) in backends {
+        for (i, b) in self.nodes().enumerate() {
+            let section = match (self.nodes_form, i) {
+                (NodesForm::Nodes, i) => format!("nodes.{i}"),
+                (NodesForm::PrimaryReplicas, 0) => "primary".to_owned(),
+                (NodesForm::PrimaryReplicas, i) => format!("replicas.{}", i - 1),
+            };
             l.add(&section, "name", &b.name)
                 .add(&section, "host", &b.host)
                 .add(&section, "port", b.port);
             if section != "primary" {
                 l.add(&section, "weight", b.weight);
             }
+            l.add(&section, "promotable", b.promotable);
         }
         for (i, u) in self.users.iter().enumerate() {
             let section = format!("users.{i}");
@@ -137,7 +137,10 @@ impl Config {
                 "routing",
                 "read_only_functions",
                 r.read_only_functions.join(","),
-            );
+            )
+            .add("routing", "follow_primary", r.follow_primary)
+            .add("routing", "writer_confirmations", r.writer_confirmations)
+            .add("routing", "writer_wait", duration(r.writer_wait));
         l.add("metrics", "listen", &self.metrics.listen).add(
             "metrics",
             "enabled",

@@ -10,8 +10,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub proxy: ProxyConfig,
+    /// The first node: `[primary]`, or the first `[[nodes]]` entry. With `[routing]
+    /// follow_primary` off it is the writer; with it on, the writer is whichever node the
+    /// servers say (see `Config::nodes`).
     pub primary: BackendConfig,
+    /// The other nodes: `[[replicas]]`, or the `[[nodes]]` entries after the first.
     pub replicas: Vec<BackendConfig>,
+    /// Which form the file or the environment used for the nodes.
+    pub nodes_form: NodesForm,
     pub users: Vec<UserConfig>,
     pub pool: PoolConfig,
     pub routing: RoutingConfig,
@@ -53,15 +59,29 @@ pub struct ProxyConfig {
     pub workers: usize,
 }
 
-/// `[primary]` and each `[[replicas]]` entry: a PostgreSQL server.
+/// `[primary]`, each `[[replicas]]` entry or each `[[nodes]]` entry: a PostgreSQL server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    /// Unique across the primary and replicas; used in logs, metrics and errors.
+    /// Unique across the nodes; used in logs, metrics and errors.
     pub name: String,
     pub host: String,
     pub port: u16,
-    /// Share of reads relative to the other replicas (ignored for the primary).
+    /// Share of reads relative to the other replicas (ignored while it is the writer).
     pub weight: u32,
+    /// May be chosen as the writer when `[routing] follow_primary` is on (default: true for
+    /// `[primary]` and `[[nodes]]`, false for `[[replicas]]`).
+    pub promotable: bool,
+}
+
+/// How the configuration lists its servers. Both say the same thing (`Config::nodes`); the
+/// form only decides how keys are named in errors and in `SHOW CONFIG`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum NodesForm {
+    /// `[primary]` and `[[replicas]]`, as before `[[nodes]]` existed (the defaults' form).
+    #[default]
+    PrimaryReplicas,
+    /// `[[nodes]]`.
+    Nodes,
 }
 
 /// `[[users]]`: who may connect to the proxy; the proxy uses the same credentials to the backends.
@@ -200,6 +220,14 @@ pub struct RoutingConfig {
     pub write_functions: Vec<String>,
     /// Functions known to have no side effects even if volatile: they keep a read a read.
     pub read_only_functions: Vec<String>,
+    /// Writes go to whichever promotable node is out of recovery on the highest timeline,
+    /// rather than always to the first node (default: on when at least two nodes are
+    /// promotable).
+    pub follow_primary: bool,
+    /// Consecutive samples that must agree before a new writer is accepted.
+    pub writer_confirmations: usize,
+    /// How long a write waits while a new writer is being confirmed or writes are held.
+    pub writer_wait: Duration,
 }
 
 /// `[routing] read_your_writes`.

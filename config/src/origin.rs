@@ -1,6 +1,6 @@
 //! Which input a value came from, so an error can point at the file or the variable to fix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,8 @@ impl fmt::Display for Origin {
 #[derive(Debug, Default)]
 pub(crate) struct Origins {
     file: Option<PathBuf>,
+    /// The top-level keys the file sets.
+    file_keys: BTreeSet<String>,
     env: BTreeMap<Vec<Seg>, String>,
 }
 
@@ -36,8 +38,31 @@ impl Origins {
     pub(crate) fn new(file: Option<&Path>) -> Self {
         Self {
             file: file.map(Path::to_path_buf),
+            file_keys: BTreeSet::new(),
             env: BTreeMap::new(),
         }
+    }
+
+    /// The file sets the top-level keys of `table`.
+    pub(crate) fn record_file(&mut self, table: &toml::Table) {
+        self.file_keys.extend(table.keys().cloned());
+    }
+
+    /// Who set top-level key `key` (or something in it), the environment first; None when
+    /// only the built-in defaults did.
+    pub(crate) fn setter(&self, key: &str) -> Option<Origin> {
+        let seg = Seg::Key(key.to_owned());
+        let var = self
+            .env
+            .iter()
+            .find(|(path, _)| path.first() == Some(&seg))
+            .map(|(_, var)| Origin::Env(var.clone()));
+        var.or_else(|| {
+            self.file
+                .clone()
+                .filter(|_| self.file_keys.contains(key))
+                .map(Origin::File)
+        })
     }
 
     pub(crate) fn record_env(&mut self, path: &KeyPath, var: &str) {
@@ -79,5 +104,24 @@ mod tests {
             Some(Origin::File("x.toml".into()))
         );
         assert_eq!(Origins::new(None).blame(&user), None);
+    }
+
+    #[test]
+    fn a_top_level_key_is_set_by_the_environment_or_the_file_never_by_the_defaults() {
+        let mut origins = Origins::new(Some(Path::new("x.toml")));
+        origins.record_file(&"[primary]\nport = 1\n".parse().unwrap());
+        origins.record_env(
+            &KeyPath::root().key("nodes").index(0).key("host"),
+            "PGREPL_NODES__0__HOST",
+        );
+        assert_eq!(
+            origins.setter("primary"),
+            Some(Origin::File("x.toml".into()))
+        );
+        assert_eq!(
+            origins.setter("nodes"),
+            Some(Origin::Env("PGREPL_NODES__0__HOST".into()))
+        );
+        assert_eq!(origins.setter("replicas"), None);
     }
 }

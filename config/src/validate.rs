@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::address::is_host_port;
 use crate::error::ConfigError;
-use crate::model::{AuthMethod, BackendConfig, Config, TlsConfig, UserConfig};
+use crate::model::{AuthMethod, BackendConfig, Config, NodesForm, TlsConfig, UserConfig};
 use crate::origin::Origins;
 use crate::path::KeyPath;
 
@@ -54,6 +54,13 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Result<(), ConfigE
         "at most [routing] max_replica_lag",
         format_args!("\"{}\"", humantime::format_duration(routing.causal_wait)),
     )?;
+    rules.at_least(
+        &root.key("routing").key("writer_confirmations"),
+        routing.writer_confirmations,
+        1,
+        "",
+    )?;
+    rules.nonzero(&root.key("routing").key("writer_wait"), routing.writer_wait)?;
     rules.listen(&root.key("metrics").key("listen"), &config.metrics.listen)?;
     rules.nonzero(&root.key("health").key("interval"), config.health.interval)?;
     if let Some(tls) = &config.tls {
@@ -193,18 +200,11 @@ impl Rules<'_> {
 
     /// Names identify backends in logs and metrics, so they must be unique.
     fn backends(&self, config: &Config) -> Result<(), ConfigError> {
-        let root = KeyPath::root();
-        let replicas = root.key("replicas");
-        let all: Vec<(KeyPath, &BackendConfig)> =
-            std::iter::once((root.key("primary"), &config.primary))
-                .chain(
-                    config
-                        .replicas
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| (replicas.index(i), b)),
-                )
-                .collect();
+        let all: Vec<(KeyPath, &BackendConfig)> = config
+            .nodes()
+            .enumerate()
+            .map(|(i, b)| (node_path(config.nodes_form, i), b))
+            .collect();
         for (i, (path, backend)) in all.iter().enumerate() {
             self.non_empty(&path.key("name"), &backend.name)?;
             self.non_empty(&path.key("host"), &backend.host)?;
@@ -298,5 +298,15 @@ impl Rules<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// Where node `i` (in `Config::nodes` order) is configured.
+fn node_path(form: NodesForm, i: usize) -> KeyPath {
+    let root = KeyPath::root();
+    match (form, i) {
+        (NodesForm::Nodes, i) => root.key("nodes").index(i),
+        (NodesForm::PrimaryReplicas, 0) => root.key("primary"),
+        (NodesForm::PrimaryReplicas, i) => root.key("replicas").index(i - 1),
     }
 }

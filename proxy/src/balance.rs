@@ -14,9 +14,12 @@ use rand::Rng;
 pub struct Balancer {
     /// `[routing] balance`, by its place in [`Balance::ALL`].
     policy: AtomicU8,
-    /// By backend id, for every id the registry may hand out (the primary's is never picked).
+    /// By backend id, for every id the registry may hand out (the first node's only when
+    /// it is configured as a member: following the primary, any node may be a replica).
     replicas: Box<[Replica]>,
-    /// Picks look at ids `1..span`: those handed out so far.
+    /// Picks look at ids `first..span`: those handed out so far, from the first node only
+    /// when it is a member.
+    first: AtomicUsize,
     span: AtomicUsize,
     /// Round robin's position; for least connections, where the scan starts, so ties rotate.
     turn: AtomicU64,
@@ -68,6 +71,7 @@ impl Balancer {
                     readers: Arc::default(),
                 })
                 .collect(),
+            first: AtomicUsize::new(1),
             span: AtomicUsize::new(1),
             turn: AtomicU64::new(0),
         };
@@ -90,7 +94,7 @@ impl Balancer {
             .max()
             .unwrap_or(1)
             .max(self.span.load(Relaxed));
-        for replica in &self.replicas[1..span] {
+        for replica in &self.replicas[..span] {
             let weight = members
                 .iter()
                 .find(|(id, _)| *id == replica.backend)
@@ -99,6 +103,8 @@ impl Balancer {
         }
         let policy = Balance::ALL.iter().position(|p| *p == policy).unwrap_or(0);
         self.policy.store(policy as u8, Relaxed);
+        let first = !members.iter().any(|(id, _)| id.is_first());
+        self.first.store(usize::from(first), Relaxed);
         self.span.store(span, Relaxed);
     }
 
@@ -109,14 +115,13 @@ impl Balancer {
     /// The replicas picks look at (some may have weight 0).
     fn members(&self) -> &[Replica] {
         let span = self.span.load(Relaxed).min(self.replicas.len());
-        &self.replicas[1..span]
+        &self.replicas[self.first.load(Relaxed).min(span)..span]
     }
 
-    /// Sessions reading from replica `backend` now (0 for the primary).
+    /// Sessions reading from replica `backend` now (0 for the writer).
     pub fn readers(&self, backend: BackendId) -> usize {
         self.replicas
             .get(backend.index())
-            .filter(|_| !backend.is_primary())
             .map_or(0, |r| r.readers.load(Relaxed))
     }
 
@@ -293,5 +298,16 @@ mod tests {
             b.configure(Balance::RoundRobin, &[]);
             assert!(b.pick(|_| true).is_none(), "no replica configured");
         }
+    }
+
+    #[test]
+    fn the_first_node_is_picked_only_as_a_member() {
+        let b = Balancer::new(Balance::RoundRobin, [1]);
+        assert_eq!(counts(&b, 4, |_| true), [0, 4]);
+        b.configure(
+            Balance::RoundRobin,
+            &[(BackendId::FIRST, 1), (BackendId::nth(1), 1)],
+        );
+        assert_eq!(counts(&b, 4, |_| true), [2, 2]);
     }
 }

@@ -127,9 +127,10 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 5432,
             weight: 1,
+            promotable: true,
         };
         target.set(Some(BackendCancel {
-            backend: Arc::new(BackendInfo::new(BackendId::PRIMARY, &config, "db01", None)),
+            backend: Arc::new(BackendInfo::new(BackendId::FIRST, &config, "db01", None)),
             pid: 7,
             secret: 9,
             in_flight: connection.clone(),

@@ -23,8 +23,8 @@ use tokio_util::either::Either;
 
 use crate::admin;
 use crate::backend::{
-    BackendError, BackendInfo, Backends, CutDetection, Pool, PoolKey, ServerParams, StartupInfo,
-    StartupSettings,
+    BackendError, BackendId, BackendInfo, Backends, CutDetection, Pool, PoolKey, ServerParams,
+    StartupInfo, StartupSettings,
 };
 use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
@@ -96,8 +96,16 @@ impl Proxy {
                     )
                 })?;
         }
-        let health = Arc::new(Health::new(backends.len(), config.routing.max_replica_lag));
+        let mut health = Health::new(backends.len(), config.routing.max_replica_lag)
+            .waiting_up_to(config.routing.writer_wait);
+        if config.routing.follow_primary {
+            let confirmations =
+                u32::try_from(config.routing.writer_confirmations).unwrap_or(u32::MAX);
+            health = health.following(confirmations);
+        }
+        let health = Arc::new(health);
         let monitor = Arc::new(Monitor::start(&health, &backends, config)?);
+        let backends_len = backends.len();
         let pool = Pool::new(
             backends,
             &config.pool,
@@ -117,10 +125,7 @@ impl Proxy {
             statement_ids: Arc::default(),
             pinned_sessions: Default::default(),
             commit_round: Default::default(),
-            balancer: Balancer::new(
-                config.routing.balance,
-                config.replicas.iter().map(|r| r.weight),
-            ),
+            balancer: Balancer::new(config.routing.balance, []),
             clients: ClientCount::new(config.proxy.max_client_connections),
             logins: Logins::new(
                 config.proxy.max_pending_logins,
@@ -140,6 +145,13 @@ impl Proxy {
             config: std::sync::RwLock::new(Arc::new(config.clone())),
             reloader: OnceLock::new(),
         };
+        let members: Vec<(BackendId, u32)> = config
+            .nodes()
+            .zip(BackendId::all(backends_len))
+            .filter(|(_, id)| reads_from(config, *id))
+            .map(|(node, id)| (id, node.weight))
+            .collect();
+        shared.balancer.configure(config.routing.balance, &members);
         Ok(Proxy {
             listener,
             shared: Arc::new(shared),
@@ -201,6 +213,18 @@ impl Proxy {
                 }
             })
         };
+        // A fenced node's idle connections close as soon as it is fenced: nobody may use them.
+        let fencer = {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    shared.health.writer_moved().await;
+                    for node in shared.health.election().fenced {
+                        shared.pool.close_backend(BackendId::nth(node));
+                    }
+                }
+            })
+        };
         tokio::pin!(shutdown);
         // The admin console's SHUTDOWN starts it from inside.
         let console_shutdown = self.shared.shutdown.wait();
@@ -256,6 +280,7 @@ impl Proxy {
             sessions.shutdown().await;
         }
         reaper.abort();
+        fencer.abort();
         endpoint.abort();
         self.monitor.stop().await;
         workers.stop();
@@ -707,4 +732,10 @@ async fn startup_info(
         options: split.fixed,
     };
     Ok((startup, split.settings))
+}
+
+/// Whether node `id` may serve reads while it is a standby: any node when following the
+/// primary, else every node but the first (the fixed writer).
+pub fn reads_from(config: &Config, id: BackendId) -> bool {
+    config.routing.follow_primary || !id.is_first()
 }

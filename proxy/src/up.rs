@@ -72,6 +72,8 @@ fn backend(node: NodeId, endpoint: &Endpoint) -> BackendConfig {
         host: endpoint.host.clone(),
         port: endpoint.port,
         weight: 1,
+        // As `[primary]` and `[[replicas]]` would say: writes stay on db01.
+        promotable: node == NodeId::DB01,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The admin console (`[admin]`, the virtual database `pgrepl`) against real servers: psql
 //! and tokio-postgres read PgBouncer's columns by name, with values that match what the
 //! clients did; KILL ends a client with 57P01 (and its statement on the server); PAUSE holds
-//! new units back until RESUME; SHUTDOWN ends the proxy; only `[admin] users` get in; an
+//! new units back until RESUME; HOLD WRITES holds units for the primary outside a
+//! transaction until RELEASE WRITES or its console session ends; SHUTDOWN ends the proxy; only `[admin] users` get in; an
 //! unknown command is an error the session survives.
 
 use std::net::SocketAddr;
@@ -657,6 +658,71 @@ async fn pause_holds_new_units_until_resume() {
             .expect("RESUME lets it through")
             .unwrap();
         assert_eq!(row, "2");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_writes_holds_units_for_the_primary_until_released() {
+    let proxy = admin_proxy();
+    let addr = proxy.addr;
+    bounded(async {
+        let holder = console(addr).await;
+        let on_primary = "/* pgrepl:primary */ SELECT current_setting('cluster_name')";
+        // A transaction open on the primary keeps HOLD WRITES from answering: it gives up
+        // after [admin] pause_timeout (2 s), the hold staying in force.
+        let tx = connect(addr, APP.name, DATABASE).await.unwrap();
+        tx.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(simple_first(&tx, on_primary).await, PRIMARY);
+        let started = Instant::now();
+        assert_eq!(fails_with(&holder, "HOLD WRITES").await, "55006");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1800),
+            "waited for pause_timeout"
+        );
+
+        // Held: a unit for the primary outside a transaction waits; the transaction goes
+        // on and ends; reads on the replica are not held.
+        let waiter = connect(addr, APP.name, DATABASE).await.unwrap();
+        let waiting = tokio::spawn(async move {
+            let row = simple_first(&waiter, on_primary).await;
+            (row, waiter)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "held back by HOLD WRITES");
+        assert_eq!(simple_first(&tx, on_primary).await, PRIMARY);
+        tx.batch_execute("COMMIT").await.unwrap();
+        let reader = connect(addr, APP.name, DATABASE).await.unwrap();
+        let read = "SELECT current_setting('cluster_name')";
+        assert_eq!(simple_first(&reader, read).await, REPLICA);
+
+        // Nothing open on the primary now: the hold (this session's) answers at once; it
+        // is no other console session's to take or lift.
+        let started = Instant::now();
+        simple(&holder, "HOLD WRITES").await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let other = console(addr).await;
+        assert_eq!(fails_with(&other, "HOLD WRITES").await, "55000");
+        assert_eq!(fails_with(&other, "RELEASE WRITES").await, "55000");
+        assert!(!waiting.is_finished(), "still held");
+        simple(&holder, "RELEASE WRITES").await;
+        let (row, waiter) = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("RELEASE WRITES lets the unit through")
+            .unwrap();
+        assert_eq!(row, PRIMARY);
+
+        // A hold lifts when the console session that took it ends.
+        simple(&other, "HOLD WRITES").await;
+        let late = tokio::spawn(async move { simple_first(&waiter, on_primary).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!late.is_finished(), "held back by the other console's hold");
+        drop(other);
+        let row = tokio::time::timeout(Duration::from_secs(10), late)
+            .await
+            .expect("the hold lifts with its console session")
+            .unwrap();
+        assert_eq!(row, PRIMARY);
     })
     .await;
 }

@@ -272,7 +272,7 @@ async fn rejected_clients_are_counted_by_reason() {
 }
 
 /// Every metric the README documents, with its type.
-const DOCUMENTED: [(&str, &str); 26] = [
+const DOCUMENTED: [(&str, &str); 32] = [
     ("pgrepl_queries_total", "counter"),
     ("pgrepl_query_duration_seconds", "histogram"),
     ("pgrepl_read_staleness_seconds", "histogram"),
@@ -298,6 +298,12 @@ const DOCUMENTED: [(&str, &str); 26] = [
     ("pgrepl_clients_waiting", "gauge"),
     ("pgrepl_pinned_sessions", "gauge"),
     ("pgrepl_config_reloads_total", "counter"),
+    ("pgrepl_backend_writer", "gauge"),
+    ("pgrepl_backend_timeline", "gauge"),
+    ("pgrepl_backend_fenced", "gauge"),
+    ("pgrepl_writer_changes_total", "counter"),
+    ("pgrepl_writes_refused_total", "counter"),
+    ("pgrepl_writer_lost_transactions_total", "counter"),
     (
         "pgrepl_config_last_reload_success_timestamp_seconds",
         "gauge",

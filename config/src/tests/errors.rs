@@ -22,15 +22,16 @@ fn unknown_keys_are_named() {
         "[routing]\nmax_replica_lagg = \"1s\"\n",
         "[routing] max_replica_lagg: unknown key (known in [routing]: max_replica_lag, \
          classify_cache_size, read_your_writes, causal_wait, \
-         transaction_reads, balance, write_functions, read_only_functions)",
+         transaction_reads, balance, write_functions, read_only_functions, follow_primary, \
+         writer_confirmations, writer_wait)",
     );
     assert_error(
         "[[replicas]]\nname = \"r\"\nhost = \"h\"\nport = 1\nhots = \"h\"\n",
-        "[[replicas]][0] hots: unknown key (known in [[replicas]][0]: name, host, port, weight)",
+        "[[replicas]][0] hots: unknown key (known in [[replicas]][0]: name, host, port, weight, promotable)",
     );
     assert_error(
         "[metric]\nlisten = \"x\"\n",
-        "unknown top-level key \"metric\" (known: proxy, primary, replicas, users, pool, \
+        "unknown top-level key \"metric\" (known: proxy, primary, replicas, nodes, users, pool, \
          routing, metrics, log, health, tls, provision, admin)",
     );
 }

@@ -2,6 +2,7 @@
 
 mod env;
 mod errors;
+mod nodes;
 mod overrides;
 mod provision_nodes;
 mod sources;

@@ -13,6 +13,7 @@ fn backend(name: &str, host: &str, port: u16) -> BackendConfig {
         host: host.into(),
         port,
         weight: 1,
+        promotable: name == "db01",
     }
 }
 

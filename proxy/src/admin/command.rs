@@ -89,6 +89,10 @@ pub enum Command {
     Kill(u64),
     Reload,
     Shutdown,
+    /// `HOLD WRITES`: units on the write lease outside a transaction wait.
+    HoldWrites,
+    /// `RELEASE WRITES`: lifts this console session's hold.
+    ReleaseWrites,
 }
 
 /// One word of a command: a keyword or name, and whether it was quoted.
@@ -171,6 +175,10 @@ fn command(words: &[Word], sql: &str) -> Result<Command, ProxyError> {
             _ => Err(syntax(sql)),
         },
         ("reload", None) => Ok(Command::Reload),
+        ("hold", Some(what)) if !what.quoted && what.text == "writes" => Ok(Command::HoldWrites),
+        ("release", Some(what)) if !what.quoted && what.text == "writes" => {
+            Ok(Command::ReleaseWrites)
+        }
         ("shutdown", None) => Ok(Command::Shutdown),
         ("shutdown", Some(mode)) if !mode.quoted && mode.text.starts_with("wait_for_") => Err(
             unsupported(&format!("SHUTDOWN {}", mode.text.to_ascii_uppercase())),
@@ -280,6 +288,7 @@ mod tests {
             ("show help", &[Help]),
             ("PAUSE", &[Pause(None)]),
             ("PAUSE appdb", &[Pause(db("appdb"))]),
+            ("hold writes; RELEASE Writes", &[HoldWrites, ReleaseWrites]),
             ("pause AppDb", &[Pause(db("appdb"))]),
             ("PAUSE \"My\"\"Db\"", &[Pause(db("My\"Db"))]),
             ("RESUME", &[Resume(None)]),

@@ -1,11 +1,15 @@
-//! The admin console's commands that act: `PAUSE`, `RESUME`, `KILL`, `RELOAD`, `SHUTDOWN`.
+//! The admin console's commands that act: `PAUSE`, `RESUME`, `HOLD WRITES`, `RELEASE
+//! WRITES`, `KILL`, `RELOAD`, `SHUTDOWN`.
 //! Each answers with its command tag, or an error the session goes on after.
 
 use std::time::{Duration, Instant};
 
+use pgrepl_config::Config;
+
 use super::show::servers_in_use;
-use crate::backend::PauseConflict;
+use crate::backend::{BackendId, PauseConflict};
 use crate::clients::ClientEntry;
+use crate::health::{column, Probe, ProbeError};
 use crate::protocol::sqlstate;
 use crate::protocol::write::ProxyError;
 use crate::shared::Shared;
@@ -74,6 +78,108 @@ pub fn resume(shared: &Shared, database: Option<&str>) -> Result<&'static str, P
     shared.pause.resume(database).map_err(conflict)?;
     tracing::info!(database = database.unwrap_or("(all)"), "RESUME");
     Ok("RESUME")
+}
+
+/// `HOLD WRITES`: units on the write lease outside a transaction wait at the writer pointer
+/// (up to `[routing] writer_wait`); units inside one pass, so that it can finish. Answers
+/// once none of the sessions' connections to the writer runs a statement or holds a
+/// transaction open (as the writer's `pg_stat_activity` says), or with 55006 after
+/// `[admin] pause_timeout`, the hold staying in force. The hold is this console session's.
+pub async fn hold_writes(shared: &Shared, me: &ClientEntry) -> Result<&'static str, ProxyError> {
+    shared.health.hold_writes(me.id).map_err(|holder| {
+        ProxyError::error(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("writes are held by console session {holder} already"),
+        )
+    })?;
+    tracing::warn!(
+        console = me.id,
+        "HOLD WRITES: writes outside a transaction wait"
+    );
+    let config = shared.config();
+    let limit = config.admin.pause_timeout;
+    let deadline = Instant::now() + limit;
+    let mut asker = None;
+    loop {
+        let open = open_on_writer(shared, &config, &mut asker).await;
+        if open == Some(0) {
+            return Ok("HOLD WRITES");
+        }
+        if Instant::now() >= deadline || ending(shared, me) {
+            let open = open.map_or("an unknown number of".to_owned(), |n| n.to_string());
+            return Err(ProxyError::error(
+                sqlstate::OBJECT_IN_USE,
+                format!(
+                    "{open} transaction(s) or statement(s) still open on the writer after {} \
+                     ([admin] pause_timeout)",
+                    humantime::format_duration(limit)
+                ),
+            )
+            .with_detail(
+                "The hold stays in force: new writes wait until RELEASE WRITES, open \
+                 transactions may finish.",
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// How many of the sessions' connections to the writer run a statement or hold a
+/// transaction open; None when the writer cannot tell (unreachable). `asker` keeps the
+/// connection the question goes over, to the writer it was opened to.
+async fn open_on_writer(
+    shared: &Shared,
+    config: &Config,
+    asker: &mut Option<(BackendId, Probe)>,
+) -> Option<usize> {
+    let Some(writer) = shared.health.writer().backend else {
+        // No writer: nothing can be written anywhere.
+        return Some(0);
+    };
+    let pids: Vec<String> = shared
+        .registry
+        .clients()
+        .iter()
+        .flat_map(|c| c.servers())
+        .filter(|link| link.backend.id == writer)
+        .map(|link| link.pid.to_string())
+        .collect();
+    if pids.is_empty() {
+        return Some(0);
+    }
+    if asker.as_ref().is_none_or(|(on, _)| *on != writer) {
+        let login = config.users.first()?;
+        let info = &shared.pool.backends()[writer.index()];
+        let timeout = config.proxy.connect_timeout;
+        let probe = Probe::new(info, login, timeout, timeout, "hold writes").ok()?;
+        *asker = Some((writer, probe));
+    }
+    let (_, probe) = asker.as_ref()?;
+    // Sessions of other users show no state to a login without pg_read_all_stats: they
+    // count as open.
+    let sql = format!(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid IN ({}) \
+         AND state IS DISTINCT FROM 'idle'",
+        pids.join(",")
+    );
+    let count = |row: &_| {
+        column(row, 0)?
+            .and_then(|n| n.parse().ok())
+            .ok_or(ProbeError::Answer)
+    };
+    probe.ask(&sql, count).await.ok()
+}
+
+/// `RELEASE WRITES`: lifts this console session's hold; waiting units go on.
+pub fn release_writes(shared: &Shared, me: &ClientEntry) -> Result<&'static str, ProxyError> {
+    if !shared.health.release_writes(me.id) {
+        return Err(ProxyError::error(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "this console session holds no writes",
+        ));
+    }
+    tracing::warn!(console = me.id, "RELEASE WRITES");
+    Ok("RELEASE WRITES")
 }
 
 /// `KILL id`: ends that client's session with FATAL 57P01; what it runs on its servers is

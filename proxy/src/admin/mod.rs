@@ -92,6 +92,8 @@ SHOW ROUTES     (statements by backend and routing reason)
 PAUSE [db]      (new units wait before taking a server connection; answers once none is in use)
 RESUME [db]
 KILL client_id  (KILL_CLIENT too: ends the session with 57P01)
+HOLD WRITES     (units for the primary outside a transaction wait; answers once none is open or in flight there)
+RELEASE WRITES  (also when this console session ends)
 RELOAD
 SHUTDOWN        (graceful, as SIGTERM)";
 
@@ -182,6 +184,8 @@ where
             err.encode(&mut self.cout);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.flush()).await;
         }
+        // A hold belongs to its console session: a switchover tool that dies lifts it.
+        control::release_writes(&self.shared, &self.me).ok();
         self.publish();
         self.stats
     }
@@ -287,6 +291,8 @@ where
                 }
             }
             Command::Shutdown => control::shutdown(shared),
+            Command::HoldWrites => control::hold_writes(shared, &self.me).await?,
+            Command::ReleaseWrites => control::release_writes(shared, &self.me)?,
         };
         write::command_complete(tag, &mut self.cout);
         Ok(())

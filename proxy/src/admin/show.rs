@@ -538,6 +538,9 @@ pub fn backends(shared: &Shared) -> ResultSet {
         ("readers", int),
         ("active_connections", int),
         ("idle_connections", int),
+        ("timeline", Type::Int8),
+        ("writer", Type::Bool),
+        ("fenced", Type::Bool),
     ]);
     let status = snapshot(shared);
     for (backend, info) in status.backends.iter().zip(shared.pool.backends().active()) {
@@ -558,6 +561,9 @@ pub fn backends(shared: &Shared) -> ResultSet {
             backend.readers.and_then(num),
             num(backend.active_connections),
             num(backend.idle_connections),
+            backend.timeline.and_then(num),
+            boolean(backend.writer),
+            boolean(backend.fenced),
         ]);
     }
     set
@@ -573,8 +579,9 @@ pub fn routes(shared: &Shared) -> ResultSet {
         ("queries", Type::Numeric),
     ]);
     let totals = Totals::sum(shared.tallies.iter().map(|t| &**t));
+    let writer = shared.health.writer().backend;
     for info in shared.pool.backends().active() {
-        let role = if info.id.is_primary() {
+        let role = if Some(info.id) == writer {
             "primary"
         } else {
             "replica"

@@ -30,13 +30,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::telemetry::BackendMeters;
 
-/// Which server: the primary, or a replica by the order it was configured in (see
+/// Which server: by the order it was configured in, the first node first (see
 /// [`Backends`]). Also the index of the per-backend tables (health, tallies, pools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(usize);
 
 impl BackendId {
-    pub const PRIMARY: BackendId = BackendId(0);
+    /// The first configured node: the writer without `[routing] follow_primary`.
+    pub const FIRST: BackendId = BackendId(0);
 
     /// The `n`-th configured server: the primary, then the replicas in order.
     pub const fn nth(n: usize) -> BackendId {
@@ -48,7 +49,8 @@ impl BackendId {
         (0..count).map(BackendId)
     }
 
-    pub const fn is_primary(self) -> bool {
+    /// The first configured node (the writer only without `follow_primary`).
+    pub const fn is_first(self) -> bool {
         self.0 == 0
     }
 
@@ -71,6 +73,8 @@ pub struct BackendInfo {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// May be chosen as the writer (`promotable` in the configuration).
+    pub promotable: bool,
     /// Connections to it open now, leased or pooled.
     pub open: AtomicUsize,
     /// A reload removed it from the configuration: it gets no new sessions or connections.
@@ -91,9 +95,10 @@ impl BackendInfo {
             name: config.name.clone(),
             host: config.host.clone(),
             port: config.port,
+            promotable: config.promotable,
             open: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
-            meters: BackendMeters::register(&config.name, id.is_primary(), primary_name, timing),
+            meters: BackendMeters::register(&config.name, id.is_first(), primary_name, timing),
         }
     }
 

@@ -110,6 +110,7 @@ mod tests {
                 host: "127.0.0.1".to_owned(),
                 port: 5432,
                 weight: 1,
+                promotable: true,
             };
             BackendInfo::new(id, &config, "db01", None)
         }

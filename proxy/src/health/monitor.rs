@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::probe::{Probe, ProbeError, Sample};
-use super::{position, replay, Health, PRIMARY};
+use super::{position, replay, Health, WriterState};
 use crate::backend::{BackendId, BackendInfo, Backends};
 
 /// The shortest gap between two samples of one backend, however often it is nudged.
@@ -24,13 +24,36 @@ const MIN_GAP: Duration = Duration::from_millis(5);
 /// The shortest time a sample may take before it counts as a failure.
 const QUERY_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
 
+/// The longest gap between two samples while a new writer is being confirmed: writes wait
+/// for it.
+const CONFIRMING_GAP: Duration = Duration::from_millis(100);
+
+/// The position service's connections, one per node: it asks the writer's.
+#[derive(Default)]
+pub struct WriterProbes(Mutex<HashMap<BackendId, Arc<Probe>>>);
+
+impl WriterProbes {
+    /// The probe of the writer now; None when there is none.
+    pub fn writer(&self, health: &Health) -> Option<Arc<Probe>> {
+        let writer = health.writer().backend?;
+        self.locked().get(&writer).cloned()
+    }
+
+    fn locked(&self) -> MutexGuard<'_, HashMap<BackendId, Arc<Probe>>> {
+        // A map of handles: a panic while holding it leaves nothing half-done.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The running monitor tasks, by backend; a reload starts those of a replica it adds and
 /// stops those of one it removes.
 pub struct Monitor {
     health: Arc<Health>,
-    /// Per backend: its sampler, and its replay watch (a replica) or the position service
-    /// (the primary).
+    /// Per backend: its sampler and its replay watch.
     tasks: Mutex<HashMap<BackendId, JoinSet<()>>>,
+    /// The position service, which asks whichever node is the writer.
+    service: Mutex<JoinSet<()>>,
+    positions: Arc<WriterProbes>,
     /// Backends of the first round not sampled yet.
     unsampled: watch::Receiver<usize>,
     /// Where the tasks run, whoever starts them: the runtime that started the monitor.
@@ -58,6 +81,8 @@ impl Monitor {
         let monitor = Monitor {
             health: health.clone(),
             tasks: Mutex::default(),
+            service: Mutex::default(),
+            positions: Arc::default(),
             unsampled,
             runtime: Handle::current(),
             login: login.clone(),
@@ -71,8 +96,11 @@ impl Monitor {
             connect_timeout: config.proxy.connect_timeout,
         };
         for backend in backends.iter() {
+            health.describe(backend.id, &backend.name, backend.promotable);
             monitor.start_watching(backend, Some(sampled.clone()))?;
         }
+        let service = position::serve(health.clone(), monitor.positions.clone());
+        lock(&monitor.service).spawn_on(service, &monitor.runtime);
         Ok(monitor)
     }
 
@@ -108,23 +136,26 @@ impl Monitor {
             every: self.every,
             first,
         };
+        let positions = Arc::new(probe("positions")?);
         let mut tasks = JoinSet::new();
         tasks.spawn_on(watcher.run(), &self.runtime);
-        if backend.id == PRIMARY {
-            let service = position::serve(self.health.clone(), probe("positions")?);
-            tasks.spawn_on(service, &self.runtime);
-        } else {
+        // Following the primary, any node may be the writer or a standby one day: each has
+        // both connections, used only in that role (the position service's is opened at its
+        // first round there). Otherwise the first node is never read from as a standby.
+        if self.health.follows() || !backend.id.is_first() {
             let watch = replay::watch(self.health.clone(), backend.id, probe("replay watch")?);
             tasks.spawn_on(watch, &self.runtime);
         }
-        self.locked().insert(backend.id, tasks);
+        self.positions.locked().insert(backend.id, positions);
+        lock(&self.tasks).insert(backend.id, tasks);
         Ok(())
     }
 
     /// Stops the tasks of a replica a reload removed; once this returns, none of them
     /// publishes anything more about it.
     pub async fn unwatch(&self, backend: BackendId) {
-        let tasks = self.locked().remove(&backend);
+        self.positions.locked().remove(&backend);
+        let tasks = lock(&self.tasks).remove(&backend);
         if let Some(mut tasks) = tasks {
             tasks.shutdown().await;
         }
@@ -138,16 +169,18 @@ impl Monitor {
     }
 
     pub async fn stop(&self) {
-        let all = std::mem::take(&mut *self.locked());
+        let all = std::mem::take(&mut *lock(&self.tasks));
         for (_, mut tasks) in all {
             tasks.shutdown().await;
         }
+        let mut service = std::mem::take(&mut *lock(&self.service));
+        service.shutdown().await;
     }
+}
 
-    fn locked(&self) -> MutexGuard<'_, HashMap<BackendId, JoinSet<()>>> {
-        // A map of task handles: a panic while holding it leaves nothing half-done.
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Task handles: a panic while holding them leaves nothing half-done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The monitor task of one backend.
@@ -191,7 +224,7 @@ impl Watcher {
                 Err(_) => Found::Down,
             };
             if last != Some(found) {
-                report(&self.backend, &result);
+                report(&self.backend, &result, !self.health.follows());
                 last = Some(found);
             }
             if let Some(first) = self.first.take() {
@@ -210,6 +243,8 @@ impl Watcher {
             Duration::from_nanos(self.health.max_lag() / 4)
                 .max(MIN_GAP)
                 .min(self.every)
+        } else if self.health.writer().state == WriterState::Confirming {
+            self.every.min(CONFIRMING_GAP)
         } else {
             self.every
         };
@@ -220,12 +255,21 @@ impl Watcher {
     }
 }
 
-/// Logs a backend's new state: down, up, or up in a role other than its configured one.
-fn report(backend: &BackendInfo, result: &Result<Sample, ProbeError>) {
-    let is_primary = backend.id == PRIMARY;
-    let role = if is_primary { "primary" } else { "replica" };
+/// Logs a backend's new state: down, up, or (with `fixed` roles: the first node the writer)
+/// up in a role other than its configured one. Following the primary, the role is what the
+/// node says, and the writer's changes are logged where they are decided.
+fn report(backend: &BackendInfo, result: &Result<Sample, ProbeError>, fixed: bool) {
+    let is_primary = backend.id.is_first();
+    let role = match (fixed, is_primary) {
+        (false, _) => "node",
+        (true, true) => "primary",
+        (true, false) => "replica",
+    };
     match result {
         Err(error) => tracing::warn!(%backend, role, %error, "backend down"),
+        Ok(sample) if !fixed => {
+            tracing::info!(%backend, role, in_recovery = sample.in_recovery, "backend up")
+        }
         Ok(sample) if sample.in_recovery == is_primary => {
             let problem = if is_primary {
                 "the primary is in recovery (a standby?): writes to it fail"

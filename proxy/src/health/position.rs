@@ -19,6 +19,7 @@ use tokio_postgres::SimpleQueryRow;
 
 use super::gate::LsnGate;
 use super::lsn::{self, Geometry};
+use super::monitor::WriterProbes;
 use super::probe::{column, Probe, ProbeError};
 use super::Health;
 
@@ -132,6 +133,12 @@ impl PrimaryPositions {
         self.visible.load(Acquire)
     }
 
+    /// A new writer: the positions seen on the old one's timeline no longer bound anything.
+    pub fn restart(&self) {
+        self.visible.store(0, Release);
+        self.flushed.store(0, Release);
+    }
+
     pub fn flushed(&self) -> u64 {
         self.flushed.load(Acquire)
     }
@@ -201,17 +208,28 @@ impl PrimaryPositions {
     }
 }
 
-/// Runs rounds while anyone waits for one or needs a flush, until the proxy stops.
-pub async fn serve(health: Arc<Health>, probe: Probe) {
+/// Runs rounds while anyone waits for one or needs a flush, until the proxy stops, on the
+/// writer's connection (`probes`), whichever node that is at each round.
+pub async fn serve(health: Arc<Health>, probes: Arc<WriterProbes>) {
     let positions = &health.positions;
     // Connected before the first read waits: a connection's set-up is no round trip.
-    let mut geometry_known = learn_geometry(positions, &probe).await;
+    let mut geometry_known = match probes.writer(&health) {
+        Some(probe) => learn_geometry(positions, &probe).await,
+        None => false,
+    };
     loop {
         tokio::select! {
             _ = positions.rounds.demanded() => {}
             _ = positions.demand.notified() => {}
         }
         while positions.round_due() {
+            let Some(probe) = probes.writer(&health) else {
+                // No writer: waiting reads decide anew.
+                positions.flush_wanted.store(0, Relaxed);
+                positions.rounds.wake_all();
+                tokio::time::sleep(RETRY_AFTER).await;
+                continue;
+            };
             if !geometry_known {
                 geometry_known = learn_geometry(positions, &probe).await;
             }

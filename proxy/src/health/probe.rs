@@ -3,6 +3,8 @@
 //! The replay watchers and the primary's position service use connections of the same kind,
 //! each its own, so that none queues behind another.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, Object, Pool, PoolError};
@@ -13,12 +15,32 @@ use tokio_postgres::{NoTls, SimpleQueryMessage, SimpleQueryRow};
 use super::lsn;
 use crate::backend::BackendInfo;
 
-/// The WAL position that says how far a server is: where a primary inserts WAL (its insert
-/// position, not its write position: with `synchronous_commit = off` a commit is acknowledged
-/// before its record is written), what a standby has replayed. Chosen by the server's actual
-/// state, so a primary in recovery still answers.
-const SQL: &str = "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() \
-                   THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END";
+/// What a sample asks, with `pg_is_in_recovery()` evaluated once (a server promoted between
+/// two calls would mix the answers of both roles):
+/// - the WAL position that says how far a server is: where a primary inserts WAL (its insert
+///   position, not its write position: with `synchronous_commit = off` a commit is
+///   acknowledged before its record is written), what a standby has replayed;
+/// - its timeline: out of recovery, the first 8 hex digits of the current WAL file's name,
+///   right as soon as `pg_promote()` returns (`pg_control_checkpoint()` would show the new
+///   timeline only after the first checkpoint, which can take minutes); a standby's, from its
+///   last restartpoint, a lower bound;
+/// - its system identifier, the same on every node of one cluster.
+const SQL: &str = "SELECT r, CASE WHEN r THEN pg_last_wal_replay_lsn() \
+                   ELSE pg_current_wal_insert_lsn() END, \
+                   CASE WHEN r THEN (SELECT timeline_id FROM pg_control_checkpoint()) \
+                   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))\
+                   ::bit(32)::bigint END, \
+                   (SELECT system_identifier FROM pg_control_system()) \
+                   FROM pg_is_in_recovery() AS r";
+
+/// The same for a login refused the `pg_control_*` functions (`42501`: a site revoked them):
+/// the timeline of a standby and the system identifier stay unknown.
+const SQL_WITHOUT_CONTROL: &str = "SELECT r, CASE WHEN r THEN pg_last_wal_replay_lsn() \
+                   ELSE pg_current_wal_insert_lsn() END, \
+                   CASE WHEN r THEN NULL \
+                   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))\
+                   ::bit(32)::bigint END, NULL \
+                   FROM pg_is_in_recovery() AS r";
 
 /// The monitor's connections go to a database every server has.
 const DATABASE: &str = "postgres";
@@ -29,6 +51,10 @@ pub struct Sample {
     pub in_recovery: bool,
     /// The position as a byte count; 0 if a standby has replayed nothing yet.
     pub lsn: u64,
+    /// Its timeline (see `SQL`); None when unknown.
+    pub timeline: Option<u32>,
+    /// Its system identifier; None when the login may not read it.
+    pub sysid: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +81,8 @@ pub struct Probe {
     pool: Pool,
     connect_timeout: Duration,
     query_timeout: Duration,
+    /// The server refused `pg_control_*` once: samples ask without them from then on.
+    control_refused: AtomicBool,
 }
 
 impl Probe {
@@ -79,13 +107,23 @@ impl Probe {
             pool,
             connect_timeout,
             query_timeout,
+            control_refused: AtomicBool::new(false),
         })
     }
 
     /// Connects if needed (within the connect timeout) and runs the health query (within the
     /// query timeout, so a hung server counts as down). A connection that failed is dropped.
     pub async fn sample(&self) -> Result<Sample, ProbeError> {
-        self.ask(SQL, read).await
+        if !self.control_refused.load(Relaxed) {
+            match self.ask(SQL, read).await {
+                Err(e) if e.is_refused() => {
+                    tracing::warn!(error = %e, "the monitor's login may not read pg_control_checkpoint() and pg_control_system(): standby timelines and system identifiers stay unknown");
+                    self.control_refused.store(true, Relaxed);
+                }
+                done => return done,
+            }
+        }
+        self.ask(SQL_WITHOUT_CONTROL, read).await
     }
 
     /// Runs `sql` and reads its answer's last row with `read`, as `sample` does.
@@ -135,14 +173,81 @@ pub fn lsn_column(row: &SimpleQueryRow, i: usize) -> Result<u64, ProbeError> {
 }
 
 fn read(row: &SimpleQueryRow) -> Result<Sample, ProbeError> {
-    let column = |i| column(row, i);
-    let in_recovery = match column(0)? {
+    parse([
+        column(row, 0)?,
+        column(row, 1)?,
+        column(row, 2)?,
+        column(row, 3)?,
+    ])
+}
+
+/// The sample in the columns of `SQL`'s answer, as text.
+fn parse(columns: [Option<&str>; 4]) -> Result<Sample, ProbeError> {
+    let [recovery, lsn, timeline, sysid] = columns;
+    let in_recovery = match recovery {
         Some("t") => true,
         Some("f") => false,
         _ => return Err(ProbeError::Answer),
     };
+    let number =
+        |text: Option<&str>| text.map(|t| t.parse::<i64>().map_err(|_| ProbeError::Answer));
     Ok(Sample {
         in_recovery,
-        lsn: lsn_column(row, 1)?,
+        lsn: lsn.map_or(Some(0), lsn::parse).ok_or(ProbeError::Answer)?,
+        timeline: number(timeline)
+            .transpose()?
+            .map(|t| u32::try_from(t).map_err(|_| ProbeError::Answer))
+            .transpose()?,
+        // A bigint in SQL, read back as the unsigned number PostgreSQL's tools print.
+        sysid: number(sysid).transpose()?.map(|id| id as u64),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_read_from_text_columns() {
+        let sample = |in_recovery, lsn, timeline, sysid| Sample {
+            in_recovery,
+            lsn,
+            timeline,
+            sysid,
+        };
+        let cases: [([Option<&str>; 4], Option<Sample>); 7] = [
+            (
+                [
+                    Some("f"),
+                    Some("0/3000060"),
+                    Some("2"),
+                    Some("7311234567890123456"),
+                ],
+                Some(sample(
+                    false,
+                    0x300_0060,
+                    Some(2),
+                    Some(7_311_234_567_890_123_456),
+                )),
+            ),
+            (
+                [Some("t"), None, Some("1"), Some("-5")],
+                Some(sample(true, 0, Some(1), Some(u64::MAX - 4))),
+            ),
+            (
+                [Some("t"), Some("0/10"), None, None],
+                Some(sample(true, 0x10, None, None)),
+            ),
+            (
+                [Some("f"), Some("0/10"), Some("4294967295"), None],
+                Some(sample(false, 0x10, Some(u32::MAX), None)),
+            ),
+            ([None, Some("0/10"), Some("1"), None], None),
+            ([Some("f"), Some("x"), Some("1"), None], None),
+            ([Some("f"), Some("0/10"), Some("-1"), None], None),
+        ];
+        for (columns, expected) in cases {
+            assert_eq!(parse(columns).ok(), expected, "{columns:?}");
+        }
+    }
 }

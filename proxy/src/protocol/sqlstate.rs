@@ -3,6 +3,12 @@
 
 /// 08006: the connection to a server failed or was lost.
 pub const CONNECTION_FAILURE: &str = "08006";
+/// 08007: the connection was lost while a transaction's commit was on its way: whether it
+/// committed is unknown.
+pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "08007";
+/// 40001: the transaction was not committed and may be retried (PostgreSQL's code for a
+/// standby's recovery conflicts; here, the primary changed under it).
+pub const SERIALIZATION_FAILURE: &str = "40001";
 /// 08P01: a client sent a message the protocol does not allow.
 pub const PROTOCOL_VIOLATION: &str = "08P01";
 /// 0A000: a protocol feature or version the proxy does not speak.

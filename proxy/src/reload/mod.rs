@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use pgrepl_config::Config;
 
-use crate::backend::{BackendInfo, Backends};
+use crate::backend::{BackendId, BackendInfo, Backends};
 use crate::health::Monitor;
 use crate::logging::{self, LogLevel};
 use crate::shared::Shared;
@@ -66,6 +66,12 @@ pub enum ReloadError {
          process (a removed replica's number is not reused); restart it to add more"
     )]
     Full { adding: usize, room: usize },
+    /// It removes (or moves, or makes not promotable) the node that is the writer now.
+    #[error(
+        "[[nodes]]: {0} is the writer now and cannot be removed or changed by a reload; \
+         switch over first"
+    )]
+    RemovesWriter(String),
     /// Preparing the users' keys failed.
     #[error("[[users]]: {0}")]
     Users(String),
@@ -142,15 +148,22 @@ impl Reloader {
         let backends = self.shared.pool.backends();
         let running: Vec<Running<'_>> = backends
             .active()
-            .filter(|b| !b.id.is_primary())
+            .filter(|b| !b.id.is_first())
             .map(|b| Running {
                 id: b.id,
                 name: &b.name,
                 host: &b.host,
                 port: b.port,
+                promotable: b.promotable,
             })
             .collect();
         let replicas = ReplicaChanges::between(&running, &plan.config.replicas);
+        let writer = self.shared.health.writer().backend;
+        if let Some(writer) = writer.filter(|w| replicas.retired.contains(w)) {
+            return Err(ReloadError::RemovesWriter(
+                backends[writer.index()].name.clone(),
+            ));
+        }
         if replicas.added.len() > backends.room() {
             return Err(ReloadError::Full {
                 adding: replicas.added.len(),
@@ -238,13 +251,16 @@ impl Reloader {
     ) {
         let shared = &self.shared;
         let mut members = replicas.kept.clone();
+        if crate::server::reads_from(&plan.config, BackendId::FIRST) {
+            members.push((BackendId::FIRST, plan.config.primary.weight));
+        }
         for config in &replicas.added {
             let id = backends
                 .add(|id| {
                     BackendInfo::new(id, config, &plan.config.primary.name, self.timing.clone())
                 })
                 .expect("room for the added replicas was checked under the reload lock");
-            shared.health.admit(id);
+            shared.health.admit(id, &config.name, config.promotable);
             if let Err(e) = self.monitor.watch(&backends[id.index()]) {
                 tracing::error!(
                     backend = %backends[id.index()], error = %e,

@@ -93,6 +93,13 @@ const NEEDS_RESTART: &[Key] = &[
     key!("[primary] name", primary.name),
     key!("[primary] host", primary.host),
     key!("[primary] port", primary.port),
+    key!("[primary] promotable", primary.promotable),
+    key!("[routing] follow_primary", routing.follow_primary),
+    key!(
+        "[routing] writer_confirmations",
+        routing.writer_confirmations
+    ),
+    key!("[routing] writer_wait", routing.writer_wait),
     key!("[metrics] listen", metrics.listen),
     key!("[metrics] enabled", metrics.enabled),
     key!("[log] format", log.format),
@@ -265,11 +272,13 @@ pub struct Running<'a> {
     pub name: &'a str,
     pub host: &'a str,
     pub port: u16,
+    pub promotable: bool,
 }
 
-/// The replicas of a reloaded `[[replicas]]` against those running. A replica is the same
-/// one when its name and address are: a name at another address is a new replica (it gets a
-/// new id, and the one at the old address is retired).
+/// The replicas of a reloaded `[[replicas]]` (or `[[nodes]]` after the first) against those
+/// running. A replica is the same one when its name, address and `promotable` are: a name at
+/// another address, or made (not) promotable, is a new replica (it gets a new id, and the
+/// one before is retired).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicaChanges<'a> {
     /// Running replicas that stay, with their weights from now on.
@@ -283,7 +292,7 @@ pub struct ReplicaChanges<'a> {
 impl<'a> ReplicaChanges<'a> {
     pub fn between(running: &[Running<'_>], wanted: &'a [BackendConfig]) -> ReplicaChanges<'a> {
         let same = |r: &Running<'_>, b: &BackendConfig| {
-            r.name == b.name && r.host == b.host && r.port == b.port
+            r.name == b.name && r.host == b.host && r.port == b.port && r.promotable == b.promotable
         };
         let mut changes = ReplicaChanges::default();
         for replica in wanted {
@@ -346,6 +355,14 @@ mod tests {
             ),
             (|c| c.primary.port = 6000, &["[primary] port"], &[]),
             (|c| c.primary.weight = 9, &[], &[]),
+            (
+                |c| {
+                    c.primary.promotable = false;
+                    c.routing.follow_primary = true;
+                },
+                &["[primary] promotable", "[routing] follow_primary"],
+                &[],
+            ),
             (
                 |c| {
                     c.tls = Some(TlsConfig {
@@ -513,12 +530,14 @@ mod tests {
             host: "10.0.0.1".to_owned(),
             port,
             weight,
+            promotable: false,
         };
         let running = |id: usize, name: &'static str, port: u16| Running {
             id: BackendId::nth(id),
             name,
             host: "10.0.0.1",
             port,
+            promotable: false,
         };
         let now = [
             running(1, "r1", 5432),
@@ -535,6 +554,15 @@ mod tests {
         let added: Vec<&str> = changes.added.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(added, ["r3", "r4"], "moved, and new");
         assert_eq!(changes.retired, [BackendId::nth(1), BackendId::nth(4)]);
+        let mut promoted = wanted[..1].to_vec();
+        promoted[0].promotable = true;
+        let changes = ReplicaChanges::between(&now[1..2], &promoted);
+        assert_eq!(
+            changes.retired,
+            [BackendId::nth(2)],
+            "made promotable: anew"
+        );
+        assert_eq!(changes.added.len(), 1);
         let same = ReplicaChanges::between(&now[..1], &wanted[..0]);
         assert_eq!(same.retired, [BackendId::nth(1)]);
         assert!(ReplicaChanges::between(&[], &[]).kept.is_empty());

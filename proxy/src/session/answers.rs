@@ -46,6 +46,7 @@ where
                 Ok(())
             }
             AfterInput::Lost(reason) => self.backend_lost(slot, &reason).await,
+            AfterInput::Rerun(retry) if slot == Slot::Primary => self.writer_refused(retry).await,
             AfterInput::Rerun(retry) => self.rerun_refused(retry).await,
         }
     }
@@ -117,8 +118,15 @@ where
         // Re-sending a batch goes through the batch buffer: only while the client has not
         // begun its next batch there.
         let alone = self.batch.is_empty();
+        let writer_retry = self.writer_retry.is_some();
         let may_rerun = |answered: usize| {
-            if slot != Slot::Replica || !retries.get(answered).is_some_and(Option::is_some) {
+            if slot == Slot::Primary {
+                if writer_retry && answered == 0 && alone {
+                    Rerun::IfRefused
+                } else {
+                    Rerun::No
+                }
+            } else if !retries.get(answered).is_some_and(Option::is_some) {
                 Rerun::No
             } else if alone && retries.len() == answered + 1 {
                 Rerun::IfFatalOrRefused
@@ -146,6 +154,10 @@ where
             if seen.misrouted {
                 misrouted = self.retries.pop_front().flatten();
             }
+        } else if seen.misrouted {
+            misrouted = self.writer_retry.take();
+        } else if self.writer_retry.is_some() && (seen.units_done > 0 || seen.open_unit_answered) {
+            self.writer_retry = None;
         }
         for (name, generation) in &seen.failed_parses {
             self.stmts.parse_failed(Some(&mut *conn), name, *generation);
@@ -220,7 +232,10 @@ where
 
     /// A backend connection broke. An idle one is just dropped (the next use opens another);
     /// one that owed the client an answer ends that unit with 08006, or the session when the
-    /// client's transaction or a partly sent message died with it.
+    /// client's transaction or a partly sent message died with it. Following the primary, a
+    /// transaction lost with the writer is not committed (40001: at once, or at the client's
+    /// next statement if it was idle), a commit or autocommit write on its way is of unknown
+    /// outcome (08007), and the session goes on.
     pub(super) async fn backend_lost(&mut self, slot: Slot, reason: &str) -> Result<(), End> {
         let Some(conn) = self.leases.release(slot) else {
             return Ok(());
@@ -240,8 +255,23 @@ where
         if owed > 0 || slot == Slot::Replica {
             self.position_unknown();
         }
-        if owed == 0 && !in_tx && self.open_batch != Some(slot) {
-            tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
+        // Following the primary, the writer may have moved: the monitor looks again now, and
+        // the session goes on with what became of its units told as well as it is known.
+        let follows = slot == Slot::Primary && self.shared.health.follows();
+        if follows {
+            self.shared.health.recheck(conn.info.id);
+        }
+        let idle = owed == 0 && self.open_batch != Some(slot);
+        if idle && (!in_tx || follows) {
+            if in_tx {
+                // The client's next statement is told (`follow_writer`).
+                tracing::warn!(backend = %conn.info, reason, "connection to the writer lost with a transaction open: it was not committed");
+                writer::count_lost(writer::LostOutcome::NotCommitted);
+                self.lost_tx = Some(conn.info.name.clone());
+                self.writer_seen = writer::NOT_SEEN;
+            } else {
+                tracing::info!(backend = %conn.info, reason, "idle backend connection closed");
+            }
             // Only the proxy's own questions were outstanding there.
             if self.inflight == Some(slot) {
                 self.inflight = None;
@@ -272,20 +302,31 @@ where
             return self.resend(retries, target).await;
         }
         tracing::warn!(backend = %conn.info, reason, "backend connection lost during a statement");
-        let err = ProxyError::error(
-            sqlstate::CONNECTION_FAILURE,
-            format!(
-                "pgrepl-proxy: lost the connection to backend {}: {reason}",
-                conn.info
-            ),
+        let lost = format!(
+            "pgrepl-proxy: lost the connection to backend {}: {reason}",
+            conn.info
         );
-        if in_tx || owed > 1 || conn.proto.body_remaining > 0 || self.open_batch == Some(slot) {
-            let mut fatal = err;
-            fatal.severity = Severity::Fatal;
-            return Err(End::Fatal(fatal));
+        let one_unit = owed == 1 && conn.proto.body_remaining == 0 && self.open_batch != Some(slot);
+        if !one_unit || (in_tx && !follows) {
+            return Err(End::Fatal(ProxyError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                lost,
+            )));
         }
-        err.encode(&mut self.cout);
-        // The error ends an autocommit statement; it aborts a deferred transaction.
+        let (code, aborted) = match (follows, in_tx) {
+            (true, _) if self.ending_tx || (!in_tx && self.pending_write) => {
+                writer::count_lost(writer::LostOutcome::Unknown);
+                (sqlstate::TRANSACTION_RESOLUTION_UNKNOWN, false)
+            }
+            (true, true) => {
+                writer::count_lost(writer::LostOutcome::NotCommitted);
+                (sqlstate::SERIALIZATION_FAILURE, true)
+            }
+            _ => (sqlstate::CONNECTION_FAILURE, false),
+        };
+        ProxyError::error(code, lost).encode(&mut self.cout);
+        // The error ends an autocommit statement (or the commit whose outcome is unknown);
+        // it aborts a deferred transaction, and one lost on the writer.
         self.client_status = match &mut self.deferred {
             Some(deferred) => {
                 deferred.state = DeferredState::Aborted;
@@ -293,6 +334,9 @@ where
             }
             None => TxStatus::Idle,
         };
+        if aborted {
+            self.abort_transaction();
+        }
         write::ready_for_query(self.client_status, &mut self.cout);
         self.tx = None;
         self.inflight = None;
@@ -351,7 +395,7 @@ where
     ) -> Result<(), End> {
         self.counts.rerun = true;
         for retry in retries {
-            match retry {
+            let sent = match retry {
                 Retry::Query(msg) => self.send(target, Unit::Query(msg, Effects::NONE)).await,
                 Retry::Batch(messages, sync) => {
                     // The statements the batch defined died with the replica: define them anew.
@@ -366,8 +410,12 @@ where
                         terminator: sync,
                         synced: true,
                     };
-                    self.send(target, unit).await;
+                    self.send(target, unit).await
                 }
+            };
+            if sent.is_err() {
+                self.counts.rerun = false;
+                return sent;
             }
         }
         self.counts.rerun = false;

@@ -4,6 +4,7 @@
 use super::*;
 use crate::backend::{BackendId, Interrupted, KeyPool, Pool, SettingsMark};
 use crate::clients::{ClientEntry, ServerLink};
+use crate::health::Writer;
 use pgrepl_config::PoolMode;
 
 /// The server connections a session holds: at most one on the primary and one on its
@@ -264,14 +265,16 @@ where
 
     /// The key pool a lease for `slot` comes from.
     fn key_pool_for(&mut self, slot: Slot) -> Arc<KeyPool> {
-        let backend = match slot {
-            Slot::Primary => BackendId::PRIMARY,
-            Slot::Replica => self
-                .client
-                .replica
-                .as_ref()
-                .map_or(BackendId::PRIMARY, ReplicaLease::backend),
+        let writer = || match self.writer_seen {
+            writer::NOT_SEEN => self.shared.health.writer().backend,
+            seen => Writer::unpack(seen).backend,
         };
+        let backend = match slot {
+            Slot::Primary => writer(),
+            Slot::Replica => self.client.replica.as_ref().map(ReplicaLease::backend),
+        }
+        .or_else(writer)
+        .unwrap_or(BackendId::FIRST);
         let (pool, client) = (&self.shared.pool, &self.client);
         self.leases.key_pool(backend, pool, &client.startup)
     }

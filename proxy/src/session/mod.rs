@@ -24,6 +24,7 @@ mod settings;
 mod state;
 mod waits;
 mod words;
+mod writer;
 
 use leases::Leases;
 use routing::QueryStep;
@@ -48,7 +49,7 @@ use crate::backend::{
 };
 use crate::balance::ReplicaLease;
 use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
-use crate::health::{Health, Unusable};
+use crate::health::{Health, WriterState};
 use crate::live::RoutingSettings;
 use crate::protocol::tags::frontend::*;
 use crate::protocol::tags::TxStatus;
@@ -198,6 +199,20 @@ pub struct Session<R, W> {
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
+    /// The last unit sent on the write lease ends a transaction (`COMMIT`...): lost on its
+    /// way, whether it committed is unknown.
+    ending_tx: bool,
+    /// The autocommit unit on the write lease, kept while nothing of its answer has come
+    /// (following the primary): sent again if the writer refuses it as a standby.
+    writer_retry: Option<Retry>,
+    /// Sending such a unit again: it is not kept a second time.
+    writer_resending: bool,
+    /// The transaction open on this writer was lost with its connection while idle: the
+    /// client's next statement is told (40001).
+    lost_tx: Option<String>,
+    /// The writer word the session adopted (`writer::NOT_SEEN` before it adopted a serving
+    /// one): units on the write lease go as long as the word is unchanged.
+    writer_seen: u64,
     /// What its reads on replicas must see (read-your-writes, monotonic reads).
     causal: causal::Causal,
     /// A transaction the proxy answered the `BEGIN` of, not opened on any server yet.
@@ -230,22 +245,22 @@ struct Counts {
 }
 
 impl Counts {
-    /// A unit sent on `conn` for `why`; for a read on a replica, also the staleness that
-    /// replica had.
+    /// A unit sent on `conn` (the session's write lease: `on_writer`) for `why`; for a read
+    /// on a replica, also the staleness that replica had.
     #[inline]
-    fn unit(&mut self, conn: &BackendConn, why: Reason, health: &Health) {
+    fn unit(&mut self, conn: &BackendConn, on_writer: bool, why: Reason, health: &Health) {
         if self.rerun {
             return;
         }
         let backend = conn.info.id;
-        if backend.is_primary() {
+        if on_writer {
             self.stats.to_primary += 1;
         } else {
             self.stats.to_replica += 1;
         }
         let Some(tally) = &self.tally else { return };
         tally.routed(backend, why);
-        if !backend.is_primary() {
+        if !on_writer {
             tally.read_staleness(backend, health.staleness_nanos(backend));
         }
     }
@@ -294,6 +309,7 @@ where
             .counting
             .then(|| shared.tallies[client.worker].clone());
         let leases = Leases::new(client.listed.clone());
+        let shared_writer = shared.health.writer();
         Session {
             shared,
             routing,
@@ -321,6 +337,22 @@ where
             max_staleness: None,
             unit_hint: crate::route::CausalHint::NONE,
             pending_write: false,
+            ending_tx: false,
+            writer_retry: None,
+            writer_resending: false,
+            lost_tx: None,
+            writer_seen: {
+                let writer = shared_writer;
+                if writer.serves() {
+                    crate::health::Writer {
+                        held: false,
+                        ..writer
+                    }
+                    .pack()
+                } else {
+                    writer::NOT_SEEN
+                }
+            },
             causal,
             deferred: None,
             tx_defaults: None,
@@ -554,7 +586,7 @@ where
                 QueryStep::Answered => {}
                 QueryStep::Send(decision, effects) => {
                     let msg = self.cin.split_to(total).freeze();
-                    self.send(decision, Unit::Query(msg, effects)).await;
+                    self.send(decision, Unit::Query(msg, effects)).await?;
                 }
             },
             PARSE | BIND | DESCRIBE | EXECUTE | CLOSE => {
@@ -583,7 +615,7 @@ where
                     terminator,
                     synced: ty == SYNC,
                 };
-                self.send(decision, unit).await;
+                self.send(decision, unit).await?;
             }
             COPY_DATA | COPY_DONE | COPY_FAIL => {
                 let msg = self.cin.split_to(total);
@@ -601,7 +633,7 @@ where
                     return Ok(false);
                 };
                 let msg = self.cin.split_to(total).freeze();
-                self.send(decision, Unit::Query(msg, Effects::NONE)).await;
+                self.send(decision, Unit::Query(msg, Effects::NONE)).await?;
             }
             TERMINATE => return Err(End::ClientGone),
             other => {

@@ -48,7 +48,11 @@ where
     /// is what the one just left or the first lagging one is).
     fn no_replica_reason(&self, left: Option<Unusable>) -> Reason {
         let backends = self.shared.pool.backends();
-        let mut replicas = backends.active().filter(|b| !b.id.is_primary()).peekable();
+        let writer = self.shared.health.writer().backend;
+        let mut replicas = backends
+            .active()
+            .filter(|b| Some(b.id) != writer)
+            .peekable();
         if replicas.peek().is_none() {
             return Reason::NoReplica;
         }

@@ -76,6 +76,9 @@ pub enum Rerun {
     IfFatal,
     /// Also when a standby refuses it (nothing queued behind it there).
     IfFatalOrRefused,
+    /// Only when the node refuses it as a standby (the writer, which the monitor may not
+    /// yet know to be one); a FATAL is the client's.
+    IfRefused,
 }
 
 /// Forwards every complete message (and the start of a partial one) from `proto.inbuf` to
@@ -177,11 +180,12 @@ fn may_go_on(
     }
     match decisive(&proto.inbuf) {
         Decisive::Wait => false,
+        Decisive::Fatal if rerun == Rerun::IfRefused => true,
         Decisive::Fatal => {
             seen.fatal_before_rerunnable = true;
             false
         }
-        Decisive::Refused if rerun == Rerun::IfFatalOrRefused => {
+        Decisive::Refused if rerun != Rerun::IfFatal => {
             if let Some(front) = proto.syncs.front_mut() {
                 front.origin = Origin::Discard;
             }

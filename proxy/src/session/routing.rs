@@ -2,7 +2,6 @@
 //! steps), and the statements the proxy answers itself instead of routing them.
 
 use super::*;
-use crate::backend::BackendId;
 use crate::route::CausalHint;
 use causal::Awaited;
 use decide::ReplicaView;
@@ -269,22 +268,5 @@ where
             write::command_complete("DEALLOCATE", &mut self.cout);
         }
         write::ready_for_query(self.client_status, &mut self.cout);
-    }
-
-    /// A unit that may write is never sent to a primary the monitor found in recovery.
-    pub(super) fn refuse_write(&self, decision: Decision) -> Option<ProxyError> {
-        if decision.slot != Slot::Primary || !decision.writes {
-            return None;
-        }
-        match self.shared.health.primary_state() {
-            Err(Unusable::InRecovery) => Some(ProxyError::error(
-                sqlstate::READ_ONLY_SQL_TRANSACTION,
-                format!(
-                    "pgrepl-proxy: {} is in recovery, not a primary; statements that may write are not sent to it",
-                    self.shared.pool.backends()[BackendId::PRIMARY.index()]
-                ),
-            )),
-            _ => None,
-        }
     }
 }

@@ -36,20 +36,26 @@ where
     /// Sends a unit where `decision` says: the lease opened if need be, the settings it lacks
     /// and the statements it uses brought there first, what the session must learn from its
     /// answers noted, and a read kept for a re-run while the replica has not answered it.
-    pub(super) async fn send(&mut self, mut decision: Decision, unit: Unit) {
-        if let Some(refusal) = self.refuse_write(decision) {
-            refusal.encode(&mut self.cout);
-            self.not_sent(unit);
-            return;
+    ///
+    /// A unit on the write lease first checks the writer word (one load in the common case;
+    /// see `writer`); an `Err` ends the session.
+    pub(super) async fn send(&mut self, mut decision: Decision, unit: Unit) -> Result<(), End> {
+        if decision.slot == Slot::Primary && self.shared.health.writer_word() != self.writer_seen {
+            if let Some(refusal) = Box::pin(self.follow_writer(decision)).await? {
+                refusal.encode(&mut self.cout);
+                self.not_sent(unit);
+                return Ok(());
+            }
         }
         if !self.leases.holds(decision.slot) && !self.take_idle_lease(decision.slot) {
             if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
                 self.report_unavailable(&e);
                 self.not_sent(unit);
-                return;
+                return Ok(());
             }
         }
         self.send_on_lease(decision, unit);
+        Ok(())
     }
 
     /// Sends a unit on the lease `decision` names, which the session holds.
@@ -79,13 +85,24 @@ where
         }
         Self::log_route(decision);
         self.pending_write |= target == Slot::Primary && decision.writes;
+        if target == Slot::Primary {
+            self.ending_tx = effects.contains(Effects::ENDS_TX);
+        }
         let continuing = self.open_batch.take().is_some();
         // A Parse that redefines a known statement must reach the server that refuses it,
         // once: such a batch is not retried. (Checked before the batch's Parses are recorded.)
-        let retryable = target == Slot::Replica
-            && synced
-            && self.tx.is_none()
-            && !redefines(&unit, &self.stmts);
+        let retryable = match target {
+            Slot::Replica => synced && self.tx.is_none(),
+            // Following the primary: one autocommit unit alone on the write lease.
+            Slot::Primary => {
+                self.shared.health.follows()
+                    && !self.writer_resending
+                    && synced
+                    && self.tx.is_none()
+                    && opening.is_none()
+                    && self.inflight.is_none()
+            }
+        } && !redefines(&unit, &self.stmts);
         // As nearly every statement: one that changes nothing the session follows.
         let watch = if effects.is_none() && !self.state.watching() {
             None
@@ -122,7 +139,12 @@ where
         let is_query = matches!(unit, Unit::Query(..));
         let counted = is_query || (runs_statement && !(continuing && counts.open_batch_counted));
         if counted {
-            counts.unit(conn, decision.reason, &self.shared.health);
+            counts.unit(
+                conn,
+                target == Slot::Primary,
+                decision.reason,
+                &self.shared.health,
+            );
             start_timing(conn, decision.reason, || unit_sql(&unit, &self.stmts));
         }
         counts.open_batch_counted =
@@ -239,8 +261,9 @@ where
                 }
             }
         };
-        if target == Slot::Replica {
-            self.note_replica_unit(new_unit, retry);
+        match target {
+            Slot::Replica => self.note_replica_unit(new_unit, retry),
+            Slot::Primary => self.writer_retry = retry,
         }
     }
 }

@@ -85,7 +85,7 @@ where
             replayed,
             hopeless,
             expired: budget == 0 || c.expired(),
-            primary_down: matches!(health.primary_state(), Err(Unusable::Down)),
+            primary_down: health.writer().state == WriterState::Down,
         })
     }
 

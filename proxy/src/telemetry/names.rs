@@ -29,6 +29,12 @@ pub const CLIENTS_WAITING: &str = "pgrepl_clients_waiting";
 pub const PINNED_SESSIONS: &str = "pgrepl_pinned_sessions";
 pub const CONFIG_RELOADS: &str = "pgrepl_config_reloads_total";
 pub const CONFIG_LAST_RELOAD: &str = "pgrepl_config_last_reload_success_timestamp_seconds";
+pub const BACKEND_FENCED: &str = "pgrepl_backend_fenced";
+pub const BACKEND_TIMELINE: &str = "pgrepl_backend_timeline";
+pub const BACKEND_WRITER: &str = "pgrepl_backend_writer";
+pub const WRITER_CHANGES: &str = "pgrepl_writer_changes_total";
+pub const WRITES_REFUSED: &str = "pgrepl_writes_refused_total";
+pub const WRITER_LOST_TRANSACTIONS: &str = "pgrepl_writer_lost_transactions_total";
 
 /// HELP of the histograms the proxy renders itself (see `tally`).
 pub const QUERY_DURATION_HELP: &str =
@@ -167,6 +173,27 @@ pub fn describe_all() {
     describe_counter!(
         CONFIG_RELOADS,
         "Configuration reloads (SIGHUP or the admin console), by result (ok, rejected)"
+    );
+    describe_gauge!(
+        BACKEND_FENCED,
+        "1 when the backend is out of recovery on a timeline older than another node's: it gets no reads and no writes"
+    );
+    describe_gauge!(
+        BACKEND_TIMELINE,
+        "The backend's timeline at the monitor's last check (a standby's: its last restartpoint's)"
+    );
+    describe_gauge!(BACKEND_WRITER, "1 for the backend that takes writes now");
+    describe_counter!(
+        WRITER_CHANGES,
+        "Times the proxy chose a new writer (following the primary)"
+    );
+    describe_counter!(
+        WRITES_REFUSED,
+        "Statements for the primary refused by the proxy, by reason (down, read_only, conflict, fenced, no_candidate, wait_timeout)"
+    );
+    describe_counter!(
+        WRITER_LOST_TRANSACTIONS,
+        "Transactions lost with their writer, by outcome (not_committed: 40001, unknown: 08007)"
     );
     describe_gauge!(
         CONFIG_LAST_RELOAD,

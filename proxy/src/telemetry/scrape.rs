@@ -46,6 +46,11 @@ fn publish_states(status: &Status, shared: &Shared) {
             .set(flag(backend.up));
         gauge!(names::BACKEND_ROLE_MISMATCH, "backend" => name.clone())
             .set(flag(backend.role_mismatch));
+        gauge!(names::BACKEND_FENCED, "backend" => name.clone()).set(flag(backend.fenced));
+        gauge!(names::BACKEND_WRITER, "backend" => name.clone()).set(flag(backend.writer));
+        if let Some(timeline) = backend.timeline {
+            gauge!(names::BACKEND_TIMELINE, "backend" => name.clone()).set(f64::from(timeline));
+        }
         for (state, count) in [
             ("active", backend.active_connections),
             ("idle", backend.idle_connections),
@@ -61,6 +66,21 @@ fn publish_states(status: &Status, shared: &Shared) {
         }
     }
     gauge!(names::CONFIG_LAST_RELOAD).set(shared.reload_meters.last_success());
+    // Listed from the start, at 0 until something happens.
+    counter!(names::WRITER_CHANGES).increment(0);
+    for reason in [
+        "down",
+        "read_only",
+        "conflict",
+        "fenced",
+        "no_candidate",
+        "wait_timeout",
+    ] {
+        counter!(names::WRITES_REFUSED, "reason" => reason).increment(0);
+    }
+    for outcome in ["not_committed", "unknown"] {
+        counter!(names::WRITER_LOST_TRANSACTIONS, "outcome" => outcome).increment(0);
+    }
     let classifier = shared.routing.get().classifier.clone();
     let (hits, misses) = classifier.cache_hits_misses();
     counter!(names::CACHE_HITS).absolute(hits);
@@ -88,7 +108,7 @@ fn replica_histograms<'a>(
 ) -> Vec<(Vec<(&'static str, &'a str)>, HistogramTotals)> {
     by_name(backends)
         .into_iter()
-        .filter(|(info, _)| !info.id.is_primary())
+        .filter(|(info, _)| !info.id.is_first())
         .map(|(info, ids)| {
             let mut sum = HistogramTotals::default();
             for id in ids {
@@ -108,7 +128,7 @@ fn publish_counts(totals: &Totals, shared: &Shared) {
             counter.absolute(ids.iter().map(|id| totals.queries(*id, *reason)).sum());
         }
     }
-    for (info, ids) in names.iter().filter(|(b, _)| !b.id.is_primary()) {
+    for (info, ids) in names.iter().filter(|(b, _)| !b.id.is_first()) {
         let (ran, left) = ids
             .iter()
             .filter_map(|id| totals.causal_waits.get(id.index()))

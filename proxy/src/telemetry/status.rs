@@ -20,6 +20,24 @@ pub struct Status {
     pub backends: Vec<BackendStatus>,
     #[serde(default)]
     pub causal: CausalStatus,
+    /// The node writes go to, and whether it takes them now.
+    #[serde(default)]
+    pub writer: WriterStatus,
+}
+
+/// The writer pointer (`[routing] follow_primary`; without it, always the first node).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WriterStatus {
+    /// None when no node may be the writer (two primaries).
+    pub name: Option<String>,
+    /// Its timeline when it was chosen or last seen (0: not known).
+    pub timeline: u32,
+    /// Writers chosen since the proxy started.
+    pub epoch: u64,
+    /// serving, down, read_only, confirming, conflict, no_candidate or fenced.
+    pub state: String,
+    /// Following the primary.
+    pub follows: bool,
 }
 
 /// Causal reads: the mode, and the positions reads wait for.
@@ -87,6 +105,15 @@ pub struct BackendStatus {
     pub active_connections: usize,
     /// Backend connections pooled now.
     pub idle_connections: usize,
+    /// Its timeline at the last successful check, if known.
+    #[serde(default)]
+    pub timeline: Option<u32>,
+    /// It takes writes (the writer).
+    #[serde(default)]
+    pub writer: bool,
+    /// Out of recovery on an older timeline than another node's: no reads, no writes.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 impl Status {
@@ -105,18 +132,21 @@ pub fn snapshot(shared: &Shared) -> Status {
     let health = &shared.health;
     let backends = shared.pool.backends();
     let idle = shared.pool.idle_counts();
-    let primary = health.view(BackendId::PRIMARY);
+    let writer = health.writer().backend;
+    let primary = health.view(writer.unwrap_or(BackendId::FIRST));
     let statuses = backends
         .iter()
         .zip(idle)
         .filter(|(info, _)| !info.is_retired())
         .map(|(info, idle)| {
-            let is_primary = info.id.is_primary();
+            let is_primary = Some(info.id) == writer;
             let view = health.view(info.id);
             let known_recovery = view.sampled.then_some(view.in_recovery);
-            let role_mismatch = known_recovery.is_some_and(|r| r == is_primary);
+            // Following the primary, roles are what the servers say.
+            let role_mismatch =
+                !health.follows() && known_recovery.is_some_and(|r| r == is_primary);
             let usable = if is_primary {
-                health.primary_state()
+                health.write_state()
             } else {
                 health.readable(info.id)
             };
@@ -139,9 +169,13 @@ pub fn snapshot(shared: &Shared) -> Status {
                 readers: (!is_primary).then(|| shared.balancer.readers(info.id)),
                 active_connections: open.saturating_sub(idle),
                 idle_connections: idle,
+                timeline: view.timeline,
+                writer: is_primary,
+                fenced: view.fenced,
             }
         })
         .collect();
+    let current = health.writer();
     Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         listen: shared.listen.clone(),
@@ -154,6 +188,16 @@ pub fn snapshot(shared: &Shared) -> Status {
         },
         backends: statuses,
         causal: causal_status(shared),
+        writer: WriterStatus {
+            name: current.backend.map(|b| backends[b.index()].name.clone()),
+            timeline: current
+                .backend
+                .and_then(|b| health.view(b).timeline)
+                .unwrap_or(0),
+            epoch: current.epoch,
+            state: current.state.as_str().to_owned(),
+            follows: health.follows(),
+        },
     }
 }
 
@@ -166,7 +210,7 @@ fn causal_status(shared: &Shared) -> CausalStatus {
         .pool
         .backends()
         .active()
-        .filter(|b| !b.id.is_primary());
+        .filter(|b| Some(b.id) != shared.health.writer().backend);
     let routing = shared.routing.get();
     CausalStatus {
         mode: routing.read_your_writes.as_str().to_owned(),

@@ -163,6 +163,9 @@ mod tests {
             readers: None,
             active_connections: 2,
             idle_connections: 1,
+            timeline: Some(1),
+            writer: role == "primary",
+            fenced: false,
         }
     }
 
@@ -199,6 +202,7 @@ mod tests {
                 }],
                 ..CausalStatus::default()
             },
+            writer: Default::default(),
         };
         let text = render(&status);
         let lines: Vec<&str> = text.lines().collect();

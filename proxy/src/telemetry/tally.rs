@@ -268,8 +268,8 @@ mod tests {
         tally.read_staleness(BackendId::nth(1), 0);
         tally.read_staleness(BackendId::nth(1), 400_000_000);
         tally.routed(BackendId::nth(1), Reason::Read);
-        tally.routed(BackendId::PRIMARY, Reason::Write);
-        tally.routed(BackendId::PRIMARY, Reason::Write);
+        tally.routed(BackendId::FIRST, Reason::Write);
+        tally.routed(BackendId::FIRST, Reason::Write);
         tally.bytes_in(10);
         tally.bytes_out(20);
         tally.causal_wait(BackendId::nth(1), 300_000, true);
@@ -287,8 +287,8 @@ mod tests {
         assert_eq!(totals.staleness[1].counts[0], 1);
         assert_eq!(totals.staleness[1].counts[6], 1, "400 ms: up to 500 ms");
         assert_eq!(totals.queries(BackendId::nth(1), Reason::Read), 2);
-        assert_eq!(totals.queries(BackendId::PRIMARY, Reason::Write), 2);
-        assert_eq!(totals.queries(BackendId::PRIMARY, Reason::Read), 0);
+        assert_eq!(totals.queries(BackendId::FIRST, Reason::Write), 2);
+        assert_eq!(totals.queries(BackendId::FIRST, Reason::Read), 0);
         assert_eq!((totals.bytes_in, totals.bytes_out), (10, 20));
         assert_eq!(totals.causal_wait[1].counts[3], 1, "300 us: up to 500 us");
         assert_eq!(totals.causal_wait[1].counts[7], 1, "9 ms: up to 10 ms");

@@ -201,6 +201,23 @@ fn an_incomplete_preamble_waits_and_a_fatal_stops_the_relay() {
 }
 
 #[test]
+fn the_writer_refusing_as_a_standby_is_held_back_and_its_fatal_is_the_clients() {
+    let answers = [msg(b'1', b""), refusal(), ready(b'I')];
+    let mut refused = conn(vec![Pending::default()], &answers);
+    let (seen, out) = relayed(&mut refused, Rerun::IfRefused);
+    assert!(seen.misrouted && out.is_empty());
+    let fatal = error(
+        "FATAL",
+        "57P01",
+        "terminating connection due to administrator command",
+    );
+    let mut dying = conn(vec![Pending::default()], std::slice::from_ref(&fatal));
+    let (seen, out) = relayed(&mut dying, Rerun::IfRefused);
+    assert!(!seen.fatal_before_rerunnable && !seen.misrouted);
+    assert_eq!(out, fatal, "forwarded as without a re-run");
+}
+
+#[test]
 fn a_message_split_across_reads_passes_through_whole() {
     let big = msg(b'D', &[7; 100]);
     let (head, tail) = big.split_at(40);
