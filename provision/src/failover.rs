@@ -198,8 +198,10 @@ fn done(note: impl Into<String>) -> Outcome {
 /// one.
 #[allow(async_fn_in_trait)]
 pub trait WriteHold {
-    /// Holds writes; says what it did (or that there is nothing to hold them with).
-    async fn hold(&mut self) -> Result<String>;
+    /// Holds writes before the primary stops, `target` to be promoted; says what it did (or
+    /// that there is nothing to hold them with). An error here stops the switchover before
+    /// anything changes.
+    async fn hold(&mut self, target: NodeId) -> Result<String>;
     /// Waits until the proxy writes to `writer`, then releases the hold.
     async fn release_to(&mut self, writer: NodeId) -> Result<String>;
     /// Releases the hold when the switchover changed nothing.
@@ -210,7 +212,7 @@ pub trait WriteHold {
 pub struct WithoutProxy;
 
 impl WriteHold for WithoutProxy {
-    async fn hold(&mut self) -> Result<String> {
+    async fn hold(&mut self, _target: NodeId) -> Result<String> {
         Ok(
             "going on without a proxy (--without-proxy): writes are not held; \
             writes sent to the primary fail while it stops"
@@ -284,7 +286,7 @@ pub async fn switchover<R: Runtime, H: WriteHold>(
             .await?;
         steps
             .step("hold writes through the proxy", async {
-                hold.hold().await.map(done)
+                hold.hold(target).await.map(done)
             })
             .await?;
         let mut last_checkpoint = None;

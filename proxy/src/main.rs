@@ -12,6 +12,7 @@ use pgrepl_proxy::route::classify;
 use pgrepl_proxy::{logging, Proxy};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+mod console_hold;
 mod provisioning;
 mod status_cmd;
 mod up;

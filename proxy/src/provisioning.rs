@@ -1,7 +1,6 @@
 //! The provisioning commands (`provision`, `switchover`, `failover`, `rejoin`, `verify`,
 //! `status`, `teardown`, and the first half of `up`): pick the runtime the user chose, then run the same code over either.
 
-use std::convert::Infallible;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -13,6 +12,8 @@ use pgrepl_provision::local::LocalRuntime;
 use pgrepl_provision::runtime::{check_ports, Endpoint, NodeId, Runtime};
 use pgrepl_provision::topology::Topology;
 use pgrepl_provision::{status, steps, verify};
+
+use crate::console_hold::ConsoleHold;
 
 /// Where the pair runs: shared by every provisioning command.
 #[derive(Args, Debug, Clone)]
@@ -141,10 +142,11 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
         }
         Action::Switchover { to, without_proxy } => {
             println!("switching over with {}", rt.describe());
+            let out = &mut std::io::stdout();
             if without_proxy {
-                failover::switchover(rt, to, &mut WithoutProxy, &mut std::io::stdout()).await?;
+                failover::switchover(rt, to, &mut WithoutProxy, out).await?;
             } else {
-                match console_write_hold(config)? {}
+                failover::switchover(rt, to, &mut ConsoleHold::new(config)?, out).await?;
             }
         }
         Action::Failover { to, force } => {
@@ -168,24 +170,6 @@ async fn run_on<R: Runtime>(rt: &R, config: &Config, action: Action) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Switchover's write hold through the proxy's admin console: `HOLD WRITES` and `RELEASE
-/// WRITES` (design §6) at `[proxy] listen`, as the first `[admin] users` entry. Those console
-/// commands are being built in another work stream; until this function connects there and
-/// returns a `failover::WriteHold` over that connection, it stops the switchover before
-/// anything changes, so no switchover goes on believing writes are held when they are not.
-fn console_write_hold(config: &Config) -> Result<Infallible> {
-    let listen = &config.proxy.listen;
-    let user = config.admin.users.first().map_or_else(
-        || "no [admin] users entry to log in as".to_owned(),
-        |u| format!("as {u}"),
-    );
-    anyhow::bail!(
-        "switchover holds writes through the proxy's admin console ({listen}, {user}) with \
-         HOLD WRITES, which this build cannot do yet; run `pgrepl-proxy switchover \
-         --without-proxy` to go on without a proxy (writes are then not held)"
-    )
 }
 
 fn print_endpoints<R: Runtime>(rt: &R, nodes: &[NodeId]) {
