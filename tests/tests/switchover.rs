@@ -4,7 +4,8 @@
 //! increasing values with a prepared INSERT in autocommit, one session writing in explicit
 //! transactions, sessions reading. The switchover holds writes at the proxy's console, so no
 //! acknowledged write is lost and no client sees an error outside a transaction open at the
-//! hold (those may get 40001); prepared statements and `SET`s keep working, writes go on on
+//! hold (those may get 40001; one left open on purpose makes HOLD WRITES answer 55006 after
+//! `[admin] pause_timeout`, which the tool reports before going on); prepared statements and `SET`s keep working, writes go on on
 //! db02, db01 streams from db02, and a second run prints only "already done". Prints how long
 //! writes were held, errors by SQLSTATE and writes acknowledged against found. Run in both
 //! pool modes by scripts/test.sh.
@@ -269,6 +270,12 @@ async fn switchover_through_the_proxy_loses_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let before = seen.lock().unwrap().acknowledged.len();
         assert!(before > 20, "the load is running ({before} writes)");
+        // A transaction left open across the hold: HOLD WRITES answers 55006 after
+        // pause_timeout, the switchover goes on, and the transaction gets 40001.
+        let open = connect(listen, APP.name, DATABASE).await.unwrap();
+        open.batch_execute("BEGIN; INSERT INTO acked (id) VALUES (-1)")
+            .await
+            .unwrap();
         let switch_began = Instant::now();
         let out = cli(&set, &config_path, &["switchover", "--to", "db02"]);
         let switch_took = switch_began.elapsed();
@@ -281,10 +288,18 @@ async fn switchover_through_the_proxy_loses_no_acknowledged_write() {
         );
         eprintln!("{}", out.stdout);
         assert!(
-            out.stdout.contains("writes held by the proxy"),
-            "{}",
+            out.stdout
+                .contains("writes held by the proxy; 1 transaction(s)")
+                && out.stdout.contains("still open"),
+            "HOLD WRITES reported the open transaction:\n{}",
             out.stdout
         );
+        let lost = open
+            .batch_execute("INSERT INTO acked (id) VALUES (-2)")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&lost).as_deref(), Some("40001"), "{lost}");
+        open.batch_execute("ROLLBACK").await.unwrap();
         assert!(
             out.stdout.contains("the proxy writes to db02"),
             "{}",
@@ -337,6 +352,10 @@ async fn switchover_through_the_proxy_loses_no_acknowledged_write() {
         assert!(
             lost.is_empty(),
             "acknowledged writes missing on db02: {lost:?}"
+        );
+        assert!(
+            !found.contains(&-1),
+            "the transaction open at the hold was not committed"
         );
         assert!(seen.errors.is_empty(), "client errors: {:?}", seen.errors);
         assert!(
