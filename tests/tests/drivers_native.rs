@@ -8,10 +8,12 @@
 //! each case's reads ran.
 
 use pgrepl_tests::drivers::{parse_line, problems, table, CaseLine, Expect};
+use pgrepl_tests::endpoint::Metrics;
 use pgrepl_tests::roles::{self, DATABASE};
-use pgrepl_tests::suite::{free_addr, on_primary, proxy_config_with, run_with_timeout, unique};
+use pgrepl_tests::suite::{
+    free_addr, on_primary, proxy_config_with, run_with_timeout, unique, PRIMARY,
+};
 use pgrepl_tests::{Cluster, ProxyProcess};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -45,20 +47,43 @@ const COMMON: &[(&str, Expect)] = &[
 ];
 
 /// The proxy these tests share: the standard configuration (read-your-writes on, as a new
-/// user has it), except that backend logins may take 20 s and the replica may lag 60 s
-/// before reads leave it: six drivers writing megabytes at once on a busy machine can hold
-/// the replica a second behind, which is not what these tests are about.
-fn proxy() -> SocketAddr {
+/// user has it), except that backend logins may take 20 s, the replica may lag 60 s before
+/// reads leave it, and a health sample has 3 s to answer: six drivers writing megabytes at
+/// once on a busy machine can hold the replica a second behind, or a sample past its 1 s
+/// floor (the replica then counts as down and reads go to the primary), which is not what
+/// these tests are about.
+fn proxy() -> &'static ProxyProcess {
     static PROXY: OnceLock<ProxyProcess> = OnceLock::new();
-    PROXY
-        .get_or_init(|| {
-            let addr = free_addr();
-            let toml = proxy_config_with(Cluster::shared(), addr, "connect_timeout = \"20s\"")
-                + "\n[routing]\nmax_replica_lag = \"60s\"\n";
-            ProxyProcess::start(&toml, addr)
-                .unwrap_or_else(|e| panic!("cannot start the proxy: {e:#}"))
+    PROXY.get_or_init(|| {
+        let addr = free_addr();
+        let toml = proxy_config_with(Cluster::shared(), addr, "connect_timeout = \"20s\"")
+            + "\n[routing]\nmax_replica_lag = \"60s\"\n[health]\ninterval = \"3s\"\n";
+        ProxyProcess::start(&toml, addr).unwrap_or_else(|e| panic!("cannot start the proxy: {e:#}"))
+    })
+}
+
+/// Why statements ran on the primary so far, by `pgrepl_queries_total`'s reason: what a
+/// failing case's "ran on db01" needs to be understood.
+fn primary_reasons(proxy: &ProxyProcess) -> String {
+    let metrics = Metrics::scrape(proxy.endpoint());
+    let reasons = [
+        "replica_down",
+        "lag",
+        "read_your_writes",
+        "session_pinned",
+        "hint",
+    ];
+    let counts: Vec<String> = reasons
+        .iter()
+        .map(|reason| {
+            let labels = [("backend", PRIMARY), ("reason", *reason)];
+            format!(
+                "{reason} {}",
+                metrics.value("pgrepl_queries_total", &labels)
+            )
         })
-        .addr
+        .collect();
+    counts.join(", ")
 }
 
 /// The program's source directory, `tests/drivers/<dir>`.
@@ -100,7 +125,8 @@ fn require(path: &str, package: &str) {
 /// replica has them, then runs `program` through the proxy and checks its report against
 /// [`COMMON`] and `own` cases.
 fn run_driver(driver: &str, mut program: Command, own: &[(&str, Expect)]) {
-    let addr = proxy();
+    let proxy = proxy();
+    let addr = proxy.addr;
     let table_name = unique(&format!("drv_{}", driver.replace('-', "_")));
     on_primary(&format!(
         "CREATE TABLE {table_name} (id int PRIMARY KEY, v text);\n\
@@ -134,8 +160,10 @@ fn run_driver(driver: &str, mut program: Command, own: &[(&str, Expect)]) {
     }
     assert!(
         wrong.is_empty(),
-        "{driver} through the proxy:\n{}\n\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+        "{driver} through the proxy:\n{}\n(statements on the primary by reason: {})\n\n--- \
+         stdout ---\n{stdout}\n--- stderr ---\n{}",
         wrong.join("\n"),
+        primary_reasons(proxy),
         run.stderr
     );
 }
