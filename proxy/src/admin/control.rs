@@ -84,7 +84,7 @@ pub fn resume(shared: &Shared, database: Option<&str>) -> Result<&'static str, P
 /// (up to `[routing] writer_wait`); units inside one pass, so that it can finish. Answers
 /// once none of the sessions' connections to the writer runs a statement or holds a
 /// transaction open (as the writer's `pg_stat_activity` says), or with 55006 after
-/// `[admin] pause_timeout`, the hold staying in force. The hold is this console session's.
+/// [`hold_limit`], the hold staying in force. The hold is this console session's.
 pub async fn hold_writes(shared: &Shared, me: &ClientEntry) -> Result<&'static str, ProxyError> {
     shared.health.hold_writes(me.id).map_err(|holder| {
         ProxyError::error(
@@ -97,7 +97,7 @@ pub async fn hold_writes(shared: &Shared, me: &ClientEntry) -> Result<&'static s
         "HOLD WRITES: writes outside a transaction wait"
     );
     let config = shared.config();
-    let limit = config.admin.pause_timeout;
+    let limit = hold_limit(config.admin.pause_timeout, config.routing.writer_wait);
     let deadline = Instant::now() + limit;
     let mut asker = None;
     loop {
@@ -111,7 +111,7 @@ pub async fn hold_writes(shared: &Shared, me: &ClientEntry) -> Result<&'static s
                 sqlstate::OBJECT_IN_USE,
                 format!(
                     "{open} transaction(s) or statement(s) still open on the writer after {} \
-                     ([admin] pause_timeout)",
+                     ([admin] pause_timeout, at most half [routing] writer_wait)",
                     humantime::format_duration(limit)
                 ),
             )
@@ -122,6 +122,14 @@ pub async fn hold_writes(shared: &Shared, me: &ClientEntry) -> Result<&'static s
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// How long `HOLD WRITES` waits for open transactions: `[admin] pause_timeout`, but at most
+/// half of `[routing] writer_wait`, so that the tool switching over gets its answer, and
+/// goes on, while the writes waiting at the hold still have time left: waiting the whole
+/// pause would fail them with 08006 instead.
+fn hold_limit(pause_timeout: Duration, writer_wait: Duration) -> Duration {
+    pause_timeout.min(writer_wait / 2)
 }
 
 /// How many of the sessions' connections to the writer run a statement or hold a
@@ -236,4 +244,23 @@ pub fn shutdown(shared: &Shared) -> &'static str {
     tracing::info!("SHUTDOWN");
     shared.shutdown.begin();
     "SHUTDOWN"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hold_waits_at_most_half_the_writer_wait() {
+        let s = Duration::from_secs;
+        let table = [
+            (s(30), s(10), s(5)),
+            (s(2), s(10), s(2)),
+            (s(30), s(60), s(30)),
+            (s(1), Duration::ZERO, Duration::ZERO),
+        ];
+        for (pause, wait, want) in table {
+            assert_eq!(hold_limit(pause, wait), want, "{pause:?} {wait:?}");
+        }
+    }
 }
