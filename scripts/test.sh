@@ -18,4 +18,5 @@ TEST_POOL_MODE=transaction cargo test -p pgrepl-tests --locked \
   --test node_local --test pooling --test primary_down --test read_failover \
   --test read_your_writes --test regress --test route_reasons --test routing \
   --test session_state --test settings_replay --test tls --test admin --test reload \
-  --test logins --test partitions --test replica_faults --test follow_primary --test switchover
+  --test logins --test partitions --test replica_faults --test follow_primary --test switchover \
+  --test failover

@@ -751,10 +751,22 @@ pub async fn rejoin<R: Runtime>(
     progress: &mut (dyn Write + Send),
 ) -> Result<()> {
     let views = views(rt).await?;
-    find(&views, node)?;
-    let primary = sole_primary(&views)?
-        .filter(|&p| p != node)
+    let rejoining = find(&views, node)?;
+    // NAME may run out of recovery itself: an old primary started again, which the proxy
+    // fences and tells to rejoin. The primary is then the one other node out of recovery,
+    // and only if NAME's timeline is older: NAME is the stale one, not the other.
+    let others: Vec<View> = views.iter().filter(|v| v.node != node).cloned().collect();
+    let primary = sole_primary(&others)?
         .with_context(|| format!("no running primary other than {node} to rejoin"))?;
+    if rejoining.is_primary() {
+        let (stale, current) = (timeline(rt, node).await?, timeline(rt, primary).await?);
+        if stale >= current {
+            bail!(
+                "{node} and {primary} are both out of recovery, {node} on timeline {stale} and \
+                 {primary} on timeline {current}: stop the one that must not take writes first"
+            );
+        }
+    }
     let mut steps = Steps {
         progress,
         total: 4,
@@ -787,6 +799,15 @@ pub async fn rejoin<R: Runtime>(
     steps
         .step(&verify_title(&topology), verify_all(rt, &topology))
         .await
+}
+
+/// The timeline a running primary writes on (its current WAL file's): right after a
+/// promotion too, before the checkpoint that `pg_control_checkpoint()` would show.
+async fn timeline<R: Runtime>(rt: &R, node: NodeId) -> Result<u32> {
+    let file = sql(rt, node, "SELECT pg_walfile_name(pg_current_wal_lsn())").await?;
+    file.get(..8)
+        .and_then(|tli| u32::from_str_radix(tli, 16).ok())
+        .with_context(|| format!("{node} answered {file:?} for its WAL file"))
 }
 
 /// The tutorial's last step's title, for the nodes as they are now.

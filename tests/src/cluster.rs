@@ -75,6 +75,21 @@ impl Cluster {
         rig: Option<&Rig>,
         settings: &[(&str, &str)],
     ) -> Result<Cluster> {
+        let options = Options {
+            replicas,
+            ..Options::default()
+        };
+        Cluster::start_provisioned(base_dir, &options, rig, settings)
+    }
+
+    /// Like [`Cluster::start_replicas`], built by `provision` with `options` (`--sync`...).
+    pub fn start_provisioned(
+        base_dir: &Path,
+        options: &Options,
+        rig: Option<&Rig>,
+        settings: &[(&str, &str)],
+    ) -> Result<Cluster> {
+        let replicas = options.replicas;
         fs::create_dir_all(base_dir)
             .with_context(|| format!("cannot create {}", base_dir.display()))?;
         let base_dir = base_dir.canonicalize()?;
@@ -96,7 +111,7 @@ impl Cluster {
             primary_dir.display()
         );
         let clients = rig.map_or(roles::LOOPBACK_CLIENTS.to_owned(), Rig::subnet);
-        if let Err(e) = cluster.bootstrap(replicas, &clients) {
+        if let Err(e) = cluster.bootstrap(options, &clients) {
             cluster.stop();
             return Err(e);
         }
@@ -127,16 +142,10 @@ impl Cluster {
         std::iter::once(&self.primary).chain(&self.replicas)
     }
 
-    fn bootstrap(&self, replicas: u8, clients: &str) -> Result<()> {
+    fn bootstrap(&self, options: &Options, clients: &str) -> Result<()> {
         // Written first, so a crashed start can still be found and stopped.
         fs::write(self.base_dir.join(PORTS_FILE), self.env_lines())?;
-        let options = Options {
-            replicas,
-            ..Options::default()
-        };
-        block_on(async {
-            Ok(steps::provision(&self.rt, &options, &mut std::io::stderr()).await?)
-        })?;
+        block_on(async { Ok(steps::provision(&self.rt, options, &mut std::io::stderr()).await?) })?;
         self.primary
             .psql(SUPERUSER, "postgres", &roles::setup_sql())?;
         let hba = roles::pg_hba(clients);
@@ -207,6 +216,21 @@ impl Cluster {
         Cluster::new(rt, &nodes)
     }
 
+    /// The environment under which `pgrepl-proxy`'s provisioning commands (`failover`,
+    /// `rejoin`...) act on this cluster with the local runtime. They start nodes without the
+    /// harness's server settings: a test that has them restart a node keeps what must match
+    /// across nodes in the nodes' own configuration (`ALTER SYSTEM`).
+    pub fn provision_env(&self) -> Vec<(String, String)> {
+        let var = |key: &str, value: String| (format!("PGREPL_PROVISION__{key}"), value);
+        vec![
+            var("RUNTIME", "local".to_owned()),
+            var("DATA_DIR", self.base_dir.to_string_lossy().into_owned()),
+            var("PRIMARY_PORT", self.primary.port.to_string()),
+            var("REPLICA_PORT", self.replica.port.to_string()),
+            var("REPLICAS", self.replicas.len().to_string()),
+        ]
+    }
+
     /// `PRIMARY_PORT=…` and `REPLICA_PORT=…` (db02's; the other replicas' follow it) lines,
     /// for shells to eval.
     pub fn env_lines(&self) -> String {
@@ -239,6 +263,12 @@ impl OwnCluster {
     /// run in.
     pub fn start_in_netns(name: &str, rig: &Rig, settings: &[(&str, &str)]) -> Result<OwnCluster> {
         Cluster::start_in_netns(&run_dir().join(name), rig, settings).map(OwnCluster)
+    }
+
+    /// Like [`OwnCluster::start`], built by `provision` with `options`
+    /// ([`Cluster::start_provisioned`]).
+    pub fn start_provisioned(name: &str, options: &Options) -> Result<OwnCluster> {
+        Cluster::start_provisioned(&run_dir().join(name), options, None, &[]).map(OwnCluster)
     }
 
     /// Like [`OwnCluster::start_with`], with `replicas` replicas, in `rig` if given

@@ -37,5 +37,5 @@ pub use net::{free_port, free_ports};
 pub use node::Node;
 pub use pgrepl_provision::local::pg_bin_dir;
 pub use poll::wait_until;
-pub use proxy::{proxy_bin, proxy_command, proxy_config, users_toml, ProxyProcess};
+pub use proxy::{nodes_config, proxy_bin, proxy_command, proxy_config, users_toml, ProxyProcess};
 pub use shared::run_dir;

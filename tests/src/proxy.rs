@@ -337,6 +337,14 @@ pub fn proxy_config(cluster: &Cluster, listen: SocketAddr) -> String {
     toml
 }
 
+/// [`proxy_config`] with every node in `[[nodes]]` (promotable, so the proxy follows the
+/// primary) instead of `[primary]` and `[[replicas]]`.
+pub fn nodes_config(cluster: &Cluster, listen: SocketAddr) -> String {
+    proxy_config(cluster, listen)
+        .replace("[primary]", "[[nodes]]")
+        .replace("[[replicas]]", "[[nodes]]")
+}
+
 /// `[[users]]` entries for `roles`, with their harness passwords.
 pub fn users_toml(roles: &[Role]) -> String {
     let mut toml = String::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use pgrepl_tests::endpoint::{get_json, Metrics};
 use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
 use pgrepl_tests::suite::{bounded_for, eventually, free_addr, node_of_read, sqlstate};
-use pgrepl_tests::{connect, proxy_config, OwnCluster, ProxyProcess};
+use pgrepl_tests::{connect, OwnCluster, ProxyProcess};
 use serde_json::json;
 use tokio_postgres::Client;
 
@@ -51,10 +51,7 @@ fn following(name: &str) -> (OwnCluster, ProxyProcess) {
 
 /// The proxy configuration of [`following`].
 fn nodes_config(cluster: &OwnCluster, addr: SocketAddr) -> String {
-    proxy_config(cluster, addr)
-        .replace("[primary]", "[[nodes]]")
-        .replace("[[replicas]]", "[[nodes]]")
-        + FOLLOW
+    pgrepl_tests::nodes_config(cluster, addr) + FOLLOW
 }
 
 /// The proxy's metrics now.

@@ -435,6 +435,14 @@ impl Health {
             .map(BackendState::view)
             .collect();
         let next = elect(&monitored.election, &nodes, confirmations);
+        if next.state == WriterState::Conflict {
+            // Samples that showed two primaries confirm neither: the one left when the
+            // other goes needs `writer_confirmations` samples of its own, and the other's
+            // failed sample alone never makes it the writer.
+            for node in &self.backends[..span] {
+                node.streak.store(0, Relaxed);
+            }
+        }
         if next == monitored.election {
             return;
         }
