@@ -110,10 +110,12 @@ pub struct Election {
 
 impl Election {
     /// Before any sample: the first node is assumed to be the writer, as without
-    /// `follow_primary`.
+    /// `follow_primary`, but confirming: writes wait until every node has answered once.
     pub fn assumed() -> Election {
         Election {
             writer: Some(0),
+            state: WriterState::Confirming,
+            candidates: vec![0],
             ..Election::default()
         }
     }
@@ -181,10 +183,23 @@ pub fn elect(prev: &Election, nodes: &[NodeView], confirmations: u32) -> Electio
         }
         [] => next.state = without_candidate(prev, nodes, high_water),
     }
+    let first_round = !prev.established && !nodes.iter().all(|node| node.known);
+    if first_round
+        && matches!(
+            next.state,
+            WriterState::Serving | WriterState::Down | WriterState::ReadOnly
+        )
+    {
+        // A node not heard from yet may be the primary on a newer timeline: writes wait
+        // for the round to end rather than reach one that would be fenced after it.
+        next.state = WriterState::Confirming;
+        next.candidates = next.writer.into_iter().collect();
+        return next;
+    }
     if let (WriterState::Serving, Some(writer)) = (next.state, next.writer) {
         // The first round takes the node out of recovery on the highest timeline of all
         // it sampled; a node answering later could show a newer one.
-        next.established |= nodes.iter().all(|node| node.known);
+        next.established = true;
         if next.sysid == 0 {
             next.sysid = nodes[writer].sysid;
         }
@@ -478,8 +493,13 @@ mod tests {
         let e = elect(&Election::assumed(), &[primary(1, 1), unknown], N);
         assert_eq!(
             (e.writer, e.state, e.established),
-            (Some(0), WriterState::Serving, false)
+            (Some(0), WriterState::Confirming, false),
+            "writes wait: the node not heard from may be the primary on a newer timeline"
         );
+        let late = elect(&e, &[down(primary(1, 1)), unknown], N);
+        assert_eq!(late.state, WriterState::Confirming, "not down yet either");
+        let e = elect(&e, &[primary(1, 1), unknown], N);
+        assert_eq!(e.state, WriterState::Confirming);
         let e = elect(&e, &[primary(1, 1), primary(2, 1)], N);
         assert_eq!(
             (e.writer, e.state, e.epoch, e.established),
