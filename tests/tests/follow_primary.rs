@@ -116,6 +116,18 @@ async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
             .unwrap();
         assert_eq!(promoted.trim(), "t", "pg_promote answered {promoted:?}");
 
+        // Until the proxy has sampled db02 promoted, db01 still serves: a write then would
+        // stay on db01, which the end of the test checks got none after the promotion.
+        eventually("the proxy to see db02 promoted", MOVE, || async {
+            let endpoint = proxy.endpoint();
+            let status = tokio::task::spawn_blocking(move || get_json(endpoint, "/status"))
+                .await
+                .unwrap();
+            let writer = &status["writer"];
+            writer["name"] != "db01" || writer["state"] != "serving"
+        })
+        .await
+        .unwrap();
         let writer = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
         eventually("writes to go to db02", MOVE, || async {
             write_on(&writer, 3).await.is_ok_and(|node| node == "db02")
