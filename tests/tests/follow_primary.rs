@@ -374,7 +374,7 @@ async fn a_writer_refusing_a_write_is_sampled_again_and_its_own_refusal_reaches_
         let log = proxy.log();
         assert!(
             log.contains("the writer refused a write as a standby"),
-            "sampled again before the write was sent once more:\n{log}"
+            "sampled again before its refusal was passed on:\n{log}"
         );
         let writable = "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf()";
         cluster

@@ -235,17 +235,32 @@ where
 
     /// The writer refused an autocommit unit as a standby, before anything of its answer
     /// reached the client: the monitor may not know yet. It samples that node again at
-    /// once, and the unit is sent once more, to whichever node is the writer after that
-    /// round (the writer step decides, as for any unit): a standby ran nothing of it, so it
-    /// is no duplicate. If the node is still the writer (out of recovery: a read-only
-    /// transaction, say), its refusal comes again and goes to the client as it is.
+    /// once. If the node is still the writer, serving (out of recovery: a read-only
+    /// transaction, say), its refusal goes to the client as it is: run again there, what
+    /// the unit did before the refused statement would run twice. Otherwise the unit is
+    /// sent once more, to whichever node is the writer after that round (the writer step
+    /// decides, as for any unit): a standby ran nothing of it, so it is no duplicate.
     #[cold]
     #[inline(never)]
     pub(super) async fn writer_refused(&mut self, retry: Retry) -> Result<(), End> {
         let health = self.shared.health.clone();
+        let refusal = self.writer_refusal.take();
         if let Some(info) = self.leases.peek(Slot::Primary).map(|c| c.info.clone()) {
-            tracing::info!(backend = %info, "the writer refused a write as a standby: sampling it again before sending the write once more");
+            tracing::info!(backend = %info, "the writer refused a write as a standby: sampling it again");
             health.next_sample(info.id, health.writer_wait()).await;
+            let writer = health.writer();
+            if let Some(answer) =
+                refusal.filter(|_| writer.serves() && writer.backend == Some(info.id))
+            {
+                self.cout.extend_from_slice(&answer);
+                write::ready_for_query(self.client_status, &mut self.cout);
+                self.inflight = None;
+                if self.stalled {
+                    self.stalled = false;
+                    self.process_client_input().await?;
+                }
+                return Ok(());
+            }
         }
         self.inflight = None;
         self.writer_resending = true;
