@@ -85,6 +85,11 @@ async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
         open.batch_execute("BEGIN; INSERT INTO t VALUES (2, 'open')")
             .await
             .unwrap();
+        let rolling = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        rolling
+            .batch_execute("BEGIN; INSERT INTO t VALUES (2, 'rolled')")
+            .await
+            .unwrap();
         let pinned = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
         pinned
             .batch_execute("CREATE TEMP TABLE mine (x int)")
@@ -156,6 +161,9 @@ async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
         );
         open.batch_execute("ROLLBACK").await.unwrap();
         assert_eq!(write_on(&open, 5).await.unwrap(), "db02");
+        // A ROLLBACK never fails, also as the first statement after its writer was left.
+        rolling.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(write_on(&rolling, 5).await.unwrap(), "db02");
 
         // A session whose temporary table was on db01 cannot go on without it.
         let gone = pinned
@@ -203,7 +211,8 @@ async fn writes_follow_a_promoted_replica_and_the_old_primary_is_fenced() {
         let lost = [("outcome", "not_committed")];
         assert_eq!(
             after.value("pgrepl_writer_lost_transactions_total", &lost),
-            1.0
+            2.0,
+            "open's and rolling's"
         );
         let endpoint = proxy.endpoint();
         let status = tokio::task::spawn_blocking(move || get_json(endpoint, "/status"))

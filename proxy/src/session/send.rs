@@ -47,7 +47,11 @@ where
                 && self.shared.health.writer_word() != self.writer_seen
             {
                 if let Some(refusal) = Box::pin(self.follow_writer(decision)).await? {
-                    refusal.encode(&mut self.cout);
+                    if is_lone_rollback(&unit) {
+                        self.rolled_back();
+                    } else {
+                        refusal.encode(&mut self.cout);
+                    }
                     self.not_sent(unit);
                     return Ok(());
                 }
@@ -345,6 +349,12 @@ fn write_batch(
         conn.out.extend_from_slice(msg);
     }
     conn.out.extend_from_slice(terminator);
+}
+
+/// Whether `unit` is one plain `ROLLBACK` (or `ABORT`) in a simple Query.
+fn is_lone_rollback(unit: &Unit) -> bool {
+    matches!(unit, Unit::Query(msg, _) if msg[0] == QUERY
+        && fields::query_sql(msg).and_then(deferred::ending) == Some(deferred::Ending::Rollback))
 }
 
 /// Whether a batch has a Parse that redefines a statement the session has.

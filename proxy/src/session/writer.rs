@@ -371,6 +371,17 @@ where
         }
     }
 
+    /// A `ROLLBACK` whose transaction is gone with the write lease (or that could not be
+    /// sent): PostgreSQL never fails one, so the proxy answers it, the lease closed.
+    pub(super) fn rolled_back(&mut self) {
+        self.close_write_lease();
+        self.tx = None;
+        self.open_batch = None;
+        self.deferred = None;
+        self.client_status = TxStatus::Idle;
+        write::command_complete("ROLLBACK", &mut self.cout);
+    }
+
     /// The client's transaction is lost: it is told `E`, and its next statements run in an
     /// aborted transaction opened on the writer (as a deferred one that failed), so the
     /// server answers them 25P02 until the client's `ROLLBACK`, which the proxy answers.
