@@ -24,6 +24,11 @@ const ADMIN_PASSWORD: &str = "admin-pass";
 /// console and PAUSE giving up after 2 s.
 /// In session mode: the tests count the server connections clients hold while idle.
 fn admin_proxy() -> ProxyProcess {
+    admin_proxy_with("")
+}
+
+/// [`admin_proxy`], its configuration ending with `extra`.
+fn admin_proxy_with(extra: &str) -> ProxyProcess {
     let cluster = Cluster::shared();
     let addr = free_addr();
     let toml = proxy_config(cluster, addr)
@@ -31,7 +36,8 @@ fn admin_proxy() -> ProxyProcess {
             "\n[[users]]\nname = \"{ADMIN}\"\npassword = \"{ADMIN_PASSWORD}\"\n\n\
              [admin]\nusers = [\"{ADMIN}\"]\npause_timeout = \"2s\"\n\n\
              [pool]\nmode = \"session\"\n"
-        );
+        )
+        + extra;
     ProxyProcess::start(&toml, addr).unwrap_or_else(|e| panic!("cannot start a proxy: {e:#}"))
 }
 
@@ -723,6 +729,37 @@ async fn hold_writes_holds_units_for_the_primary_until_released() {
             .expect("the hold lifts with its console session")
             .unwrap();
         assert_eq!(row, PRIMARY);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_write_refused_inside_a_transaction_aborts_it() {
+    let routing = "\n[routing]\nwriter_wait = \"1s\"\ntransaction_reads = \"replica\"\n";
+    let proxy = admin_proxy_with(routing);
+    let addr = proxy.addr;
+    bounded(async {
+        let holder = console(addr).await;
+        let client = connect(addr, APP.name, DATABASE).await.unwrap();
+        // The first BEGIN learns what the session's transactions default to; the second
+        // one the proxy answers itself: nothing is open on the primary.
+        client.batch_execute("BEGIN; COMMIT").await.unwrap();
+        client.batch_execute("BEGIN").await.unwrap();
+        simple(&holder, "HOLD WRITES").await;
+        let on_primary = "/* pgrepl:primary */ SELECT current_setting('cluster_name')";
+        let refused = client.simple_query(on_primary).await.unwrap_err();
+        assert_eq!(
+            code_of(&refused),
+            "08006",
+            "held past writer_wait: {refused:?}"
+        );
+        simple(&holder, "RELEASE WRITES").await;
+        // As PostgreSQL after a failed statement: the transaction is aborted, so a COMMIT
+        // cannot commit what ran around the refused unit.
+        let aborted = client.simple_query("SELECT 1").await.unwrap_err();
+        assert_eq!(code_of(&aborted), "25P02", "{aborted:?}");
+        client.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(simple_first(&client, on_primary).await, PRIMARY);
     })
     .await;
 }

@@ -110,10 +110,12 @@ pub struct Election {
 
 impl Election {
     /// Before any sample: the first node is assumed to be the writer, as without
-    /// `follow_primary`.
+    /// `follow_primary`, but confirming: writes wait until every node has answered once.
     pub fn assumed() -> Election {
         Election {
             writer: Some(0),
+            state: WriterState::Confirming,
+            candidates: vec![0],
             ..Election::default()
         }
     }
@@ -147,10 +149,20 @@ pub fn elect(prev: &Election, nodes: &[NodeView], confirmations: u32) -> Electio
             next.fenced.remove(&i);
         }
     }
-    let on_top: Vec<usize> = up
-        .iter()
-        .copied()
-        .filter(|&i| nodes[i].out_of_recovery() && nodes[i].timeline == high_water)
+    // A node of a conflict whose sample fails is still out of recovery as far as anyone
+    // knows (its last answer stands): the conflict ends only on an answer, never on a
+    // failed sample, which would hand writes to the other at once.
+    let stands = |i: usize| {
+        let node = &nodes[i];
+        prev.state == WriterState::Conflict
+            && prev.candidates.contains(&i)
+            && !node.up
+            && !node.in_recovery
+            && node.timeline == high_water
+    };
+    let on_top: Vec<usize> = (0..nodes.len())
+        .filter(ours)
+        .filter(|&i| (nodes[i].out_of_recovery() && nodes[i].timeline == high_water) || stands(i))
         .collect();
     let (promotable, others): (Vec<usize>, Vec<usize>) =
         on_top.iter().partition(|&&i| nodes[i].promotable);
@@ -181,10 +193,23 @@ pub fn elect(prev: &Election, nodes: &[NodeView], confirmations: u32) -> Electio
         }
         [] => next.state = without_candidate(prev, nodes, high_water),
     }
+    let first_round = !prev.established && !nodes.iter().all(|node| node.known);
+    if first_round
+        && matches!(
+            next.state,
+            WriterState::Serving | WriterState::Down | WriterState::ReadOnly
+        )
+    {
+        // A node not heard from yet may be the primary on a newer timeline: writes wait
+        // for the round to end rather than reach one that would be fenced after it.
+        next.state = WriterState::Confirming;
+        next.candidates = next.writer.into_iter().collect();
+        return next;
+    }
     if let (WriterState::Serving, Some(writer)) = (next.state, next.writer) {
         // The first round takes the node out of recovery on the highest timeline of all
         // it sampled; a node answering later could show a newer one.
-        next.established |= nodes.iter().all(|node| node.known);
+        next.established = true;
         if next.sysid == 0 {
             next.sysid = nodes[writer].sysid;
         }
@@ -295,6 +320,12 @@ mod tests {
     #[test]
     fn the_table_of_the_design() {
         use WriterState::*;
+        let conflict = || Election {
+            state: Conflict,
+            writer: None,
+            candidates: vec![1, 2],
+            ..serving(1, 2, 2)
+        };
         let fenced_1 = || Election {
             fenced: [0].into(),
             high_water: 2,
@@ -378,15 +409,16 @@ mod tests {
                 (None, Conflict, 2, 2, &[], &[1, 2]),
             ),
             (
-                "7: one of them gone, the other confirmed anew",
-                Election {
-                    state: Conflict,
-                    writer: None,
-                    candidates: vec![1, 2],
-                    ..serving(1, 2, 2)
-                },
-                vec![standby(2), primary(2, N), down(primary(2, 1))],
+                "7: one of them in recovery again, the other confirmed anew",
+                conflict(),
+                vec![standby(2), primary(2, N), standby(2)],
                 (Some(1), Serving, 3, 2, &[], &[]),
+            ),
+            (
+                "7: one of them failing a sample: its last answer stands, no writer",
+                conflict(),
+                vec![standby(2), primary(2, N), down(primary(2, 1))],
+                (None, Conflict, 2, 2, &[], &[1, 2]),
             ),
             (
                 "8: a node that may not be the writer out of recovery on the highest timeline",
@@ -478,8 +510,13 @@ mod tests {
         let e = elect(&Election::assumed(), &[primary(1, 1), unknown], N);
         assert_eq!(
             (e.writer, e.state, e.established),
-            (Some(0), WriterState::Serving, false)
+            (Some(0), WriterState::Confirming, false),
+            "writes wait: the node not heard from may be the primary on a newer timeline"
         );
+        let late = elect(&e, &[down(primary(1, 1)), unknown], N);
+        assert_eq!(late.state, WriterState::Confirming, "not down yet either");
+        let e = elect(&e, &[primary(1, 1), unknown], N);
+        assert_eq!(e.state, WriterState::Confirming);
         let e = elect(&e, &[primary(1, 1), primary(2, 1)], N);
         assert_eq!(
             (e.writer, e.state, e.epoch, e.established),

@@ -165,6 +165,9 @@ impl Health {
     /// a new one after `confirmations` samples in a row agree.
     pub fn following(mut self, confirmations: u32) -> Health {
         self.follow = Some(confirmations);
+        // Until every node has answered once, writes wait (see `Election::assumed`).
+        let assumed = Writer::of(&Election::assumed());
+        self.writer = AtomicU64::new(assumed.pack());
         self
     }
 

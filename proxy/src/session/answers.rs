@@ -156,6 +156,7 @@ where
             }
         } else if seen.misrouted {
             misrouted = self.writer_retry.take();
+            self.writer_refusal = seen.writer_refusal.take();
         } else if self.writer_retry.is_some() && (seen.units_done > 0 || seen.open_unit_answered) {
             self.writer_retry = None;
         }

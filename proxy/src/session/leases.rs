@@ -4,7 +4,6 @@
 use super::*;
 use crate::backend::{BackendId, Interrupted, KeyPool, Pool, SettingsMark};
 use crate::clients::{ClientEntry, ServerLink};
-use crate::health::Writer;
 use pgrepl_config::PoolMode;
 
 /// The server connections a session holds: at most one on the primary and one on its
@@ -263,12 +262,11 @@ where
         (self.key_pool_for(slot), settings.0, settings.1)
     }
 
-    /// The key pool a lease for `slot` comes from.
+    /// The key pool a lease for `slot` comes from: the primary's is the writer word's node
+    /// now, never the one the session last adopted (which may have been left since; `send`
+    /// checks the word again after the lease is open).
     fn key_pool_for(&mut self, slot: Slot) -> Arc<KeyPool> {
-        let writer = || match self.writer_seen {
-            writer::NOT_SEEN => self.shared.health.writer().backend,
-            seen => Writer::unpack(seen).backend,
-        };
+        let writer = || self.shared.health.writer().backend;
         let backend = match slot {
             Slot::Primary => writer(),
             Slot::Replica => self.client.replica.as_ref().map(ReplicaLease::backend),

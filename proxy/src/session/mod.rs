@@ -207,6 +207,8 @@ pub struct Session<R, W> {
     writer_retry: Option<Retry>,
     /// Sending such a unit again: it is not kept a second time.
     writer_resending: bool,
+    /// The writer's refusal of that unit, as it answered (see `Relayed::writer_refusal`).
+    writer_refusal: Option<Bytes>,
     /// The transaction open on this writer was lost with its connection while idle: the
     /// client's next statement is told (40001).
     lost_tx: Option<String>,
@@ -340,6 +342,7 @@ where
             ending_tx: false,
             writer_retry: None,
             writer_resending: false,
+            writer_refusal: None,
             lost_tx: None,
             writer_seen: {
                 let writer = shared_writer;

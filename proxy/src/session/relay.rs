@@ -63,6 +63,9 @@ pub struct Relayed {
     /// A standby refused a read that may run elsewhere, before anything of its answer was
     /// forwarded: the rest of that answer is swallowed, and the read is the primary's.
     pub misrouted: bool,
+    /// The writer's refusal (`Rerun::IfRefused`), up to its ErrorResponse: the client's
+    /// as it is if that node is still the writer, out of recovery, once sampled again.
+    pub writer_refusal: Option<Bytes>,
     /// A commit position question was answered after this many of the client's units:
     /// those after it are not covered by its position.
     pub units_before_commit_position: Option<usize>,
@@ -185,14 +188,17 @@ fn may_go_on(
             seen.fatal_before_rerunnable = true;
             false
         }
-        Decisive::Refused if rerun != Rerun::IfFatal => {
+        Decisive::Refused(end) if rerun != Rerun::IfFatal => {
+            if rerun == Rerun::IfRefused {
+                seen.writer_refusal = Some(Bytes::copy_from_slice(&proto.inbuf[..end]));
+            }
             if let Some(front) = proto.syncs.front_mut() {
                 front.origin = Origin::Discard;
             }
             seen.misrouted = true;
             true
         }
-        Decisive::Refused | Decisive::Go => true,
+        Decisive::Refused(_) | Decisive::Go => true,
     }
 }
 
@@ -395,8 +401,9 @@ enum Decisive {
     Wait,
     /// A FATAL error: the server ends the session.
     Fatal,
-    /// A standby's refusal of a statement the primary can run.
-    Refused,
+    /// A standby's refusal of a statement the primary can run; the answer up to it ends at
+    /// that offset.
+    Refused(usize),
     /// Anything else: forward.
     Go,
 }
@@ -426,7 +433,7 @@ fn decisive(inbuf: &[u8]) -> Decisive {
             | NO_DATA
             | NOTICE_RESPONSE
             | PARAMETER_STATUS => at = end,
-            ERROR_RESPONSE => return error_decides(&inbuf[at..end]),
+            ERROR_RESPONSE => return error_decides(&inbuf[at..end], end),
             _ => return Decisive::Go,
         }
     }
@@ -434,11 +441,11 @@ fn decisive(inbuf: &[u8]) -> Decisive {
 
 #[cold]
 #[inline(never)]
-fn error_decides(msg: &[u8]) -> Decisive {
+fn error_decides(msg: &[u8], end: usize) -> Decisive {
     if fields::error_is_fatal(msg) {
         Decisive::Fatal
     } else if fields::error_is_standby_refusal(msg) {
-        Decisive::Refused
+        Decisive::Refused(end)
     } else {
         Decisive::Go
     }

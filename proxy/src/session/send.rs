@@ -38,20 +38,36 @@ where
     /// answers noted, and a read kept for a re-run while the replica has not answered it.
     ///
     /// A unit on the write lease first checks the writer word (one load in the common case;
-    /// see `writer`); an `Err` ends the session.
+    /// see `writer`); an `Err` ends the session. Opening a lease may wait (`PAUSE`, a full
+    /// pool, a new connection), and a read may fall back to the primary there: the word is
+    /// checked again after it, so a unit never goes to a writer that was left meanwhile.
     pub(super) async fn send(&mut self, mut decision: Decision, unit: Unit) -> Result<(), End> {
-        if decision.slot == Slot::Primary && self.shared.health.writer_word() != self.writer_seen {
-            if let Some(refusal) = Box::pin(self.follow_writer(decision)).await? {
-                refusal.encode(&mut self.cout);
-                self.not_sent(unit);
-                return Ok(());
+        loop {
+            if decision.slot == Slot::Primary
+                && self.shared.health.writer_word() != self.writer_seen
+            {
+                if let Some(refusal) = Box::pin(self.follow_writer(decision)).await? {
+                    if is_lone_rollback(&unit) {
+                        self.rolled_back();
+                    } else {
+                        refusal.encode(&mut self.cout);
+                    }
+                    self.not_sent(unit);
+                    return Ok(());
+                }
             }
-        }
-        if !self.leases.holds(decision.slot) && !self.take_idle_lease(decision.slot) {
+            if self.leases.holds(decision.slot) || self.take_idle_lease(decision.slot) {
+                break;
+            }
             if let Err(e) = Box::pin(self.open_lease(&mut decision)).await {
                 self.report_unavailable(&e);
                 self.not_sent(unit);
                 return Ok(());
+            }
+            if decision.slot != Slot::Primary
+                || self.shared.health.writer_word() == self.writer_seen
+            {
+                break;
             }
         }
         self.send_on_lease(decision, unit);
@@ -333,6 +349,12 @@ fn write_batch(
         conn.out.extend_from_slice(msg);
     }
     conn.out.extend_from_slice(terminator);
+}
+
+/// Whether `unit` is one plain `ROLLBACK` (or `ABORT`) in a simple Query.
+fn is_lone_rollback(unit: &Unit) -> bool {
+    matches!(unit, Unit::Query(msg, _) if msg[0] == QUERY
+        && fields::query_sql(msg).and_then(deferred::ending) == Some(deferred::Ending::Rollback))
 }
 
 /// Whether a batch has a Parse that redefines a statement the session has.

@@ -116,6 +116,19 @@ pub(super) enum Step {
     Refuse(Refusal),
     /// Take the writer as the session's, leaving the old one as said, then send.
     Adopt(Leave),
+    /// Leave the lease on another node as said, then send to the writer without adopting it
+    /// (it cannot take writes now: a read, or a unit of a transaction open on it).
+    Leave(Leave),
+}
+
+/// What becomes of a lease held on a node that is not the writer.
+fn leave_of(lease: Lease) -> Leave {
+    match lease {
+        Lease::None | Lease::OnWriter => Leave::Nothing,
+        Lease::Idle => Leave::Close,
+        Lease::InTransaction => Leave::Abort,
+        Lease::Pinned | Lease::Busy => Leave::End,
+    }
 }
 
 /// The per-unit step (a pure function; the session gathers `view` and carries it out).
@@ -129,24 +142,30 @@ pub(super) fn step(view: UnitView) -> Step {
         };
     }
     if !view.following {
-        // The first node is the writer whatever it says: only a standby refuses writes.
+        // The first node is the writer whatever it says: only a standby refuses writes. A
+        // serving one is adopted, so that the next units take the one-load path.
         return match view.state {
             WriterState::ReadOnly if view.writes => Step::Refuse(Refusal::ReadOnly),
+            WriterState::Serving if !view.held => Step::Adopt(Leave::Nothing),
             _ => Step::Send,
         };
     }
+    // A transaction open on the writer goes on while its sample fails: the connection, not
+    // the sample, says whether it is still there.
+    let on_writer_in_transaction = view.lease == Lease::OnWriter && view.in_transaction;
     match view.state {
-        WriterState::Serving => Step::Adopt(match view.lease {
-            Lease::None | Lease::OnWriter => Leave::Nothing,
-            Lease::Idle => Leave::Close,
-            Lease::InTransaction => Leave::Abort,
-            Lease::Pinned | Lease::Busy => Leave::End,
-        }),
+        WriterState::Serving => Step::Adopt(leave_of(view.lease)),
         WriterState::Confirming if view.waited => Step::Refuse(Refusal::WaitTimeout),
         WriterState::Confirming => Step::Wait,
         WriterState::ReadOnly if view.writes => Step::Refuse(Refusal::ReadOnly),
-        WriterState::ReadOnly => Step::Send,
-        WriterState::Down => Step::Refuse(Refusal::Down),
+        WriterState::Down if view.writes && !on_writer_in_transaction => {
+            Step::Refuse(Refusal::Down)
+        }
+        // Reads go to the writer as it is; never on a lease held on another node.
+        WriterState::ReadOnly | WriterState::Down => match leave_of(view.lease) {
+            Leave::Nothing => Step::Send,
+            leave => Step::Leave(leave),
+        },
         state => Step::Refuse(Refusal::NoWriter(state)),
     }
 }
@@ -198,25 +217,50 @@ where
                 Step::Wait => {
                     waited = tokio::time::timeout_at(deadline, moved).await.is_err();
                 }
-                Step::Refuse(why) => return Ok(Some(self.refusal(why, writer))),
+                Step::Refuse(why) => {
+                    let refusal = self.refusal(why, writer);
+                    if self.tx == Some(Slot::Primary) || self.deferred.is_some() {
+                        // As PostgreSQL after a failed statement: the transaction is aborted,
+                        // never left open for a later COMMIT to commit part of it.
+                        self.close_write_lease();
+                        self.abort_transaction();
+                    }
+                    return Ok(Some(refusal));
+                }
                 Step::Adopt(leave) => return self.adopt(writer, leave),
+                Step::Leave(leave) => return self.leave(writer, leave),
             }
         }
     }
 
     /// The writer refused an autocommit unit as a standby, before anything of its answer
     /// reached the client: the monitor may not know yet. It samples that node again at
-    /// once, and the unit is sent once more, to whichever node is the writer after that
-    /// round (the writer step decides, as for any unit): a standby ran nothing of it, so it
-    /// is no duplicate. If the node is still the writer (out of recovery: a read-only
-    /// transaction, say), its refusal comes again and goes to the client as it is.
+    /// once. If the node is still the writer, serving (out of recovery: a read-only
+    /// transaction, say), its refusal goes to the client as it is: run again there, what
+    /// the unit did before the refused statement would run twice. Otherwise the unit is
+    /// sent once more, to whichever node is the writer after that round (the writer step
+    /// decides, as for any unit): a standby ran nothing of it, so it is no duplicate.
     #[cold]
     #[inline(never)]
     pub(super) async fn writer_refused(&mut self, retry: Retry) -> Result<(), End> {
         let health = self.shared.health.clone();
+        let refusal = self.writer_refusal.take();
         if let Some(info) = self.leases.peek(Slot::Primary).map(|c| c.info.clone()) {
-            tracing::info!(backend = %info, "the writer refused a write as a standby: sampling it again before sending the write once more");
+            tracing::info!(backend = %info, "the writer refused a write as a standby: sampling it again");
             health.next_sample(info.id, health.writer_wait()).await;
+            let writer = health.writer();
+            if let Some(answer) =
+                refusal.filter(|_| writer.serves() && writer.backend == Some(info.id))
+            {
+                self.cout.extend_from_slice(&answer);
+                write::ready_for_query(self.client_status, &mut self.cout);
+                self.inflight = None;
+                if self.stalled {
+                    self.stalled = false;
+                    self.process_client_input().await?;
+                }
+                return Ok(());
+            }
         }
         self.inflight = None;
         self.writer_resending = true;
@@ -261,10 +305,21 @@ where
             ..writer
         }
         .pack();
+        let error = self.leave(writer, leave)?;
+        if was != NOT_SEEN && Writer::unpack(was).epoch != writer.epoch {
+            // What the session saw on the old writer's timeline bounds nothing on the new.
+            self.causal.floor = 0;
+            self.position_unknown();
+        }
+        Ok(error)
+    }
+
+    /// Leaves the write lease, held on a node that is not `writer`, as `leave` says.
+    fn leave(&mut self, writer: Writer, leave: Leave) -> Result<Option<ProxyError>, End> {
         let old = self.leases.peek(Slot::Primary).map(|c| c.info.clone());
         let from = old.as_ref().map_or("the old primary", |info| &info.name);
         let to = self.backend_name(writer);
-        let error = match leave {
+        Ok(match leave {
             Leave::Nothing => None,
             Leave::Close => {
                 self.close_write_lease();
@@ -294,13 +349,7 @@ where
                     ),
                 )))
             }
-        };
-        if was != NOT_SEEN && Writer::unpack(was).epoch != writer.epoch {
-            // What the session saw on the old writer's timeline bounds nothing on the new.
-            self.causal.floor = 0;
-            self.position_unknown();
-        }
-        Ok(error)
+        })
     }
 
     /// Closes the write lease (cancelling what it still runs), never pooling it.
@@ -320,6 +369,17 @@ where
         if self.inflight == Some(Slot::Primary) {
             self.inflight = None;
         }
+    }
+
+    /// A `ROLLBACK` whose transaction is gone with the write lease (or that could not be
+    /// sent): PostgreSQL never fails one, so the proxy answers it, the lease closed.
+    pub(super) fn rolled_back(&mut self) {
+        self.close_write_lease();
+        self.tx = None;
+        self.open_batch = None;
+        self.deferred = None;
+        self.client_status = TxStatus::Idle;
+        write::command_complete("ROLLBACK", &mut self.cout);
     }
 
     /// The client's transaction is lost: it is told `E`, and its next statements run in an
@@ -402,8 +462,16 @@ mod tests {
             ..view(following, state, true, lease, waited)
         };
         let cases = [
-            // Without follow_primary: today's behaviour.
-            (view(false, Serving, true, OnWriter, false), Step::Send),
+            // Without follow_primary: the first node, adopted while it serves (the next
+            // units take the one-load path), else today's behaviour.
+            (
+                view(false, Serving, true, OnWriter, false),
+                Step::Adopt(Leave::Nothing),
+            ),
+            (
+                view(false, Serving, false, None, false),
+                Step::Adopt(Leave::Nothing),
+            ),
             (view(false, Down, true, OnWriter, false), Step::Send),
             (
                 view(false, ReadOnly, true, OnWriter, false),
@@ -442,8 +510,45 @@ mod tests {
                 Step::Refuse(Refusal::WaitTimeout),
             ),
             (
-                view(true, Down, false, OnWriter, false),
+                view(true, Down, true, OnWriter, false),
                 Step::Refuse(Refusal::Down),
+            ),
+            (
+                view(true, Down, true, None, false),
+                Step::Refuse(Refusal::Down),
+            ),
+            // A transaction open on the writer goes on: the connection says if it is there.
+            (
+                UnitView {
+                    in_transaction: true,
+                    ..view(true, Down, true, OnWriter, false)
+                },
+                Step::Send,
+            ),
+            // Reads go to the writer down or in recovery, as they would to a standby.
+            (view(true, Down, false, OnWriter, false), Step::Send),
+            (view(true, Down, false, None, false), Step::Send),
+            (view(true, ReadOnly, false, None, false), Step::Send),
+            // Never on a lease held on a node that is not the writer (COMMIT included).
+            (
+                view(true, ReadOnly, false, InTransaction, false),
+                Step::Leave(Leave::Abort),
+            ),
+            (
+                view(true, ReadOnly, false, Idle, false),
+                Step::Leave(Leave::Close),
+            ),
+            (
+                view(true, Down, false, Idle, false),
+                Step::Leave(Leave::Close),
+            ),
+            (
+                view(true, Down, false, Pinned, false),
+                Step::Leave(Leave::End),
+            ),
+            (
+                view(true, ReadOnly, true, InTransaction, false),
+                Step::Refuse(Refusal::ReadOnly),
             ),
             (
                 view(true, ReadOnly, true, OnWriter, false),

@@ -206,6 +206,12 @@ fn the_writer_refusing_as_a_standby_is_held_back_and_its_fatal_is_the_clients() 
     let mut refused = conn(vec![Pending::default()], &answers);
     let (seen, out) = relayed(&mut refused, Rerun::IfRefused);
     assert!(seen.misrouted && out.is_empty());
+    let kept = [msg(b'1', b""), refusal()].concat();
+    assert_eq!(
+        seen.writer_refusal.as_deref(),
+        Some(&kept[..]),
+        "kept, to reach the client as it is if the node stays the writer"
+    );
     let fatal = error(
         "FATAL",
         "57P01",
