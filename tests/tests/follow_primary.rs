@@ -395,3 +395,79 @@ async fn a_writer_refusing_a_write_is_sampled_again_and_its_own_refusal_reaches_
     })
     .await;
 }
+
+/// Terminates the db01 backend running a statement that contains `marker`, once it runs.
+async fn terminate_running(cluster: &OwnCluster, marker: &str) {
+    let find = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE state = 'active' AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+    );
+    eventually("the statement to run on db01", MOVE, || async {
+        let primary = cluster.primary.clone();
+        let find = find.clone();
+        tokio::task::spawn_blocking(move || primary.psql(SUPERUSER, "postgres", &find))
+            .await
+            .unwrap()
+            .is_ok_and(|out| out.trim() == "t")
+    })
+    .await
+    .unwrap();
+}
+
+/// The rows of `t` with these keys, on db01.
+fn rows_with(cluster: &OwnCluster, keys: &str) -> String {
+    let count = format!("SELECT count(*) FROM t WHERE n IN ({keys})");
+    cluster.primary.psql(APP.name, DATABASE, &count).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_connection_ended_under_pipelined_units_answers_each_and_the_session_goes_on() {
+    bounded_for(LIMIT, async {
+        let (cluster, proxy) = following("follow-terminated");
+        let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+
+        // Two autocommit writes pipelined; db01 ends the session during the first (FATAL
+        // 57P01). Either may have run as far as the proxy knows: 08007 each, never the
+        // server's FATAL, never a connection closed without an answer.
+        let slow = "INSERT INTO t SELECT 10, pg_sleep(30)::text /* terminated-1 */";
+        let (first, second, ()) = tokio::join!(
+            client.simple_query(slow),
+            client.simple_query("INSERT INTO t VALUES (11, 'pipelined')"),
+            terminate_running(&cluster, "terminated-1"),
+        );
+        for (unit, got) in [("the terminated write", first), ("the write behind it", second)] {
+            let e = got.expect_err(unit);
+            assert_eq!(sqlstate(&e).as_deref(), Some("08007"), "{unit}: {e:?}");
+            let message = e.as_db_error().map(|db| db.message()).unwrap_or_default();
+            assert!(
+                message.contains("lost the connection to backend db01")
+                    && message.contains("57P01"),
+                "{unit}: {e:?}"
+            );
+        }
+        assert_eq!(write_on(&client, 12).await.unwrap(), "db01", "the session goes on");
+        // Neither was sent again: the server had not read the second.
+        assert_eq!(rows_with(&cluster, "10, 11").trim(), "0");
+
+        // In a transaction nothing was ending: 40001 for the unit the server ended, 25P02
+        // for the one behind it, and the transaction is aborted until the client's ROLLBACK.
+        client.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(write_on(&client, 20).await.unwrap(), "db01");
+        let slow = "INSERT INTO t SELECT 21, pg_sleep(30)::text /* terminated-2 */";
+        let (first, second, ()) = tokio::join!(
+            client.simple_query(slow),
+            client.simple_query("SELECT count(*) FROM t"),
+            terminate_running(&cluster, "terminated-2"),
+        );
+        let code = |got: Result<_, tokio_postgres::Error>| sqlstate(&got.unwrap_err());
+        assert_eq!(code(first).as_deref(), Some("40001"));
+        assert_eq!(code(second).as_deref(), Some("25P02"));
+        let aborted = client.simple_query("SELECT 1").await;
+        assert_eq!(code(aborted).as_deref(), Some("25P02"));
+        client.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(write_on(&client, 22).await.unwrap(), "db01");
+        assert_eq!(rows_with(&cluster, "20, 21").trim(), "0");
+        assert_eq!(rows_with(&cluster, "12, 22").trim(), "2");
+    })
+    .await;
+}

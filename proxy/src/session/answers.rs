@@ -93,6 +93,9 @@ where
         if seen.fatal_before_rerunnable {
             return AfterInput::Lost(SERVER_ENDED.into());
         }
+        if let Some(fatal) = &seen.server_fatal {
+            return AfterInput::Lost(format!("the server ended the session ({fatal})").into());
+        }
         if let Some(retry) = misrouted {
             return AfterInput::Rerun(retry);
         }
@@ -134,6 +137,9 @@ where
                 Rerun::IfFatal
             }
         };
+        // Following, a FATAL from the writer is no answer to pass on: the session tells
+        // what became of the units, and goes on with the next writer.
+        let hold_fatal = slot == Slot::Primary && self.shared.health.follows();
         let tally = self.counts.tally.as_deref();
         let (info, key) = (&conn.info, &conn.key);
         let timed = |started, unit: &Pending| {
@@ -145,7 +151,7 @@ where
             };
             info.meters.finished(tally, started, &unit);
         };
-        relay(&mut conn.proto, &mut self.cout, seen, timed, may_rerun);
+        relay(&mut conn.proto, &mut self.cout, seen, timed, may_rerun, hold_fatal);
         let done = conn.proto.syncs.is_empty();
         let mut misrouted = None;
         if slot == Slot::Replica {
@@ -307,27 +313,22 @@ where
             "pgrepl-proxy: lost the connection to backend {}: {reason}",
             conn.info
         );
-        let one_unit = owed == 1 && conn.proto.body_remaining == 0 && self.open_batch != Some(slot);
-        if !one_unit || (in_tx && !follows) {
+        // Each unit owed is answered in turn, but for a message half forwarded or a batch
+        // half sent; with a fixed primary, only a lone unit outside a transaction is.
+        let whole = conn.proto.body_remaining == 0 && self.open_batch != Some(slot);
+        if !whole || (!follows && (owed != 1 || in_tx)) {
             return Err(End::Fatal(ProxyError::fatal(
                 sqlstate::CONNECTION_FAILURE,
                 lost,
             )));
         }
-        let (code, aborted) = match (follows, in_tx) {
-            (true, _) if self.ending_tx || (!in_tx && self.pending_write) => {
-                writer::count_lost(writer::LostOutcome::Unknown);
-                (sqlstate::TRANSACTION_RESOLUTION_UNKNOWN, false)
-            }
-            (true, true) => {
-                writer::count_lost(writer::LostOutcome::NotCommitted);
-                (sqlstate::SERIALIZATION_FAILURE, true)
-            }
-            _ => (sqlstate::CONNECTION_FAILURE, false),
-        };
-        ProxyError::error(code, lost).encode(&mut self.cout);
-        // The error ends an autocommit statement (or the commit whose outcome is unknown);
-        // it aborts a deferred transaction, and one lost on the writer.
+        let may_have_committed = self.ending_tx || (!in_tx && self.pending_write);
+        let told = lost::lost_units(follows, in_tx, may_have_committed);
+        if let Some(outcome) = told.counted {
+            writer::count_lost(outcome);
+        }
+        // The errors end autocommit statements (or commits whose outcome is unknown); they
+        // abort a deferred transaction, and one lost on the writer.
         self.client_status = match &mut self.deferred {
             Some(deferred) => {
                 deferred.state = DeferredState::Aborted;
@@ -335,12 +336,21 @@ where
             }
             None => TxStatus::Idle,
         };
-        if aborted {
+        if told.aborts {
             self.abort_transaction();
         }
-        write::ready_for_query(self.client_status, &mut self.cout);
+        for unit in 0..owed {
+            let error = match (unit, told.rest) {
+                (0, _) => ProxyError::error(told.first, lost.clone()),
+                (_, sqlstate::IN_FAILED_SQL_TRANSACTION) => ProxyError::in_failed_transaction(),
+                (_, code) => ProxyError::error(code, lost.clone()),
+            };
+            error.encode(&mut self.cout);
+            write::ready_for_query(self.client_status, &mut self.cout);
+        }
         self.tx = None;
         self.inflight = None;
+        self.ending_tx = false;
         if self.stalled {
             self.stalled = false;
             self.process_client_input().await?;

@@ -16,6 +16,7 @@ mod decide;
 mod deferred;
 mod hint;
 mod leases;
+mod lost;
 mod reads;
 mod relay;
 mod routing;
@@ -199,7 +200,7 @@ pub struct Session<R, W> {
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
-    /// The last unit sent on the write lease ends a transaction (`COMMIT`...): lost on its
+    /// A unit on its way on the write lease ends a transaction (`COMMIT`...): lost on its
     /// way, whether it committed is unknown.
     ending_tx: bool,
     /// The autocommit unit on the write lease, kept while nothing of its answer has come

@@ -60,6 +60,10 @@ pub struct Relayed {
     /// Relaying stopped before a FATAL that answers a read which may run elsewhere: the
     /// server is going away, and nothing of that read's answer has been forwarded.
     pub fatal_before_rerunnable: bool,
+    /// The server ended the session with this FATAL (`SQLSTATE: message`) while it owed the
+    /// client an answer, held back (`hold_fatal`): what became of the units it owed is the
+    /// session's to tell, and the session goes on elsewhere.
+    pub server_fatal: Option<String>,
     /// A standby refused a read that may run elsewhere, before anything of its answer was
     /// forwarded: the rest of that answer is swallowed, and the read is the primary's.
     pub misrouted: bool,
@@ -80,7 +84,7 @@ pub enum Rerun {
     /// Also when a standby refuses it (nothing queued behind it there).
     IfFatalOrRefused,
     /// Only when the node refuses it as a standby (the writer, which the monitor may not
-    /// yet know to be one); a FATAL is the client's.
+    /// yet know to be one); a FATAL is not (see `hold_fatal`).
     IfRefused,
 }
 
@@ -92,7 +96,9 @@ pub enum Rerun {
 /// back until its first message past the preamble (ParseComplete, BindComplete, descriptions,
 /// notices) is in: a server shutting down answers with FATAL, before the preamble or
 /// after it, and such a unit is then sent elsewhere instead (`fatal_before_rerunnable`); a
-/// standby refusing it (`misrouted`) likewise.
+/// standby refusing it (`misrouted`) likewise. With `hold_fatal` (the write lease while
+/// the proxy follows the primary), a FATAL answering any of the client's units is held back
+/// and relaying stops (`server_fatal`).
 ///
 /// Runs for every answer: its steps are inlined into it, and it into its one caller.
 #[inline(always)]
@@ -102,6 +108,7 @@ pub fn relay(
     seen: &mut Relayed,
     mut timed: impl FnMut(u64, &Pending),
     may_rerun: impl Fn(usize) -> Rerun,
+    hold_fatal: bool,
 ) {
     // Where the open unit's answer starts in `out`: after the last ReadyForQuery.
     let mut open_unit_from = out.len();
@@ -120,7 +127,7 @@ pub fn relay(
             }
             continue;
         }
-        let passed = pass_run(proto, out);
+        let passed = pass_run(proto, out, hold_fatal);
         let Some((ty, total)) = passed.special else {
             break;
         };
@@ -135,7 +142,7 @@ pub fn relay(
         let step = if injected {
             swallow(proto, ty, total, seen, out)
         } else {
-            attend(proto, ty, total, seen, out, &mut timed)
+            attend(proto, ty, total, seen, out, &mut timed, hold_fatal)
         };
         proto.inbuf.advance(total);
         match step {
@@ -226,11 +233,11 @@ struct Run {
 /// Forwards the longest run of messages that pass through untouched, up to the first that
 /// needs attention (or the start of one that has not come whole).
 #[inline(always)]
-fn pass_run(proto: &mut ProtocolState, out: &mut BytesMut) -> Run {
+fn pass_run(proto: &mut ProtocolState, out: &mut BytesMut, hold_fatal: bool) -> Run {
     let mut run = 0;
     let mut special = None;
     while let Some((ty, total)) = peek_header(&proto.inbuf[run..]) {
-        if needs_attention(proto, ty) {
+        if needs_attention(proto, ty, hold_fatal) {
             special = Some((ty, total));
             break;
         }
@@ -261,6 +268,7 @@ fn attend(
     seen: &mut Relayed,
     out: &mut BytesMut,
     timed: impl FnMut(u64, &Pending),
+    hold_fatal: bool,
 ) -> Step {
     let msg = &proto.inbuf[..total];
     let front = proto.syncs.front_mut();
@@ -323,6 +331,10 @@ fn attend(
                 watch.reported.push(reported);
             }
             out.extend_from_slice(msg);
+        }
+        (ERROR_RESPONSE, _) if hold_fatal && fields::error_is_fatal(msg) => {
+            seen.server_fatal = Some(fields::error_message(msg));
+            return Step::Stop;
         }
         (ERROR_RESPONSE | COMMAND_COMPLETE, Some(front)) => {
             if let Some(watch) = front.watch.as_mut() {
@@ -453,7 +465,7 @@ fn error_decides(msg: &[u8], end: usize) -> Decisive {
 
 /// True for a message the relay must handle itself rather than pass through.
 #[inline]
-fn needs_attention(proto: &ProtocolState, ty: u8) -> bool {
+fn needs_attention(proto: &ProtocolState, ty: u8, hold_fatal: bool) -> bool {
     match proto.syncs.front() {
         None => !matches!(
             ty,
@@ -465,7 +477,8 @@ fn needs_attention(proto: &ProtocolState, ty: u8) -> bool {
             PARSE_COMPLETE => !front.parses.is_empty(),
             CLOSE_COMPLETE => !front.closes.is_empty(),
             COPY_IN_RESPONSE => front.synced_batch,
-            ERROR_RESPONSE | COMMAND_COMPLETE => front.watch.is_some(),
+            ERROR_RESPONSE => hold_fatal || front.watch.is_some(),
+            COMMAND_COMPLETE => front.watch.is_some(),
             _ => false,
         },
     }

@@ -102,21 +102,29 @@ where
         Self::log_route(decision);
         self.pending_write |= target == Slot::Primary && decision.writes;
         if target == Slot::Primary {
-            self.ending_tx = effects.contains(Effects::ENDS_TX);
+            // Until every unit on its way there is answered (`primary_answered`).
+            self.ending_tx |= effects.contains(Effects::ENDS_TX);
         }
         let continuing = self.open_batch.take().is_some();
         // A Parse that redefines a known statement must reach the server that refuses it,
         // once: such a batch is not retried. (Checked before the batch's Parses are recorded.)
         let retryable = match target {
             Slot::Replica => synced && self.tx.is_none(),
-            // Following the primary: one autocommit unit alone on the write lease.
+            // Following the primary: one autocommit unit alone on the write lease. The
+            // proxy's own questions may still be on their way there (a commit position
+            // asked after the unit before): their answers come first, and are no answer to
+            // this unit.
             Slot::Primary => {
                 self.shared.health.follows()
                     && !self.writer_resending
                     && synced
+                    && !continuing
                     && self.tx.is_none()
                     && opening.is_none()
-                    && self.inflight.is_none()
+                    && self
+                        .leases
+                        .peek(Slot::Primary)
+                        .is_none_or(|conn| conn.proto.owed_to_client() == 0)
             }
         } && !redefines(&unit, &self.stmts);
         // As nearly every statement: one that changes nothing the session follows.

@@ -52,9 +52,18 @@ fn conn(owed: Vec<Pending>, answers: &[Vec<u8>]) -> ProtocolState {
 }
 
 fn relayed(conn: &mut ProtocolState, rerun: Rerun) -> (Relayed, Vec<u8>) {
+    relayed_holding(conn, rerun, false)
+}
+
+/// As [`relayed`], a FATAL held back when `hold_fatal` (the write lease, following).
+fn relayed_holding(
+    conn: &mut ProtocolState,
+    rerun: Rerun,
+    hold_fatal: bool,
+) -> (Relayed, Vec<u8>) {
     let mut out = BytesMut::new();
     let mut seen = Relayed::default();
-    relay(conn, &mut out, &mut seen, |_, _| {}, |_| rerun);
+    relay(conn, &mut out, &mut seen, |_, _| {}, |_| rerun, hold_fatal);
     (seen, out.to_vec())
 }
 
@@ -201,7 +210,7 @@ fn an_incomplete_preamble_waits_and_a_fatal_stops_the_relay() {
 }
 
 #[test]
-fn the_writer_refusing_as_a_standby_is_held_back_and_its_fatal_is_the_clients() {
+fn the_writer_refusing_as_a_standby_is_held_back_and_so_is_its_fatal() {
     let answers = [msg(b'1', b""), refusal(), ready(b'I')];
     let mut refused = conn(vec![Pending::default()], &answers);
     let (seen, out) = relayed(&mut refused, Rerun::IfRefused);
@@ -218,9 +227,45 @@ fn the_writer_refusing_as_a_standby_is_held_back_and_its_fatal_is_the_clients() 
         "terminating connection due to administrator command",
     );
     let mut dying = conn(vec![Pending::default()], std::slice::from_ref(&fatal));
-    let (seen, out) = relayed(&mut dying, Rerun::IfRefused);
+    let (seen, out) = relayed_holding(&mut dying, Rerun::IfRefused, true);
     assert!(!seen.fatal_before_rerunnable && !seen.misrouted);
-    assert_eq!(out, fatal, "forwarded as without a re-run");
+    assert!(out.is_empty(), "the session tells what became of the unit");
+    assert_eq!(
+        seen.server_fatal.as_deref(),
+        Some("57P01: terminating connection due to administrator command")
+    );
+}
+
+#[test]
+fn a_fatal_on_the_write_lease_is_held_back_wherever_it_comes() {
+    let fatal = error(
+        "FATAL",
+        "57P01",
+        "terminating connection due to administrator command",
+    );
+    let description = msg(b'T', b"\0\0");
+    let answers = [
+        ready(b'I'),
+        description.clone(),
+        row(),
+        fatal.clone(),
+        ready(b'I'),
+    ];
+    let owed = || vec![Pending::default(), Pending::default(), Pending::default()];
+    let mut held = conn(owed(), &answers);
+    let (seen, out) = relayed_holding(&mut held, Rerun::No, true);
+    assert_eq!(out, [ready(b'I'), description, row()].concat());
+    assert_eq!(seen.units_done, 1);
+    assert!(seen.server_fatal.is_some() && seen.unsolicited.is_none());
+    let mut passed = conn(owed(), &answers);
+    let (seen, out) = relayed(&mut passed, Rerun::No);
+    assert_eq!(out, answers.concat(), "elsewhere a FATAL is the client's");
+    assert!(seen.server_fatal.is_none());
+    let not_fatal = error("ERROR", "23505", "duplicate key value");
+    let mut error = conn(owed(), &[not_fatal.clone(), ready(b'I')]);
+    let (seen, out) = relayed_holding(&mut error, Rerun::No, true);
+    assert_eq!(out, [not_fatal, ready(b'I')].concat());
+    assert!(seen.server_fatal.is_none());
 }
 
 #[test]
@@ -272,6 +317,7 @@ fn a_timed_unit_is_reported_once_with_its_start() {
         &mut seen,
         |at, _| timed.push(at),
         |_| Rerun::No,
+        false,
     );
     assert_eq!(timed, vec![42], "only the timed unit, once");
     assert_eq!(seen.units_done, 2);
