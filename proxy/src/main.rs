@@ -138,12 +138,14 @@ enum Command {
     Up {
         #[command(flatten)]
         target: Target,
-        /// PostgreSQL image for both containers [default: [provision] image, "postgres:16.1"].
+        /// PostgreSQL image for the containers [default: [provision] image, "postgres:16.1"].
         #[arg(long)]
         image: Option<String>,
         /// Log lines as text or JSON [default: [log] format, "text"].
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
+        #[command(flatten)]
+        shape: provisioning::Shape,
     },
 }
 
@@ -303,6 +305,7 @@ fn main() -> ExitCode {
             target,
             image,
             log_format,
-        } => up::up(&target, image.as_deref(), log_format),
+            shape,
+        } => up::up(&target, image.as_deref(), log_format, &shape),
     }
 }

@@ -214,14 +214,14 @@ pub fn dry_run(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Provisions (when needed), makes sure the proxy's users can log in on the pair (setting the
-/// password of existing roles too when `reset_passwords`), and returns where the proxy must
-/// send its traffic: the primary's and the replica's endpoints.
-pub async fn prepare_pair(
+/// Provisions (when needed), makes sure the proxy's users can log in on the nodes (setting
+/// the password of existing roles too when `reset_passwords`), and returns where the proxy
+/// must send its traffic: every node's endpoint, the current primary first.
+pub async fn prepare_nodes(
     config: &Config,
     adopt: bool,
     reset_passwords: bool,
-) -> Result<(Endpoint, Endpoint)> {
+) -> Result<Vec<(NodeId, Endpoint)>> {
     let action = Action::Provision {
         show_password: false,
     };
@@ -240,8 +240,10 @@ async fn endpoints<R: Runtime>(
     rt: &R,
     config: &Config,
     reset_passwords: bool,
-) -> Result<(Endpoint, Endpoint)> {
-    let primary = Topology::discover(rt).await?.primary;
+) -> Result<Vec<(NodeId, Endpoint)>> {
+    // Every node there is: also replicas a former `provision --replicas N` built.
+    let topology = Topology::discover(rt).await?;
+    let primary = topology.primary;
     for user in &config.users {
         let password = user.password.as_deref().with_context(|| {
             format!("user {} has no password to create its role with", user.name)
@@ -255,8 +257,6 @@ async fn endpoints<R: Runtime>(
         )
         .await?;
     }
-    Ok((
-        rt.host_endpoint(NodeId::DB01),
-        rt.host_endpoint(NodeId::DB02),
-    ))
+    let nodes = topology.nodes().into_iter();
+    Ok(nodes.map(|node| (node, rt.host_endpoint(node))).collect())
 }

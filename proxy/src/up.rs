@@ -1,21 +1,28 @@
-//! `pgrepl-proxy up`: the pair, provisioned if needed, and the proxy serving in front of it,
-//! from a checkout with no config file.
+//! `pgrepl-proxy up`: the nodes, provisioned if needed, and the proxy serving in front of
+//! them, following the primary, from a checkout with no config file.
 
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use pgrepl_config::{AuthMethod, BackendConfig, Config, UserConfig};
 use pgrepl_provision::app_roles::{new_app_password, DEFAULT_APP_USER};
 use pgrepl_provision::runtime::{Endpoint, NodeId};
 use pgrepl_proxy::reload::Loader;
 
-use crate::provisioning::{prepare_pair, Target};
+use crate::provisioning::{prepare_nodes, Shape, Target};
 use crate::{current_thread_runtime, exit_code, serve, LogFormatArg};
 
-pub fn up(target: &Target, image: Option<&str>, log_format: Option<LogFormatArg>) -> ExitCode {
-    match prepare(target, image) {
+pub fn up(
+    target: &Target,
+    image: Option<&str>,
+    log_format: Option<LogFormatArg>,
+    shape: &Shape,
+) -> ExitCode {
+    match prepare(target, image, shape) {
         Ok(mut config) => {
             LogFormatArg::apply(log_format, &mut config);
-            let load = reload(target, image, &config, log_format);
+            let load = reload(target, image, shape, &config, log_format);
             serve(config, load)
         }
         Err(e) => exit_code(Err(e)),
@@ -23,33 +30,41 @@ pub fn up(target: &Target, image: Option<&str>, log_format: Option<LogFormatArg>
 }
 
 /// How a reload reads the configuration under `up`: as at start, with the backends pointed
-/// at the pair provisioned then, and the generated user while the configuration names none.
+/// at the nodes provisioned then, and the generated user while the configuration names none.
 fn reload(
     target: &Target,
     image: Option<&str>,
+    shape: &Shape,
     served: &Config,
     log_format: Option<LogFormatArg>,
 ) -> Loader {
-    let (target, image) = (target.clone(), image.map(str::to_owned));
+    let (target, image, shape) = (target.clone(), image.map(str::to_owned), shape.clone());
     let (primary, replicas) = (served.primary.clone(), served.replicas.clone());
     let generated = served.users.clone();
     Box::new(move || {
-        let mut config = target.config(image.as_deref())?;
+        let mut config = shape.apply(target.config(image.as_deref())?);
         if config.users.is_empty() {
             config.users.clone_from(&generated);
         }
-        config.primary = primary.clone();
-        config.replicas = replicas.clone();
+        serve_nodes(&mut config, primary.clone(), replicas.clone());
         LogFormatArg::apply(log_format, &mut config);
         Ok(config)
     })
 }
 
+/// Points `config` at these nodes, every one of them promotable: with two or more, the
+/// proxy follows the primary, so a `failover` or `switchover` moves writes with it.
+fn serve_nodes(config: &mut Config, primary: BackendConfig, replicas: Vec<BackendConfig>) {
+    config.routing.follow_primary = !replicas.is_empty();
+    config.primary = primary;
+    config.replicas = replicas;
+}
+
 /// The config to serve with: backends pointed at the provisioned pair, and, when the config
 /// names no users, a role `app` with a fresh password (set anew on every `up`, so it can be
 /// printed without being stored anywhere).
-fn prepare(target: &Target, image: Option<&str>) -> anyhow::Result<Config> {
-    let mut config = target.config(image)?;
+fn prepare(target: &Target, image: Option<&str>, shape: &Shape) -> anyhow::Result<Config> {
+    let mut config = shape.apply(target.config(image)?);
     let generated = config.users.is_empty();
     if generated {
         config.users.push(UserConfig {
@@ -58,10 +73,13 @@ fn prepare(target: &Target, image: Option<&str>) -> anyhow::Result<Config> {
             auth: AuthMethod::ScramSha256,
         });
     }
-    let (primary, replica) =
-        current_thread_runtime()?.block_on(prepare_pair(&config, target.adopt, generated))?;
-    config.primary = backend(NodeId::DB01, &primary);
-    config.replicas = vec![backend(NodeId::DB02, &replica)];
+    let runtime = current_thread_runtime()?;
+    let nodes = runtime.block_on(prepare_nodes(&config, target.adopt, generated))?;
+    let mut backends = nodes
+        .iter()
+        .map(|(node, endpoint)| backend(*node, endpoint));
+    let primary = backends.next().context("provisioning left no node")?;
+    serve_nodes(&mut config, primary, backends.collect());
     print_how_to_connect(&config, generated);
     Ok(config)
 }
@@ -72,19 +90,23 @@ fn backend(node: NodeId, endpoint: &Endpoint) -> BackendConfig {
         host: endpoint.host.clone(),
         port: endpoint.port,
         weight: 1,
-        // As `[primary]` and `[[replicas]]` would say: writes stay on db01.
-        promotable: node == NodeId::DB01,
+        promotable: true,
     }
 }
 
 fn print_how_to_connect(config: &Config, generated: bool) {
+    let at = |b: &BackendConfig| format!("{} ({}:{})", b.name, b.host, b.port);
+    let replicas: Vec<String> = config.replicas.iter().map(at).collect();
     println!(
-        "proxy on {}: writes to db01 ({}:{}), reads to db02 ({}:{})",
+        "proxy on {}: writes to {}, reads to {}{}",
         config.proxy.listen,
-        config.primary.host,
-        config.primary.port,
-        config.replicas[0].host,
-        config.replicas[0].port
+        at(&config.primary),
+        replicas.join(", "),
+        if config.routing.follow_primary {
+            "; writes follow the primary"
+        } else {
+            ""
+        }
     );
     let (host, port) = config
         .proxy

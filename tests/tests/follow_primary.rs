@@ -435,7 +435,10 @@ async fn a_writer_connection_ended_under_pipelined_units_answers_each_and_the_se
             client.simple_query("INSERT INTO t VALUES (11, 'pipelined')"),
             terminate_running(&cluster, "terminated-1"),
         );
-        for (unit, got) in [("the terminated write", first), ("the write behind it", second)] {
+        for (unit, got) in [
+            ("the terminated write", first),
+            ("the write behind it", second),
+        ] {
             let e = got.expect_err(unit);
             assert_eq!(sqlstate(&e).as_deref(), Some("08007"), "{unit}: {e:?}");
             let message = e.as_db_error().map(|db| db.message()).unwrap_or_default();
@@ -445,7 +448,11 @@ async fn a_writer_connection_ended_under_pipelined_units_answers_each_and_the_se
                 "{unit}: {e:?}"
             );
         }
-        assert_eq!(write_on(&client, 12).await.unwrap(), "db01", "the session goes on");
+        assert_eq!(
+            write_on(&client, 12).await.unwrap(),
+            "db01",
+            "the session goes on"
+        );
         // Neither was sent again: the server had not read the second.
         assert_eq!(rows_with(&cluster, "10, 11").trim(), "0");
 

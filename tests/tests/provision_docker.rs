@@ -117,7 +117,7 @@ fn provision_verify_serve_reprovision_teardown() {
     }
     assert_healthy_status(&pgrepl(&["status", "--pair"], &env));
 
-    proxy_serves_the_pair(&env);
+    proxy_serves(&env, &["db01", "db02"]);
 
     let removed = teardown();
     for item in ["db01", "db02", "db01-data", "db02-data", "rideshare-net"] {
@@ -220,9 +220,9 @@ fn containers_follow_the_issue(env: &[(&str, &str)]) {
     }
 }
 
-/// `up` on the provisioned pair: it prints how to connect, and through it a read lands on the
-/// standby and a write on the primary.
-fn proxy_serves_the_pair(env: &[(&str, &str)]) {
+/// `up` on the provisioned `nodes`: it names them all, following the primary, prints how
+/// to connect, and through it a read lands on a standby and a write on the primary.
+fn proxy_serves(env: &[(&str, &str)], nodes: &[&str]) {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut cmd = proxy_command();
     cmd.args(["up", "--image", LOCAL_IMAGE])
@@ -238,7 +238,17 @@ fn proxy_serves_the_pair(env: &[(&str, &str)]) {
     }
     let mut child = cmd.spawn().expect("cannot start pgrepl-proxy up");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let conninfo = connect_line(&mut child);
+        let (printed, conninfo) = connect_line(&mut child);
+        let served = printed
+            .lines()
+            .find(|line| line.starts_with("proxy on "))
+            .unwrap_or_else(|| panic!("up did not say where it sends traffic:\n{printed}"));
+        assert!(
+            served.contains("writes to db01")
+                && served.ends_with("writes follow the primary")
+                && nodes.iter().all(|node| served.contains(node)),
+            "up does not serve {nodes:?} following the primary:\n{printed}"
+        );
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -258,8 +268,9 @@ fn proxy_serves_the_pair(env: &[(&str, &str)]) {
     );
 }
 
-/// Reads `up`'s stdout until its `connect: psql "..."` line and returns the conninfo in it.
-fn connect_line(child: &mut Child) -> String {
+/// Reads `up`'s stdout until its `connect: psql "..."` line: what it printed before, and
+/// the conninfo in that line.
+fn connect_line(child: &mut Child) -> (String, String) {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -272,7 +283,7 @@ fn connect_line(child: &mut Child) -> String {
         match rx.recv_timeout(Duration::from_secs(300)) {
             Ok(line) => {
                 if let Some(rest) = line.strip_prefix("connect: psql \"") {
-                    return rest.trim_end_matches('"').to_owned();
+                    return (seen, rest.trim_end_matches('"').to_owned());
                 }
                 seen += &line;
                 seen.push('\n');
@@ -453,6 +464,7 @@ fn three_replicas_provision_twice_and_tear_down() {
         containers,
         "the second run replaced or restarted a container"
     );
+    proxy_serves(&env, &nodes);
 
     let removed = teardown();
     for item in ["db03", "db04", "db03-data", "db04-data"] {

@@ -151,7 +151,14 @@ where
             };
             info.meters.finished(tally, started, &unit);
         };
-        relay(&mut conn.proto, &mut self.cout, seen, timed, may_rerun, hold_fatal);
+        relay(
+            &mut conn.proto,
+            &mut self.cout,
+            seen,
+            timed,
+            may_rerun,
+            hold_fatal,
+        );
         let done = conn.proto.syncs.is_empty();
         let mut misrouted = None;
         if slot == Slot::Replica {

@@ -56,11 +56,7 @@ fn relayed(conn: &mut ProtocolState, rerun: Rerun) -> (Relayed, Vec<u8>) {
 }
 
 /// As [`relayed`], a FATAL held back when `hold_fatal` (the write lease, following).
-fn relayed_holding(
-    conn: &mut ProtocolState,
-    rerun: Rerun,
-    hold_fatal: bool,
-) -> (Relayed, Vec<u8>) {
+fn relayed_holding(conn: &mut ProtocolState, rerun: Rerun, hold_fatal: bool) -> (Relayed, Vec<u8>) {
     let mut out = BytesMut::new();
     let mut seen = Relayed::default();
     relay(conn, &mut out, &mut seen, |_, _| {}, |_| rerun, hold_fatal);
