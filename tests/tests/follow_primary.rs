@@ -474,7 +474,31 @@ async fn a_writer_connection_ended_under_pipelined_units_answers_each_and_the_se
         client.batch_execute("ROLLBACK").await.unwrap();
         assert_eq!(write_on(&client, 22).await.unwrap(), "db01");
         assert_eq!(rows_with(&cluster, "20, 21").trim(), "0");
-        assert_eq!(rows_with(&cluster, "12, 22").trim(), "2");
+
+        // A COMMIT answered, then a new transaction pipelined behind it: the COMMIT ended
+        // the first transaction, nothing ends the second, so it is lost (40001), not unknown.
+        client.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(write_on(&client, 30).await.unwrap(), "db01");
+        let slow = "INSERT INTO t SELECT 31, pg_sleep(30)::text /* terminated-3 */";
+        let (commit, begin, lost, ()) = tokio::join!(
+            client.simple_query("COMMIT"),
+            client.simple_query("BEGIN"),
+            client.simple_query(slow),
+            terminate_running(&cluster, "terminated-3"),
+        );
+        commit.unwrap();
+        begin.unwrap();
+        assert_eq!(code(lost).as_deref(), Some("40001"));
+        let aborted = client.simple_query("SELECT 1").await;
+        assert_eq!(
+            code(aborted).as_deref(),
+            Some("25P02"),
+            "still in the lost transaction"
+        );
+        client.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(write_on(&client, 32).await.unwrap(), "db01");
+        assert_eq!(rows_with(&cluster, "12, 22, 30, 32").trim(), "4");
+        assert_eq!(rows_with(&cluster, "31").trim(), "0");
     })
     .await;
 }

@@ -38,10 +38,21 @@ impl ProtocolState {
 
     /// Units whose answers the client is owed (the proxy's own are not).
     pub fn owed_to_client(&self) -> usize {
-        self.syncs
-            .iter()
-            .filter(|p| p.origin == Origin::Client)
-            .count()
+        self.client_units().count()
+    }
+
+    /// A unit of the client's that may write is still to be answered.
+    pub fn owes_write(&self) -> bool {
+        self.client_units().any(|p| p.writes)
+    }
+
+    /// A unit of the client's that ends a transaction is still to be answered.
+    pub fn owes_end_of_transaction(&self) -> bool {
+        self.client_units().any(|p| p.ends_tx)
+    }
+
+    fn client_units(&self) -> impl Iterator<Item = &Pending> + Clone {
+        self.syncs.iter().filter(|p| p.origin == Origin::Client)
     }
 
     /// Who sent the unit whose answer comes next.
@@ -194,6 +205,10 @@ pub struct Pending {
     /// A leading read of a deferred transaction: the client is told `T` (or `E` if it
     /// failed) where the server, running it in autocommit, says `I`.
     pub in_deferred_tx: bool,
+    /// On the write lease: it may write, or end a transaction (`COMMIT`...). Lost on its
+    /// way, what it did is unknown.
+    pub writes: bool,
+    pub ends_tx: bool,
 }
 
 /// A Close of a prepared statement sent in a unit.

@@ -329,7 +329,8 @@ where
                 lost,
             )));
         }
-        let may_have_committed = self.ending_tx || (!in_tx && self.pending_write);
+        let may_have_committed =
+            conn.proto.owes_end_of_transaction() || (!in_tx && conn.proto.owes_write());
         let told = lost::lost_units(follows, in_tx, may_have_committed);
         if let Some(outcome) = told.counted {
             writer::count_lost(outcome);
@@ -357,7 +358,11 @@ where
         }
         self.tx = None;
         self.inflight = None;
-        self.ending_tx = false;
+        // Whatever was on its way there is known or told now; what committed is bounded
+        // by the look-up `position_unknown` asked for.
+        if slot == Slot::Primary {
+            self.pending_write = false;
+        }
         if self.stalled {
             self.stalled = false;
             self.process_client_input().await?;

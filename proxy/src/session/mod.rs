@@ -200,9 +200,6 @@ pub struct Session<R, W> {
     /// A unit that may write ran on the primary; its commit is noted at the next idle
     /// ReadyForQuery.
     pending_write: bool,
-    /// A unit on its way on the write lease ends a transaction (`COMMIT`...): lost on its
-    /// way, whether it committed is unknown.
-    ending_tx: bool,
     /// The autocommit unit on the write lease, kept while nothing of its answer has come
     /// (following the primary): sent again if the writer refuses it as a standby.
     writer_retry: Option<Retry>,
@@ -340,7 +337,6 @@ where
             max_staleness: None,
             unit_hint: crate::route::CausalHint::NONE,
             pending_write: false,
-            ending_tx: false,
             writer_retry: None,
             writer_resending: false,
             writer_refusal: None,

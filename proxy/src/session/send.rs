@@ -101,10 +101,6 @@ where
         }
         Self::log_route(decision);
         self.pending_write |= target == Slot::Primary && decision.writes;
-        if target == Slot::Primary {
-            // Until every unit on its way there is answered (`primary_answered`).
-            self.ending_tx |= effects.contains(Effects::ENDS_TX);
-        }
         let continuing = self.open_batch.take().is_some();
         // A Parse that redefines a known statement must reach the server that refuses it,
         // once: such a batch is not retried. (Checked before the batch's Parses are recorded.)
@@ -174,6 +170,12 @@ where
         counts.open_batch_counted =
             !synced && (counted || (continuing && counts.open_batch_counted));
         watch_unit(conn, watch);
+        if target == Slot::Primary {
+            if let Some(sent) = conn.proto.last_sent() {
+                sent.writes |= decision.writes;
+                sent.ends_tx |= effects.contains(Effects::ENDS_TX);
+            }
+        }
         if leading_read {
             mark_leading_read(conn);
         }

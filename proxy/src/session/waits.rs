@@ -165,19 +165,13 @@ where
     /// whatever they saw that no commit position covers must be seen by later reads.
     #[inline]
     pub(super) fn primary_answered(&mut self, seen: &relay::Relayed) {
-        // Units of the client's still on their way there: pipelined after those answered.
-        let owes_client = |leases: &Leases| {
-            leases
-                .peek(Slot::Primary)
-                .is_some_and(|conn| conn.proto.owed_to_client() > 0)
-        };
-        if self.ending_tx && !owes_client(&self.leases) {
-            self.ending_tx = false;
-        }
         let positions = &self.shared.health.positions;
         if seen.ended_tx && self.pending_write {
-            // A write pipelined after the commit seen is still on its way.
-            self.pending_write = owes_client(&self.leases);
+            // A write pipelined after the commit seen may still be on its way.
+            self.pending_write = self
+                .leases
+                .peek(Slot::Primary)
+                .is_some_and(|conn| conn.proto.owes_write());
             // Published, whatever this session's mode, before the client hears of the
             // commit: every "global" read that starts after that sees a position looked up
             // after it.
