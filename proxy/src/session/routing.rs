@@ -136,6 +136,15 @@ where
         }
         let slot = decide::join(standalone.slot, self.open_batch, self.tx, self.inflight)?;
         let decision = decide::joined(standalone, slot, self.tx);
+        // The writer moved while units of the client's are still owed: they are answered
+        // (or told lost) first, so that what the move does to this unit (an error, a lease
+        // closed) comes after them, in order.
+        if decision.slot == Slot::Primary
+            && self.inflight.is_some()
+            && self.shared.health.writer_word() != self.writer_seen
+        {
+            return None;
+        }
         // A read that runs where a transaction or batch already is needs no wait.
         if let Some(awaited) = awaited {
             if decision.slot == Slot::Replica
