@@ -1145,11 +1145,13 @@ fn per_node_settings_are_refused_where_they_cannot_apply() {
 /// A node's engine reached over TLS as the docker CLI does (`DOCKER_TLS_VERIFY`, the
 /// certificates in `DOCKER_CERT_PATH`): the local engine behind a forwarder that requires a
 /// client certificate. `status` lists through it; without TLS the same engine is unreachable.
+/// (The engine's turn: `status --pair` looks into db01 and db02, which another test may be
+/// building meanwhile.)
 #[test]
 fn a_nodes_engine_is_reached_over_tls() {
-    if !docker_suite_enabled() {
+    let Some(_turn) = fresh_engine() else {
         return;
-    }
+    };
     let dir = pgrepl_tests::provisioning::scratch_dir("tls-engine");
     let engine = pgrepl_tests::tls_engine::TlsEngine::start(&dir);
     let cert_path = engine.cert_path.to_string_lossy().into_owned();
