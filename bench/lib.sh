@@ -201,6 +201,60 @@ pgbench_latency() {
     sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p' | head -n 1
 }
 
+# --- what one process spends per query ----------------------------------------
+
+# CPU time process $1 has used so far, all its threads, in clock ticks: "user system"
+# (/proc/PID/stat fields 14 and 15, counted after the command name, which may hold spaces).
+cpu_ticks() {
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'
+}
+
+# Microseconds of user and of system time per transaction: "user system", from two
+# cpu_ticks readings ($1, $2) and the transactions run between them ($3).
+cpu_per_transaction() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        if (n <= 0) { print "n/a n/a"; exit }
+        printf "%.2f %.2f\n", (y[1] - x[1]) * 1e6 / hz / n, (y[2] - x[2]) * 1e6 / hz / n }'
+}
+
+# Transactions pgbench ran, from its output on stdin.
+pgbench_transactions() {
+    sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' | head -n 1
+}
+
+# The system calls counted per query, by kind, and what they are.
+SYSCALL_KINDS=(all epoll_wait reads writes futex)
+declare -A SYSCALL_EVENTS=(
+    [all]="raw_syscalls:sys_enter"
+    [epoll_wait]="syscalls:sys_enter_epoll_wait syscalls:sys_enter_epoll_pwait syscalls:sys_enter_epoll_pwait2"
+    [reads]="syscalls:sys_enter_recvfrom syscalls:sys_enter_read syscalls:sys_enter_recvmsg syscalls:sys_enter_readv"
+    [writes]="syscalls:sys_enter_sendto syscalls:sys_enter_write syscalls:sys_enter_sendmsg syscalls:sys_enter_writev"
+    [futex]="syscalls:sys_enter_futex"
+)
+
+# Counts the system calls of process $1 (every thread) with perf's tracepoints while the
+# rest of the arguments run, and prints the count of each kind of SYSCALL_KINDS, in order.
+count_syscalls() {
+    local pid=$1 out=$WORK/perf-stat.csv events=() kind event perf
+    shift
+    for kind in "${SYSCALL_KINDS[@]}"; do
+        for event in ${SYSCALL_EVENTS[$kind]}; do events+=(-e "$event"); done
+    done
+    perf stat -x, -o "$out" "${events[@]}" -p "$pid" &
+    perf=$!
+    sleep 0.5 # attached before the load starts
+    "$@" >/dev/null || die "the load under perf stat failed: $*"
+    kill -INT "$perf"
+    wait "$perf" || true
+    for kind in "${SYSCALL_KINDS[@]}"; do
+        awk -F, -v names="${SYSCALL_EVENTS[$kind]}" '
+            BEGIN { n = split(names, list, " "); for (i = 1; i <= n; i++) want[list[i]] = 1 }
+            $3 in want && $1 ~ /^[0-9]+$/ { sum += $1 }
+            END { print sum + 0 }' "$out"
+    done
+}
+
 # --- report ------------------------------------------------------------------
 
 # Median over the rounds of field $4 of the lines of RESULTS whose first three fields are

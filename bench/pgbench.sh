@@ -42,6 +42,12 @@
 #                                     the proxy and PgBouncer with valgrind
 #                                     (callgrind: repeatable where times are
 #                                     not); 0 skips it
+#   SYSCALLS=1                        also count system calls per query of
+#                                     the proxy, the baseline and PgBouncer
+#                                     with perf's syscall tracepoints
+#                                     (SYSCALL_CLIENTS=4 clients,
+#                                     SYSCALL_TRANSACTIONS=5000 each); 0
+#                                     skips it
 #   PGBOUNCER=/usr/sbin/pgbouncer     CARGO_TARGET_DIR is respected
 # The table goes to stdout, progress to stderr.
 set -euo pipefail
@@ -57,11 +63,14 @@ MODES=${MODES:-simple extended prepared}
 TARGETS=${TARGETS:-proxy direct pgbouncer}
 SCALE=${SCALE:-10}
 INSTRUCTIONS=${INSTRUCTIONS:-1}
+SYSCALLS=${SYSCALLS:-1}
+SYSCALL_CLIENTS=${SYSCALL_CLIENTS:-4}
+SYSCALL_TRANSACTIONS=${SYSCALL_TRANSACTIONS:-5000}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 
 wants() { [[ " $TARGETS " == *" $1 "* ]]; }
 
-require_positive ROUNDS DURATION SCALE
+require_positive ROUNDS DURATION SCALE SYSCALL_CLIENTS SYSCALL_TRANSACTIONS
 for t in $TARGETS; do
     [[ $t =~ ^(proxy|baseline|direct|pgbouncer)$ ]] || die "unknown target '$t'"
 done
@@ -70,6 +79,10 @@ for m in $MODES; do
 done
 if wants baseline; then
     [[ -x ${BASELINE_BIN:-} ]] || die "target baseline needs BASELINE_BIN=/path/to/pgrepl-proxy"
+fi
+if [[ $SYSCALLS == 1 ]]; then
+    command -v perf >/dev/null ||
+        die "SYSCALLS=1 needs perf (apt-get install linux-perf), or set SYSCALLS=0"
 fi
 if [[ $INSTRUCTIONS == 1 ]]; then
     command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null ||
@@ -105,6 +118,8 @@ declare -A PORT=([direct]=$REPLICA_PORT)
 declare -A BIN=([proxy]=${PROXY_BIN:-} [baseline]=${BASELINE_BIN:-})
 # Extra environment per target (word-split on purpose: NAME=value pairs).
 declare -A ENVS=([proxy]="" [baseline]=${BASELINE_ENV:-})
+# The process of each target that has one of its own (not direct).
+declare -A PID=()
 for target in proxy baseline; do
     if wants "$target"; then
         PORT[$target]=$("$TESTCLUSTER" free-port)
@@ -128,6 +143,7 @@ if wants pgbouncer; then
         "pool_mode = session" "max_client_conn = 200" "default_pool_size = 32"
     say "starting PgBouncer on port ${PORT[pgbouncer]}"
     start_pgbouncer pgbouncer "${PORT[pgbouncer]}"
+    PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid")
 fi
 
 # --- measurements ------------------------------------------------------------
@@ -152,11 +168,13 @@ statements() {
         END { print multi ? s : single * total }'
 }
 
-# Runs one pgbench and appends "mode clients target tps latency_ms" to RESULTS;
+# Runs one pgbench and appends "mode clients target tps latency_ms user_us system_us" to
+# RESULTS (the target's CPU time per pgbench transaction, n/a for direct);
 # for tpcb and mixed also "mode clients target transactions statements
 # primary_xacts replica_xacts" to SHARES.
 measure() {
     local target=$1 mode=$2 clients=$3 out tps lat port=${PORT[$1]} p0 r0 p1 r1 n st
+    local pid=${PID[$1]:-} ticks0=0 cpu="n/a n/a"
     local threads=$((clients < 2 ? clients : 2))
     local script=(-S -M "$mode")
     if [[ $mode == tpcb || $mode == mixed ]]; then
@@ -167,14 +185,16 @@ measure() {
         sleep "$STATS_SETTLE"
         p0=$(xacts "$PRIMARY_PORT") r0=$(xacts "$REPLICA_PORT")
     fi
+    [[ -z $pid ]] || ticks0=$(cpu_ticks "$pid")
     out=$("$PG_BIN/pgbench" "${script[@]}" -c "$clients" -j "$threads" -T "$DURATION" -n \
         -h 127.0.0.1 -p "$port" -U "$DB_USER" "$DB_NAME" 2>&1) ||
         { echo "$out" >&2; die "pgbench against $target failed"; }
     tps=$(pgbench_tps <<<"$out")
     lat=$(pgbench_latency <<<"$out")
     [[ -n $tps && -n $lat ]] || { echo "$out" >&2; die "cannot parse pgbench output"; }
-    say "$(printf 'round %s %-8s c=%-3s %-9s %10.0f tps %8.3f ms' "$round" "$mode" "$clients" "$target" "$tps" "$lat")"
-    echo "$mode $clients $target $tps $lat" >>"$RESULTS"
+    [[ -z $pid ]] || cpu=$(cpu_per_transaction "$ticks0" "$(cpu_ticks "$pid")" "$(pgbench_transactions <<<"$out")")
+    say "$(printf 'round %s %-8s c=%-3s %-9s %10.0f tps %8.3f ms, cpu us/tx user system: %s' "$round" "$mode" "$clients" "$target" "$tps" "$lat" "$cpu")"
+    echo "$mode $clients $target $tps $lat $cpu" >>"$RESULTS"
     if [[ $mode == tpcb || $mode == mixed ]]; then
         n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
         st=$(statements <<<"$out")
@@ -195,6 +215,27 @@ for round in $(seq "$ROUNDS"); do
         done
     done
 done
+
+# --- system calls per query -----------------------------------------------------
+
+declare -A SYSC=()
+if [[ $SYSCALLS == 1 ]]; then
+    for mode in $MODES; do
+        [[ ! $mode =~ ^(tpcb|mixed)$ ]] || continue
+        for target in proxy baseline pgbouncer; do
+            wants "$target" || continue
+            queries=$((SYSCALL_CLIENTS * SYSCALL_TRANSACTIONS))
+            mapfile -t counts < <(count_syscalls "${PID[$target]}" "$PG_BIN/pgbench" -S -M "$mode" \
+                -c "$SYSCALL_CLIENTS" -j 2 -t "$SYSCALL_TRANSACTIONS" -n \
+                -h 127.0.0.1 -p "${PORT[$target]}" -U "$DB_USER" "$DB_NAME")
+            for i in "${!SYSCALL_KINDS[@]}"; do
+                SYSC[$mode.$target.${SYSCALL_KINDS[$i]}]=$(awk -v c="${counts[$i]:-0}" -v q="$queries" \
+                    'BEGIN { printf "%.2f", c / q }')
+            done
+            say "system calls $mode $target: ${SYSC[$mode.$target.all]} per query"
+        done
+    done
+fi
 
 # --- instructions per query ----------------------------------------------------
 
@@ -293,6 +334,36 @@ done
 echo
 echo "Machine: $(machine_summary); $("$PG_BIN/postgres" --version); $("$PGBOUNCER" --version | head -n 1)."
 echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S (tpcb: -b tpcb-like; mixed: -b tpcb-like@1 -b select-only@9; for both direct = the primary), scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
+echo
+echo "| mode | clients | user us/query, proxy | kernel us/query, proxy | user, pgbouncer | kernel, pgbouncer | user, baseline | kernel, baseline |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+for mode in $MODES; do
+    for clients in $CLIENTS; do
+        row="| $mode | $clients"
+        for target in proxy pgbouncer baseline; do
+            row+=" | $(fmt %.2f "$(median "$mode" "$clients" "$target" 6)") | $(fmt %.2f "$(median "$mode" "$clients" "$target" 7)")"
+        done
+        echo "$row |"
+    done
+done
+echo
+echo "CPU: the process's own utime and stime (/proc/PID/stat, every thread) over each pgbench run, per pgbench transaction (one query with -S; a TPC-B-like transaction is 7 statements), median of the rounds; the clock ticks at $(getconf CLK_TCK) Hz."
+if [[ $SYSCALLS == 1 ]]; then
+    echo
+    echo "| mode | target | system calls per query | epoll_wait | reads | writes | futex |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    for mode in $MODES; do
+        [[ ! $mode =~ ^(tpcb|mixed)$ ]] || continue
+        for target in proxy baseline pgbouncer; do
+            wants "$target" || continue
+            row="| $mode | $target"
+            for kind in "${SYSCALL_KINDS[@]}"; do row+=" | ${SYSC[$mode.$target.$kind]}"; done
+            echo "$row |"
+        done
+    done
+    echo
+    echo "System calls: perf stat on the syscall tracepoints of the server process (every thread) during pgbench -S, $SYSCALL_CLIENTS clients x $SYSCALL_TRANSACTIONS transactions; reads = recvfrom + read + recvmsg + readv, writes = sendto + write + sendmsg + writev, epoll_wait with epoll_pwait(2)."
+fi
 if wants baseline; then
     echo
     echo "Baseline: $BASELINE_BIN${BASELINE_ENV:+ with $BASELINE_ENV}, same config and rounds as the proxy."
