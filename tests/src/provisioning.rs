@@ -120,6 +120,18 @@ pub fn pgrepl(args: &[&str], env: &[(&str, &str)]) -> PsqlRun {
         .into_text()
 }
 
+/// [`pgrepl`], which must succeed: its stdout, echoed to the test's output.
+pub fn pgrepl_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let run = pgrepl(args, env);
+    assert!(
+        run.success,
+        "pgrepl-proxy {args:?} failed:\n{}{}",
+        run.stdout, run.stderr
+    );
+    eprintln!("{}", run.stdout);
+    run.stdout
+}
+
 /// Runs the docker CLI, to completion.
 pub fn docker(args: &[&str]) -> PsqlRun {
     let mut cmd = Command::new("docker");

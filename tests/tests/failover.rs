@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use pgrepl_provision::steps::Options;
 use pgrepl_tests::endpoint::{get_json, Metrics};
-use pgrepl_tests::provisioning::pgrepl;
+use pgrepl_tests::provisioning::pgrepl_ok;
 use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
 use pgrepl_tests::suite::{bounded_for, eventually, free_addr, node_of_read, sqlstate};
 use pgrepl_tests::traffic::Readers;
@@ -204,19 +204,12 @@ fn cluster_and_proxy(name: &str, sync: bool, keys: i32) -> (OwnCluster, ProxyPro
 async fn cli(cluster: &OwnCluster, args: &[&'static str]) -> String {
     let env = cluster.provision_env();
     let args = args.to_vec();
-    let run = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        pgrepl(&args, &env)
+        pgrepl_ok(&args, &env)
     })
     .await
-    .unwrap();
-    assert!(
-        run.success,
-        "pgrepl-proxy failed:\n{}{}",
-        run.stdout, run.stderr
-    );
-    eprintln!("{}", run.stdout);
-    run.stdout
+    .unwrap()
 }
 
 /// Runs `f` on `node` off the async runtime.

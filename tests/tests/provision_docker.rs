@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pgrepl_tests::provisioning::{
     assert_healthy_status, docker, docker_psql, docker_suite_enabled, engine_turn, pgrepl,
-    step_lines, step_outcomes, EngineTurn, LOCAL_IMAGE,
+    pgrepl_ok, step_lines, step_outcomes, EngineTurn, LOCAL_IMAGE,
 };
 use pgrepl_tests::{free_port, free_ports};
 use pgrepl_tests::{proxy_command, wait_until};
@@ -496,16 +496,7 @@ fn failover_rejoin_and_switchover_on_containers() {
         ("PGREPL_PROVISION__REPLICAS", "2".to_owned()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let run = |args: &[&str]| {
-        let run = pgrepl(args, &env);
-        assert!(
-            run.success,
-            "{args:?} failed:\n{}{}",
-            run.stdout, run.stderr
-        );
-        eprintln!("{}", run.stdout);
-        run.stdout
-    };
+    let run = |args: &[&str]| pgrepl_ok(args, &env);
     let all_already = |stdout: &str| {
         for line in stdout.lines().filter(|l| l.starts_with('[')) {
             assert!(
