@@ -34,6 +34,12 @@
 #                                     BASELINE_BIN=<this build>
 #                                     BASELINE_ENV=PGREPL_METRICS__ENABLED=false
 #                                     measures what metrics cost
+#   POOL_MODE=session                 session or transaction: the pooling of
+#                                     the proxy, the baseline and PgBouncer
+#   POOL_SIZE=20                      server connections per pool in
+#                                     transaction pooling (session pooling
+#                                     gets one per client: the largest of
+#                                     CLIENTS)
 #   SCALE=10                          pgbench scale factor
 #   PROXY_TOML='...'                  TOML appended to the proxy's config
 #                                     (not the baseline's), e.g.
@@ -48,7 +54,9 @@
 #                                     (SYSCALL_CLIENTS=4 clients,
 #                                     SYSCALL_TRANSACTIONS=5000 each); 0
 #                                     skips it
-#   PGBOUNCER=/usr/sbin/pgbouncer     CARGO_TARGET_DIR is respected
+#   PGBOUNCER=                        a PgBouncer binary; unset:
+#                                     bench/install-pgbouncer.sh
+# CARGO_TARGET_DIR is respected.
 # The table goes to stdout, progress to stderr.
 set -euo pipefail
 
@@ -62,15 +70,26 @@ CLIENTS=${CLIENTS:-1 16}
 MODES=${MODES:-simple extended prepared}
 TARGETS=${TARGETS:-proxy direct pgbouncer}
 SCALE=${SCALE:-10}
+POOL_MODE=${POOL_MODE:-session}
+POOL_SIZE=${POOL_SIZE:-20}
 INSTRUCTIONS=${INSTRUCTIONS:-1}
 SYSCALLS=${SYSCALLS:-1}
 SYSCALL_CLIENTS=${SYSCALL_CLIENTS:-4}
 SYSCALL_TRANSACTIONS=${SYSCALL_TRANSACTIONS:-5000}
-PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+PGBOUNCER=${PGBOUNCER:-}
 
 wants() { [[ " $TARGETS " == *" $1 "* ]]; }
 
-require_positive ROUNDS DURATION SCALE SYSCALL_CLIENTS SYSCALL_TRANSACTIONS
+require_positive ROUNDS DURATION SCALE SYSCALL_CLIENTS SYSCALL_TRANSACTIONS POOL_SIZE
+[[ $POOL_MODE =~ ^(session|transaction)$ ]] || die "POOL_MODE must be session or transaction, not '$POOL_MODE'"
+# The most clients a run has: in session pooling each holds a server connection of each
+# target that has pools, all at once in the runs' order, so the servers allow for all.
+MAX_CLIENTS=$(printf '%s\n' $CLIENTS "$SYSCALL_CLIENTS" | sort -n | tail -n 1)
+if [[ $POOL_MODE == session ]]; then
+    SERVER_POOL=$MAX_CLIENTS
+else
+    SERVER_POOL=$POOL_SIZE
+fi
 for t in $TARGETS; do
     [[ $t =~ ^(proxy|baseline|direct|pgbouncer)$ ]] || die "unknown target '$t'"
 done
@@ -107,7 +126,7 @@ SERVER_LOGS=("$WORK/proxy.log" "$WORK/baseline.log")
 
 # --- cluster and data ----------------------------------------------------
 
-start_cluster
+start_cluster "max_connections=$((4 * (MAX_CLIENTS > SERVER_POOL ? MAX_CLIENTS : SERVER_POOL) + 40))"
 pgbench_init "$SCALE"
 catch_up
 
@@ -124,6 +143,12 @@ for target in proxy baseline; do
     if wants "$target"; then
         PORT[$target]=$("$TESTCLUSTER" free-port)
         "$TESTCLUSTER" proxy-config "$WORK/cluster" "127.0.0.1:${PORT[$target]}" >"$WORK/$target.toml"
+        set_toml "$WORK/$target.toml" proxy max_client_connections "$((MAX_CLIENTS + 10))"
+        set_toml "$WORK/$target.toml" pool mode "\"$POOL_MODE\""
+        set_toml "$WORK/$target.toml" pool max_server_connections "$((SERVER_POOL + 10))"
+        if [[ $POOL_MODE == transaction ]]; then
+            set_toml "$WORK/$target.toml" pool default_pool_size "$POOL_SIZE"
+        fi
         if [[ $target == proxy && -n ${PROXY_TOML:-} ]]; then
             printf '\n%s\n' "$PROXY_TOML" >>"$WORK/$target.toml"
         fi
@@ -138,9 +163,14 @@ done
 # --- PgBouncer -------------------------------------------------------------
 
 if wants pgbouncer; then
+    if [[ -z $PGBOUNCER ]]; then
+        PGBOUNCER=$(bash "$ROOT/bench/install-pgbouncer.sh" | tail -n 1)
+    fi
+    [[ -x $PGBOUNCER ]] || die "no PgBouncer at '$PGBOUNCER'"
     PORT[pgbouncer]=$("$TESTCLUSTER" free-port)
     pgbouncer_ini pgbouncer "${PORT[pgbouncer]}" "$REPLICA_PORT" \
-        "pool_mode = session" "max_client_conn = 200" "default_pool_size = 32"
+        "pool_mode = $POOL_MODE" "max_client_conn = $((MAX_CLIENTS + 10))" \
+        "default_pool_size = $SERVER_POOL" "max_prepared_statements = 200"
     say "starting PgBouncer on port ${PORT[pgbouncer]}"
     start_pgbouncer pgbouncer "${PORT[pgbouncer]}"
     PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid")
@@ -332,8 +362,10 @@ for mode in $MODES; do
     done
 done
 echo
-echo "Machine: $(machine_summary); $("$PG_BIN/postgres" --version); $("$PGBOUNCER" --version | head -n 1)."
-echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S (tpcb: -b tpcb-like; mixed: -b tpcb-like@1 -b select-only@9; for both direct = the primary), scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2)."
+bouncer=
+if wants pgbouncer; then bouncer="; $("$PGBOUNCER" --version | head -n 1)"; fi
+echo "Machine: $(machine_summary); $("$PG_BIN/postgres" --version)$bouncer."
+echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbench -S (tpcb: -b tpcb-like; mixed: -b tpcb-like@1 -b select-only@9; for both direct = the primary), scale $SCALE, $DURATION s per run, median of $ROUNDS round(s), -j min(clients, 2); $POOL_MODE pooling, $SERVER_POOL server connections per pool."
 echo
 echo "| mode | clients | user us/query, proxy | kernel us/query, proxy | user, pgbouncer | kernel, pgbouncer | user, baseline | kernel, baseline |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use crate::balance::Balancer;
 use crate::client::auth::{authenticate, AuthError, Users};
 use crate::client::logins::{Evicted, LoginTicket, Logins};
 use crate::client::{negotiate, params, tls, ClientStream, Hello, NegotiateError};
-use crate::clients::{Listed, NewClient};
+use crate::clients::{ClientEntry, Listed, NewClient};
 use crate::health::{Health, Monitor};
 use crate::live::{Published, RoutingSettings};
 use crate::logging::LogLevel;
@@ -38,8 +39,8 @@ use crate::protocol::sqlstate;
 use crate::protocol::tags::TxStatus;
 use crate::protocol::write::{self, ProxyError, Severity};
 use crate::reload::{Loader, Reloader};
-use crate::session::{ClientInfo, Session};
-use crate::shared::{ClientCount, Shared};
+use crate::session::{ClientInfo, Session, SessionStats};
+use crate::shared::{ClientCount, ClientSlot, Shared};
 use crate::telemetry::{
     install_recorder, ClientMeters, Endpoint, Rejection, ReloadMeters, Tally, Timing,
 };
@@ -291,6 +292,7 @@ impl Proxy {
 }
 
 /// One accepted client connection, before and during its session.
+#[derive(Clone)]
 struct Connection {
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
@@ -331,6 +333,35 @@ struct Ends {
     local: Option<SocketAddr>,
 }
 
+/// What serves an admitted client, boxed and sized for its kind: inline in the client's task,
+/// every task would keep room for the largest of the four (a TLS stream's is kilobytes), an
+/// idle plain client's too.
+fn serving_task(
+    shared: Arc<Shared>,
+    serving: Serving,
+    stream: ClientStream,
+    entry: &Arc<ClientEntry>,
+) -> Pin<Box<dyn Future<Output = SessionStats> + Send>> {
+    match (serving, stream) {
+        (Serving::Session(info), Either::Left(tcp)) => {
+            let (r, w) = tcp.into_split();
+            Box::pin(Session::new(shared, info, r, w).run())
+        }
+        (Serving::Session(info), Either::Right(tls)) => {
+            let (r, w) = tokio::io::split(tls);
+            Box::pin(Session::new(shared, info, r, w).run())
+        }
+        (Serving::Console, Either::Left(tcp)) => {
+            let (r, w) = tcp.into_split();
+            Box::pin(admin::Console::new(shared, entry.clone(), r, w).run())
+        }
+        (Serving::Console, Either::Right(tls)) => {
+            let (r, w) = tokio::io::split(tls);
+            Box::pin(admin::Console::new(shared, entry.clone(), r, w).run())
+        }
+    }
+}
+
 async fn send_fatal(stream: &mut ClientStream, err: &ProxyError) {
     let mut buf = BytesMut::new();
     err.encode(&mut buf);
@@ -343,47 +374,28 @@ impl Connection {
         self.shared.client_meters.rejected(why);
     }
 
-    /// Runs on worker `worker`, which got the client.
-    async fn start(
+    /// Runs on worker `worker`, which got the client. Its entry (login, admission) is a boxed
+    /// future of its own, freed once the client is in: an async fn keeps its arguments for
+    /// as long as it runs, and the task would keep the socket, the login ticket and the
+    /// entry's room (11 kB) all the session's life.
+    fn start(
         self,
         tcp: std::net::TcpStream,
         peer: SocketAddr,
         ticket: LoginTicket,
         worker: usize,
-    ) {
-        match TcpStream::from_std(tcp) {
-            Ok(tcp) => self.serve(tcp, peer, ticket, worker).await,
-            Err(e) => tracing::warn!(%peer, error = %e, "cannot register a client socket"),
-        }
+    ) -> impl Future<Output = ()> + Send {
+        let entering = Box::pin(self.clone().enter(tcp, peer, ticket, worker));
+        self.serve(entering, peer)
     }
 
-    async fn serve(self, tcp: TcpStream, peer: SocketAddr, ticket: LoginTicket, worker: usize) {
-        let _ = tcp.set_nodelay(true);
+    async fn serve(
+        self,
+        entering: Pin<Box<impl Future<Output = Option<(Admitted, ClientSlot)>>>>,
+        peer: SocketAddr,
+    ) {
         let started = Instant::now();
-        let ends = Ends {
-            peer,
-            local: tcp.local_addr().ok(),
-        };
-        // The login's and the admission's futures are boxed: inline, the task would keep their
-        // room (11 kB of 30) for as long as the session lives.
-        let Some(mut login) = Box::pin(self.pending_login(tcp, peer, ticket)).await else {
-            return;
-        };
-        // Only now, authenticated, does it count against max_client_connections.
-        let Some(slot) = self.shared.clients.take() else {
-            self.reject(Rejection::Limit);
-            tracing::info!(user = %login.startup.user, "client refused: [proxy] max_client_connections reached");
-            send_fatal(
-                &mut login.stream,
-                &ProxyError::fatal(
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    "sorry, too many clients already",
-                ),
-            )
-            .await;
-            return;
-        };
-        let Some(admitted) = Box::pin(self.admit(login, worker, ends)).await else {
+        let Some((admitted, slot)) = entering.await else {
             return;
         };
         let Admitted {
@@ -395,25 +407,7 @@ impl Connection {
         let entry = listed.entry().clone();
         let (user, database, client_id) = (&entry.who.user, &entry.who.database, entry.id);
         tracing::info!(%peer, %user, %database, client_id, "client connected");
-        let shared = self.shared.clone();
-        let stats = match (serving, stream) {
-            (Serving::Session(info), Either::Left(tcp)) => {
-                let (r, w) = tcp.into_split();
-                Session::new(shared, info, r, w).run().await
-            }
-            (Serving::Session(info), Either::Right(tls)) => {
-                let (r, w) = tokio::io::split(tls);
-                Session::new(shared, info, r, w).run().await
-            }
-            (Serving::Console, Either::Left(tcp)) => {
-                let (r, w) = tcp.into_split();
-                admin::Console::new(shared, entry.clone(), r, w).run().await
-            }
-            (Serving::Console, Either::Right(tls)) => {
-                let (r, w) = tokio::io::split(tls);
-                admin::Console::new(shared, entry.clone(), r, w).run().await
-            }
-        };
+        let stats = serving_task(self.shared.clone(), serving, stream, &entry).await;
         self.shared.cancels.unregister(cancel_key);
         drop(listed);
         drop(slot);
@@ -426,6 +420,47 @@ impl Connection {
             bytes_out = stats.bytes_out,
             "client disconnected"
         );
+    }
+
+    /// Login, the client limit, then admission: the client and its place among
+    /// `max_client_connections`, or None when the connection ends here.
+    async fn enter(
+        self,
+        tcp: std::net::TcpStream,
+        peer: SocketAddr,
+        ticket: LoginTicket,
+        worker: usize,
+    ) -> Option<(Admitted, ClientSlot)> {
+        // Registered here, with the reactor of the worker that polls it.
+        let tcp = match TcpStream::from_std(tcp) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot register a client socket");
+                return None;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let ends = Ends {
+            peer,
+            local: tcp.local_addr().ok(),
+        };
+        let mut login = self.pending_login(tcp, peer, ticket).await?;
+        // Only now, authenticated, does it count against max_client_connections.
+        let Some(slot) = self.shared.clients.take() else {
+            self.reject(Rejection::Limit);
+            tracing::info!(user = %login.startup.user, "client refused: [proxy] max_client_connections reached");
+            send_fatal(
+                &mut login.stream,
+                &ProxyError::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    "sorry, too many clients already",
+                ),
+            )
+            .await;
+            return None;
+        };
+        let admitted = self.admit(login, worker, ends).await?;
+        Some((admitted, slot))
     }
 
     /// The client's part of startup while it counts as a pending login: it ends at the login

@@ -45,9 +45,12 @@ where
                 }
                 Ok(())
             }
-            AfterInput::Lost(reason) => self.backend_lost(slot, &reason).await,
-            AfterInput::Rerun(retry) if slot == Slot::Primary => self.writer_refused(retry).await,
-            AfterInput::Rerun(retry) => self.rerun_refused(retry).await,
+            // The rare paths boxed: inline, every session's task would keep their room.
+            AfterInput::Lost(reason) => Box::pin(self.backend_lost(slot, &reason)).await,
+            AfterInput::Rerun(retry) if slot == Slot::Primary => {
+                Box::pin(self.writer_refused(retry)).await
+            }
+            AfterInput::Rerun(retry) => Box::pin(self.rerun_refused(retry)).await,
         }
     }
 

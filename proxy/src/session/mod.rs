@@ -413,16 +413,16 @@ where
                         conn.out.advance(n);
                     }
                 }
+                // Lost connections and the end are boxed: rare, and inline their room would
+                // be kept by every session's task.
                 Event::Backend(slot, BackendIo::Wrote(Err(e)) | BackendIo::Read(Err(e))) => {
-                    if let Err(end) = self.backend_lost(slot, &e.to_string()).await {
+                    if let Err(end) = Box::pin(self.backend_lost(slot, &e.to_string())).await {
                         break 'session end;
                     }
                 }
                 Event::Backend(slot, BackendIo::Read(Ok(0))) => {
-                    if let Err(end) = self
-                        .backend_lost(slot, "the server closed the connection")
-                        .await
-                    {
+                    let reason = "the server closed the connection";
+                    if let Err(end) = Box::pin(self.backend_lost(slot, reason)).await {
                         break 'session end;
                     }
                 }
@@ -443,12 +443,13 @@ where
                 }
             }
         };
-        self.finish(end).await
+        Box::pin(self.finish(end)).await
     }
 
     /// Tells the client why the session ends, if it is still there to hear it, and gives
-    /// the leases back.
-    async fn finish(mut self, end: End) -> SessionStats {
+    /// the leases back. By reference: by value, the session's task would hold room for a
+    /// second copy of the session, all its life.
+    async fn finish(&mut self, end: End) -> SessionStats {
         let farewell = match end {
             End::ClientGone => None,
             End::Shutdown => Some(ProxyError::terminated_by_administrator()),

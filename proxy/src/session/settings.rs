@@ -71,7 +71,8 @@ struct Entry {
 
 /// A reported parameter's value for the session, and when it last changed.
 struct Reported {
-    name: String,
+    /// From `REPLAYED_AS_REPORTED`: not a copy per session.
+    name: &'static str,
     value: String,
     seq: u64,
 }
@@ -119,7 +120,7 @@ impl Settings {
             match settings.reported_index(name.as_bytes()) {
                 Some(i) => {
                     let told = &settings.reported[i];
-                    let pair = (told.name.clone(), told.value.clone());
+                    let pair = (told.name.to_owned(), told.value.clone());
                     settings.startup_reported.push(pair);
                 }
                 None => settings.startup.push((name.clone(), value.clone())),
@@ -200,7 +201,7 @@ impl Settings {
 
     /// The reported parameter `name` (any case: `SET TIME ZONE` is `timezone`) is.
     fn reported_index(&self, name: &[u8]) -> Option<usize> {
-        self.reported.iter().position(|r| same_name(name, &r.name))
+        self.reported.iter().position(|r| same_name(name, r.name))
     }
 
     fn add(&mut self, sql: Bytes, alone: bool) {
@@ -378,7 +379,7 @@ impl Settings {
             .reported
             .iter()
             .filter(|r| replayed || r.seq > have || (have == 0 && differs(r)))
-            .map(|r| (r.name.as_str(), r.value.as_str()));
+            .map(|r| (r.name, r.value.as_str()));
         if let Some(sql) = set_config_sql(values) {
             push(&sql, false);
         }
@@ -388,14 +389,20 @@ impl Settings {
 
 /// The reported parameters a session may set, as `told` (a client's startup answer) has them.
 fn reported_of(told: &ServerParams) -> Vec<Reported> {
-    told.iter()
-        .filter(|(name, _)| REPLAYED_AS_REPORTED.contains(&name.as_str()))
-        .map(|(name, value)| Reported {
-            name: name.clone(),
-            value: value.clone(),
-            seq: 0,
+    let mut reported: Vec<Reported> = told
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = REPLAYED_AS_REPORTED.iter().find(|r| **r == name.as_str())?;
+            Some(Reported {
+                name,
+                value: value.clone(),
+                seq: 0,
+            })
         })
-        .collect()
+        .collect();
+    // Kept all the session's life: no room to spare.
+    reported.shrink_to_fit();
+    reported
 }
 
 /// The statements of a string, split at semicolons outside quotes (empty ones dropped).
