@@ -341,6 +341,24 @@ INI
     } >"$WORK/$name.ini"
 }
 
+# The first PgBouncer release with max_prepared_statements.
+PGBOUNCER_PREPARED_SINCE=1.21
+
+# Sets PGBOUNCER (when empty: the build of bench/install-pgbouncer.sh) and PGBOUNCER_VERSION.
+find_pgbouncer() {
+    if [[ -z ${PGBOUNCER:-} ]]; then
+        PGBOUNCER=$(bash "$ROOT/bench/install-pgbouncer.sh" | tail -n 1)
+    fi
+    [[ -x $PGBOUNCER ]] || die "no PgBouncer at '$PGBOUNCER'"
+    PGBOUNCER_VERSION=$("$PGBOUNCER" --version | sed -n 's/^PgBouncer \([0-9.]*\).*/\1/p')
+    [[ -n $PGBOUNCER_VERSION ]] || die "cannot read the version of $PGBOUNCER"
+}
+
+# Whether this PgBouncer has max_prepared_statements (an unknown key stops older ones).
+pgbouncer_tracks_prepared() {
+    [[ $(printf '%s\n' "$PGBOUNCER_PREPARED_SINCE" "$PGBOUNCER_VERSION" | sort -V | head -n 1) == "$PGBOUNCER_PREPARED_SINCE" ]]
+}
+
 # Starts PgBouncer ($PGBOUNCER) as a daemon with $WORK/NAME.ini; waits until port $2 answers.
 start_pgbouncer() {
     local name=$1 port=$2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compares pgbench -S (select-only) throughput and latency through
 # pgrepl-proxy, directly against the replica, and through PgBouncer (session
-# pooling, also in front of the replica), on a throwaway db01/db02 cluster.
+# or transaction pooling as the proxy, POOL_MODE; also in front of the
+# replica), on a throwaway db01/db02 cluster.
 # Optionally also through a second, older pgrepl-proxy build (target
 # baseline), to show what a change costs, and mixed read/write runs (modes
 # tpcb and mixed) that report the share of statements the replica served.
@@ -42,6 +43,10 @@
 #                                     CLIENTS)
 #   SCALE=10                          pgbench scale factor
 #   PROXY_TOML='...'                  TOML appended to the proxy's config
+#                                     (its [proxy] and [pool] tables are
+#                                     written here: give their keys through
+#                                     the environment instead, e.g.
+#                                     PGREPL_POOL__MAX_PREPARED_STATEMENTS)
 #                                     (not the baseline's), e.g.
 #                                     $'[routing]\nread_your_writes = "off"'
 #   INSTRUCTIONS=1                    also count instructions per query of
@@ -163,14 +168,13 @@ done
 # --- PgBouncer -------------------------------------------------------------
 
 if wants pgbouncer; then
-    if [[ -z $PGBOUNCER ]]; then
-        PGBOUNCER=$(bash "$ROOT/bench/install-pgbouncer.sh" | tail -n 1)
-    fi
-    [[ -x $PGBOUNCER ]] || die "no PgBouncer at '$PGBOUNCER'"
+    find_pgbouncer
+    prepared=()
+    if pgbouncer_tracks_prepared; then prepared=("max_prepared_statements = 200"); fi
     PORT[pgbouncer]=$("$TESTCLUSTER" free-port)
     pgbouncer_ini pgbouncer "${PORT[pgbouncer]}" "$REPLICA_PORT" \
         "pool_mode = $POOL_MODE" "max_client_conn = $((MAX_CLIENTS + 10))" \
-        "default_pool_size = $SERVER_POOL" "max_prepared_statements = 200"
+        "default_pool_size = $SERVER_POOL" "${prepared[@]}"
     say "starting PgBouncer on port ${PORT[pgbouncer]}"
     start_pgbouncer pgbouncer "${PORT[pgbouncer]}"
     PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid")

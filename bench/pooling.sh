@@ -81,7 +81,6 @@ RUN_SLACK=120
 IDLE_LOGIN_TIMEOUT=900
 SAMPLE_INTERVAL=0.2
 # PgBouncer tracks prepared statements from this version on.
-PGBOUNCER_PREPARED_SINCE=1.21
 TARGETS="proxy pgbouncer"
 STARTED=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 
@@ -123,16 +122,7 @@ TESTCLUSTER=$TARGET_DIR/release/testcluster
 IDLECLIENTS=$TARGET_DIR/release/idleclients
 PROXY_BIN=$TARGET_DIR/release/pgrepl-proxy
 
-if [[ -z $PGBOUNCER ]]; then
-    PGBOUNCER=$(bash "$ROOT/bench/install-pgbouncer.sh" | tail -n 1)
-fi
-[[ -x $PGBOUNCER ]] || die "no PgBouncer at '$PGBOUNCER'"
-PGBOUNCER_VERSION=$("$PGBOUNCER" --version | sed -n 's/^PgBouncer \([0-9.]*\).*/\1/p')
-[[ -n $PGBOUNCER_VERSION ]] || die "cannot read the version of $PGBOUNCER"
-# Whether this PgBouncer has max_prepared_statements.
-pgbouncer_tracks_prepared() {
-    [[ $(printf '%s\n' "$PGBOUNCER_PREPARED_SINCE" "$PGBOUNCER_VERSION" | sort -V | head -n 1) == "$PGBOUNCER_PREPARED_SINCE" ]]
-}
+find_pgbouncer
 say "PgBouncer $PGBOUNCER_VERSION ($PGBOUNCER)"
 
 # --- scratch directory, cluster, data ------------------------------------------
