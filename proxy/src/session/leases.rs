@@ -102,8 +102,8 @@ impl Leases {
             + self.replica.as_ref().map_or(0, |c| c.out.len())
     }
 
-    /// Polls the primary's connection, then the replica's: pending writes first, then a read
-    /// if the client can take more.
+    /// Polls the primary's connection, then the replica's: pending writes first (taken in
+    /// here), then a read if the client can take more.
     #[inline(always)]
     pub(super) fn poll(&mut self, cx: &mut Context<'_>, can_read: bool) -> Poll<(Slot, BackendIo)> {
         if let Poll::Ready(io) = poll_backend(cx, &mut self.primary, can_read) {
@@ -116,7 +116,8 @@ impl Leases {
     }
 }
 
-/// Polls one lease: its pending write first, then a read if the client can take more.
+/// Polls one lease: its pending writes first, as far as the socket takes them, then a read
+/// if the client can take more.
 #[inline(always)]
 fn poll_backend(
     cx: &mut Context<'_>,
@@ -126,9 +127,14 @@ fn poll_backend(
     let Some(conn) = conn else {
         return Poll::Pending;
     };
-    if !conn.out.is_empty() {
-        if let Poll::Ready(r) = Pin::new(&mut conn.wr).poll_write(cx, &conn.out) {
-            return Poll::Ready(BackendIo::Wrote(r));
+    while !conn.out.is_empty() {
+        match Pin::new(&mut conn.wr).poll_write(cx, &conn.out) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(BackendIo::WriteFailed(io::ErrorKind::WriteZero.into()))
+            }
+            Poll::Ready(Ok(n)) => conn.out.advance(n),
+            Poll::Ready(Err(e)) => return Poll::Ready(BackendIo::WriteFailed(e)),
+            Poll::Pending => break,
         }
     }
     if can_read {

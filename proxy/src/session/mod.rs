@@ -92,18 +92,17 @@ pub enum End {
     Fatal(ProxyError),
 }
 
+/// What a backend connection's I/O came to. Its writes that went through are not events:
+/// they are taken in where they happen, without a trip around the session's loop.
 enum BackendIo {
     Read(io::Result<usize>),
-    Wrote(io::Result<usize>),
+    WriteFailed(io::Error),
 }
 
-/// What the session may take in now.
+/// What the session may take in now, as its state (not its buffers) says: the loop works it
+/// out once, and a wake-up polls again with it.
 #[derive(Clone, Copy)]
 struct Readiness {
-    /// Backends' answers: the client's output is under its high-water mark.
-    backend: bool,
-    /// The client's messages: nothing waits, and the backends' output is under its mark.
-    client: bool,
     /// The proxy shutting down: the session is idle, and has not seen it yet.
     shutdown: bool,
     /// Nothing in flight, nothing read and not handled: if it waits now, it waits on its
@@ -113,7 +112,11 @@ struct Readiness {
 
 enum Event {
     ClientRead(io::Result<usize>),
-    ClientWrote(io::Result<usize>),
+    /// A write to the client failed: it is gone.
+    ClientWriteFailed,
+    /// All output reached the client while the proxy shuts down: the loop looks again
+    /// whether the session can end.
+    Flushed,
     Backend(Slot, BackendIo),
     /// A read waiting for a position may go on: it was reached, or the wait ended.
     Causal,
@@ -381,24 +384,17 @@ where
             if self.shutting_down && idle && self.cout.is_empty() {
                 break 'session End::Shutdown;
             }
-            let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
-            let client_readable = !self.stalled && self.leases.backlog() < BACKEND_OUT_HIGH_WATER;
             let readiness = Readiness {
-                backend: backend_readable,
-                client: client_readable,
                 shutdown: idle && !self.shutting_down,
                 idle,
             };
             // Polled by hand, in priority order: this runs for every message.
             let event = poll_fn(|cx| self.poll_event(cx, readiness)).await;
             match event {
-                Event::ClientWrote(Ok(n)) => {
-                    self.cout.advance(n);
-                    self.counts.bytes_out(n);
+                Event::Flushed => {}
+                Event::ClientWriteFailed | Event::ClientRead(Ok(0)) | Event::ClientRead(Err(_)) => {
+                    break 'session End::ClientGone
                 }
-                Event::ClientWrote(Err(_))
-                | Event::ClientRead(Ok(0))
-                | Event::ClientRead(Err(_)) => break 'session End::ClientGone,
                 Event::ClientRead(Ok(n)) => {
                     self.counts.bytes_in(n);
                     if idle {
@@ -408,14 +404,9 @@ where
                         break 'session end;
                     }
                 }
-                Event::Backend(slot, BackendIo::Wrote(Ok(n))) => {
-                    if let Some(conn) = self.leases.get(slot) {
-                        conn.out.advance(n);
-                    }
-                }
                 // Lost connections and the end are boxed: rare, and inline their room would
                 // be kept by every session's task.
-                Event::Backend(slot, BackendIo::Wrote(Err(e)) | BackendIo::Read(Err(e))) => {
+                Event::Backend(slot, BackendIo::WriteFailed(e) | BackendIo::Read(Err(e))) => {
                     if let Err(end) = Box::pin(self.backend_lost(slot, &e.to_string())).await {
                         break 'session end;
                     }
@@ -475,22 +466,37 @@ where
         self.counts.stats
     }
 
-    /// The next thing to act on: the client's output written, a backend's I/O, the client's
-    /// input, the proxy shutting down; in that order.
+    /// The next thing to act on: a backend's input, the client's input, the proxy shutting
+    /// down; in that order, after writing what can be written. Writes are done here, not
+    /// events: a query's two writes would otherwise cost two more trips around the loop, each
+    /// polling every socket again.
     #[inline(always)]
     fn poll_event(&mut self, cx: &mut Context<'_>, ready: Readiness) -> Poll<Event> {
-        if !self.cout.is_empty() {
-            if let Poll::Ready(r) = Pin::new(&mut self.client_w).poll_write(cx, &self.cout) {
-                return Poll::Ready(Event::ClientWrote(r));
+        while !self.cout.is_empty() {
+            match Pin::new(&mut self.client_w).poll_write(cx, &self.cout) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Event::ClientWriteFailed),
+                Poll::Ready(Ok(n)) => {
+                    self.cout.advance(n);
+                    self.counts.bytes_out(n);
+                    if self.cout.is_empty() && self.shutting_down {
+                        return Poll::Ready(Event::Flushed);
+                    }
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientWriteFailed),
+                Poll::Pending => break,
             }
         }
-        if let Poll::Ready((slot, io)) = self.leases.poll(cx, ready.backend) {
+        // Backends' answers while the client's output is under its high-water mark.
+        let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
+        if let Poll::Ready((slot, io)) = self.leases.poll(cx, backend_readable) {
             return Poll::Ready(Event::Backend(slot, io));
         }
         if self.causal.wait.is_some() && self.poll_causal(cx).is_ready() {
             return Poll::Ready(Event::Causal);
         }
-        if ready.client {
+        // The client's messages while nothing waits and the backends' output is under its
+        // mark (as written just now).
+        if !self.stalled && self.leases.backlog() < BACKEND_OUT_HIGH_WATER {
             // Here, not before the poll: a wake-up polls this again without the loop, and the
             // read buffer may have gone back to the worker at the last wait (below). A client
             // that has sent nothing yet waits with the few bytes a read reserves itself (64);
