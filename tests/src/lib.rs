@@ -27,6 +27,7 @@ pub mod rigged;
 pub mod roles;
 mod shared;
 pub mod suite;
+pub mod throttle;
 pub mod tls_engine;
 pub mod traffic;
 

@@ -8,7 +8,8 @@ use pgrepl_tests::suite::{
     psql_bytes, psql_script, replicated, shared_proxy, text_rows, unique, ConnectionEvent, PRIMARY,
     REPLICA,
 };
-use pgrepl_tests::{connect, Cluster};
+use pgrepl_tests::throttle::Throttle;
+use pgrepl_tests::{connect, wait_until, Cluster};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -337,61 +338,10 @@ async fn sixteen_megabyte_bytea_parameter_round_trips() {
     .await
 }
 
-/// A TCP forwarder to the shared proxy whose proxy-to-client direction can be held: while it
-/// is, nothing of what the proxy sends is read, so the proxy's writes to the client stop once
-/// the sockets' buffers are full.
-struct Throttle {
-    addr: std::net::SocketAddr,
-    release: tokio::sync::watch::Sender<bool>,
-}
-
-impl Throttle {
-    /// Listens on a free port; forwards one connection, held from the start.
-    async fn start() -> Throttle {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (release, mut released) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let (client, _) = listener.accept().await.unwrap();
-            let proxy = tokio::net::TcpStream::connect(shared_proxy())
-                .await
-                .unwrap();
-            let (mut client_r, mut client_w) = client.into_split();
-            let (mut proxy_r, mut proxy_w) = proxy.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut client_r, &mut proxy_w).await;
-                let _ = proxy_w.shutdown().await;
-            });
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                // Reads from the proxy only while released.
-                while !*released.borrow() {
-                    if released.changed().await.is_err() {
-                        return;
-                    }
-                }
-                let n = match proxy_r.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if client_w.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Throttle { addr, release }
-    }
-
-    fn hold(&self, held: bool) {
-        self.release.send_replace(!held);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_result_to_a_client_that_stops_reading_arrives_whole_once_it_reads() {
     bounded(async {
-        let throttle = Throttle::start().await;
+        let throttle = Throttle::start(shared_proxy()).await;
         throttle.hold(false);
         let client = connect(throttle.addr, pgrepl_tests::roles::APP.name, DATABASE)
             .await
@@ -404,7 +354,29 @@ async fn a_large_result_to_a_client_that_stops_reading_arrives_whole_once_it_rea
             let rows = client.simple_query(sql).await.unwrap();
             (client, rows)
         });
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The proxy stops reading the replica once its output to the client is at its mark:
+        // the replica's backend then waits on writing to it.
+        let blocked = format!(
+            "SELECT count(*) > 0 FROM pg_stat_activity \
+             WHERE wait_event = 'ClientWrite' AND query = '{}'",
+            sql.replace('\'', "''")
+        );
+        tokio::task::spawn_blocking(move || {
+            wait_until(
+                "the replica's backend waiting to write the result",
+                Duration::from_secs(20),
+                || {
+                    Ok(Cluster::shared()
+                        .replica
+                        .psql(pgrepl_tests::roles::APP.name, DATABASE, &blocked)?
+                        .trim()
+                        == "t")
+                },
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
         assert!(
             !query.is_finished(),
             "the result arrived while the client read nothing"

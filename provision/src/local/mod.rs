@@ -260,12 +260,14 @@ impl Runtime for LocalRuntime {
         )
         .await?;
         // The postmaster was orphaned when pg_ctl exited; where nothing reaps orphans (a
-        // container's init may not), it stays a zombie, which pg_ctl and the next postmaster
-        // take for a live server holding the lock file. A crashed server's lock file names a
-        // process that is gone: make it so.
+        // container's init may not, or not yet), it stays a zombie, which pg_ctl and the next
+        // postmaster take for a live server holding the lock files: the data directory's and
+        // its Unix socket's. A crashed server's lock files name a process that is gone: make
+        // it so.
         if process::is_zombie(pid) {
             std::fs::remove_file(&pid_file)
                 .with_context(|| format!("cannot remove {}", pid_file.display()))?;
+            process::remove_socket_locks(&self.layout.node_dir(node), pid)?;
         }
         Ok(())
     }

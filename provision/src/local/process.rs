@@ -40,6 +40,29 @@ pub(super) fn is_zombie(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Removes the Unix-socket lock files (`.s.PGSQL.PORT.lock`) in `dir` that name `pid`.
+pub(super) fn remove_socket_locks(dir: &std::path::Path, pid: i32) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".s.PGSQL.") && name.ends_with(".lock")) {
+            continue;
+        }
+        let names_pid = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|text| text.lines().next().map(|l| l.trim().parse() == Ok(pid)))
+            .unwrap_or(false);
+        if names_pid {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a `/proc/PID/stat` line: its state and process group follow the command name,
 /// which is in parentheses and may itself hold spaces and parentheses.
 fn in_group_and_alive(stat: &str, pgid: i32) -> bool {
@@ -72,5 +95,25 @@ mod tests {
         let own = unsafe { libc::getpgrp() };
         assert!(group_alive(own));
         assert!(kill_group(1).is_err(), "never init's group");
+    }
+
+    #[test]
+    fn removes_only_the_socket_locks_of_the_dead_postmaster() {
+        let dir = std::env::temp_dir().join(format!("pgrepl-socket-locks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        write(".s.PGSQL.5432.lock", "4242\n/data\n");
+        write(".s.PGSQL.5433.lock", "4343\n/other\n");
+        write("postmaster.opts", "4242\n");
+        remove_socket_locks(&dir, 4242).unwrap();
+        let left = |name: &str| dir.join(name).exists();
+        assert!(
+            !left(".s.PGSQL.5432.lock"),
+            "the dead postmaster's lock goes"
+        );
+        assert!(left(".s.PGSQL.5433.lock"), "another server's lock stays");
+        assert!(left("postmaster.opts"), "not a socket lock");
+        std::fs::remove_dir_all(&dir).unwrap();
+        remove_socket_locks(&dir, 4242).expect("a directory that is gone is nothing to do");
     }
 }

@@ -231,6 +231,10 @@ pub struct Session<R, W> {
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
     shutting_down: bool,
+    /// Written to the client since its stream was last flushed: a TLS stream takes what it is
+    /// given into its own buffer when the socket is full, and sends it only when written to
+    /// or flushed again.
+    unflushed: bool,
     /// Counted in `Shared::pinned_sessions`.
     counted_pinned: bool,
     counts: Counts,
@@ -363,6 +367,7 @@ where
             state,
             shutdown_wait,
             shutting_down: false,
+            unflushed: false,
             counted_pinned: false,
             counts: Counts {
                 stats: SessionStats::default(),
@@ -448,7 +453,11 @@ where
         };
         if let Some(err) = farewell {
             err.encode(&mut self.cout);
-            let flush = self.client_w.write_all(&self.cout);
+            let (out, client) = (&self.cout, &mut self.client_w);
+            let flush = async move {
+                client.write_all(out).await?;
+                client.flush().await
+            };
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
         }
         self.counts.publish(&self.client.listed);
@@ -478,12 +487,24 @@ where
                 Poll::Ready(Ok(n)) => {
                     self.cout.advance(n);
                     self.counts.bytes_out(n);
-                    if self.cout.is_empty() && self.shutting_down {
+                    self.unflushed = true;
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientWriteFailed),
+                Poll::Pending => break,
+            }
+        }
+        // All taken: on to the socket (a no-op for plain TCP), then, shutting down, back to
+        // the loop to see whether the session can end.
+        if self.unflushed && self.cout.is_empty() {
+            match Pin::new(&mut self.client_w).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    if self.shutting_down {
                         return Poll::Ready(Event::Flushed);
                     }
                 }
                 Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientWriteFailed),
-                Poll::Pending => break,
+                Poll::Pending => {}
             }
         }
         // Backends' answers while the client's output is under its high-water mark.
