@@ -377,7 +377,7 @@ pub mod raw {
     use anyhow::{bail, Context, Result};
     use std::net::SocketAddr;
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     /// How long a read may wait for the proxy.
@@ -421,6 +421,30 @@ pub mod raw {
         let mut body = sql.as_bytes().to_vec();
         body.push(0);
         message(b'Q', &body)
+    }
+
+    /// The next message on `stream` (plain or TLS), or None when the proxy closed it.
+    pub async fn read_message<S: AsyncRead + Unpin>(
+        stream: &mut S,
+    ) -> std::io::Result<Option<RawMessage>> {
+        let mut header = [0u8; 5];
+        if let Err(e) = stream.read_exact(&mut header).await {
+            return if closed(&e) { Ok(None) } else { Err(e) };
+        }
+        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if len < 4 {
+            return Err(std::io::Error::other(format!(
+                "invalid length {len} in a message from the proxy"
+            )));
+        }
+        let mut body = vec![0u8; len - 4];
+        if let Err(e) = stream.read_exact(&mut body).await {
+            return if closed(&e) { Ok(None) } else { Err(e) };
+        }
+        Ok(Some(RawMessage {
+            ty: header[0],
+            body,
+        }))
     }
 
     /// One message from the proxy.
@@ -530,27 +554,7 @@ pub mod raw {
 
         /// The next message; None when the proxy closed the connection.
         pub async fn recv(&mut self) -> Result<Option<RawMessage>> {
-            let read = async {
-                let mut header = [0u8; 5];
-                if let Err(e) = self.stream.read_exact(&mut header).await {
-                    return if closed(&e) { Ok(None) } else { Err(e) };
-                }
-                let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-                if len < 4 {
-                    return Err(std::io::Error::other(format!(
-                        "invalid length {len} in a message from the proxy"
-                    )));
-                }
-                let mut body = vec![0u8; len - 4];
-                if let Err(e) = self.stream.read_exact(&mut body).await {
-                    return if closed(&e) { Ok(None) } else { Err(e) };
-                }
-                Ok(Some(RawMessage {
-                    ty: header[0],
-                    body,
-                }))
-            };
-            match tokio::time::timeout(READ_TIMEOUT, read).await {
+            match tokio::time::timeout(READ_TIMEOUT, read_message(&mut self.stream)).await {
                 Err(_) => bail!("no message from the proxy within {READ_TIMEOUT:?}"),
                 Ok(result) => Ok(result?),
             }

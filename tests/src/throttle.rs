@@ -15,11 +15,12 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// Listens on a free port; forwards one connection to `target`, held from the start.
+    /// Listens on a free port; forwards one connection to `target`, both ways until
+    /// [`hold`](Self::hold).
     pub async fn start(target: SocketAddr) -> Throttle {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (release, mut released) = watch::channel(false);
+        let (release, mut released) = watch::channel(true);
         tokio::spawn(async move {
             let (client, _) = listener.accept().await.unwrap();
             let proxy = TcpStream::connect(target).await.unwrap();

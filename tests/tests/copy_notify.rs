@@ -342,7 +342,6 @@ async fn sixteen_megabyte_bytea_parameter_round_trips() {
 async fn a_large_result_to_a_client_that_stops_reading_arrives_whole_once_it_reads() {
     bounded(async {
         let throttle = Throttle::start(shared_proxy()).await;
-        throttle.hold(false);
         let client = connect(throttle.addr, pgrepl_tests::roles::APP.name, DATABASE)
             .await
             .unwrap();

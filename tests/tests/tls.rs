@@ -1,6 +1,7 @@
 //! TLS at the client edge: with `[tls]` configured, SSLRequest is answered with a rustls
 //! handshake and the whole session (authentication included) runs encrypted.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,16 +44,21 @@ fn self_signed() -> (String, String) {
     (cert.display().to_string(), key.display().to_string())
 }
 
-#[test]
-fn ssl_request_gets_tls_when_configured() {
-    let cluster = Cluster::shared();
+/// A proxy for the shared cluster with `[tls]` set to a fresh self-signed certificate.
+fn proxy_with_tls() -> (ProxyProcess, SocketAddr) {
     let (cert, key) = self_signed();
     let addr = free_addr();
     let config = format!(
         "{}\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n",
-        proxy_config(cluster, addr)
+        proxy_config(Cluster::shared(), addr)
     );
-    let _proxy = ProxyProcess::start(&config, addr).expect("proxy with TLS starts");
+    let proxy = ProxyProcess::start(&config, addr).expect("proxy with TLS starts");
+    (proxy, addr)
+}
+
+#[test]
+fn ssl_request_gets_tls_when_configured() {
+    let (_proxy, addr) = proxy_with_tls();
 
     let run = psql_env(
         addr,
@@ -157,27 +163,15 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// Reads one protocol message (type, body) from `stream`.
-async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> (u8, Vec<u8>) {
-    let mut header = [0u8; 5];
-    stream
-        .read_exact(&mut header)
-        .await
-        .expect("a message header");
-    let len = u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
-    let mut body = vec![0u8; len - 4];
-    stream.read_exact(&mut body).await.expect("a message body");
-    (header[0], body)
-}
-
 /// The messages up to and including the next ReadyForQuery: how many DataRows, and the
 /// types of the others in order.
 async fn until_ready<S: AsyncRead + Unpin>(stream: &mut S) -> (usize, Vec<u8>) {
     let (mut rows, mut others) = (0, Vec::new());
     loop {
-        match read_message(stream).await {
-            (b'D', _) => rows += 1,
-            (ty, body) => {
+        let message = raw::read_message(stream).await.unwrap();
+        match message.expect("the proxy keeps the connection open") {
+            raw::RawMessage { ty: b'D', .. } => rows += 1,
+            raw::RawMessage { ty, body } => {
                 assert_ne!(ty, b'E', "error: {}", String::from_utf8_lossy(&body));
                 others.push(ty);
                 if ty == b'Z' {
@@ -193,18 +187,10 @@ async fn until_ready<S: AsyncRead + Unpin>(stream: &mut S) -> (usize, Vec<u8>) {
 /// buffer while the socket was full is flushed out to it.
 #[test]
 fn a_large_result_over_tls_to_a_client_that_stops_reading_arrives_whole() {
-    let cluster = Cluster::shared();
-    let (cert, key) = self_signed();
-    let addr = free_addr();
-    let config = format!(
-        "{}\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n",
-        proxy_config(cluster, addr)
-    );
-    let _proxy = ProxyProcess::start(&config, addr).expect("proxy with TLS starts");
+    let (_proxy, addr) = proxy_with_tls();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(bounded(async move {
         let throttle = Throttle::start(addr).await;
-        throttle.hold(false);
         let mut tcp = TcpStream::connect(throttle.addr).await.unwrap();
         tcp.write_all(&raw::ssl_request()).await.unwrap();
         let mut answer = [0u8; 1];

@@ -127,15 +127,8 @@ fn poll_backend(
     let Some(conn) = conn else {
         return Poll::Pending;
     };
-    while !conn.out.is_empty() {
-        match Pin::new(&mut conn.wr).poll_write(cx, &conn.out) {
-            Poll::Ready(Ok(0)) => {
-                return Poll::Ready(BackendIo::WriteFailed(io::ErrorKind::WriteZero.into()))
-            }
-            Poll::Ready(Ok(n)) => conn.out.advance(n),
-            Poll::Ready(Err(e)) => return Poll::Ready(BackendIo::WriteFailed(e)),
-            Poll::Pending => break,
-        }
+    if let Err(e) = super::output::write_out(cx, &mut conn.wr, &mut conn.out) {
+        return Poll::Ready(BackendIo::WriteFailed(e));
     }
     if can_read {
         let inbuf = &mut conn.proto.inbuf;

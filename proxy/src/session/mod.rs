@@ -17,6 +17,7 @@ mod deferred;
 mod hint;
 mod leases;
 mod lost;
+mod output;
 mod reads;
 mod relay;
 mod routing;
@@ -481,16 +482,12 @@ where
     /// polling every socket again.
     #[inline(always)]
     fn poll_event(&mut self, cx: &mut Context<'_>, ready: Readiness) -> Poll<Event> {
-        while !self.cout.is_empty() {
-            match Pin::new(&mut self.client_w).poll_write(cx, &self.cout) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Event::ClientWriteFailed),
-                Poll::Ready(Ok(n)) => {
-                    self.cout.advance(n);
-                    self.counts.bytes_out(n);
-                    self.unflushed = true;
-                }
-                Poll::Ready(Err(_)) => return Poll::Ready(Event::ClientWriteFailed),
-                Poll::Pending => break,
+        match output::write_out(cx, &mut self.client_w, &mut self.cout) {
+            Err(_) => return Poll::Ready(Event::ClientWriteFailed),
+            Ok(0) => {}
+            Ok(n) => {
+                self.counts.bytes_out(n);
+                self.unflushed = true;
             }
         }
         // All taken: on to the socket (a no-op for plain TCP), then, shutting down, back to
