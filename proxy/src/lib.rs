@@ -20,6 +20,7 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod telemetry;
+pub mod timers;
 pub mod workers;
 
 pub use server::Proxy;

@@ -207,7 +207,7 @@ impl Proxy {
         let reaper = {
             let pool = self.shared.pool.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(POOL_MAINTENANCE);
+                let mut tick = crate::timers::interval(POOL_MAINTENANCE);
                 loop {
                     tick.tick().await;
                     pool.maintain();
@@ -257,7 +257,7 @@ impl Proxy {
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        crate::timers::sleep(Duration::from_millis(50)).await;
                     }
                 },
             }
@@ -269,7 +269,7 @@ impl Proxy {
             "shutting down: no longer accepting; waiting for sessions to finish"
         );
         self.shared.shutdown.begin();
-        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+        let drained = crate::timers::timeout(self.shutdown_timeout, async {
             while sessions.join_next().await.is_some() {}
         })
         .await;
@@ -485,7 +485,7 @@ impl Connection {
                 tracing::debug!(%peer, "login closed to make room: [proxy] {key} reached");
                 None
             }
-            () = tokio::time::sleep(self.startup_timeout) => {
+            () = crate::timers::sleep(self.startup_timeout) => {
                 self.reject(Rejection::Timeout);
                 tracing::debug!(%peer, "client did not authenticate within [proxy] startup_timeout");
                 None
@@ -691,7 +691,7 @@ impl Connection {
                 startup: startup.clone(),
             };
             let asked = self.shared.pool.server_params(&key, password, settings);
-            let answer = tokio::time::timeout(2 * self.connect_timeout, asked)
+            let answer = crate::timers::timeout(2 * self.connect_timeout, asked)
                 .await
                 .unwrap_or_else(|_| {
                     Err(BackendError::Unreachable {

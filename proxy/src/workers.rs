@@ -1,6 +1,7 @@
 //! Event-loop threads. Each runs a current-thread tokio runtime; a session lives on the worker
 //! it was handed to, so the wake-ups of a query never cross threads and the scheduler does no
-//! work-stealing bookkeeping on the hot path.
+//! work-stealing bookkeeping on the hot path. Their runtimes have no time driver (see
+//! [`crate::timers`]): their timers live on the runtime that starts them.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,8 +21,9 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers (at least one).
+    /// Starts `count` workers (at least one), their timers hosted by the current runtime.
     pub fn start(count: usize) -> io::Result<Workers> {
+        let timers = Handle::current();
         let mut workers = Workers {
             handles: Vec::new(),
             stops: Vec::new(),
@@ -29,7 +31,8 @@ impl Workers {
             next: AtomicUsize::new(0),
         };
         for i in 0..count.max(1) {
-            let runtime = Builder::new_current_thread().enable_all().build()?;
+            let runtime = Builder::new_current_thread().enable_io().build()?;
+            let timers = timers.clone();
             let (stop, stopped) = oneshot::channel::<()>();
             workers.handles.push(runtime.handle().clone());
             workers.stops.push(stop);
@@ -37,6 +40,7 @@ impl Workers {
                 .name(format!("pgrepl-worker-{i}"))
                 .stack_size(STACK_SIZE)
                 .spawn(move || {
+                    crate::timers::host_on(timers);
                     let _ = runtime.block_on(stopped);
                 })?;
             workers.threads.push(thread);

@@ -126,7 +126,7 @@ pub async fn connect(
         }
         handshake(stream, &info, key.clone(), password, place).await
     };
-    match tokio::time::timeout(timeout, attempt).await {
+    match crate::timers::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(unreachable(format!(
             "no answer within {} (connect_timeout)",

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::timers::timeout;
 use deadpool_postgres::{Manager, Object, Pool, PoolError};
 use pgrepl_config::UserConfig;
-use tokio::time::timeout;
 use tokio_postgres::{NoTls, SimpleQueryMessage, SimpleQueryRow};
 
 use super::lsn;
