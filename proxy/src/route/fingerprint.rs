@@ -41,13 +41,24 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
     let mut replaced = false;
     let mut i = 0;
     let mut copied = 0; // b[copied..i] is still to be copied verbatim
-    while i < b.len() {
-        let c = b[i];
+    // Where the last number or `$n` ended: a `$` right after one is no name's.
+    let mut number_end = usize::MAX;
+    loop {
+        // Most bytes (keywords, names, spaces, operators) start nothing: skip them in a
+        // tight loop. What a byte does depends only on it and the byte before, so nothing
+        // is lost by not walking words as wholes.
+        while i < b.len() && !STARTS_SOMETHING[b[i] as usize] {
+            i += 1;
+        }
+        let Some(&c) = b.get(i) else {
+            break;
+        };
+        let glued = i > 0 && is_word_byte(b[i - 1]);
         match c {
+            b'\\' => return false,
+            // E'', U&'', B'', X'', N'' and the like.
+            b'\'' if glued || (i > 0 && b[i - 1] == b'&') => return false,
             b'\'' => {
-                if i > 0 && (is_word_byte(b[i - 1]) || b[i - 1] == b'&') {
-                    return false; // E'', U&'', B'', X'', N'' and the like
-                }
                 let Some(end) = string_end(b, i) else {
                     return false;
                 };
@@ -71,6 +82,8 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
                 Some(end) => i = end,
                 None => return false,
             },
+            // Inside a name (`a$b`) it is part of it.
+            b'$' if glued && i != number_end => i += 1,
             b'$' => {
                 // `$1` parameters stay; `$$` and `$tag$` quoting is not scanned.
                 let digits = b[i + 1..].iter().take_while(|x| x.is_ascii_digit()).count();
@@ -78,8 +91,8 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
                     return false;
                 }
                 i += 1 + digits;
+                number_end = i;
             }
-            b'\\' => return false,
             b'0'..=b'9' | b'.' if starts_number(b, i) => {
                 let len = b[i..]
                     .iter()
@@ -90,12 +103,7 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
                 replaced = true;
                 i += len;
                 copied = i;
-            }
-            _ if is_word_byte(c) => {
-                i += 1;
-                while i < b.len() && is_word_byte(b[i]) {
-                    i += 1;
-                }
+                number_end = i;
             }
             _ => i += 1,
         }
@@ -105,6 +113,19 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
     }
     replaced
 }
+
+/// Lookup table of the bytes [`fingerprint_into`] must look at: quotes, comment starts, `$`,
+/// backslashes and what may start a number.
+static STARTS_SOMETHING: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let x = i as u8;
+        table[i] = matches!(x, b'\'' | b'"' | b'-' | b'/' | b'$' | b'\\' | b'.' | b'0'..=b'9');
+        i += 1;
+    }
+    table
+};
 
 /// Letters, digits, `_`, `$` and any non-ASCII byte continue an identifier.
 #[inline]
@@ -245,6 +266,18 @@ mod tests {
         ] {
             assert_eq!(fingerprint(sql), None, "{sql}");
         }
+    }
+
+    /// The scan looks at a byte and the one before it, not at whole words: a `$` or a digit
+    /// inside a name stays, a `$` after a number or a parameter is quoting.
+    #[test]
+    fn names_with_digits_and_dollars_stay_whole() {
+        assert_eq!(
+            fp("SELECT a$b, x1, t.c2, café9 FROM t WHERE a$1 = 3").as_deref(),
+            Some("SELECT a$b, x1, t.c2, café9 FROM t WHERE a$1 = ?")
+        );
+        assert_eq!(fp("SELECT 1, 0e$"), None);
+        assert_eq!(fp("SELECT '', $1$"), None);
     }
 
     #[test]
