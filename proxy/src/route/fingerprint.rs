@@ -40,7 +40,8 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
     let b = sql.as_bytes();
     let mut replaced = false;
     let mut i = 0;
-    let mut copied = 0; // b[copied..i] is still to be copied verbatim
+    // b[copied..i] is still to be copied verbatim.
+    let mut copied = 0;
     // Where the last number or `$n` ended: a `$` right after one is no name's.
     let mut number_end = usize::MAX;
     loop {
@@ -121,7 +122,10 @@ static STARTS_SOMETHING: [bool; 256] = {
     let mut i = 0;
     while i < 256 {
         let x = i as u8;
-        table[i] = matches!(x, b'\'' | b'"' | b'-' | b'/' | b'$' | b'\\' | b'.' | b'0'..=b'9');
+        table[i] = matches!(
+            x,
+            b'\'' | b'"' | b'-' | b'/' | b'$' | b'\\' | b'.' | b'0'..=b'9'
+        );
         i += 1;
     }
     table
