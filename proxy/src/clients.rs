@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::task::AtomicWaker;
 
 use crate::backend::{BackendConn, BackendInfo};
+use crate::telemetry::clock::coarse_wall_micros;
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data: a panic while holding the lock leaves nothing half-done that matters.
@@ -151,11 +152,6 @@ impl ServerLink {
     }
 }
 
-/// The wall-clock time of a monotonic instant in the past.
-pub fn wall_time(at: Instant) -> SystemTime {
-    SystemTime::now() - at.elapsed()
-}
-
 /// Who a new client is.
 #[derive(Debug, Clone)]
 pub struct NewClient {
@@ -213,23 +209,29 @@ impl ClientEntry {
     /// It holds a connection in `slot` now (whether it had to wait or not), or stopped
     /// waiting without one.
     pub fn waited(&self, slot: usize, got: Option<ServerLink>) {
-        let now = now_micros();
         let since = self.waiting_since.swap(0, Relaxed);
         if let Some(link) = got {
             bump(&self.assignments, 1);
             if since != 0 {
-                bump(&self.wait_micros, now.saturating_sub(since));
+                bump(&self.wait_micros, now_micros().saturating_sub(since));
             }
             locked(&self.servers)[slot] = Some(link);
         }
-        self.changed.store(now, Relaxed);
+        self.changed_now();
     }
 
     /// It gave back the connection in `slot`.
     pub fn released(&self, slot: usize) {
         if locked(&self.servers)[slot].take().is_some() {
-            self.changed.store(now_micros(), Relaxed);
+            self.changed_now();
         }
+    }
+
+    /// Notes a change now by the coarse wall clock (it happens on every lease and give-back
+    /// in transaction pooling), never before a change noted already: a coarse reading can be
+    /// up to a tick behind a precise one.
+    fn changed_now(&self) {
+        self.changed.fetch_max(coarse_wall_micros(), Relaxed);
     }
 
     pub fn state(&self) -> ClientState {

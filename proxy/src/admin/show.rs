@@ -12,7 +12,7 @@ use pgrepl_config::Config;
 
 use super::result::{boolean, flag, num, text, time, Cell, ResultSet, Type};
 use crate::backend::{IdleServer, Paused};
-use crate::clients::{wall_time, ClientEntry, ClientState};
+use crate::clients::{ClientEntry, ClientState};
 use crate::route::Reason;
 use crate::shared::Shared;
 use crate::telemetry::status::snapshot;
@@ -285,7 +285,7 @@ pub fn servers(view: &View) -> ResultSet {
             port: server.backend.port,
             local: server.local,
             connect_time: server.connected,
-            request_time: wall_time(server.since),
+            request_time: server.since.wall_time(),
             wait: Duration::ZERO,
             link: String::new(),
             remote_pid: server.pid,

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+use crate::telemetry::clock::Tick;
 
 use bytes::{Bytes, BytesMut};
 
@@ -45,7 +47,8 @@ pub struct BackendConn {
     pub params: Arc<ServerParams>,
     /// Prepared statements present on this server.
     pub prepared: Prepared,
-    pub created: Instant,
+    /// When it was opened, for `server_lifetime` (coarse: see [`Tick`]).
+    pub created: Tick,
     /// The same, by the wall clock: the admin console shows it for every lease.
     pub connected: SystemTime,
     /// Its own address, read once: the admin console lists it for every lease.

@@ -2,7 +2,7 @@
 //! for (SCRAM-SHA-256, md5, cleartext, trust), then its ParameterStatus and BackendKeyData.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -319,7 +319,7 @@ async fn handshake(
         cancels_in_flight: Arc::default(),
         params: Arc::new(server_params),
         prepared: Prepared::default(),
-        created: Instant::now(),
+        created: crate::telemetry::clock::Tick::now(),
         connected: SystemTime::now(),
         local,
         settings_seq: 0,

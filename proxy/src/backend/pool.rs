@@ -32,6 +32,7 @@ use super::{
     BackendConn, BackendError, BackendId, BackendInfo, Backends, CutDetection, Prepared,
     ServerParams, SettingsMark, StartupInfo,
 };
+use crate::telemetry::clock::Tick;
 use crate::telemetry::names;
 
 /// Connections are interchangeable only for the same backend and the same startup request
@@ -130,7 +131,7 @@ enum Handoff {
 
 struct KeyState {
     /// Newest last, with when each came back.
-    idle: Vec<(Box<BackendConn>, Instant)>,
+    idle: Vec<(Box<BackendConn>, Tick)>,
     /// Connections open or being opened for this key.
     open: usize,
     waiting: Line<Handoff>,
@@ -780,7 +781,7 @@ impl Pool {
             close(conn);
             return;
         }
-        state.idle.push((conn, Instant::now()));
+        state.idle.push((conn, Tick::now()));
     }
 
     fn is_closing(&self, database: &str) -> bool {
@@ -796,7 +797,7 @@ impl Pool {
     /// Closes connections idle for longer than `server_idle_timeout` or older than
     /// `server_lifetime`, and opens what keys lack of `min_pool_size`.
     pub fn maintain(self: &Arc<Self>) {
-        let now = Instant::now();
+        let now = Tick::now();
         let limits = self.limits();
         for pool in self.key_pools() {
             let (expired, missing, password) = {
@@ -806,7 +807,7 @@ impl Pool {
                 while i < state.idle.len() {
                     let (conn, since) = &state.idle[i];
                     let old = conn.created.elapsed() >= limits.lifetime;
-                    if old || now.duration_since(*since) >= limits.idle_timeout {
+                    if old || now.since(*since) >= limits.idle_timeout {
                         expired.push(state.idle.remove(i).0);
                     } else {
                         i += 1;
@@ -1045,7 +1046,7 @@ pub struct IdleServer {
     pub local: Option<std::net::SocketAddr>,
     pub connected: std::time::SystemTime,
     /// Pooled since.
-    pub since: Instant,
+    pub since: Tick,
 }
 
 /// An idle connection the server has closed (or written to unasked) is not reused.

@@ -278,7 +278,7 @@ where
 
     /// Holds `conn` as the lease for `slot`, told what settings it has in this session
     /// (`seq`, `fingerprint`: the session's), and shown in the registry.
-    fn hold(&mut self, slot: Slot, mut conn: Box<BackendConn>, seq: u64, fingerprint: &str) {
+    fn hold(&mut self, slot: Slot, mut conn: Box<BackendConn>, seq: u64, fingerprint: &Arc<str>) {
         take_on(&mut conn, seq, fingerprint);
         let link = ServerLink::of(&conn);
         *self.leases.holder(slot) = Some(conn);
@@ -451,22 +451,28 @@ fn at_idle(idle: Idle) -> AtIdle {
 }
 
 /// Whether `conn` has the settings of a session at `seq` with `fingerprint` already.
-fn has_settings(conn: &BackendConn, seq: u64, fingerprint: &str) -> bool {
+fn has_settings(conn: &BackendConn, seq: u64, fingerprint: &Arc<str>) -> bool {
     match &conn.settings {
         SettingsMark::Startup => seq == 0,
-        SettingsMark::Of(theirs) => **theirs == *fingerprint,
+        SettingsMark::Of(theirs) => same_settings(theirs, fingerprint),
         SettingsMark::Unknown => false,
     }
+}
+
+/// Whether two settings fingerprints are the same: mostly the very text (a session taking
+/// back the connection it gave back), which needs no compare of the bytes.
+fn same_settings(theirs: &Arc<str>, ours: &Arc<str>) -> bool {
+    Arc::ptr_eq(theirs, ours) || **theirs == **ours
 }
 
 /// A connection just leased learns what settings it has in this session's numbering: all of
 /// them if another session left the same, none if it is as the server started it; else it
 /// is reset first (back to its startup values; its prepared statements stay, tracked).
 /// `seq` and `fingerprint` are the session's (`Settings`).
-fn take_on(conn: &mut BackendConn, seq: u64, fingerprint: &str) {
+fn take_on(conn: &mut BackendConn, seq: u64, fingerprint: &Arc<str>) {
     conn.settings_seq = match std::mem::replace(&mut conn.settings, SettingsMark::Unknown) {
         SettingsMark::Startup => 0,
-        SettingsMark::Of(theirs) if *theirs == *fingerprint => seq,
+        SettingsMark::Of(theirs) if same_settings(&theirs, fingerprint) => seq,
         SettingsMark::Of(_) | SettingsMark::Unknown => {
             send::reset_settings(conn);
             0
