@@ -1,6 +1,7 @@
 //! The session's server connections: opened on first use, returned to the pool (or closed)
 //! when done, and which one the client's cancel reaches.
 
+use super::wakes::{Source, Wakes};
 use super::*;
 use crate::backend::{BackendId, Interrupted, KeyPool, Pool, SettingsMark};
 use crate::clients::{ClientEntry, ServerLink};
@@ -105,11 +106,18 @@ impl Leases {
     /// Polls the primary's connection, then the replica's: pending writes first (taken in
     /// here), then a read if the client can take more.
     #[inline(always)]
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>, can_read: bool) -> Poll<(Slot, BackendIo)> {
-        if let Poll::Ready(io) = poll_backend(cx, &mut self.primary, can_read) {
+    pub(super) fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        wakes: &mut Wakes,
+        can_read: bool,
+    ) -> Poll<(Slot, BackendIo)> {
+        if let Poll::Ready(io) = poll_backend(cx, wakes, Slot::Primary, &mut self.primary, can_read)
+        {
             return Poll::Ready((Slot::Primary, io));
         }
-        if let Poll::Ready(io) = poll_backend(cx, &mut self.replica, can_read) {
+        if let Poll::Ready(io) = poll_backend(cx, wakes, Slot::Replica, &mut self.replica, can_read)
+        {
             return Poll::Ready((Slot::Replica, io));
         }
         Poll::Pending
@@ -117,10 +125,12 @@ impl Leases {
 }
 
 /// Polls one lease: its pending writes first, as far as the socket takes them, then a read
-/// if the client can take more.
+/// if the client can take more and the socket fired (see [`Wakes`]).
 #[inline(always)]
 fn poll_backend(
     cx: &mut Context<'_>,
+    wakes: &mut Wakes,
+    slot: Slot,
     conn: &mut Option<Box<BackendConn>>,
     can_read: bool,
 ) -> Poll<BackendIo> {
@@ -130,16 +140,17 @@ fn poll_backend(
     if let Err(e) = super::output::write_out(cx, &mut conn.wr, &mut conn.out) {
         return Poll::Ready(BackendIo::WriteFailed(e));
     }
-    if can_read {
-        let inbuf = &mut conn.proto.inbuf;
+    if !can_read {
+        return Poll::Pending;
+    }
+    let (rd, inbuf) = (&mut conn.rd, &mut conn.proto.inbuf);
+    let read = wakes.poll_read(Source::Lease(slot), |cx| {
         if inbuf.capacity() - inbuf.len() < READ_CHUNK / 2 {
             inbuf.reserve(READ_CHUNK);
         }
-        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut conn.rd), cx, inbuf) {
-            return Poll::Ready(BackendIo::Read(r));
-        }
-    }
-    Poll::Pending
+        poll_read_buf(Pin::new(rd), cx, inbuf)
+    });
+    read.map(BackendIo::Read)
 }
 
 impl<R, W> Session<R, W>
@@ -282,6 +293,8 @@ where
         take_on(&mut conn, seq, fingerprint);
         let link = ServerLink::of(&conn);
         *self.leases.holder(slot) = Some(conn);
+        // Its reads were last polled by the login or the pool, under other wakers.
+        self.wakes.due(Source::Lease(slot));
         self.client.listed.waited(listed_index(slot), Some(link));
     }
 

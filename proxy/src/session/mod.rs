@@ -25,6 +25,7 @@ mod send;
 mod settings;
 mod state;
 mod waits;
+mod wakes;
 mod words;
 mod writer;
 
@@ -239,6 +240,8 @@ pub struct Session<R, W> {
     /// Counted in `Shared::pinned_sessions`.
     counted_pinned: bool,
     counts: Counts,
+    /// Which of its sockets woke it: only those are read.
+    wakes: wakes::Wakes,
 }
 
 /// What a session counts: its own totals, and its worker's tally for the metrics.
@@ -370,6 +373,7 @@ where
             shutting_down: false,
             unflushed: false,
             counted_pinned: false,
+            wakes: wakes::Wakes::new(),
             counts: Counts {
                 stats: SessionStats::default(),
                 tally,
@@ -482,6 +486,7 @@ where
     /// polling every socket again.
     #[inline(always)]
     fn poll_event(&mut self, cx: &mut Context<'_>, ready: Readiness) -> Poll<Event> {
+        self.wakes.begin(cx);
         match output::write_out(cx, &mut self.client_w, &mut self.cout) {
             Err(_) => return Poll::Ready(Event::ClientWriteFailed),
             Ok(0) => {}
@@ -506,7 +511,7 @@ where
         }
         // Backends' answers while the client's output is under its high-water mark.
         let backend_readable = self.cout.len() < CLIENT_OUT_HIGH_WATER;
-        if let Poll::Ready((slot, io)) = self.leases.poll(cx, backend_readable) {
+        if let Poll::Ready((slot, io)) = self.leases.poll(cx, &mut self.wakes, backend_readable) {
             return Poll::Ready(Event::Backend(slot, io));
         }
         if self.causal.wait.is_some() && self.poll_causal(cx).is_ready() {
@@ -524,7 +529,10 @@ where
             {
                 buffers::room(&mut self.cin, &mut self.cout, READ_CHUNK);
             }
-            let read = poll_read_buf(Pin::new(&mut self.client_r), cx, &mut self.cin);
+            let (client_r, cin) = (&mut self.client_r, &mut self.cin);
+            let read = self.wakes.poll_read(wakes::Source::Client, |cx| {
+                poll_read_buf(Pin::new(client_r), cx, cin)
+            });
             if let Poll::Ready(r) = read {
                 return Poll::Ready(Event::ClientRead(r));
             }
