@@ -227,11 +227,10 @@ impl ClientEntry {
         }
     }
 
-    /// Notes a change now by the coarse wall clock (it happens on every lease and give-back
-    /// in transaction pooling), never before a change noted already: a coarse reading can be
-    /// up to a tick behind a precise one.
+    /// Notes a change now by the coarse wall clock: it happens on every lease and give-back
+    /// in transaction pooling.
     fn changed_now(&self) {
-        self.changed.fetch_max(coarse_wall_micros(), Relaxed);
+        self.changed.store(coarse_wall_micros(), Relaxed);
     }
 
     pub fn state(&self) -> ClientState {
@@ -255,11 +254,12 @@ impl ClientEntry {
     }
 
     /// When it last took, gave back or started waiting for a server connection (its connect
-    /// time before that).
+    /// time before that, and never before it: the coarse clock of a change can be up to a
+    /// tick behind the precise one of the connect).
     pub fn last_change(&self) -> SystemTime {
         match self.changed.load(Relaxed) {
             0 => self.connected,
-            at => from_micros(at),
+            at => from_micros(at).max(self.connected),
         }
     }
 

@@ -56,10 +56,18 @@ impl Workers {
 
     /// Stops the runtimes (dropping whatever still runs on them) and joins the threads.
     pub fn stop(self) {
-        for stop in self.stops {
+        drop(self);
+    }
+}
+
+/// Also when the serving future is dropped or unwinds: the workers' timers live on the
+/// runtime that started them, so the workers must be gone before it is.
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
-        for thread in self.threads {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }

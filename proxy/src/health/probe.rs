@@ -93,6 +93,9 @@ impl Probe {
         query_timeout: Duration,
         purpose: &str,
     ) -> anyhow::Result<Probe> {
+        // Bounded by `crate::timers` around each step (`ask`), never by tokio-postgres' or
+        // deadpool's own timeouts: the console's HOLD WRITES asks from a worker thread, whose
+        // runtime has no time driver for the timers those would set.
         let mut pg = tokio_postgres::Config::new();
         pg.host(&backend.host)
             .port(backend.port)
