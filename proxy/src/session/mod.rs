@@ -232,6 +232,9 @@ pub struct Session<R, W> {
     state: SessionState,
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
+    /// `shutdown_wait` holds the task's current waker: polled again it would only take the
+    /// lock that every session's wake-up shares, to find the same waker.
+    shutdown_armed: bool,
     shutting_down: bool,
     /// Written to the client since its stream was last flushed: a TLS stream takes what it is
     /// given into its own buffer when the socket is full, and sends it only when written to
@@ -370,6 +373,7 @@ where
             retries: VecDeque::new(),
             state,
             shutdown_wait,
+            shutdown_armed: false,
             shutting_down: false,
             unflushed: false,
             counted_pinned: false,
@@ -486,7 +490,9 @@ where
     /// polling every socket again.
     #[inline(always)]
     fn poll_event(&mut self, cx: &mut Context<'_>, ready: Readiness) -> Poll<Event> {
-        self.wakes.begin(cx);
+        if self.wakes.begin(cx) {
+            self.shutdown_armed = false;
+        }
         match output::write_out(cx, &mut self.client_w, &mut self.cout) {
             Err(_) => return Poll::Ready(Event::ClientWriteFailed),
             Ok(0) => {}
@@ -537,8 +543,11 @@ where
                 return Poll::Ready(Event::ClientRead(r));
             }
         }
-        if ready.shutdown && self.shutdown_wait.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Event::Shutdown);
+        if ready.shutdown && !self.shutdown_armed {
+            if self.shutdown_wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            self.shutdown_armed = true;
         }
         // Only on the way to sleep: what the registry shows, and the admin console's KILL.
         self.counts.publish(&self.client.listed);

@@ -97,10 +97,12 @@ impl Wakes {
 
     /// At the start of every poll of the session: follows the task's waker, and makes the
     /// sources that fired since the last poll due. (A source firing after this is due at the
-    /// next poll, which its waker asks for.)
+    /// next poll, which its waker asks for.) True when the task's waker is new: what holds
+    /// the old one must be polled again.
     #[inline]
-    pub(super) fn begin(&mut self, cx: &Context<'_>) {
-        if !self.task.will_wake(cx.waker()) {
+    pub(super) fn begin(&mut self, cx: &Context<'_>) -> bool {
+        let new_task = !self.task.will_wake(cx.waker());
+        if new_task {
             self.task = cx.waker().clone();
             *self
                 .fired
@@ -111,6 +113,7 @@ impl Wakes {
         if self.fired.bits.load(Ordering::Relaxed) != 0 {
             self.due |= self.fired.bits.swap(0, Ordering::AcqRel);
         }
+        new_task
     }
 
     /// `source` must be polled at the next chance: its socket is new to the session, or was
@@ -167,7 +170,7 @@ mod tests {
         let client = Source::Client;
         let replica = Source::Lease(Slot::Replica);
         // Everything is due at first; a poll that finds nothing keeps the source's waker.
-        wakes.begin(&cx);
+        assert!(wakes.begin(&cx), "the task's first waker is new");
         let mut kept = None;
         let polled = wakes.poll_read(client, |cx| {
             kept = Some(cx.waker().clone());
@@ -178,7 +181,7 @@ mod tests {
             .poll_read(replica, |_| Poll::<()>::Pending)
             .is_pending());
         // Not due now: not polled.
-        wakes.begin(&cx);
+        assert!(!wakes.begin(&cx), "the same task");
         assert!(wakes
             .poll_read(client, |_| -> Poll<()> { panic!("polled") })
             .is_pending());
