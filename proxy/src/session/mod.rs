@@ -233,7 +233,8 @@ pub struct Session<R, W> {
     /// Wakes the session if the proxy shuts down while it waits idle on its client.
     shutdown_wait: Pin<Box<OwnedNotified>>,
     /// `shutdown_wait` holds the task's current waker: polled again it would only take the
-    /// lock that every session's wake-up shares, to find the same waker.
+    /// lock that every session's wake-up shares, to find the same waker. Once armed, the
+    /// shutdown flag is what a wake-up is checked against.
     shutdown_armed: bool,
     shutting_down: bool,
     /// Written to the client since its stream was last flushed: a TLS stream takes what it is
@@ -543,11 +544,17 @@ where
                 return Poll::Ready(Event::ClientRead(r));
             }
         }
-        if ready.shutdown && !self.shutdown_armed {
-            if self.shutdown_wait.as_mut().poll(cx).is_ready() {
+        if ready.shutdown {
+            // Armed, the wake-up only wakes the task: the flag says why.
+            if self.shutdown_armed {
+                if self.shared.shutdown.is_set() {
+                    return Poll::Ready(Event::Shutdown);
+                }
+            } else if self.shutdown_wait.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Shutdown);
+            } else {
+                self.shutdown_armed = true;
             }
-            self.shutdown_armed = true;
         }
         // Only on the way to sleep: what the registry shows, and the admin console's KILL.
         self.counts.publish(&self.client.listed);
