@@ -545,7 +545,8 @@ where
             }
         }
         if ready.shutdown {
-            // Armed, the wake-up only wakes the task: the flag says why.
+            // Armed, the wake-up only wakes the task: the flag says why (stored before the
+            // wake, and a task's wake-up orders what came before it for the poll it causes).
             if self.shutdown_armed {
                 if self.shared.shutdown.is_set() {
                     return Poll::Ready(Event::Shutdown);
