@@ -24,13 +24,21 @@ pub(super) enum Source {
     Lease(Slot),
 }
 
+/// How many sources a session has.
+const SOURCES: usize = 3;
+
 impl Source {
-    fn bit(self) -> u8 {
+    /// Its place among the wakers, and its bit is `1 << index`.
+    fn index(self) -> usize {
         match self {
-            Source::Client => 1,
-            Source::Lease(Slot::Primary) => 2,
-            Source::Lease(Slot::Replica) => 4,
+            Source::Client => 0,
+            Source::Lease(Slot::Primary) => 1,
+            Source::Lease(Slot::Replica) => 2,
         }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self.index()
     }
 }
 
@@ -65,9 +73,8 @@ pub(super) struct Wakes {
     fired: Arc<Fired>,
     /// The task's waker as last handed to `fired` (compared, not cloned, on every poll).
     task: Waker,
-    client: Waker,
-    primary: Waker,
-    replica: Waker,
+    /// Each source's own waker, by [`Source::index`].
+    wakers: [Waker; SOURCES],
     /// The sources to poll: fired, or not yet found with nothing since they last gave bytes.
     due: u8,
 }
@@ -79,16 +86,14 @@ impl Wakes {
             bits: AtomicU8::new(0),
             task: Mutex::new(Waker::noop().clone()),
         });
-        let waker = |source: Source| {
+        let wakers = std::array::from_fn(|index| {
             Waker::from(Arc::new(SourceWaker {
-                bit: source.bit(),
+                bit: 1 << index,
                 fired: fired.clone(),
             }))
-        };
+        });
         Wakes {
-            client: waker(Source::Client),
-            primary: waker(Source::Lease(Slot::Primary)),
-            replica: waker(Source::Lease(Slot::Replica)),
+            wakers,
             task: Waker::noop().clone(),
             fired,
             due: u8::MAX,
@@ -134,12 +139,7 @@ impl Wakes {
         if self.due & bit == 0 {
             return Poll::Pending;
         }
-        let waker = match source {
-            Source::Client => &self.client,
-            Source::Lease(Slot::Primary) => &self.primary,
-            Source::Lease(Slot::Replica) => &self.replica,
-        };
-        let polled = read(&mut Context::from_waker(waker));
+        let polled = read(&mut Context::from_waker(&self.wakers[source.index()]));
         if polled.is_pending() {
             self.due &= !bit;
         }
