@@ -53,6 +53,11 @@
 #                                     the proxy and PgBouncer with valgrind
 #                                     (callgrind: repeatable where times are
 #                                     not); 0 skips it
+#   RELAYS=0                          1: with INSTRUCTIONS=1, also count
+#                                     those of two bare byte relays in front
+#                                     of the replica (tests/src/bin/
+#                                     barerelay.rs, on tokio and on mio):
+#                                     the floor of an event loop's cost
 #   SYSCALLS=1                        also count system calls per query of
 #                                     the proxy, the baseline and PgBouncer
 #                                     with perf's syscall tracepoints
@@ -78,6 +83,7 @@ SCALE=${SCALE:-10}
 POOL_MODE=${POOL_MODE:-session}
 POOL_SIZE=${POOL_SIZE:-20}
 INSTRUCTIONS=${INSTRUCTIONS:-1}
+RELAYS=${RELAYS:-0}
 SYSCALLS=${SYSCALLS:-1}
 SYSCALL_CLIENTS=${SYSCALL_CLIENTS:-4}
 SYSCALL_TRANSACTIONS=${SYSCALL_TRANSACTIONS:-5000}
@@ -116,6 +122,9 @@ fi
 # --- build ---------------------------------------------------------------
 
 build_release -p pgrepl-tests --bin testcluster
+if [[ $RELAYS == 1 ]]; then
+    build_release -p pgrepl-tests --bin barerelay
+fi
 TESTCLUSTER=$TARGET_DIR/release/testcluster
 if wants proxy; then
     build_release -p pgrepl-proxy
@@ -299,7 +308,7 @@ callgrind_per_query() {
         # shellcheck disable=SC2086
         env ${ENVS[$target]} valgrind --tool=callgrind --callgrind-out-file="$out" \
             "${BIN[$target]}" serve --config "$config" >"$WORK/callgrind.log" 2>&1 &
-    else
+    elif [[ $target == pgbouncer ]]; then
         config=$WORK/callgrind-pgbouncer.ini
         sed -e "s/^listen_port = .*/listen_port = $port/" \
             -e "s|^pidfile = .*|pidfile = $WORK/callgrind-pgbouncer.pid|" \
@@ -310,6 +319,9 @@ callgrind_per_query() {
         # callgrind_control reaches a process only as the user it runs as, and with the same
         # USER in its environment (valgrind names its control files after it).
         control=(as_server_user callgrind_control)
+    elif [[ $target == relay-* ]]; then
+        valgrind --tool=callgrind --callgrind-out-file="$out" "$TARGET_DIR/release/barerelay" \
+            "${target#relay-}" "127.0.0.1:$port" "127.0.0.1:$REPLICA_PORT" >"$WORK/callgrind.log" 2>&1 &
     fi
     pid=$!
     wait_port "$port" "$pid"
@@ -329,7 +341,7 @@ callgrind_per_query() {
     "${control[@]}" --dump=short "$vg" >/dev/null
     pgbench_run 12000
     "${control[@]}" --dump=long "$vg" >/dev/null
-    pkill -INT -f -- "$config" || true
+    if [[ $target == relay-* ]]; then kill "$pid"; else pkill -INT -f -- "$config" || true; fi
     wait "$pid" 2>/dev/null || true
     cg_total() { callgrind_annotate "$1" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,; }
     short=$(cg_total "$out.1") long=$(cg_total "$out.2")
@@ -342,8 +354,10 @@ declare -A INSN=()
 if [[ $INSTRUCTIONS == 1 ]]; then
     for mode in $MODES; do
         [[ ! $mode =~ ^(tpcb|mixed)$ ]] || continue
-        for target in proxy baseline pgbouncer; do
-            if wants "$target"; then
+        relays=()
+        if [[ $RELAYS == 1 ]]; then relays=(relay-tokio relay-mio); fi
+        for target in proxy baseline pgbouncer "${relays[@]}"; do
+            if wants "$target" || [[ $target == relay-* ]]; then
                 INSN[$mode.$target]=$(callgrind_per_query "$target" "$mode")
                 say "instructions $mode $target ${INSN[$mode.$target]} per query"
             fi
@@ -443,4 +457,16 @@ if [[ $INSTRUCTIONS == 1 ]]; then
     done
     echo
     echo "Instructions: valgrind callgrind, user space only, one pgbench client, one server process: (12,000 - 2,000 transactions) / 10,000 after a 500-transaction warm-up; the proxies with [health] interval = \"60s\" (monitor idle)."
+    if [[ $RELAYS == 1 ]]; then
+        echo
+        echo "| mode | bare relay on tokio | bare relay on mio | proxy - relay on tokio |"
+        echo "|---|---:|---:|---:|"
+        for mode in $MODES; do
+            [[ ! $mode =~ ^(tpcb|mixed)$ ]] || continue
+            it=${INSN[$mode.relay-tokio]} im=${INSN[$mode.relay-mio]} ip=${INSN[$mode.proxy]:-}
+            echo "| $mode | $it | $im | $([[ -n $ip ]] && echo $((ip - it)) || echo n/a) |"
+        done
+        echo
+        echo "Bare relays (tests/src/bin/barerelay.rs): a byte copy between each client and a connection of its own to the replica, no protocol, measured like the proxies: what the event loop alone costs per query."
+    fi
 fi
