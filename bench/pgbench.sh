@@ -122,7 +122,7 @@ fi
 # --- build ---------------------------------------------------------------
 
 build_release -p pgrepl-tests --bin testcluster
-if [[ $RELAYS == 1 ]]; then
+if [[ $RELAYS == 1 && $INSTRUCTIONS == 1 ]]; then
     build_release -p pgrepl-tests --bin barerelay
 fi
 TESTCLUSTER=$TARGET_DIR/release/testcluster
@@ -282,12 +282,12 @@ fi
 
 # --- instructions per query ----------------------------------------------------
 
-# Instructions per query of a server (proxy, baseline or pgbouncer) under callgrind, in
-# mode $2: one server process, a warm-up run of one pgbench client, then the counters
-# zeroed, and two measured runs of 2,000 and 12,000 select-only transactions, each dumped
-# on its own; (long - short) / 10,000. Start-up, the backend logins (SCRAM: tens of millions
-# of instructions each, and their number varies with timing) and each run's own connection
-# fall outside the difference. The proxy's health monitor is made idle for this
+# Instructions per query of a server (proxy, baseline, pgbouncer, or a bare relay:
+# relay-tokio, relay-mio) under callgrind, in mode $2: one server process, a warm-up run of
+# one pgbench client, then the counters zeroed, and two measured runs of 2,000 and 12,000
+# select-only transactions, each dumped on its own; (long - short) / 10,000. Start-up, the
+# backend logins (SCRAM: tens of millions of instructions each, and their number varies with
+# timing) and each run's own connection fall outside the difference. The proxy's health monitor is made idle for this
 # ([health] interval = "60s": the first samples at start-up, then none during the runs):
 # under callgrind its probes outlive their timeout and each reconnect is a SCRAM login.
 callgrind_per_query() {
@@ -341,7 +341,7 @@ callgrind_per_query() {
     "${control[@]}" --dump=short "$vg" >/dev/null
     pgbench_run 12000
     "${control[@]}" --dump=long "$vg" >/dev/null
-    if [[ $target == relay-* ]]; then kill "$pid"; else pkill -INT -f -- "$config" || true; fi
+    if [[ $target == relay-* ]]; then kill "$pid" 2>/dev/null || true; else pkill -INT -f -- "$config" || true; fi
     wait "$pid" 2>/dev/null || true
     cg_total() { callgrind_annotate "$1" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,; }
     short=$(cg_total "$out.1") long=$(cg_total "$out.2")

@@ -7,7 +7,6 @@
 //! `barerelay tokio|mio LISTEN_ADDR BACKEND_ADDR` relays until it is killed; a connection
 //! pair ends when either side closes or fails. Exits with 2 on bad arguments.
 
-use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -43,8 +42,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// One task per connection pair on a current-thread runtime with only the I/O driver, both
-/// sockets' reads polled by hand in one future (as the proxy's sessions do).
+/// Two tasks per connection pair, one per direction, on a current-thread runtime with only
+/// the I/O driver (as the proxy's workers run). Each task is woken by its own socket only and
+/// reads until a read finds nothing: two read polls per direction and query, four per query,
+/// as the proxy's sessions make (one task polling both sockets would poll the idle one at
+/// every wake-up too).
 fn on_tokio(listen: SocketAddr, backend: SocketAddr) -> std::io::Result<()> {
     use tokio::net::{TcpListener, TcpStream};
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -57,59 +59,27 @@ fn on_tokio(listen: SocketAddr, backend: SocketAddr) -> std::io::Result<()> {
             let server = TcpStream::connect(backend).await?;
             client.set_nodelay(true)?;
             server.set_nodelay(true)?;
-            tokio::spawn(relay_pair(client, server));
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(copy_one_way(client_read, server_write));
+            tokio::spawn(copy_one_way(server_read, client_write));
         }
     })
 }
 
-/// Copies both ways until either side ends.
-async fn relay_pair(mut client: tokio::net::TcpStream, mut server: tokio::net::TcpStream) {
-    let mut up = vec![0; CHUNK];
-    let mut down = vec![0; CHUNK];
-    std::future::poll_fn(|cx| loop {
-        let up_moved = match poll_copy(cx, &mut client, &mut server, &mut up) {
-            std::task::Poll::Ready(false) => return std::task::Poll::Ready(()),
-            polled => polled.is_ready(),
-        };
-        let down_moved = match poll_copy(cx, &mut server, &mut client, &mut down) {
-            std::task::Poll::Ready(false) => return std::task::Poll::Ready(()),
-            polled => polled.is_ready(),
-        };
-        if !up_moved && !down_moved {
-            return std::task::Poll::Pending;
-        }
-    })
-    .await
-}
-
-/// One read from `from`, written whole to `to`: Ready(true) when bytes moved, Ready(false)
-/// when the pair is over, Pending when `from` has nothing.
-fn poll_copy(
-    cx: &mut std::task::Context<'_>,
-    from: &mut tokio::net::TcpStream,
-    to: &mut tokio::net::TcpStream,
-    buf: &mut [u8],
-) -> std::task::Poll<bool> {
-    use std::pin::Pin;
-    use std::task::Poll;
-    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-    let mut read = ReadBuf::new(buf);
-    match Pin::new(&mut *from).poll_read(cx, &mut read) {
-        Poll::Pending => return Poll::Pending,
-        Poll::Ready(Err(_)) => return Poll::Ready(false),
-        Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(false),
-        Poll::Ready(Ok(())) => {}
-    }
-    let mut bytes = read.filled();
-    while !bytes.is_empty() {
-        // Small answers: the socket takes them at once; a full one ends the pair (this
-        // relay is for measuring, not for results larger than the socket's buffer).
-        match Pin::new(&mut *to).poll_write(cx, bytes) {
-            Poll::Ready(Ok(n)) if n > 0 => bytes = &bytes[n..],
-            _ => return Poll::Ready(false),
+/// Copies `from` to `to` until `from` ends or either fails; dropping the write half then
+/// shuts its socket down for writing, so the peer's task ends too.
+async fn copy_one_way(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0; CHUNK];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
         }
     }
-    Poll::Ready(true)
 }
 
 /// One mio loop, edge-triggered: each ready socket is read until it has nothing, each read
@@ -123,35 +93,48 @@ fn on_mio(listen: SocketAddr, backend: SocketAddr) -> std::io::Result<()> {
     let mut listener = TcpListener::bind(listen)?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    // Pair n's client is token 2n, its server 2n + 1.
-    let mut pairs: HashMap<usize, [TcpStream; 2]> = HashMap::new();
-    let mut next_pair = 1;
+    // Pair n's client is token 2n, its server 2n + 1; pair n is at pairs[n - 1] until it ends.
+    let mut pairs: Vec<Option<[TcpStream; 2]>> = Vec::new();
     let mut buf = vec![0; CHUNK];
     loop {
         match poll.poll(&mut events, None) {
             Ok(()) => {}
-            // callgrind_control's signals interrupt the wait.
+            // callgrind_control (through valgrind's gdbserver, by ptrace) interrupts the wait.
             Err(error) if error.kind() == ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         }
         for event in &events {
             if event.token() == LISTENER {
-                while let Ok((mut client, _)) = listener.accept() {
+                loop {
+                    let mut client = match listener.accept() {
+                        Ok((client, _)) => client,
+                        Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                        // Edge-triggered: the queue must be emptied, whatever one entry did.
+                        Err(error)
+                            if matches!(
+                                error.kind(),
+                                ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                            ) =>
+                        {
+                            continue
+                        }
+                        Err(error) => return Err(error),
+                    };
                     let server = std::net::TcpStream::connect(backend)?;
                     server.set_nonblocking(true)?;
                     let mut server = TcpStream::from_std(server);
                     client.set_nodelay(true)?;
                     server.set_nodelay(true)?;
                     let registry = poll.registry();
-                    registry.register(&mut client, Token(2 * next_pair), Interest::READABLE)?;
-                    registry.register(&mut server, Token(2 * next_pair + 1), Interest::READABLE)?;
-                    pairs.insert(next_pair, [client, server]);
-                    next_pair += 1;
+                    let pair = pairs.len() + 1;
+                    registry.register(&mut client, Token(2 * pair), Interest::READABLE)?;
+                    registry.register(&mut server, Token(2 * pair + 1), Interest::READABLE)?;
+                    pairs.push(Some([client, server]));
                 }
                 continue;
             }
             let (pair, side) = (event.token().0 / 2, event.token().0 % 2);
-            let Some([client, server]) = pairs.get_mut(&pair) else {
+            let Some(Some([client, server])) = pairs.get_mut(pair - 1) else {
                 continue;
             };
             let open = match side {
@@ -159,7 +142,7 @@ fn on_mio(listen: SocketAddr, backend: SocketAddr) -> std::io::Result<()> {
                 _ => drain(server, client, &mut buf),
             };
             if !open {
-                pairs.remove(&pair);
+                pairs[pair - 1] = None;
             }
         }
     }
