@@ -287,9 +287,10 @@ fi
 # one pgbench client, then the counters zeroed, and two measured runs of 2,000 and 12,000
 # select-only transactions, each dumped on its own; (long - short) / 10,000. Start-up, the
 # backend logins (SCRAM: tens of millions of instructions each, and their number varies with
-# timing) and each run's own connection fall outside the difference. The proxy's health monitor is made idle for this
-# ([health] interval = "60s": the first samples at start-up, then none during the runs):
-# under callgrind its probes outlive their timeout and each reconnect is a SCRAM login.
+# timing) and each run's own connection fall outside the difference. The proxy's health
+# monitor is made idle for this ([health] interval = "60s": the first samples at start-up,
+# then none during the runs): under callgrind its probes outlive their timeout and each
+# reconnect is a SCRAM login.
 callgrind_per_query() {
     local target=$1 mode=$2 port pid config out short long p vg=
     port=$("$TESTCLUSTER" free-port)

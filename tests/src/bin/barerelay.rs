@@ -82,8 +82,7 @@ async fn copy_one_way(
     }
 }
 
-/// One mio loop, edge-triggered: each ready socket is read until it has nothing, each read
-/// written whole to its peer.
+/// One mio loop, edge-triggered: each ready socket drained (see [`drain`]) into its peer.
 fn on_mio(listen: SocketAddr, backend: SocketAddr) -> std::io::Result<()> {
     use mio::net::{TcpListener, TcpStream};
     use mio::{Events, Interest, Poll, Token};
