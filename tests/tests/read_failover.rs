@@ -1,15 +1,18 @@
 //! Failover of reads: a replica stopped and started under load from many clients costs no
-//! autocommit read an error, and writes meanwhile all land on the primary. Uses a cluster of
-//! its own, since it stops the replica.
+//! autocommit read an error, and writes meanwhile all land on the primary (a cluster of its
+//! own, since it stops the replica); a read whose replica backend ends after its first rows
+//! is answered whole by the primary (the shared cluster: only that backend ends).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pgrepl_tests::endpoint::Metrics;
-use pgrepl_tests::roles::{APP, DATABASE};
-use pgrepl_tests::suite::{free_addr, proxy_config_with, PRIMARY, REPLICA};
-use pgrepl_tests::{connect, OwnCluster, ProxyProcess};
+use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
+use pgrepl_tests::suite::{
+    bounded, eventually, free_addr, proxy_config_with, start_proxy, unique, PRIMARY, REPLICA,
+};
+use pgrepl_tests::{connect, Cluster, OwnCluster, ProxyProcess};
 
 /// Clients reading in a loop while the replica goes away and comes back.
 const READERS: usize = 16;
@@ -160,4 +163,66 @@ async fn autocommit_reads_survive_a_replica_restart() {
         &[("from", "db02"), ("to", "db01")],
     );
     assert_eq!(counted, rerun, "retries counted vs logged:\n{log}");
+}
+
+/// A standby that ends a backend while a read's first rows wait in its send buffer sends
+/// them with its FATAL, without the rest of the answer (so does one shutting down between a
+/// unit's Execute and its Sync): the proxy holds a small answer to its end, so the read runs
+/// again on the primary and the client gets the primary's answer whole, not rows and an
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_ended_after_its_first_rows_is_answered_whole_by_the_primary() {
+    bounded(async {
+        let proxy = start_proxy("");
+        let client = connect(proxy.addr, APP.name, DATABASE).await.unwrap();
+        let marker = unique("rows_then_fatal");
+        // Only on the standby (every transaction read-only there) does the second row sleep.
+        let sql = format!(
+            "SELECT x, current_setting('cluster_name') AS node, \
+             CASE WHEN x = 2 AND current_setting('transaction_read_only') = 'on' \
+             THEN pg_sleep(30) END IS NULL AS woke \
+             FROM generate_series(1, 2) x /* {marker} */"
+        );
+        let statement = client.prepare(&sql).await.unwrap();
+        let reading = client.query(&statement, &[]);
+        let terminate = async {
+            let kill = format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE state = 'active' AND query LIKE '%{marker}%' \
+                 AND pid <> pg_backend_pid()"
+            );
+            eventually(
+                "the read to sleep on the replica",
+                Duration::from_secs(20),
+                || {
+                    let kill = kill.clone();
+                    async move {
+                        let replica = Cluster::shared().replica.clone();
+                        tokio::task::spawn_blocking(move || {
+                            replica.psql(SUPERUSER, "postgres", &kill)
+                        })
+                        .await
+                        .unwrap()
+                        .is_ok_and(|out| out.trim() == "1")
+                    }
+                },
+            )
+            .await
+            .unwrap();
+        };
+        let (rows, ()) = tokio::join!(reading, terminate);
+        let rows = rows.unwrap_or_else(|e| {
+            panic!(
+                "the read was not re-run: {e:?}\nproxy log:\n{}",
+                proxy.log()
+            )
+        });
+        let answer: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(
+            answer,
+            [(1, PRIMARY.to_owned()), (2, PRIMARY.to_owned())],
+            "the primary's answer, whole"
+        );
+    })
+    .await
 }

@@ -94,9 +94,10 @@ pub enum Rerun {
 ///
 /// The answer to a unit that `may_rerun` (given how many units this call answered) is held
 /// back until its first message past the preamble (ParseComplete, BindComplete, descriptions,
-/// notices) is in: a server shutting down answers with FATAL, before the preamble or
-/// after it, and such a unit is then sent elsewhere instead (`fatal_before_rerunnable`); a
-/// standby refusing it (`misrouted`) likewise. With `hold_fatal` (the write lease while
+/// notices) is in, and a small one until its end: a server shutting down answers with
+/// FATAL, before the preamble, after it or after the rows it had buffered, and such a unit
+/// is then sent elsewhere instead (`fatal_before_rerunnable`); a standby refusing it
+/// (`misrouted`) likewise. With `hold_fatal` (the write lease while
 /// the proxy follows the primary), a FATAL answering any of the client's units is held back
 /// and relaying stops (`server_fatal`).
 ///
@@ -188,7 +189,7 @@ fn may_go_on(
     if rerun == Rerun::No {
         return true;
     }
-    match decisive(&proto.inbuf) {
+    match decisive(&proto.inbuf, rerun != Rerun::IfRefused) {
         Decisive::Wait => false,
         Decisive::Fatal if rerun == Rerun::IfRefused => true,
         Decisive::Fatal => {
@@ -408,8 +409,9 @@ fn skipped_closes(done: &Pending, from: usize, seen: &mut Relayed) {
 }
 
 /// What the start of a unit's answer in `inbuf` says.
+#[derive(Debug, PartialEq, Eq)]
 enum Decisive {
-    /// Only (part of) its preamble has come.
+    /// Only (part of) its preamble has come, or (part of) a small answer without its end.
     Wait,
     /// A FATAL error: the server ends the session.
     Fatal,
@@ -420,21 +422,37 @@ enum Decisive {
     Go,
 }
 
+/// How much of a re-runnable answer is held back for its end: more than a server's send
+/// buffer (PostgreSQL's is 8 kB). A server shutting down between a unit's Execute and its
+/// Sync sends the rows in that buffer and its FATAL in one flush, without ReadyForQuery.
+const HELD_ANSWER: usize = 16 * 1024;
+
 /// Skips the preamble of an answer (messages that come before any result) to the first
-/// message that decides whether the unit was answered or the server is going away.
+/// message that decides whether the unit was answered or the server is going away. With
+/// `whole`, a small answer is walked on to its ReadyForQuery, as a FATAL may follow its
+/// results: held until that end (or [`HELD_ANSWER`] bytes) has come.
 ///
 /// Runs at the start of every read's answer: a tight walk over the headers, without the
 /// slicing of `peek_header`.
 #[inline(always)]
-fn decisive(inbuf: &[u8]) -> Decisive {
+fn decisive(inbuf: &[u8], whole: bool) -> Decisive {
     let mut at = 0;
+    // A result (or an error) has come: what follows is walked only for a FATAL.
+    let mut answered = false;
+    let incomplete = |answered: bool| {
+        if answered && inbuf.len() >= HELD_ANSWER {
+            Decisive::Go
+        } else {
+            Decisive::Wait
+        }
+    };
     loop {
         let Some(&[ty, a, b, c, d]) = inbuf.get(at..at + HEADER_LEN) else {
-            return Decisive::Wait;
+            return incomplete(answered);
         };
         let end = at + 1 + u32::from_be_bytes([a, b, c, d]) as usize;
         if end > inbuf.len() {
-            return Decisive::Wait;
+            return incomplete(answered);
         }
         match ty {
             PARSE_COMPLETE
@@ -444,10 +462,24 @@ fn decisive(inbuf: &[u8]) -> Decisive {
             | ROW_DESCRIPTION
             | NO_DATA
             | NOTICE_RESPONSE
-            | PARAMETER_STATUS => at = end,
-            ERROR_RESPONSE => return error_decides(&inbuf[at..end], end),
+            | PARAMETER_STATUS
+                if !answered => {}
+            ERROR_RESPONSE if answered => {
+                if fields::error_is_fatal(&inbuf[at..end]) {
+                    return Decisive::Fatal;
+                }
+            }
+            ERROR_RESPONSE => match error_decides(&inbuf[at..end], end) {
+                Decisive::Go if whole => answered = true,
+                decided => return decided,
+            },
+            READY_FOR_QUERY | COPY_IN_RESPONSE | COPY_OUT_RESPONSE | COPY_BOTH_RESPONSE => {
+                return Decisive::Go
+            }
+            _ if whole => answered = true,
             _ => return Decisive::Go,
         }
+        at = end;
     }
 }
 

@@ -206,6 +206,67 @@ fn an_incomplete_preamble_waits_and_a_fatal_stops_the_relay() {
 }
 
 #[test]
+fn rows_a_shutting_down_standby_flushed_with_its_fatal_are_held_and_the_read_rerun() {
+    // PostgreSQL checks for the shutdown between a unit's Execute and its Sync: what was in
+    // its send buffer (the whole answer but ReadyForQuery) comes with the FATAL.
+    let fatal = error(
+        "FATAL",
+        "57P01",
+        "terminating connection due to administrator command",
+    );
+    let answered = [msg(b'2', b""), row(), msg(b'C', b"SELECT 1\0")];
+    let mut held = conn(vec![Pending::default()], &answered);
+    let (seen, out) = relayed(&mut held, Rerun::IfFatalOrRefused);
+    assert!(
+        out.is_empty() && !seen.fatal_before_rerunnable,
+        "held for its end"
+    );
+    held.inbuf.extend_from_slice(&fatal);
+    let (seen, out) = relayed(&mut held, Rerun::IfFatalOrRefused);
+    assert!(seen.fatal_before_rerunnable, "re-run elsewhere");
+    assert!(out.is_empty(), "nothing of it reached the client");
+    let mut ended = conn(vec![Pending::default()], &answered);
+    ended.inbuf.extend_from_slice(&ready(b'I'));
+    let (seen, out) = relayed(&mut ended, Rerun::IfFatal);
+    assert_eq!(out, [&answered[..], &[ready(b'I')]].concat().concat());
+    assert_eq!(seen.units_done, 1);
+}
+
+#[test]
+fn where_an_answer_that_may_run_elsewhere_is_decided() {
+    use Decisive::*;
+    let fatal = error("FATAL", "57P01", "terminating connection");
+    let soft = error("ERROR", "22012", "division by zero");
+    let big_rows: Vec<Vec<u8>> = (0..2000).map(|_| row()).collect();
+    let (bind, done) = (msg(b'2', b""), msg(b'C', b"SELECT 1\0"));
+    let copy_out = msg(b'H', &[0, 0, 0]);
+    #[rustfmt::skip]
+    let table: Vec<(Vec<Vec<u8>>, bool, Decisive)> = vec![
+        (vec![], true, Wait),
+        (vec![bind.clone()], true, Wait),
+        (vec![bind.clone(), fatal.clone()], false, Fatal),
+        (vec![bind.clone(), refusal()], true, Refused(bind.len() + refusal().len())),
+        // Not whole (only the writer's refusal would re-run it): the first result decides.
+        (vec![bind.clone(), row()], false, Go),
+        (vec![bind.clone(), row(), done.clone(), fatal.clone()], false, Go),
+        // Whole: held to its end, re-run on a FATAL before it.
+        (vec![bind.clone(), row(), done.clone()], true, Wait),
+        (vec![bind.clone(), row(), done.clone(), ready(b'I')], true, Go),
+        (vec![bind.clone(), row(), done.clone(), fatal.clone()], true, Fatal),
+        (vec![soft.clone(), fatal.clone()], true, Fatal),
+        (vec![soft.clone(), ready(b'I')], true, Go),
+        (vec![row(), refusal(), ready(b'I')], true, Go),
+        (vec![copy_out], true, Go),
+        // Too big to hold: it streams, as before.
+        ([std::slice::from_ref(&bind), &big_rows[..]].concat(), true, Go),
+    ];
+    for (answer, whole, expected) in table {
+        let inbuf = answer.concat();
+        assert_eq!(decisive(&inbuf, whole), expected, "{inbuf:?} whole={whole}");
+    }
+}
+
+#[test]
 fn the_writer_refusing_as_a_standby_is_held_back_and_so_is_its_fatal() {
     let answers = [msg(b'1', b""), refusal(), ready(b'I')];
     let mut refused = conn(vec![Pending::default()], &answers);
