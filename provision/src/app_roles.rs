@@ -2,10 +2,12 @@
 //! so, by replication, on db02) with the password the proxy logs in with, and a database of its
 //! own to create tables in.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 
-use crate::psql::sql;
-use crate::runtime::{NodeId, Runtime};
+use crate::psql::{sql, wait_until};
+use crate::runtime::{NodeId, NodeState, Runtime};
 use crate::tutorial::password::random_password;
 use crate::tutorial::sql::literal;
 
@@ -69,6 +71,33 @@ pub async fn ensure_login_role<R: Runtime>(
         .with_context(|| format!("cannot create the database {name} for role {name}"))?;
     }
     Ok(change)
+}
+
+/// Waits, up to `timeout`, until every running one of `replicas` has replayed what
+/// `primary` has written so far: a role or password just set there (`ensure_login_role`)
+/// lets the proxy log in on a standby only once it has replayed it.
+pub async fn replicas_replayed<R: Runtime>(
+    rt: &R,
+    primary: NodeId,
+    replicas: &[NodeId],
+    timeout: Duration,
+) -> Result<()> {
+    let written = sql(rt, primary, "SELECT pg_current_wal_lsn()").await?;
+    let replayed = format!(
+        "SELECT coalesce(pg_last_wal_replay_lsn() >= {}::pg_lsn, false)",
+        literal(&written)
+    );
+    for &replica in replicas {
+        if rt.state(replica).await? != NodeState::Running {
+            continue;
+        }
+        let what = format!("{replica} to replay the login roles (to {written})");
+        wait_until(&what, timeout, || async {
+            Ok(sql(rt, replica, &replayed).await? == "t")
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// A fresh password for the default role.

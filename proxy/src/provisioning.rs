@@ -2,10 +2,12 @@
 //! `status`, `teardown`, and the first half of `up`): pick the runtime the user chose, then run the same code over either.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use pgrepl_config::{Config, Named, ProvisionConfig, RuntimeKind};
+use pgrepl_provision::app_roles::{self, RoleChange};
 use pgrepl_provision::docker::{plan, DockerRuntime};
 use pgrepl_provision::failover::{self, WithoutProxy};
 use pgrepl_provision::local::LocalRuntime;
@@ -214,6 +216,9 @@ pub fn dry_run(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// How long `up` waits for the standbys to replay the login roles it just set.
+const REPLAY_WAIT: Duration = Duration::from_secs(30);
+
 /// Provisions (when needed), makes sure the proxy's users can log in on the nodes (setting
 /// the password of existing roles too when `reset_passwords`), and returns where the proxy
 /// must send its traffic: every node's endpoint, the current primary first.
@@ -244,18 +249,23 @@ async fn endpoints<R: Runtime>(
     // Every node there is: also replicas a former `provision --replicas N` built.
     let topology = Topology::discover(rt).await?;
     let primary = topology.primary;
+    let mut changed = false;
     for user in &config.users {
         let password = user.password.as_deref().with_context(|| {
             format!("user {} has no password to create its role with", user.name)
         })?;
-        pgrepl_provision::app_roles::ensure_login_role(
-            rt,
-            primary,
-            &user.name,
-            password,
-            reset_passwords,
-        )
-        .await?;
+        let change =
+            app_roles::ensure_login_role(rt, primary, &user.name, password, reset_passwords)
+                .await?;
+        changed |= change != RoleChange::Unchanged;
+    }
+    // Otherwise the proxy's first logins on the standbys race their replay, fail, and reads
+    // go to the primary until the next health check.
+    if changed {
+        let replicas = &topology.replicas;
+        if let Err(e) = app_roles::replicas_replayed(rt, primary, replicas, REPLAY_WAIT).await {
+            eprintln!("warning: {e:#}; reads go to the primary until the replicas have it");
+        }
     }
     let nodes = topology.nodes().into_iter();
     Ok(nodes.map(|node| (node, rt.host_endpoint(node))).collect())

@@ -237,6 +237,11 @@ fn proxy_serves(env: &[(&str, &str)], nodes: &[&str]) {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("cannot start pgrepl-proxy up");
+    // Drained as it comes, so a full pipe never stalls the proxy's logging; shown on failure.
+    let log = {
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default())
+    };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let (printed, conninfo) = connect_line(&mut child);
         let served = printed
@@ -259,8 +264,14 @@ fn proxy_serves(env: &[(&str, &str)], nodes: &[&str]) {
     // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().expect("cannot wait for up");
+    let log = log.join().unwrap_or_default();
     if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        panic!("{what}\npgrepl-proxy up logged:\n{log}");
     }
     assert!(
         status.success(),
@@ -464,7 +475,22 @@ fn three_replicas_provision_twice_and_tear_down() {
         containers,
         "the second run replaced or restarted a container"
     );
+    // The standbys replay the login role `up` creates only after a pause: `up` waits for
+    // them before serving, so its first read still lands on one.
+    let standbys = ["db02", "db03", "db04"];
+    for node in standbys {
+        let paused = docker_psql(node, "SELECT pg_wal_replay_pause()");
+        assert!(paused.success, "{node}: {}", paused.stderr);
+    }
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        for node in standbys {
+            let resumed = docker_psql(node, "SELECT pg_wal_replay_resume()");
+            assert!(resumed.success, "{node}: {}", resumed.stderr);
+        }
+    });
     proxy_serves(&env, &nodes);
+    resume.join().unwrap();
 
     let removed = teardown();
     for item in ["db03", "db04", "db03-data", "db04-data"] {

@@ -163,10 +163,22 @@ impl Monitor {
     }
 
     /// Waits until every backend has been sampled once, or `limit` has passed, so the first
-    /// sessions route on what the monitor found rather than on its initial guesses.
+    /// sessions route on what the monitor found rather than on its initial guesses. Says so
+    /// when the limit passed: until then, reads go to the primary.
     pub async fn first_round(&self, limit: Duration) {
         let mut unsampled = self.unsampled.clone();
-        let _ = timeout(limit, unsampled.wait_for(|&left| left == 0)).await;
+        if timeout(limit, unsampled.wait_for(|&left| left == 0))
+            .await
+            .is_err()
+        {
+            let left = *unsampled.borrow();
+            tracing::warn!(
+                unsampled = left,
+                ?limit,
+                "serving before every backend answered its first health check: \
+                 no reads go to those until they have"
+            );
+        }
     }
 
     pub async fn stop(&self) {

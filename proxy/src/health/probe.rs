@@ -59,14 +59,29 @@ pub struct Sample {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", with_causes(.0))]
     Connect(PoolError),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    #[error("{0}")]
+    #[error("{}", with_causes(.0))]
     Query(tokio_postgres::Error),
     #[error("unexpected answer to the health query")]
     Answer,
+}
+
+/// An error and its causes, `a: b`: tokio-postgres says only "db error" itself, and the
+/// server's reason (a login refused, a role missing) is its cause.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let said = e.to_string();
+        if !text.ends_with(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = e.source();
+    }
+    text
 }
 
 impl ProbeError {
