@@ -58,6 +58,10 @@
 #                                     of the replica (tests/src/bin/
 #                                     barerelay.rs, on tokio and on mio):
 #                                     the floor of an event loop's cost
+#   CALLGRIND_KEEP=DIR                with INSTRUCTIONS=1, keep callgrind's
+#                                     dumps there (TARGET-MODE.2000.out and
+#                                     .12000.out): callgrind_annotate --diff
+#                                     of the two gives the 10,000 per function
 #   SYSCALLS=1                        also count system calls per query of
 #                                     the proxy, the baseline and PgBouncer
 #                                     with perf's syscall tracepoints
@@ -348,6 +352,11 @@ callgrind_per_query() {
     short=$(cg_total "$out.1") long=$(cg_total "$out.2")
     [[ -n $short && -n $long ]] || die "no callgrind totals for $target"
     say "callgrind $target $mode: $short instructions for 2000 transactions, $long for 12000"
+    if [[ -n ${CALLGRIND_KEEP:-} ]]; then
+        mkdir -p "$CALLGRIND_KEEP"
+        cp "$out.1" "$CALLGRIND_KEEP/$target-$mode.2000.out"
+        cp "$out.2" "$CALLGRIND_KEEP/$target-$mode.12000.out"
+    fi
     echo $(((long - short) / 10000))
 }
 

@@ -429,30 +429,21 @@ const HELD_ANSWER: usize = 16 * 1024;
 
 /// Skips the preamble of an answer (messages that come before any result) to the first
 /// message that decides whether the unit was answered or the server is going away. With
-/// `whole`, a small answer is walked on to its ReadyForQuery, as a FATAL may follow its
-/// results: held until that end (or [`HELD_ANSWER`] bytes) has come.
+/// `whole`, a small answer is then walked on to its end ([`to_the_end`]), as a FATAL may
+/// follow its results.
 ///
 /// Runs at the start of every read's answer: a tight walk over the headers, without the
 /// slicing of `peek_header`.
 #[inline(always)]
 fn decisive(inbuf: &[u8], whole: bool) -> Decisive {
     let mut at = 0;
-    // A result (or an error) has come: what follows is walked only for a FATAL.
-    let mut answered = false;
-    let incomplete = |answered: bool| {
-        if answered && inbuf.len() >= HELD_ANSWER {
-            Decisive::Go
-        } else {
-            Decisive::Wait
-        }
-    };
     loop {
         let Some(&[ty, a, b, c, d]) = inbuf.get(at..at + HEADER_LEN) else {
-            return incomplete(answered);
+            return Decisive::Wait;
         };
         let end = at + 1 + u32::from_be_bytes([a, b, c, d]) as usize;
         if end > inbuf.len() {
-            return incomplete(answered);
+            return Decisive::Wait;
         }
         match ty {
             PARSE_COMPLETE
@@ -462,24 +453,44 @@ fn decisive(inbuf: &[u8], whole: bool) -> Decisive {
             | ROW_DESCRIPTION
             | NO_DATA
             | NOTICE_RESPONSE
-            | PARAMETER_STATUS
-                if !answered => {}
-            ERROR_RESPONSE if answered => {
-                if fields::error_is_fatal(&inbuf[at..end]) {
-                    return Decisive::Fatal;
+            | PARAMETER_STATUS => at = end,
+            ERROR_RESPONSE => {
+                return match error_decides(&inbuf[at..end], end) {
+                    Decisive::Go if whole => to_the_end(inbuf, end),
+                    decided => decided,
                 }
             }
-            ERROR_RESPONSE => match error_decides(&inbuf[at..end], end) {
-                Decisive::Go if whole => answered = true,
-                decided => return decided,
-            },
             READY_FOR_QUERY | COPY_IN_RESPONSE | COPY_OUT_RESPONSE | COPY_BOTH_RESPONSE => {
                 return Decisive::Go
             }
-            _ if whole => answered = true,
+            _ if whole => return to_the_end(inbuf, end),
             _ => return Decisive::Go,
         }
-        at = end;
+    }
+}
+
+/// The rest of an answer whose results have begun, from `at`: held ([`Decisive::Wait`])
+/// until its ReadyForQuery (or a COPY) has come, or [`HELD_ANSWER`] bytes; a FATAL before
+/// that end re-runs the unit elsewhere.
+#[inline(never)]
+fn to_the_end(inbuf: &[u8], mut at: usize) -> Decisive {
+    while let Some(&[ty, a, b, c, d]) = inbuf.get(at..at + HEADER_LEN) {
+        let end = at + 1 + u32::from_be_bytes([a, b, c, d]) as usize;
+        if end > inbuf.len() {
+            break;
+        }
+        match ty {
+            READY_FOR_QUERY | COPY_IN_RESPONSE | COPY_OUT_RESPONSE | COPY_BOTH_RESPONSE => {
+                return Decisive::Go
+            }
+            ERROR_RESPONSE if fields::error_is_fatal(&inbuf[at..end]) => return Decisive::Fatal,
+            _ => at = end,
+        }
+    }
+    if inbuf.len() >= HELD_ANSWER {
+        Decisive::Go
+    } else {
+        Decisive::Wait
     }
 }
 
