@@ -78,7 +78,7 @@ pub fn frames(data: &[u8]) {
 }
 
 /// The classifier: `data` (as UTF-8, lossily) as SQL, classified as the `classify` command
-/// does and through a shared classifier's cache, as a session does.
+/// does and through a shared classifier's cache, as a session does (also as the raw bytes).
 pub fn classify(data: &[u8]) {
     static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
     let classifier = CLASSIFIER.get_or_init(|| {
@@ -90,7 +90,10 @@ pub fn classify(data: &[u8]) {
     });
     let sql = String::from_utf8_lossy(data);
     std::hint::black_box(crate::route::classify(&sql));
-    std::hint::black_box(classifier.decide(&sql, &UserFunctions::offline()));
+    let functions = UserFunctions::offline();
+    std::hint::black_box(classifier.decide(sql.as_bytes(), &functions));
+    // As a session looks it up: the bytes as they came.
+    std::hint::black_box(classifier.decide(data, &functions));
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use super::fingerprint::fingerprint_into;
 
 thread_local! {
     /// Each thread's buffer for the fingerprint of the statement it looks up.
-    static FINGERPRINT: Cell<String> = const { Cell::new(String::new()) };
+    static FINGERPRINT: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Enough shards that tasks on different cores rarely share a lock.
@@ -72,16 +72,18 @@ impl ClassifyCache {
 
     /// Applies `resolve` to the analysis of `sql`: an earlier one for the same
     /// text up to the values of its literals (see [`fingerprint`]), else the
-    /// one `analyze` makes, which is then kept.
+    /// one `analyze` makes, which is then kept. None for text that is not UTF-8: only
+    /// what is analyzed is checked, as nothing that is not UTF-8 is ever kept.
     pub(crate) fn resolve<R>(
         &self,
-        sql: &str,
+        sql: &[u8],
         analyze: impl FnOnce(&str) -> Analysis,
         resolve: impl FnOnce(&Analysis) -> R,
-    ) -> R {
+    ) -> Option<R> {
         if self.shards.is_empty() || sql.len() > MAX_CACHED_SQL_LEN {
             self.counts.misses.fetch_add(1, Ordering::Relaxed);
-            return resolve(&analyze(sql));
+            let text = std::str::from_utf8(sql).ok()?;
+            return Some(resolve(&analyze(text)));
         }
         // The fingerprint goes into this thread's buffer, taken out for the look-up (so that
         // nothing here can find it borrowed) and put back after: no allocation per statement.
@@ -96,12 +98,12 @@ impl ClassifyCache {
     #[inline(always)]
     fn resolve_key<R>(
         &self,
-        sql: &str,
+        sql: &[u8],
         normalized: bool,
-        fingerprint: &str,
+        fingerprint: &[u8],
         analyze: impl FnOnce(&str) -> Analysis,
         resolve: impl FnOnce(&Analysis) -> R,
-    ) -> R {
+    ) -> Option<R> {
         let key = Key {
             normalized,
             text: if normalized { fingerprint } else { sql },
@@ -112,16 +114,17 @@ impl ClassifyCache {
         let resolve = match shard.get(hash, key, resolve) {
             Ok(hit) => {
                 self.counts.hits.fetch_add(1, Ordering::Relaxed);
-                return hit;
+                return Some(hit);
             }
             Err(resolve) => resolve,
         };
         self.counts.misses.fetch_add(1, Ordering::Relaxed);
+        let text = std::str::from_utf8(sql).ok()?;
         // Analyze outside the lock: parsing is the slow part.
-        let analysis = analyze(sql);
+        let analysis = analyze(text);
         let resolved = resolve(&analysis);
         shard.insert(hash, key, analysis);
-        resolved
+        Some(resolved)
     }
 
     /// Number of cached statements.
@@ -151,12 +154,13 @@ type Entries = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
 #[derive(Clone, Copy, Hash)]
 struct Key<'a> {
     normalized: bool,
-    text: &'a str,
+    text: &'a [u8],
 }
 
 struct Entry {
     normalized: bool,
-    sql: Box<str>,
+    /// UTF-8: only analyzed text is kept.
+    sql: Box<[u8]>,
     analysis: Analysis,
 }
 
@@ -262,7 +266,10 @@ mod tests {
     impl ClassifyCache {
         /// Classification through the cache, offline.
         fn classify(&self, sql: &str) -> Classification {
-            self.resolve(sql, plain, |a| a.resolve(&UserFunctions::offline()))
+            self.resolve(sql.as_bytes(), plain, |a| {
+                a.resolve(&UserFunctions::offline())
+            })
+            .unwrap()
         }
     }
 
@@ -352,7 +359,7 @@ mod tests {
     fn raw(text: &str) -> Key<'_> {
         Key {
             normalized: false,
-            text,
+            text: text.as_bytes(),
         }
     }
 
@@ -369,11 +376,22 @@ mod tests {
     }
 
     #[test]
+    fn text_that_is_not_utf8_is_not_analyzed_nor_kept() {
+        let cache = ClassifyCache::new(10);
+        cache.classify("SELECT '\u{e9}', 1");
+        let offline = |a: &Analysis| a.resolve(&UserFunctions::offline());
+        for sql in [&b"SELECT '\xe9', 1"[..], b"SELECT \xe9, 1", b"SELECT \xe9"] {
+            assert_eq!(cache.resolve(sql, plain, offline), None, "{sql:?}");
+        }
+        assert_eq!((cache.hits(), cache.misses(), cache.len()), (0, 4, 1));
+    }
+
+    #[test]
     fn raw_keys_never_match_fingerprints() {
         let shard = Shard::new(4);
         let fingerprinted = Key {
             normalized: true,
-            text: "SELECT \u{1}",
+            text: b"SELECT \x01",
         };
         shard.insert(1, fingerprinted, plain("SELECT 1"));
         assert_eq!(held(&shard, 1, raw("SELECT \u{1}")), None);

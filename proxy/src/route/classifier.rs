@@ -13,7 +13,7 @@ use super::classify::analyze;
 use super::effects::Effects;
 use super::functions::Overrides;
 use super::hint::CausalHint;
-use super::reason::{Classification, Route};
+use super::reason::{Classification, Reason, Route};
 
 pub struct Classifier {
     cache: ClassifyCache,
@@ -68,16 +68,25 @@ impl Classifier {
     /// Where `sql` goes and why, for a session whose database's functions are `functions`.
     /// A statement that creates, changes or drops functions makes the look-up refresh.
     pub fn classify(&self, sql: &str, functions: &UserFunctions) -> Classification {
-        self.decide(sql, functions).0
+        match self.decide(sql.as_bytes(), functions) {
+            Some((classification, ..)) => classification,
+            // Not reached: a `str` is UTF-8.
+            None => Classification {
+                route: Route::Primary,
+                reason: Reason::Unparseable,
+                detail: None,
+            },
+        }
     }
 
     /// [`Classifier::classify`], what the statement does to the session's state, and a
-    /// read's own causal-reads mode and staleness bound.
+    /// read's own causal-reads mode and staleness bound; None for text that is not UTF-8,
+    /// which cannot be parsed.
     pub fn decide(
         &self,
-        sql: &str,
+        sql: &[u8],
         functions: &UserFunctions,
-    ) -> (Classification, Effects, CausalHint) {
+    ) -> Option<(Classification, Effects, CausalHint)> {
         self.cache.resolve(
             sql,
             |sql| {

@@ -11,13 +11,13 @@
 
 /// Marks where a literal stood; never part of a key made from raw text,
 /// because the cache keeps the two kinds of keys apart.
-const LITERAL: &str = "\u{1}";
+const LITERAL: &[u8] = b"\x01";
 
 /// `sql` with its literals shown as `?`, for a log line that must not show
 /// values; None when they cannot be told apart safely.
 pub fn shown(sql: &str) -> Option<String> {
     match fingerprint(sql) {
-        Some(key) => Some(key.replace(LITERAL, "?")),
+        Some(key) => Some(key.replace('\u{1}', "?")),
         None if !sql.contains(['\'', '$', '"']) && !sql.bytes().any(|b| b.is_ascii_digit()) => {
             Some(sql.to_owned())
         }
@@ -28,16 +28,20 @@ pub fn shown(sql: &str) -> Option<String> {
 /// The literal-blind form of `sql`, or None when the exact text must be the
 /// key (nothing to replace, or not safe to).
 pub fn fingerprint(sql: &str) -> Option<String> {
-    let mut out = String::with_capacity(sql.len());
-    fingerprint_into(sql, &mut out).then_some(out)
+    let mut out = Vec::with_capacity(sql.len());
+    // Valid UTF-8: the text's own pieces between ASCII markers.
+    fingerprint_into(sql.as_bytes(), &mut out).then(|| String::from_utf8(out).ok())?
 }
 
 /// [`fingerprint`] into `out` (emptied first), a buffer the caller reuses: the cache takes
 /// one for every simple query, and an allocation would cost more than the scan. False when
 /// the exact text must be the key.
-pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
+///
+/// Works on bytes, so that a statement found in the cache is never checked for UTF-8: text
+/// that is not UTF-8 outside its literals gives a key that is not either (no valid text's
+/// key can match it), and a string literal that is not UTF-8 gives no fingerprint.
+pub fn fingerprint_into(b: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
-    let b = sql.as_bytes();
     let mut replaced = false;
     let mut i = 0;
     // b[copied..i] is still to be copied verbatim.
@@ -63,8 +67,11 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
                 let Some(end) = string_end(b, i) else {
                     return false;
                 };
-                out.push_str(&sql[copied..i]);
-                out.push_str(LITERAL);
+                if !b[i..end].is_ascii() && std::str::from_utf8(&b[i..end]).is_err() {
+                    return false;
+                }
+                out.extend_from_slice(&b[copied..i]);
+                out.extend_from_slice(LITERAL);
                 replaced = true;
                 i = end;
                 copied = i;
@@ -99,8 +106,8 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
                     .iter()
                     .take_while(|&&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.')
                     .count();
-                out.push_str(&sql[copied..i]);
-                out.push_str(LITERAL);
+                out.extend_from_slice(&b[copied..i]);
+                out.extend_from_slice(LITERAL);
                 replaced = true;
                 i += len;
                 copied = i;
@@ -110,7 +117,7 @@ pub fn fingerprint_into(sql: &str, out: &mut String) -> bool {
         }
     }
     if replaced {
-        out.push_str(&sql[copied..]);
+        out.extend_from_slice(&b[copied..]);
     }
     replaced
 }
@@ -211,19 +218,20 @@ mod tests {
 
     #[test]
     fn a_reused_buffer_gives_the_same_fingerprint() {
-        let mut buffer = String::from("left over from the statement before");
+        let mut buffer = b"left over from the statement before".to_vec();
         for sql in [
             "SELECT * FROM t WHERE id = 7",
             "SELECT now()",
             "SELECT 'a', 2",
         ] {
-            let made = fingerprint_into(sql, &mut buffer);
-            assert_eq!(made.then(|| buffer.clone()), fingerprint(sql), "{sql}");
+            let made = fingerprint_into(sql.as_bytes(), &mut buffer);
+            let made = made.then(|| String::from_utf8(buffer.clone()).unwrap());
+            assert_eq!(made, fingerprint(sql), "{sql}");
         }
     }
 
     fn fp(sql: &str) -> Option<String> {
-        fingerprint(sql).map(|s| s.replace(LITERAL, "?"))
+        fingerprint(sql).map(|s| s.replace('\u{1}', "?"))
     }
 
     #[test]
@@ -282,6 +290,17 @@ mod tests {
         );
         assert_eq!(fp("SELECT 1, 0e$"), None);
         assert_eq!(fp("SELECT '', $1$"), None);
+    }
+
+    /// Text that is not UTF-8 never gets the key of one that is: outside literals its bytes
+    /// stay in the key, inside a string literal there is no fingerprint.
+    #[test]
+    fn text_that_is_not_utf8_keys_apart() {
+        let mut key = Vec::new();
+        assert!(!fingerprint_into(b"SELECT '\xff', 1", &mut key));
+        assert!(fingerprint_into(b"SELECT '\xc3\xa9', 1", &mut key));
+        assert!(fingerprint_into(b"SELECT \xff, 1", &mut key));
+        assert!(std::str::from_utf8(&key).is_err(), "{key:?}");
     }
 
     #[test]

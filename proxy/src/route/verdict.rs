@@ -50,20 +50,17 @@ impl Verdict {
     /// The verdict on SQL text. Text that is not UTF-8 cannot be parsed: it goes to the
     /// primary, and may do anything.
     pub fn of(classifier: &Classifier, functions: &UserFunctions, sql: &[u8]) -> Verdict {
-        std::str::from_utf8(sql).map_or(
-            Verdict {
+        match classifier.decide(sql, functions) {
+            Some((classification, effects, hint)) => Verdict {
+                route: classification.route,
+                reason: classification.reason,
+                effects,
+                hint,
+            },
+            None => Verdict {
                 effects: Effects::OPAQUE,
                 ..Verdict::UNKNOWN
             },
-            |text| {
-                let (classification, effects, hint) = classifier.decide(text, functions);
-                Verdict {
-                    route: classification.route,
-                    reason: classification.reason,
-                    effects,
-                    hint,
-                }
-            },
-        )
+        }
     }
 }
