@@ -4,10 +4,14 @@
 use super::{sqlstate, HEADER_LEN};
 
 /// A NUL-terminated string at the start of `buf`, and the rest after the NUL. SQL text is
-/// scanned this way on every statement, hence memchr.
+/// scanned this way on every statement, hence memchr; the empty name of the unnamed
+/// statement or portal (most drivers' extended protocol) is told without it.
 #[inline]
 pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = memchr::memchr(0, buf)?;
+    let end = match buf.first()? {
+        0 => 0,
+        _ => memchr::memchr(0, buf)?,
+    };
     Some((&buf[..end], &buf[end + 1..]))
 }
 
