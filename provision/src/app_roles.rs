@@ -2,7 +2,7 @@
 //! so, by replication, on db02) with the password the proxy logs in with, and a database of its
 //! own to create tables in.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -14,14 +14,6 @@ use crate::tutorial::sql::literal;
 /// The role `up` creates when the config names no users.
 pub const DEFAULT_APP_USER: &str = "app";
 
-/// What `ensure_login_role` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoleChange {
-    Created,
-    PasswordSet,
-    Unchanged,
-}
-
 /// Makes sure `name` can log in on `primary` with `password` and owns a database of the same name.
 /// `reset_password` sets the password on an existing role too; otherwise an existing role
 /// is left as it is (its password is the user's business).
@@ -31,7 +23,7 @@ pub async fn ensure_login_role<R: Runtime>(
     name: &str,
     password: &str,
     reset_password: bool,
-) -> Result<RoleChange> {
+) -> Result<()> {
     let (ident, lit) = (identifier(name), literal(name));
     let exists = sql(
         rt,
@@ -40,19 +32,17 @@ pub async fn ensure_login_role<R: Runtime>(
     )
     .await?
         == "1";
-    let change = match (exists, reset_password) {
+    match (exists, reset_password) {
         (false, _) => {
             let create = format!("CREATE ROLE {ident} LOGIN PASSWORD {}", literal(password));
             sql(rt, primary, &create).await?;
-            RoleChange::Created
         }
         (true, true) => {
             let alter = format!("ALTER ROLE {ident} PASSWORD {}", literal(password));
             sql(rt, primary, &alter).await?;
-            RoleChange::PasswordSet
         }
-        (true, false) => RoleChange::Unchanged,
-    };
+        (true, false) => {}
+    }
     let has_db = sql(
         rt,
         primary,
@@ -70,18 +60,20 @@ pub async fn ensure_login_role<R: Runtime>(
         .await
         .with_context(|| format!("cannot create the database {name} for role {name}"))?;
     }
-    Ok(change)
+    Ok(())
 }
 
-/// Waits, up to `timeout`, until every running one of `replicas` has replayed what
-/// `primary` has written so far: a role or password just set there (`ensure_login_role`)
-/// lets the proxy log in on a standby only once it has replayed it.
+/// Waits, up to `timeout` in all, until every running one of `replicas` has replayed what
+/// `primary` has written so far: a role, password or database just made there
+/// (`ensure_login_role`) lets the proxy log in on a standby only once it has replayed it.
+/// A standby that cannot be asked meanwhile (restarting) is asked again.
 pub async fn replicas_replayed<R: Runtime>(
     rt: &R,
     primary: NodeId,
     replicas: &[NodeId],
     timeout: Duration,
 ) -> Result<()> {
+    let deadline = Instant::now() + timeout;
     let written = sql(rt, primary, "SELECT pg_current_wal_lsn()").await?;
     let replayed = format!(
         "SELECT coalesce(pg_last_wal_replay_lsn() >= {}::pg_lsn, false)",
@@ -92,8 +84,9 @@ pub async fn replicas_replayed<R: Runtime>(
             continue;
         }
         let what = format!("{replica} to replay the login roles (to {written})");
-        wait_until(&what, timeout, || async {
-            Ok(sql(rt, replica, &replayed).await? == "t")
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_until(&what, left, || async {
+            Ok(sql(rt, replica, &replayed).await.is_ok_and(|t| t == "t"))
         })
         .await?;
     }

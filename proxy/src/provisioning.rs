@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use pgrepl_config::{Config, Named, ProvisionConfig, RuntimeKind};
-use pgrepl_provision::app_roles::{self, RoleChange};
+use pgrepl_provision::app_roles;
 use pgrepl_provision::docker::{plan, DockerRuntime};
 use pgrepl_provision::failover::{self, WithoutProxy};
 use pgrepl_provision::local::LocalRuntime;
@@ -249,23 +249,17 @@ async fn endpoints<R: Runtime>(
     // Every node there is: also replicas a former `provision --replicas N` built.
     let topology = Topology::discover(rt).await?;
     let primary = topology.primary;
-    let mut changed = false;
     for user in &config.users {
         let password = user.password.as_deref().with_context(|| {
             format!("user {} has no password to create its role with", user.name)
         })?;
-        let change =
-            app_roles::ensure_login_role(rt, primary, &user.name, password, reset_passwords)
-                .await?;
-        changed |= change != RoleChange::Unchanged;
+        app_roles::ensure_login_role(rt, primary, &user.name, password, reset_passwords).await?;
     }
-    // Otherwise the proxy's first logins on the standbys race their replay, fail, and reads
-    // go to the primary until the next health check.
-    if changed {
-        let replicas = &topology.replicas;
-        if let Err(e) = app_roles::replicas_replayed(rt, primary, replicas, REPLAY_WAIT).await {
-            eprintln!("warning: {e:#}; reads go to the primary until the replicas have it");
-        }
+    // Otherwise the proxy's first logins on the standbys race their replay of a role just
+    // made or changed, fail, and reads go to the primary until the next health check.
+    let replicas = &topology.replicas;
+    if let Err(e) = app_roles::replicas_replayed(rt, primary, replicas, REPLAY_WAIT).await {
+        eprintln!("warning: {e:#}; reads go to the primary until the replicas have it");
     }
     let nodes = topology.nodes().into_iter();
     Ok(nodes.map(|node| (node, rt.host_endpoint(node))).collect())

@@ -475,19 +475,33 @@ fn three_replicas_provision_twice_and_tear_down() {
         containers,
         "the second run replaced or restarted a container"
     );
-    // The standbys replay the login role `up` creates only after a pause: `up` waits for
-    // them before serving, so its first read still lands on one.
+    // The standbys replay the login role `up` creates only 2 s after db01 has it: `up`
+    // waits for them before serving, so its first read still lands on one.
     let standbys = ["db02", "db03", "db04"];
     for node in standbys {
         let paused = docker_psql(node, "SELECT pg_wal_replay_pause()");
         assert!(paused.success, "{node}: {}", paused.stderr);
     }
+    let app_password = || {
+        docker_psql(
+            "db01",
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
+        )
+        .stdout
+    };
+    let before = app_password();
     let resume = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(3));
+        let set = wait_until(
+            "up to set app's password on db01",
+            Duration::from_secs(120),
+            || Ok(app_password() != before),
+        );
+        std::thread::sleep(Duration::from_secs(2));
         for node in standbys {
             let resumed = docker_psql(node, "SELECT pg_wal_replay_resume()");
             assert!(resumed.success, "{node}: {}", resumed.stderr);
         }
+        set.unwrap();
     });
     proxy_serves(&env, &nodes);
     resume.join().unwrap();

@@ -176,7 +176,7 @@ impl Monitor {
                 unsampled = left,
                 ?limit,
                 "serving before every backend answered its first health check: \
-                 no reads go to those until they have"
+                 no reads go to a replica until it has"
             );
         }
     }

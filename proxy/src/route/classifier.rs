@@ -13,7 +13,7 @@ use super::classify::analyze;
 use super::effects::Effects;
 use super::functions::Overrides;
 use super::hint::CausalHint;
-use super::reason::{Classification, Reason, Route};
+use super::reason::{Classification, Route};
 
 pub struct Classifier {
     cache: ClassifyCache,
@@ -65,23 +65,10 @@ impl Classifier {
         }
     }
 
-    /// Where `sql` goes and why, for a session whose database's functions are `functions`.
-    /// A statement that creates, changes or drops functions makes the look-up refresh.
-    pub fn classify(&self, sql: &str, functions: &UserFunctions) -> Classification {
-        match self.decide(sql.as_bytes(), functions) {
-            Some((classification, ..)) => classification,
-            // Not reached: a `str` is UTF-8.
-            None => Classification {
-                route: Route::Primary,
-                reason: Reason::Unparseable,
-                detail: None,
-            },
-        }
-    }
-
-    /// [`Classifier::classify`], what the statement does to the session's state, and a
-    /// read's own causal-reads mode and staleness bound; None for text that is not UTF-8,
-    /// which cannot be parsed.
+    /// Where `sql` goes and why, for a session whose database's functions are `functions`,
+    /// what the statement does to the session's state, and a read's own causal-reads mode
+    /// and staleness bound; None for text that is not UTF-8, which cannot be parsed. A
+    /// statement that creates, changes or drops functions makes the look-up refresh.
     pub fn decide(
         &self,
         sql: &[u8],
@@ -122,6 +109,13 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Classifier {
+        /// Where `sql` goes and why.
+        fn classify(&self, sql: &str, functions: &UserFunctions) -> Classification {
+            self.decide(sql.as_bytes(), functions).unwrap().0
+        }
+    }
 
     /// Configured: `audit.log_it` writes, `my_random` and `util.pick` are read-only.
     fn classifier() -> Classifier {

@@ -79,7 +79,8 @@ pub struct Relayed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rerun {
     No,
-    /// When the server ends the session before answering it.
+    /// When the server ends the session before the end of its answer, with nothing of
+    /// that answer forwarded (held up to [`HELD_ANSWER`]).
     IfFatal,
     /// Also when a standby refuses it (nothing queued behind it there).
     IfFatalOrRefused,
@@ -438,14 +439,24 @@ const HELD_ANSWER: usize = 16 * 1024;
 fn decisive(inbuf: &[u8], whole: bool) -> Decisive {
     let mut at = 0;
     loop {
-        let Some(&[ty, a, b, c, d]) = inbuf.get(at..at + HEADER_LEN) else {
+        let Some((ty, end)) = header_at(inbuf, at) else {
             return Decisive::Wait;
         };
-        let end = at + 1 + u32::from_be_bytes([a, b, c, d]) as usize;
-        if end > inbuf.len() {
-            return Decisive::Wait;
-        }
+        let complete = end <= inbuf.len();
         match ty {
+            PARSE_COMPLETE
+            | BIND_COMPLETE
+            | CLOSE_COMPLETE
+            | PARAMETER_DESCRIPTION
+            | ROW_DESCRIPTION
+            | NO_DATA
+            | NOTICE_RESPONSE
+            | PARAMETER_STATUS
+            | ERROR_RESPONSE
+                if !complete =>
+            {
+                return Decisive::Wait
+            }
             PARSE_COMPLETE
             | BIND_COMPLETE
             | CLOSE_COMPLETE
@@ -460,29 +471,24 @@ fn decisive(inbuf: &[u8], whole: bool) -> Decisive {
                     decided => decided,
                 }
             }
-            READY_FOR_QUERY | COPY_IN_RESPONSE | COPY_OUT_RESPONSE | COPY_BOTH_RESPONSE => {
-                return Decisive::Go
-            }
-            _ if whole => return to_the_end(inbuf, end),
+            // A result, maybe not whole yet: held within the bound, not to its own end.
+            _ if whole => return to_the_end(inbuf, at),
             _ => return Decisive::Go,
         }
     }
 }
 
-/// The rest of an answer whose results have begun, from `at`: held ([`Decisive::Wait`])
+/// The rest of an answer from `at`, where its results begin: held ([`Decisive::Wait`])
 /// until its ReadyForQuery (or a COPY) has come, or [`HELD_ANSWER`] bytes; a FATAL before
 /// that end re-runs the unit elsewhere.
 #[inline(never)]
 fn to_the_end(inbuf: &[u8], mut at: usize) -> Decisive {
-    while let Some(&[ty, a, b, c, d]) = inbuf.get(at..at + HEADER_LEN) {
-        let end = at + 1 + u32::from_be_bytes([a, b, c, d]) as usize;
-        if end > inbuf.len() {
-            break;
-        }
+    while let Some((ty, end)) = header_at(inbuf, at) {
         match ty {
             READY_FOR_QUERY | COPY_IN_RESPONSE | COPY_OUT_RESPONSE | COPY_BOTH_RESPONSE => {
                 return Decisive::Go
             }
+            _ if end > inbuf.len() => break,
             ERROR_RESPONSE if fields::error_is_fatal(&inbuf[at..end]) => return Decisive::Fatal,
             _ => at = end,
         }
@@ -492,6 +498,16 @@ fn to_the_end(inbuf: &[u8], mut at: usize) -> Decisive {
     } else {
         Decisive::Wait
     }
+}
+
+/// The type and end (exclusive, maybe past what has come) of the message whose header
+/// starts at `at`, once the header has come.
+#[inline(always)]
+fn header_at(inbuf: &[u8], at: usize) -> Option<(u8, usize)> {
+    let &[ty, a, b, c, d] = inbuf.get(at..at + HEADER_LEN)? else {
+        return None;
+    };
+    Some((ty, at + 1 + u32::from_be_bytes([a, b, c, d]) as usize))
 }
 
 #[cold]

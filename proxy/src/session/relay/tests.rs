@@ -240,6 +240,7 @@ fn where_an_answer_that_may_run_elsewhere_is_decided() {
     let big_rows: Vec<Vec<u8>> = (0..2000).map(|_| row()).collect();
     let (bind, done) = (msg(b'2', b""), msg(b'C', b"SELECT 1\0"));
     let copy_out = msg(b'H', &[0, 0, 0]);
+    let huge_row = msg(b'D', &[7; 100_000]);
     #[rustfmt::skip]
     let table: Vec<(Vec<Vec<u8>>, bool, Decisive)> = vec![
         (vec![], true, Wait),
@@ -259,6 +260,10 @@ fn where_an_answer_that_may_run_elsewhere_is_decided() {
         (vec![copy_out], true, Go),
         // Too big to hold: it streams, as before.
         ([std::slice::from_ref(&bind), &big_rows[..]].concat(), true, Go),
+        // A row bigger than the bound is not held to its own end.
+        (vec![bind.clone(), huge_row[..1000].to_vec()], true, Wait),
+        (vec![bind.clone(), huge_row[..20_000].to_vec()], true, Go),
+        (vec![huge_row[..1000].to_vec()], false, Go),
     ];
     for (answer, whole, expected) in table {
         let inbuf = answer.concat();
