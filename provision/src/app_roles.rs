@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::psql::{sql, wait_until};
+use crate::psql::sql;
 use crate::runtime::{NodeId, NodeState, Runtime};
 use crate::tutorial::password::random_password;
 use crate::tutorial::sql::literal;
@@ -66,7 +66,8 @@ pub async fn ensure_login_role<R: Runtime>(
 /// Waits, up to `timeout` in all, until every running one of `replicas` has replayed what
 /// `primary` has written so far: a role, password or database just made there
 /// (`ensure_login_role`) lets the proxy log in on a standby only once it has replayed it.
-/// A standby that cannot be asked meanwhile (restarting) is asked again.
+/// A standby that cannot be asked meanwhile (restarting) is asked again; the error says the
+/// last reason it could not.
 pub async fn replicas_replayed<R: Runtime>(
     rt: &R,
     primary: NodeId,
@@ -83,15 +84,29 @@ pub async fn replicas_replayed<R: Runtime>(
         if rt.state(replica).await? != NodeState::Running {
             continue;
         }
-        let what = format!("{replica} to replay the login roles (to {written})");
-        let left = deadline.saturating_duration_since(Instant::now());
-        wait_until(&what, left, || async {
-            Ok(sql(rt, replica, &replayed).await.is_ok_and(|t| t == "t"))
-        })
-        .await?;
+        loop {
+            let last_error = match sql(rt, replica, &replayed).await {
+                Ok(answer) if answer == "t" => break,
+                Ok(_) => None,
+                Err(e) => Some(e),
+            };
+            if Instant::now() >= deadline {
+                let why = last_error
+                    .map(|e| format!(" (last: {e:#})"))
+                    .unwrap_or_default();
+                bail!(
+                    "{replica} had not replayed the login roles (to {written}) after {} s{why}",
+                    timeout.as_secs()
+                );
+            }
+            tokio::time::sleep(REPLAY_POLL).await;
+        }
     }
     Ok(())
 }
+
+/// How often `replicas_replayed` asks a standby again.
+const REPLAY_POLL: Duration = Duration::from_millis(200);
 
 /// A fresh password for the default role.
 pub fn new_app_password() -> Result<String> {

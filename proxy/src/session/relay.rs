@@ -488,6 +488,8 @@ fn to_the_end(inbuf: &[u8], mut at: usize) -> Decisive {
             READY_FOR_QUERY | COPY_IN_RESPONSE | COPY_OUT_RESPONSE | COPY_BOTH_RESPONSE => {
                 return Decisive::Go
             }
+            // Whether it is a FATAL shows only once it is whole, even past the bound.
+            ERROR_RESPONSE if end > inbuf.len() => return Decisive::Wait,
             _ if end > inbuf.len() => break,
             ERROR_RESPONSE if fields::error_is_fatal(&inbuf[at..end]) => return Decisive::Fatal,
             _ => at = end,

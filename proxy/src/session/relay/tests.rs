@@ -241,6 +241,9 @@ fn where_an_answer_that_may_run_elsewhere_is_decided() {
     let (bind, done) = (msg(b'2', b""), msg(b'C', b"SELECT 1\0"));
     let copy_out = msg(b'H', &[0, 0, 0]);
     let huge_row = msg(b'D', &[7; 100_000]);
+    // Past the bound: more rows than are held, then `tail`.
+    let held_then =
+        |tail: &[u8]| [std::slice::from_ref(&bind), &big_rows[..], &[tail.to_vec()]].concat();
     #[rustfmt::skip]
     let table: Vec<(Vec<Vec<u8>>, bool, Decisive)> = vec![
         (vec![], true, Wait),
@@ -264,6 +267,14 @@ fn where_an_answer_that_may_run_elsewhere_is_decided() {
         (vec![bind.clone(), huge_row[..1000].to_vec()], true, Wait),
         (vec![bind.clone(), huge_row[..20_000].to_vec()], true, Go),
         (vec![huge_row[..1000].to_vec()], false, Go),
+        // Partial messages: a ReadyForQuery ends the hold; an error waits to be read whole,
+        // in the preamble (the refusal test) and past the bound (the FATAL test) alike.
+        (vec![bind.clone(), row(), ready(b'I')[..5].to_vec()], true, Go),
+        (vec![bind.clone(), refusal()[..9].to_vec()], true, Wait),
+        (vec![bind.clone(), refusal()[..9].to_vec()], false, Wait),
+        (vec![bind.clone(), row(), fatal[..9].to_vec()], true, Wait),
+        (held_then(&fatal[..9]), true, Wait),
+        (held_then(&fatal), true, Fatal),
     ];
     for (answer, whole, expected) in table {
         let inbuf = answer.concat();
