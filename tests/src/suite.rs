@@ -6,6 +6,7 @@
 use crate::client::{connect, conninfo};
 use crate::cluster::{Cluster, OwnCluster};
 use crate::net::free_port;
+use crate::node::Node;
 use crate::proxy::{proxy_config, ProxyProcess};
 use crate::roles::{self, DATABASE};
 use anyhow::{bail, ensure, Context, Result};
@@ -634,6 +635,27 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Ends (`pg_terminate_backend`) the one backend of `node` running a statement that
+/// contains `marker`, once it runs there; fails after `within`.
+pub async fn terminate_running(node: &Node, marker: &str, within: Duration) {
+    let kill = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE state = 'active' AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+    );
+    let what = format!("a statement marked {marker} to run on {}", node.name);
+    eventually(&what, within, || {
+        let (node, kill) = (node.clone(), kill.clone());
+        async move {
+            tokio::task::spawn_blocking(move || node.psql(roles::SUPERUSER, "postgres", &kill))
+                .await
+                .unwrap()
+                .is_ok_and(|out| out.trim() == "1")
+        }
+    })
+    .await
+    .unwrap();
 }
 
 /// How long one suite test may run before it fails instead of hanging.

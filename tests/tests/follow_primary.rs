@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use pgrepl_tests::endpoint::{get_json, Metrics};
 use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
-use pgrepl_tests::suite::{bounded_for, eventually, free_addr, node_of_read, sqlstate};
+use pgrepl_tests::suite::{
+    bounded_for, eventually, free_addr, node_of_read, sqlstate, terminate_running,
+};
 use pgrepl_tests::{connect, OwnCluster, ProxyProcess};
 use serde_json::json;
 use tokio_postgres::Client;
@@ -396,24 +398,6 @@ async fn a_writer_refusing_a_write_is_sampled_again_and_its_own_refusal_reaches_
     .await;
 }
 
-/// Terminates the db01 backend running a statement that contains `marker`, once it runs.
-async fn terminate_running(cluster: &OwnCluster, marker: &str) {
-    let find = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE state = 'active' AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
-    );
-    eventually("the statement to run on db01", MOVE, || async {
-        let primary = cluster.primary.clone();
-        let find = find.clone();
-        tokio::task::spawn_blocking(move || primary.psql(SUPERUSER, "postgres", &find))
-            .await
-            .unwrap()
-            .is_ok_and(|out| out.trim() == "t")
-    })
-    .await
-    .unwrap();
-}
-
 /// The rows of `t` with these keys, on db01.
 fn rows_with(cluster: &OwnCluster, keys: &str) -> String {
     let count = format!("SELECT count(*) FROM t WHERE n IN ({keys})");
@@ -433,7 +417,7 @@ async fn a_writer_connection_ended_under_pipelined_units_answers_each_and_the_se
         let (first, second, ()) = tokio::join!(
             client.simple_query(slow),
             client.simple_query("INSERT INTO t VALUES (11, 'pipelined')"),
-            terminate_running(&cluster, "terminated-1"),
+            terminate_running(&cluster.primary, "terminated-1", MOVE),
         );
         for (unit, got) in [
             ("the terminated write", first),
@@ -464,7 +448,7 @@ async fn a_writer_connection_ended_under_pipelined_units_answers_each_and_the_se
         let (first, second, ()) = tokio::join!(
             client.simple_query(slow),
             client.simple_query("SELECT count(*) FROM t"),
-            terminate_running(&cluster, "terminated-2"),
+            terminate_running(&cluster.primary, "terminated-2", MOVE),
         );
         let code = |got: Result<_, tokio_postgres::Error>| sqlstate(&got.unwrap_err());
         assert_eq!(code(first).as_deref(), Some("40001"));
@@ -484,7 +468,7 @@ async fn a_writer_connection_ended_under_pipelined_units_answers_each_and_the_se
             client.simple_query("COMMIT"),
             client.simple_query("BEGIN"),
             client.simple_query(slow),
-            terminate_running(&cluster, "terminated-3"),
+            terminate_running(&cluster.primary, "terminated-3", MOVE),
         );
         commit.unwrap();
         begin.unwrap();

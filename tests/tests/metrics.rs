@@ -420,30 +420,9 @@ async fn a_read_the_replica_loses_is_counted_once_and_as_a_retry() {
         let reading = client.simple_query(&sql);
         // Its server process on the replica is terminated while it sleeps: FATAL before any
         // answer, so the proxy runs it again on the primary.
-        let terminate = async {
-            let replica = Cluster::shared().replica.clone();
-            let kill = format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
-            );
-            eventually(
-                "the read to run on the replica",
-                Duration::from_secs(10),
-                || {
-                    let (replica, kill) = (replica.clone(), kill.clone());
-                    async move {
-                        tokio::task::spawn_blocking(move || {
-                            replica.psql(pgrepl_tests::roles::SUPERUSER, "postgres", &kill)
-                        })
-                        .await
-                        .unwrap()
-                        .is_ok_and(|out| out.trim() == "1")
-                    }
-                },
-            )
-            .await
-            .unwrap();
-        };
+        let replica = &Cluster::shared().replica;
+        let terminate =
+            pgrepl_tests::suite::terminate_running(replica, &marker, Duration::from_secs(10));
         let (answer, ()) = tokio::join!(reading, terminate);
         let rows = pgrepl_tests::suite::text_rows(&answer.expect("the read was re-run"));
         assert_eq!(rows[0][1].as_deref(), Some(pgrepl_tests::suite::PRIMARY));

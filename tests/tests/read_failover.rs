@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgrepl_tests::endpoint::Metrics;
-use pgrepl_tests::roles::{APP, DATABASE, SUPERUSER};
+use pgrepl_tests::roles::{APP, DATABASE};
 use pgrepl_tests::suite::{
-    bounded, eventually, free_addr, proxy_config_with, start_proxy, unique, PRIMARY, REPLICA,
+    bounded, free_addr, proxy_config_with, start_proxy, terminate_running, unique, PRIMARY, REPLICA,
 };
 use pgrepl_tests::{connect, Cluster, OwnCluster, ProxyProcess};
 
@@ -185,31 +185,8 @@ async fn a_read_ended_after_its_first_rows_is_answered_whole_by_the_primary() {
         );
         let statement = client.prepare(&sql).await.unwrap();
         let reading = client.query(&statement, &[]);
-        let terminate = async {
-            let kill = format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE state = 'active' AND query LIKE '%{marker}%' \
-                 AND pid <> pg_backend_pid()"
-            );
-            eventually(
-                "the read to sleep on the replica",
-                Duration::from_secs(20),
-                || {
-                    let kill = kill.clone();
-                    async move {
-                        let replica = Cluster::shared().replica.clone();
-                        tokio::task::spawn_blocking(move || {
-                            replica.psql(SUPERUSER, "postgres", &kill)
-                        })
-                        .await
-                        .unwrap()
-                        .is_ok_and(|out| out.trim() == "1")
-                    }
-                },
-            )
-            .await
-            .unwrap();
-        };
+        let replica = &Cluster::shared().replica;
+        let terminate = terminate_running(replica, &marker, Duration::from_secs(20));
         let (rows, ()) = tokio::join!(reading, terminate);
         let rows = rows.unwrap_or_else(|e| {
             panic!(

@@ -11,13 +11,13 @@
 
 /// Marks where a literal stood; never part of a key made from raw text,
 /// because the cache keeps the two kinds of keys apart.
-const LITERAL: &[u8] = b"\x01";
+const LITERAL: u8 = 0x01;
 
 /// `sql` with its literals shown as `?`, for a log line that must not show
 /// values; None when they cannot be told apart safely.
 pub fn shown(sql: &str) -> Option<String> {
     match fingerprint(sql) {
-        Some(key) => Some(key.replace('\u{1}', "?")),
+        Some(key) => Some(key.replace(char::from(LITERAL), "?")),
         None if !sql.contains(['\'', '$', '"']) && !sql.bytes().any(|b| b.is_ascii_digit()) => {
             Some(sql.to_owned())
         }
@@ -65,11 +65,11 @@ pub fn fingerprint_into(b: &[u8], out: &mut Vec<u8>) -> bool {
                 let Some(end) = string_end(b, i) else {
                     return false;
                 };
-                if !b[i..end].is_ascii() && std::str::from_utf8(&b[i..end]).is_err() {
+                if std::str::from_utf8(&b[i..end]).is_err() {
                     return false;
                 }
                 out.extend_from_slice(&b[copied..i]);
-                out.extend_from_slice(LITERAL);
+                out.push(LITERAL);
                 replaced = true;
                 i = end;
                 copied = i;
@@ -105,7 +105,7 @@ pub fn fingerprint_into(b: &[u8], out: &mut Vec<u8>) -> bool {
                     .take_while(|&&x| x.is_ascii_alphanumeric() || x == b'_' || x == b'.')
                     .count();
                 out.extend_from_slice(&b[copied..i]);
-                out.extend_from_slice(LITERAL);
+                out.push(LITERAL);
                 replaced = true;
                 i += len;
                 copied = i;
@@ -272,7 +272,7 @@ mod tests {
     }
 
     fn fp(sql: &str) -> Option<String> {
-        fingerprint(sql).map(|s| s.replace('\u{1}', "?"))
+        fingerprint(sql).map(|s| s.replace(char::from(LITERAL), "?"))
     }
 
     #[test]

@@ -442,29 +442,23 @@ fn decisive(inbuf: &[u8], whole: bool) -> Decisive {
         let Some((ty, end)) = header_at(inbuf, at) else {
             return Decisive::Wait;
         };
-        let complete = end <= inbuf.len();
+        let preamble = matches!(
+            ty,
+            PARSE_COMPLETE
+                | BIND_COMPLETE
+                | CLOSE_COMPLETE
+                | PARAMETER_DESCRIPTION
+                | ROW_DESCRIPTION
+                | NO_DATA
+                | NOTICE_RESPONSE
+                | PARAMETER_STATUS
+        );
+        // The preamble is skipped, and an error decides, only once whole.
+        if end > inbuf.len() && (preamble || ty == ERROR_RESPONSE) {
+            return Decisive::Wait;
+        }
         match ty {
-            PARSE_COMPLETE
-            | BIND_COMPLETE
-            | CLOSE_COMPLETE
-            | PARAMETER_DESCRIPTION
-            | ROW_DESCRIPTION
-            | NO_DATA
-            | NOTICE_RESPONSE
-            | PARAMETER_STATUS
-            | ERROR_RESPONSE
-                if !complete =>
-            {
-                return Decisive::Wait
-            }
-            PARSE_COMPLETE
-            | BIND_COMPLETE
-            | CLOSE_COMPLETE
-            | PARAMETER_DESCRIPTION
-            | ROW_DESCRIPTION
-            | NO_DATA
-            | NOTICE_RESPONSE
-            | PARAMETER_STATUS => at = end,
+            _ if preamble => at = end,
             ERROR_RESPONSE => {
                 return match error_decides(&inbuf[at..end], end) {
                     Decisive::Go if whole => to_the_end(inbuf, end),
