@@ -108,7 +108,7 @@ pub async fn send_cancel(target: &BackendCancel) -> std::io::Result<()> {
         while stream.read(&mut sink).await? > 0 {}
         Ok(())
     };
-    crate::timers::timeout(Duration::from_secs(5), attempt)
+    tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }

@@ -440,7 +440,7 @@ mod tests {
             let task = tokio::spawn(async move { waiter.fired().await });
             tokio::task::yield_now().await;
             switch.fire();
-            crate::timers::timeout(std::time::Duration::from_secs(5), task)
+            tokio::time::timeout(std::time::Duration::from_secs(5), task)
                 .await
                 .expect("woken")
                 .unwrap();

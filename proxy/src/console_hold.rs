@@ -145,8 +145,7 @@ impl ConsoleHold {
 
     async fn connect(&self) -> Result<Client> {
         let connected =
-            pgrepl_proxy::timers::timeout(CONNECT_TIMEOUT, self.login.conninfo().connect(NoTls))
-                .await;
+            tokio::time::timeout(CONNECT_TIMEOUT, self.login.conninfo().connect(NoTls)).await;
         let (client, connection) = match connected {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(e).with_context(|| self.unreachable()),
@@ -200,10 +199,9 @@ impl WriteHold for ConsoleHold {
         }
         let limit = self.config.admin.pause_timeout + ANSWER_SLACK;
         let began = Instant::now();
-        let answer =
-            pgrepl_proxy::timers::timeout(limit, self.client()?.simple_query("HOLD WRITES"))
-                .await
-                .with_context(|| format!("HOLD WRITES did not answer in {limit:?}"))?;
+        let answer = tokio::time::timeout(limit, self.client()?.simple_query("HOLD WRITES"))
+            .await
+            .with_context(|| format!("HOLD WRITES did not answer in {limit:?}"))?;
         let waited =
             humantime::format_duration(Duration::from_millis(began.elapsed().as_millis() as u64));
         match answer {
@@ -239,7 +237,7 @@ impl WriteHold for ConsoleHold {
                     humantime::format_duration(limit)
                 );
             }
-            pgrepl_proxy::timers::sleep(POLL).await;
+            tokio::time::sleep(POLL).await;
         }
         let waited = began.elapsed().as_millis();
         self.release().await?;

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod cancel;
 pub mod client;
 pub mod clients;
+pub mod event_loop;
 pub mod fd_limit;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -20,7 +21,6 @@ pub mod server;
 pub mod session;
 pub mod shared;
 pub mod telemetry;
-pub mod timers;
 pub mod workers;
 
 pub use server::Proxy;

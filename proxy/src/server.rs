@@ -17,8 +17,9 @@ use pgwire::messages::startup::{
 };
 use pgwire::messages::Message;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
+
+use crate::event_loop::tcp::LoopTcp as TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 
@@ -203,11 +204,10 @@ impl Proxy {
         let endpoint = self.endpoint.spawn(self.shared.clone());
         self.monitor.first_round(self.connect_timeout).await;
         let workers = Workers::start(self.workers)?;
-        let mut sessions = JoinSet::new();
         let reaper = {
             let pool = self.shared.pool.clone();
             tokio::spawn(async move {
-                let mut tick = crate::timers::interval(POOL_MAINTENANCE);
+                let mut tick = tokio::time::interval(POOL_MAINTENANCE);
                 loop {
                     tick.tick().await;
                     pool.maintain();
@@ -234,7 +234,6 @@ impl Proxy {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = &mut console_shutdown => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         self.shared.client_meters.accepted.increment(1);
@@ -248,8 +247,7 @@ impl Proxy {
                         // Re-registered with the worker's own reactor.
                         match tcp.into_std() {
                             Ok(tcp) => {
-                                let (worker, runtime) = workers.next();
-                                sessions.spawn_on(conn.start(tcp, peer, ticket, worker), runtime);
+                                workers.spawn(|worker| conn.start(tcp, peer, ticket, worker));
                             }
                             Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a client to a worker"),
                         }
@@ -257,34 +255,30 @@ impl Proxy {
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
-                        crate::timers::sleep(Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
             }
         }
         drop(self.listener);
         tracing::info!(
-            sessions = sessions.len(),
+            sessions = workers.running(),
             timeout = ?self.shutdown_timeout,
             "shutting down: no longer accepting; waiting for sessions to finish"
         );
         self.shared.shutdown.begin();
-        let drained = crate::timers::timeout(self.shutdown_timeout, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(self.shutdown_timeout, workers.all_ended()).await;
         if drained.is_err() {
             tracing::warn!(
-                sessions = sessions.len(),
+                sessions = workers.running(),
                 "shutdown timeout: closing remaining sessions"
             );
-            sessions.shutdown().await;
         }
+        workers.stop();
         reaper.abort();
         fencer.abort();
         endpoint.abort();
         self.monitor.stop().await;
-        workers.stop();
         self.shared.pool.close_idle();
         tracing::info!("shutdown complete");
         Ok(())
@@ -485,7 +479,7 @@ impl Connection {
                 tracing::debug!(%peer, "login closed to make room: [proxy] {key} reached");
                 None
             }
-            () = crate::timers::sleep(self.startup_timeout) => {
+            () = tokio::time::sleep(self.startup_timeout) => {
                 self.reject(Rejection::Timeout);
                 tracing::debug!(%peer, "client did not authenticate within [proxy] startup_timeout");
                 None
@@ -691,7 +685,7 @@ impl Connection {
                 startup: startup.clone(),
             };
             let asked = self.shared.pool.server_params(&key, password, settings);
-            let answer = crate::timers::timeout(2 * self.connect_timeout, asked)
+            let answer = tokio::time::timeout(2 * self.connect_timeout, asked)
                 .await
                 .unwrap_or_else(|_| {
                     Err(BackendError::Unreachable {

@@ -1,71 +1,113 @@
-//! Event-loop threads. Each runs a current-thread tokio runtime; a session lives on the worker
-//! it was handed to, so the wake-ups of a query never cross threads and the scheduler does no
-//! work-stealing bookkeeping on the hot path. Their runtimes have no time driver (see
-//! [`crate::timers`]): their timers live on the runtime that starts them.
+//! Event-loop threads. Each runs an [`EventLoop`] of its own; a session lives on the worker
+//! it was handed to, so the wake-ups of a query never cross threads. The threads stay inside
+//! the tokio context of the runtime that starts them: timers, spawned side work and the
+//! sockets that side work opens live there.
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::runtime::{Builder, Handle};
-use tokio::sync::oneshot;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use crate::event_loop::{EventLoop, Remote};
 
 /// sqlparser recurses on nested SQL; give it room beyond the 2 MiB default.
 const STACK_SIZE: usize = 8 << 20;
 
 pub struct Workers {
-    handles: Vec<Handle>,
-    stops: Vec<oneshot::Sender<()>>,
+    remotes: Vec<Arc<Remote>>,
     threads: Vec<JoinHandle<()>>,
     next: AtomicUsize,
+    running: Arc<Running>,
+}
+
+/// How many spawned jobs have not ended, and a signal when none is left.
+#[derive(Default)]
+struct Running {
+    count: AtomicUsize,
+    none_left: Notify,
+}
+
+/// Counts a job as running while it exists (ended or dropped with its loop).
+struct RunningGuard(Arc<Running>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
 }
 
 impl Workers {
-    /// Starts `count` workers (at least one), their timers hosted by the current runtime.
+    /// Starts `count` workers (at least one), inside the current runtime's context.
     pub fn start(count: usize) -> io::Result<Workers> {
-        let timers = Handle::current();
+        let context = Handle::current();
         let mut workers = Workers {
-            handles: Vec::new(),
-            stops: Vec::new(),
+            remotes: Vec::new(),
             threads: Vec::new(),
             next: AtomicUsize::new(0),
+            running: Arc::default(),
         };
         for i in 0..count.max(1) {
-            let runtime = Builder::new_current_thread().enable_io().build()?;
-            let timers = timers.clone();
-            let (stop, stopped) = oneshot::channel::<()>();
-            workers.handles.push(runtime.handle().clone());
-            workers.stops.push(stop);
+            let event_loop = EventLoop::new()?;
+            workers.remotes.push(event_loop.remote());
+            let context = context.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("pgrepl-worker-{i}"))
                 .stack_size(STACK_SIZE)
                 .spawn(move || {
-                    crate::timers::host_on(timers);
-                    let _ = runtime.block_on(stopped);
+                    let _entered = context.enter();
+                    event_loop.run();
                 })?;
             workers.threads.push(thread);
         }
         Ok(workers)
     }
 
-    /// The runtime for the next session, round robin, with its index (0..count).
-    pub fn next(&self) -> (usize, &Handle) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        (n, &self.handles[n])
+    /// Runs `job(worker)` on the next worker, round robin (`worker` is its index, 0..count).
+    pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, job: impl FnOnce(usize) -> F) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.remotes.len();
+        self.running.count.fetch_add(1, Ordering::AcqRel);
+        let guard = RunningGuard(self.running.clone());
+        let job = job(n);
+        self.remotes[n].spawn(Box::pin(async move {
+            let _guard = guard;
+            job.await;
+        }));
     }
 
-    /// Stops the runtimes (dropping whatever still runs on them) and joins the threads.
+    /// How many spawned jobs have not ended.
+    pub fn running(&self) -> usize {
+        self.running.count.load(Ordering::Acquire)
+    }
+
+    /// Returns once every spawned job has ended.
+    pub async fn all_ended(&self) {
+        loop {
+            let none_left = self.running.none_left.notified();
+            if self.running() == 0 {
+                return;
+            }
+            none_left.await;
+        }
+    }
+
+    /// Stops the loops (dropping whatever still runs on them) and joins the threads.
     pub fn stop(self) {
         drop(self);
     }
 }
 
-/// Also when the serving future is dropped or unwinds: the workers' timers live on the
-/// runtime that started them, so the workers must be gone before it is.
+/// Also when the serving future is dropped or unwinds: the workers live in the context of
+/// the runtime that started them, so they must be gone before it is.
 impl Drop for Workers {
     fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
+        for remote in &self.remotes {
+            remote.stop();
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();

@@ -69,7 +69,7 @@ pub async fn pause(
                  server connection until they end.",
             ));
         }
-        crate::timers::sleep(POLL).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -120,7 +120,7 @@ pub async fn hold_writes(shared: &Shared, me: &ClientEntry) -> Result<&'static s
                  transactions may finish.",
             ));
         }
-        crate::timers::sleep(POLL).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -214,7 +214,7 @@ pub async fn kill(shared: &Shared, me: &ClientEntry, id: u64) -> Result<&'static
         && Instant::now() < deadline
         && !ending(shared, me)
     {
-        crate::timers::sleep(POLL).await;
+        tokio::time::sleep(POLL).await;
     }
     Ok("KILL")
 }

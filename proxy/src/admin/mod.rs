@@ -182,7 +182,7 @@ where
         };
         if let Some(err) = farewell {
             err.encode(&mut self.cout);
-            let _ = crate::timers::timeout(std::time::Duration::from_secs(1), self.flush()).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.flush()).await;
         }
         // A hold belongs to its console session: a switchover tool that dies lifts it.
         control::release_writes(&self.shared, &self.me).ok();

@@ -12,9 +12,9 @@ use bytes::{Bytes, BytesMut};
 
 use super::protocol_state::ProtocolState;
 use super::Prepared;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::pool::{KeyPool, Place};
+use super::stream::{self, ServerRead, ServerWrite};
 use super::{BackendInfo, PoolKey, ServerParams};
 
 /// What a pooled connection's settings are, for the next session that leases it.
@@ -32,8 +32,8 @@ pub enum SettingsMark {
 
 /// A connection to one backend, leased by at most one client session at a time.
 pub struct BackendConn {
-    pub rd: OwnedReadHalf,
-    pub wr: OwnedWriteHalf,
+    pub rd: ServerRead,
+    pub wr: ServerWrite,
     /// The answers it owes and where its input stream stands.
     pub proto: ProtocolState,
     /// Bytes waiting to be written to the server.
@@ -89,13 +89,12 @@ impl Drop for Counted {
 }
 
 impl BackendConn {
-    /// Moves the socket to the reactor of the runtime this runs on. A pooled connection may
-    /// have been opened on another worker; left there, every read would be a cross-thread
-    /// wake-up.
+    /// Moves the socket to the loop of the worker this runs on. A pooled connection may have
+    /// been opened on another worker or off the workers; left there, every read would be a
+    /// cross-thread wake-up.
     pub fn adopt(self, worker: usize) -> std::io::Result<BackendConn> {
         let BackendConn { rd, wr, .. } = self;
-        let stream = rd.reunite(wr).map_err(std::io::Error::other)?;
-        let (rd, wr) = tokio::net::TcpStream::from_std(stream.into_std()?)?.into_split();
+        let (rd, wr) = stream::adopt(rd, wr)?;
         Ok(BackendConn {
             rd,
             wr,

@@ -126,7 +126,7 @@ pub async fn connect(
         }
         handshake(stream, &info, key.clone(), password, place).await
     };
-    match crate::timers::timeout(timeout, attempt).await {
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err(unreachable(format!(
             "no answer within {} (connect_timeout)",
@@ -307,7 +307,10 @@ async fn handshake(
         }
     }
     let local = stream.local_addr().ok();
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = super::stream::split(stream).map_err(|e| BackendError::Unreachable {
+        backend: info.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(Box::new(BackendConn {
         rd,
         wr,

@@ -12,6 +12,7 @@ mod protocol_state;
 mod registry;
 mod socket;
 mod statement_ids;
+mod stream;
 
 pub use conn::{BackendConn, Counted, SettingsMark};
 pub use connect::{BackendError, ServerParams};
@@ -24,6 +25,7 @@ pub use protocol_state::{
 pub use registry::{Backends, Full};
 pub use socket::CutDetection;
 pub use statement_ids::StatementIds;
+pub use stream::{ServerRead, ServerWrite};
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -255,16 +255,16 @@ mod tests {
             let (gate, shutdown) = (gate.clone(), shutdown.clone());
             tokio::spawn(async move { gate.wait("a", &KillSwitch::default(), &shutdown).await })
         };
-        crate::timers::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "waits while paused");
         gate.resume(Some("a")).unwrap();
-        let passed = crate::timers::timeout(Duration::from_secs(5), waiter).await;
+        let passed = tokio::time::timeout(Duration::from_secs(5), waiter).await;
         assert_eq!(passed.expect("woken by RESUME").unwrap(), Ok(()));
         assert!(!gate.is_closed());
 
         gate.pause(None).unwrap();
         let killed = async {
-            crate::timers::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             kill.fire();
         };
         let (waited, ()) = tokio::join!(gate.wait("a", &kill, &shutdown), killed);

@@ -302,7 +302,7 @@ pub fn close(conn: Box<BackendConn>) {
         let mut conn = conn;
         let mut sink = [0u8; 512];
         let ended = async { while matches!(conn.rd.read(&mut sink).await, Ok(n) if n > 0) {} };
-        let _ = crate::timers::timeout(CLOSE_WAIT, ended).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, ended).await;
     });
 }
 
@@ -499,7 +499,7 @@ impl Pool {
         let deadline = started + limits.query_wait_timeout;
         if locked(&pool.state).sizes.reserve_pool_size > 0 {
             let reserve_at = started + limits.reserve_pool_timeout;
-            if let Ok(handoff) = crate::timers::timeout_at(reserve_at.into(), &mut rx).await {
+            if let Ok(handoff) = tokio::time::timeout_at(reserve_at.into(), &mut rx).await {
                 return self.waited(pool, started, handoff.ok());
             }
             let mut state = locked(&pool.state);
@@ -516,7 +516,7 @@ impl Pool {
                 return self.waited(pool, started, Some(room));
             }
         }
-        match crate::timers::timeout_at(deadline.into(), &mut rx).await {
+        match tokio::time::timeout_at(deadline.into(), &mut rx).await {
             Ok(handoff) => self.waited(pool, started, handoff.ok()),
             Err(_) => {
                 let left = locked(&pool.state).waiting.leave(id);
@@ -618,7 +618,7 @@ impl Pool {
         self.close_oldest_idle(backend);
         let limits = self.limits();
         let deadline = started + limits.query_wait_timeout;
-        match crate::timers::timeout_at(deadline.into(), slots.clone().acquire_owned()).await {
+        match tokio::time::timeout_at(deadline.into(), slots.clone().acquire_owned()).await {
             Ok(Ok(slot)) => Ok(slot),
             _ => Err(BackendError::Full {
                 backend: pool.info.to_string(),
@@ -739,7 +739,7 @@ impl Pool {
         }
         let pool = self.clone();
         tokio::spawn(async move {
-            if let Ok(Ok(conn)) = crate::timers::timeout(RESET_TIMEOUT, reset(conn)).await {
+            if let Ok(Ok(conn)) = tokio::time::timeout(RESET_TIMEOUT, reset(conn)).await {
                 pool.give_back(conn);
             }
         });

@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(logins.count(), 2);
         // The survivors are not told anything.
         for ticket in [&mut second, &mut third] {
-            let waited = crate::timers::timeout(Duration::from_millis(20), ticket.evicted()).await;
+            let waited = tokio::time::timeout(Duration::from_millis(20), ticket.evicted()).await;
             assert!(waited.is_err(), "a newer login was closed");
         }
         drop(first);
@@ -261,7 +261,7 @@ mod tests {
         let _third = logins.enter(ip(1));
         assert_eq!(first.evicted().await, Evicted::PerAddress);
         assert_eq!(logins.count(), 3);
-        let waited = crate::timers::timeout(Duration::from_millis(20), other.evicted()).await;
+        let waited = tokio::time::timeout(Duration::from_millis(20), other.evicted()).await;
         assert!(waited.is_err(), "another address's login was closed");
     }
 

@@ -1,11 +1,11 @@
 //! The untyped packets that open a connection: SSLRequest, GSSENCRequest, CancelRequest and
 //! the StartupMessage (decoded with pgwire).
 
+use crate::event_loop::tcp::LoopTcp as TcpStream;
 use bytes::{Buf, BytesMut};
 use pgwire::messages::startup::Startup;
 use pgwire::messages::{DecodeContext, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;

@@ -522,7 +522,7 @@ impl Health {
         self.recheck(backend);
         let deadline = tokio::time::Instant::now() + limit;
         while state.sent.load(Acquire) < since && tokio::time::Instant::now() < deadline {
-            crate::timers::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // A sample's record decides the writer under this lock: once it is free, the word
         // says what that sample showed.

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::timers::{sleep_until, timeout};
 use anyhow::Context;
 use pgrepl_config::{Config, UserConfig};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio::time::{sleep_until, timeout};
 
 use super::probe::{Probe, ProbeError, Sample};
 use super::{position, replay, Health, WriterState};

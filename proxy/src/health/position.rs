@@ -227,7 +227,7 @@ pub async fn serve(health: Arc<Health>, probes: Arc<WriterProbes>) {
                 // No writer: waiting reads decide anew.
                 positions.flush_wanted.store(0, Relaxed);
                 positions.rounds.wake_all();
-                crate::timers::sleep(RETRY_AFTER).await;
+                tokio::time::sleep(RETRY_AFTER).await;
                 continue;
             };
             if !geometry_known {
@@ -251,7 +251,7 @@ pub async fn serve(health: Arc<Health>, probes: Arc<WriterProbes>) {
                     // Waiting reads decide anew; nobody waits for a flush that failed.
                     positions.flush_wanted.store(0, Relaxed);
                     positions.rounds.wake_all();
-                    crate::timers::sleep(RETRY_AFTER).await;
+                    tokio::time::sleep(RETRY_AFTER).await;
                 }
             }
         }

@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::timers::timeout;
 use deadpool_postgres::{Manager, Object, Pool, PoolError};
 use pgrepl_config::UserConfig;
+use tokio::time::timeout;
 use tokio_postgres::{NoTls, SimpleQueryMessage, SimpleQueryRow};
 
 use super::lsn;
@@ -108,9 +108,7 @@ impl Probe {
         query_timeout: Duration,
         purpose: &str,
     ) -> anyhow::Result<Probe> {
-        // Bounded by `crate::timers` around each step (`ask`), never by tokio-postgres' or
-        // deadpool's own timeouts: the console's HOLD WRITES asks from a worker thread, whose
-        // runtime has no time driver for the timers those would set.
+        // Bounded by a timeout around each step (`ask`).
         let mut pg = tokio_postgres::Config::new();
         pg.host(&backend.host)
             .port(backend.port)

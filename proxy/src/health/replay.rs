@@ -35,7 +35,7 @@ pub async fn watch(health: Arc<Health>, backend: BackendId, probe: Probe) {
                     // Restarted, perhaps at an older point: nothing it had replayed counts.
                     tracing::debug!(%backend, %error, "replay position look-up failed");
                     gate.restart();
-                    crate::timers::sleep(RETRY_AFTER).await;
+                    tokio::time::sleep(RETRY_AFTER).await;
                 }
             }
         }

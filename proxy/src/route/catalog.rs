@@ -78,8 +78,7 @@ impl Catalog {
     }
 
     /// The handle a session of `database` classifies with; the first for a database starts
-    /// the task that loads and refreshes its set, where timers live (tokio-postgres sets
-    /// its own).
+    /// the task that loads and refreshes its set.
     pub fn user_functions(self: &Arc<Self>, database: &str) -> UserFunctions {
         let mut databases = self
             .databases
@@ -90,7 +89,7 @@ impl Catalog {
         }
         let entry = Arc::new(Entry::new(database, self.ready_wait));
         databases.insert(database.to_owned(), Arc::clone(&entry));
-        crate::timers::spawn_with_timers(keep_fresh(Arc::downgrade(self), Arc::clone(&entry)));
+        tokio::spawn(keep_fresh(Arc::downgrade(self), Arc::clone(&entry)));
         UserFunctions(Some(entry))
     }
 
@@ -114,7 +113,7 @@ impl Catalog {
                 },
             )))
         };
-        crate::timers::timeout(self.ready_wait + QUERY_TIMEOUT, load)
+        tokio::time::timeout(self.ready_wait + QUERY_TIMEOUT, load)
             .await
             .context("timed out")?
             .map_err(Into::into)
@@ -166,7 +165,7 @@ async fn keep_fresh(catalog: Weak<Catalog>, entry: Arc<Entry>) {
         entry.tried.send_replace(true);
         drop(source);
         tokio::select! {
-            () = crate::timers::sleep(pause) => {}
+            () = tokio::time::sleep(pause) => {}
             () = entry.wake.notified() => {}
         }
         match catalog.upgrade() {
@@ -339,7 +338,7 @@ impl Entry {
             if change == 0 || now >= settled_at {
                 return;
             }
-            crate::timers::sleep(Duration::from_millis(settled_at - now)).await;
+            tokio::time::sleep(Duration::from_millis(settled_at - now)).await;
         }
     }
 
@@ -399,7 +398,7 @@ impl UserFunctions {
             return;
         };
         let mut tried = entry.tried.subscribe();
-        let _ = crate::timers::timeout(entry.ready_wait, tried.wait_for(|&tried| tried)).await;
+        let _ = tokio::time::timeout(entry.ready_wait, tried.wait_for(|&tried| tried)).await;
     }
 
     /// A number that changes whenever classifying with this handle may give another answer

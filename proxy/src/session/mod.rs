@@ -468,7 +468,7 @@ where
                 client.write_all(out).await?;
                 client.flush().await
             };
-            let _ = crate::timers::timeout(std::time::Duration::from_secs(1), flush).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
         }
         self.counts.publish(&self.client.listed);
         // No cancel may reach the connections once another session can lease them.

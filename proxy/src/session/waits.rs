@@ -122,7 +122,7 @@ where
                     target,
                     state: WaitState::Waiting,
                     started: crate::telemetry::clock::now_nanos(),
-                    deadline: Box::pin(crate::timers::sleep(self.routing.causal_wait)),
+                    deadline: Box::pin(tokio::time::sleep(self.routing.causal_wait)),
                 }))
             }
         }

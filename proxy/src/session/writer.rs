@@ -215,7 +215,7 @@ where
             match step(view) {
                 Step::Send => return Ok(None),
                 Step::Wait => {
-                    waited = crate::timers::timeout_at(deadline, moved).await.is_err();
+                    waited = tokio::time::timeout_at(deadline, moved).await.is_err();
                 }
                 Step::Refuse(why) => {
                     let refusal = self.refusal(why, writer);

@@ -83,7 +83,7 @@ impl Endpoint {
     pub fn spawn(self, shared: Arc<Shared>) -> JoinHandle<()> {
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
-            let mut upkeep = crate::timers::interval(UPKEEP_EVERY);
+            let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
             loop {
                 tokio::select! {
                     _ = upkeep.tick() => {
@@ -99,7 +99,7 @@ impl Endpoint {
                             let shared = shared.clone();
                             let prometheus = self.prometheus.clone();
                             tokio::spawn(async move {
-                                let answered = crate::timers::timeout(
+                                let answered = tokio::time::timeout(
                                     IO_TIMEOUT,
                                     answer(stream, &shared, prometheus.as_ref()),
                                 );
@@ -109,7 +109,7 @@ impl Endpoint {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "metrics endpoint: accept failed");
-                            crate::timers::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     },
                 }

@@ -1,0 +1,202 @@
+//! Socket readiness for one loop: which sockets may read or write without blocking, and which
+//! task to wake when one becomes ready.
+//!
+//! Registrations are edge-triggered (mio), so readiness is remembered here from the event
+//! until an attempt finds the socket empty (or full). A socket starts ready both ways: the
+//! first attempt finds out. A socket's state is atomic, not thread-bound: a pooled server
+//! connection registered here may be used by a session of another loop.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+
+use mio::event::{Event, Source};
+use mio::{Interest, Registry, Token};
+
+/// One way of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Read = 1,
+    Write = 2,
+}
+
+const BOTH: u64 = Direction::Read as u64 | Direction::Write as u64;
+/// The readiness word: `Direction` bits below, the count of events above. An attempt that
+/// found nothing clears readiness only if no event came since it saw the socket ready.
+const TICK: u64 = 1 << 8;
+
+/// One socket's readiness, shared by the reactor and the socket's owner. Lock-free on the
+/// hot path: a ready check is one load; only a task about to wait touches a waker slot.
+pub struct Readiness {
+    word: AtomicU64,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+impl Readiness {
+    fn slot(&self, way: Direction) -> &AtomicWaker {
+        match way {
+            Direction::Read => &self.reader,
+            Direction::Write => &self.writer,
+        }
+    }
+
+    /// Ready: the word to pass to [`Readiness::clear`]. Pending: `cx`'s task is woken when an
+    /// event makes it ready.
+    pub fn poll_ready(&self, way: Direction, cx: &mut Context<'_>) -> Poll<u64> {
+        let word = self.word.load(Ordering::Acquire);
+        if word & way as u64 != 0 {
+            return Poll::Ready(word);
+        }
+        self.slot(way).register(cx.waker());
+        // An event between the load and the registration woke nobody: look again.
+        let word = self.word.load(Ordering::Acquire);
+        if word & way as u64 != 0 {
+            return Poll::Ready(word);
+        }
+        Poll::Pending
+    }
+
+    /// An attempt found the socket not ready `way`, after [`Readiness::poll_ready`] gave
+    /// `seen`.
+    pub fn clear(&self, way: Direction, seen: u64) {
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                (word / TICK == seen / TICK).then_some(word & !(way as u64))
+            });
+    }
+
+    /// An event: the socket may proceed `ready` ways; their tasks are woken.
+    fn set(&self, ready: u64) {
+        let _ = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                Some(word.wrapping_add(TICK) | ready)
+            });
+        if ready & Direction::Read as u64 != 0 {
+            self.reader.wake();
+        }
+        if ready & Direction::Write as u64 != 0 {
+            self.writer.wake();
+        }
+    }
+}
+
+/// The sockets registered with one loop. A socket's token is the address of its
+/// [`Readiness`], which the slab keeps alive while it may still be reported: a socket
+/// deregistered (from any thread) is freed by the loop before its next `epoll_wait`, as
+/// waits that start after `EPOLL_CTL_DEL` no longer report it.
+pub struct Reactor {
+    registry: Registry,
+    sockets: Mutex<Slab>,
+    /// Slab entries deregistered and not yet freed.
+    released: Mutex<Vec<usize>>,
+    any_released: AtomicBool,
+}
+
+#[derive(Default)]
+struct Slab {
+    entries: Vec<Option<Arc<Readiness>>>,
+    free: Vec<usize>,
+}
+
+/// A socket's place in a reactor, given back by [`Registration::deregister`].
+pub struct Registration {
+    reactor: Arc<Reactor>,
+    /// Its entry in the slab.
+    entry: usize,
+    pub readiness: Arc<Readiness>,
+}
+
+impl Reactor {
+    pub fn new(registry: Registry) -> Reactor {
+        Reactor {
+            registry,
+            sockets: Mutex::new(Slab::default()),
+            released: Mutex::new(Vec::new()),
+            any_released: AtomicBool::new(false),
+        }
+    }
+
+    fn slab(&self) -> MutexGuard<'_, Slab> {
+        self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `source` for both ways, ready both ways until an attempt says otherwise.
+    pub fn register(self: &Arc<Self>, source: &mut impl Source) -> std::io::Result<Registration> {
+        let readiness = Arc::new(Readiness {
+            word: AtomicU64::new(BOTH),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+        });
+        let entry = {
+            let mut slab = self.slab();
+            let entry = slab.free.pop().unwrap_or(slab.entries.len());
+            if entry == slab.entries.len() {
+                slab.entries.push(None);
+            }
+            slab.entries[entry] = Some(readiness.clone());
+            entry
+        };
+        let token = Token(Arc::as_ptr(&readiness) as usize);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.registry.register(source, token, interest) {
+            self.free(entry);
+            return Err(e);
+        }
+        Ok(Registration {
+            reactor: self.clone(),
+            entry,
+            readiness,
+        })
+    }
+
+    fn free(&self, entry: usize) {
+        let mut slab = self.slab();
+        slab.entries[entry] = None;
+        slab.free.push(entry);
+    }
+
+    /// Frees the sockets deregistered since the last call (the loop's, before it waits).
+    pub(super) fn free_released(&self) {
+        if !self.any_released.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let released =
+            std::mem::take(&mut *self.released.lock().unwrap_or_else(PoisonError::into_inner));
+        for entry in released {
+            self.free(entry);
+        }
+    }
+
+    /// Hands an event of this loop's last wait to its socket.
+    pub(super) fn dispatch(&self, event: &Event) {
+        // SAFETY: the token is the address of a Readiness the slab holds until the loop's
+        // next wait (see [`Reactor`]); this event is of the wait just ended.
+        let readiness = unsafe { &*(event.token().0 as *const Readiness) };
+        let mut ready = 0;
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            ready |= Direction::Read as u64;
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            ready |= Direction::Write as u64;
+        }
+        readiness.set(ready);
+    }
+}
+
+impl Registration {
+    /// Takes `source` out of the reactor (from any thread).
+    pub fn deregister(self, source: &mut impl Source) {
+        let _ = self.reactor.registry.deregister(source);
+        self.reactor
+            .released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.entry);
+        self.reactor.any_released.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,238 @@
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::tcp::LoopTcp;
+use super::*;
+
+/// Long enough for a loaded machine; a lost wake-up shows as this timeout, not a hang.
+const WITHIN: Duration = Duration::from_secs(30);
+
+struct Running {
+    remote: Arc<Remote>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn start() -> Running {
+        let event_loop = EventLoop::new().unwrap();
+        let remote = event_loop.remote();
+        let thread = std::thread::spawn(move || event_loop.run());
+        Running {
+            remote,
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `job` on the loop and returns what it sends.
+    fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(mpsc::Sender<T>) -> Job,
+    ) -> mpsc::Receiver<T> {
+        let (tx, rx) = mpsc::channel();
+        self.remote.spawn(job(tx));
+        rx
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.remote.stop();
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    (client, server)
+}
+
+#[test]
+fn a_spawned_job_runs_on_the_loop_thread() {
+    let running = Running::start();
+    let caller = std::thread::current().id();
+    let rx = running.run(|tx| {
+        Box::pin(async move {
+            tx.send(std::thread::current().id()).unwrap();
+        })
+    });
+    let ran_on = rx.recv_timeout(WITHIN).unwrap();
+    assert_ne!(ran_on, caller);
+}
+
+#[test]
+fn a_task_woken_from_another_thread_runs_again() {
+    let running = Running::start();
+    let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<u32>();
+    let rx = running.run(|tx| {
+        Box::pin(async move {
+            tx.send(wake_rx.await.unwrap()).unwrap();
+        })
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    wake_tx.send(7).unwrap();
+    assert_eq!(rx.recv_timeout(WITHIN).unwrap(), 7);
+}
+
+#[test]
+fn a_socket_echoes_a_megabyte_through_full_buffers() {
+    let running = Running::start();
+    let (mut client, server) = pair();
+    let rx = running.run(move |tx| {
+        Box::pin(async move {
+            let socket = LoopTcp::from_std(server).unwrap();
+            let (mut rd, mut wr) = socket.into_split();
+            let mut buf = vec![0u8; 5000];
+            let mut echoed = 0usize;
+            loop {
+                let n = rd.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                wr.write_all(&buf[..n]).await.unwrap();
+                echoed += n;
+            }
+            tx.send(echoed).unwrap();
+        })
+    });
+    let sent: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let mut reader = client.try_clone().unwrap();
+    let expected = sent.clone();
+    let reading = std::thread::spawn(move || {
+        let mut got = vec![0u8; expected.len()];
+        reader.read_exact(&mut got).unwrap();
+        got == expected
+    });
+    // Written all at once: the loop's socket fills while the reader has not read yet.
+    client.write_all(&sent).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(
+        reading.join().unwrap(),
+        "the echo differs from what was sent"
+    );
+    assert_eq!(rx.recv_timeout(WITHIN).unwrap(), sent.len());
+}
+
+#[test]
+fn a_ping_pong_of_small_messages_loses_no_wake_up() {
+    let running = Running::start();
+    let (mut client, server) = pair();
+    let rounds = 5000u32;
+    let rx = running.run(move |tx| {
+        Box::pin(async move {
+            let mut socket = LoopTcp::from_std(server).unwrap();
+            let mut word = [0u8; 4];
+            for _ in 0..rounds {
+                socket.read_exact(&mut word).await.unwrap();
+                let next = u32::from_be_bytes(word) + 1;
+                socket.write_all(&next.to_be_bytes()).await.unwrap();
+            }
+            tx.send(()).unwrap();
+        })
+    });
+    client.set_read_timeout(Some(WITHIN)).unwrap();
+    let mut word = [0u8; 4];
+    for i in 0..rounds {
+        client.write_all(&(i * 2).to_be_bytes()).unwrap();
+        client.read_exact(&mut word).unwrap();
+        assert_eq!(u32::from_be_bytes(word), i * 2 + 1);
+    }
+    rx.recv_timeout(WITHIN).unwrap();
+}
+
+#[test]
+fn a_socket_of_one_loop_is_read_by_a_task_of_another() {
+    let home = Running::start();
+    let other = Running::start();
+    let (mut client, server) = pair();
+    // Registered on `home`, then handed to a task on `other`.
+    let registered = home.run(move |tx| {
+        Box::pin(async move {
+            tx.send(LoopTcp::from_std(server).unwrap()).unwrap();
+        })
+    });
+    let mut socket = registered.recv_timeout(WITHIN).unwrap();
+    let rx = other.run(move |tx| {
+        Box::pin(async move {
+            let mut got = vec![0u8; 3];
+            socket.read_exact(&mut got).await.unwrap();
+            tx.send(got).unwrap();
+        })
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    client.write_all(b"abc").unwrap();
+    assert_eq!(rx.recv_timeout(WITHIN).unwrap(), b"abc");
+}
+
+#[test]
+fn a_panicking_task_leaves_the_others_running() {
+    let running = Running::start();
+    let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<()>();
+    let waiting = running.run(|tx| {
+        Box::pin(async move {
+            wake_rx.await.unwrap();
+            tx.send("woken").unwrap();
+        })
+    });
+    running
+        .remote
+        .spawn(Box::pin(async { panic!("a task's bug") }));
+    let after = running.run(|tx| Box::pin(async move { tx.send("ran").unwrap() }));
+    assert_eq!(after.recv_timeout(WITHIN).unwrap(), "ran");
+    wake_tx.send(()).unwrap();
+    assert_eq!(waiting.recv_timeout(WITHIN).unwrap(), "woken");
+}
+
+#[test]
+fn stopping_drops_the_tasks_left_on_the_loop_thread() {
+    struct Dropped(mpsc::Sender<std::thread::ThreadId>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().id());
+        }
+    }
+    let running = Running::start();
+    let (tx, rx) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
+    running.remote.spawn(Box::pin(async move {
+        let _dropped = Dropped(tx);
+        started_tx.send(std::thread::current().id()).unwrap();
+        std::future::pending::<()>().await;
+    }));
+    let loop_thread = started.recv_timeout(WITHIN).unwrap();
+    drop(running);
+    assert_eq!(rx.recv_timeout(WITHIN).unwrap(), loop_thread);
+}
+
+#[test]
+fn registering_off_a_loop_is_an_error() {
+    let (_client, server) = pair();
+    assert!(!LoopTcp::can_register_here());
+    assert!(LoopTcp::from_std(server).is_err());
+}
+
+#[test]
+fn a_socket_leaves_its_loop_and_keeps_its_data() {
+    let running = Running::start();
+    let (mut client, server) = pair();
+    client.write_all(b"kept").unwrap();
+    let rx = running.run(move |tx| {
+        Box::pin(async move {
+            let socket = LoopTcp::from_std(server).unwrap();
+            tx.send(socket.into_std()).unwrap();
+        })
+    });
+    let mut back = rx.recv_timeout(WITHIN).unwrap();
+    back.set_nonblocking(false).unwrap();
+    let mut got = [0u8; 4];
+    back.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"kept");
+}
