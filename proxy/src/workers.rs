@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
 
-use crate::event_loop::{EventLoop, Remote};
+use crate::event_loop::{EventLoop, Remote, Running};
 
 /// sqlparser recurses on nested SQL; give it room beyond the 2 MiB default.
 const STACK_SIZE: usize = 8 << 20;
@@ -22,24 +21,6 @@ pub struct Workers {
     threads: Vec<JoinHandle<()>>,
     next: AtomicUsize,
     running: Arc<Running>,
-}
-
-/// How many spawned jobs have not ended, and a signal when none is left.
-#[derive(Default)]
-struct Running {
-    count: AtomicUsize,
-    none_left: Notify,
-}
-
-/// Counts a job as running while it exists (ended or dropped with its loop).
-struct RunningGuard(Arc<Running>);
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.none_left.notify_waiters();
-        }
-    }
 }
 
 impl Workers {
@@ -53,7 +34,7 @@ impl Workers {
             running: Arc::default(),
         };
         for i in 0..count.max(1) {
-            let event_loop = EventLoop::new()?;
+            let event_loop = EventLoop::new(workers.running.clone())?;
             workers.remotes.push(event_loop.remote());
             let context = context.clone();
             let thread = std::thread::Builder::new()
@@ -71,29 +52,17 @@ impl Workers {
     /// Runs `job(worker)` on the next worker, round robin (`worker` is its index, 0..count).
     pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, job: impl FnOnce(usize) -> F) {
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.remotes.len();
-        self.running.count.fetch_add(1, Ordering::AcqRel);
-        let guard = RunningGuard(self.running.clone());
-        let job = job(n);
-        self.remotes[n].spawn(Box::pin(async move {
-            let _guard = guard;
-            job.await;
-        }));
+        self.remotes[n].spawn(Box::pin(job(n)));
     }
 
     /// How many spawned jobs have not ended.
     pub fn running(&self) -> usize {
-        self.running.count.load(Ordering::Acquire)
+        self.running.count()
     }
 
     /// Returns once every spawned job has ended.
     pub async fn all_ended(&self) {
-        loop {
-            let none_left = self.running.none_left.notified();
-            if self.running() == 0 {
-                return;
-            }
-            none_left.await;
-        }
+        self.running.all_ended().await
     }
 
     /// Stops the loops (dropping whatever still runs on them) and joins the threads.

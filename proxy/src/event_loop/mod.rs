@@ -13,6 +13,7 @@
 //! its timers and the sockets of its side work (cancel requests, resets) live there and wake
 //! the session through its waker like any other thread's.
 
+mod epoll;
 mod reactor;
 mod sys;
 mod tasks;
@@ -21,12 +22,11 @@ pub mod tcp;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use tokio::sync::Notify;
 
-use mio::{Events, Poll, Token};
-
+use epoll::{Epoll, Wakeup};
 use reactor::Reactor;
 use tasks::Tasks;
 
@@ -38,13 +38,44 @@ pub type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
 const POLLS_PER_TURN: usize = 256;
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 256;
-/// The token of the inbox's wake-up.
-const INBOX: Token = Token(usize::MAX);
+/// The token of the inbox's wake-up (socket tokens are addresses).
+const INBOX: u64 = u64::MAX;
 
 /// What other threads hand a loop.
 enum Mail {
     Spawn(Job),
     Wake(usize),
+}
+
+/// How many jobs the loops sharing it have not finished, and a signal when none is left.
+#[derive(Default)]
+pub struct Running {
+    count: AtomicUsize,
+    none_left: Notify,
+}
+
+impl Running {
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Returns once every job spawned so far has ended (or was dropped with its loop).
+    pub async fn all_ended(&self) {
+        loop {
+            // Made before the check: notify_waiters wakes it from here on.
+            let none_left = self.none_left.notified();
+            if self.count() == 0 {
+                return;
+            }
+            none_left.await;
+        }
+    }
+
+    fn ended(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none_left.notify_waiters();
+        }
+    }
 }
 
 /// A loop's side that other threads use: its inbox and the means to wake it.
@@ -54,7 +85,8 @@ pub struct Remote {
     /// burst of mail costs one wake-up.
     signalled: AtomicBool,
     stopping: AtomicBool,
-    waker: mio::Waker,
+    wakeup: Wakeup,
+    running: Arc<Running>,
 }
 
 impl Remote {
@@ -64,20 +96,20 @@ impl Remote {
             .unwrap_or_else(PoisonError::into_inner)
             .push(mail);
         if !self.signalled.swap(true, Ordering::AcqRel) {
-            // Failing means the loop's eventfd is gone with it: nobody is left to run this.
-            let _ = self.waker.wake();
+            self.wakeup.wake();
         }
     }
 
-    /// Runs `job` on the loop.
+    /// Runs `job` on the loop; it counts as running until it ends or is dropped.
     pub fn spawn(&self, job: Job) {
+        self.running.count.fetch_add(1, Ordering::AcqRel);
         self.post(Mail::Spawn(job));
     }
 
     /// Ends the loop: it drops the tasks it still has and returns.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        let _ = self.waker.wake();
+        self.wakeup.wake();
     }
 
     /// The mail waiting, if any (one load when there is none).
@@ -94,8 +126,7 @@ impl Remote {
 
 /// One worker's loop, run by [`EventLoop::run`] on the thread that made it.
 pub struct EventLoop {
-    poll: Poll,
-    events: Events,
+    events: Vec<libc::epoll_event>,
     reactor: Arc<Reactor>,
     remote: Arc<Remote>,
     tasks: Tasks,
@@ -116,19 +147,20 @@ struct Here {
 }
 
 impl EventLoop {
-    pub fn new() -> io::Result<EventLoop> {
-        let poll = Poll::new()?;
-        let waker = mio::Waker::new(poll.registry(), INBOX)?;
-        let reactor = Arc::new(Reactor::new(poll.registry().try_clone()?));
+    /// A loop whose jobs count in `running`.
+    pub fn new(running: Arc<Running>) -> io::Result<EventLoop> {
+        let reactor = Arc::new(Reactor::new(Epoll::new()?));
+        let wakeup = Wakeup::new()?;
+        reactor.epoll().add(wakeup.fd(), INBOX)?;
         let remote = Arc::new(Remote {
             mail: Mutex::new(Vec::new()),
             signalled: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            waker,
+            wakeup,
+            running,
         });
         Ok(EventLoop {
-            poll,
-            events: Events::with_capacity(EVENTS),
+            events: Vec::with_capacity(EVENTS),
             reactor,
             remote: remote.clone(),
             tasks: Tasks::new(remote),
@@ -157,6 +189,12 @@ impl EventLoop {
             self.park(more);
         }
         self.tasks.clear();
+        for mail in self.remote.take_mail().into_iter().flatten() {
+            if let Mail::Spawn(job) = mail {
+                drop(job);
+                self.remote.running.ended();
+            }
+        }
         HERE.with(|here| here.borrow_mut().take());
     }
 
@@ -199,17 +237,19 @@ impl EventLoop {
     /// Waits for readiness (or only looks, when tasks are queued) and wakes whose sockets it
     /// finds ready.
     fn park(&mut self, busy: bool) {
-        let timeout = busy.then_some(Duration::ZERO);
+        let timeout_ms = if busy { 0 } else { -1 };
         self.reactor.free_released();
-        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+        if let Err(e) = self.reactor.epoll().wait(&mut self.events, timeout_ms) {
             if e.kind() != io::ErrorKind::Interrupted {
                 tracing::error!(error = %e, "a worker's epoll_wait failed");
             }
             return;
         }
-        for event in self.events.iter() {
-            if event.token() != INBOX {
-                self.reactor.dispatch(event);
+        for event in &self.events {
+            // A copy: the kernel's struct is packed on some architectures.
+            let (token, what) = (event.u64, event.events);
+            if token != INBOX {
+                self.reactor.dispatch(token, what);
             }
         }
     }

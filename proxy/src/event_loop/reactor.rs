@@ -1,7 +1,7 @@
 //! Socket readiness for one loop: which sockets may read or write without blocking, and which
 //! task to wake when one becomes ready.
 //!
-//! Registrations are edge-triggered (mio), so readiness is remembered here from the event
+//! Registrations are edge-triggered, so readiness is remembered here from the event
 //! until an attempt finds the socket empty (or full). A socket starts ready both ways: the
 //! first attempt finds out. A socket's state is atomic, not thread-bound: a pooled server
 //! connection registered here may be used by a session of another loop.
@@ -12,8 +12,9 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
-use mio::event::{Event, Source};
-use mio::{Interest, Registry, Token};
+use std::os::fd::RawFd;
+
+use super::epoll::{self, Epoll};
 
 /// One way of a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,10 +23,24 @@ pub enum Direction {
     Write = 2,
 }
 
+/// The readiness word: `Direction` bits, which an attempt that finds nothing clears (only if
+/// no event came since it saw them: the count of events is above them), and the ends, which
+/// last: a read after the peer's FIN returns 0 at once, however often it is tried, and the
+/// FIN may come with the last data, in one event.
+const READ_END: u64 = 4;
+const WRITE_END: u64 = 8;
 const BOTH: u64 = Direction::Read as u64 | Direction::Write as u64;
-/// The readiness word: `Direction` bits below, the count of events above. An attempt that
-/// found nothing clears readiness only if no event came since it saw the socket ready.
 const TICK: u64 = 1 << 8;
+
+impl Direction {
+    /// The bits of the word that let `self` proceed.
+    fn mask(self) -> u64 {
+        match self {
+            Direction::Read => Direction::Read as u64 | READ_END,
+            Direction::Write => Direction::Write as u64 | WRITE_END,
+        }
+    }
+}
 
 /// One socket's readiness, shared by the reactor and the socket's owner. Lock-free on the
 /// hot path: a ready check is one load; only a task about to wait touches a waker slot.
@@ -47,13 +62,13 @@ impl Readiness {
     /// event makes it ready.
     pub fn poll_ready(&self, way: Direction, cx: &mut Context<'_>) -> Poll<u64> {
         let word = self.word.load(Ordering::Acquire);
-        if word & way as u64 != 0 {
+        if word & way.mask() != 0 {
             return Poll::Ready(word);
         }
         self.slot(way).register(cx.waker());
         // An event between the load and the registration woke nobody: look again.
         let word = self.word.load(Ordering::Acquire);
-        if word & way as u64 != 0 {
+        if word & way.mask() != 0 {
             return Poll::Ready(word);
         }
         Poll::Pending
@@ -76,10 +91,10 @@ impl Readiness {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                 Some(word.wrapping_add(TICK) | ready)
             });
-        if ready & Direction::Read as u64 != 0 {
+        if ready & Direction::Read.mask() != 0 {
             self.reader.wake();
         }
-        if ready & Direction::Write as u64 != 0 {
+        if ready & Direction::Write.mask() != 0 {
             self.writer.wake();
         }
     }
@@ -90,7 +105,7 @@ impl Readiness {
 /// deregistered (from any thread) is freed by the loop before its next `epoll_wait`, as
 /// waits that start after `EPOLL_CTL_DEL` no longer report it.
 pub struct Reactor {
-    registry: Registry,
+    epoll: Epoll,
     sockets: Mutex<Slab>,
     /// Slab entries deregistered and not yet freed.
     released: Mutex<Vec<usize>>,
@@ -112,21 +127,25 @@ pub struct Registration {
 }
 
 impl Reactor {
-    pub fn new(registry: Registry) -> Reactor {
+    pub fn new(epoll: Epoll) -> Reactor {
         Reactor {
-            registry,
+            epoll,
             sockets: Mutex::new(Slab::default()),
             released: Mutex::new(Vec::new()),
             any_released: AtomicBool::new(false),
         }
     }
 
+    pub(super) fn epoll(&self) -> &Epoll {
+        &self.epoll
+    }
+
     fn slab(&self) -> MutexGuard<'_, Slab> {
         self.sockets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers `source` for both ways, ready both ways until an attempt says otherwise.
-    pub fn register(self: &Arc<Self>, source: &mut impl Source) -> std::io::Result<Registration> {
+    /// Registers socket `fd` for both ways, ready both ways until an attempt says otherwise.
+    pub fn register(self: &Arc<Self>, fd: RawFd) -> std::io::Result<Registration> {
         let readiness = Arc::new(Readiness {
             word: AtomicU64::new(BOTH),
             reader: AtomicWaker::new(),
@@ -141,9 +160,8 @@ impl Reactor {
             slab.entries[entry] = Some(readiness.clone());
             entry
         };
-        let token = Token(Arc::as_ptr(&readiness) as usize);
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.registry.register(source, token, interest) {
+        let token = Arc::as_ptr(&readiness) as u64;
+        if let Err(e) = self.epoll.add(fd, token) {
             self.free(entry);
             return Err(e);
         }
@@ -162,7 +180,9 @@ impl Reactor {
 
     /// Frees the sockets deregistered since the last call (the loop's, before it waits).
     pub(super) fn free_released(&self) {
-        if !self.any_released.swap(false, Ordering::AcqRel) {
+        if !self.any_released.load(Ordering::Acquire)
+            || !self.any_released.swap(false, Ordering::AcqRel)
+        {
             return;
         }
         let released =
@@ -172,26 +192,25 @@ impl Reactor {
         }
     }
 
-    /// Hands an event of this loop's last wait to its socket.
-    pub(super) fn dispatch(&self, event: &Event) {
+    /// Hands an event (`what`, epoll's bits) of this loop's last wait to its socket.
+    pub(super) fn dispatch(&self, token: u64, what: u32) {
         // SAFETY: the token is the address of a Readiness the slab holds until the loop's
         // next wait (see [`Reactor`]); this event is of the wait just ended.
-        let readiness = unsafe { &*(event.token().0 as *const Readiness) };
-        let mut ready = 0;
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            ready |= Direction::Read as u64;
-        }
-        if event.is_writable() || event.is_write_closed() || event.is_error() {
-            ready |= Direction::Write as u64;
-        }
-        readiness.set(ready);
+        let readiness = unsafe { &*(token as *const Readiness) };
+        let has = |bits: u32, then: u64| if what & bits != 0 { then } else { 0 };
+        readiness.set(
+            has(epoll::DATA, Direction::Read as u64)
+                | has(epoll::ROOM, Direction::Write as u64)
+                | has(epoll::READ_END, READ_END)
+                | has(epoll::WRITE_END, WRITE_END),
+        );
     }
 }
 
 impl Registration {
-    /// Takes `source` out of the reactor (from any thread).
-    pub fn deregister(self, source: &mut impl Source) {
-        let _ = self.reactor.registry.deregister(source);
+    /// Takes socket `fd` out of the reactor (from any thread).
+    pub fn deregister(self, fd: RawFd) {
+        let _ = self.reactor.epoll.delete(fd);
         self.reactor
             .released
             .lock()

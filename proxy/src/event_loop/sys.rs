@@ -68,3 +68,25 @@ pub fn send_vectored(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         )
     })
 }
+
+/// `epoll_pwait` without a signal mask (`epoll_wait` is not on every architecture) into
+/// `events`; the number written. Interrupted is an error the caller retries.
+pub fn epoll_wait(
+    epoll: RawFd,
+    events: &mut [std::mem::MaybeUninit<libc::epoll_event>],
+    timeout_ms: i32,
+) -> io::Result<usize> {
+    let capacity = libc::c_int::try_from(events.len()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the kernel writes at most `capacity` events into the buffer.
+    result(unsafe {
+        libc::syscall(
+            libc::SYS_epoll_pwait,
+            epoll,
+            events.as_mut_ptr(),
+            capacity,
+            timeout_ms,
+            std::ptr::null::<libc::sigset_t>(),
+            8usize,
+        )
+    })
+}

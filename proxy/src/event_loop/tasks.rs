@@ -87,6 +87,7 @@ impl Tasks {
             }
             self.slots[index] = None;
             self.free.push(index);
+            self.remote.running.ended();
         }
     }
 
@@ -94,7 +95,10 @@ impl Tasks {
     pub(super) fn clear(&mut self) {
         // One at a time: a task's drop may wake another, which must find the slab usable.
         for index in 0..self.slots.len() {
-            drop(self.slots[index].take());
+            if let Some(task) = self.slots[index].take() {
+                drop(task);
+                self.remote.running.ended();
+            }
         }
         self.free.clear();
         self.slots.clear();

@@ -16,7 +16,7 @@ use super::sys;
 
 /// A connected socket registered with the loop of the thread that made it.
 pub struct LoopTcp {
-    socket: ManuallyDrop<mio::net::TcpStream>,
+    socket: ManuallyDrop<std::net::TcpStream>,
     registration: ManuallyDrop<Registration>,
 }
 
@@ -26,8 +26,7 @@ impl LoopTcp {
         let reactor = super::reactor_here()
             .ok_or_else(|| io::Error::other("not on a worker's event loop"))?;
         socket.set_nonblocking(true)?;
-        let mut socket = mio::net::TcpStream::from_std(socket);
-        let registration = reactor.register(&mut socket)?;
+        let registration = reactor.register(socket.as_raw_fd())?;
         Ok(LoopTcp {
             socket: ManuallyDrop::new(socket),
             registration: ManuallyDrop::new(registration),
@@ -43,14 +42,14 @@ impl LoopTcp {
     pub fn into_std(self) -> std::net::TcpStream {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never dropped or used again; each field is taken out once.
-        let (mut socket, registration) = unsafe {
+        let (socket, registration) = unsafe {
             (
                 ManuallyDrop::take(&mut this.socket),
                 ManuallyDrop::take(&mut this.registration),
             )
         };
-        registration.deregister(&mut socket);
-        std::net::TcpStream::from(std::os::fd::OwnedFd::from(socket))
+        registration.deregister(socket.as_raw_fd());
+        socket
     }
 
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
@@ -150,13 +149,15 @@ impl LoopTcp {
 impl Drop for LoopTcp {
     fn drop(&mut self) {
         // SAFETY: drop runs once; neither field is used after.
-        let (mut socket, registration) = unsafe {
+        let (socket, registration) = unsafe {
             (
                 ManuallyDrop::take(&mut self.socket),
                 ManuallyDrop::take(&mut self.registration),
             )
         };
-        registration.deregister(&mut socket);
+        // Before the socket closes: its number may be reused at once.
+        registration.deregister(socket.as_raw_fd());
+        drop(socket);
     }
 }
 

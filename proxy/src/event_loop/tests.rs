@@ -12,17 +12,17 @@ use super::*;
 /// Long enough for a loaded machine; a lost wake-up shows as this timeout, not a hang.
 const WITHIN: Duration = Duration::from_secs(30);
 
-struct Running {
+struct OnAThread {
     remote: Arc<Remote>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Running {
-    fn start() -> Running {
-        let event_loop = EventLoop::new().unwrap();
+impl OnAThread {
+    fn start() -> OnAThread {
+        let event_loop = EventLoop::new(Arc::default()).unwrap();
         let remote = event_loop.remote();
         let thread = std::thread::spawn(move || event_loop.run());
-        Running {
+        OnAThread {
             remote,
             thread: Some(thread),
         }
@@ -39,7 +39,7 @@ impl Running {
     }
 }
 
-impl Drop for Running {
+impl Drop for OnAThread {
     fn drop(&mut self) {
         self.remote.stop();
         if let Some(thread) = self.thread.take() {
@@ -57,7 +57,7 @@ fn pair() -> (TcpStream, TcpStream) {
 
 #[test]
 fn a_spawned_job_runs_on_the_loop_thread() {
-    let running = Running::start();
+    let running = OnAThread::start();
     let caller = std::thread::current().id();
     let rx = running.run(|tx| {
         Box::pin(async move {
@@ -70,7 +70,7 @@ fn a_spawned_job_runs_on_the_loop_thread() {
 
 #[test]
 fn a_task_woken_from_another_thread_runs_again() {
-    let running = Running::start();
+    let running = OnAThread::start();
     let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<u32>();
     let rx = running.run(|tx| {
         Box::pin(async move {
@@ -84,7 +84,7 @@ fn a_task_woken_from_another_thread_runs_again() {
 
 #[test]
 fn a_socket_echoes_a_megabyte_through_full_buffers() {
-    let running = Running::start();
+    let running = OnAThread::start();
     let (mut client, server) = pair();
     let rx = running.run(move |tx| {
         Box::pin(async move {
@@ -123,7 +123,7 @@ fn a_socket_echoes_a_megabyte_through_full_buffers() {
 
 #[test]
 fn a_ping_pong_of_small_messages_loses_no_wake_up() {
-    let running = Running::start();
+    let running = OnAThread::start();
     let (mut client, server) = pair();
     let rounds = 5000u32;
     let rx = running.run(move |tx| {
@@ -150,8 +150,8 @@ fn a_ping_pong_of_small_messages_loses_no_wake_up() {
 
 #[test]
 fn a_socket_of_one_loop_is_read_by_a_task_of_another() {
-    let home = Running::start();
-    let other = Running::start();
+    let home = OnAThread::start();
+    let other = OnAThread::start();
     let (mut client, server) = pair();
     // Registered on `home`, then handed to a task on `other`.
     let registered = home.run(move |tx| {
@@ -174,7 +174,7 @@ fn a_socket_of_one_loop_is_read_by_a_task_of_another() {
 
 #[test]
 fn a_panicking_task_leaves_the_others_running() {
-    let running = Running::start();
+    let running = OnAThread::start();
     let (wake_tx, wake_rx) = tokio::sync::oneshot::channel::<()>();
     let waiting = running.run(|tx| {
         Box::pin(async move {
@@ -199,7 +199,7 @@ fn stopping_drops_the_tasks_left_on_the_loop_thread() {
             let _ = self.0.send(std::thread::current().id());
         }
     }
-    let running = Running::start();
+    let running = OnAThread::start();
     let (tx, rx) = mpsc::channel();
     let (started_tx, started) = mpsc::channel();
     running.remote.spawn(Box::pin(async move {
@@ -221,7 +221,7 @@ fn registering_off_a_loop_is_an_error() {
 
 #[test]
 fn a_socket_leaves_its_loop_and_keeps_its_data() {
-    let running = Running::start();
+    let running = OnAThread::start();
     let (mut client, server) = pair();
     client.write_all(b"kept").unwrap();
     let rx = running.run(move |tx| {
@@ -235,4 +235,57 @@ fn a_socket_leaves_its_loop_and_keeps_its_data() {
     let mut got = [0u8; 4];
     back.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"kept");
+}
+
+#[test]
+fn jobs_count_as_running_until_they_end_or_panic() {
+    let running_jobs = Arc::new(Running::default());
+    let event_loop = EventLoop::new(running_jobs.clone()).unwrap();
+    let remote = event_loop.remote();
+    let thread = std::thread::spawn(move || event_loop.run());
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    remote.spawn(Box::pin(async move {
+        let _ = released.await;
+    }));
+    remote.spawn(Box::pin(async { panic!("a task's bug") }));
+    assert!(running_jobs.count() >= 1);
+    release.send(()).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(async { tokio::time::timeout(WITHIN, running_jobs.all_ended()).await })
+        .expect("the jobs end");
+    assert_eq!(running_jobs.count(), 0);
+    // One left when the loop stops is dropped, and counted out.
+    remote.spawn(Box::pin(std::future::pending()));
+    assert_eq!(running_jobs.count(), 1);
+    remote.stop();
+    thread.join().unwrap();
+    assert_eq!(running_jobs.count(), 0);
+}
+
+#[test]
+fn the_end_that_came_with_the_last_data_is_read_after_it() {
+    let running = OnAThread::start();
+    let (mut client, server) = pair();
+    // The data and the FIN arrive together: one event says both.
+    client.write_all(b"abc").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let (go, gone) = tokio::sync::oneshot::channel::<()>();
+    let rx = running.run(move |tx| {
+        Box::pin(async move {
+            let mut socket = LoopTcp::from_std(server).unwrap();
+            // Woken through the inbox, after the loop's wait has taken the socket's event.
+            gone.await.unwrap();
+            let mut buf = [0u8; 64];
+            let first = socket.read(&mut buf).await.unwrap();
+            let second = socket.read(&mut buf).await.unwrap();
+            tx.send((first, second)).unwrap();
+        })
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    go.send(()).unwrap();
+    assert_eq!(rx.recv_timeout(WITHIN).unwrap(), (3, 0));
 }
