@@ -207,7 +207,8 @@ fn serve(config: Config, load: Loader) -> ExitCode {
         }
     };
     pgrepl_proxy::fd_limit::raise_and_report(&config);
-    // This runtime only accepts clients and watches signals; sessions run on the workers.
+    // This runtime accepts clients, watches signals, runs the control plane and hosts the
+    // sessions' timers and side work; the sessions run on the workers' loops.
     let result = current_thread_runtime().and_then(|runtime| {
         runtime.block_on(async {
             // Caught from here on: SIGHUP's default action would end the process.

@@ -64,7 +64,8 @@ pub struct BackendConn {
     pub settings_seq: u64,
     /// What settings it has between sessions (transaction pooling).
     pub settings: SettingsMark,
-    /// The worker thread whose reactor its socket is registered with.
+    /// The worker whose loop its socket is registered with; `NO_WORKER` for one that no
+    /// session has used yet (its socket may be on a loop or on tokio's reactor).
     pub worker: usize,
     pub counted: Counted,
     /// Its place among `[pool] max_server_connections` of its backend and in its key's

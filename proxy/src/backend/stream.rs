@@ -27,10 +27,11 @@ pub fn split(stream: TcpStream) -> io::Result<(ServerRead, ServerWrite)> {
         let (rd, wr) = stream.into_split();
         return Ok((ServerRead::Tokio(rd), ServerWrite::Tokio(wr)));
     }
-    on_this_loop(stream.into_std()?)
+    here(stream.into_std()?)
 }
 
-/// The halves of `rd` and `wr`'s socket, registered with this thread's loop.
+/// The halves of `rd` and `wr`'s socket, registered with this thread's loop (off the loops,
+/// with tokio's reactor).
 pub fn adopt(rd: ServerRead, wr: ServerWrite) -> io::Result<(ServerRead, ServerWrite)> {
     let socket = match (rd, wr) {
         (ServerRead::Loop(rd), ServerWrite::Loop(wr)) => rd.reunite(wr)?.into_std(),
@@ -39,10 +40,14 @@ pub fn adopt(rd: ServerRead, wr: ServerWrite) -> io::Result<(ServerRead, ServerW
         }
         _ => return Err(io::Error::other("halves of two different sockets")),
     };
-    on_this_loop(socket)
+    here(socket)
 }
 
-fn on_this_loop(socket: std::net::TcpStream) -> io::Result<(ServerRead, ServerWrite)> {
+fn here(socket: std::net::TcpStream) -> io::Result<(ServerRead, ServerWrite)> {
+    if !LoopTcp::can_register_here() {
+        let (rd, wr) = TcpStream::from_std(socket)?.into_split();
+        return Ok((ServerRead::Tokio(rd), ServerWrite::Tokio(wr)));
+    }
     let (rd, wr) = LoopTcp::from_std(socket)?.into_split();
     Ok((ServerRead::Loop(rd), ServerWrite::Loop(wr)))
 }

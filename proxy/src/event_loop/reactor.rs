@@ -44,6 +44,8 @@ impl Direction {
 
 /// One socket's readiness, shared by the reactor and the socket's owner. Lock-free on the
 /// hot path: a ready check is one load; only a task about to wait touches a waker slot.
+/// One task at a time polls each way of a socket (its owner: a session, or the task closing
+/// or resetting a server connection it was handed): a waker slot holds one waker.
 pub struct Readiness {
     word: AtomicU64,
     reader: AtomicWaker,
@@ -74,13 +76,24 @@ impl Readiness {
         Poll::Pending
     }
 
-    /// An attempt found the socket not ready `way`, after [`Readiness::poll_ready`] gave
-    /// `seen`.
+    /// An attempt moved less than it could `way`, after [`Readiness::poll_ready`] gave
+    /// `seen`: the socket is emptied (or full), but an end that came stays.
     pub fn clear(&self, way: Direction, seen: u64) {
+        self.clear_bits(way as u64, seen);
+    }
+
+    /// An attempt found the socket not ready `way` (it would block), after `seen`: an end is
+    /// cleared too (a TCP socket past its end never blocks, but one that did would otherwise
+    /// be tried forever).
+    pub fn blocked(&self, way: Direction, seen: u64) {
+        self.clear_bits(way.mask(), seen);
+    }
+
+    fn clear_bits(&self, bits: u64, seen: u64) {
         let _ = self
             .word
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                (word / TICK == seen / TICK).then_some(word & !(way as u64))
+                (word / TICK == seen / TICK).then_some(word & !bits)
             });
     }
 
@@ -217,5 +230,87 @@ impl Registration {
             .unwrap_or_else(PoisonError::into_inner)
             .push(self.entry);
         self.reactor.any_released.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> Readiness {
+        Readiness {
+            word: AtomicU64::new(BOTH),
+            reader: AtomicWaker::new(),
+            writer: AtomicWaker::new(),
+        }
+    }
+
+    fn seen(readiness: &Readiness) -> u64 {
+        readiness.word.load(Ordering::Acquire)
+    }
+
+    fn ready(readiness: &Readiness, way: Direction) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        readiness.poll_ready(way, &mut cx).is_ready()
+    }
+
+    /// What each step leaves ready, (read, write), from a fresh socket.
+    #[test]
+    fn readiness_steps() {
+        use Direction::{Read, Write};
+        type Step = fn(&Readiness);
+        let cases: &[(&str, &[Step], (bool, bool))] = &[
+            ("new: both ways tried", &[], (true, true)),
+            ("a short read", &[|r| r.clear(Read, seen(r))], (false, true)),
+            (
+                "a blocked write",
+                &[|r| r.blocked(Write, seen(r))],
+                (true, false),
+            ),
+            (
+                "a short read, then data",
+                &[|r| r.clear(Read, seen(r)), |r| r.set(Read as u64)],
+                (true, true),
+            ),
+            (
+                "data came between the attempt and its clear",
+                &[|r| {
+                    let before = seen(r);
+                    r.set(Read as u64);
+                    r.clear(Read, before);
+                }],
+                (true, true),
+            ),
+            (
+                "the FIN with the last data, then a short read",
+                &[
+                    |r| r.set(Read as u64 | READ_END),
+                    |r| r.clear(Read, seen(r)),
+                ],
+                (true, true),
+            ),
+            (
+                "past the end, a read that would block",
+                &[|r| r.set(READ_END), |r| r.blocked(Read, seen(r))],
+                (false, true),
+            ),
+            (
+                "a hang-up ends both ways",
+                &[
+                    |r| r.blocked(Read, seen(r)),
+                    |r| r.blocked(Write, seen(r)),
+                    |r| r.set(READ_END | WRITE_END),
+                ],
+                (true, true),
+            ),
+        ];
+        for (name, steps, expected) in cases {
+            let readiness = fresh();
+            for step in *steps {
+                step(&readiness);
+            }
+            let got = (ready(&readiness, Read), ready(&readiness, Write));
+            assert_eq!(got, *expected, "{name}");
+        }
     }
 }

@@ -77,7 +77,7 @@ impl Tasks {
             return;
         };
         // Before the poll: a wake during it queues the task again.
-        task.flag.queued.store(false, Ordering::Release);
+        task.flag.queued.swap(false, Ordering::AcqRel);
         let mut cx = Context::from_waker(&task.waker);
         // A panicking session ends alone, as a tokio task would, not its worker's others.
         let polled = panic::catch_unwind(AssertUnwindSafe(|| task.job.as_mut().poll(&mut cx)));
@@ -85,20 +85,29 @@ impl Tasks {
             if polled.is_err() {
                 tracing::error!("a task on a worker panicked; it is dropped");
             }
-            self.slots[index] = None;
+            let task = self.slots[index].take();
             self.free.push(index);
-            self.remote.running.ended();
+            self.end(task);
         }
+    }
+
+    /// Drops an ended task, whose drop may panic too: the loop and its other tasks go on.
+    fn end(&self, task: Option<Task>) {
+        let Some(task) = task else {
+            return;
+        };
+        if panic::catch_unwind(AssertUnwindSafe(|| drop(task))).is_err() {
+            tracing::error!("a task on a worker panicked as it was dropped");
+        }
+        self.remote.running.ended();
     }
 
     /// Drops every task.
     pub(super) fn clear(&mut self) {
         // One at a time: a task's drop may wake another, which must find the slab usable.
         for index in 0..self.slots.len() {
-            if let Some(task) = self.slots[index].take() {
-                drop(task);
-                self.remote.running.ended();
-            }
+            let task = self.slots[index].take();
+            self.end(task);
         }
         self.free.clear();
         self.slots.clear();

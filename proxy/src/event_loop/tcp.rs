@@ -77,7 +77,9 @@ impl LoopTcp {
     /// Runs `attempt` when the socket is ready `way`, until it does not find it not ready.
     /// An attempt that moved less than `len` bytes (but some) found the socket's buffer
     /// emptied (or filled): readiness is cleared without another system call to learn it;
-    /// the kernel signals the next data (or room) as a new event.
+    /// the kernel signals the next data (or room) as a new event. (TCP's exceptions, a read
+    /// stopping at an urgent mark and the kernel's 2 GiB cap on one call, do not arise here:
+    /// no client's out-of-band byte is ever read, and no buffer is that large.)
     fn poll_io(
         &self,
         way: Direction,
@@ -89,7 +91,7 @@ impl LoopTcp {
         loop {
             let seen = ready!(readiness.poll_ready(way, cx));
             match attempt(self.fd()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => readiness.clear(way, seen),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => readiness.blocked(way, seen),
                 Ok(n) if n > 0 && n < len => {
                     readiness.clear(way, seen);
                     return Poll::Ready(Ok(n));

@@ -55,8 +55,8 @@ impl Classifier {
         }
     }
 
-    /// What a session of `database` classifies with; call once per session, on a tokio
-    /// runtime (the first session of a database starts the look-up of its functions), and
+    /// What a session of `database` classifies with; call once per session, in a tokio
+    /// context (the first session of a database starts the look-up of its functions), and
     /// await [`UserFunctions::ready`] before the first statement.
     pub fn user_functions(&self, database: &str) -> UserFunctions {
         match &self.catalog {
