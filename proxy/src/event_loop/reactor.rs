@@ -63,17 +63,21 @@ impl Readiness {
     /// Ready: the word to pass to [`Readiness::clear`]. Pending: `cx`'s task is woken when an
     /// event makes it ready.
     pub fn poll_ready(&self, way: Direction, cx: &mut Context<'_>) -> Poll<u64> {
-        let word = self.word.load(Ordering::Acquire);
-        if word & way.mask() != 0 {
+        if let Some(word) = self.ready_now(way) {
             return Poll::Ready(word);
         }
         self.slot(way).register(cx.waker());
         // An event between the load and the registration woke nobody: look again.
-        let word = self.word.load(Ordering::Acquire);
-        if word & way.mask() != 0 {
-            return Poll::Ready(word);
+        match self.ready_now(way) {
+            Some(word) => Poll::Ready(word),
+            None => Poll::Pending,
         }
-        Poll::Pending
+    }
+
+    /// The word, if the socket may proceed `way` now.
+    pub fn ready_now(&self, way: Direction) -> Option<u64> {
+        let word = self.word.load(Ordering::Acquire);
+        (word & way.mask() != 0).then_some(word)
     }
 
     /// An attempt moved less than it could `way`, after [`Readiness::poll_ready`] gave

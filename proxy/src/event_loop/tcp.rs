@@ -90,14 +90,42 @@ impl LoopTcp {
         let readiness = &self.registration.readiness;
         loop {
             let seen = ready!(readiness.poll_ready(way, cx));
-            match attempt(self.fd()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => readiness.blocked(way, seen),
-                Ok(n) if n > 0 && n < len => {
-                    readiness.clear(way, seen);
-                    return Poll::Ready(Ok(n));
-                }
+            match self.attempt(way, seen, len, &mut attempt) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return Poll::Ready(done),
             }
+        }
+    }
+
+    /// One attempt `way` after readiness `seen`, which it updates by what it found.
+    fn attempt(
+        &self,
+        way: Direction,
+        seen: u64,
+        len: usize,
+        attempt: impl FnOnce(RawFd) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let readiness = &self.registration.readiness;
+        let done = attempt(self.fd());
+        match &done {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => readiness.blocked(way, seen),
+            Ok(n) if *n > 0 && *n < len => readiness.clear(way, seen),
+            _ => {}
+        }
+        done
+    }
+
+    /// An attempt now if the socket may be ready `way`; WouldBlock without a system call if
+    /// it is known not to be (a pooled connection's liveness check, every lease).
+    fn try_io(
+        &self,
+        way: Direction,
+        len: usize,
+        attempt: impl FnOnce(RawFd) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        match self.registration.readiness.ready_now(way) {
+            Some(seen) => self.attempt(way, seen, len, attempt),
+            None => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -117,12 +145,12 @@ impl LoopTcp {
 
     /// Reads without waiting: WouldBlock when nothing is there.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::recv(self.fd(), buf)
+        self.try_io(Direction::Read, buf.len(), |fd| sys::recv(fd, buf))
     }
 
     /// Writes without waiting: WouldBlock when the socket is full.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        sys::send(self.fd(), buf)
+        self.try_io(Direction::Write, buf.len(), |fd| sys::send(fd, buf))
     }
 
     fn poll_write_from(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {

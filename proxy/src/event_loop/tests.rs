@@ -289,3 +289,65 @@ fn the_end_that_came_with_the_last_data_is_read_after_it() {
     go.send(()).unwrap();
     assert_eq!(rx.recv_timeout(WITHIN).unwrap(), (3, 0));
 }
+
+#[test]
+fn a_try_read_answers_from_readiness_and_sees_data_and_the_end() {
+    let running = OnAThread::start();
+    let (mut client, server) = pair();
+    let (tried_tx, tried) = mpsc::channel::<()>();
+    let (wrote_tx, wrote) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    let rx = running.run(move |tx| {
+        Box::pin(async move {
+            let socket = LoopTcp::from_std(server).unwrap();
+            let mut buf = [0u8; 16];
+            // Tried (a new socket may be ready), found empty: known not ready from now on.
+            let first = socket.try_read(&mut buf).map_err(|e| e.kind());
+            let second = socket.try_read(&mut buf).map_err(|e| e.kind());
+            tried_tx.send(()).unwrap();
+            // Woken through the inbox after the data was sent: the loop's wait takes the
+            // data's event with the wake-up or before it.
+            wrote.await.unwrap();
+            let data = socket.try_read(&mut buf).map_err(|e| e.kind());
+            closed.await.unwrap();
+            // The FIN's event may come in a later wait than the wake-up: the task yields
+            // (its loop then looks at its sockets without waiting) until it is seen.
+            let deadline = std::time::Instant::now() + WITHIN;
+            let end = loop {
+                match socket.try_read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    done => break done.map_err(|e| e.kind()),
+                }
+                if std::time::Instant::now() > deadline {
+                    break Err(std::io::ErrorKind::TimedOut);
+                }
+                yield_once().await;
+            };
+            tx.send((first, second, data, end)).unwrap();
+        })
+    });
+    tried.recv_timeout(WITHIN).unwrap();
+    client.write_all(b"xy").unwrap();
+    wrote_tx.send(()).unwrap();
+    client.shutdown(std::net::Shutdown::Both).unwrap();
+    closed_tx.send(()).unwrap();
+    let would_block = Err(std::io::ErrorKind::WouldBlock);
+    assert_eq!(
+        rx.recv_timeout(WITHIN).unwrap(),
+        (would_block, would_block, Ok(2), Ok(0))
+    );
+}
+
+/// Pending once, woken at once: the loop polls the task again after looking at its sockets.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
