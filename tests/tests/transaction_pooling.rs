@@ -547,3 +547,44 @@ async fn a_pool_a_reload_makes_larger_serves_those_already_waiting() {
     })
     .await
 }
+
+/// A pooled connection its server ended while it sat idle (a restart, an idle timeout, an
+/// administrator's `pg_terminate_backend`) is not handed to the next statement: the
+/// statement runs on a new connection and the client notices nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_its_server_ended_is_not_reused() {
+    let proxy = pooled_proxy(1, "");
+    let db = own_database("ended_idle");
+    bounded_for(LIMIT, async {
+        let client = connect(proxy.addr, APP.name, &db).await.unwrap();
+        let first = simple_first(&client, PRIMARY_PID).await;
+        let primary = &Cluster::shared().primary;
+        primary
+            .psql(
+                SUPERUSER,
+                "postgres",
+                &format!("SELECT pg_terminate_backend({first})"),
+            )
+            .unwrap();
+        eventually(
+            "the ended connection is gone",
+            Duration::from_secs(30),
+            || async { connections_to(primary, &db) == 0 },
+        )
+        .await
+        .unwrap();
+        // Longer than the pool's own look at the socket waits for (ASK_IF_IDLE_FOR).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let second = client
+            .simple_query(PRIMARY_PID)
+            .await
+            .expect("the next statement runs, on a new connection");
+        let second = text_rows(&second)[0][0].clone();
+        assert_ne!(
+            second.as_deref(),
+            Some(first.as_str()),
+            "a new server process"
+        );
+    })
+    .await;
+}

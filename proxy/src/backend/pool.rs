@@ -175,7 +175,7 @@ impl KeyState {
         password: Option<&str>,
         worker: usize,
         suits: &Suits<'_>,
-    ) -> Option<Box<BackendConn>> {
+    ) -> Option<(Box<BackendConn>, Tick)> {
         if password.is_some() && self.password.as_deref() != password {
             self.password = password.map(Arc::from);
         }
@@ -186,8 +186,8 @@ impl KeyState {
     }
 
     /// The idle connection that suits a session best: on its worker thread and with
-    /// `settings`, else on its worker, else the newest.
-    fn pick_idle(&mut self, worker: usize, suits: &Suits<'_>) -> Option<Box<BackendConn>> {
+    /// `settings`, else on its worker, else the newest; with when it was pooled.
+    fn pick_idle(&mut self, worker: usize, suits: &Suits<'_>) -> Option<(Box<BackendConn>, Tick)> {
         let len = self.idle.len();
         let recent = len.saturating_sub(AFFINITY_SCAN)..len;
         let at = |best: &dyn Fn(&BackendConn) -> bool| {
@@ -196,7 +196,7 @@ impl KeyState {
         let index = at(&|c| c.worker == worker && suits(c))
             .or_else(|| at(&|c| c.worker == worker))
             .or_else(|| len.checked_sub(1))?;
-        Some(self.idle.remove(index).0)
+        Some(self.idle.remove(index))
     }
 }
 
@@ -426,11 +426,11 @@ impl Pool {
                 };
                 (idle, step)
             };
-            let conn = match (idle, step) {
-                (Some(conn), _) => conn,
+            let (conn, pooled) = match (idle, step) {
+                (Some((conn, since)), _) => (conn, Some(since)),
                 (None, Step::Wait(id, rx)) => match self.wait_in_line(pool, id, rx, started).await?
                 {
-                    Handoff::Conn(conn) => conn,
+                    Handoff::Conn(conn) => (conn, None),
                     Handoff::Room(room) => {
                         return self.open(pool, room, password, worker, started).await
                     }
@@ -440,7 +440,7 @@ impl Pool {
                     return self.open(pool, room, password, worker, started).await;
                 }
             };
-            if let Some(conn) = self.ready(conn, worker) {
+            if let Some(conn) = self.ready(conn, pooled, worker) {
                 return Ok(conn);
             }
         }
@@ -456,17 +456,24 @@ impl Pool {
         suits: &Suits<'_>,
     ) -> Option<Box<BackendConn>> {
         loop {
-            let conn = locked(&pool.state).take_idle_first(password, worker, suits)?;
-            if let Some(conn) = self.ready(conn, worker) {
+            let (conn, since) = locked(&pool.state).take_idle_first(password, worker, suits)?;
+            if let Some(conn) = self.ready(conn, Some(since), worker) {
                 return Some(conn);
             }
         }
     }
 
-    /// A connection taken from the idle list or handed over, checked alive and moved to the
-    /// worker thread that uses it; None if it had died (its room is handed on).
-    fn ready(&self, conn: Box<BackendConn>, worker: usize) -> Option<Box<BackendConn>> {
-        if !is_alive(&conn) || conn.created.elapsed() >= self.limits().lifetime {
+    /// A connection taken from the idle list (`pooled` since then) or handed over, checked
+    /// alive and moved to the worker thread that uses it; None if it had died (its room is
+    /// handed on).
+    fn ready(
+        &self,
+        conn: Box<BackendConn>,
+        pooled: Option<Tick>,
+        worker: usize,
+    ) -> Option<Box<BackendConn>> {
+        let asked = pooled.is_some_and(|since| since.elapsed() >= ASK_IF_IDLE_FOR);
+        if !is_alive(&conn, asked) || conn.created.elapsed() >= self.limits().lifetime {
             close(conn);
             return None;
         }
@@ -1049,10 +1056,24 @@ pub struct IdleServer {
     pub since: Tick,
 }
 
-/// An idle connection the server has closed (or written to unasked) is not reused.
-fn is_alive(conn: &BackendConn) -> bool {
+/// How long a connection may have been pooled before its liveness is asked of its socket
+/// rather than its loop's readiness. Readiness answers without a system call, but only from
+/// the events its loop has taken: a server that ended an idle connection during the loop's
+/// current turn is not seen yet. Nearly every lease in transaction pooling takes a connection
+/// pooled moments ago; one idle longer is the kind a server ends (a restart,
+/// `idle_session_timeout`, `pg_terminate_backend`), and the `recv` is worth it there.
+const ASK_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// An idle connection the server has closed (or written to unasked) is not reused; `ask`:
+/// asked of the socket itself, not of what its loop has seen (see [`ASK_IF_IDLE_FOR`]).
+fn is_alive(conn: &BackendConn, ask: bool) -> bool {
     let mut probe = [0u8; 1];
-    matches!(conn.rd.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    let found = if ask {
+        conn.rd.peek_now(&mut probe)
+    } else {
+        conn.rd.try_read(&mut probe)
+    };
+    matches!(found, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 /// Runs `DISCARD ALL` and checks the server is idle and error-free afterwards.

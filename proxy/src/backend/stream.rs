@@ -53,7 +53,17 @@ fn here(socket: std::net::TcpStream) -> io::Result<(ServerRead, ServerWrite)> {
 }
 
 impl ServerRead {
-    /// Reads without waiting: WouldBlock when nothing is there.
+    /// Peeks without waiting, asking the socket (a system call) even when readiness says
+    /// nothing came: WouldBlock only when nothing is there.
+    pub fn peek_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ServerRead::Loop(rd) => rd.peek_now(buf),
+            ServerRead::Tokio(rd) => rd.try_read(buf),
+        }
+    }
+
+    /// Reads without waiting: WouldBlock when nothing is there, or when the loop has not seen
+    /// yet what came.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             ServerRead::Loop(rd) => rd.try_read(buf),
@@ -63,7 +73,8 @@ impl ServerRead {
 }
 
 impl ServerWrite {
-    /// Writes without waiting: WouldBlock when the socket is full.
+    /// Writes without waiting: WouldBlock when the socket is full, or when the loop has not
+    /// seen yet that it has room again.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             ServerWrite::Loop(wr) => wr.try_write(buf),

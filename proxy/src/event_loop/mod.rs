@@ -113,6 +113,7 @@ impl Remote {
     }
 
     /// The mail waiting, if any (one load when there is none).
+    #[inline]
     fn take_mail(&self) -> Option<Vec<Mail>> {
         if !self.signalled.load(Ordering::Acquire) || !self.signalled.swap(false, Ordering::AcqRel)
         {

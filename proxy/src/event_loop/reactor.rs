@@ -196,6 +196,7 @@ impl Reactor {
     }
 
     /// Frees the sockets deregistered since the last call (the loop's, before it waits).
+    #[inline]
     pub(super) fn free_released(&self) {
         if !self.any_released.load(Ordering::Acquire)
             || !self.any_released.swap(false, Ordering::AcqRel)

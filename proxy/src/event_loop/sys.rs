@@ -18,6 +18,15 @@ fn result(returned: libc::c_long) -> io::Result<usize> {
 
 /// `recv(fd, buf, 0)`.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    recv_with(fd, buf, 0)
+}
+
+/// `recv(fd, buf, MSG_PEEK | MSG_DONTWAIT)`: what is there, left there.
+pub fn peek(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    recv_with(fd, buf, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+}
+
+fn recv_with(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: the buffer is valid for writes of its length; no address is asked for.
     result(unsafe {
         libc::syscall(
@@ -25,7 +34,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
             fd,
             buf.as_mut_ptr(),
             buf.len(),
-            0,
+            flags,
             std::ptr::null_mut::<libc::sockaddr>(),
             std::ptr::null_mut::<libc::socklen_t>(),
         )

@@ -143,12 +143,14 @@ impl LoopTcp {
         Poll::Ready(Ok(()))
     }
 
-    /// Reads without waiting: WouldBlock when nothing is there.
+    /// Reads without waiting: WouldBlock when nothing is there, or when the loop has not seen
+    /// yet what came.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.try_io(Direction::Read, buf.len(), |fd| sys::recv(fd, buf))
     }
 
-    /// Writes without waiting: WouldBlock when the socket is full.
+    /// Writes without waiting: WouldBlock when the socket is full, or when the loop has not
+    /// seen yet that it has room again.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         self.try_io(Direction::Write, buf.len(), |fd| sys::send(fd, buf))
     }
@@ -253,6 +255,12 @@ impl LoopRead {
 
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.try_read(buf)
+    }
+
+    /// Peeks at the socket itself (a system call), whatever its readiness says; its data
+    /// stays to be read.
+    pub fn peek_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::peek(self.0.fd(), buf)
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {

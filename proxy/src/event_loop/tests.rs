@@ -104,6 +104,9 @@ fn a_socket_echoes_a_megabyte_through_full_buffers() {
         })
     });
     let sent: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    // A lost wake-up fails the test within the bound instead of hanging it.
+    client.set_read_timeout(Some(WITHIN)).unwrap();
+    client.set_write_timeout(Some(WITHIN)).unwrap();
     let mut reader = client.try_clone().unwrap();
     let expected = sent.clone();
     let reading = std::thread::spawn(move || {
@@ -291,54 +294,71 @@ fn the_end_that_came_with_the_last_data_is_read_after_it() {
 }
 
 #[test]
-fn a_try_read_answers_from_readiness_and_sees_data_and_the_end() {
+fn a_try_read_answers_from_readiness_and_peek_now_from_the_socket() {
     let running = OnAThread::start();
     let (mut client, server) = pair();
-    let (tried_tx, tried) = mpsc::channel::<()>();
-    let (wrote_tx, wrote) = tokio::sync::oneshot::channel::<()>();
-    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    let watcher = server.try_clone().unwrap();
+    let (found_empty_tx, found_empty) = mpsc::channel::<()>();
+    let (arrived_tx, arrived) = mpsc::channel::<()>();
+    let (got_data_tx, got_data) = mpsc::channel::<()>();
     let rx = running.run(move |tx| {
         Box::pin(async move {
-            let socket = LoopTcp::from_std(server).unwrap();
+            let (rd, _wr) = LoopTcp::from_std(server).unwrap().into_split();
             let mut buf = [0u8; 16];
-            // Tried (a new socket may be ready), found empty: known not ready from now on.
-            let first = socket.try_read(&mut buf).map_err(|e| e.kind());
-            let second = socket.try_read(&mut buf).map_err(|e| e.kind());
-            tried_tx.send(()).unwrap();
-            // Woken through the inbox after the data was sent: the loop's wait takes the
-            // data's event with the wake-up or before it.
-            wrote.await.unwrap();
-            let data = socket.try_read(&mut buf).map_err(|e| e.kind());
-            closed.await.unwrap();
-            // The FIN's event may come in a later wait than the wake-up: the task yields
-            // (its loop then looks at its sockets without waiting) until it is seen.
-            let deadline = std::time::Instant::now() + WITHIN;
-            let end = loop {
-                match socket.try_read(&mut buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    done => break done.map_err(|e| e.kind()),
-                }
-                if std::time::Instant::now() > deadline {
-                    break Err(std::io::ErrorKind::TimedOut);
-                }
-                yield_once().await;
-            };
-            tx.send((first, second, data, end)).unwrap();
+            // A new socket may be ready: asked, found empty, known not ready from now on.
+            let empty = rd.try_read(&mut buf).map_err(|e| e.kind());
+            found_empty_tx.send(()).unwrap();
+            // Still in this poll, so the loop cannot take the data's event meanwhile.
+            arrived.recv_timeout(WITHIN).unwrap();
+            let unseen = rd.try_read(&mut buf).map_err(|e| e.kind());
+            let peeked = rd.peek_now(&mut buf).map_err(|e| e.kind());
+            let data = until_not_blocked(|| rd.try_read(&mut buf)).await;
+            got_data_tx.send(()).unwrap();
+            let end = until_not_blocked(|| rd.try_read(&mut buf)).await;
+            tx.send((empty, unseen, peeked, data, end)).unwrap();
         })
     });
-    tried.recv_timeout(WITHIN).unwrap();
+    found_empty.recv_timeout(WITHIN).unwrap();
     client.write_all(b"xy").unwrap();
-    wrote_tx.send(()).unwrap();
-    client.shutdown(std::net::Shutdown::Both).unwrap();
-    closed_tx.send(()).unwrap();
+    // The data is in the loop's socket (a peek at its other descriptor sees it).
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !matches!(watcher.peek(&mut [0u8; 2]), Ok(2)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the data never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    arrived_tx.send(()).unwrap();
+    got_data.recv_timeout(WITHIN).unwrap();
+    drop(client);
     let would_block = Err(std::io::ErrorKind::WouldBlock);
     assert_eq!(
         rx.recv_timeout(WITHIN).unwrap(),
-        (would_block, would_block, Ok(2), Ok(0))
+        (would_block, would_block, Ok(2), Ok(2), Ok(0))
     );
 }
 
-/// Pending once, woken at once: the loop polls the task again after looking at its sockets.
+/// Tries `attempt` until it does not find the socket not ready, yielding between tries (the
+/// loop takes its sockets' events between turns); TimedOut after [`WITHIN`].
+async fn until_not_blocked(
+    mut attempt: impl FnMut() -> std::io::Result<usize>,
+) -> Result<usize, std::io::ErrorKind> {
+    let deadline = std::time::Instant::now() + WITHIN;
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            done => return done.map_err(|e| e.kind()),
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::ErrorKind::TimedOut);
+        }
+        yield_once().await;
+    }
+}
+
+/// Pending once, woken at once: the task is queued again, and after a turn's worth of polls
+/// the loop looks at its sockets (without waiting) before it polls it again.
 async fn yield_once() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {

@@ -176,25 +176,9 @@ where
         } else if self.writer_retry.is_some() && (seen.units_done > 0 || seen.open_unit_answered) {
             self.writer_retry = None;
         }
-        for (name, generation) in &seen.failed_parses {
-            self.stmts.parse_failed(Some(&mut *conn), name, *generation);
-        }
-        for (name, generation) in &seen.skipped_parses {
-            conn.prepared.not_sure_of(name, *generation);
-        }
-        // The server still holds them: closed before the connection's next unit. (One
-        // prepared again meanwhile, in a unit sent before this answer, was closed first.)
-        for name in std::mem::take(&mut seen.skipped_closes) {
-            if !conn.prepared.contains_key(&name) {
-                conn.closes_due.push(name);
-            }
-        }
-        if !seen.redefined.is_empty() {
-            for parse in std::mem::take(&mut seen.redefined) {
-                let sql = fields::parse_name_sql(&parse).map_or(&b""[..], |(_, sql)| sql);
-                let verdict = Verdict::of(&self.routing.classifier, &self.functions, sql);
-                self.stmts.redefined(conn, parse, verdict);
-            }
+        if let Some(news) = seen.statements.take() {
+            let verdict = |sql: &[u8]| Verdict::of(&self.routing.classifier, &self.functions, sql);
+            follow_statements(&mut self.stmts, verdict, conn, *news);
         }
         if seen.copy_ate_sync {
             self.copy_owes_sync = Some(slot);
@@ -478,5 +462,33 @@ pub(super) fn replica_answered(
         if let Some(head) = retries.front_mut() {
             *head = None;
         }
+    }
+}
+
+/// Follows what the relay saw of prepared statements on `conn` (`verdict` classifies a
+/// redefined statement's text).
+#[cold]
+fn follow_statements(
+    stmts: &mut Statements,
+    verdict: impl Fn(&[u8]) -> Verdict,
+    conn: &mut BackendConn,
+    news: relay::StatementNews,
+) {
+    for (name, generation) in &news.failed_parses {
+        stmts.parse_failed(Some(&mut *conn), name, *generation);
+    }
+    for (name, generation) in &news.skipped_parses {
+        conn.prepared.not_sure_of(name, *generation);
+    }
+    // The server still holds them: closed before the connection's next unit. (One prepared
+    // again meanwhile, in a unit sent before this answer, was closed first.)
+    for name in news.skipped_closes {
+        if !conn.prepared.contains_key(&name) {
+            conn.closes_due.push(name);
+        }
+    }
+    for parse in news.redefined {
+        let verdict = verdict(fields::parse_name_sql(&parse).map_or(&b""[..], |(_, sql)| sql));
+        stmts.redefined(conn, parse, verdict);
     }
 }

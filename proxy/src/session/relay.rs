@@ -23,6 +23,29 @@ pub struct Outcome {
     pub status: TxStatus,
 }
 
+/// What the relay saw of prepared statements beyond their plain success: errors and
+/// redefinitions, rare.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StatementNews {
+    /// The client's statements whose Parse the server rejected (name, generation).
+    pub failed_parses: Vec<(Bytes, u64)>,
+    /// Statements the proxy prepared that the server skipped after an error (name,
+    /// generation): what the connection holds under their names is unknown.
+    pub skipped_parses: Vec<(Bytes, u64)>,
+    /// Statements closed (by the client or the proxy) whose Close the server skipped after
+    /// an error: the connection may still hold them.
+    pub skipped_closes: Vec<Bytes>,
+    /// Redefinitions of statements the server accepted, their Parse messages.
+    pub redefined: Vec<Bytes>,
+}
+
+impl Relayed {
+    /// The statement news, made at the first.
+    fn statements(&mut self) -> &mut StatementNews {
+        self.statements.get_or_insert_with(Box::default)
+    }
+}
+
 /// What the relay saw that the session must act on.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Relayed {
@@ -35,16 +58,9 @@ pub struct Relayed {
     pub ended_tx: bool,
     /// The backend sent something it had no reason to send (usually a FATAL before closing).
     pub unsolicited: Option<u8>,
-    /// The client's statements whose Parse the server rejected (name, generation).
-    pub failed_parses: Vec<(Bytes, u64)>,
-    /// Statements the proxy prepared that the server skipped after an error (name,
-    /// generation): what the connection holds under their names is unknown.
-    pub skipped_parses: Vec<(Bytes, u64)>,
-    /// Statements closed (by the client or the proxy) whose Close the server skipped after
-    /// an error: the connection may still hold them.
-    pub skipped_closes: Vec<Bytes>,
-    /// Redefinitions of statements the server accepted, their Parse messages.
-    pub redefined: Vec<Bytes>,
+    /// What became of prepared statements that the session must follow up; None, and free
+    /// to make and drop, for nearly every answer.
+    pub statements: Option<Box<StatementNews>>,
     /// COPY FROM STDIN started in a Sync-ended batch: the server ignored that Sync, so the
     /// client's next Sync (after CopyDone/CopyFail) completes the batch instead.
     pub copy_ate_sync: bool,
@@ -301,7 +317,7 @@ fn attend(
                 out.extend_from_slice(msg);
             }
             if let Some(ParseOrigin::ClientRedefines(parse)) = origin {
-                seen.redefined.push(parse.clone());
+                seen.statements().redefined.push(parse.clone());
             }
             front.parses_done += 1;
         }
@@ -384,10 +400,10 @@ fn unit_done(
         for origin in unanswered {
             match origin {
                 ParseOrigin::Client { name, generation } => {
-                    seen.failed_parses.push((name, generation))
+                    seen.statements().failed_parses.push((name, generation))
                 }
                 ParseOrigin::Proxy { name, generation } => {
-                    seen.skipped_parses.push((name, generation))
+                    seen.statements().skipped_parses.push((name, generation))
                 }
                 ParseOrigin::ClientUntracked | ParseOrigin::ClientRedefines(_) => {}
             }
@@ -405,7 +421,8 @@ fn unit_done(
 #[inline(never)]
 fn skipped_closes(done: &Pending, from: usize, seen: &mut Relayed) {
     let names = done.closes.iter().skip(from).map(|c| c.name.clone());
-    seen.skipped_closes
+    seen.statements()
+        .skipped_closes
         .extend(names.filter(|name| !name.is_empty()));
 }
 
@@ -577,7 +594,9 @@ fn swallow(
             if done.origin == Origin::Discard {
                 for origin in &done.parses {
                     if let ParseOrigin::Proxy { name, generation } = origin {
-                        seen.skipped_parses.push((name.clone(), *generation));
+                        seen.statements()
+                            .skipped_parses
+                            .push((name.clone(), *generation));
                     }
                 }
                 skipped_closes(&done, 0, seen);
