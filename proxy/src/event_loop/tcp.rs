@@ -41,13 +41,23 @@ impl LoopTcp {
     /// The socket, out of the loop (to register it elsewhere).
     pub fn into_std(self) -> std::net::TcpStream {
         let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never dropped or used again; each field is taken out once.
+        // SAFETY: `this` is never dropped or used again.
+        unsafe { this.leave_loop() }
+    }
+
+    /// Deregisters the socket and takes it out.
+    ///
+    /// # Safety
+    /// Once only, and `self` is not used after (nor dropped as a `LoopTcp`).
+    unsafe fn leave_loop(&mut self) -> std::net::TcpStream {
+        // SAFETY: the caller takes each field out once.
         let (socket, registration) = unsafe {
             (
-                ManuallyDrop::take(&mut this.socket),
-                ManuallyDrop::take(&mut this.registration),
+                ManuallyDrop::take(&mut self.socket),
+                ManuallyDrop::take(&mut self.registration),
             )
         };
+        // Before the socket can close: its number may be reused at once.
         registration.deregister(socket.as_raw_fd());
         socket
     }
@@ -58,10 +68,6 @@ impl LoopTcp {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
-    }
-
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.peer_addr()
     }
 
     /// Splits it into halves that each side of a session owns.
@@ -181,15 +187,7 @@ impl LoopTcp {
 impl Drop for LoopTcp {
     fn drop(&mut self) {
         // SAFETY: drop runs once; neither field is used after.
-        let (socket, registration) = unsafe {
-            (
-                ManuallyDrop::take(&mut self.socket),
-                ManuallyDrop::take(&mut self.registration),
-            )
-        };
-        // Before the socket closes: its number may be reused at once.
-        registration.deregister(socket.as_raw_fd());
-        drop(socket);
+        drop(unsafe { self.leave_loop() });
     }
 }
 
@@ -261,10 +259,6 @@ impl LoopRead {
     /// stays to be read.
     pub fn peek_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         sys::peek(self.0.fd(), buf)
-    }
-
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.0.peer_addr()
     }
 }
 
