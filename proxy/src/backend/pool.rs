@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -250,6 +250,31 @@ impl Place {
 #[derive(Default)]
 struct Closing(Vec<(String, Instant)>);
 
+/// What every lease and give-back checks of `[pool]`, readable without a lock (two locks a
+/// transaction otherwise); set with the rest of the limits.
+#[derive(Default)]
+struct LeaseLimits {
+    lifetime: AtomicU64,
+    max_idle: AtomicUsize,
+}
+
+impl LeaseLimits {
+    fn set(&self, limits: &Limits) {
+        let nanos = u64::try_from(limits.lifetime.as_nanos()).unwrap_or(u64::MAX);
+        self.lifetime.store(nanos, Ordering::Relaxed);
+        self.max_idle.store(limits.max_idle, Ordering::Relaxed);
+    }
+
+    /// Whether a connection made at `created` has outlived `server_lifetime` at `now`.
+    fn too_old(&self, created: Tick, now: Tick) -> bool {
+        now.since(created) >= Duration::from_nanos(self.lifetime.load(Ordering::Relaxed))
+    }
+
+    fn max_idle(&self) -> usize {
+        self.max_idle.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Pool {
     backends: Arc<Backends>,
     /// Per backend id (every id the registry may hand out): one permit per connection it may
@@ -261,6 +286,8 @@ pub struct Pool {
     waiting: Vec<AtomicUsize>,
     keys: Mutex<HashMap<PoolKey, Arc<KeyPool>>>,
     closing: Mutex<Closing>,
+    /// Whether `closing` lists a database: checked without its lock at every give-back.
+    any_closing: AtomicBool,
     /// ParameterStatus values per key and startup settings, remembered from the last
     /// connection opened for the key with the settings applied, so a client can be told them
     /// at startup without a backend connection of its own.
@@ -270,6 +297,7 @@ pub struct Pool {
     asking: Mutex<HashMap<(PoolKey, Settings), Gate>>,
     /// `[pool]`, which a reload may change (see `reconfigure`).
     limits: Mutex<Limits>,
+    lease_limits: LeaseLimits,
     /// `[pool]` with its overrides, which decide each key pool's sizes.
     config: Mutex<PoolConfig>,
     connect_timeout: Duration,
@@ -360,9 +388,15 @@ impl Pool {
             backends,
             keys: Mutex::default(),
             closing: Mutex::default(),
+            any_closing: AtomicBool::new(false),
             params: Mutex::new(HashMap::new()),
             asking: Mutex::default(),
             limits: Mutex::new(limits),
+            lease_limits: {
+                let lease_limits = LeaseLimits::default();
+                lease_limits.set(&limits);
+                lease_limits
+            },
             config: Mutex::new(config.clone()),
             connect_timeout,
             cut_detection,
@@ -472,8 +506,9 @@ impl Pool {
         pooled: Option<Tick>,
         worker: usize,
     ) -> Option<Box<BackendConn>> {
-        let asked = pooled.is_some_and(|since| since.elapsed() >= ASK_IF_IDLE_FOR);
-        if !is_alive(&conn, asked) || conn.created.elapsed() >= self.limits().lifetime {
+        let now = Tick::now();
+        let asked = pooled.is_some_and(|since| now.since(since) >= ASK_IF_IDLE_FOR);
+        if !is_alive(&conn, asked) || self.lease_limits.too_old(conn.created, now) {
             close(conn);
             return None;
         }
@@ -762,8 +797,8 @@ impl Pool {
             return;
         }
         let pool = conn.member().clone();
-        let limits = self.limits();
-        let doomed = conn.created.elapsed() >= limits.lifetime
+        let now = Tick::now();
+        let doomed = self.lease_limits.too_old(conn.created, now)
             || conn.info.is_retired()
             || self.is_closing(&conn.key.startup.database);
         if doomed {
@@ -783,21 +818,24 @@ impl Pool {
         };
         let backend_full = self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0;
         // Retirement is checked under the lock `close_backend` takes after retiring.
-        if conn.info.is_retired() || backend_full || state.idle.len() >= limits.max_idle {
+        let full = state.idle.len() >= self.lease_limits.max_idle();
+        if conn.info.is_retired() || backend_full || full {
             drop(state);
             close(conn);
             return;
         }
-        state.idle.push((conn, Tick::now()));
+        state.idle.push((conn, now));
     }
 
     fn is_closing(&self, database: &str) -> bool {
-        let mut closing = locked(&self.closing);
-        if closing.0.is_empty() {
+        if !self.any_closing.load(Ordering::Acquire) {
             return false;
         }
+        let mut closing = locked(&self.closing);
         let now = Instant::now();
         closing.0.retain(|(_, until)| *until > now);
+        self.any_closing
+            .store(!closing.0.is_empty(), Ordering::Release);
         closing.0.iter().any(|(name, _)| name == database)
     }
 
@@ -864,9 +902,12 @@ impl Pool {
     /// connections to it on every backend, and for a while closes those returned instead of
     /// pooling them (a client that just left may still be handing its connection back).
     fn close_database(&self, database: &str) {
-        locked(&self.closing)
+        let mut closing = locked(&self.closing);
+        closing
             .0
             .push((database.to_owned(), Instant::now() + CLOSING_GRACE));
+        self.any_closing.store(true, Ordering::Release);
+        drop(closing);
         let mut closed = Vec::new();
         for pool in self.key_pools() {
             if pool.key.startup.database == database {
@@ -966,6 +1007,7 @@ impl Pool {
             }
         }
         let new_limits = Limits::of(config);
+        self.lease_limits.set(&new_limits);
         let old = std::mem::replace(&mut *locked(&self.limits), new_limits).max_server_connections;
         let new = new_limits.max_server_connections;
         if new > old {

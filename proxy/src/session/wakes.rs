@@ -11,9 +11,10 @@
 //! a socket whose read was last polled under another waker (a connection just leased, which
 //! the login or the pool read) is marked due ([`Wakes::due`]) before its first poll here.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::Slot;
 
@@ -24,11 +25,8 @@ pub(super) enum Source {
     Lease(Slot),
 }
 
-/// How many sources a session has.
-const SOURCES: usize = 3;
-
 impl Source {
-    /// Its place among the wakers, and its bit is `1 << index`.
+    /// Its bit among the fired and the due, and the tag of its waker.
     fn index(self) -> usize {
         match self {
             Source::Client => 0,
@@ -42,39 +40,53 @@ impl Source {
     }
 }
 
-/// What the sockets' wakers share: which fired, and the task to wake.
+/// What the sources' wakers share: which fired, and the task they wake. One allocation per
+/// task waker (a session's task keeps one for life on the workers' loops): a source's waker
+/// is its address tagged with the source, so a wake is an OR and the task's own wake, with
+/// no lock and no allocation of its own.
 struct Fired {
     bits: AtomicU8,
-    task: Mutex<Waker>,
+    task: Waker,
 }
 
-/// The waker one socket's reads are polled under.
-struct SourceWaker {
-    bit: u8,
-    fired: Arc<Fired>,
+/// The tag of a source's waker lives in the low bits of `Fired`'s address, which its
+/// alignment leaves clear.
+const TAG: usize = 0b11;
+const _: () = assert!(std::mem::align_of::<Fired>() > TAG);
+
+/// Splits a source waker's data into its `Fired` and its source's bit.
+fn untag(data: *const ()) -> (*const Fired, u8) {
+    let tagged = data as usize;
+    ((tagged & !TAG) as *const Fired, 1 << (tagged & TAG))
 }
 
-impl Wake for SourceWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
+static SOURCE_WAKER: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.bits.fetch_or(self.bit, Ordering::AcqRel);
-        self.fired
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .wake_by_ref();
-    }
+// SAFETY (the four below): a source waker's data is an `Arc<Fired>` pointer (tagged) holding
+// one strong count, made by `Wakes::poll_read` (borrowed, never dropped) and `clone`.
+unsafe fn clone(data: *const ()) -> RawWaker {
+    Arc::increment_strong_count(untag(data).0);
+    RawWaker::new(data, &SOURCE_WAKER)
+}
+
+unsafe fn wake(data: *const ()) {
+    wake_by_ref(data);
+    drop_waker(data);
+}
+
+unsafe fn wake_by_ref(data: *const ()) {
+    let (fired, bit) = untag(data);
+    let fired = &*fired;
+    fired.bits.fetch_or(bit, Ordering::AcqRel);
+    fired.task.wake_by_ref();
+}
+
+unsafe fn drop_waker(data: *const ()) {
+    Arc::decrement_strong_count(untag(data).0);
 }
 
 pub(super) struct Wakes {
     fired: Arc<Fired>,
-    /// The task's waker as last handed to `fired` (compared, not cloned, on every poll).
-    task: Waker,
-    /// Each source's own waker, by [`Source::index`].
-    wakers: [Waker; SOURCES],
     /// The sources to poll: fired, or not yet found with nothing since they last gave bytes.
     due: u8,
 }
@@ -82,20 +94,11 @@ pub(super) struct Wakes {
 impl Wakes {
     /// Every source starts due: nothing is known of them yet.
     pub(super) fn new() -> Wakes {
-        let fired = Arc::new(Fired {
-            bits: AtomicU8::new(0),
-            task: Mutex::new(Waker::noop().clone()),
-        });
-        let wakers = std::array::from_fn(|index| {
-            Waker::from(Arc::new(SourceWaker {
-                bit: 1 << index,
-                fired: fired.clone(),
-            }))
-        });
         Wakes {
-            wakers,
-            task: Waker::noop().clone(),
-            fired,
+            fired: Arc::new(Fired {
+                bits: AtomicU8::new(0),
+                task: Waker::noop().clone(),
+            }),
             due: u8::MAX,
         }
     }
@@ -106,19 +109,20 @@ impl Wakes {
     /// the old one must be polled again.
     #[inline]
     pub(super) fn begin(&mut self, cx: &Context<'_>) -> bool {
-        let new_task = !self.task.will_wake(cx.waker());
-        if new_task {
-            self.task = cx.waker().clone();
-            *self
-                .fired
-                .task
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = self.task.clone();
+        if !self.fired.task.will_wake(cx.waker()) {
+            // The sockets hold wakers of the old task: each is polled again, and so takes one
+            // of the new.
+            self.fired = Arc::new(Fired {
+                bits: AtomicU8::new(0),
+                task: cx.waker().clone(),
+            });
+            self.due = u8::MAX;
+            return true;
         }
         if self.fired.bits.load(Ordering::Relaxed) != 0 {
             self.due |= self.fired.bits.swap(0, Ordering::AcqRel);
         }
-        new_task
+        false
     }
 
     /// `source` must be polled at the next chance: its socket is new to the session, or was
@@ -139,7 +143,13 @@ impl Wakes {
         if self.due & bit == 0 {
             return Poll::Pending;
         }
-        let polled = read(&mut Context::from_waker(&self.wakers[source.index()]));
+        let data = (Arc::as_ptr(&self.fired) as usize | source.index()) as *const ();
+        // SAFETY: borrowed, not owned: `ManuallyDrop` keeps the count `self.fired` holds, and
+        // `self.fired` outlives the poll; whoever keeps the waker clones it (a count of its
+        // own).
+        let waker =
+            ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &SOURCE_WAKER)) });
+        let polled = read(&mut Context::from_waker(&waker));
         if polled.is_pending() {
             self.due &= !bit;
         }
@@ -151,6 +161,7 @@ impl Wakes {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
 
     /// A task waker that counts its wakes.
     struct Counting(AtomicUsize);
@@ -223,5 +234,47 @@ mod tests {
         kept.unwrap().wake();
         assert_eq!(first.0.load(Ordering::Relaxed), 0);
         assert_eq!(second.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn each_source_waker_marks_its_own_source_and_outlives_the_session() {
+        let counting = Arc::new(Counting(AtomicUsize::new(0)));
+        let task = Waker::from(counting.clone());
+        let cx = Context::from_waker(&task);
+        let sources = [
+            Source::Client,
+            Source::Lease(Slot::Primary),
+            Source::Lease(Slot::Replica),
+        ];
+        let mut wakes = Wakes::new();
+        wakes.begin(&cx);
+        let mut kept = Vec::new();
+        for source in sources {
+            let _ = wakes.poll_read(source, |cx| {
+                kept.push(cx.waker().clone());
+                Poll::<()>::Pending
+            });
+        }
+        for (source, waker) in sources.into_iter().zip(&kept) {
+            waker.wake_by_ref();
+            wakes.begin(&cx);
+            for other in sources {
+                let polled = wakes.poll_read(other, |_| Poll::Ready(()));
+                assert_eq!(
+                    polled.is_ready(),
+                    other == source,
+                    "{other:?} after {source:?}"
+                );
+            }
+            // Back to not due.
+            let _ = wakes.poll_read(source, |_| Poll::<()>::Pending);
+        }
+        assert_eq!(counting.0.load(Ordering::Relaxed), 3);
+        // The session ends; its sockets may still hold and use its wakers.
+        drop(wakes);
+        let clone = kept[1].clone();
+        drop(kept);
+        clone.wake();
+        assert_eq!(counting.0.load(Ordering::Relaxed), 4);
     }
 }
