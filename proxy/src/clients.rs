@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -181,8 +183,20 @@ pub struct ClientEntry {
     bytes_out: AtomicU64,
     assignments: AtomicU64,
     wait_micros: AtomicU64,
-    /// By slot: the primary's connection, the replica's.
+    /// By slot (the primary's, the replica's): the server connection it last held there,
+    /// kept once given back, so that taking the same one again (as nearly every transaction
+    /// in transaction pooling does) takes no lock; `holds` says whether it holds it now.
     servers: Mutex<[Option<ServerLink>; 2]>,
+    /// The BackendKeyData of `servers[slot]` (see [`link_key`]); 0 for none.
+    linked: [AtomicU64; 2],
+    holds: [AtomicBool; 2],
+}
+
+/// A server connection's identity for [`ClientEntry::servers`]: its process id and secret
+/// key. A process serves one connection for its life, and a new process that reuses an id
+/// draws a new random secret.
+fn link_key((pid, secret): (i32, i32)) -> u64 {
+    (u64::from(pid as u32) << 32) | u64::from(secret as u32)
 }
 
 /// Adds to a counter only its session writes: a relaxed load and store, no locked add.
@@ -208,21 +222,33 @@ impl ClientEntry {
 
     /// It holds a connection in `slot` now (whether it had to wait or not), or stopped
     /// waiting without one.
-    pub fn waited(&self, slot: usize, got: Option<ServerLink>) {
+    pub fn waited(&self, slot: usize, got: Option<&BackendConn>) {
         let since = self.waiting_since.swap(0, Relaxed);
-        if let Some(link) = got {
+        if let Some(conn) = got {
             bump(&self.assignments, 1);
             if since != 0 {
                 bump(&self.wait_micros, now_micros().saturating_sub(since));
             }
-            locked(&self.servers)[slot] = Some(link);
+            self.link(slot, link_key(conn.cancel_key), || ServerLink::of(conn));
         }
         self.changed_now();
     }
 
+    /// Shows the connection `key` as held in `slot`; `link` describes it, made only when it
+    /// is not the one last held there. (Only the session writes these; the admin console
+    /// reads `holds` under the lock, after the link it stands for.)
+    fn link(&self, slot: usize, key: u64, link: impl FnOnce() -> ServerLink) {
+        if self.linked[slot].load(Relaxed) != key {
+            let mut servers = locked(&self.servers);
+            servers[slot] = Some(link());
+            self.linked[slot].store(key, Relaxed);
+        }
+        self.holds[slot].store(true, Release);
+    }
+
     /// It gave back the connection in `slot`.
     pub fn released(&self, slot: usize) {
-        if locked(&self.servers)[slot].take().is_some() {
+        if self.holds[slot].swap(false, Release) {
             self.changed_now();
         }
     }
@@ -236,7 +262,7 @@ impl ClientEntry {
     pub fn state(&self) -> ClientState {
         if self.waiting_since.load(Relaxed) != 0 {
             ClientState::Waiting
-        } else if locked(&self.servers).iter().any(Option::is_some) {
+        } else if self.holds.iter().any(|holds| holds.load(Acquire)) {
             ClientState::Active
         } else {
             ClientState::Idle
@@ -265,7 +291,11 @@ impl ClientEntry {
 
     /// The server connections it holds.
     pub fn servers(&self) -> Vec<ServerLink> {
-        locked(&self.servers).iter().flatten().cloned().collect()
+        let servers = locked(&self.servers);
+        let held = servers.iter().zip(&self.holds);
+        held.filter(|(_, holds)| holds.load(Acquire))
+            .filter_map(|(link, _)| link.clone())
+            .collect()
     }
 
     pub fn counters(&self) -> Counters {
@@ -305,6 +335,8 @@ impl ClientRegistry {
             assignments: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
             servers: Mutex::default(),
+            linked: Default::default(),
+            holds: Default::default(),
         });
         locked(&self.live).insert(id, entry.clone());
         Listed {
@@ -426,6 +458,50 @@ mod tests {
         );
         entry.released(0);
         assert_eq!(entry.state(), ClientState::Idle);
+    }
+
+    #[test]
+    fn a_server_link_is_made_once_per_connection_and_shown_while_held() {
+        let registry = Arc::new(ClientRegistry::default());
+        let listed = registry.register(client("appdb"));
+        let entry = listed.entry();
+        let config = pgrepl_config::BackendConfig {
+            name: "db02".to_owned(),
+            host: "127.0.0.1".to_owned(),
+            port: 5432,
+            weight: 1,
+            promotable: true,
+        };
+        let info = Arc::new(BackendInfo::new(
+            crate::backend::BackendId::FIRST,
+            &config,
+            "db01",
+            None,
+        ));
+        let link = |pid| ServerLink {
+            backend: info.clone(),
+            pid,
+            local: None,
+            connected: SystemTime::UNIX_EPOCH,
+        };
+        let pids = |entry: &ClientEntry| entry.servers().iter().map(|l| l.pid).collect::<Vec<_>>();
+        entry.link(1, link_key((7, 70)), || link(7));
+        assert_eq!(pids(entry), [7]);
+        assert_eq!(entry.state(), ClientState::Active);
+        entry.released(1);
+        assert_eq!(pids(entry), Vec::<i32>::new(), "given back: not shown");
+        assert_eq!(entry.state(), ClientState::Idle);
+        // The same connection again: the link kept is shown, none made.
+        entry.link(1, link_key((7, 70)), || panic!("made again"));
+        assert_eq!(pids(entry), [7]);
+        entry.released(1);
+        // Another process, or the same id with another secret (a new process): a new link.
+        entry.link(1, link_key((8, 70)), || link(8));
+        assert_eq!(pids(entry), [8]);
+        entry.released(1);
+        entry.link(1, link_key((8, 71)), || link(9));
+        entry.link(0, link_key((8, 71)), || link(10));
+        assert_eq!(pids(entry), [10, 9], "both slots, the primary's first");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::wakes::{Source, Wakes};
 use super::*;
 use crate::backend::{BackendId, Interrupted, KeyPool, Pool, SettingsMark};
-use crate::clients::{ClientEntry, ServerLink};
+use crate::clients::ClientEntry;
 use pgrepl_config::PoolMode;
 
 /// The server connections a session holds: at most one on the primary and one on its
@@ -68,17 +68,19 @@ impl Leases {
         backend: BackendId,
         pool: &Pool,
         startup: &Arc<StartupInfo>,
-    ) -> Arc<KeyPool> {
-        if let Some(found) = self.pools.iter().find(|p| p.key.backend == backend) {
-            return found.clone();
-        }
-        let key = PoolKey {
-            backend,
-            startup: startup.clone(),
+    ) -> &Arc<KeyPool> {
+        let index = match self.pools.iter().position(|p| p.key.backend == backend) {
+            Some(index) => index,
+            None => {
+                let key = PoolKey {
+                    backend,
+                    startup: startup.clone(),
+                };
+                self.pools.push(pool.key_pool(&key));
+                self.pools.len() - 1
+            }
         };
-        let found = pool.key_pool(&key);
-        self.pools.push(found.clone());
-        found
+        &self.pools[index]
     }
 
     /// Gives up the connection in `slot`: the caller returns it to the pool or closes it.
@@ -235,14 +237,15 @@ where
     /// Takes the lease for `slot` from the pool: a connection told what settings it must
     /// have for this session.
     async fn acquire_lease(&mut self, slot: Slot) -> Result<(), BackendError> {
-        let (key_pool, seq, fingerprint) = self.lease_wanted(slot);
+        let backend = self.backend_for(slot);
         let (pool, client) = (&self.shared.pool, &self.client);
+        let key_pool = self.leases.key_pool(backend, pool, &client.startup);
+        let (seq, fingerprint) = wanted_settings(&mut self.state.settings);
+        let suits = |conn: &BackendConn| has_settings(conn, seq, fingerprint);
         let password = client.password.as_deref();
-        let suits = |conn: &BackendConn| has_settings(conn, seq, &fingerprint);
-        let conn = pool
-            .acquire(&key_pool, password, client.worker, &suits)
-            .await?;
-        self.hold(slot, conn, seq, &fingerprint);
+        let mut conn = pool.acquire(key_pool, password, client.worker, &suits).await?;
+        take_on(&mut conn, seq, fingerprint);
+        self.hold(slot, conn);
         Ok(())
     }
 
@@ -254,48 +257,40 @@ where
         if self.shared.pause.is_closed() {
             return false;
         }
-        let (key_pool, seq, fingerprint) = self.lease_wanted(slot);
+        let backend = self.backend_for(slot);
         let (pool, client) = (&self.shared.pool, &self.client);
+        let key_pool = self.leases.key_pool(backend, pool, &client.startup);
+        let (seq, fingerprint) = wanted_settings(&mut self.state.settings);
+        let suits = |conn: &BackendConn| has_settings(conn, seq, fingerprint);
         let password = client.password.as_deref();
-        let suits = |conn: &BackendConn| has_settings(conn, seq, &fingerprint);
-        let Some(conn) = pool.take_idle(&key_pool, password, client.worker, &suits) else {
+        let Some(mut conn) = pool.take_idle(key_pool, password, client.worker, &suits) else {
             return false;
         };
-        self.hold(slot, conn, seq, &fingerprint);
+        take_on(&mut conn, seq, fingerprint);
+        self.hold(slot, conn);
         true
     }
 
-    /// What a lease for `slot` is taken with: the key pool it comes from, and the session's
-    /// settings (`Settings::seq` and `fingerprint`), which an idle connection best has.
-    fn lease_wanted(&mut self, slot: Slot) -> (Arc<KeyPool>, u64, Arc<str>) {
-        let settings = (self.state.settings.seq(), self.state.settings.fingerprint());
-        (self.key_pool_for(slot), settings.0, settings.1)
-    }
-
-    /// The key pool a lease for `slot` comes from: the primary's is the writer word's node
+    /// The backend a lease for `slot` comes from: the primary's is the writer word's node
     /// now, never the one the session last adopted (which may have been left since; `send`
     /// checks the word again after the lease is open).
-    fn key_pool_for(&mut self, slot: Slot) -> Arc<KeyPool> {
+    fn backend_for(&self, slot: Slot) -> BackendId {
         let writer = || self.shared.health.writer().backend;
-        let backend = match slot {
+        match slot {
             Slot::Primary => writer(),
             Slot::Replica => self.client.replica.as_ref().map(ReplicaLease::backend),
         }
         .or_else(writer)
-        .unwrap_or(BackendId::FIRST);
-        let (pool, client) = (&self.shared.pool, &self.client);
-        self.leases.key_pool(backend, pool, &client.startup)
+        .unwrap_or(BackendId::FIRST)
     }
 
-    /// Holds `conn` as the lease for `slot`, told what settings it has in this session
-    /// (`seq`, `fingerprint`: the session's), and shown in the registry.
-    fn hold(&mut self, slot: Slot, mut conn: Box<BackendConn>, seq: u64, fingerprint: &Arc<str>) {
-        take_on(&mut conn, seq, fingerprint);
-        let link = ServerLink::of(&conn);
+    /// Holds `conn` as the lease for `slot` (told what settings it has in this session: see
+    /// [`take_on`]), shown in the registry.
+    fn hold(&mut self, slot: Slot, conn: Box<BackendConn>) {
+        self.client.listed.waited(listed_index(slot), Some(&conn));
         *self.leases.holder(slot) = Some(conn);
         // Its reads were last polled by the login or the pool, under other wakers.
         self.wakes.due(Source::Lease(slot));
-        self.client.listed.waited(listed_index(slot), Some(link));
     }
 
     /// Transaction pooling: at an idle point, gives back each connection the session needs
@@ -380,7 +375,7 @@ where
         } else if settings.seq() == 0 {
             SettingsMark::Startup
         } else {
-            SettingsMark::Of(settings.fingerprint())
+            SettingsMark::Of(settings.fingerprint().clone())
         };
         self.shared.pool.give_back(conn);
     }
@@ -461,6 +456,12 @@ fn at_idle(idle: Idle) -> AtIdle {
     } else {
         AtIdle::GiveBack
     }
+}
+
+/// What a lease is taken with besides its key pool: the session's settings
+/// (`Settings::seq` and `fingerprint`), which an idle connection best has.
+fn wanted_settings(settings: &mut Settings) -> (u64, &Arc<str>) {
+    (settings.seq(), settings.fingerprint())
 }
 
 /// Whether `conn` has the settings of a session at `seq` with `fingerprint` already.

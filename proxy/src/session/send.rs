@@ -215,7 +215,7 @@ where
     #[cold]
     fn number_under_settings(&mut self) {
         let seq = self.state.settings.seq();
-        let fingerprint = self.state.settings.fingerprint();
+        let fingerprint = self.state.settings.fingerprint().clone();
         self.stmts.parse_under(seq, fingerprint);
     }
 

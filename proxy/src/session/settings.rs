@@ -154,15 +154,12 @@ impl Settings {
     /// reported value included, so that the text does not depend on what the connection
     /// started with): two sessions with the same text have the same settings, and a pooled
     /// connection left with one session's suits the other as it is.
-    pub fn fingerprint(&mut self) -> Arc<str> {
-        match &self.fingerprint {
-            Some((seq, text)) if *seq == self.seq => text.clone(),
-            _ => {
-                let text: Arc<str> = self.replay_since(0, &[]).concat().into();
-                self.fingerprint = Some((self.seq, text.clone()));
-                text
-            }
+    pub fn fingerprint(&mut self) -> &Arc<str> {
+        if !matches!(&self.fingerprint, Some((seq, _)) if *seq == self.seq) {
+            let text: Arc<str> = self.replay_since(0, &[]).concat().into();
+            self.fingerprint = Some((self.seq, text));
         }
+        &self.fingerprint.as_ref().expect("set above").1
     }
 
     /// Adds a `SET`/`RESET` text that took effect.
