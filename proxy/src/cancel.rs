@@ -13,21 +13,21 @@ use tokio::net::TcpStream;
 
 use crate::backend::BackendInfo;
 
-/// Where and how to cancel a statement on a backend.
-#[derive(Debug, Clone)]
+/// Where and how to cancel a statement on a backend: one per server connection, made when
+/// it opens, and shared (a session points its client's cancel key at it for every unit of
+/// transaction pooling).
+#[derive(Debug)]
 pub struct BackendCancel {
-    /// Where to send it (shared, not copied: a session sets its target for every unit).
     pub backend: Arc<BackendInfo>,
     pub pid: i32,
     pub secret: i32,
-    /// The cancels forwarded to this connection and not yet delivered (its
-    /// `BackendConn::cancels_in_flight`): while one is, the connection must not serve another
-    /// session, whose statement the late cancel would end.
-    pub in_flight: Arc<AtomicUsize>,
+    /// The cancels forwarded to this connection and not yet delivered: while one is, the
+    /// connection must not serve another session, whose statement the late cancel would end.
+    pub in_flight: AtomicUsize,
 }
 
 /// A cancel on its way to a backend, counted there until it is dropped.
-struct Forwarding(BackendCancel);
+struct Forwarding(Arc<BackendCancel>);
 
 impl Drop for Forwarding {
     fn drop(&mut self) {
@@ -37,10 +37,10 @@ impl Drop for Forwarding {
 
 /// The backend a session is running a statement on, updated by the session.
 #[derive(Debug, Default)]
-pub struct CancelTarget(Mutex<Option<BackendCancel>>);
+pub struct CancelTarget(Mutex<Option<Arc<BackendCancel>>>);
 
 impl CancelTarget {
-    pub fn set(&self, target: Option<BackendCancel>) {
+    pub fn set(&self, target: Option<Arc<BackendCancel>>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = target;
     }
 
@@ -120,7 +120,6 @@ mod tests {
 
     #[test]
     fn a_cancel_on_its_way_is_counted_on_its_connection_until_dropped() {
-        let connection = Arc::new(AtomicUsize::new(0));
         let target = CancelTarget::default();
         let config = pgrepl_config::BackendConfig {
             name: "db01".into(),
@@ -129,15 +128,16 @@ mod tests {
             weight: 1,
             promotable: true,
         };
-        target.set(Some(BackendCancel {
+        let connection = Arc::new(BackendCancel {
             backend: Arc::new(BackendInfo::new(BackendId::FIRST, &config, "db01", None)),
             pid: 7,
             secret: 9,
-            in_flight: connection.clone(),
-        }));
+            in_flight: AtomicUsize::new(0),
+        });
+        target.set(Some(connection.clone()));
         let forwarding = target.forwarding().expect("a target");
         assert_eq!(
-            connection.load(Ordering::Acquire),
+            connection.in_flight.load(Ordering::Acquire),
             1,
             "counted while on its way"
         );
@@ -147,6 +147,6 @@ mod tests {
             "a cleared target takes no cancel"
         );
         drop(forwarding);
-        assert_eq!(connection.load(Ordering::Acquire), 0, "delivered");
+        assert_eq!(connection.in_flight.load(Ordering::Acquire), 0, "delivered");
     }
 }

@@ -2,10 +2,11 @@
 //! its place in the pool.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::cancel::BackendCancel;
 use crate::telemetry::clock::Tick;
 
 use bytes::{Bytes, BytesMut};
@@ -42,8 +43,9 @@ pub struct BackendConn {
     pub key: PoolKey,
     /// The server's BackendKeyData, to forward a client's cancel.
     pub cancel_key: (i32, i32),
-    /// Clients' cancels forwarded here and not yet delivered (see `cancel::BackendCancel`).
-    pub cancels_in_flight: Arc<AtomicUsize>,
+    /// Where a client's cancel for it goes, and the cancels forwarded here and not yet
+    /// delivered.
+    pub cancel: Arc<BackendCancel>,
     pub params: Arc<ServerParams>,
     /// Prepared statements present on this server.
     pub prepared: Prepared,
@@ -112,6 +114,6 @@ impl BackendConn {
     /// True when the server owes no response, the stream is at a message boundary and no
     /// client's cancel is on its way here.
     pub fn is_quiet(&self) -> bool {
-        self.proto.is_quiet() && self.cancels_in_flight.load(Ordering::Acquire) == 0
+        self.proto.is_quiet() && self.cancel.in_flight.load(Ordering::Acquire) == 0
     }
 }

@@ -1,6 +1,7 @@
 //! Opening a backend connection: TCP, StartupMessage, whatever authentication the server asks
 //! for (SCRAM-SHA-256, md5, cleartext, trust), then its ParameterStatus and BackendKeyData.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +18,7 @@ use super::conn::{Counted, SettingsMark};
 use super::pool::{Place, NO_WORKER};
 use super::socket::CutDetection;
 use super::{BackendConn, BackendInfo, PoolKey, Prepared, ProtocolState};
+use crate::cancel::BackendCancel;
 use crate::protocol::sqlstate;
 use crate::protocol::write::{encode_error_fields, Severity};
 
@@ -319,7 +321,12 @@ async fn handshake(
         info: info.clone(),
         key,
         cancel_key,
-        cancels_in_flight: Arc::default(),
+        cancel: Arc::new(BackendCancel {
+            backend: info.clone(),
+            pid: cancel_key.0,
+            secret: cancel_key.1,
+            in_flight: AtomicUsize::new(0),
+        }),
         params: Arc::new(server_params),
         prepared: Prepared::default(),
         created: crate::telemetry::clock::Tick::now(),

@@ -181,7 +181,7 @@ where
             crate::backend::close(conn);
             return;
         }
-        let target = cancel_of(&conn);
+        let target = conn.cancel.clone();
         tokio::spawn(async move {
             let _ = send_cancel(&target).await;
             crate::backend::close(conn);
@@ -353,7 +353,8 @@ where
             busy: busy.contains(&Some(slot)),
             answers_owed: !conn.proto.is_quiet(),
             cancel_in_flight: conn
-                .cancels_in_flight
+                .cancel
+                .in_flight
                 .load(std::sync::atomic::Ordering::Acquire)
                 > 0,
             holds_state: slot == Slot::Primary && holds_state,
@@ -396,7 +397,7 @@ where
             return;
         }
         self.cancel_key = Some(conn.cancel_key);
-        self.client.cancel.set(Some(cancel_of(conn)));
+        self.client.cancel.set(Some(conn.cancel.clone()));
     }
 
     /// The connection the client's cancel would reach leaves the session: a cancel must not
@@ -492,15 +493,6 @@ fn take_on(conn: &mut BackendConn, seq: u64, fingerprint: &Arc<str>) {
             0
         }
     };
-}
-
-pub(super) fn cancel_of(conn: &BackendConn) -> BackendCancel {
-    BackendCancel {
-        backend: conn.info.clone(),
-        pid: conn.cancel_key.0,
-        secret: conn.cancel_key.1,
-        in_flight: conn.cancels_in_flight.clone(),
-    }
 }
 
 #[cfg(test)]

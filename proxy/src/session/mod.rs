@@ -51,7 +51,7 @@ use crate::backend::{
     BackendConn, BackendError, Origin, Pending, PoolKey, StartupInfo, StartupSettings, Watch,
 };
 use crate::balance::ReplicaLease;
-use crate::cancel::{send_cancel, BackendCancel, CancelTarget};
+use crate::cancel::{send_cancel, CancelTarget};
 use crate::health::{Health, WriterState};
 use crate::live::RoutingSettings;
 use crate::protocol::tags::frontend::*;

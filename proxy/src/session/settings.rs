@@ -154,12 +154,20 @@ impl Settings {
     /// reported value included, so that the text does not depend on what the connection
     /// started with): two sessions with the same text have the same settings, and a pooled
     /// connection left with one session's suits the other as it is.
+    #[inline]
     pub fn fingerprint(&mut self) -> &Arc<str> {
-        if !matches!(&self.fingerprint, Some((seq, _)) if *seq == self.seq) {
-            let text: Arc<str> = self.replay_since(0, &[]).concat().into();
-            self.fingerprint = Some((self.seq, text));
+        if !matches!(self.fingerprint, Some((seq, _)) if seq == self.seq) {
+            self.write_fingerprint();
         }
-        &self.fingerprint.as_ref().expect("set above").1
+        &self.fingerprint.as_ref().expect("written above").1
+    }
+
+    /// Makes the fingerprint of the settings as they are now: once per change, not per lease.
+    #[cold]
+    #[inline(never)]
+    fn write_fingerprint(&mut self) {
+        let text: Arc<str> = self.replay_since(0, &[]).concat().into();
+        self.fingerprint = Some((self.seq, text));
     }
 
     /// Adds a `SET`/`RESET` text that took effect.

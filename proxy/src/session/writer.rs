@@ -356,7 +356,7 @@ where
     fn close_write_lease(&mut self) {
         if let Some(conn) = self.leases.release(Slot::Primary) {
             self.untrack_cancel(&conn);
-            let target = leases::cancel_of(&conn);
+            let target = conn.cancel.clone();
             if conn.proto.is_quiet() {
                 crate::backend::close(conn);
             } else {
