@@ -21,9 +21,16 @@ pub fn body(msg: &[u8]) -> &[u8] {
     msg.get(HEADER_LEN..).unwrap_or_default()
 }
 
-/// Query ('Q'): the SQL text.
+/// Query ('Q'): the SQL text, all of the body before its final NUL. Taken from the end, not
+/// scanned for the first NUL: read for several steps of every simple query. A text with a
+/// NUL inside is kept whole: the server refuses such a message whatever comes before the
+/// NUL (its one string must end the message), so no part of it may be read as a statement.
+#[inline]
 pub fn query_sql(msg: &[u8]) -> Option<&[u8]> {
-    cstr(body(msg)).map(|(sql, _)| sql)
+    match body(msg) {
+        [sql @ .., 0] => Some(sql),
+        _ => None,
+    }
 }
 
 /// Parse ('P'): statement name and SQL text.
@@ -107,6 +114,12 @@ mod tests {
         assert_eq!(bind_statement(&msg(b'B', b"\0")), None);
         assert_eq!(target(&msg(b'C', b"")), None);
         assert_eq!(query_sql(b"Q\0"), None);
+        // The server refuses a NUL before the end: no part is a statement of its own.
+        assert_eq!(
+            query_sql(&msg(b'Q', b"SELECT 1\0DROP TABLE t\0")),
+            Some(&b"SELECT 1\0DROP TABLE t"[..])
+        );
+        assert_eq!(query_sql(&msg(b'Q', b"SELECT 1\0trailing")), None);
         assert!(!error_is_fatal(&msg(b'E', b"SFATAL")));
     }
 
