@@ -94,7 +94,7 @@ stop_pids() {
 }
 
 cleanup() {
-    local rc=$? f daemons=()
+    local rc=$? f pid daemons=()
     trap - INT TERM
     if [[ $rc -ne 0 ]]; then
         for f in "${SERVER_LOGS[@]}"; do
@@ -105,8 +105,14 @@ cleanup() {
         done
     fi
     stop_pids "${PID[@]}"
+    # A daemon's pid only while that pid still runs the daemon's own config: one that ended
+    # may have been handed to another process since (pid_max is small here).
     for f in "${PIDFILES[@]}"; do
-        if [[ -s $f ]]; then daemons+=("$(cat "$f")"); fi
+        [[ -s $f ]] || continue
+        pid=$(cat "$f")
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "${f%.pid}.ini"; then
+            daemons+=("$pid")
+        fi
     done
     stop_pids "${daemons[@]}"
     if [[ -f $WORK/cluster/ports.env ]]; then

@@ -243,7 +243,9 @@ where
         let (seq, fingerprint) = wanted_settings(&mut self.state.settings);
         let suits = |conn: &BackendConn| has_settings(conn, seq, fingerprint);
         let password = client.password.as_deref();
-        let mut conn = pool.acquire(key_pool, password, client.worker, &suits).await?;
+        let mut conn = pool
+            .acquire(key_pool, password, client.worker, &suits)
+            .await?;
         take_on(&mut conn, seq, fingerprint);
         self.hold(slot, conn);
         Ok(())
