@@ -157,6 +157,9 @@ declare -A BIN=([proxy]=${PROXY_BIN:-} [baseline]=${BASELINE_BIN:-})
 declare -A ENVS=([proxy]="" [baseline]=${BASELINE_ENV:-})
 # The process of each target that has one of its own (not direct).
 declare -A PID=()
+# PgBouncer daemonizes: its pid, to measure it, apart from PID (the children cleanup stops;
+# it stops PgBouncer by its pidfile).
+declare -A DAEMON_PID=()
 for target in proxy baseline; do
     if wants "$target"; then
         PORT[$target]=$("$TESTCLUSTER" free-port)
@@ -190,7 +193,7 @@ if wants pgbouncer; then
         "default_pool_size = $SERVER_POOL" "${prepared[@]}"
     say "starting PgBouncer on port ${PORT[pgbouncer]}"
     start_pgbouncer pgbouncer "${PORT[pgbouncer]}"
-    PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid")
+    DAEMON_PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid")
 fi
 
 # --- measurements ------------------------------------------------------------
@@ -221,7 +224,7 @@ statements() {
 # primary_xacts replica_xacts" to SHARES.
 measure() {
     local target=$1 mode=$2 clients=$3 out tps lat port=${PORT[$1]} p0 r0 p1 r1 n st
-    local pid=${PID[$1]:-} ticks0=0 cpu="n/a n/a"
+    local pid=${PID[$1]:-${DAEMON_PID[$1]:-}} ticks0=0 cpu="n/a n/a"
     local threads=$((clients < 2 ? clients : 2))
     local script=(-S -M "$mode")
     if [[ $mode == tpcb || $mode == mixed ]]; then
@@ -272,7 +275,7 @@ if [[ $SYSCALLS == 1 ]]; then
         for target in proxy baseline pgbouncer; do
             wants "$target" || continue
             queries=$((SYSCALL_CLIENTS * SYSCALL_TRANSACTIONS))
-            mapfile -t counts < <(count_syscalls "${PID[$target]}" "$PG_BIN/pgbench" -S -M "$mode" \
+            mapfile -t counts < <(count_syscalls "${PID[$target]:-${DAEMON_PID[$target]}}" "$PG_BIN/pgbench" -S -M "$mode" \
                 -c "$SYSCALL_CLIENTS" -j 2 -t "$SYSCALL_TRANSACTIONS" -n \
                 -h 127.0.0.1 -p "${PORT[$target]}" -U "$DB_USER" "$DB_NAME")
             for i in "${!SYSCALL_KINDS[@]}"; do

@@ -187,16 +187,10 @@ pub struct ClientEntry {
     /// kept once given back, so that taking the same one again (as nearly every transaction
     /// in transaction pooling does) takes no lock; `holds` says whether it holds it now.
     servers: Mutex<[Option<ServerLink>; 2]>,
-    /// The BackendKeyData of `servers[slot]` (see [`link_key`]); 0 for none.
+    /// The serial number of the connection of `servers[slot]` (`BackendConn::serial`, never
+    /// 0); 0 for none.
     linked: [AtomicU64; 2],
     holds: [AtomicBool; 2],
-}
-
-/// A server connection's identity for [`ClientEntry::servers`]: its process id and secret
-/// key. A process serves one connection for its life, and a new process that reuses an id
-/// draws a new random secret.
-fn link_key((pid, secret): (i32, i32)) -> u64 {
-    (u64::from(pid as u32) << 32) | u64::from(secret as u32)
 }
 
 /// Adds to a counter only its session writes: a relaxed load and store, no locked add.
@@ -229,19 +223,19 @@ impl ClientEntry {
             if since != 0 {
                 bump(&self.wait_micros, now_micros().saturating_sub(since));
             }
-            self.link(slot, link_key(conn.cancel_key), || ServerLink::of(conn));
+            self.link(slot, conn.serial, || ServerLink::of(conn));
         }
         self.changed_now();
     }
 
-    /// Shows the connection `key` as held in `slot`; `link` describes it, made only when it
-    /// is not the one last held there. (Only the session writes these; the admin console
+    /// Shows the connection numbered `serial` as held in `slot`; `link` describes it, made
+    /// only when it is not the one last held there. (Only the session writes these; the admin console
     /// reads `holds` under the lock, after the link it stands for.)
-    fn link(&self, slot: usize, key: u64, link: impl FnOnce() -> ServerLink) {
-        if self.linked[slot].load(Relaxed) != key {
+    fn link(&self, slot: usize, serial: u64, link: impl FnOnce() -> ServerLink) {
+        if self.linked[slot].load(Relaxed) != serial {
             let mut servers = locked(&self.servers);
             servers[slot] = Some(link());
-            self.linked[slot].store(key, Relaxed);
+            self.linked[slot].store(serial, Relaxed);
         }
         self.holds[slot].store(true, Release);
     }
@@ -485,22 +479,22 @@ mod tests {
             connected: SystemTime::UNIX_EPOCH,
         };
         let pids = |entry: &ClientEntry| entry.servers().iter().map(|l| l.pid).collect::<Vec<_>>();
-        entry.link(1, link_key((7, 70)), || link(7));
+        entry.link(1, 1, || link(7));
         assert_eq!(pids(entry), [7]);
         assert_eq!(entry.state(), ClientState::Active);
         entry.released(1);
         assert_eq!(pids(entry), Vec::<i32>::new(), "given back: not shown");
         assert_eq!(entry.state(), ClientState::Idle);
         // The same connection again: the link kept is shown, none made.
-        entry.link(1, link_key((7, 70)), || panic!("made again"));
+        entry.link(1, 1, || panic!("made again"));
         assert_eq!(pids(entry), [7]);
         entry.released(1);
-        // Another process, or the same id with another secret (a new process): a new link.
-        entry.link(1, link_key((8, 70)), || link(8));
+        // Another connection: a new link.
+        entry.link(1, 2, || link(8));
         assert_eq!(pids(entry), [8]);
         entry.released(1);
-        entry.link(1, link_key((8, 71)), || link(9));
-        entry.link(0, link_key((8, 71)), || link(10));
+        entry.link(1, 3, || link(9));
+        entry.link(0, 3, || link(10));
         assert_eq!(pids(entry), [10, 9], "both slots, the primary's first");
     }
 

@@ -2,7 +2,7 @@
 //! its place in the pool.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -43,6 +43,9 @@ pub struct BackendConn {
     pub key: PoolKey,
     /// The server's BackendKeyData, to forward a client's cancel.
     pub cancel_key: (i32, i32),
+    /// Unique among the connections the proxy opens, never 0 ([`next_serial`]): what tells
+    /// one from another, where the server's key may not (a server may send none).
+    pub serial: u64,
     /// Where a client's cancel for it goes, and the cancels forwarded here and not yet
     /// delivered.
     pub cancel: Arc<BackendCancel>,
@@ -73,6 +76,12 @@ pub struct BackendConn {
     /// Its place among `[pool] max_server_connections` of its backend and in its key's
     /// pool, given back when it closes.
     pub place: Place,
+}
+
+/// The serial number of a connection being opened.
+pub fn next_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Counts a connection in its backend's open connections while it exists.

@@ -321,6 +321,7 @@ async fn handshake(
         info: info.clone(),
         key,
         cancel_key,
+        serial: super::conn::next_serial(),
         cancel: Arc::new(BackendCancel {
             backend: info.clone(),
             pid: cancel_key.0,

@@ -817,9 +817,11 @@ impl Pool {
             }
         };
         let backend_full = self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0;
-        // Retirement is checked under the lock `close_backend` takes after retiring.
+        // Retirement is checked under the lock `close_backend` takes after retiring, and the
+        // database's closing under the one `close_database` takes to close the idle ones.
         let full = state.idle.len() >= self.lease_limits.max_idle();
-        if conn.info.is_retired() || backend_full || full {
+        let closing = self.is_closing(&conn.key.startup.database);
+        if conn.info.is_retired() || backend_full || full || closing {
             drop(state);
             close(conn);
             return;
@@ -851,7 +853,7 @@ impl Pool {
                 let mut i = 0;
                 while i < state.idle.len() {
                     let (conn, since) = &state.idle[i];
-                    let old = conn.created.elapsed() >= limits.lifetime;
+                    let old = self.lease_limits.too_old(conn.created, now);
                     if old || now.since(*since) >= limits.idle_timeout {
                         expired.push(state.idle.remove(i).0);
                     } else {

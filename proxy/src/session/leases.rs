@@ -390,23 +390,24 @@ where
     }
 
     /// Points the client's cancel key at the backend now running its statement.
-    /// Compared by the connection's own key: the slot may hold another connection by now.
+    /// Compared by the connection's serial number: the slot may hold another connection by
+    /// now.
     pub(super) fn track_cancel(&mut self, slot: Slot) {
         let Some(conn) = self.leases.get(slot) else {
             return;
         };
-        if self.cancel_key == Some(conn.cancel_key) {
+        if self.cancel_conn == Some(conn.serial) {
             return;
         }
-        self.cancel_key = Some(conn.cancel_key);
+        self.cancel_conn = Some(conn.serial);
         self.client.cancel.set(Some(conn.cancel.clone()));
     }
 
     /// The connection the client's cancel would reach leaves the session: a cancel must not
     /// reach whoever uses it next.
     pub(super) fn untrack_cancel(&mut self, conn: &BackendConn) {
-        if self.cancel_key == Some(conn.cancel_key) {
-            self.cancel_key = None;
+        if self.cancel_conn == Some(conn.serial) {
+            self.cancel_conn = None;
             self.client.cancel.set(None);
         }
     }

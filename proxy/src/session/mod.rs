@@ -193,8 +193,8 @@ pub struct Session<R, W> {
     last_parse: Option<(Box<[u8]>, u64, Verdict)>,
     /// The next unit waits for `inflight` to finish.
     stalled: bool,
-    /// The key of the server connection the client's cancel reaches now.
-    cancel_key: Option<(i32, i32)>,
+    /// The serial number of the server connection the client's cancel reaches now.
+    cancel_conn: Option<u64>,
     /// The session's `SET pgrepl.route`.
     read_pref: ReadPreference,
     /// The session's `SET pgrepl.max_staleness`: replicas staler than this serve none of its
@@ -347,7 +347,7 @@ where
             functions,
             last_parse: None,
             stalled: false,
-            cancel_key: None,
+            cancel_conn: None,
             read_pref: ReadPreference::Auto,
             max_staleness: None,
             unit_hint: crate::route::CausalHint::NONE,

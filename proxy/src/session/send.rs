@@ -243,7 +243,9 @@ where
         let in_tx = self.tx.is_some();
         match unit {
             Unit::Query(msg, _) => {
-                let sql = msg.slice_ref(fields::query_sql(msg).unwrap_or_default());
+                // A FunctionCall travels as a Query unit, and has no text.
+                let text = fields::query_sql(msg).filter(|_| msg[0] == QUERY);
+                let sql = msg.slice_ref(text.unwrap_or_default());
                 let sets = if effects.contains(Effects::ONLY_SETS) {
                     vec![sql.clone()]
                 } else {

@@ -13,7 +13,7 @@
 
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use super::Slot;
@@ -47,6 +47,20 @@ impl Source {
 struct Fired {
     bits: AtomicU8,
     task: Waker,
+    /// Set when the session's task waker changed while sockets still held wakers of this
+    /// one: they wake the new one too (a socket the session does not poll again at once, a
+    /// stalled client, keeps the waker it has).
+    forward: OnceLock<Arc<Fired>>,
+}
+
+impl Fired {
+    fn new(task: Waker) -> Arc<Fired> {
+        Arc::new(Fired {
+            bits: AtomicU8::new(0),
+            task,
+            forward: OnceLock::new(),
+        })
+    }
 }
 
 /// The tag of a source's waker lives in the low bits of `Fired`'s address, which its
@@ -54,10 +68,17 @@ struct Fired {
 const TAG: usize = 0b11;
 const _: () = assert!(std::mem::align_of::<Fired>() > TAG);
 
+/// A source's waker data: `fired` tagged with the source.
+fn tag(fired: *const Fired, source: Source) -> *const () {
+    fired.map_addr(|addr| addr | source.index()).cast()
+}
+
 /// Splits a source waker's data into its `Fired` and its source's bit.
 fn untag(data: *const ()) -> (*const Fired, u8) {
-    let tagged = data as usize;
-    ((tagged & !TAG) as *const Fired, 1 << (tagged & TAG))
+    (
+        data.map_addr(|addr| addr & !TAG).cast(),
+        1 << (data.addr() & TAG),
+    )
 }
 
 static SOURCE_WAKER: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
@@ -76,9 +97,15 @@ unsafe fn wake(data: *const ()) {
 
 unsafe fn wake_by_ref(data: *const ()) {
     let (fired, bit) = untag(data);
-    let fired = &*fired;
-    fired.bits.fetch_or(bit, Ordering::AcqRel);
-    fired.task.wake_by_ref();
+    let mut fired = &*fired;
+    loop {
+        fired.bits.fetch_or(bit, Ordering::AcqRel);
+        fired.task.wake_by_ref();
+        match fired.forward.get() {
+            Some(next) => fired = next,
+            None => return,
+        }
+    }
 }
 
 unsafe fn drop_waker(data: *const ()) {
@@ -95,10 +122,7 @@ impl Wakes {
     /// Every source starts due: nothing is known of them yet.
     pub(super) fn new() -> Wakes {
         Wakes {
-            fired: Arc::new(Fired {
-                bits: AtomicU8::new(0),
-                task: Waker::noop().clone(),
-            }),
+            fired: Fired::new(Waker::noop().clone()),
             due: u8::MAX,
         }
     }
@@ -110,19 +134,29 @@ impl Wakes {
     #[inline]
     pub(super) fn begin(&mut self, cx: &Context<'_>) -> bool {
         if !self.fired.task.will_wake(cx.waker()) {
-            // The sockets hold wakers of the old task: each is polled again, and so takes one
-            // of the new.
-            self.fired = Arc::new(Fired {
-                bits: AtomicU8::new(0),
-                task: cx.waker().clone(),
-            });
-            self.due = u8::MAX;
+            self.follow(cx.waker());
             return true;
         }
         if self.fired.bits.load(Ordering::Relaxed) != 0 {
             self.due |= self.fired.bits.swap(0, Ordering::AcqRel);
         }
         false
+    }
+
+    /// A new task waker: every source is due (each takes a waker of the new one when it is
+    /// polled). With no source waker held anywhere (as at the first poll) the task is just
+    /// replaced; otherwise those held wake the new one too, through `forward`.
+    #[cold]
+    fn follow(&mut self, task: &Waker) {
+        self.due = u8::MAX;
+        if let Some(fired) = Arc::get_mut(&mut self.fired) {
+            fired.task = task.clone();
+            return;
+        }
+        let next = Fired::new(task.clone());
+        // Set once: this `Fired` is left now.
+        let _ = self.fired.forward.set(next.clone());
+        self.fired = next;
     }
 
     /// `source` must be polled at the next chance: its socket is new to the session, or was
@@ -143,7 +177,7 @@ impl Wakes {
         if self.due & bit == 0 {
             return Poll::Pending;
         }
-        let data = (Arc::as_ptr(&self.fired) as usize | source.index()) as *const ();
+        let data = tag(Arc::as_ptr(&self.fired), source);
         // SAFETY: borrowed, not owned: `ManuallyDrop` keeps the count `self.fired` holds, and
         // `self.fired` outlives the poll; whoever keeps the waker clones it (a count of its
         // own).
@@ -276,5 +310,34 @@ mod tests {
         drop(kept);
         clone.wake();
         assert_eq!(counting.0.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_waker_kept_from_an_old_task_wakes_the_new_one() {
+        let first = Arc::new(Counting(AtomicUsize::new(0)));
+        let second = Arc::new(Counting(AtomicUsize::new(0)));
+        let (first_task, second_task) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        let mut wakes = Wakes::new();
+        wakes.begin(&Context::from_waker(&first_task));
+        let mut kept = None;
+        let _ = wakes.poll_read(Source::Client, |cx| {
+            kept = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        });
+        // The session moves to another task, and its client is not polled there yet (it is
+        // stalled, say): the socket still holds the old task's waker.
+        let cx = Context::from_waker(&second_task);
+        assert!(wakes.begin(&cx), "a new task waker");
+        kept.unwrap().wake();
+        assert_eq!(second.0.load(Ordering::Relaxed), 1, "the new task is woken");
+        wakes.begin(&cx);
+        assert!(wakes
+            .poll_read(Source::Client, |_| Poll::Ready(()))
+            .is_ready());
+        // With no waker held anywhere, a new task waker is taken in place.
+        let before = Arc::as_ptr(&wakes.fired);
+        let _ = wakes.poll_read(Source::Client, |_| Poll::<()>::Pending);
+        wakes.begin(&Context::from_waker(&first_task));
+        assert_eq!(Arc::as_ptr(&wakes.fired), before);
     }
 }
