@@ -829,10 +829,15 @@ impl Pool {
         state.idle.push((conn, now));
     }
 
+    /// Whether `database` is being dropped or renamed: one load at a give-back while none is.
+    #[inline]
     fn is_closing(&self, database: &str) -> bool {
-        if !self.any_closing.load(Ordering::Acquire) {
-            return false;
-        }
+        self.any_closing.load(Ordering::Acquire) && self.is_listed_closing(database)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn is_listed_closing(&self, database: &str) -> bool {
         let mut closing = locked(&self.closing);
         let now = Instant::now();
         closing.0.retain(|(_, until)| *until > now);
