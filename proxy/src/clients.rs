@@ -147,7 +147,7 @@ impl ServerLink {
     pub fn of(conn: &BackendConn) -> ServerLink {
         ServerLink {
             backend: conn.info.clone(),
-            pid: conn.cancel_key.0,
+            pid: conn.cancel.pid,
             local: conn.local,
             connected: conn.connected,
         }
@@ -229,8 +229,8 @@ impl ClientEntry {
     }
 
     /// Shows the connection numbered `serial` as held in `slot`; `link` describes it, made
-    /// only when it is not the one last held there. (Only the session writes these; the admin console
-    /// reads `holds` under the lock, after the link it stands for.)
+    /// only when it is not the one last held there. (Only the session writes these; the
+    /// admin console reads `holds` under the lock, after the link it stands for.)
     fn link(&self, slot: usize, serial: u64, link: impl FnOnce() -> ServerLink) {
         if self.linked[slot].load(Relaxed) != serial {
             let mut servers = locked(&self.servers);

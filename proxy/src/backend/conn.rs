@@ -41,13 +41,11 @@ pub struct BackendConn {
     pub out: BytesMut,
     pub info: Arc<BackendInfo>,
     pub key: PoolKey,
-    /// The server's BackendKeyData, to forward a client's cancel.
-    pub cancel_key: (i32, i32),
     /// Unique among the connections the proxy opens, never 0 ([`next_serial`]): what tells
     /// one from another, where the server's key may not (a server may send none).
     pub serial: u64,
-    /// Where a client's cancel for it goes, and the cancels forwarded here and not yet
-    /// delivered.
+    /// The server's BackendKeyData (where a client's cancel for it goes), and the cancels
+    /// forwarded here and not yet delivered.
     pub cancel: Arc<BackendCancel>,
     pub params: Arc<ServerParams>,
     /// Prepared statements present on this server.

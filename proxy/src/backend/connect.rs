@@ -320,7 +320,6 @@ async fn handshake(
         out,
         info: info.clone(),
         key,
-        cancel_key,
         serial: super::conn::next_serial(),
         cancel: Arc::new(BackendCancel {
             backend: info.clone(),

@@ -798,14 +798,17 @@ impl Pool {
         }
         let pool = conn.member().clone();
         let now = Tick::now();
+        let mut state = locked(&pool.state);
+        // Retirement is checked under the lock `close_backend` takes after retiring, and the
+        // database's closing under the one `close_database` takes to close the idle ones.
         let doomed = self.lease_limits.too_old(conn.created, now)
             || conn.info.is_retired()
             || self.is_closing(&conn.key.startup.database);
         if doomed {
+            drop(state);
             close(conn);
             return;
         }
-        let mut state = locked(&pool.state);
         let conn = if state.waiting.is_empty() {
             conn
         } else {
@@ -817,11 +820,7 @@ impl Pool {
             }
         };
         let backend_full = self.waiting[conn.key.backend.index()].load(Ordering::Acquire) > 0;
-        // Retirement is checked under the lock `close_backend` takes after retiring, and the
-        // database's closing under the one `close_database` takes to close the idle ones.
-        let full = state.idle.len() >= self.lease_limits.max_idle();
-        let closing = self.is_closing(&conn.key.startup.database);
-        if conn.info.is_retired() || backend_full || full || closing {
+        if backend_full || state.idle.len() >= self.lease_limits.max_idle() {
             drop(state);
             close(conn);
             return;
@@ -983,7 +982,7 @@ impl Pool {
             servers.extend(state.idle.iter().map(|(conn, since)| IdleServer {
                 key: pool.key.clone(),
                 backend: conn.info.clone(),
-                pid: conn.cancel_key.0,
+                pid: conn.cancel.pid,
                 local: conn.local,
                 connected: conn.connected,
                 since: *since,
